@@ -1,0 +1,44 @@
+# nngp_ppl: `make demo` and `make test` work on a fresh clone; they build .venv themselves.
+# PYTHON=/path/to/python3.12 overrides the interpreter search.
+SHELL := /bin/bash
+VENV := .venv
+VPY := $(VENV)/bin/python
+
+# A Python >= 3.12: on PATH first (each candidate is asked, since pyenv shims can exist
+# without working), then pyenv's installed versions directly.
+PYTHON ?= $(shell for c in python3.13 python3.12 python3 python; do \
+    p=$$(command -v $$c 2>/dev/null) || continue; \
+    $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; exit 0; }; \
+  done; \
+  for p in $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -Vr); do \
+    $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; exit 0; }; \
+  done)
+
+.PHONY: all venv test lint demo bench clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then echo "No Python >= 3.12 found on PATH or under pyenv; install one or run make PYTHON=/path/to/python3.12"; exit 1; fi
+	@echo "Creating $(VENV) with $(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e ".[test]"
+	@touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv lint
+	$(VPY) -m pytest -q
+
+demo: venv
+	$(VENV)/bin/nngp-ppl demo
+
+bench: venv
+	$(VPY) benchmarks/sampler.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

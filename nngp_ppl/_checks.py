@@ -1,0 +1,103 @@
+"""Argument validation shared by the whole package.
+
+Every public entry point validates what it is given and raises :class:`NNGPInputError`
+(a ``ValueError``) whose message names the argument and says what is allowed. The CLI
+catches exactly this class and exits non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+
+class NNGPInputError(ValueError):
+    """Bad input to an nngp_ppl function: the message names the argument and what is allowed."""
+
+
+def positive_int(name: str, value) -> int:
+    """``value`` as an int >= 1, else a clear error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise NNGPInputError(f"{name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise NNGPInputError(f"{name} must be a positive integer (>= 1), got {value}")
+    return int(value)
+
+
+def positive_ints(name: str, values) -> tuple[int, ...]:
+    """A non-empty sequence of positive integers (e.g. widths), duplicates removed, order kept."""
+    if isinstance(values, (int, np.integer)):
+        values = [values]
+    values = list(values)
+    if not values:
+        raise NNGPInputError(f"{name} must contain at least one positive integer, got none")
+    out = [positive_int(name, v) for v in values]
+    return tuple(dict.fromkeys(out))
+
+
+def finite_float(name: str, value, *, minimum: float | None = None) -> float:
+    """``value`` as a finite float, optionally >= ``minimum``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise NNGPInputError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise NNGPInputError(f"{name} must be finite, got {value}")
+    if minimum is not None and value < minimum:
+        raise NNGPInputError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def inputs(name: str, X, d_in: int | None = None) -> np.ndarray:
+    """Network inputs as a float64 array of shape (n, d_in).
+
+    A 1-d array is read as n scalar inputs when ``d_in == 1`` (or unknown), and as a
+    single point otherwise. Empty, ragged, non-numeric or non-finite inputs are rejected,
+    and so is a second axis that does not match ``d_in``.
+    """
+    try:
+        arr = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise NNGPInputError(
+            f"{name} must be a rectangular array of real numbers of shape (n, d_in); "
+            "got ragged or non-numeric data"
+        ) from None
+    if arr.ndim == 0:
+        arr = arr.reshape(1, 1)
+    elif arr.ndim == 1:
+        arr = arr[:, None] if (d_in is None or d_in == 1) else arr[None, :]
+    if arr.ndim != 2:
+        raise NNGPInputError(f"{name} must have shape (n, d_in), got an array of shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise NNGPInputError(f"{name} must contain at least one input point, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise NNGPInputError(f"{name} must be finite (no NaN or inf)")
+    if d_in is not None and arr.shape[1] != d_in:
+        raise NNGPInputError(
+            f"{name} has input dimension {arr.shape[1]} but the ensemble has d_in={d_in}"
+        )
+    return arr
+
+
+def orders(name: str, values: Iterable[int], *, max_order: int = 6) -> tuple[int, ...]:
+    """Correlator orders: positive even integers <= ``max_order``, sorted, unique."""
+    if isinstance(values, (int, np.integer)):
+        values = [values]
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise NNGPInputError(f"{name} must be even integers in 2..{max_order}, got {v!r}")
+        if v < 2 or v > max_order or v % 2:
+            raise NNGPInputError(
+                f"{name} must be even integers in 2..{max_order} (odd correlators vanish "
+                f"for zero-mean weights), got {v}"
+            )
+        out.append(int(v))
+    if not out:
+        raise NNGPInputError(f"{name} must name at least one order, got none")
+    return tuple(sorted(set(out)))

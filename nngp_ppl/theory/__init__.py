@@ -1,0 +1,1 @@
+"""Theory: GP (Wick) correlators, exact finite-width correlators, diagrams, cutoff lattices."""

@@ -1,0 +1,98 @@
+"""Index bookkeeping for symmetric correlators.
+
+An n-point function of k inputs is a symmetric (k,)*n array. Its distinct entries are the
+multisets i1 <= ... <= in of input indices, C(k+n-1, n) of them (k = 6: 21, 126, 462 for
+n = 2, 4, 6). Everything that is measured or fitted lives on these distinct tuples; the
+full array is only built for display and for users who want it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import cache
+
+import numpy as np
+
+
+@cache
+def distinct_tuples(k: int, n: int) -> np.ndarray:
+    """The multisets of size ``n`` from ``range(k)`` as sorted rows, in lexicographic order.
+
+    Shape (C(k+n-1, n), n), dtype int. Cached and read-only.
+    """
+    rows = np.array(list(itertools.combinations_with_replacement(range(k), n)), dtype=np.int64)
+    rows = rows.reshape(-1, n)
+    rows.setflags(write=False)
+    return rows
+
+
+@cache
+def _row_lookup(k: int, n: int) -> dict[tuple[int, ...], int]:
+    return {tuple(r): i for i, r in enumerate(distinct_tuples(k, n).tolist())}
+
+
+def tuple_row(k: int, t) -> int:
+    """Row of the multiset ``t`` (any order) in :func:`distinct_tuples` ``(k, len(t))``."""
+    return _row_lookup(k, len(t))[tuple(sorted(int(i) for i in t))]
+
+
+@cache
+def full_index(k: int, n: int) -> np.ndarray:
+    """(k,)*n integer array: entry at (i1..in) is the row of sorted(i1..in)."""
+    grids = np.indices((k,) * n).reshape(n, -1).T
+    srt = np.sort(grids, axis=1)
+    # Lexicographic rank of a sorted tuple via a dense code, matched against the table.
+    weights = k ** np.arange(n - 1, -1, -1)
+    table = distinct_tuples(k, n) @ weights
+    codes = srt @ weights
+    idx = np.searchsorted(table, codes).reshape((k,) * n)
+    idx.setflags(write=False)
+    return idx
+
+
+def expand(values, k: int, n: int) -> np.ndarray:
+    """Full symmetric (k,)*n array from the values on the distinct tuples (last axis)."""
+    values = np.asarray(values)
+    return values[..., full_index(k, n)]
+
+
+def compress(full, k: int, n: int) -> np.ndarray:
+    """Values on the distinct tuples from a full (k,)*n array (the inverse of :func:`expand`)."""
+    full = np.asarray(full)
+    rows = distinct_tuples(k, n)
+    return full[tuple(rows.T)]
+
+
+@cache
+def pairings(n: int) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """All (n-1)!! perfect matchings of positions 0..n-1 (n even), as tuples of pairs."""
+    if n % 2:
+        raise ValueError(f"pairings need an even number of points, got {n}")
+
+    def rec(items):
+        if not items:
+            yield ()
+            return
+        first, rest = items[0], items[1:]
+        for j, partner in enumerate(rest):
+            for tail in rec(rest[:j] + rest[j + 1 :]):
+                yield ((first, partner),) + tail
+
+    return tuple(rec(tuple(range(n))))
+
+
+@cache
+def set_partitions(n: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """All set partitions of positions 0..n-1 (Bell(n) of them), blocks as sorted tuples."""
+
+    def rec(items):
+        if not items:
+            yield ()
+            return
+        first, rest = items[0], items[1:]
+        for part in rec(rest):
+            yield ((first,),) + part
+            for i, block in enumerate(part):
+                yield part[:i] + ((first,) + block,) + part[i + 1 :]
+
+    return tuple(rec(tuple(range(n))))
