@@ -12,6 +12,7 @@ _jax.config.update("jax_enable_x64", True)
 from ._checks import NNGPInputError  # noqa: E402
 from .ensembles import ErfNet, GaussNet, ReLUNet, SingleLayerNet, make_ensemble  # noqa: E402
 from .presets import PAPER_CUTOFFS, PAPER_WIDTHS, paper_inputs  # noqa: E402
+from .theory.exact import exact_connected, exact_correlator  # noqa: E402
 from .theory.wick import connected_correlator, gp_correlator  # noqa: E402
 
 __version__ = "0.1.0"
@@ -28,5 +29,7 @@ __all__ = [
     "PAPER_CUTOFFS",
     "gp_correlator",
     "connected_correlator",
+    "exact_correlator",
+    "exact_connected",
     "__version__",
 ]

@@ -1,0 +1,246 @@
+"""Ensembles: GP kernels against Monte Carlo, independent transcriptions and quadrature."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate, special
+
+from nngp_ppl import ErfNet, GaussNet, NNGPInputError, ReLUNet, make_ensemble
+
+ENSEMBLES = {"erf": ErfNet, "relu": ReLUNet, "gauss": GaussNet}
+
+
+def _inputs(d_in, k, seed, scale=1.0):
+    return scale * np.random.default_rng(seed).uniform(-1.0, 1.0, size=(k, d_in))
+
+
+# --------------------------------------------------------------------------------------------
+# Formulas transcribed independently of nngp_ppl.ensembles (physics.md §2 and the
+# neural-tangents papers), written in a different but equivalent form.
+# --------------------------------------------------------------------------------------------
+def _m(net, x, y):
+    return net.sigma_b**2 + net.sigma_w**2 * float(np.dot(x, y)) / net.d_in
+
+
+def _reference_kernel(net, x, y):
+    mxy, mxx, myy = _m(net, x, y), _m(net, x, x), _m(net, y, y)
+    if isinstance(net, ErfNet):
+        # Williams (1997): arcsin form, not the arctan2 form of the implementation.
+        return net.sigma_b**2 + net.sigma_w**2 * 2 / math.pi * math.asin(
+            2 * mxy / math.sqrt((1 + 2 * mxx) * (1 + 2 * myy))
+        )
+    if isinstance(net, ReLUNet):
+        # neural-tangents' arctan2 form: theta = atan2(sqrt(det), m_xy), and
+        # sqrt(mxx myy) (sin t + (pi - t) cos t) = sqrt(det) + (pi - t) m_xy.
+        det = max(mxx * myy - mxy**2, 0.0)
+        theta = math.atan2(math.sqrt(det), mxy)
+        return net.sigma_b**2 + net.sigma_w**2 / (2 * math.pi) * (
+            math.sqrt(det) + (math.pi - theta) * mxy
+        )
+    # Gauss-net: E[e^{z - v} e^{z' - v'}] = exp((v + v' + 2m)/2 - v - v') = exp(m - (v+v')/2).
+    return net.sigma_b**2 + net.sigma_w**2 * math.exp(mxy - 0.5 * (mxx + myy))
+
+
+def _activation(net, z, var):
+    if isinstance(net, ErfNet):
+        return special.erf(z)
+    if isinstance(net, ReLUNet):
+        return np.maximum(z, 0.0)
+    return np.exp(z - var)
+
+
+def _quadrature_kernel(net, x, y):
+    """sigma_b^2 + sigma_W^2 E[s(z) s(z')] by nested adaptive quadrature on the 2-d Gaussian.
+
+    z = L11 g1, z' = L21 g1 + L22 g2 with standard normal g; the inner integral is split
+    where z' changes sign (the ReLU kink), the outer one at g1 = 0.
+    """
+    mxy, mxx, myy = _m(net, x, y), _m(net, x, x), _m(net, y, y)
+    L11 = math.sqrt(mxx)
+    L21 = mxy / L11
+    L22 = math.sqrt(max(myy - L21**2, 0.0))
+    phi = lambda g: math.exp(-0.5 * g * g) / math.sqrt(2 * math.pi)  # noqa: E731
+
+    def inner(g1):
+        z1 = L11 * g1
+        s1 = float(_activation(net, z1, mxx))
+
+        def f(g2):
+            return float(_activation(net, L21 * g1 + L22 * g2, myy)) * phi(g2)
+
+        pts = [-L21 * g1 / L22] if L22 > 0 and abs(L21 * g1 / L22) < 12 else None
+        val = integrate.quad(f, -12, 12, points=pts, epsabs=1e-13, epsrel=1e-12, limit=200)[0]
+        return s1 * val * phi(g1)
+
+    val = integrate.quad(inner, -12, 12, points=[0.0], epsabs=1e-13, epsrel=1e-12, limit=200)[0]
+    return net.sigma_b**2 + net.sigma_w**2 * val
+
+
+NETS = [
+    ErfNet(d_in=1, sigma_w=1.0, sigma_b=1.0),
+    ErfNet(d_in=2, sigma_w=1.3, sigma_b=0.4),
+    ErfNet(d_in=3, sigma_w=0.8, sigma_b=0.0),
+    ReLUNet(d_in=1, sigma_w=1.0, sigma_b=0.0),
+    ReLUNet(d_in=2, sigma_w=1.0, sigma_b=1.0),
+    ReLUNet(d_in=3, sigma_w=1.4, sigma_b=0.3),
+    GaussNet(d_in=1, sigma_w=1.0, sigma_b=1.0),
+    GaussNet(d_in=2, sigma_w=0.7, sigma_b=0.5),
+    GaussNet(d_in=3, sigma_w=1.2, sigma_b=0.2),
+]
+
+
+def _id(net):
+    return f"{net.name}-d{net.d_in}"
+
+
+@pytest.mark.parametrize("net", NETS, ids=_id)
+def test_kernel_matches_independent_formula(net):
+    X = _inputs(net.d_in, 6, seed=net.d_in)
+    Y = _inputs(net.d_in, 4, seed=10 + net.d_in, scale=2.0)
+    K = np.asarray(net.kernel(X, Y))
+    assert K.shape == (6, 4)
+    ref = np.array([[_reference_kernel(net, x, y) for y in Y] for x in X])
+    np.testing.assert_allclose(K, ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("net", NETS, ids=_id)
+def test_kernel_matches_quadrature(net):
+    X = _inputs(net.d_in, 3, seed=20 + net.d_in)
+    K = np.asarray(net.kernel(X))
+    # Adaptive quadrature to ~1e-11; distinct pairs and one diagonal entry.
+    for i, j in [(0, 1), (1, 2), (0, 2), (1, 1)]:
+        assert K[i, j] == pytest.approx(_quadrature_kernel(net, X[i], X[j]), rel=1e-8, abs=1e-12)
+
+
+@pytest.mark.parametrize("net", NETS, ids=_id)
+def test_kernel_is_symmetric_and_positive_semidefinite(net):
+    X = _inputs(net.d_in, 10, seed=30 + net.d_in, scale=1.5)
+    K = np.asarray(net.kernel(X))
+    np.testing.assert_allclose(K, K.T, rtol=1e-14)
+    eig = np.linalg.eigvalsh(K)
+    assert eig.min() >= -1e-12 * eig.max()
+    # kernel(X, Y) is the corresponding block of the kernel on the union.
+    np.testing.assert_allclose(np.asarray(net.kernel(X[:4], X[4:])), K[:4, 4:], rtol=1e-14)
+
+
+def test_relu_kernel_at_zero_variance_input():
+    # x = 0 with sigma_b = 0 gives z = 0, so h = 0 and K = sigma_b^2 = 0 in that row.
+    net = ReLUNet(d_in=2, sigma_w=1.0, sigma_b=0.0)
+    K = np.asarray(net.kernel(np.array([[0.0, 0.0], [1.0, 0.5]])))
+    assert np.all(np.isfinite(K))
+    assert K[0, 0] == 0.0 and K[0, 1] == 0.0
+    assert K[1, 1] == pytest.approx(0.5 * _m(net, [1.0, 0.5], [1.0, 0.5]), rel=1e-14)
+
+
+# Monte Carlo: the kernel is the exact 2-point function at every width (physics.md §2).
+# Gauss-net at tame sigma's: at sigma = 1 its products are log-normal and heavy-tailed
+# (physics.md §4), which makes the naive standard error unreliable.
+MC_NETS = [
+    ErfNet(d_in=1, sigma_w=1.0, sigma_b=1.0),
+    ErfNet(d_in=2, sigma_w=1.0, sigma_b=1.0),
+    ErfNet(d_in=3, sigma_w=1.0, sigma_b=1.0),
+    ReLUNet(d_in=1, sigma_w=1.0, sigma_b=0.0),
+    ReLUNet(d_in=2, sigma_w=1.0, sigma_b=1.0),
+    ReLUNet(d_in=3, sigma_w=1.0, sigma_b=1.0),
+    GaussNet(d_in=1, sigma_w=0.5, sigma_b=0.3),
+    GaussNet(d_in=2, sigma_w=0.5, sigma_b=0.3),
+    GaussNet(d_in=3, sigma_w=0.5, sigma_b=0.3),
+]
+
+
+@pytest.mark.parametrize("net", MC_NETS, ids=_id)
+def test_kernel_matches_monte_carlo_at_width_two(net):
+    # 60k networks of width 2 (the least Gaussian width; K is exact at every width). Each
+    # entry of the sample mean of f(x) f(x') is compared with K in units of its sample
+    # standard error; the worst of the 10 distinct entries must stay within 5 sigma
+    # (fixed seed; measured worst |z| over the nine cases: 1.7).
+    X = _inputs(net.d_in, 4, seed=40 + net.d_in)
+    f = net.sample_outputs(7, X, width=2, n_nets=60_000).astype(np.float64)
+    assert f.shape == (60_000, 4)
+    iu = np.triu_indices(4)
+    prod = f[:, iu[0]] * f[:, iu[1]]
+    stderr = prod.std(axis=0, ddof=1) / math.sqrt(len(f))
+    z = (prod.mean(axis=0) - np.asarray(net.kernel(X))[iu]) / stderr
+    assert np.max(np.abs(z)) < 5.0
+
+
+def test_sample_outputs_is_reproducible_and_seed_dependent():
+    net = ErfNet(d_in=2)
+    X = _inputs(2, 3, seed=0)
+    a = net.sample_outputs(3, X, width=5, n_nets=16)
+    np.testing.assert_array_equal(a, net.sample_outputs(3, X, width=5, n_nets=16))
+    assert not np.allclose(a, net.sample_outputs(4, X, width=5, n_nets=16))
+
+
+def test_make_ensemble_and_round_trip_of_hyperparameters():
+    net = make_ensemble("ReLU", d_in=2, sigma_w=1.5)
+    assert isinstance(net, ReLUNet) and net.sigma_b == 0.0 and net.sigma_w == 1.5
+    assert net.to_dict()["ensemble"] == "relu"
+
+
+# --------------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(ENSEMBLES))
+def test_nonzero_mean_kernel_is_refused(name):
+    net = ENSEMBLES[name](d_in=1, mu_w=0.1)
+    with pytest.raises(NNGPInputError, match="mu_w"):
+        net.kernel(np.array([[0.5]]))
+    with pytest.raises(NNGPInputError, match="mu_b"):
+        ENSEMBLES[name](d_in=1, mu_b=-0.2).kernel(np.array([[0.5]]))
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        ([[0.1, 0.2], [0.3]], "ragged"),
+        (np.zeros((0, 2)), "at least one"),
+        ([[0.1, np.nan]], "finite"),
+        ([[0.1, np.inf]], "finite"),
+        (np.zeros((3, 3)), "d_in=2"),
+        ([["a", "b"]], "ragged or non-numeric"),
+    ],
+)
+def test_bad_inputs_are_rejected(X, match):
+    net = ErfNet(d_in=2)
+    with pytest.raises(NNGPInputError, match=match):
+        net.kernel(X)
+    with pytest.raises(NNGPInputError, match=match):
+        net.sample_outputs(0, X, width=2, n_nets=4)
+
+
+def test_bad_second_argument_is_rejected():
+    with pytest.raises(NNGPInputError, match="Y"):
+        GaussNet(d_in=2).kernel(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize(
+    "hyper, match",
+    [
+        ({"sigma_w": -1.0}, "sigma_w"),
+        ({"sigma_b": -0.1}, "sigma_b"),
+        ({"sigma_w": float("nan")}, "sigma_w"),
+        ({"d_in": 0}, "d_in"),
+        ({"d_in": 1.5}, "d_in"),
+        ({"mu_b": float("inf")}, "mu_b"),
+    ],
+)
+@pytest.mark.parametrize("name", sorted(ENSEMBLES))
+def test_bad_hyperparameters_are_rejected(name, hyper, match):
+    with pytest.raises(NNGPInputError, match=match):
+        ENSEMBLES[name](**hyper)
+
+
+def test_unknown_ensemble_name_is_rejected():
+    with pytest.raises(NNGPInputError, match="ensemble must be one of"):
+        make_ensemble("tanh")
+
+
+@pytest.mark.parametrize(
+    "width, n_nets, match",
+    [(0, 4, "width"), (2, 0, "n_nets"), (-3, 4, "width"), (2, 2.5, "n_nets")],
+)
+def test_bad_width_or_count_is_rejected(width, n_nets, match):
+    with pytest.raises(NNGPInputError, match=match):
+        ReLUNet(d_in=1).sample_outputs(0, [[0.5]], width=width, n_nets=n_nets)
