@@ -12,6 +12,8 @@ _jax.config.update("jax_enable_x64", True)
 from ._checks import NNGPInputError  # noqa: E402
 from .ensembles import ErfNet, GaussNet, ReLUNet, SingleLayerNet, make_ensemble  # noqa: E402
 from .presets import PAPER_CUTOFFS, PAPER_WIDTHS, paper_inputs  # noqa: E402
+from .sampling import sample_correlators  # noqa: E402
+from .stats import CorrelatorStats  # noqa: E402
 from .theory.exact import exact_connected, exact_correlator  # noqa: E402
 from .theory.wick import connected_correlator, gp_correlator  # noqa: E402
 
@@ -27,6 +29,8 @@ __all__ = [
     "paper_inputs",
     "PAPER_WIDTHS",
     "PAPER_CUTOFFS",
+    "sample_correlators",
+    "CorrelatorStats",
     "gp_correlator",
     "connected_correlator",
     "exact_correlator",

@@ -101,3 +101,15 @@ def orders(name: str, values: Iterable[int], *, max_order: int = 6) -> tuple[int
     if not out:
         raise NNGPInputError(f"{name} must name at least one order, got none")
     return tuple(sorted(set(out)))
+
+
+def seed(name: str, value) -> int:
+    """A PRNG seed: an integer in 0 .. 2**63 - 1 (what ``jax.random.PRNGKey`` takes under x64)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise NNGPInputError(f"{name} must be a non-negative integer, got {value!r}")
+    if not 0 <= value < 2**63:
+        raise NNGPInputError(f"{name} must be an integer in 0..2**63-1, got {value}")
+    return int(value)

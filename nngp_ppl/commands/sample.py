@@ -1,0 +1,188 @@
+"""``nngp-ppl sample``: draw networks and write their correlator statistics to netCDF.
+
+Example::
+
+    nngp-ppl sample --ensemble erf --preset paper --widths 2,10,100 --n-nets 1e5 -o erf.nc
+
+The file holds float64 monomial sums per width with provenance (see
+:class:`nngp_ppl.CorrelatorStats`); ``nngp-ppl show erf.nc`` summarises it. The file is
+written only when sampling has finished, under a temporary name renamed at the end, so
+an interrupted run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+from .._checks import NNGPInputError
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sample",
+        help="draw networks, measure 2-, 4-, 6-point correlators, write a netCDF file",
+        description=__doc__.splitlines()[0].split(": ", 1)[1],
+    )
+    p.add_argument("--ensemble", required=True, metavar="NAME",
+                   help="network ensemble: erf, relu or gauss")
+    p.add_argument("--d-in", default="1", metavar="D", help="input dimension (default 1)")
+    p.add_argument("--sigma-w", default=None, metavar="S",
+                   help="weight scale sigma_W >= 0 (default 1)")
+    p.add_argument("--sigma-b", default=None, metavar="S",
+                   help="bias scale sigma_b >= 0 (default 1; 0 for relu, as the paper)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--inputs", metavar="POINTS",
+                     help='inputs: "-1,-0.2,0.2,1" for d_in = 1; points separated by ";" '
+                          'otherwise, e.g. "0.5,0.5; 1,0.5"')
+    src.add_argument("--preset", metavar="NAME",
+                     help="named input set: paper (the authors' inputs for this ensemble and d_in)")
+    p.add_argument("--widths", required=True, metavar="N,N,...",
+                   help='hidden widths, e.g. "2,10,100", or "paper" for the paper\'s ten')
+    p.add_argument("--n-nets", required=True, metavar="COUNT",
+                   help="networks per width, e.g. 100000 or 1e5")
+    p.add_argument("--orders", default="2,4,6", metavar="n,n,...",
+                   help="even correlator orders <= 6 (default 2,4,6)")
+    p.add_argument("--seed", default="0", metavar="SEED", help="random seed (default 0)")
+    p.add_argument("--batch-size", default=None, metavar="B",
+                   help="networks per compiled step (default: from width and inputs)")
+    p.add_argument("--no-covariance", action="store_true",
+                   help="keep only standard errors, not the full estimator covariance "
+                        "(much cheaper for many inputs)")
+    p.add_argument("-o", "--output", required=True, metavar="RUN.nc", help="output netCDF file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _integer(option: str, text: str, *, minimum: int) -> int:
+    """An integer option; accepts exact float notation such as 1e5."""
+    text = text.strip()
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            f = float(text)
+        except ValueError:
+            raise NNGPInputError(f"{option} must be an integer, got {text!r}") from None
+        if not f.is_integer():
+            raise NNGPInputError(f"{option} must be an integer, got {text!r}") from None
+        value = int(f)
+    if value < minimum:
+        raise NNGPInputError(f"{option} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def _real(option: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise NNGPInputError(f"{option} must be a real number, got {text!r}") from None
+
+
+def _integer_list(option: str, text: str, *, minimum: int) -> list[int]:
+    parts = [t for t in re.split(r"[,\s]+", text.strip()) if t]
+    if not parts:
+        raise NNGPInputError(f"{option} must list at least one integer, got {text!r}")
+    return [_integer(option, t, minimum=minimum) for t in parts]
+
+
+def parse_inputs(text: str, d_in: int) -> list[list[float]]:
+    """Points from ``--inputs``: numbers separated by commas or spaces, points by ``;``.
+
+    Without ``;`` and with d_in = 1 every number is one input point.
+    """
+    text = text.strip()
+    if not text:
+        raise NNGPInputError("--inputs must list at least one input point, got an empty string")
+    chunks = [c for c in text.split(";")] if ";" in text else None
+    if chunks is None:
+        if d_in != 1:
+            raise NNGPInputError(
+                f'--inputs: with --d-in {d_in} separate the points by ";", e.g. "0.5,0.5; 1,0.5"'
+            )
+        chunks = [c for c in re.split(r"[,\s]+", text) if c]
+    points = []
+    for chunk in chunks:
+        coords = [c for c in re.split(r"[,\s]+", chunk.strip()) if c]
+        if not coords:
+            raise NNGPInputError(f"--inputs has an empty point in {text!r}")
+        for c in coords:
+            if not re.fullmatch(_NUMBER, c):
+                raise NNGPInputError(f"--inputs must be real numbers, got {c!r}")
+        points.append([float(c) for c in coords])
+    if len({len(p) for p in points}) != 1:
+        raise NNGPInputError(f"--inputs is ragged: points of different lengths in {text!r}")
+    if len(points[0]) != d_in:
+        raise NNGPInputError(
+            f"--inputs has points of dimension {len(points[0])} but --d-in is {d_in}"
+        )
+    return points
+
+
+def run(args) -> int:
+    from .. import PAPER_WIDTHS, make_ensemble, paper_inputs, sample_correlators
+
+    d_in = _integer("--d-in", args.d_in, minimum=1)
+    hyper = {"d_in": d_in}
+    if args.sigma_w is not None:
+        hyper["sigma_w"] = _real("--sigma-w", args.sigma_w)
+    if args.sigma_b is not None:
+        hyper["sigma_b"] = _real("--sigma-b", args.sigma_b)
+    try:
+        net = make_ensemble(args.ensemble, **hyper)
+    except NNGPInputError as err:
+        raise NNGPInputError(_option_names(str(err))) from None
+    if args.preset is not None:
+        if args.preset.strip().lower() != "paper":
+            raise NNGPInputError(f"--preset must be 'paper', got {args.preset!r}")
+        X = paper_inputs(net.name, d_in)
+    else:
+        X = parse_inputs(args.inputs, d_in)
+    if args.widths.strip().lower() == "paper":
+        widths = list(PAPER_WIDTHS)
+    else:
+        widths = _integer_list("--widths", args.widths, minimum=1)
+    n_nets = _integer("--n-nets", args.n_nets, minimum=1)
+    orders = _integer_list("--orders", args.orders, minimum=0)
+    seed = _integer("--seed", args.seed, minimum=0)
+    batch = None if args.batch_size is None else _integer("--batch-size", args.batch_size,
+                                                          minimum=1)
+    out = Path(args.output)
+    if not args.output or out.is_dir():
+        raise NNGPInputError(f"--output must be a file name, got the directory {out}")
+
+    t0 = time.perf_counter()
+    try:
+        stats = sample_correlators(net, X, widths, n_nets, orders=orders, seed=seed,
+                                   batch_size=batch, progress=not args.no_progress,
+                                   covariance=not args.no_covariance)
+    except NNGPInputError as err:
+        raise NNGPInputError(_option_names(str(err))) from None
+    stats.to_netcdf(out)
+    dt = time.perf_counter() - t0
+    hyp = ", ".join(f"{k}={getattr(net, k)}" for k in ("d_in", "sigma_w", "sigma_b"))
+    print(
+        f"wrote {out}: {net.name}-net ({hyp}), {stats.k} inputs, widths "
+        f"{','.join(map(str, stats.widths))}, {n_nets} networks each, seed {seed}, "
+        f"{dt:.1f} s",
+        file=sys.stdout,
+    )
+    return 0
+
+
+_OPTIONS = {"ensemble": "--ensemble", "d_in": "--d-in", "sigma_w": "--sigma-w",
+            "sigma_b": "--sigma-b", "batch_size": "--batch-size", "n_nets": "--n-nets",
+            "widths": "--widths", "orders": "--orders", "seed": "--seed", "X": "--inputs"}
+
+
+def _option_names(message: str) -> str:
+    """Name this command's option instead of the library's argument in an error message."""
+    head, sep, rest = message.partition(" ")
+    key = head.rstrip(":")
+    if key in _OPTIONS:
+        return _OPTIONS[key] + head[len(key):] + sep + rest
+    return message
