@@ -14,7 +14,14 @@ from .ensembles import ErfNet, GaussNet, ReLUNet, SingleLayerNet, make_ensemble 
 from .presets import PAPER_CUTOFFS, PAPER_WIDTHS, paper_inputs  # noqa: E402
 from .sampling import sample_correlators  # noqa: E402
 from .stats import CorrelatorStats  # noqa: E402
+from .theory.diagrams import (  # noqa: E402
+    first_order_correction,
+    first_order_design,
+    first_order_diagrams,
+    ngp_correlator,
+)
 from .theory.exact import exact_connected, exact_correlator  # noqa: E402
+from .theory.lattice import Lattice, box_lattice, vertex_integrals  # noqa: E402
 from .theory.wick import connected_correlator, gp_correlator  # noqa: E402
 
 __version__ = "0.1.0"
@@ -35,5 +42,12 @@ __all__ = [
     "connected_correlator",
     "exact_correlator",
     "exact_connected",
+    "first_order_correction",
+    "ngp_correlator",
+    "first_order_design",
+    "first_order_diagrams",
+    "Lattice",
+    "box_lattice",
+    "vertex_integrals",
     "__version__",
 ]

@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Order here is the order in `nngp-ppl --help`.
-COMMANDS = ["sample", "show"]
+COMMANDS = ["sample", "show", "fit"]
 
 
 class _Parser(argparse.ArgumentParser):

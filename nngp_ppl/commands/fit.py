@@ -1,0 +1,158 @@
+r"""``nngp-ppl fit``: the paper's point-estimate EFT couplings of a sampled run.
+
+Example::
+
+    nngp-ppl fit erf.nc --cutoffs 10,100,1000 --propagator full -o erf-fit.nc
+
+For every width of the run and every cutoff Λ it computes (physics.md §7–§8, see
+:mod:`nngp_ppl.eft`): the mean quartic coupling λ̄(Λ) of the per-tuple estimates
+λ_t = -(G4 - G4_GP)_t / (24 ∫ Π K), the weighted least-squares (λ, κ) from the 4- and
+6-pt data with the run's estimator covariance, the 6-pt check (GP + ΔG6(λ̄) against
+experiment; improvement = m6(GP) / m6(EFT)), and the running: β = dλ̄/d log Λ, the fitted
+exponent γ (λ̄ ∝ Λ^-γ) beside the analytic asymptotic one. The fit file records the run
+file's SHA-256; ``nngp-ppl fit RUN.nc --verify FIT.nc`` checks that a fit belongs to a run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .._checks import NNGPInputError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fit",
+        help="point-estimate EFT couplings (λ, κ), 6-pt check and running of a sampled run",
+        description=__doc__.splitlines()[0].split(": ", 1)[1],
+    )
+    p.add_argument("file", metavar="RUN.nc", help="file written by `nngp-ppl sample`")
+    p.add_argument("--cutoffs", metavar="Λ,Λ,...",
+                   help='cutoffs, e.g. "10,100,1000", or "paper" for the paper\'s 21 (7 .. 1e5)')
+    p.add_argument("--propagator", default="full", metavar="NAME",
+                   help="propagator on vertex legs: full (K) or bias_subtracted (K - σ_b²); "
+                        "default full")
+    p.add_argument("--widths", default=None, metavar="N,N,...",
+                   help="widths to fit (default: every width in the run)")
+    p.add_argument("--couplings", default="lambda,kappa", metavar="NAMES",
+                   help="couplings of the joint fit (default lambda,kappa)")
+    p.add_argument("--fit-from", default=None, metavar="Λ",
+                   help="regress log|λ̄| on log Λ over cutoffs >= this (default: all)")
+    p.add_argument("-o", "--output", metavar="FIT.nc", help="output netCDF file")
+    p.add_argument("--verify", metavar="FIT.nc", default=None,
+                   help="only check that FIT.nc was made from RUN.nc (exit 2 if not)")
+    p.set_defaults(func=run)
+
+
+def _cutoffs(text: str) -> np.ndarray:
+    from ..presets import PAPER_CUTOFFS
+
+    if text.strip().lower() == "paper":
+        return np.asarray(PAPER_CUTOFFS, dtype=np.float64)
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise NNGPInputError(f"--cutoffs must be numbers separated by commas or 'paper', "
+                             f"got {text!r}") from None
+    if not values:
+        raise NNGPInputError("--cutoffs must list at least one cutoff")
+    arr = np.asarray(values)
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise NNGPInputError(f"--cutoffs must be positive finite numbers, got {text!r}")
+    if len(set(values)) != len(values):
+        raise NNGPInputError(f"--cutoffs must not repeat a cutoff, got {text!r}")
+    return np.sort(arr)
+
+
+def _widths(text):
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise NNGPInputError(
+            f"--widths must be integers separated by commas, got {text!r}"
+        ) from None
+
+
+def _float(option, text):
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise NNGPInputError(f"{option} must be a number, got {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise NNGPInputError(f"{option} must be a positive number, got {text!r}")
+    return value
+
+
+def _fmt(x: float) -> str:
+    return f"{x:>11.3e}" if np.isfinite(x) else f"{'nan':>11}"
+
+
+def print_table(ds, out=sys.stdout) -> None:
+    """The fit as a table: per width and cutoff λ̄, (λ, κ) ± σ, m6 and γ."""
+    names = [str(c) for c in ds["coupling"].values]
+    print(f"propagator {ds.attrs['propagator']}; λ̄ = mean_t -(G4 - G4_GP)_t / (24 ∫ Π K); "
+          f"fit = weighted least squares of ({', '.join(names)}) on 4- and 6-pt data; "
+          "impr6 = m6(GP) / m6(GP + ΔG6(λ̄))", file=out)
+    head = f"{'width':>6} {'cutoff':>9} {'λ̄':>11}"
+    for c in names:
+        head += f" {c:>11} {'±':>9}"
+    head += f" {'m6 GP':>10} {'m6 EFT':>10} {'impr6':>8} {'γ local':>8}"
+    print(head, file=out)
+    gamma_a = float(ds.attrs["gamma_analytic"])
+    for i, w in enumerate(ds["width"].values):
+        for j, c in enumerate(ds["cutoff"].values):
+            line = f"{int(w):>6} {c:>9.3g} {_fmt(float(ds['lambda_mean'][i, j]))}"
+            for m in range(len(names)):
+                line += (f" {_fmt(float(ds['fit'][i, j, m]))}"
+                         f" {float(ds['fit_stderr'][i, j, m]):>9.2e}")
+            line += (f" {float(ds['m6_gp'][i, j]):>10.3e} {float(ds['m6_eft'][i, j]):>10.3e}"
+                     f" {float(ds['improvement6'][i, j]):>8.3f}"
+                     f" {float(ds['gamma_local'][i, j]):>8.3f}")
+            print(line, file=out)
+        g, e = float(ds["gamma_fit"][i]), float(ds["gamma_fit_stderr"][i])
+        fitted = "n/a (one cutoff)" if not np.isfinite(g) else (
+            f"{g:.4f}" + (f" ± {e:.1e}" if np.isfinite(e) else ""))
+        print(f"{'':>6} running at N={int(w)}: λ̄ ∝ Λ^-γ, γ fitted {fitted}, "
+              f"analytic asymptotic γ = {gamma_a:g}", file=out)
+
+
+def run(args) -> int:
+    from .. import eft
+    from ..stats import CorrelatorStats
+
+    run_path = Path(args.file)
+    if args.verify is not None:
+        if args.output is not None or args.cutoffs is not None:
+            raise NNGPInputError("--verify only checks a fit file; it takes no --cutoffs or -o")
+        eft.load_fit(args.verify, run_path=run_path)
+        print(f"{args.verify} was made from {run_path} (sha256 matches)")
+        return 0
+    if args.cutoffs is None:
+        raise NNGPInputError("--cutoffs is required, e.g. --cutoffs 10,100,1000 or paper")
+    if args.output is None:
+        raise NNGPInputError("-o/--output FIT.nc is required")
+    out_path = Path(args.output)
+    if out_path.is_dir():
+        raise NNGPInputError(f"-o must be a file name, got the directory {out_path}")
+    if run_path.exists() and out_path.exists() and out_path.resolve() == run_path.resolve():
+        raise NNGPInputError("-o must differ from the run file (it would overwrite the run)")
+    cutoffs = _cutoffs(args.cutoffs)
+    couplings = tuple(c.strip() for c in args.couplings.split(",") if c.strip())
+    fit_from = _float("--fit-from", args.fit_from)
+    stats = CorrelatorStats.from_netcdf(run_path)
+    ds = eft.fit_dataset(stats, cutoffs, args.propagator, widths=_widths(args.widths),
+                         couplings=couplings, fit_from=fit_from)
+    net = stats.net
+    print(f"{run_path}: {net.name}-net (d_in={net.d_in}, sigma_w={net.sigma_w}, "
+          f"sigma_b={net.sigma_b}), {stats.k} inputs")
+    print_table(ds)
+    eft.write_fit(ds, out_path, run_path)
+    print(f"wrote {out_path}")
+    return 0

@@ -1,0 +1,591 @@
+r"""The paper's point-estimate EFT fits and the running of the couplings (physics.md §7–§8).
+
+Conventions: :math:`P[f] \propto e^{-S}`, :math:`S = S_{GP} + \int_{[-\Lambda,\Lambda]^{d_{in}}}
+(\lambda f^4 + \kappa f^6)`, unit coefficients, so at first order (physics.md §6)
+
+.. math:: \Delta G^{(4)}_t = -24\,\lambda\, I_t(\Lambda) - 360\,\kappa\, I^{(1)}_t(\Lambda),
+   \qquad I_t = \int_{box} \prod_{a\in t} \tilde K(x_a, y)\, dy .
+
+**Per-tuple coupling** (the paper's estimator, sign from §5, not from the authors' scripts):
+
+.. math:: \lambda_t(\Lambda) = -\frac{G^{(4)}_{exp,t} - G^{(4)}_{GP,t}}{24\, I_t(\Lambda)},
+   \qquad \bar\lambda(\Lambda) = \frac{1}{T}\sum_t \lambda_t(\Lambda).
+
+Finite-width nets have a non-negative connected 4-pt function at coincident points, so
+:math:`\bar\lambda < 0`: heavier-than-Gaussian tails.
+
+**Joint fit** of :math:`(\lambda, \kappa)` to the 4- and 6-pt deviations
+:math:`y = G_{exp} - G_{GP}` (distinct tuples of both orders stacked) with the first-order
+design :math:`A(\Lambda)` of :func:`nngp_ppl.theory.diagrams.first_order_design`: weighted
+least squares with weights :math:`1/\Sigma_{tt}` from the estimator covariance
+:math:`\Sigma` of :class:`~nngp_ppl.stats.CorrelatorStats`, and coupling errors from the
+full :math:`\Sigma` by the sandwich formula; generalised least squares with the
+eigen-pseudo-inverse of :math:`\Sigma` is available (``weighting="full"``) but unstable for
+sample covariances of hundreds of strongly correlated products (:func:`fit_couplings`).
+Without a covariance (noise-free correlators) each tuple is weighted by
+:math:`1/G_{GP,t}^2` (relative least squares).
+
+**6-pt check** (§7): :math:`G^{(6)}_{GP} + \Delta G^{(6)}(\bar\lambda, \kappa = 0)` against
+experiment; the improvement is the ratio of the normalised deviations
+:math:`m_6 = \langle |G_{exp} - G_{pred}| / |G_{GP}| \rangle_t` of the GP and of the EFT.
+
+**Running** (§8): with one coupling, :math:`\lambda_t \propto 1/I_t`, so
+:math:`\beta_t = d\lambda_t/d\log\Lambda = -\gamma_t \lambda_t` with
+:math:`\gamma_t = d\log I_t/d\log\Lambda`, evaluated exactly from the surface term of the
+vertex integral. The fitted exponent is minus the slope of :math:`\log|\bar\lambda|`
+against :math:`\log\Lambda`; the analytic asymptotic one follows from the kernel's
+large-:math:`|y|` behaviour (:func:`asymptotic_exponent`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _checks
+from . import tuples as _tuples
+from ._checks import NNGPInputError
+from .theory import diagrams as _diagrams
+from .theory import lattice as _lattice
+from .theory.wick import gp_correlator_tuples
+
+FIT_FORMAT = "nngp_ppl.EFTFit"
+FIT_VERSION = 1
+
+
+# --- observed correlators -------------------------------------------------------------------
+
+
+def _is_stats(data) -> bool:
+    return hasattr(data, "correlator_tuples") and hasattr(data, "widths")
+
+
+def _stats_width(stats, width) -> int:
+    if width is None:
+        if len(stats.widths) != 1:
+            raise NNGPInputError(
+                f"width must be given: the statistics hold widths {tuple(stats.widths)}"
+            )
+        return int(stats.widths[0])
+    width = _checks.positive_int("width", width)
+    if width not in stats.widths:
+        raise NNGPInputError(f"width must be one of {tuple(stats.widths)}, got {width}")
+    return width
+
+
+def observed_tuples(data, n: int, k: int, width=None, name: str = "G") -> np.ndarray:
+    """Correlator values on ``distinct_tuples(k, n)`` from a CorrelatorStats (at ``width``),
+    a mapping ``{n: values}``, a (T_n,) vector on the distinct tuples or a full (k,)*n array
+    (e.g. :func:`nngp_ppl.exact_correlator` output)."""
+    if _is_stats(data):
+        return np.asarray(data.correlator_tuples(n, _stats_width(data, width)), np.float64)
+    if isinstance(data, Mapping):
+        if n not in data:
+            raise NNGPInputError(f"{name} must hold the {n}-point function, got orders "
+                                 f"{sorted(data)}")
+        data = data[n]
+    try:
+        arr = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise NNGPInputError(f"{name} must be an array of {n}-point correlators") from None
+    T = len(_tuples.distinct_tuples(k, n))
+    if arr.shape == (k,) * n and not (n == 1 and arr.shape == (T,)):
+        arr = _tuples.compress(arr, k, n)
+    if arr.shape != (T,):
+        raise NNGPInputError(
+            f"{name} must be the {n}-point function of the {k} inputs, as a full {(k,) * n} "
+            f"array or on the {T} distinct tuples; got shape {arr.shape}"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise NNGPInputError(f"{name} must be finite")
+    return arr
+
+
+def _setup(net, X, cutoffs):
+    X = _checks.inputs("X", X, net.d_in)
+    lam = _lattice.check_cutoffs(cutoffs, float(np.max(np.abs(X))), "cutoffs")
+    if lam.ndim > 1:
+        raise NNGPInputError(f"cutoffs must be a number or a 1-d array, got shape {lam.shape}")
+    return X, lam.reshape(-1)
+
+
+def _net_and_inputs(data, net, X):
+    if _is_stats(data):
+        return (data.net if net is None else net), (data.X if X is None else X)
+    if net is None or X is None:
+        raise NNGPInputError("net and X must be given when the correlators are plain arrays")
+    return net, X
+
+
+def _design(net, X, n, lam, names, propagator, cache):
+    """first_order_design, memoised in ``cache`` (a dict) when one is given, so that the fits
+    of several widths share one set of vertex integrals. A cached design with more couplings
+    serves a request for fewer; a miss computes the union of the names."""
+    names = tuple(names)
+    if cache is None:
+        return _diagrams.first_order_design(net, X, n, lam, names, propagator)
+    key = (n, propagator, tuple(np.asarray(lam).tolist()))
+    have_names, have = cache.get(key, ((), None))
+    if not set(names) <= set(have_names):
+        have_names = tuple(dict.fromkeys(have_names + names))
+        have = _diagrams.first_order_design(net, X, n, lam, have_names, propagator)
+        cache[key] = (have_names, have)
+    return have[..., [have_names.index(c) for c in names]]
+
+
+# --- per-tuple and mean couplings -----------------------------------------------------------
+
+
+def coupling_per_tuple(net, X, G4, cutoffs, propagator: str = "full", *, width=None,
+                       _cache=None):
+    """:math:`\\lambda_t(\\Lambda)` for every distinct 4-tuple: array (C, T_4) (module docstring).
+
+    ``G4`` is a CorrelatorStats (give ``width``), a (T_4,) vector or a full (k,)^4 array.
+    """
+    net, X = _net_and_inputs(G4, net, X)
+    X, lam = _setup(net, X, cutoffs)
+    k = X.shape[0]
+    g4 = observed_tuples(G4, 4, k, width, "G4")
+    delta = g4 - gp_correlator_tuples(np.asarray(net.kernel(X)), 4)
+    design = _design(net, X, 4, lam, ("lambda",), propagator, _cache)[..., 0]
+    return delta[None, :] / design  # design = -24 I_t
+
+
+def mean_coupling(net, X, G4, cutoffs, propagator: str = "full", *, width=None) -> np.ndarray:
+    """:math:`\\bar\\lambda(\\Lambda)`, the mean of :func:`coupling_per_tuple` over tuples, (C,)."""
+    return coupling_per_tuple(net, X, G4, cutoffs, propagator, width=width).mean(axis=1)
+
+
+# --- joint weighted least squares -----------------------------------------------------------
+
+
+class CouplingFit(NamedTuple):
+    """Least-squares couplings per cutoff (see :func:`fit_couplings`)."""
+
+    names: tuple[str, ...]
+    cutoffs: np.ndarray  # (C,)
+    values: np.ndarray  # (C, n_couplings)
+    covariance: np.ndarray  # (C, n_couplings, n_couplings); NaN without a data covariance
+    chi2: np.ndarray  # (C,) weighted residual sum of squares under the fit's weights
+    dof: int
+    weighting: str  # "diagonal", "full" or "relative"
+
+    @property
+    def stderr(self) -> np.ndarray:
+        return np.sqrt(np.clip(np.diagonal(self.covariance, axis1=1, axis2=2), 0.0, None))
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in self.names:
+                raise KeyError(f"no coupling {key!r}; fitted {self.names}")
+            return self.values[:, self.names.index(key)]
+        return tuple.__getitem__(self, key)
+
+
+WEIGHTINGS = ("diagonal", "full", "relative")
+
+
+def _whitener(cov: np.ndarray, rcond: float) -> np.ndarray:
+    """W with W^T W = Σ^+ (eigen-pseudo-inverse): rows are eigenvectors / sqrt(eigenvalue)."""
+    cov = 0.5 * (cov + cov.T)
+    vals, vecs = np.linalg.eigh(cov)
+    keep = vals > rcond * max(vals.max(), 0.0)
+    if not np.any(keep):
+        raise NNGPInputError("covariance has no positive eigenvalue: nothing to weight the "
+                             "fit with (too few networks?)")
+    return (vecs[:, keep] / np.sqrt(vals[keep])).T
+
+
+def fit_couplings(
+    data,
+    cutoffs,
+    *,
+    net=None,
+    X=None,
+    width=None,
+    couplings=("lambda", "kappa"),
+    orders=(4, 6),
+    covariance=None,
+    weighting: str | None = None,
+    propagator: str = "full",
+    rcond: float = 1e-10,
+    _cache=None,
+) -> CouplingFit:
+    r"""Fit the couplings to the stacked 4- and 6-pt deviations at each cutoff.
+
+    Model: :math:`y = G_{exp} - G_{GP} = A(\Lambda)\, g`, with the first-order design
+    :math:`A` (rule 4.5 applied). ``data`` is a CorrelatorStats (``width`` selects the
+    width; its estimator covariance of the stacked ``orders`` is used unless
+    ``covariance`` is given) or a mapping ``{4: G4, 6: G6}`` of plain arrays (then ``net``
+    and ``X`` are required).
+
+    ``weighting``:
+
+    * ``"diagonal"`` (default with a covariance): weights :math:`1/\Sigma_{tt}`, and the
+      coupling covariance by the sandwich
+      :math:`B \Sigma B^T`, :math:`B = (A^T W A)^{-1} A^T W`, which uses the full
+      estimator covariance. This is the stable choice: the sample covariance of hundreds
+      of strongly correlated products is nearly singular (Erf-net with six inputs and
+      2·10⁴ nets: rank ~200 of 588 above 10⁻¹⁰ of its largest eigenvalue), and generalised
+      least squares with it moved λ by several standard errors as ``rcond`` changed
+      (measured).
+    * ``"full"``: generalised least squares with the eigen-pseudo-inverse of
+      :math:`\Sigma` (eigenvalues below ``rcond`` times the largest dropped).
+    * ``"relative"`` (default without a covariance, e.g. noise-free exact correlators):
+      weights :math:`1/G_{GP,t}^2`; no coupling covariance (NaN).
+    """
+    net, X = _net_and_inputs(data, net, X)
+    X, lam = _setup(net, X, cutoffs)
+    names = _diagrams.coupling_names(couplings)
+    orders = _checks.orders("orders", orders)
+    if orders == (2,):
+        raise NNGPInputError("orders must include 4 or 6: the 2-pt function is not corrected")
+    k = X.shape[0]
+    K = np.asarray(net.kernel(X))
+    y, gp, blocks = [], [], []
+    for n in orders:
+        y.append(observed_tuples(data, n, k, width, f"G{n}"))
+        gp.append(gp_correlator_tuples(K, n))
+        blocks.append(_design(net, X, n, lam, names, propagator, _cache))
+    y, gp = np.concatenate(y), np.concatenate(gp)
+    A = np.concatenate(blocks, axis=1)  # (C, T, nc)
+    resid = y - gp
+    if covariance is None and _is_stats(data) and getattr(data, "has_covariance", True):
+        covariance = data.covariance(_stats_width(data, width), orders=orders)
+    cov = None
+    if covariance is not None:
+        cov = np.asarray(covariance, dtype=np.float64)
+        if cov.shape != (len(y), len(y)) or not np.all(np.isfinite(cov)):
+            raise NNGPInputError(
+                f"covariance must be a finite ({len(y)}, {len(y)}) matrix over the stacked "
+                f"tuples of orders {orders}, got shape {cov.shape}"
+            )
+    if weighting is None:
+        weighting = "diagonal" if cov is not None else "relative"
+    if weighting not in WEIGHTINGS:
+        raise NNGPInputError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if weighting in ("diagonal", "full") and cov is None:
+        raise NNGPInputError(f"weighting={weighting!r} needs a covariance (a CorrelatorStats "
+                             "sampled with covariance, or covariance=...)")
+    if weighting == "full":
+        W = _whitener(cov, rcond)
+    elif weighting == "diagonal":
+        var = np.diag(cov).copy()
+        floor = rcond * max(var.max(), 0.0)
+        if not np.any(var > floor):
+            raise NNGPInputError("covariance has no positive variance: nothing to weight the "
+                                 "fit with (too few networks?)")
+        W = np.diag(np.where(var > floor, 1.0 / np.sqrt(np.where(var > floor, var, 1.0)), 0.0))
+    else:
+        W = np.diag(1.0 / np.where(gp != 0, np.abs(gp), 1.0))
+    wr = W @ resid
+    values, covs, chi2 = [], [], []
+    for c in range(len(lam)):
+        WA = W @ A[c]
+        B = np.linalg.pinv(WA) @ W  # ĝ = B y
+        coef = B @ resid
+        values.append(coef)
+        if weighting == "full":
+            covs.append(np.linalg.pinv(WA.T @ WA))
+        elif weighting == "diagonal":
+            covs.append(B @ cov @ B.T)
+        else:
+            covs.append(np.full((len(names), len(names)), np.nan))
+        chi2.append(float(np.sum((wr - WA @ coef) ** 2)))
+    dof = int(np.count_nonzero(np.any(W != 0, axis=1)) - len(names))
+    return CouplingFit(names, lam, np.array(values), np.array(covs), np.array(chi2), dof,
+                       weighting)
+
+
+# --- the 6-pt check -------------------------------------------------------------------------
+
+
+class SixPointCheck(NamedTuple):
+    cutoffs: np.ndarray  # (C,)
+    lambda_mean: np.ndarray  # (C,)
+    gp: np.ndarray  # (T_6,)
+    prediction: np.ndarray  # (C, T_6)  GP + ΔG6(λ̄, κ = 0)
+    m6_gp: float  # <|G6 - GP| / |GP|>
+    m6_eft: np.ndarray  # (C,)  <|G6 - prediction| / |GP|>
+
+    @property
+    def improvement(self) -> np.ndarray:
+        """m6(GP) / m6(EFT): above 1 where λ̄ moves the prediction towards experiment."""
+        return self.m6_gp / self.m6_eft
+
+
+def six_point_check(net, X, G4, G6, cutoffs, propagator: str = "full", *,
+                    width=None, _cache=None) -> SixPointCheck:
+    """The paper's 6-pt test (§7): G6 against GP and against GP + ΔG6(λ̄) with κ = 0."""
+    net, X = _net_and_inputs(G4, net, X)
+    X, lam = _setup(net, X, cutoffs)
+    k = X.shape[0]
+    g6 = observed_tuples(G6, 6, k, width, "G6")
+    lbar = coupling_per_tuple(net, X, G4, lam, propagator, width=width, _cache=_cache).mean(1)
+    gp = gp_correlator_tuples(np.asarray(net.kernel(X)), 6)
+    design = _design(net, X, 6, lam, ("lambda",), propagator, _cache)[..., 0]
+    pred = gp[None, :] + lbar[:, None] * design
+    scale = np.abs(gp)
+    m6_gp = float(np.mean(np.abs(g6 - gp) / scale))
+    m6_eft = np.mean(np.abs(g6[None, :] - pred) / scale[None, :], axis=1)
+    return SixPointCheck(lam, lbar, gp, pred, m6_gp, m6_eft)
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+def asymptotic_exponent(net, propagator: str = "full", legs: int = 4, loops: int = 0) -> float:
+    """Analytic :math:`\\gamma = \\lim d\\log I/d\\log\\Lambda` from the kernel at large |y|.
+
+    physics.md §8: with :math:`\\tilde K(x, y) \\sim |y|^p` and :math:`\\tilde K(y,y) \\sim
+    |y|^{2p}`, the integrand grows like :math:`|y|^{p(\\text{legs} + 2\\,\\text{loops})}` and
+    :math:`I \\propto \\Lambda^{d_{in} + p(\\text{legs} + 2\\,\\text{loops})}` when that
+    integrand does not decay:
+
+    * Erf-net: K tends to a direction-dependent constant (nonzero for generic inputs, also
+      after subtracting σ_b²): p = 0, γ = d_in.
+    * Gauss-net: full K tends to σ_b² (γ = d_in if σ_b > 0); K - σ_b² (or σ_b = 0) decays
+      like a Gaussian, the integral converges and γ = 0: λ stops running.
+    * ReLU-net: K grows like |y| (p = 1), γ = d_in + legs + 2 loops; 5 for the 4-pt
+      coupling at d_in = 1 (exact at every Λ when σ_b = 0 and the inputs are positive).
+    """
+    _lattice.check_propagator(propagator)
+    name = getattr(net, "name", None)
+    if name == "erf":
+        return float(net.d_in)
+    if name == "gauss":
+        constant = net.sigma_b**2 if propagator == "full" else 0.0
+        return float(net.d_in) if constant > 0 else 0.0
+    if name == "relu":
+        return float(net.d_in + legs + 2 * loops)
+    raise NNGPInputError(f"net must be an ErfNet, ReLUNet or GaussNet, got {net!r}")
+
+
+class Running(NamedTuple):
+    cutoffs: np.ndarray  # (C,)
+    lambda_tuple: np.ndarray  # (C, T_4)
+    lambda_mean: np.ndarray  # (C,)
+    beta: np.ndarray  # (C,)  dλ̄/d log Λ, exact at first order
+    gamma_local: np.ndarray  # (C,)  -β/λ̄
+    gamma_fit: float  # minus the slope of log|λ̄| on log Λ over the fitted cutoffs
+    gamma_fit_stderr: float
+    gamma_tuple_fit: np.ndarray  # (T_4,) the same regression per tuple (the paper's RG plot)
+    gamma_analytic: float
+    fit_cutoffs: np.ndarray  # cutoffs used by the regression
+
+
+def _slope(logx: np.ndarray, logy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares slope of logy (..., C) on logx (C,) and its standard error."""
+    x = logx - logx.mean()
+    sxx = float(np.sum(x * x))
+    yc = logy - logy.mean(axis=-1, keepdims=True)
+    slope = (yc @ x) / sxx
+    if len(x) < 3:
+        return slope, np.full(np.shape(slope), np.nan)
+    resid = yc - slope[..., None] * x
+    s2 = np.sum(resid**2, axis=-1) / (len(x) - 2)
+    return slope, np.sqrt(s2 / sxx)
+
+
+def running(net, X, G4, cutoffs, propagator: str = "full", *, width=None,
+            fit_from: float | None = None, _cache=None) -> Running:
+    """Running of the quartic coupling with the cutoff (module docstring, physics.md §8).
+
+    The regression of :math:`\\log|\\bar\\lambda|` on :math:`\\log\\Lambda` uses the cutoffs
+    >= ``fit_from`` (all of them by default; at least two are needed).
+    """
+    net, X = _net_and_inputs(G4, net, X)
+    X, lam = _setup(net, X, cutoffs)
+    k = X.shape[0]
+    lam_t = coupling_per_tuple(net, X, G4, lam, propagator, width=width, _cache=_cache)
+    key = ("exponents", propagator, tuple(lam.tolist()))
+    if _cache is not None and key in _cache:
+        gamma_t = _cache[key]
+    else:
+        rows = _tuples.distinct_tuples(k, 4)
+        gamma_t = _lattice.vertex_integral_exponents(net, X, rows, lam, propagator)
+        if _cache is not None:
+            _cache[key] = gamma_t
+    beta = np.mean(-gamma_t * lam_t, axis=1)
+    lbar = lam_t.mean(axis=1)
+    sel = lam >= (fit_from if fit_from is not None else -np.inf)
+    if np.count_nonzero(sel) < 2:
+        raise NNGPInputError(
+            f"fit_from={fit_from} leaves {np.count_nonzero(sel)} cutoff(s); the regression of "
+            "log|λ| on log Λ needs at least two"
+        )
+    # A tuple whose deviation vanishes exactly (by a symmetry of the inputs) has λ_t = 0 and
+    # no exponent: its regression gives NaN rather than a number.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope, err = _slope(np.log(lam[sel]), np.log(np.abs(lbar[sel])))
+        tslope, _ = _slope(np.log(lam[sel]), np.log(np.abs(lam_t[sel].T)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gamma_local = -beta / lbar
+    return Running(lam, lam_t, lbar, beta, gamma_local, float(-slope), float(err), -tslope,
+                   asymptotic_exponent(net, propagator), lam[sel])
+
+
+# --- everything the CLI stores --------------------------------------------------------------
+
+
+def file_identity(path) -> str:
+    """SHA-256 of a file's bytes: ties a fit to the exact run file it was made from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
+                couplings=("lambda", "kappa"), fit_from: float | None = None):
+    """All point estimates for every width of a CorrelatorStats, as an xarray Dataset.
+
+    Per width and cutoff: λ̄ and the per-tuple λ_t, the joint (λ, κ) fit with standard
+    errors and χ², the 6-pt check (m6 of GP and EFT, improvement), β and the local γ; per
+    width the fitted γ; the analytic γ as an attribute.
+    """
+    import xarray as xr
+
+    from . import __version__
+
+    if not _is_stats(stats):
+        raise NNGPInputError("stats must be a CorrelatorStats (see nngp_ppl.sample_correlators)")
+    missing = [n for n in (4, 6) if n not in stats.orders]
+    if missing:
+        raise NNGPInputError(f"stats must hold the 4- and 6-pt functions; orders {missing} "
+                             f"were not measured")
+    _lattice.check_propagator(propagator)
+    names = _diagrams.coupling_names(couplings)
+    X, lam = _setup(stats.net, stats.X, cutoffs)
+    widths = stats.widths if widths is None else _checks.positive_ints("widths", widths)
+    for w in widths:
+        _stats_width(stats, w)
+    k = X.shape[0]
+    T4 = len(_tuples.distinct_tuples(k, 4))
+    shape = (len(widths), len(lam))
+    out = {key: np.full(shape, np.nan) for key in
+           ("lambda_mean", "beta", "gamma_local", "m6_gp", "m6_eft", "improvement6", "chi2")}
+    lam_tuple = np.full(shape + (T4,), np.nan)
+    fit_vals = np.full(shape + (len(names),), np.nan)
+    fit_err = np.full(shape + (len(names),), np.nan)
+    gamma_fit = np.full(len(widths), np.nan)
+    gamma_fit_err = np.full(len(widths), np.nan)
+    dof, weighting = 0, "diagonal"
+    cache: dict = {}
+    for n in (4, 6):  # every design the fits below need, computed once
+        _design(stats.net, X, n, lam, tuple(dict.fromkeys(("lambda",) + names)), propagator,
+                cache)
+    for i, w in enumerate(widths):
+        run = None
+        if len(lam) >= 2:
+            run = running(stats.net, X, stats, lam, propagator, width=w, fit_from=fit_from,
+                          _cache=cache)
+        lt = coupling_per_tuple(stats.net, X, stats, lam, propagator, width=w, _cache=cache)
+        lam_tuple[i] = lt
+        out["lambda_mean"][i] = lt.mean(axis=1)
+        if run is not None:
+            out["beta"][i], out["gamma_local"][i] = run.beta, run.gamma_local
+            gamma_fit[i], gamma_fit_err[i] = run.gamma_fit, run.gamma_fit_stderr
+        check = six_point_check(stats.net, X, stats, stats, lam, propagator, width=w,
+                                _cache=cache)
+        out["m6_gp"][i] = check.m6_gp
+        out["m6_eft"][i] = check.m6_eft
+        out["improvement6"][i] = check.improvement
+        fit = fit_couplings(stats, lam, width=w, couplings=names, propagator=propagator,
+                            _cache=cache)
+        fit_vals[i], fit_err[i], out["chi2"][i] = fit.values, fit.stderr, fit.chi2
+        dof, weighting = fit.dof, fit.weighting
+    wdim, cdim = ("width", "cutoff")
+    data = {
+        "lambda_mean": ((wdim, cdim), out["lambda_mean"],
+                        {"long_name": "mean over 4-tuples of lambda_t = -(G4 - G4_GP)/(24 I_t)"}),
+        "lambda_tuple": ((wdim, cdim, "tuple_4"), lam_tuple,
+                         {"long_name": "per-tuple quartic coupling lambda_t"}),
+        "beta": ((wdim, cdim), out["beta"],
+                 {"long_name": "d lambda_mean / d log cutoff (exact surface-term derivative)"}),
+        "gamma_local": ((wdim, cdim), out["gamma_local"],
+                        {"long_name": "-beta / lambda_mean"}),
+        "gamma_fit": ((wdim,), gamma_fit,
+                      {"long_name": "minus the slope of log|lambda_mean| on log cutoff"}),
+        "gamma_fit_stderr": ((wdim,), gamma_fit_err, {}),
+        "m6_gp": ((wdim, cdim), out["m6_gp"], {"long_name": "<|G6 - G6_GP| / |G6_GP|>"}),
+        "m6_eft": ((wdim, cdim), out["m6_eft"],
+                   {"long_name": "<|G6 - G6_GP - dG6(lambda_mean)| / |G6_GP|>"}),
+        "improvement6": ((wdim, cdim), out["improvement6"], {"long_name": "m6_gp / m6_eft"}),
+        "fit": ((wdim, cdim, "coupling"), fit_vals,
+                {"long_name": "weighted least-squares couplings from the 4- and 6-pt data"}),
+        "fit_stderr": ((wdim, cdim, "coupling"), fit_err, {}),
+        "fit_chi2": ((wdim, cdim), out["chi2"], {"long_name": f"chi^2 with {dof} dof"}),
+        "tuples_4": (("tuple_4", "position_4"), np.asarray(_tuples.distinct_tuples(k, 4)), {}),
+    }
+    coords = {"width": ("width", np.asarray(widths, np.int64)),
+              "cutoff": ("cutoff", lam), "coupling": ("coupling", list(names))}
+    attrs = {
+        "nngp_ppl_format": FIT_FORMAT,
+        "nngp_ppl_format_version": FIT_VERSION,
+        "nngp_ppl_version": __version__,
+        "ensemble": json.dumps(stats.net.to_dict()),
+        "inputs": json.dumps(np.asarray(X).tolist()),
+        "propagator": propagator,
+        "gamma_analytic": asymptotic_exponent(stats.net, propagator),
+        "fit_from": "all cutoffs" if fit_from is None else float(fit_from),
+        "sign_convention": "P ~ exp(-S), S = S_GP + int_box (lambda f^4 + kappa f^6); "
+                           "lambda < 0 means heavier-than-Gaussian tails",
+        "rule_4_5": "2-pt corrections dropped (K is the exact 2-pt function)",
+        "vertex_integrals": "composite Gauss-Legendre on [-cutoff, cutoff]^d_in "
+                            "(nngp_ppl.theory.lattice)",
+        "fit_weighting": (
+            "diagonal: weights 1/Var per tuple, coupling errors by the sandwich with the full "
+            "estimator covariance of the stacked 4- and 6-pt tuples"
+            if weighting == "diagonal" else
+            "relative: 1/G_GP^2 per tuple (the run kept no covariance; no errors)"
+        ),
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def write_fit(ds, path, run_path) -> Path:
+    """Write a :func:`fit_dataset` atomically, recording the run file's identity."""
+    from ._io import atomic_path
+
+    path = Path(path)
+    ds = ds.copy()
+    ds.attrs["run_file"] = str(Path(run_path).resolve())
+    ds.attrs["run_sha256"] = file_identity(run_path)
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+    return path
+
+
+def load_fit(path, run_path=None):
+    """Read a fit file; with ``run_path``, refuse it unless it was made from that run file."""
+    import xarray as xr
+
+    path = Path(path)
+    if not path.is_file():
+        raise NNGPInputError(f"fit file: no such file: {path}")
+    try:
+        ds = xr.load_dataset(path, engine="h5netcdf")
+    except Exception as err:  # h5py/xarray raise many types for foreign or broken files
+        raise NNGPInputError(f"fit file: {path} is not a readable netCDF file "
+                             f"({type(err).__name__})") from None
+    if ds.attrs.get("nngp_ppl_format") != FIT_FORMAT:
+        raise NNGPInputError(f"fit file: {path} is not an nngp_ppl EFT fit "
+                             f"(no nngp_ppl_format = {FIT_FORMAT!r} attribute)")
+    if run_path is not None:
+        run_path = Path(run_path)
+        if not run_path.is_file():
+            raise NNGPInputError(f"run file: no such file: {run_path}")
+        if ds.attrs.get("run_sha256") != file_identity(run_path):
+            raise NNGPInputError(
+                f"fit file {path} was not made from run file {run_path}: it records "
+                f"{ds.attrs.get('run_file', '?')} (sha256 {str(ds.attrs.get('run_sha256'))[:12]}"
+                f"...), which differs; refit with `nngp-ppl fit {run_path}`"
+            )
+    return ds
