@@ -37,8 +37,13 @@ test: venv lint
 demo: venv
 	$(VENV)/bin/nngp-ppl demo
 
+# Every benchmark script, in quick mode where it has one (--quick); each prints its ratios.
 bench: venv
-	$(VPY) benchmarks/sampler.py
+	@for f in benchmarks/*.py; do \
+	  q=$$(grep -q -e '"--quick"' $$f && echo --quick); \
+	  echo "== $(VPY) $$f $$q"; \
+	  $(VPY) $$f $$q || exit 1; echo; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

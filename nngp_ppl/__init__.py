@@ -13,7 +13,7 @@ from ._checks import NNGPInputError  # noqa: E402
 from .ensembles import ErfNet, GaussNet, ReLUNet, SingleLayerNet, make_ensemble  # noqa: E402
 from .presets import PAPER_CUTOFFS, PAPER_WIDTHS, paper_inputs  # noqa: E402
 from .sampling import sample_correlators  # noqa: E402
-from .stats import CorrelatorStats  # noqa: E402
+from .stats import CorrelatorStats, HeavyTailWarning  # noqa: E402
 from .theory.diagrams import (  # noqa: E402
     first_order_correction,
     first_order_design,
@@ -38,6 +38,7 @@ __all__ = [
     "PAPER_CUTOFFS",
     "sample_correlators",
     "CorrelatorStats",
+    "HeavyTailWarning",
     "gp_correlator",
     "connected_correlator",
     "exact_correlator",

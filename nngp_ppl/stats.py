@@ -26,12 +26,49 @@ count a network twice. Files are netCDF (xarray, h5netcdf engine) with provenanc
 
 A run made with ``covariance=False`` keeps only the orders themselves and the sums of
 squares :math:`\sum_j (\prod_t f_j)^2`: enough for standard errors, not for the covariance.
+
+Reliability of the standard errors (heavy tails)
+------------------------------------------------
+The sampler also keeps, per measured observable :math:`X_t = \prod_{a\in t} f(x_a)`, the
+power sums :math:`\sum_j X_{t,j}^3` and :math:`\sum_j X_{t,j}^4` ("tail sums"), from which
+the sample kurtosis :math:`\hat\kappa_t = \hat\mu_4 / \hat\mu_2^2` (central moments)
+follows. The naive standard error :math:`\hat\sigma/\sqrt n` is itself an estimate; by the
+delta method its relative spread is
+
+.. math:: \varepsilon_t = \frac{\mathrm{sd}(\hat\sigma)}{\sigma}
+    \approx \frac12 \sqrt{\frac{\kappa_t - 1}{n}}
+    = \frac12 \sqrt{\frac{1}{n_{\mathrm{eff},t}} - \frac1n},
+    \qquad n_{\mathrm{eff},t} = \frac{n}{\hat\kappa_t}
+    = \frac{(\sum_j d_j^2)^2}{\sum_j d_j^4},\quad d_j = X_{t,j} - \bar X_t,
+
+using :math:`\mathrm{Var}(\hat\sigma^2) \approx (\mu_4 - \sigma^4)/n`.
+:math:`n_{\mathrm{eff}}` is the participation number of the squared deviations: the number
+of networks that effectively carry the sample variance (1 when one network dominates, n
+when all contribute equally). Log-normal Gauss-net products (physics.md §4) have so large a
+kurtosis that :math:`n_{\mathrm{eff}}` stays at a few networks however many are drawn
+(measured: Gauss-net σ_W = σ_b = 1, N = 2, one input, 4-pt: median n_eff ≈ 2 over
+replicates of 2·10³ and of 2·10⁵ networks; at 2·10³ the median estimate sat 4 naive
+standard errors below the exact value), whereas for a light-tailed ensemble it grows with
+:math:`n`, towards :math:`n/\kappa_t` (Erf-net 6-pt at x = 1: ≈ 8 at 2·10³ networks,
+≈ 110 at 2·10⁵). :func:`check_tails` warns (:class:`HeavyTailWarning`) when the worst
+tuple has :math:`n_{\mathrm{eff}} <` :data:`MIN_EFFECTIVE_NETWORKS` = 10, i.e.
+:math:`\varepsilon > 16\%`. The sample kurtosis underestimates a heavy tail (the rare draws
+that make it are the ones missing), so passing the check does not prove the errors right;
+failing it shows they are not.
+
+Files
+-----
+:meth:`CorrelatorStats.to_netcdf` stores a SHA-256 checksum of every variable and every
+provenance attribute (:func:`content_checksum`); :meth:`CorrelatorStats.from_netcdf`
+recomputes it and refuses a file whose content was edited or damaged after writing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -46,11 +83,28 @@ from .ensembles import SingleLayerNet, ensemble_from_dict
 #: Value of the ``nngp_ppl_format`` attribute that marks a correlator-statistics file.
 FILE_FORMAT = "nngp_ppl.CorrelatorStats"
 #: Layout version of that file; bump when the layout changes incompatibly.
-FILE_VERSION = 1
+#: 2: a ``checksum`` attribute (required) and the ``tail_sum_n`` variables.
+FILE_VERSION = 2
 
 #: Refuse runs whose monomial bookkeeping would exceed this many sums per width
 #: (k = 6 at orders 2, 4, 6 with covariance needs 11 087).
 MAX_MONOMIALS = 200_000
+
+#: :func:`check_tails` warns below this many effective networks (module docstring): the
+#: naive standard error is then uncertain by more than ε = 1/(2 sqrt(10)) ≈ 16%.
+MIN_EFFECTIVE_NETWORKS = 10
+
+#: Powers p of the tail sums :math:`\sum_j X_{t,j}^p` (module docstring).
+TAIL_POWERS = (3, 4)
+
+
+class HeavyTailWarning(UserWarning):
+    """Naive standard errors are unreliable: too few networks carry the sample variance.
+
+    Raised by :func:`check_tails` (and so by :func:`nngp_ppl.sample_correlators`); see the
+    module docstring of :mod:`nngp_ppl.stats` for the criterion. Silence it with
+    ``warnings.filterwarnings("ignore", category=HeavyTailWarning)``.
+    """
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,10 +244,13 @@ class CorrelatorStats:
         Sums of squares :math:`\sum_j (\prod_t f_j)^2` per order.
     covariance : bool
         Whether the pairwise-sum orders were accumulated (full estimator covariance).
+    tails : {width: {order: (2, T_order) float64}}, optional
+        Tail sums :math:`\sum_j (\prod_t f_j)^p` for p = 3, 4 (rows), per measured order;
+        they feed :meth:`effective_networks` and :func:`check_tails`.
     """
 
     def __init__(self, net, X, orders, seed, moments, ranges, *, squares=None,
-                 covariance: bool = True):
+                 covariance: bool = True, tails=None):
         if not isinstance(net, SingleLayerNet):
             raise NNGPInputError(
                 f"net must be an ensemble (ErfNet, ReLUNet, GaussNet), got {type(net).__name__}"
@@ -225,9 +282,13 @@ class CorrelatorStats:
             None if squares is None
             else {w: self._check_sums("squares", squares[w], self._orders, k) for w in widths}
         )
+        self._tails = None if tails is None else {
+            w: self._check_sums("tails", tails[w], self._orders, k, rows=len(TAIL_POWERS))
+            for w in widths
+        }
 
     @staticmethod
-    def _check_sums(name, sums, orders, k):
+    def _check_sums(name, sums, orders, k, rows=None):
         out = {}
         for m in orders:
             if m not in sums:
@@ -236,6 +297,8 @@ class CorrelatorStats:
                 )
             arr = np.array(sums[m], dtype=np.float64)
             want = (len(_tuples.distinct_tuples(k, m)),)
+            if rows is not None:
+                want = (rows,) + want
             if arr.shape != want:
                 raise NNGPInputError(
                     f"{name}[{m}] must have shape {want} (distinct tuples of {k} inputs), "
@@ -282,6 +345,11 @@ class CorrelatorStats:
     def accumulated_orders(self) -> tuple[int, ...]:
         return self._acc
 
+    @property
+    def has_tails(self) -> bool:
+        """Whether the tail sums (and so :meth:`effective_networks`) are available."""
+        return self._tails is not None
+
     def _width(self, width) -> int:
         width = _checks.positive_int("width", width)
         if width not in self._moments:
@@ -326,6 +394,16 @@ class CorrelatorStats:
         k = self.k
         return {n: self._moments[width][2 * n][square_index(k, n)] for n in self._orders}
 
+    def tail_sums(self, width) -> dict[int, np.ndarray]:
+        r""":math:`\sum_j (\prod_{a\in t} f_j(x_a))^p`, p = 3, 4 (rows), per order: (2, T_n)."""
+        width = self._width(width)
+        if self._tails is None:
+            raise NNGPInputError(
+                "tail sums are not available: these statistics were built without them "
+                "(an older file, or a merge with such statistics)"
+            )
+        return dict(self._tails[width])
+
     # --- estimates -------------------------------------------------------------------------
     def correlator_tuples(self, n, width) -> np.ndarray:
         """Estimate of G^(n) on ``distinct_tuples(k, n)``: the mean over networks, (T_n,)."""
@@ -355,6 +433,32 @@ class CorrelatorStats:
     def stderr(self, n, width) -> np.ndarray:
         """Standard error of :meth:`correlator`, full (k,)*n array."""
         return _tuples.expand(self.stderr_tuples(n, width), self.k, n)
+
+    def effective_networks(self, n, width) -> np.ndarray:
+        r"""Networks that effectively carry the sample variance of :math:`\prod_t f`, (T_n,).
+
+        .. math:: n_{\mathrm{eff},t} = \frac{(\sum_j d_j^2)^2}{\sum_j d_j^4} = n/\hat\kappa_t,
+            \qquad d_j = \prod_{a\in t} f_j(x_a) - \hat G_t,
+
+        from raw power sums 1..4 (central moments by the binomial expansion, float64). The
+        naive standard error is uncertain by about :math:`\tfrac12 n_{\mathrm{eff}}^{-1/2}`
+        (module docstring). NaN where the sample variance vanishes or n < 2.
+        """
+        n, width = self._order(n), self._width(width)
+        count = self.n_nets(width)
+        size = len(_tuples.distinct_tuples(self.k, n))
+        if count < 2:
+            return np.full(size, np.nan)
+        s1 = self._moments[width][n] / count
+        s2 = self.square_sums(width)[n] / count
+        s3, s4 = self.tail_sums(width)[n] / count
+        m2 = s2 - s1 * s1
+        m4 = s4 - 4 * s1 * s3 + 6 * s1 * s1 * s2 - 3 * s1**4
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # Round-off can push a tiny m4 below m2^2 (kurtosis < 1 is impossible).
+            kurt = np.maximum(m4 / (m2 * m2), 1.0)
+            out = count / kurt
+        return np.where(m2 > 0, out, np.nan)
 
     def observables(self, orders=None) -> list[tuple[int, tuple[int, ...]]]:
         """``(order, tuple)`` of each row of :meth:`covariance` / :meth:`mean_vector`."""
@@ -423,6 +527,8 @@ class CorrelatorStats:
                 )
         moments, ranges = {}, {}
         squares = None if self._squares is None else {}
+        # Tail sums survive a merge only if both sides have them.
+        tails = {} if self._tails is not None and other._tails is not None else None
         for w in sorted(set(self._widths) | set(other._widths)):
             parts = [s for s in (self, other) if w in s._moments]
             try:
@@ -432,8 +538,10 @@ class CorrelatorStats:
             moments[w] = {m: sum(s._moments[w][m] for s in parts) for m in self._acc}
             if squares is not None:
                 squares[w] = {n: sum(s._squares[w][n] for s in parts) for n in self._orders}
+            if tails is not None:
+                tails[w] = {n: sum(s._tails[w][n] for s in parts) for n in self._orders}
         return CorrelatorStats(self._net, self._X, self._orders, self._seed, moments, ranges,
-                               squares=squares, covariance=self._covariance)
+                               squares=squares, covariance=self._covariance, tails=tails)
 
     # --- files -----------------------------------------------------------------------------
     def to_dataset(self):
@@ -463,6 +571,13 @@ class CorrelatorStats:
                     np.stack([self._squares[w][n] for w in widths]),
                     {"long_name": f"sum over networks of (prod_(a in t) f(x_a))^2, |t| = {n}"},
                 )
+        if self._tails is not None:
+            for n in self._orders:
+                data[f"tail_sum_{n}"] = (
+                    ("width", "tail_power", f"tuple_{n}"),
+                    np.stack([self._tails[w][n] for w in widths]),
+                    {"long_name": f"sum over networks of (prod_(a in t) f(x_a))^p, |t| = {n}"},
+                )
         for n in self._orders:
             data[f"tuples_{n}"] = ((f"tuple_{n}", f"position_{n}"),
                                    np.asarray(_tuples.distinct_tuples(k, n)),
@@ -485,7 +600,12 @@ class CorrelatorStats:
             "conventions": "tuples are multisets i1 <= ... <= in in lexicographic order "
                            "(nngp_ppl.tuples.distinct_tuples); correlator = moment_sum / n_nets",
         }
-        return xr.Dataset(data, coords={"width": ("width", widths)}, attrs=attrs)
+        coords = {"width": ("width", widths)}
+        if self._tails is not None:
+            coords["tail_power"] = ("tail_power", np.asarray(TAIL_POWERS, np.int64))
+        ds = xr.Dataset(data, coords=coords, attrs=attrs)
+        ds.attrs["checksum"] = content_checksum(ds)
+        return ds
 
     def to_netcdf(self, path) -> Path:
         """Write the statistics to a netCDF file, atomically (complete file or none)."""
@@ -524,6 +644,21 @@ class CorrelatorStats:
                 f"path: {path} has file layout version {version}; this nngp_ppl reads "
                 f"version {FILE_VERSION}"
             )
+        stored = ds.attrs.get("checksum")
+        if stored is None:
+            raise NNGPInputError(
+                f"path: {path} is damaged or incomplete (no checksum attribute; files written "
+                "by CorrelatorStats.to_netcdf always carry one)"
+            )
+        try:
+            digest = content_checksum(ds)
+        except ValueError as err:
+            raise NNGPInputError(f"path: {path} is damaged or incomplete ({err})") from None
+        if str(stored) != digest:
+            raise NNGPInputError(
+                f"path: {path} is damaged or edited: its content does not match the checksum "
+                "written with it (sums, inputs or provenance changed after writing)"
+            )
         try:
             return cls._from_dataset(ds)
         except (KeyError, ValueError, TypeError) as err:
@@ -544,8 +679,12 @@ class CorrelatorStats:
         if not covariance:
             squares = {w: {n: ds[f"square_sum_{n}"].values[i] for n in orders}
                        for i, w in enumerate(widths)}
+        tails = None
+        if all(f"tail_sum_{n}" in ds for n in orders):
+            tails = {w: {n: ds[f"tail_sum_{n}"].values[i] for n in orders}
+                     for i, w in enumerate(widths)}
         stats = cls(net, ds["X"].values, orders, int(a["seed"]), moments, ranges,
-                    squares=squares, covariance=covariance)
+                    squares=squares, covariance=covariance, tails=tails)
         stored = [int(v) for v in ds["n_nets"].values]
         if stored != [stats.n_nets(w) for w in widths]:
             raise ValueError("n_nets does not match the recorded network ranges")
@@ -555,6 +694,65 @@ class CorrelatorStats:
         counts = ", ".join(f"N={w}: {self.n_nets(w)}" for w in self._widths)
         return (f"CorrelatorStats({type(self._net).__name__}, k={self.k}, orders={self._orders}, "
                 f"seed={self._seed}, {counts})")
+
+
+def check_tails(stats: CorrelatorStats, *, min_effective: float = MIN_EFFECTIVE_NETWORKS,
+                warn: bool = True, stacklevel: int = 2) -> dict[tuple[int, int], float]:
+    """Widths and orders whose naive standard errors are unreliable (module docstring).
+
+    Returns ``{(width, order): n_eff}`` with the smallest :meth:`CorrelatorStats.effective_networks`
+    over the tuples of that order, for every (width, order) below ``min_effective``, and
+    with ``warn`` emits one :class:`HeavyTailWarning` listing them. Statistics without tail
+    sums return ``{}``.
+    """
+    if not isinstance(stats, CorrelatorStats):
+        raise NNGPInputError(f"stats must be a CorrelatorStats, got {type(stats).__name__}")
+    min_effective = _checks.finite_float("min_effective", min_effective, minimum=1.0)
+    if not stats.has_tails:
+        return {}
+    bad = {}
+    for w in stats.widths:
+        for n in stats.orders:
+            neff = stats.effective_networks(n, w)
+            if np.all(np.isnan(neff)):
+                continue
+            worst = float(np.nanmin(neff))
+            if worst < min_effective:
+                bad[w, n] = worst
+    if bad and warn:
+        where = "; ".join(f"N={w} G{n}: {v:.1f}" for (w, n), v in sorted(bad.items()))
+        eps = max(0.5 / math.sqrt(v) for v in bad.values())
+        warnings.warn(
+            f"naive standard errors are unreliable: the sample variance of the worst tuple "
+            f"rests on fewer than {min_effective:g} effective networks ({where}), so the error "
+            f"bars themselves are uncertain by up to {eps:.0%} and typically too small "
+            "(heavy-tailed products, physics.md §4, or too few networks for this order); "
+            "sample more networks or use tamer sigma_w, sigma_b, and prefer comparisons "
+            "with exact values to z-scores here",
+            HeavyTailWarning, stacklevel=stacklevel,
+        )
+    return bad
+
+
+def content_checksum(ds) -> str:
+    """``"sha256:<hex>"`` of a dataset's variables (names, dtypes, shapes, values) and attrs.
+
+    The ``checksum`` attribute itself is left out. Values are hashed as little-endian bytes
+    and attributes as canonical JSON, so the digest survives a netCDF round trip and changes
+    with any edit of a sum, an input, a range or a provenance attribute.
+    """
+    h = hashlib.sha256()
+    for name in sorted(ds.variables):
+        v = np.asarray(ds.variables[name].values)
+        if v.dtype.kind not in "biuf":
+            raise ValueError(f"variable {name} has non-numeric dtype {v.dtype}")
+        v = np.ascontiguousarray(v, dtype=v.dtype.newbyteorder("<"))
+        h.update(f"{name}|{v.dtype.str}|{v.shape}|".encode())
+        h.update(v.tobytes())
+    attrs = {key: (val if isinstance(val, str) else np.asarray(val).tolist())
+             for key, val in ds.attrs.items() if key != "checksum"}
+    h.update(json.dumps(attrs, sort_keys=True).encode())
+    return "sha256:" + h.hexdigest()
 
 
 def _file_path(name: str, path) -> Path:

@@ -94,8 +94,10 @@ def _fmt(x: float) -> str:
     return f"{x:>11.3e}" if np.isfinite(x) else f"{'nan':>11}"
 
 
-def print_table(ds, out=sys.stdout) -> None:
+def print_table(ds, out=None) -> None:
     """The fit as a table: per width and cutoff λ̄, (λ, κ) ± σ, m6 and γ."""
+    # Resolved at call time: a default bound at import would pin a replaced stdout.
+    out = sys.stdout if out is None else out
     names = [str(c) for c in ds["coupling"].values]
     print(f"propagator {ds.attrs['propagator']}; λ̄ = mean_t -(G4 - G4_GP)_t / (24 ∫ Π K); "
           f"fit = weighted least squares of ({', '.join(names)}) on 4- and 6-pt data; "

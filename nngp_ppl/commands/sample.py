@@ -7,7 +7,15 @@ Example::
 The file holds float64 monomial sums per width with provenance (see
 :class:`nngp_ppl.CorrelatorStats`); ``nngp-ppl show erf.nc`` summarises it. The file is
 written only when sampling has finished, under a temporary name renamed at the end, so
-an interrupted run leaves nothing behind.
+an interrupted run never leaves a partial output.
+
+Long runs: the work is cut into shards (``--shard-size``) that run concurrently on all
+local JAX devices (``--devices``) or on Dask workers (``--dask tcp://HOST:PORT`` or
+``--dask local:N``). After each shard the finished sums are saved atomically to a
+checkpoint, ``erf.nc.partial`` by default (``--checkpoint``); after a crash or kill,
+rerunning the same command with ``--resume`` continues from it, neither losing nor
+double-counting a network, and produces the same file as an uninterrupted run. The
+checkpoint is deleted once the output is written. See docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .._checks import NNGPInputError
@@ -53,6 +62,20 @@ def register(subparsers) -> None:
     p.add_argument("--no-covariance", action="store_true",
                    help="keep only standard errors, not the full estimator covariance "
                         "(much cheaper for many inputs)")
+    p.add_argument("--shard-size", default=None, metavar="S",
+                   help="networks per shard, the unit of parallel work and checkpointing "
+                        "(default: about n_nets/8, at most 256 batches)")
+    p.add_argument("--devices", default=None, metavar="D",
+                   help="use the first D local JAX devices (default: all)")
+    p.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run the shards on Dask workers: a scheduler address tcp://HOST:PORT, "
+                        "or local[:N] for N local worker processes (needs nngp_ppl[distributed])")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="checkpoint file saved after each shard (default: RUN.nc.partial)")
+    p.add_argument("--no-checkpoint", action="store_true", help="do not checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoint (same arguments); "
+                        "starts afresh if there is none")
     p.add_argument("-o", "--output", required=True, metavar="RUN.nc", help="output netCDF file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -125,6 +148,8 @@ def parse_inputs(text: str, d_in: int) -> list[list[float]]:
 
 def run(args) -> int:
     from .. import PAPER_WIDTHS, make_ensemble, paper_inputs, sample_correlators
+    from ..checkpoint import ShardLedger, remove_stale_temporaries
+    from ..stats import HeavyTailWarning
 
     d_in = _integer("--d-in", args.d_in, minimum=1)
     hyper = {"d_in": d_in}
@@ -151,18 +176,52 @@ def run(args) -> int:
     seed = _integer("--seed", args.seed, minimum=0)
     batch = None if args.batch_size is None else _integer("--batch-size", args.batch_size,
                                                           minimum=1)
+    shard = None if args.shard_size is None else _integer("--shard-size", args.shard_size,
+                                                          minimum=1)
+    devices = None if args.devices is None else _integer("--devices", args.devices, minimum=1)
     out = Path(args.output)
     if not args.output or out.is_dir():
         raise NNGPInputError(f"--output must be a file name, got the directory {out}")
+    if args.no_checkpoint and (args.resume or args.checkpoint):
+        raise NNGPInputError("--no-checkpoint cannot be combined with --resume or --checkpoint")
+    checkpoint = None
+    if not args.no_checkpoint:
+        checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(
+            out.name + ".partial")
+        if checkpoint.resolve() == out.resolve():
+            raise NNGPInputError("--checkpoint must differ from --output")
+        if args.resume and checkpoint.is_file():
+            ledger = ShardLedger.load(checkpoint)
+            print(f"resuming from {checkpoint}: {ledger.shards_done()} of "
+                  f"{len(ledger.plan.tasks())} shards ({ledger.networks_done()} networks) "
+                  "already done", file=sys.stderr)
 
     t0 = time.perf_counter()
-    try:
-        stats = sample_correlators(net, X, widths, n_nets, orders=orders, seed=seed,
-                                   batch_size=batch, progress=not args.no_progress,
-                                   covariance=not args.no_covariance)
-    except NNGPInputError as err:
-        raise NNGPInputError(_option_names(str(err))) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", HeavyTailWarning)
+        try:
+            stats = sample_correlators(net, X, widths, n_nets, orders=orders, seed=seed,
+                                       batch_size=batch, progress=not args.no_progress,
+                                       covariance=not args.no_covariance, shard_size=shard,
+                                       devices=devices, dask=args.dask, checkpoint=checkpoint,
+                                       resume=args.resume)
+        except NNGPInputError as err:
+            raise NNGPInputError(_option_names(str(err))) from None
+        except KeyboardInterrupt:
+            if checkpoint is not None and checkpoint.is_file():
+                print(f"nngp-ppl sample: finished shards are saved in {checkpoint}; rerun "
+                      "the same command with --resume to continue", file=sys.stderr)
+            raise
+    for w in caught:
+        if issubclass(w.category, HeavyTailWarning):
+            print(f"nngp-ppl sample: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     stats.to_netcdf(out)
+    if checkpoint is not None:
+        # Only now is the checkpoint redundant: the output holds everything it did.
+        checkpoint.unlink(missing_ok=True)
+        remove_stale_temporaries(checkpoint)
     dt = time.perf_counter() - t0
     hyp = ", ".join(f"{k}={getattr(net, k)}" for k in ("d_in", "sigma_w", "sigma_b"))
     print(
@@ -176,7 +235,9 @@ def run(args) -> int:
 
 _OPTIONS = {"ensemble": "--ensemble", "d_in": "--d-in", "sigma_w": "--sigma-w",
             "sigma_b": "--sigma-b", "batch_size": "--batch-size", "n_nets": "--n-nets",
-            "widths": "--widths", "orders": "--orders", "seed": "--seed", "X": "--inputs"}
+            "widths": "--widths", "orders": "--orders", "seed": "--seed", "X": "--inputs",
+            "shard_size": "--shard-size", "devices": "--devices", "dask": "--dask",
+            "checkpoint": "--checkpoint", "resume": "--resume"}
 
 
 def _option_names(message: str) -> str:
