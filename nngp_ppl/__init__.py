@@ -11,6 +11,7 @@ _jax.config.update("jax_enable_x64", True)
 
 from ._checks import NNGPInputError  # noqa: E402
 from .ensembles import ErfNet, GaussNet, ReLUNet, SingleLayerNet, make_ensemble  # noqa: E402
+from .inference import beta_function, compare_point_estimates, infer_couplings  # noqa: E402
 from .presets import PAPER_CUTOFFS, PAPER_WIDTHS, paper_inputs  # noqa: E402
 from .sampling import sample_correlators  # noqa: E402
 from .stats import CorrelatorStats, HeavyTailWarning  # noqa: E402
@@ -50,5 +51,8 @@ __all__ = [
     "Lattice",
     "box_lattice",
     "vertex_integrals",
+    "infer_couplings",
+    "beta_function",
+    "compare_point_estimates",
     "__version__",
 ]

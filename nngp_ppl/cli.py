@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Order here is the order in `nngp-ppl --help`.
-COMMANDS = ["sample", "show", "fit"]
+COMMANDS = ["sample", "show", "fit", "infer", "flow", "lattice", "reproduce", "demo"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,25 @@
+"""Posterior inference: NUTS runs, ArviZ DataTrees and diagnostics, β-function posteriors.
+
+* :func:`infer_couplings`: coupling posteriors at every width and cutoff.
+* :func:`diagnostics_gate`: R-hat <= 1.01, bulk ESS >= 400, no divergences.
+* :func:`beta_function`: the running of the couplings and the exponent γ.
+* :func:`compare_point_estimates`: posteriors next to the paper's point estimates.
+* :mod:`.plots`: figures (matplotlib, Agg; no global state).
+"""
+
+from .compare import compare_point_estimates
+from .couplings import infer_couplings, sample_coupling_posterior
+from .diagnostics import DiagnosticsWarning, GateResult, diagnostics_gate
+from .flow import asymptotic_exponent, beta_function, design_function
+
+__all__ = [
+    "infer_couplings",
+    "sample_coupling_posterior",
+    "diagnostics_gate",
+    "DiagnosticsWarning",
+    "GateResult",
+    "beta_function",
+    "design_function",
+    "asymptotic_exponent",
+    "compare_point_estimates",
+]

@@ -1,0 +1,166 @@
+"""Coupling posteriors next to the paper's point estimates (physics.md §7).
+
+The point fits (:mod:`nngp_ppl.eft`) give one number per width and cutoff: the mean of the
+per-tuple couplings :math:`\\bar\\lambda(\\Lambda)` or a weighted least-squares fit of
+:math:`(\\lambda, \\kappa)`. The posterior gives a distribution. The comparison reports, per
+width, cutoff and coupling, the posterior mean, standard deviation and 90% equal-tailed
+interval, the point estimate, its distance from the posterior mean in posterior standard
+deviations, and whether the interval contains it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._checks import NNGPInputError
+
+# Names under which a fit may carry a coupling's point estimate, in order of preference.
+_ALIASES = ("{c}_mean", "{c}_bar", "{c}", "{c}_fit", "{c}_wls", "{c}_hat")
+
+
+@dataclass(frozen=True)
+class PointComparison:
+    """``table``: pandas DataFrame (one row per width, cutoff, coupling); ``figure``:
+    matplotlib Figure of the posterior bands with the point estimates marked (or None)."""
+
+    table: object
+    figure: object = None
+
+    def __str__(self) -> str:
+        return self.table.to_string(index=False)
+
+
+def _as_dataset(fit):
+    import xarray as xr
+
+    if isinstance(fit, xr.Dataset):
+        return fit
+    if isinstance(fit, xr.DataTree):
+        return fit.to_dataset()
+    if isinstance(fit, xr.DataArray):
+        return fit.to_dataset(name=fit.name or "lambda")
+    if hasattr(fit, "to_dataset"):
+        return fit.to_dataset()
+    if isinstance(fit, dict):
+        return xr.Dataset({k: xr.DataArray(np.asarray(v)) if np.ndim(v) == 0 else v
+                           for k, v in fit.items()})
+    if isinstance(fit, str) or hasattr(fit, "__fspath__"):
+        return xr.open_dataset(fit, engine="h5netcdf").load()
+    raise NNGPInputError(
+        "fit must be the point-estimate fit (xarray Dataset from nngp_ppl.eft, or a path to "
+        f"its netCDF file, or a dict of DataArrays); got {type(fit).__name__}"
+    )
+
+
+def _point_variable(ds, coupling):
+    """(primary, secondary) point estimates of ``coupling`` in a fit dataset (or None).
+
+    For the :func:`nngp_ppl.eft.fit_dataset` layout the primary estimate of λ is the
+    paper's λ̄ (``lambda_mean``) and the secondary the weighted least-squares ``fit``; κ has
+    only the latter. Other layouts: the first variable named after the coupling.
+    """
+    joint = None
+    if "fit" in ds.data_vars and "coupling" in ds["fit"].dims:
+        if coupling in [str(c) for c in ds["fit"]["coupling"].values]:
+            joint = ds["fit"].sel(coupling=coupling)
+    for pattern in _ALIASES:
+        name = pattern.format(c=coupling)
+        if name in ds.data_vars:
+            return ds[name], joint
+    return joint, None
+
+
+def _value_at(point, width, cutoff):
+    """The point estimate at (width, cutoff) as a float, or None where the fit has none."""
+    sel = {}
+    if "width" in point.dims:
+        if int(width) not in [int(v) for v in point["width"].values]:
+            return None
+        sel["width"] = int(width)
+    if "cutoff" in point.dims:
+        cut = np.asarray(point["cutoff"].values, dtype=np.float64)
+        j = int(np.argmin(np.abs(cut - float(cutoff))))
+        if not np.isclose(cut[j], float(cutoff), rtol=1e-9):
+            return None
+        point = point.isel(cutoff=j)
+    value = np.asarray(point.sel(sel).values if sel else point.values, dtype=np.float64)
+    if value.ndim:
+        raise NNGPInputError(
+            f"a point estimate must depend only on width and cutoff; got dims {point.dims}"
+        )
+    return float(value)
+
+
+def compare_point_estimates(posterior, fit, *, prob: float = 0.9, plot: bool = True):
+    """Table (and figure) of the coupling posteriors against point estimates.
+
+    ``posterior``: DataTree from :func:`~nngp_ppl.infer_couplings`. ``fit``: the
+    point-estimate dataset of :func:`nngp_ppl.eft.fit_dataset` (or its file): the ``point``
+    column is then the paper's λ̄ (``lambda_mean``) for λ and the weighted least-squares
+    ``fit`` for κ, and ``point_fit``/``z_fit``/``inside_fit`` compare λ's least-squares fit
+    too. Other datasets or dicts: a variable per coupling (``lambda``, ``lambda_bar``, ...)
+    on dims among ``width`` and ``cutoff``. ``fit=None`` uses the least-squares estimates
+    stored in the posterior. ``z`` = (point - posterior mean) / posterior sd; ``inside``:
+    within the central ``prob`` interval.
+    """
+    import pandas as pd
+
+    post = posterior["posterior"].to_dataset()
+    couplings = [c for c in ("lambda", "kappa") if c in post.data_vars]
+    if not couplings:
+        raise NNGPInputError("posterior has no coupling variables (lambda, kappa)")
+    if fit is None:
+        pe = posterior["constant_data"].to_dataset()["point_estimate"]
+        points = {c: (pe.sel(coupling=c), None) for c in couplings}
+    else:
+        ds = _as_dataset(fit)
+        points = {c: _point_variable(ds, c) for c in couplings}
+        points = {c: v for c, v in points.items() if v[0] is not None}
+        if not points:
+            raise NNGPInputError(
+                f"fit has none of the couplings {couplings} (looked for a 'fit' variable with "
+                f"a coupling dim and for {[p.format(c=c) for c in couplings for p in _ALIASES]});"
+                f" its variables are {list(ds.data_vars)}"
+            )
+    lo_q, hi_q = (1 - prob) / 2, 1 - (1 - prob) / 2
+    rows = []
+    for c, (point, second) in points.items():
+        for w in post["width"].values:
+            for lam_c in post["cutoff"].values:
+                value = _value_at(point, w, lam_c)
+                if value is None:
+                    continue
+                draws = post[c].sel(width=w, cutoff=lam_c).values.ravel()
+                mean, sd = float(draws.mean()), float(draws.std(ddof=1))
+                lo, hi = np.quantile(draws, [lo_q, hi_q])
+                row = {
+                    "width": int(w),
+                    "cutoff": float(lam_c),
+                    "coupling": c,
+                    "post_mean": mean,
+                    "post_sd": sd,
+                    f"q{lo_q * 100:g}": float(lo),
+                    f"q{hi_q * 100:g}": float(hi),
+                    "point": value,
+                    "z": (value - mean) / sd if sd > 0 else np.nan,
+                    "inside": bool(lo <= value <= hi),
+                }
+                other = _value_at(second, w, lam_c) if second is not None else None
+                if other is not None:
+                    row.update(
+                        point_fit=other,
+                        z_fit=(other - mean) / sd if sd > 0 else np.nan,
+                        inside_fit=bool(lo <= other <= hi),
+                    )
+                rows.append(row)
+    if not rows:
+        raise NNGPInputError("the fit and the posterior share no width and cutoff")
+    table = pd.DataFrame(rows)
+    figure = None
+    if plot:
+        from .plots import plot_running
+
+        figure = plot_running(posterior, points=table)
+    return PointComparison(table=table, figure=figure)

@@ -1,0 +1,345 @@
+r"""The effective action on a discretised input lattice, sampled non-perturbatively.
+
+physics.md §5: :math:`P[f] \propto e^{-S[f]}`,
+
+.. math:: S[f] = \tfrac12 \iint f\,\Xi\, f + \int_{[-\Lambda,\Lambda]^{d_{in}}} d^{d_{in}}y
+    \,\big(\lambda f(y)^4 + \kappa f(y)^6\big).
+
+Discretised: the field lives on the k inputs :math:`x_a` and the P sites :math:`y_j` of a
+:class:`~nngp_ppl.theory.lattice.Lattice` with weights :math:`w_j`, and the interaction
+integral becomes :math:`\sum_j w_j(\lambda f_j^4 + \kappa f_j^6)`. The free part restricted
+to these points is exactly the GP marginal :math:`\tfrac12 f^\top K^{-1} f` with
+:math:`K` the kernel on all k + P points, written non-centred: :math:`f = L z`,
+:math:`z \sim \mathcal N(0, I)`, :math:`K = L L^\top`, and the interaction enters through
+``numpyro.factor``. At :math:`\lambda = \kappa = 0` the model *is* the GP, so its correlators
+are Wick's; to first order in the couplings its correlators are the first-order Feynman
+diagrams evaluated with the same lattice sum in place of the vertex integral (with the
+two-point corrections of rule 4.5 included: a lattice model has no counterterms).
+
+With ``propagator="bias_subtracted"`` the self-interacting field is
+:math:`\tilde f \sim GP(K - \sigma_b^2)` and the output adds the free Gaussian bias,
+:math:`f = \tilde f + b_1`, :math:`b_1 \sim \mathcal N(0, \sigma_b^2)` (the paper's revised
+EFT, physics.md §6).
+
+The action must be bounded below for the measure to exist: with :math:`\kappa > 0`, or
+:math:`\kappa = 0` and :math:`\lambda \ge 0`. Fitted quartic couplings are negative
+(physics.md §5), so a non-perturbative check of them needs :math:`\kappa > 0`; anything
+else is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from .._checks import NNGPInputError, finite_float, inputs
+from .couplings import stable_cholesky
+
+FIELD_PROPAGATORS = ("full", "bias_subtracted")
+
+
+def check_bounded(lam, kappa) -> tuple[float, float]:
+    """Validated couplings of an action that is bounded below, else a clear error.
+
+    Bounded iff κ > 0, or κ = 0 and λ >= 0 (physics.md §5).
+    """
+    lam = finite_float("lambda", lam)
+    kappa = finite_float("kappa", kappa)
+    if kappa < 0 or (kappa == 0 and lam < 0):
+        raise NNGPInputError(
+            f"the action with lambda={lam:g}, kappa={kappa:g} is unbounded below "
+            "(exp(-S) cannot be normalised): lambda < 0 needs kappa > 0, and kappa must not be "
+            "negative. Such an action exists only perturbatively; use the first-order "
+            "diagrams (nngp_ppl.theory.diagrams) for it, or add a positive kappa"
+        )
+    return lam, kappa
+
+
+class FieldArrays(NamedTuple):
+    """Arrays the field model reads (a pytree: couplings change without recompiling)."""
+
+    chol: jnp.ndarray  # (k + P, k + P) Cholesky factor of the free kernel on inputs + sites
+    weights: jnp.ndarray  # (P,) lattice weights w_j
+    bias_sd: jnp.ndarray  # () sd of the free output bias (0 for the full propagator)
+    lam: jnp.ndarray  # ()
+    kappa: jnp.ndarray  # ()
+
+
+@dataclass(frozen=True, eq=False)
+class FieldLattice:
+    """The discretised free theory: inputs, lattice, and the kernel's Cholesky factor.
+
+    Build with :meth:`build`; :meth:`arrays` adds couplings; :attr:`model` is
+    :func:`field_model` with the number of inputs bound.
+    """
+
+    net: object
+    X: np.ndarray  # (k, d_in)
+    lattice: object  # nngp_ppl.theory.lattice.Lattice
+    propagator: str
+    chol: np.ndarray
+    n_floored: int  # kernel eigenvalues (correlation scale) raised to 1e-12 of the largest
+
+    @classmethod
+    def build(cls, net, X, lattice, propagator: str = "full") -> FieldLattice:
+        """Factorise the free kernel (``K`` or ``K - σ_b²``) on the inputs and lattice sites."""
+        from ..theory.lattice import Lattice
+
+        X = inputs("X", X, net.d_in)
+        if not isinstance(lattice, Lattice):
+            raise NNGPInputError(
+                f"lattice must be a Lattice (nngp_ppl.theory.lattice.box_lattice), got "
+                f"{type(lattice).__name__}"
+            )
+        if lattice.d_in != net.d_in:
+            raise NNGPInputError(f"lattice has d_in={lattice.d_in}, the net d_in={net.d_in}")
+        if np.any(lattice.weights < 0):
+            raise NNGPInputError("lattice weights must be non-negative for a field model")
+        if propagator not in FIELD_PROPAGATORS:
+            raise NNGPInputError(
+                f"propagator must be one of {FIELD_PROPAGATORS}, got {propagator!r}"
+            )
+        pts = np.concatenate([X, lattice.points])
+        K = np.asarray(net.kernel(pts), dtype=np.float64)
+        if propagator == "bias_subtracted":
+            K = K - net.sigma_b**2
+        # The kernel is exact, not estimated: floor only what float64 cannot factorise (a
+        # smooth kernel on a fine lattice is numerically singular).
+        chol, n_floored = stable_cholesky(K, "the kernel on inputs and lattice sites", 1e-12)
+        return cls(
+            net=net, X=X, lattice=lattice, propagator=propagator, chol=chol, n_floored=n_floored
+        )
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.X.shape[0])
+
+    def arrays(self, lam, kappa) -> FieldArrays:
+        lam, kappa = check_bounded(lam, kappa)
+        bias = self.net.sigma_b if self.propagator == "bias_subtracted" else 0.0
+        return FieldArrays(
+            chol=jnp.asarray(self.chol),
+            weights=jnp.asarray(self.lattice.weights),
+            bias_sd=jnp.asarray(float(bias)),
+            lam=jnp.asarray(lam),
+            kappa=jnp.asarray(kappa),
+        )
+
+    @property
+    def model(self):
+        return functools.partial(
+            field_model,
+            n_inputs=self.n_inputs,
+            free_bias=self.propagator == "bias_subtracted" and self.net.sigma_b > 0,
+        )
+
+
+def field_model(arrays: FieldArrays, n_inputs: int, free_bias: bool = False):
+    r"""numpyro model of the lattice field theory (module docstring).
+
+    Sites: ``z`` (standard normal, k + P), ``b1`` (the free output bias in units of σ_b,
+    only with ``free_bias``: the bias-subtracted propagator), the factor ``interaction``
+    :math:`= -\sum_j w_j(\lambda f_j^4 + \kappa f_j^6)`, and the deterministic ``f``, the
+    field at the k inputs.
+    """
+    n = arrays.chol.shape[0]
+    z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([n]).to_event(1))
+    field = arrays.chol @ z
+    sites = field[n_inputs:]
+    f2 = sites * sites
+    numpyro.factor(
+        "interaction",
+        -jnp.sum(arrays.weights * f2 * f2 * (arrays.lam + arrays.kappa * f2)),
+    )
+    out = field[:n_inputs]
+    if free_bias:
+        b1 = numpyro.sample("b1", dist.Normal(0.0, 1.0))
+        out = out + arrays.bias_sd * b1
+    numpyro.deterministic("f", out)
+
+
+@functools.lru_cache(maxsize=8)
+def _runner(n_inputs, free_bias, num_chains, num_warmup, num_samples):
+    """Compiled ``(keys (chains,), init (chains, d), arrays) -> (latent draws, stats)``.
+
+    numpyro's functional NUTS on the potential energy of :func:`field_model`, chains
+    vectorised with ``vmap``, warmup and sampling as ``lax.scan``: compiled once per shape,
+    so a scan over couplings (model arguments) does not recompile, unlike
+    ``MCMC(chain_method="vectorized")``, which traces again at every run.
+    """
+    from numpyro.infer.hmc import hmc
+    from numpyro.infer.util import potential_energy
+
+    model = functools.partial(field_model, n_inputs=n_inputs, free_bias=free_bias)
+
+    def potential_fn_gen(arrays):
+        n = arrays.chol.shape[0]
+
+        def potential(x):
+            params = {"z": x[:n]}
+            if free_bias:
+                params["b1"] = x[n]
+            return potential_energy(model, (arrays,), {}, params)
+
+        return potential
+
+    def one_chain(key, x0, arrays):
+        init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
+        state = init_kernel(x0, num_warmup, target_accept_prob=0.9, model_args=(arrays,),
+                            rng_key=key)
+
+        def step(st, _):
+            st = sample_kernel(st, model_args=(arrays,))
+            return st, (st.z, st.diverging, st.num_steps)
+
+        state, _ = jax.lax.scan(step, state, None, length=num_warmup)
+        _, out = jax.lax.scan(step, state, None, length=num_samples)
+        return out
+
+    return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None)))
+
+
+def sample_field(
+    field: FieldLattice,
+    lam: float,
+    kappa: float,
+    *,
+    num_chains: int = 4,
+    num_samples: int = 2000,
+    num_warmup: int = 1000,
+    seed: int = 0,
+):
+    """NUTS draws of the field at the inputs: an array (chain, draw, k), plus NUTS stats.
+
+    Returns ``(f, extra)`` with ``extra`` holding ``diverging`` and ``n_steps`` per draw.
+    Chains are vectorised and start near the free theory's typical set (z ~ N(0, 1/4)).
+    """
+    arrays = field.arrays(lam, kappa)
+    free_bias = field.propagator == "bias_subtracted" and field.net.sigma_b > 0
+    run = _runner(field.n_inputs, free_bias, num_chains, num_warmup, num_samples)
+    key_init, key_run = jax.random.split(jax.random.PRNGKey(seed))
+    dim = field.chol.shape[0] + int(free_bias)
+    x0 = 0.5 * jax.random.normal(key_init, (num_chains, dim))
+    x, diverging, n_steps = run(jax.random.split(key_run, num_chains), x0, arrays)
+    x = np.asarray(x)
+    n = field.chol.shape[0]
+    f = np.einsum("ij,cdj->cdi", field.chol[: field.n_inputs], x[..., :n])
+    if free_bias:
+        f = f + field.net.sigma_b * x[..., n:]
+    return f, {"diverging": np.asarray(diverging), "n_steps": np.asarray(n_steps)}
+
+
+def field_correlators(
+    field: FieldLattice,
+    lam: float,
+    kappa: float,
+    orders=(2, 4),
+    *,
+    num_chains: int = 4,
+    num_samples: int = 2000,
+    num_warmup: int = 1000,
+    seed: int = 0,
+):
+    r"""Non-perturbative correlators of the lattice theory, with Monte Carlo errors.
+
+    Returns an xarray Dataset with, for each order n, ``G{n}`` (the mean over the NUTS draws
+    of :math:`\prod_{a\in t} f(x_a)` on the distinct tuples), ``G{n}_mcse`` (its Monte Carlo
+    standard error, from the effective sample size of each product, arviz-stats) and
+    ``G{n}_gp`` (Wick with the free kernel); with order 4 also the connected function
+    ``connected4`` :math:`= G_4 - \sum_{3\,\text{pairings}} G_2 G_2` with the model's own
+    :math:`G_2`, and its error ``connected4_mcse`` by the delta method (the MC error of the
+    per-draw linearisation :math:`\prod f - \sum (G_{ab} f_c f_d + G_{cd} f_a f_b)`).
+    With order 4, the first-order perturbative predictions on the same lattice
+    (:func:`nngp_ppl.theory.diagrams.first_order_design` with ``lattice``):
+    ``G4_first_order`` (Wick + first-order diagrams with the two-point corrections of rule
+    4.5 kept: the lattice model has no counterterms) and ``connected4_first_order`` (the
+    connected diagrams alone). Attributes record couplings, lattice, propagator, the
+    divergences and the worst R-hat and bulk ESS of the products.
+    """
+    import arviz_stats
+    import xarray as xr
+
+    from .._checks import orders as _orders
+    from ..theory.wick import gp_correlator_tuples
+    from ..tuples import distinct_tuples, pairings
+
+    orders = _orders("orders", orders)
+    lam, kappa = check_bounded(lam, kappa)
+    f, extra = sample_field(
+        field, lam, kappa, num_chains=num_chains, num_samples=num_samples,
+        num_warmup=num_warmup, seed=seed,
+    )
+    k = field.n_inputs
+    K = np.asarray(field.net.kernel(field.X))
+    data, worst_rhat, worst_ess = {}, 1.0, np.inf
+    means = {}
+    for n in sorted(set(orders) | ({2} if 4 in orders else set())):
+        rows = distinct_tuples(k, n)
+        prod = np.prod(f[..., rows], axis=-1)  # (chain, draw, T)
+        means[n] = prod.mean(axis=(0, 1))
+        if n not in orders:
+            continue
+        data[f"G{n}"] = ([f"tuple{n}"], means[n])
+        data[f"G{n}_mcse"] = ([f"tuple{n}"], arviz_stats.mcse(prod))
+        data[f"G{n}_gp"] = ([f"tuple{n}"], gp_correlator_tuples(K, n))
+        data[f"tuples{n}"] = ([f"tuple{n}", f"leg{n}"], np.asarray(rows))
+        worst_rhat = max(worst_rhat, float(np.nanmax(arviz_stats.rhat(prod))))
+        worst_ess = min(worst_ess, float(np.nanmin(arviz_stats.ess(prod, method="bulk"))))
+    if 4 in orders:
+        rows = distinct_tuples(k, 4)
+        G2 = np.asarray(means[2])
+        full2 = np.zeros((k, k))
+        r2 = distinct_tuples(k, 2)
+        full2[r2[:, 0], r2[:, 1]] = G2
+        full2[r2[:, 1], r2[:, 0]] = G2
+        prod = np.prod(f[..., rows], axis=-1)
+        gauss = np.zeros(len(rows))
+        lin = prod.copy()
+        for (a, b), (c, d) in pairings(4):
+            gab = full2[rows[:, a], rows[:, b]]
+            gcd = full2[rows[:, c], rows[:, d]]
+            gauss += gab * gcd
+            lin -= gab * f[..., rows[:, c]] * f[..., rows[:, d]]
+            lin -= gcd * f[..., rows[:, a]] * f[..., rows[:, b]]
+        data["connected4"] = (["tuple4"], means[4] - gauss)
+        data["connected4_mcse"] = (["tuple4"], arviz_stats.mcse(lin))
+    if 4 in orders:
+        from ..theory.diagrams import first_order_design
+
+        g = np.array([lam, kappa])
+        full = first_order_design(
+            field.net, field.X, 4, None, ("lambda", "kappa"), field.propagator,
+            drop_two_point=False, lattice=field.lattice,
+        )[0]
+        conn = first_order_design(
+            field.net, field.X, 4, None, ("lambda", "kappa"), field.propagator,
+            drop_two_point=True, lattice=field.lattice,
+        )[0]
+        data["G4_first_order"] = (["tuple4"], data["G4_gp"][1] + full @ g)
+        data["connected4_first_order"] = (["tuple4"], conn @ g)
+    return xr.Dataset(
+        data,
+        attrs={
+            "lambda": lam,
+            "kappa": kappa,
+            "propagator": field.propagator,
+            "lattice": repr(field.lattice),
+            "lattice_sites": len(field.lattice),
+            "kernel_eigenvalues_floored": field.n_floored,
+            "num_chains": num_chains,
+            "num_samples": num_samples,
+            "num_warmup": num_warmup,
+            "seed": int(seed),
+            "divergences": int(np.sum(extra["diverging"])),
+            "max_r_hat": worst_rhat,
+            "min_ess_bulk": worst_ess,
+            "mean_n_steps": float(np.mean(extra["n_steps"])),
+        },
+    )

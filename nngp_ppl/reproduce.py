@@ -1,0 +1,674 @@
+r"""Reproduce the paper end to end: sample → exact → fit → infer → flow → report.
+
+:func:`reproduce` reruns the experiments of Halverson, Maiti and Stoner (arXiv:2008.08601;
+physics.md §9) for Erf-, ReLU- and Gauss-net on the authors' inputs and widths, adds the
+Bayesian versions beside the paper's point estimates, and writes a report
+(:mod:`nngp_ppl.report`). Every stage writes its result into the output directory:
+
+===========================  ==============================================================
+``run_<key>.nc``             correlator statistics (:class:`~nngp_ppl.CorrelatorStats`)
+``parts/<key>/N*_*.nc``      the same, one width and network range each (resume unit)
+``exact_<key>.nc``           exact finite-width m_n, connected functions, λ̄ of the exact G4
+``fit_<key>[_bs].nc``        point estimates (:func:`nngp_ppl.eft.fit_dataset`); ``_bs``:
+                             propagator K - σ_b² on the vertex legs
+``posterior_<key>.nc``       coupling posteriors (:func:`nngp_ppl.inference.infer_couplings`)
+``beta_<key>.nc``            β-function posteriors (:func:`nngp_ppl.inference.beta_function`)
+``report.md``,               the report, every number in it, and its figures
+``summary.json``,
+``figures/*.png``
+``manifest.json``            per stage: the key of its inputs and parameters, its outputs'
+                             SHA-256, its wall time
+===========================  ==============================================================
+
+Resuming. A stage is skipped when ``manifest.json`` records the same key (a hash of the
+stage's parameters, the package version and the SHA-256 of every file it reads) and each of
+its outputs still exists with the recorded SHA-256. So an interrupted run continues where it
+stopped, a changed setting reruns exactly the stages it affects, and a deleted or damaged
+file is recomputed with everything downstream of it. Sampling is split into parts of at most
+``Preset.chunk`` networks per width (disjoint network index ranges of one seed, merged
+exactly by :meth:`~nngp_ppl.CorrelatorStats.merge`); a part already on disk is reused, and a
+part in progress keeps the sampler's checkpoint (``<part>.nc.partial``, see
+:mod:`nngp_ppl.checkpoint`), so an interruption loses at most one shard of networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import _checks
+from ._checks import NNGPInputError
+from ._io import atomic_path
+from .presets import PAPER_CUTOFFS, PAPER_WIDTHS
+
+#: The correlator orders every run measures (the 2-pt function enters the connected ones).
+ORDERS = (2, 4, 6)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One sampled ensemble of the study.
+
+    ``key`` names its files; ``widths`` are sampled, ``infer_widths`` get posteriors,
+    ``ngp_width`` is the width the λ(Λ) and 6-pt figures show (the paper's "NGP" width);
+    ``propagators`` are the vertex-leg conventions of the point fits (the first one is used
+    for the posteriors); ``role`` is ``"main"`` (d_in = 1, the N sweep), ``"sigma_b"``
+    (the ReLU-net bias the authors' script really ran) or ``"dim"`` (the RG study in
+    d_in = 2, 3).
+    """
+
+    key: str
+    ensemble: str
+    sigma_b: float
+    d_in: int
+    widths: tuple[int, ...]
+    infer_widths: tuple[int, ...]
+    ngp_width: int
+    role: str = "main"
+    propagators: tuple[str, ...] = ("full",)
+
+    def net(self):
+        from .ensembles import make_ensemble
+
+        return make_ensemble(self.ensemble, d_in=self.d_in, sigma_b=self.sigma_b)
+
+    def inputs(self) -> np.ndarray:
+        from .presets import paper_inputs
+
+        return paper_inputs(self.ensemble, self.d_in)
+
+    @property
+    def label(self) -> str:
+        names = {"erf": "Erf", "relu": "ReLU", "gauss": "Gauss"}
+        dim = f", d_in={self.d_in}" if self.d_in != 1 else ""
+        return f"{names[self.ensemble]}-net (σ_b={self.sigma_b:g}{dim})"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of a reproduction. ``quick`` fits the demo's budget; ``paper`` is the paper's
+    scale (physics.md §9). Change a field with :func:`dataclasses.replace`."""
+
+    name: str
+    n_nets: int
+    chunk: int
+    widths: tuple[int, ...]
+    fit_cutoffs: tuple[float, ...]
+    infer_cutoffs: tuple[float, ...]
+    six_point_cutoff: float
+    num_chains: int
+    num_samples: int
+    num_warmup: int
+    rg_dims: tuple[int, ...]
+    rg_width: int
+    infer_widths: dict = field(default_factory=dict, hash=False)
+    seed: int = 0
+    only: tuple[str, ...] = ()
+    #: Noise model of the coupling posteriors: the estimator covariance from the GP's
+    #: (Wick) moments; the sample covariance biases the posteriors (nngp_ppl.inference).
+    covariance: str = "gp"
+
+    def runs(self) -> tuple[RunSpec, ...]:
+        """The ensembles of the study, in report order."""
+        w = self.widths
+        iw = self.infer_widths
+
+        def pick(key, default):
+            return tuple(iw.get(key, default))
+
+        runs = [
+            RunSpec("erf", "erf", 1.0, 1, w, pick("erf", w), _closest(w, 5)),
+            RunSpec("relu", "relu", 0.0, 1, w, pick("relu", w), _closest(w, 20)),
+            RunSpec("relu_sb1", "relu", 1.0, 1, (self.rg_width,), (self.rg_width,),
+                    self.rg_width, role="sigma_b"),
+            RunSpec("gauss", "gauss", 1.0, 1, w, pick("gauss", w), _closest(w, 100),
+                    propagators=("full", "bias_subtracted")),
+        ]
+        for d in self.rg_dims:
+            for ens, sb in (("erf", 1.0), ("relu", 0.0), ("gauss", 1.0)):
+                runs.append(RunSpec(f"{ens}_d{d}", ens, sb, d, (self.rg_width,),
+                                    (self.rg_width,), self.rg_width, role="dim"))
+        if self.only:
+            unknown = sorted(set(self.only) - {r.key for r in runs})
+            if unknown:
+                raise NNGPInputError(
+                    f"only must name runs of this preset ({', '.join(r.key for r in runs)}), "
+                    f"got {', '.join(unknown)}")
+            runs = [r for r in runs if r.key in self.only]
+        return tuple(runs)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["infer_widths"] = {k: list(v) for k, v in self.infer_widths.items()}
+        d["only"] = list(self.only)
+        return d
+
+
+def _closest(widths, target: int) -> int:
+    return int(min(widths, key=lambda w: (abs(np.log(w / target)), w)))
+
+
+PRESETS = {
+    # Sized for `make demo` on a 2-core CPU: 1e5 networks at four widths, three cutoffs
+    # for the posteriors (21 for the point estimates: they cost little), short NUTS runs.
+    "quick": Preset(
+        name="quick",
+        n_nets=100_000,
+        chunk=100_000,
+        widths=(2, 5, 20, 100),
+        fit_cutoffs=tuple(float(c) for c in PAPER_CUTOFFS),
+        infer_cutoffs=(10.0, 100.0, 1000.0),
+        six_point_cutoff=10.0,
+        num_chains=4,
+        num_samples=500,
+        num_warmup=300,
+        rg_dims=(),
+        rg_width=20,
+        infer_widths={"erf": (5, 20), "relu": (5, 20), "gauss": (20, 100)},
+    ),
+    # The paper's scale: 1e6 networks per width in ten parts (the authors' ten chunks),
+    # the ten widths, the 21 RG cutoffs, d_in = 2 and 3 for the RG study.
+    "paper": Preset(
+        name="paper",
+        n_nets=1_000_000,
+        chunk=100_000,
+        widths=tuple(PAPER_WIDTHS),
+        fit_cutoffs=tuple(float(c) for c in PAPER_CUTOFFS),
+        infer_cutoffs=(7.0, 10.0, 20.0, 50.0, 100.0, 500.0, 1000.0, 1e4, 1e5),
+        six_point_cutoff=10.0,
+        num_chains=4,
+        num_samples=1000,
+        num_warmup=500,
+        rg_dims=(2, 3),
+        rg_width=20,
+    ),
+}
+
+
+def get_preset(preset) -> Preset:
+    """A :class:`Preset` from its name (``quick``, ``paper``) or itself."""
+    if isinstance(preset, Preset):
+        return preset
+    if preset not in PRESETS:
+        raise NNGPInputError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    return PRESETS[preset]
+
+
+# ---------------------------------------------------------------------------------------------
+# file layout
+# ---------------------------------------------------------------------------------------------
+def run_file(key: str) -> str:
+    return f"run_{key}.nc"
+
+
+def exact_file(key: str) -> str:
+    return f"exact_{key}.nc"
+
+
+def fit_file(key: str, propagator: str = "full") -> str:
+    return f"fit_{key}.nc" if propagator == "full" else f"fit_{key}_bs.nc"
+
+
+def posterior_file(key: str) -> str:
+    return f"posterior_{key}.nc"
+
+
+def beta_file(key: str) -> str:
+    return f"beta_{key}.nc"
+
+
+def part_file(key: str, width: int, start: int, stop: int) -> str:
+    return f"parts/{key}/N{width:05d}_{start:010d}-{stop:010d}.nc"
+
+
+def plan_dict(preset: Preset) -> dict:
+    """Plain description of the study for :mod:`nngp_ppl.report`: preset and runs with files."""
+    runs = []
+    for r in preset.runs():
+        runs.append({
+            "key": r.key, "label": r.label, "ensemble": r.ensemble, "sigma_b": r.sigma_b,
+            "d_in": r.d_in, "role": r.role, "widths": list(r.widths),
+            "infer_widths": list(r.infer_widths), "ngp_width": r.ngp_width,
+            "inputs": r.inputs().tolist(), "propagators": list(r.propagators),
+            "files": {
+                "run": run_file(r.key), "exact": exact_file(r.key),
+                "fit": {p: fit_file(r.key, p) for p in r.propagators},
+                "posterior": posterior_file(r.key), "beta": beta_file(r.key),
+            },
+        })
+    return {"preset": preset.to_dict(), "runs": runs}
+
+
+# ---------------------------------------------------------------------------------------------
+# stages and the manifest
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stage:
+    """One step: reads ``inputs``, writes ``outputs`` (paths relative to the output dir)."""
+
+    name: str
+    describe: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    params: dict
+    action: Callable[[Path], None]
+
+
+@dataclass
+class ReproduceResult:
+    """What :func:`reproduce` did: ``status`` maps each stage to ``"ran"`` or ``"skipped"``."""
+
+    out: Path
+    report: Path
+    summary: Path
+    status: dict
+    seconds: dict
+    wall_s: float
+
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stage_key(stage: Stage, out: Path) -> str:
+    from . import __version__
+
+    payload = {
+        "stage": stage.name,
+        "version": __version__,
+        "params": stage.params,
+        "inputs": {p: sha256_file(out / p) for p in stage.inputs},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _load_manifest(out: Path) -> dict:
+    path = out / MANIFEST
+    if not path.is_file():
+        return {"stages": {}}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"stages": {}}  # unreadable manifest: recompute (never trust it)
+    if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
+        return {"stages": {}}
+    return data
+
+
+def write_text(path, text: str) -> Path:
+    """Write text atomically (complete file or none)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def _save_manifest(out: Path, manifest: dict) -> None:
+    write_text(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def _up_to_date(stage: Stage, out: Path, record: dict | None, key: str) -> bool:
+    if not record or record.get("key") != key:
+        return False
+    outputs = record.get("outputs", {})
+    for p in stage.outputs:
+        f = out / p
+        if p not in outputs or not f.is_file() or sha256_file(f) != outputs[p]:
+            return False
+    return True
+
+
+def write_netcdf(obj, path) -> Path:
+    """Write an xarray Dataset or DataTree atomically with the h5netcdf engine."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        obj.to_netcdf(tmp, engine="h5netcdf")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# stage actions
+# ---------------------------------------------------------------------------------------------
+def _part_ok(path: Path, net, X, width: int, start: int, stop: int, seed: int) -> bool:
+    """Whether a part file holds exactly this slice of networks (else it is resampled)."""
+    from .stats import CorrelatorStats
+
+    if not path.is_file():
+        return False
+    try:
+        s = CorrelatorStats.from_netcdf(path)
+    except NNGPInputError:
+        return False
+    return (s.net == net and s.X.shape == X.shape and np.array_equal(s.X, X)
+            and s.widths == (width,) and s.seed == seed and s.orders == ORDERS
+            and s.has_covariance and s.network_ranges(width) == ((start, stop),))
+
+
+def _chunks(n_nets: int, chunk: int) -> list[tuple[int, int]]:
+    return [(a, min(a + chunk, n_nets)) for a in range(0, n_nets, chunk)]
+
+
+def _sample_action(run: RunSpec, preset: Preset, progress: bool, log):
+    def action(out: Path):
+        from .sampling import sample_correlators
+
+        net, X = run.net(), run.inputs()
+        merged = None
+        for w in run.widths:
+            for a, b in _chunks(preset.n_nets, preset.chunk):
+                part = out / part_file(run.key, w, a, b)
+                if _part_ok(part, net, X, w, a, b, preset.seed):
+                    log(f"        reusing {part.relative_to(out)}")
+                    from .stats import CorrelatorStats
+
+                    stats = CorrelatorStats.from_netcdf(part)
+                else:
+                    # The sampler's own checkpoint makes even a part resumable: an
+                    # interruption loses at most one shard of it.
+                    ckpt = part.with_name(part.name + ".partial")
+                    stats = sample_correlators(net, X, [w], b - a, orders=ORDERS,
+                                               seed=preset.seed, start=a, progress=progress,
+                                               checkpoint=ckpt, resume=True)
+                    stats.to_netcdf(part)
+                    ckpt.unlink(missing_ok=True)
+                merged = stats if merged is None else merged.merge(stats)
+        merged.to_netcdf(out / run_file(run.key))
+
+    return action
+
+
+def _exact_action(run: RunSpec, preset: Preset):
+    def action(out: Path):
+        import xarray as xr
+
+        from . import eft
+        from .stats import normalised_deviation
+        from .theory.exact import exact_correlator_tuples, exact_cumulant_tuples
+        from .theory.wick import gp_correlator_tuples
+
+        net, X = run.net(), run.inputs()
+        K = np.asarray(net.kernel(X))
+        gp = {n: gp_correlator_tuples(K, n) for n in (4, 6)}
+        curve = sorted(set(PAPER_WIDTHS) | set(run.widths))
+        data = {f"{q}{n}_exact": np.empty(len(curve)) for q in ("m", "c") for n in (4, 6)}
+        for i, w in enumerate(curve):
+            for n in (4, 6):
+                G = exact_correlator_tuples(net, X, w, n)
+                data[f"m{n}_exact"][i] = normalised_deviation(G, gp[n])
+                kappa = exact_cumulant_tuples(net, X, w, n)
+                data[f"c{n}_exact"][i] = float(np.mean(np.abs(kappa) / np.abs(gp[n])))
+        g4 = np.stack([exact_correlator_tuples(net, X, w, 4) for w in run.widths])
+        g6 = np.stack([exact_correlator_tuples(net, X, w, 6) for w in run.widths])
+        cut = np.asarray(preset.fit_cutoffs)
+        lam = np.empty((len(run.propagators), len(run.widths), len(cut)))
+        for p, prop in enumerate(run.propagators):
+            for i in range(len(run.widths)):
+                lam[p, i] = eft.mean_coupling(net, X, g4[i], cut, prop)
+        ds = xr.Dataset(
+            {
+                **{name: (("curve_width",), v, {"long_name": _EXACT_NAMES[name]})
+                   for name, v in data.items()},
+                "G4_exact": (("width", "tuple_4"), g4, {"long_name": "exact G4 per tuple"}),
+                "G6_exact": (("width", "tuple_6"), g6, {"long_name": "exact G6 per tuple"}),
+                "lambda_mean_exact": (
+                    ("propagator", "width", "cutoff"), lam,
+                    {"long_name": "mean over tuples of -(G4_exact - G4_GP)/(24 I_t)"}),
+            },
+            coords={"curve_width": np.asarray(curve, np.int64),
+                    "width": np.asarray(run.widths, np.int64), "cutoff": cut,
+                    "propagator": list(run.propagators)},
+            attrs={"nngp_ppl_format": "nngp_ppl.ExactSummary", "ensemble":
+                   json.dumps(net.to_dict()), "inputs": json.dumps(X.tolist()),
+                   "source": "nngp_ppl.theory.exact (finite-width oracle, no sampling noise)"},
+        )
+        write_netcdf(ds, out / exact_file(run.key))
+
+    return action
+
+
+_EXACT_NAMES = {
+    "m4_exact": "<|G4 - G4_GP| / |G4_GP|> over tuples, exact",
+    "m6_exact": "<|G6 - G6_GP| / |G6_GP|> over tuples, exact",
+    "c4_exact": "<|kappa_4| / |G4_GP|> over tuples (connected 4-pt), exact",
+    "c6_exact": "<|kappa_6| / |G6_GP|> over tuples (connected 6-pt), exact",
+}
+
+
+def _fit_action(run: RunSpec, preset: Preset, propagator: str):
+    def action(out: Path):
+        from . import eft
+        from .stats import CorrelatorStats
+
+        stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
+        ds = eft.fit_dataset(stats, np.asarray(preset.fit_cutoffs), propagator,
+                             couplings=("lambda", "kappa"))
+        eft.write_fit(ds, out / fit_file(run.key, propagator), out / run_file(run.key))
+
+    return action
+
+
+def _infer_action(run: RunSpec, preset: Preset, progress: bool, log):
+    def action(out: Path):
+        from .inference import infer_couplings
+        from .stats import CorrelatorStats
+
+        stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
+        dt = infer_couplings(
+            stats, cutoffs=preset.infer_cutoffs, couplings=("lambda",),
+            widths=run.infer_widths, num_chains=preset.num_chains,
+            num_samples=preset.num_samples, num_warmup=preset.num_warmup,
+            seed=preset.seed, propagator=run.propagators[0], progress=progress,
+            covariance=preset.covariance,
+        )
+        write_netcdf(dt, out / posterior_file(run.key))
+
+    return action
+
+
+def _flow_action(run: RunSpec):
+    def action(out: Path):
+        from .inference import beta_function
+
+        beta = beta_function(out / posterior_file(run.key))
+        write_netcdf(beta, out / beta_file(run.key))
+
+    return action
+
+
+def _messages(caught) -> list[str]:
+    """Warning texts worth keeping: not numpy's floating-point notices (e.g. the 0/0 of an
+    exactly flat exponent), each once."""
+    texts = [f"{type(w.message).__name__}: {str(w.message).strip()}" for w in caught
+             if "encountered in" not in str(w.message)]
+    return list(dict.fromkeys(texts))
+
+
+def _report_action(preset: Preset, records: Callable[[], dict]):
+    def action(out: Path):
+        from .report import write_report
+
+        rec = records()
+        write_report(out, plan_dict(preset),
+                     timings={k: v.get("seconds") for k, v in rec.items()},
+                     warnings={k: v.get("warnings", []) for k, v in rec.items()
+                               if v.get("warnings")})
+
+    return action
+
+
+def report_outputs(preset: Preset) -> tuple[str, ...]:
+    from .report import FIGURES
+
+    return ("report.md", "summary.json") + tuple(f"figures/{f}" for f in FIGURES)
+
+
+def stages(preset: Preset, *, progress: bool = True, log=print,
+           records: Callable[[], dict] = dict) -> list[Stage]:
+    """The stages of a reproduction in execution order (see the module docstring)."""
+    from . import eft as _eft
+    from . import stats as _stats
+
+    preset = get_preset(preset)
+    runs = preset.runs()
+    out: list[Stage] = []
+    for r in runs:
+        out.append(Stage(
+            f"sample_{r.key}",
+            f"sample {r.label}: widths {','.join(map(str, r.widths))}, "
+            f"{preset.n_nets:,} networks each",
+            (), (run_file(r.key),),
+            {"net": r.net().to_dict(), "X": r.inputs().tolist(), "widths": list(r.widths),
+             "n_nets": preset.n_nets, "chunk": preset.chunk, "seed": preset.seed,
+             "orders": list(ORDERS), "format": _stats.FILE_VERSION},
+            _sample_action(r, preset, progress, log)))
+    for r in runs:
+        out.append(Stage(
+            f"exact_{r.key}", f"exact finite-width correlators, {r.label}", (),
+            (exact_file(r.key),),
+            {"net": r.net().to_dict(), "X": r.inputs().tolist(), "widths": list(r.widths),
+             "cutoffs": list(preset.fit_cutoffs), "propagators": list(r.propagators)},
+            _exact_action(r, preset)))
+    for r in runs:
+        for p in r.propagators:
+            out.append(Stage(
+                f"fit_{r.key}" + ("" if p == "full" else "_bs"),
+                f"point estimates, {r.label}, propagator {p}, {len(preset.fit_cutoffs)} "
+                "cutoffs", (run_file(r.key),), (fit_file(r.key, p),),
+                {"cutoffs": list(preset.fit_cutoffs), "propagator": p,
+                 "format": _eft.FIT_VERSION},
+                _fit_action(r, preset, p)))
+    for r in runs:
+        out.append(Stage(
+            f"infer_{r.key}",
+            f"coupling posteriors, {r.label}: widths {','.join(map(str, r.infer_widths))} x "
+            f"cutoffs {','.join(f'{c:g}' for c in preset.infer_cutoffs)}",
+            (run_file(r.key),), (posterior_file(r.key),),
+            {"cutoffs": list(preset.infer_cutoffs), "widths": list(r.infer_widths),
+             "chains": preset.num_chains, "samples": preset.num_samples,
+             "warmup": preset.num_warmup, "seed": preset.seed,
+             "propagator": r.propagators[0], "couplings": ["lambda"],
+             "covariance": preset.covariance},
+            _infer_action(r, preset, progress, log)))
+    for r in runs:
+        out.append(Stage(
+            f"flow_{r.key}", f"β-function posterior, {r.label}",
+            (posterior_file(r.key),), (beta_file(r.key),), {}, _flow_action(r)))
+    inputs = []
+    for r in runs:
+        inputs += [run_file(r.key), exact_file(r.key), posterior_file(r.key), beta_file(r.key)]
+        inputs += [fit_file(r.key, p) for p in r.propagators]
+    out.append(Stage("report", "figures, summary.json and report.md", tuple(inputs),
+                     report_outputs(preset), {"preset": preset.to_dict()},
+                     _report_action(preset, records)))
+    return out
+
+
+def reproduce(preset="quick", out="demo_out", *, redo=(), progress: bool = True,
+              log=print, dry_run: bool = False) -> ReproduceResult:
+    """Run (or resume) the study of ``preset`` into the directory ``out``.
+
+    ``redo``: stage names or prefixes to rerun even if up to date (``"report"``, ``"fit"``,
+    ``"infer_erf"``; ``"all"`` reruns everything). ``dry_run``: only say what would run.
+    ``log`` receives one line per event (default: print). Returns a
+    :class:`ReproduceResult`; the report is ``out/report.md``.
+    """
+    preset = get_preset(preset)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NNGPInputError(f"out must be a directory, got the file {out}")
+    if isinstance(redo, str):
+        redo = [redo]
+    redo = tuple(str(r) for r in redo)
+    if not dry_run:
+        out.mkdir(parents=True, exist_ok=True)
+    manifest = _load_manifest(out)
+    records = manifest["stages"]
+    seconds: dict[str, float] = {}
+
+    todo = stages(preset, progress=progress, log=log, records=lambda: records)
+    known = {s.name for s in todo}
+    for r in redo:
+        if r != "all" and not any(name.startswith(r) for name in known):
+            raise NNGPInputError(f"redo: no stage named or starting with {r!r}; stages are "
+                                 f"{', '.join(s.name for s in todo)}")
+    status = {}
+    t_start = time.perf_counter()
+    log(f"nngp-ppl reproduce: preset {preset.name} -> {out}/ ({len(todo)} stages)")
+    for i, stage in enumerate(todo, 1):
+        tag = f"[{i:>2}/{len(todo)}]"
+        forced = any(r == "all" or stage.name.startswith(r) for r in redo)
+        missing = [p for p in stage.inputs if not (out / p).is_file()]
+        if missing and dry_run:
+            log(f"{tag} would run   {stage.name}: {stage.describe}")
+            status[stage.name] = "would run"
+            continue
+        key = _stage_key(stage, out)
+        if not forced and _up_to_date(stage, out, records.get(stage.name), key):
+            status[stage.name] = "skipped"
+            log(f"{tag} up to date  {stage.name} ({', '.join(stage.outputs[:2])}"
+                f"{', ...' if len(stage.outputs) > 2 else ''})")
+            continue
+        if dry_run:
+            status[stage.name] = "would run"
+            log(f"{tag} would run   {stage.name}: {stage.describe}")
+            continue
+        log(f"{tag} running     {stage.name}: {stage.describe}")
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stage.action(out)
+        dt = time.perf_counter() - t0
+        notes = _messages(caught)
+        for text in notes:  # e.g. the diagnostics gate, meant to be loud
+            log("        WARNING " + text.replace("\n", "\n        "))
+        seconds[stage.name] = dt
+        records[stage.name] = {
+            "key": key,
+            "outputs": {p: sha256_file(out / p) for p in stage.outputs},
+            "seconds": round(dt, 3),
+            "warnings": notes,
+            "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        manifest["preset"] = preset.to_dict()
+        _save_manifest(out, manifest)
+        status[stage.name] = "ran"
+        log(f"        done in {dt:.1f} s")
+    wall = time.perf_counter() - t_start
+    if not dry_run:
+        log(f"finished in {wall:.0f} s; report: {out / 'report.md'}")
+    return ReproduceResult(out, out / "report.md", out / "summary.json", status, seconds, wall)
+
+
+def check_preset_overrides(preset: Preset, *, n_nets=None, seed=None, chunk=None,
+                           only=None) -> Preset:
+    """``preset`` with validated overrides (the CLI's ``--n-nets``, ``--seed``, ``--only``)."""
+    changes = {}
+    if only:
+        changes["only"] = tuple(dict.fromkeys(str(k) for k in only))
+    if n_nets is not None:
+        changes["n_nets"] = _checks.positive_int("n_nets", n_nets)
+    if seed is not None:
+        changes["seed"] = _checks.seed("seed", seed)
+    if chunk is not None:
+        changes["chunk"] = _checks.positive_int("chunk", chunk)
+    new = dataclasses.replace(preset, **changes)
+    if "chunk" not in changes and "n_nets" in changes:
+        new = dataclasses.replace(new, chunk=min(preset.chunk, new.n_nets))
+    new.runs()  # validates ``only``
+    return new

@@ -1,0 +1,224 @@
+"""``nngp-ppl reproduce``: stages, resume, report, and the physics the report states.
+
+One tiny study (ReLU-net with σ_b = 0, two widths, few networks, short NUTS runs) runs
+once per module; the tests then rerun it in ways that must skip, resume or redo exactly
+the right stages. Physics checks use closed forms: ReLU-net with σ_b = 0 on positive
+inputs is degenerate (f(x) = x·S), so every per-tuple λ_t is the same and runs exactly as
+Λ^-5 (physics.md §9), and the exact connected 4-pt function falls exactly as 1/N.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from nngp_ppl import CorrelatorStats, eft
+from nngp_ppl.cli import main
+from nngp_ppl.report import FIGURES
+from nngp_ppl.reproduce import (
+    PRESETS,
+    check_preset_overrides,
+    part_file,
+    reproduce,
+    sha256_file,
+    stages,
+)
+from nngp_ppl.stats import normalised_deviation
+from nngp_ppl.theory.wick import gp_correlator_tuples
+
+TINY = dataclasses.replace(
+    PRESETS["quick"], name="tiny", n_nets=3000, chunk=1500, widths=(2, 20),
+    fit_cutoffs=(10.0, 100.0, 1000.0), infer_cutoffs=(10.0, 1000.0), six_point_cutoff=10.0,
+    num_chains=2, num_samples=100, num_warmup=100, infer_widths={"relu": (20,)},
+    only=("relu",),
+)
+STAGES = ["sample_relu", "exact_relu", "fit_relu", "infer_relu", "flow_relu", "report"]
+
+
+def _quiet(*_args):
+    pass
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    result = reproduce(TINY, out, progress=False, log=_quiet)
+    return out, result
+
+
+def _mtimes(out):
+    return {p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+
+def test_first_run_writes_every_stage_and_the_report(study):
+    out, result = study
+    assert list(result.status) == STAGES
+    assert set(result.status.values()) == {"ran"}
+    for name in ("run_relu.nc", "exact_relu.nc", "fit_relu.nc", "posterior_relu.nc",
+                 "beta_relu.nc", "report.md", "summary.json", "manifest.json"):
+        assert (out / name).is_file(), name
+    # Two parts of 1500 networks per width, merged into 3000.
+    stats = CorrelatorStats.from_netcdf(out / "run_relu.nc")
+    assert stats.widths == (2, 20)
+    assert all(stats.network_ranges(w) == ((0, 3000),) for w in stats.widths)
+    assert (out / part_file("relu", 20, 1500, 3000)).is_file()
+    from matplotlib.image import imread
+
+    report = (out / "report.md").read_text()
+    for fig in FIGURES:
+        img = imread(out / "figures" / fig)
+        assert img.ndim == 3 and min(img.shape[:2]) > 200, fig
+        assert f"figures/{fig}" in report
+    assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_summary_numbers_are_the_files_numbers(study):
+    out, _ = study
+    summary = json.loads((out / "summary.json").read_text())
+    run = summary["runs"]["relu"]
+    stats = CorrelatorStats.from_netcdf(out / "run_relu.nc")
+    gp = gp_correlator_tuples(np.asarray(stats.net.kernel(stats.X)), 4)
+    for i, w in enumerate(stats.widths):
+        assert run["deviation"]["m4_sampled"][i] == pytest.approx(
+            normalised_deviation(stats.correlator_tuples(4, w), gp), rel=1e-12)
+    fit = eft.load_fit(out / "fit_relu.nc", out / "run_relu.nc")
+    np.testing.assert_allclose(run["fit"]["full"]["lambda_mean"], fit["lambda_mean"].values)
+    report = (out / "report.md").read_text()
+    gate = run["posterior"]["gate"]
+    assert ("PASSED" if gate["passed"] else "FAILED") in report
+    assert summary["conventions"]["sign"] in report.replace("**sign**: ", "")
+
+
+def test_the_degenerate_relu_net_runs_as_lambda_to_the_minus_five(study):
+    out, _ = study
+    run = json.loads((out / "summary.json").read_text())["runs"]["relu"]
+    fit = eft.load_fit(out / "fit_relu.nc")
+    lt = fit["lambda_tuple"].values  # (width, cutoff, tuple)
+    # f(x) = x S: every tuple measures the same λ at every cutoff, up to the float32
+    # round-off of the forward pass (relative ~1e-7 per network output).
+    np.testing.assert_allclose(lt, np.broadcast_to(lt[..., :1], lt.shape), rtol=1e-5)
+    # ... and λ ∝ Λ^-5 exactly (K(x, y) = 0 for y < 0, ∝ x y for y > 0).
+    np.testing.assert_allclose(run["fit"]["full"]["gamma_fit"], [5.0, 5.0], atol=1e-8)
+    assert run["fit"]["full"]["gamma_analytic"] == 5.0
+    gamma = run["beta"]["gamma_median"][0]
+    assert gamma == pytest.approx(5.0, abs=1e-6)
+    # The exact connected 4-pt function is exactly N κ4(neuron) (σ_W²/N)²: slope -1.
+    assert run["exact_curve"]["c4_slope"] == pytest.approx(-1.0, abs=1e-9)
+
+
+def test_rerun_skips_everything_and_touches_nothing(study):
+    out, _ = study
+    before = _mtimes(out)
+    result = reproduce(TINY, out, progress=False, log=_quiet)
+    assert set(result.status.values()) == {"skipped"}
+    assert _mtimes(out) == before
+
+
+def test_copied_study_is_up_to_date_elsewhere(study, tmp_path):
+    out, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    result = reproduce(TINY, copy, progress=False, log=_quiet)
+    assert set(result.status.values()) == {"skipped"}
+
+
+def test_lost_run_file_is_rebuilt_from_its_parts_and_nothing_downstream_reruns(study):
+    out, _ = study
+    digest = sha256_file(out / "run_relu.nc")
+    parts = sorted((out / "parts").rglob("*.nc"))
+    part_times = {p: p.stat().st_mtime_ns for p in parts}
+    (out / "run_relu.nc").unlink()
+    lines = []
+    result = reproduce(TINY, out, progress=False, log=lines.append)
+    assert result.status["sample_relu"] == "ran"
+    assert sum(1 for line in lines if "reusing" in line) == len(parts) == 4
+    assert {p: p.stat().st_mtime_ns for p in parts} == part_times
+    # The merged sums are the same bytes, so every later stage is still up to date.
+    assert sha256_file(out / "run_relu.nc") == digest
+    assert [s for s, v in result.status.items() if v == "ran"] == ["sample_relu"]
+
+
+def test_interrupted_sampling_resamples_only_the_broken_part(study):
+    out, _ = study
+    digest = sha256_file(out / "run_relu.nc")
+    broken = out / part_file("relu", 20, 1500, 3000)
+    broken.write_bytes(b"half a file")  # as left by a crash mid-write of a foreign tool
+    (out / "run_relu.nc").unlink()
+    lines = []
+    result = reproduce(TINY, out, progress=False, log=lines.append)
+    assert sum(1 for line in lines if "reusing" in line) == 3
+    assert CorrelatorStats.from_netcdf(broken).network_ranges(20) == ((1500, 3000),)
+    # Same seed and network indices: the resampled part gives the same merged sums.
+    assert sha256_file(out / "run_relu.nc") == digest
+    assert [s for s, v in result.status.items() if v == "ran"] == ["sample_relu"]
+
+
+def test_a_deleted_fit_is_refitted_identically(study):
+    out, _ = study
+    digest = sha256_file(out / "fit_relu.nc")
+    (out / "fit_relu.nc").unlink()
+    result = reproduce(TINY, out, progress=False, log=_quiet)
+    assert [s for s, v in result.status.items() if v == "ran"] == ["fit_relu"]
+    assert sha256_file(out / "fit_relu.nc") == digest  # so the report stays up to date
+
+
+def test_changed_cutoffs_rerun_exactly_the_stages_they_reach(study):
+    out, _ = study
+    changed = dataclasses.replace(TINY, fit_cutoffs=(10.0, 100.0, 1000.0, 1e4))
+    result = reproduce(changed, out, progress=False, log=_quiet)
+    assert [s for s, v in result.status.items() if v == "ran"] == [
+        "exact_relu", "fit_relu", "report"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"]["relu"]["fit"]["full"]["cutoffs"] == [10.0, 100.0, 1000.0, 1e4]
+
+
+def test_redo_and_dry_run(study, tmp_path):
+    out, _ = study
+    result = reproduce(TINY, out, progress=False, log=_quiet, dry_run=True, redo="infer")
+    assert result.status["infer_relu"] == "would run"
+    assert result.status["sample_relu"] == "skipped"
+    fresh = tmp_path / "never"
+    result = reproduce(TINY, fresh, progress=False, log=_quiet, dry_run=True)
+    assert set(result.status.values()) == {"would run"} and not fresh.exists()
+    # A changed setting changes the keys of the stages it reaches.
+    other = dataclasses.replace(TINY, seed=1)
+    keys = {s.name: s.params for s in stages(other)}
+    assert keys["sample_relu"]["seed"] == 1
+
+
+def test_preset_and_cli_errors(tmp_path, capsys):
+    with pytest.raises(Exception, match="only must name"):
+        check_preset_overrides(PRESETS["quick"], only=["tanh"])
+    (tmp_path / "file").write_text("x")
+    for argv, words in [
+        (["reproduce", "--preset", "nope", "--out", str(tmp_path / "a")], "--preset"),
+        (["reproduce", "--n-nets", "0", "--out", str(tmp_path / "a")], "--n-nets"),
+        (["reproduce", "--only", "tanh", "--out", str(tmp_path / "a")], "--only"),
+        (["reproduce", "--out", str(tmp_path / "file")], "directory"),
+        (["reproduce", "--redo", "nothing", "--dry-run", "--out", str(tmp_path / "a")],
+         "redo"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "a").exists()
+
+
+def test_demo_command_dry_run_names_the_quick_preset(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "preset quick -> demo_out/" in text and "would run" in text
+    assert not (tmp_path / "demo_out").exists()
+
+
+def test_paper_preset_is_the_papers_scale():
+    p = PRESETS["paper"]
+    assert p.n_nets == 1_000_000 and len(p.widths) == 10 and p.rg_dims == (2, 3)
+    keys = [r.key for r in p.runs()]
+    assert {"erf", "relu", "relu_sb1", "gauss", "gauss_d2", "gauss_d3"} <= set(keys)
+    assert len(p.fit_cutoffs) == 21
