@@ -78,29 +78,15 @@ def print_table(ds, out=None) -> None:
 
 
 def run(args) -> int:
-    from .. import __version__, make_ensemble, paper_inputs
+    from .. import __version__
     from .._io import atomic_path
     from ..models.field import FieldLattice, field_correlators
     from ..theory.lattice import box_lattice
     from .infer import _output
-    from .sample import _integer, _integer_list, _option_names, _real, parse_inputs
+    from .sample import _integer, _integer_list, _real, ensemble_and_inputs
 
-    d_in = _integer("--d-in", args.d_in, minimum=1)
-    hyper = {"d_in": d_in}
-    if args.sigma_w is not None:
-        hyper["sigma_w"] = _real("--sigma-w", args.sigma_w)
-    if args.sigma_b is not None:
-        hyper["sigma_b"] = _real("--sigma-b", args.sigma_b)
-    try:
-        net = make_ensemble(args.ensemble, **hyper)
-    except NNGPInputError as err:
-        raise NNGPInputError(_option_names(str(err))) from None
-    if args.preset is not None:
-        if args.preset.strip().lower() != "paper":
-            raise NNGPInputError(f"--preset must be 'paper', got {args.preset!r}")
-        X = paper_inputs(net.name, d_in)
-    else:
-        X = np.asarray(parse_inputs(args.inputs, d_in))
+    net, X = ensemble_and_inputs(args)
+    X, d_in = np.asarray(X), net.d_in
     out = _output("-o/--output", args.output)
     cutoff = _real("--cutoff", args.cutoff)
     sites = _integer("--sites", args.sites, minimum=1)

@@ -146,10 +146,9 @@ def parse_inputs(text: str, d_in: int) -> list[list[float]]:
     return points
 
 
-def run(args) -> int:
-    from .. import PAPER_WIDTHS, make_ensemble, paper_inputs, sample_correlators
-    from ..checkpoint import ShardLedger, remove_stale_temporaries
-    from ..stats import HeavyTailWarning
+def ensemble_and_inputs(args):
+    """The ensemble and the inputs named by --ensemble, --d-in, --sigma-*, --preset/--inputs."""
+    from .. import make_ensemble, paper_inputs
 
     d_in = _integer("--d-in", args.d_in, minimum=1)
     hyper = {"d_in": d_in}
@@ -167,6 +166,15 @@ def run(args) -> int:
         X = paper_inputs(net.name, d_in)
     else:
         X = parse_inputs(args.inputs, d_in)
+    return net, X
+
+
+def run(args) -> int:
+    from .. import PAPER_WIDTHS, sample_correlators
+    from ..checkpoint import ShardLedger, remove_stale_temporaries
+    from ..stats import HeavyTailWarning
+
+    net, X = ensemble_and_inputs(args)
     if args.widths.strip().lower() == "paper":
         widths = list(PAPER_WIDTHS)
     else:
