@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--widths", default=None, metavar="N,N,...",
                    help="widths to fit (default: every width in the run)")
     p.add_argument("--orders", default=None, metavar="n,n",
-                   help="correlator orders fitted, from 4,6 (default: those in the run)")
+                   help="correlator orders fitted, from 4,6 (default: 4 for λ alone, 4,6 with κ)")
     p.add_argument("--propagator", default="full", metavar="NAME",
                    help="propagator on vertex legs: full (K) or bias_subtracted (K - σ_b²)")
     p.add_argument("--no-truncation", action="store_true",
