@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .._checks import NNGPInputError
+from .sample import add_ensemble_arguments
 
 
 def register(subparsers) -> None:
@@ -29,16 +30,8 @@ def register(subparsers) -> None:
         help="non-perturbative correlators of the effective action on an input lattice (NUTS)",
         description=__doc__.splitlines()[0].split(": ", 1)[1],
     )
-    p.add_argument("--ensemble", required=True, metavar="NAME",
-                   help="network ensemble whose GP kernel is the free theory: erf, relu, gauss")
-    p.add_argument("--d-in", default="1", metavar="D", help="input dimension (default 1)")
-    p.add_argument("--sigma-w", default=None, metavar="S", help="weight scale (default 1)")
-    p.add_argument("--sigma-b", default=None, metavar="S",
-                   help="bias scale (default 1; 0 for relu)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--inputs", metavar="POINTS",
-                     help='inputs, e.g. "0,0.5" (d_in = 1) or "0,0; 0.5,0.5"')
-    src.add_argument("--preset", metavar="NAME", help="paper: the authors' inputs")
+    # The ensemble whose GP kernel is the free theory, and the external points.
+    add_ensemble_arguments(p)
     p.add_argument("--cutoff", required=True, metavar="Λ", help="half-width of the box")
     p.add_argument("--sites", default="8", metavar="n",
                    help="lattice sites per axis (uniform) or nodes per panel (gauss_legendre)")

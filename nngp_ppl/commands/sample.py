@@ -31,12 +31,8 @@ from .._checks import NNGPInputError
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "sample",
-        help="draw networks, measure 2-, 4-, 6-point correlators, write a netCDF file",
-        description=__doc__.splitlines()[0].split(": ", 1)[1],
-    )
+def add_ensemble_arguments(p) -> None:
+    """The options that :func:`ensemble_and_inputs` reads: ensemble, σ's, inputs or preset."""
     p.add_argument("--ensemble", required=True, metavar="NAME",
                    help="network ensemble: erf, relu or gauss")
     p.add_argument("--d-in", default="1", metavar="D", help="input dimension (default 1)")
@@ -50,6 +46,15 @@ def register(subparsers) -> None:
                           'otherwise, e.g. "0.5,0.5; 1,0.5"')
     src.add_argument("--preset", metavar="NAME",
                      help="named input set: paper (the authors' inputs for this ensemble and d_in)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sample",
+        help="draw networks, measure 2-, 4-, 6-point correlators, write a netCDF file",
+        description=__doc__.splitlines()[0].split(": ", 1)[1],
+    )
+    add_ensemble_arguments(p)
     p.add_argument("--widths", required=True, metavar="N,N,...",
                    help='hidden widths, e.g. "2,10,100", or "paper" for the paper\'s ten')
     p.add_argument("--n-nets", required=True, metavar="COUNT",
