@@ -55,7 +55,8 @@ from .theory import lattice as _lattice
 from .theory.wick import gp_correlator_tuples
 
 FIT_FORMAT = "nngp_ppl.EFTFit"
-FIT_VERSION = 1
+# 2: a ``checksum`` attribute (required); dimension tuple_4/position_4 names unchanged.
+FIT_VERSION = 2
 
 
 # --- observed correlators -------------------------------------------------------------------
@@ -551,33 +552,23 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
 
 
 def write_fit(ds, path, run_path) -> Path:
-    """Write a :func:`fit_dataset` atomically, recording the run file's identity."""
-    from ._io import atomic_path
+    """Write a :func:`fit_dataset` atomically, with a checksum and the run file's identity."""
+    from ._io import write_netcdf
 
-    path = Path(path)
     ds = ds.copy()
     ds.attrs["run_file"] = str(Path(run_path).resolve())
     ds.attrs["run_sha256"] = file_identity(run_path)
-    with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-    return path
+    return write_netcdf(ds, Path(path), file_format=FIT_FORMAT, version=FIT_VERSION)
 
 
 def load_fit(path, run_path=None):
-    """Read a fit file; with ``run_path``, refuse it unless it was made from that run file."""
-    import xarray as xr
+    """Read a fit file, refusing one that was edited or damaged after writing (checksum);
+    with ``run_path``, refuse it also unless it was made from that run file."""
+    from ._io import read_netcdf
 
     path = Path(path)
-    if not path.is_file():
-        raise NNGPInputError(f"fit file: no such file: {path}")
-    try:
-        ds = xr.load_dataset(path, engine="h5netcdf")
-    except Exception as err:  # h5py/xarray raise many types for foreign or broken files
-        raise NNGPInputError(f"fit file: {path} is not a readable netCDF file "
-                             f"({type(err).__name__})") from None
-    if ds.attrs.get("nngp_ppl_format") != FIT_FORMAT:
-        raise NNGPInputError(f"fit file: {path} is not an nngp_ppl EFT fit "
-                             f"(no nngp_ppl_format = {FIT_FORMAT!r} attribute)")
+    ds = read_netcdf(path, name="fit file", what="nngp_ppl EFT fit", file_format=FIT_FORMAT,
+                     version=FIT_VERSION)
     if run_path is not None:
         run_path = Path(run_path)
         if not run_path.is_file():

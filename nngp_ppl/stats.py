@@ -65,7 +65,6 @@ recomputes it and refuses a file whose content was edited or damaged after writi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -77,7 +76,7 @@ import numpy as np
 from . import _checks
 from . import tuples as _tuples
 from ._checks import NNGPInputError
-from ._io import atomic_path
+from ._io import atomic_path, content_checksum, load_netcdf, verify_checksum
 from .ensembles import SingleLayerNet, ensemble_from_dict
 
 #: Value of the ``nngp_ppl_format`` attribute that marks a correlator-statistics file.
@@ -93,6 +92,9 @@ MAX_MONOMIALS = 200_000
 #: :func:`check_tails` warns below this many effective networks (module docstring): the
 #: naive standard error is then uncertain by more than ε = 1/(2 sqrt(10)) ≈ 16%.
 MIN_EFFECTIVE_NETWORKS = 10
+
+#: Attributes that hold lists (a one-element list reads back from netCDF as a scalar).
+_LIST_ATTRS = ("orders", "accumulated_orders")
 
 #: Powers p of the tail sums :math:`\sum_j X_{t,j}^p` (module docstring).
 TAIL_POWERS = (3, 4)
@@ -277,6 +279,12 @@ class CorrelatorStats:
             )
         self._widths = tuple(widths)
         self._ranges = {w: _normalise_ranges(ranges[w]) for w in widths}
+        empty = [w for w in widths if not self._ranges[w]]
+        if empty:
+            raise NNGPInputError(
+                f"ranges must give every width at least one network, got none at width(s) "
+                f"{empty}: statistics of zero networks are 0/0"
+            )
         self._moments = {w: self._check_sums("moments", moments[w], self._acc, k) for w in widths}
         self._squares = (
             None if squares is None
@@ -620,45 +628,23 @@ class CorrelatorStats:
     @classmethod
     def from_netcdf(cls, path) -> CorrelatorStats:
         """Read statistics written by :meth:`to_netcdf`."""
-        import xarray as xr
-
         path = _file_path("path", path)
-        if path.is_dir():
-            raise NNGPInputError(f"path: {path} is a directory, not a netCDF file")
-        if not path.is_file():
-            raise NNGPInputError(f"path: no such file: {path}")
-        try:
-            ds = xr.load_dataset(path, engine="h5netcdf")
-        except Exception as err:  # h5py/xarray raise many types for foreign or broken files
-            raise NNGPInputError(
-                f"path: {path} is not a readable netCDF file ({type(err).__name__}: {err})"
-            ) from None
+        ds = load_netcdf(path, name="path", what="netCDF file")
         if ds.attrs.get("nngp_ppl_format") != FILE_FORMAT:
             raise NNGPInputError(
                 f"path: {path} is not an nngp_ppl correlator-statistics file "
                 f"(no nngp_ppl_format = {FILE_FORMAT!r} attribute)"
             )
-        version = int(ds.attrs.get("nngp_ppl_format_version", -1))
+        version = int(np.asarray(ds.attrs.get("nngp_ppl_format_version", -1)).item())
         if version != FILE_VERSION:
             raise NNGPInputError(
                 f"path: {path} has file layout version {version}; this nngp_ppl reads "
                 f"version {FILE_VERSION}"
             )
-        stored = ds.attrs.get("checksum")
-        if stored is None:
-            raise NNGPInputError(
-                f"path: {path} is damaged or incomplete (no checksum attribute; files written "
-                "by CorrelatorStats.to_netcdf always carry one)"
-            )
-        try:
-            digest = content_checksum(ds)
-        except ValueError as err:
-            raise NNGPInputError(f"path: {path} is damaged or incomplete ({err})") from None
-        if str(stored) != digest:
-            raise NNGPInputError(
-                f"path: {path} is damaged or edited: its content does not match the checksum "
-                "written with it (sums, inputs or provenance changed after writing)"
-            )
+        # Files written before the one-element rule of _io.canonical_attr hashed a
+        # single order as the list [n]; they are still accepted.
+        verify_checksum(ds, name="path", path=path, what="run file",
+                        keep_lists=_LIST_ATTRS)
         try:
             return cls._from_dataset(ds)
         except (KeyError, ValueError, TypeError) as err:
@@ -732,27 +718,6 @@ def check_tails(stats: CorrelatorStats, *, min_effective: float = MIN_EFFECTIVE_
             HeavyTailWarning, stacklevel=stacklevel,
         )
     return bad
-
-
-def content_checksum(ds) -> str:
-    """``"sha256:<hex>"`` of a dataset's variables (names, dtypes, shapes, values) and attrs.
-
-    The ``checksum`` attribute itself is left out. Values are hashed as little-endian bytes
-    and attributes as canonical JSON, so the digest survives a netCDF round trip and changes
-    with any edit of a sum, an input, a range or a provenance attribute.
-    """
-    h = hashlib.sha256()
-    for name in sorted(ds.variables):
-        v = np.asarray(ds.variables[name].values)
-        if v.dtype.kind not in "biuf":
-            raise ValueError(f"variable {name} has non-numeric dtype {v.dtype}")
-        v = np.ascontiguousarray(v, dtype=v.dtype.newbyteorder("<"))
-        h.update(f"{name}|{v.dtype.str}|{v.shape}|".encode())
-        h.update(v.tobytes())
-    attrs = {key: (val if isinstance(val, str) else np.asarray(val).tolist())
-             for key, val in ds.attrs.items() if key != "checksum"}
-    h.update(json.dumps(attrs, sort_keys=True).encode())
-    return "sha256:" + h.hexdigest()
 
 
 def _file_path(name: str, path) -> Path:

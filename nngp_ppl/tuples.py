@@ -20,8 +20,9 @@ def distinct_tuples(k: int, n: int) -> np.ndarray:
 
     Shape (C(k+n-1, n), n), dtype int. Cached and read-only.
     """
-    rows = np.array(list(itertools.combinations_with_replacement(range(k), n)), dtype=np.int64)
-    rows = rows.reshape(-1, n)
+    combos = list(itertools.combinations_with_replacement(range(k), n))
+    # n = 0: one empty multiset (the 0-point function is the normalisation, 1).
+    rows = np.array(combos, dtype=np.int64).reshape(len(combos), n)
     rows.setflags(write=False)
     return rows
 
@@ -39,6 +40,10 @@ def tuple_row(k: int, t) -> int:
 @cache
 def full_index(k: int, n: int) -> np.ndarray:
     """(k,)*n integer array: entry at (i1..in) is the row of sorted(i1..in)."""
+    if n == 0:  # a 0-d array: the one empty tuple, row 0
+        idx = np.zeros((), dtype=np.int64)
+        idx.setflags(write=False)
+        return idx
     grids = np.indices((k,) * n).reshape(n, -1).T
     srt = np.sort(grids, axis=1)
     # Lexicographic rank of a sorted tuple via a dense code, matched against the table.
