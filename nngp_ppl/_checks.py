@@ -8,6 +8,7 @@ catches exactly this class and exits non-zero without a traceback.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 
 import numpy as np
@@ -33,6 +34,10 @@ def positive_ints(name: str, values) -> tuple[int, ...]:
     """A non-empty sequence of positive integers (e.g. widths), duplicates removed, order kept."""
     if isinstance(values, (int, np.integer)):
         values = [values]
+    if values is None or isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise NNGPInputError(
+            f"{name} must be a positive integer or a list of them, got {values!r}"
+        )
     values = list(values)
     if not values:
         raise NNGPInputError(f"{name} must contain at least one positive integer, got none")
@@ -53,12 +58,20 @@ def finite_float(name: str, value, *, minimum: float | None = None) -> float:
     return value
 
 
+#: Largest |coordinate| of a network input. The kernel σ_b² + σ_W² x·x'/d_in and the
+#: products of kernels the theory multiplies (up to order 12) must stay finite in float64:
+#: at |x| = 1e200 the Erf kernel is NaN and at 1e80 its normalisation overflows to a wrong
+#: but finite value. 1e50 keeps every such product below 1e200 for σ's of order one.
+MAX_ABS_INPUT = 1e50
+
+
 def inputs(name: str, X, d_in: int | None = None) -> np.ndarray:
     """Network inputs as a float64 array of shape (n, d_in).
 
     A 1-d array is read as n scalar inputs when ``d_in == 1`` (or unknown), and as a
     single point otherwise. Empty, ragged, non-numeric or non-finite inputs are rejected,
-    and so is a second axis that does not match ``d_in``.
+    and so are coordinates beyond :data:`MAX_ABS_INPUT` and a second axis that does not
+    match ``d_in``.
     """
     try:
         arr = np.asarray(X, dtype=np.float64)
@@ -77,6 +90,12 @@ def inputs(name: str, X, d_in: int | None = None) -> np.ndarray:
         raise NNGPInputError(f"{name} must contain at least one input point, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise NNGPInputError(f"{name} must be finite (no NaN or inf)")
+    big = float(np.max(np.abs(arr)))
+    if big > MAX_ABS_INPUT:
+        raise NNGPInputError(
+            f"{name} must have coordinates of size at most {MAX_ABS_INPUT:g} (beyond that the "
+            f"kernel and its products overflow float64), got {big:g}"
+        )
     if d_in is not None and arr.shape[1] != d_in:
         raise NNGPInputError(
             f"{name} has input dimension {arr.shape[1]} but the ensemble has d_in={d_in}"
@@ -103,6 +122,13 @@ def orders(name: str, values: Iterable[int], *, max_order: int = 6) -> tuple[int
     return tuple(sorted(set(out)))
 
 
+def boolean(name: str, value) -> bool:
+    """``value`` as a bool: True/False (or NumPy booleans) only, never a truthy string."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise NNGPInputError(f"{name} must be True or False, got {value!r}")
+
+
 def seed(name: str, value) -> int:
     """A PRNG seed: an integer in 0 .. 2**63 - 1 (what ``jax.random.PRNGKey`` takes under x64)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -113,3 +139,39 @@ def seed(name: str, value) -> int:
     if not 0 <= value < 2**63:
         raise NNGPInputError(f"{name} must be an integer in 0..2**63-1, got {value}")
     return int(value)
+
+
+def memory_bytes() -> int | None:
+    """Memory this process may still use: ``MemAvailable`` (Linux), else physical memory."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def fits_in_memory(name: str, nbytes: float, what: str, *, fraction: float = 0.5,
+                   advice: str = "") -> None:
+    """Refuse work whose arrays (``nbytes``) would take more than ``fraction`` of the memory
+    available, before allocating them: an out-of-memory kill or allocator traceback after
+    minutes of work tells the user less than one line naming the argument up front."""
+    avail = memory_bytes()
+    if avail is None or nbytes <= fraction * avail:
+        return
+    raise NNGPInputError(
+        f"{name}: {what} would need about {_bytes(nbytes)}, more than {fraction:.0%} of the "
+        f"{_bytes(avail)} of memory available" + (f"; {advice}" if advice else "")
+    )
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n / 1024:.3g} KiB"

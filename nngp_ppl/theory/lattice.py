@@ -64,6 +64,17 @@ _DEFAULT_RULE = {1: (16, 2.0), 2: (8, 4.0), 3: (5, 6.0)}
 _TRACED_MAX_CUTOFF = 1e6
 # Point budget (points x tuples) of one vectorised slab of the tensor-product rule.
 _SLAB_BUDGET = 2**20
+#: Most quadrature nodes on one axis. In d_in = 1 the whole axis is one vectorised product
+#: table of (tuples x nodes) float64: 462 six-point tuples x 2**16 nodes is 240 MB. The
+#: paper's boxes use 300-700 nodes per axis; the bound is reached only when the inputs
+#: span about a thousand kernel length scales.
+MAX_AXIS_NODES = 2**16
+#: Most points of a tensor-product box (d_in >= 2): bounds the time of one vertex integral
+#: (the paper's d_in = 3 box has about 2e6).
+MAX_BOX_POINTS = 2**25
+#: Largest cutoff: the kernel is evaluated on the box's edge, where beyond this size
+#: σ_W² y·y/d_in and its products overflow float64 (the same bound as for inputs).
+MAX_CUTOFF = _checks.MAX_ABS_INPUT
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,10 +158,20 @@ def _axis_plan(coords, cutoff_max: float, scale: float, q: int, ratio: float) ->
     keep = np.concatenate([[True], np.diff(cuts) > 1e-12 * S])
     cuts = cuts[keep]
     cuts[0], cuts[-1] = -S, S
+    pieces = [max(1, math.ceil((b - a) / (0.5 * scale) - 1e-9))
+              for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    nodes = q * sum(pieces)
+    if nodes > MAX_AXIS_NODES:
+        # Counted before the panels are built: a huge extent would otherwise hang here.
+        raise NNGPInputError(
+            f"X: the inputs span max|x| = {extent:g}, {2 * S / scale:.3g} kernel length scales "
+            f"(sqrt(d_in)/sigma_w = {scale:g}); the vertex-integral quadrature would need "
+            f"{nodes:.3g} nodes per axis (limit {MAX_AXIS_NODES}); use inputs within about "
+            f"{MAX_AXIS_NODES / q * scale / 4:.3g} of the origin"
+        )
     inner = [float(cuts[0])]
-    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-        pieces = max(1, math.ceil((b - a) / (0.5 * scale) - 1e-9))
-        inner.extend(float(a + (b - a) * (i + 1) / pieces) for i in range(pieces))
+    for a, b, n in zip(cuts[:-1], cuts[1:], pieces, strict=True):
+        inner.extend(float(a + (b - a) * (i + 1) / n) for i in range(n))
     start = 4.0 * S
     n_geo = max(1, math.ceil(math.log(max(cutoff_max, start) / start) / math.log(ratio) - 1e-9))
     return _AxisPlan(tuple(inner), (2.0 * S, start), int(n_geo), int(q))
@@ -321,6 +342,11 @@ def check_cutoffs(cutoffs, extent: float = 0.0, name: str = "cutoff") -> np.ndar
         raise NNGPInputError(f"{name} must be finite, got {arr.ravel().tolist()}")
     if np.any(arr <= 0):
         raise NNGPInputError(f"{name} must be > 0, got {arr.ravel().tolist()}")
+    if np.any(arr > MAX_CUTOFF):
+        raise NNGPInputError(
+            f"{name} must be at most {MAX_CUTOFF:g} (the kernel on the box's edge overflows "
+            f"float64 beyond), got {arr.ravel().tolist()}"
+        )
     if np.any(arr < extent * (1 - 1e-12)):
         raise NNGPInputError(
             f"{name} must be at least the inputs' extent max|x_i| = {extent:g} so that the box "
@@ -369,9 +395,33 @@ def _rule_params(d_in: int, nodes, ratio):
     return q, r
 
 
+def _axis_nodes(plan: _AxisPlan) -> int:
+    """Nodes of one axis: inner panels plus, per side, the transition and geometric ones."""
+    return plan.q * (len(plan.inner) - 1 + 2 * (len(plan.outer) + plan.n_geo))
+
+
 def _plans(split_coords: np.ndarray, cutoff_max: float, scale: float, q, r):
     d = split_coords.shape[1]
-    return tuple(_axis_plan(split_coords[:, i], cutoff_max, scale, q, r) for i in range(d))
+    plans = tuple(_axis_plan(split_coords[:, i], cutoff_max, scale, q, r) for i in range(d))
+    points = math.prod(_axis_nodes(p) for p in plans)
+    if max(_axis_nodes(p) for p in plans) > MAX_AXIS_NODES or points > MAX_BOX_POINTS:
+        raise NNGPInputError(
+            f"cutoff: the box [-{cutoff_max:g}, {cutoff_max:g}]^{d} around these inputs needs "
+            f"{points:.3g} quadrature points (limit {MAX_BOX_POINTS:.3g} in all, "
+            f"{MAX_AXIS_NODES} per axis); use smaller cutoffs or inputs nearer the origin"
+        )
+    return plans
+
+
+def _finite_integrals(out, lam) -> None:
+    """Refuse vertex integrals that overflowed float64 (kernels growing like |y|^p)."""
+    bad = ~np.all(np.isfinite(np.asarray(out).reshape(len(lam), -1)), axis=1)
+    if np.any(bad):
+        raise NNGPInputError(
+            f"cutoff: the vertex integrals overflow float64 at cutoff(s) "
+            f"{np.asarray(lam)[bad].tolist()} (the kernel grows with |y| over the box); "
+            "use smaller cutoffs"
+        )
 
 
 # --- public API ----------------------------------------------------------------------------
@@ -439,6 +489,11 @@ def box_lattice(
                 )
         else:
             n = _checks.positive_int("n_sites", n_sites)
+        if n**d_in > MAX_BOX_POINTS:
+            raise NNGPInputError(
+                f"{'n_sites' if spacing is None else 'spacing'}: a uniform lattice of {n} sites "
+                f"per axis has {n**d_in:.3g} sites in d_in = {d_in} (limit {MAX_BOX_POINTS:.3g})"
+            )
         a = 2 * lam / n
         axis = -lam + (np.arange(n) + 0.5) * a
         grids = np.meshgrid(*([axis] * d_in), indexing="ij")
@@ -554,6 +609,7 @@ def vertex_integrals(
         raise NNGPInputError(f"cutoff must be a number or a 1-d array, got shape {lam.shape}")
     out = _concrete_integrals(net, X.tobytes(), X.shape, rows.tobytes(), rows.shape,
                               lam.reshape(-1).tobytes(), propagator, loops, q, r)
+    _finite_integrals(out, lam.reshape(-1))
     return jnp.asarray(out[0] if lam.ndim == 0 else out)
 
 
