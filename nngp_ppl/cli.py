@@ -10,20 +10,55 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 # Order here is the order in `nngp-ppl --help`.
 COMMANDS = ["sample", "show", "fit", "infer", "flow", "lattice", "reproduce", "demo"]
 
+#: Library argument -> command-line option, for error messages that start with the argument
+#: ("width must be one of ..." reads "--widths must be one of ..."). A command module may
+#: override entries with its own ``OPTION_NAMES``.
+OPTION_NAMES = {
+    "ensemble": "--ensemble", "d_in": "--d-in", "sigma_w": "--sigma-w", "sigma_b": "--sigma-b",
+    "X": "--inputs", "widths": "--widths", "width": "--widths", "n_nets": "--n-nets",
+    "orders": "--orders", "seed": "--seed", "batch_size": "--batch-size",
+    "shard_size": "--shard-size", "devices": "--devices", "dask": "--dask",
+    "checkpoint": "--checkpoint", "resume": "--resume", "cutoffs": "--cutoffs",
+    "cutoff": "--cutoffs", "propagator": "--propagator", "couplings": "--couplings",
+    "fit_from": "--fit-from", "num_chains": "--chains", "num_samples": "--samples",
+    "num_warmup": "--warmup", "rcond": "--rcond", "reference_cutoff": "--reference-cutoff",
+}
+
+# A value that starts like a negative number ("-0.3,0.6", "-1e-3; 2") is an option's value,
+# not an option: argparse's own pattern accepts only a single plain number.
+_NEGATIVE_VALUE = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?([,;\s].*)?$", re.DOTALL)
+
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_VALUE
+
     def error(self, message):  # argparse's own usage errors: same one-line style, exit 2
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def option_names(message: str, names: dict) -> str:
+    """Name the command-line option instead of the library argument that starts ``message``."""
+    head, sep, rest = message.partition(" ")
+    key = head.rstrip(":")
+    if key in names:
+        return names[key] + head[len(key):] + sep + rest
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(prog="nngp-ppl", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"nngp-ppl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         importlib.import_module(f"nngp_ppl.commands.{name}").register(sub)
@@ -38,9 +73,12 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except NNGPInputError as err:
-        print(f"nngp-ppl {args.command}: error: {err}", file=sys.stderr)
+        module = sys.modules.get(getattr(args.func, "__module__", ""), None)
+        names = {**OPTION_NAMES, **getattr(module, "OPTION_NAMES", {})}
+        print(f"nngp-ppl {args.command}: error: {option_names(str(err), names)}",
+              file=sys.stderr)
         return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
         print(f"nngp-ppl {args.command}: error: {err.strerror}: {err.filename}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -68,14 +68,37 @@ def _cutoffs(text: str) -> np.ndarray:
 
 
 def _widths(text):
+    """``--widths``: None (every width of the run) or a non-empty list of integers."""
     if text is None:
         return None
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        widths = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise NNGPInputError(
             f"--widths must be integers separated by commas, got {text!r}"
         ) from None
+    if not widths:
+        raise NNGPInputError(
+            f"--widths must list at least one width of the run, got {text!r}; omit it to use "
+            "every width"
+        )
+    return widths
+
+
+def usable_widths(stats, widths) -> list[int]:
+    """The widths to fit: sampled, each with at least two networks (a standard error)."""
+    chosen = list(stats.widths) if widths is None else widths
+    missing = [w for w in chosen if w not in stats.widths]
+    if missing:
+        raise NNGPInputError(f"--widths must be widths of the run {stats.widths}, got "
+                             f"{missing}")
+    few = [w for w in chosen if stats.n_nets(w) < 2]
+    if few:
+        raise NNGPInputError(
+            f"the run has fewer than 2 networks at width(s) {few}: no standard error, so "
+            "nothing to fit; sample more networks or leave those widths out with --widths"
+        )
+    return chosen
 
 
 def _float(option, text):
@@ -127,6 +150,7 @@ def print_table(ds, out=None) -> None:
 
 def run(args) -> int:
     from .. import eft
+    from .._io import output_file
     from ..stats import CorrelatorStats
 
     run_path = Path(args.file)
@@ -134,22 +158,21 @@ def run(args) -> int:
         if args.output is not None or args.cutoffs is not None:
             raise NNGPInputError("--verify only checks a fit file; it takes no --cutoffs or -o")
         eft.load_fit(args.verify, run_path=run_path)
-        print(f"{args.verify} was made from {run_path} (sha256 matches)")
+        print(f"{args.verify} is intact (checksum verified) and was made from {run_path} "
+              "(run file sha256 matches)")
         return 0
     if args.cutoffs is None:
         raise NNGPInputError("--cutoffs is required, e.g. --cutoffs 10,100,1000 or paper")
     if args.output is None:
         raise NNGPInputError("-o/--output FIT.nc is required")
-    out_path = Path(args.output)
-    if out_path.is_dir():
-        raise NNGPInputError(f"-o must be a file name, got the directory {out_path}")
-    if run_path.exists() and out_path.exists() and out_path.resolve() == run_path.resolve():
-        raise NNGPInputError("-o must differ from the run file (it would overwrite the run)")
+    out_path = output_file("-o/--output", args.output, inputs=(run_path,))
     cutoffs = _cutoffs(args.cutoffs)
     couplings = tuple(c.strip() for c in args.couplings.split(",") if c.strip())
     fit_from = _float("--fit-from", args.fit_from)
+    widths = _widths(args.widths)
     stats = CorrelatorStats.from_netcdf(run_path)
-    ds = eft.fit_dataset(stats, cutoffs, args.propagator, widths=_widths(args.widths),
+    widths = usable_widths(stats, widths)
+    ds = eft.fit_dataset(stats, cutoffs, args.propagator, widths=widths,
                          couplings=couplings, fit_from=fit_from)
     net = stats.net
     print(f"{run_path}: {net.name}-net (d_in={net.d_in}, sigma_w={net.sigma_w}, "

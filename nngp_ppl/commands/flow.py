@@ -81,35 +81,52 @@ def _pm(draws) -> str:
     return f"{d.mean():.4g} ± {d.std():.2g}"
 
 
+def read_posterior(path, name: str = "POSTERIOR.nc"):
+    """A coupling posterior written by ``nngp-ppl infer``: checksum verified, groups present,
+    cutoffs positive and distinct, draws finite; anything else is one clear error."""
+    from .._checks import NNGPInputError
+    from .._io import POSTERIOR_FORMAT, POSTERIOR_VERSION, read_netcdf
+
+    dt = read_netcdf(path, name=name, what="coupling posterior written by `nngp-ppl infer`",
+                     tree=True, file_format=POSTERIOR_FORMAT, version=POSTERIOR_VERSION)
+    missing = [g for g in ("posterior", "constant_data") if g not in dt.children]
+    if not missing and "inputs" not in dt["constant_data"].data_vars:
+        missing = ["constant_data/inputs"]
+    if missing:
+        raise NNGPInputError(f"{name}: {path} lacks {', '.join(missing)}; it is not a "
+                             "complete posterior written by `nngp-ppl infer`")
+    post = dt["posterior"].to_dataset()
+    cut = np.asarray(post["cutoff"].values, dtype=np.float64) if "cutoff" in post.coords else None
+    if cut is None or not (np.all(np.isfinite(cut)) and np.all(cut > 0)
+                           and np.all(np.diff(np.sort(cut)) > 0)):
+        raise NNGPInputError(f"{name}: {path} must have distinct positive finite cutoffs, got "
+                             f"{None if cut is None else cut.tolist()}")
+    for var in post.data_vars:
+        if not np.all(np.isfinite(post[var].values)):
+            raise NNGPInputError(f"{name}: {path} has non-finite posterior draws of {var}")
+    return dt
+
+
 def run(args) -> int:
+    from .._io import BETA_FORMAT, BETA_VERSION
     from ..inference import beta_function
-    from .infer import _output, save_figure, write_datatree
+    from .infer import _figure, _output, save_figure, write_datatree
     from .sample import _integer, _real
 
     src = Path(args.file)
     out = _output("-o/--output", args.output, src)
-    plot = None if args.plot is None else _output("--plot", args.plot, src, out)
+    plot = None if args.plot is None else _figure("--plot", args.plot, src, out)
     ref = None if args.reference_cutoff is None else _real("--reference-cutoff",
                                                            args.reference_cutoff)
     seed = _integer("--seed", args.seed, minimum=0)
-    import xarray as xr
-
-    from .._checks import NNGPInputError
-
-    try:
-        posterior = xr.open_datatree(src, engine="h5netcdf").load()
-    except (OSError, ValueError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise NNGPInputError(f"{src} is not a posterior file written by `nngp-ppl infer` "
-                             f"({err})") from None
+    posterior = read_posterior(src)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         beta = beta_function(posterior, reference_cutoff=ref, seed=seed)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     print_table(beta)
-    write_datatree(beta, out)
+    write_datatree(beta, out, file_format=BETA_FORMAT, version=BETA_VERSION)
     print(f"wrote {out}")
     if plot is not None:
         from ..inference.plots import plot_beta

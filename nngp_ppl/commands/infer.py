@@ -58,14 +58,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def write_datatree(dt, path) -> Path:
-    """Write an ArviZ DataTree to netCDF atomically (complete or absent)."""
-    from .._io import atomic_path
+def write_datatree(dt, path, *, file_format: str | None = None,
+                   version: int | None = None) -> Path:
+    """Write an ArviZ DataTree to netCDF atomically (complete or absent), checksummed."""
+    from .._io import write_netcdf
 
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        dt.to_netcdf(tmp, engine="h5netcdf")
-    return path
+    return write_netcdf(dt, path, file_format=file_format, version=version)
 
 
 def save_figure(fig, path) -> Path:
@@ -78,42 +76,78 @@ def save_figure(fig, path) -> Path:
 
 
 def _output(option: str, text: str, *inputs: Path) -> Path:
-    out = Path(text)
-    if not text or out.is_dir():
-        raise NNGPInputError(f"{option} must be a file name, got {text!r}")
-    for src in inputs:
-        if src.exists() and out.exists() and out.resolve() == src.resolve():
-            raise NNGPInputError(f"{option} must differ from the input file {src}")
+    """An output file checked before any work (see :func:`nngp_ppl._io.output_file`)."""
+    from .._io import output_file
+
+    return output_file(option, text, inputs=inputs)
+
+
+def _figure(option: str, text: str, *inputs: Path) -> Path:
+    """A figure path whose format matplotlib can write, checked before any work."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    out = _output(option, text, *inputs)
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    suffix = out.suffix.lstrip(".").lower()
+    if suffix and suffix not in kinds:
+        raise NNGPInputError(
+            f"{option}: cannot draw a .{suffix} figure; use one of "
+            f"{', '.join('.' + k for k in sorted(kinds))}"
+        )
     return out
+
+
+def _couplings(text: str) -> tuple[str, ...]:
+    couplings = tuple(c.strip() for c in text.split(",") if c.strip())
+    if couplings not in (("lambda",), ("lambda", "kappa"), ("kappa", "lambda")):
+        raise NNGPInputError(
+            f"--couplings must be lambda or lambda,kappa, got {text!r}: the posterior always "
+            "holds the quartic coupling λ, which carries the leading 1/N deviation; κ alone "
+            "would have to explain it"
+        )
+    return couplings
+
+
+#: Float64 arrays of one NUTS draw per (width, cutoff): couplings, cbar and six sampler
+#: statistics (infer_couplings' posterior and sample_stats groups), for the memory check.
+_VALUES_PER_DRAW = 9
 
 
 def run(args) -> int:
     import arviz_stats
 
+    from .._checks import fits_in_memory
+    from .._io import POSTERIOR_FORMAT, POSTERIOR_VERSION
     from ..inference import diagnostics_gate, infer_couplings
     from ..stats import CorrelatorStats
-    from .fit import _cutoffs, _widths
+    from .fit import _cutoffs, _widths, usable_widths
     from .sample import _integer, _integer_list, _real
 
     run_path = Path(args.file)
     out = _output("-o/--output", args.output, run_path)
-    plot = None if args.plot is None else _output("--plot", args.plot, run_path, out)
+    plot = None if args.plot is None else _figure("--plot", args.plot, run_path, out)
     cutoffs = _cutoffs(args.cutoffs)
-    couplings = tuple(c.strip() for c in args.couplings.split(",") if c.strip())
+    couplings = _couplings(args.couplings)
     orders = None if args.orders is None else _integer_list("--orders", args.orders, minimum=1)
     chains = _integer("--chains", args.chains, minimum=2)
     samples = _integer("--samples", args.samples, minimum=1)
     warmup = _integer("--warmup", args.warmup, minimum=1)
     seed = _integer("--seed", args.seed, minimum=0)
     rcond = _real("--rcond", args.rcond)
+    widths = _widths(args.widths)
     stats = CorrelatorStats.from_netcdf(run_path)
+    widths = usable_widths(stats, widths)
+    n_fits = len(cutoffs) * len(widths)
+    fits_in_memory("--chains", chains * samples * n_fits * _VALUES_PER_DRAW * 8.0,
+                   f"{chains} chains x {samples} draws at {n_fits} (width, cutoff) pairs",
+                   advice="use fewer --chains or --samples")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dt = infer_couplings(
             stats,
             cutoffs=cutoffs,
             couplings=couplings,
-            widths=_widths(args.widths),
+            widths=widths,
             num_chains=chains,
             num_samples=samples,
             num_warmup=warmup,
@@ -150,7 +184,7 @@ def run(args) -> int:
             "rerun with more --samples/--warmup before using it",
             file=sys.stderr,
         )
-    write_datatree(dt, out)
+    write_datatree(dt, out, file_format=POSTERIOR_FORMAT, version=POSTERIOR_VERSION)
     print(f"wrote {out}")
     if plot is not None:
         from ..inference.plots import plot_running

@@ -20,12 +20,15 @@ checkpoint is deleted once the output is written. See docs/scaling.md.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import time
 import warnings
-from pathlib import Path
 
+import numpy as np
+
+from .. import _checks
 from .._checks import NNGPInputError
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -171,13 +174,29 @@ def ensemble_and_inputs(args):
         X = paper_inputs(net.name, d_in)
     else:
         X = parse_inputs(args.inputs, d_in)
+    check_kernel(net, X)
     return net, X
 
 
+def check_kernel(net, X) -> None:
+    """Refuse inputs on which the ensemble's GP kernel is not finite, before any work.
+
+    Every later stage (standard errors, GP references, fits) divides by or factorises the
+    kernel, so a NaN there would surface as nonsense far downstream.
+    """
+    X = _checks.inputs("--inputs", X, net.d_in)
+    K = np.asarray(net.kernel(X), dtype=np.float64)
+    if not np.all(np.isfinite(K)):
+        raise NNGPInputError(
+            f"--inputs: the {net.name} kernel is not finite on these inputs "
+            f"(largest |x| = {np.max(np.abs(X)):g}); use inputs of moderate size"
+        )
+
+
 def run(args) -> int:
-    from .. import PAPER_WIDTHS, sample_correlators
-    from ..checkpoint import ShardLedger, remove_stale_temporaries
-    from ..stats import HeavyTailWarning
+    from .. import PAPER_WIDTHS
+    from .._io import output_file
+    from .._lock import exclusive_lock
 
     net, X = ensemble_and_inputs(args)
     if args.widths.strip().lower() == "paper":
@@ -185,6 +204,11 @@ def run(args) -> int:
     else:
         widths = _integer_list("--widths", args.widths, minimum=1)
     n_nets = _integer("--n-nets", args.n_nets, minimum=1)
+    if n_nets < 2:
+        raise NNGPInputError(
+            f"--n-nets must be at least 2: standard errors and the estimator covariance need "
+            f"two networks, got {n_nets}"
+        )
     orders = _integer_list("--orders", args.orders, minimum=0)
     seed = _integer("--seed", args.seed, minimum=0)
     batch = None if args.batch_size is None else _integer("--batch-size", args.batch_size,
@@ -192,22 +216,38 @@ def run(args) -> int:
     shard = None if args.shard_size is None else _integer("--shard-size", args.shard_size,
                                                           minimum=1)
     devices = None if args.devices is None else _integer("--devices", args.devices, minimum=1)
-    out = Path(args.output)
-    if not args.output or out.is_dir():
-        raise NNGPInputError(f"--output must be a file name, got the directory {out}")
+    out = output_file("-o/--output", args.output)
     if args.no_checkpoint and (args.resume or args.checkpoint):
         raise NNGPInputError("--no-checkpoint cannot be combined with --resume or --checkpoint")
     checkpoint = None
     if not args.no_checkpoint:
-        checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(
-            out.name + ".partial")
+        checkpoint = (output_file("--checkpoint", args.checkpoint) if args.checkpoint
+                      else out.with_name(out.name + ".partial"))
         if checkpoint.resolve() == out.resolve():
             raise NNGPInputError("--checkpoint must differ from --output")
-        if args.resume and checkpoint.is_file():
-            ledger = ShardLedger.load(checkpoint)
-            print(f"resuming from {checkpoint}: {ledger.shards_done()} of "
-                  f"{len(ledger.plan.tasks())} shards ({ledger.networks_done()} networks) "
-                  "already done", file=sys.stderr)
+    # The output directory must exist for the lock file; atomic_path would create it anyway.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as held:
+        # Two runs with one -o would share the checkpoint and the last writer would win.
+        held.enter_context(exclusive_lock(out, option="-o/--output"))
+        if args.checkpoint:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            held.enter_context(exclusive_lock(checkpoint, option="--checkpoint"))
+        return _sample(args, net, X, widths, n_nets, orders, seed, batch, shard, devices,
+                       out, checkpoint)
+
+
+def _sample(args, net, X, widths, n_nets, orders, seed, batch, shard, devices, out,
+            checkpoint) -> int:
+    from .. import sample_correlators
+    from ..checkpoint import ShardLedger, remove_stale_temporaries
+    from ..stats import HeavyTailWarning
+
+    if checkpoint is not None and args.resume and checkpoint.is_file():
+        ledger = ShardLedger.load(checkpoint)
+        print(f"resuming from {checkpoint}: {ledger.shards_done()} of "
+              f"{len(ledger.plan.tasks())} shards ({ledger.networks_done()} networks) "
+              "already done", file=sys.stderr)
 
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
