@@ -2,7 +2,7 @@ r"""Dask backend: fan the shards of a sampling run out to ``dask.distributed`` w
 
 A run's unit of work is one shard, ``(width, shard index)`` of its
 :class:`~nngp_ppl.checkpoint.RunPlan`: a pure function of the plan
-(:func:`nngp_ppl.sampling.shard_sums`, per-network PRNG keys) that returns float64 sums.
+(:func:`nngp_ppl._shard.shard_sums`, per-network PRNG keys) that returns float64 sums.
 Every missing shard becomes one Dask task; the client folds the results into the
 :class:`~nngp_ppl.checkpoint.ShardLedger` as they arrive, which adds them in shard order
 whatever the order of completion, and checkpoints after each one. The statistics are
@@ -32,6 +32,7 @@ import uuid
 import warnings
 
 from ._checks import NNGPInputError
+from ._shard import shard_sums
 
 #: Seconds to wait for a remote scheduler before giving up.
 CONNECT_TIMEOUT = 30
@@ -133,44 +134,63 @@ def _check_workers(client) -> None:
 
 
 def _shard_task(net, X, width, seed, start, count, orders, covariance, batch):
-    """One shard on a worker (runs there: imports the sampler lazily)."""
-    from .sampling import shard_sums
-
+    """One shard on a worker: the pure kernel, nothing of the client's state."""
     return shard_sums(net, X, width, seed, start, count, orders=orders,
                       covariance=covariance, batch=batch)
 
 
-def run_dask(plan, ledger, dask, on_networks, on_shard) -> None:
-    """Compute the ledger's missing shards on Dask workers (see the module docstring).
+class DaskExecutor:
+    """Runs a plan's missing shards on Dask workers (see the module docstring).
 
-    ``on_shard((width, index), sums)`` is called in the order the shards finish (the ledger
-    restores shard order); ``on_networks(count)`` after each. An error or interrupt cancels
-    the shards still queued.
+    Interchangeable with :class:`nngp_ppl.sampling.LocalExecutor`: ``check(plan)`` before
+    any work, then ``run(plan, ledger, on_networks, on_shard)``.
     """
-    distributed = _distributed()
-    with dask_client(dask) as client:
-        _check_workers(client)
-        todo = ledger.todo()
-        if not todo:
-            return
-        tag = uuid.uuid4().hex[:8]
-        X = plan.inputs
-        futures = {}
-        for width, index in todo:
-            start, count = plan.shards(width)[index]
-            fut = client.submit(
-                _shard_task, plan.net, X, width, plan.seed, start, count, plan.orders,
-                plan.covariance, plan.batch_size(width), key=f"nngp-shard-{tag}-N{width}-{index}",
-                pure=False,
-            )
-            futures[fut] = (width, index, count)
-        try:
-            for fut in distributed.as_completed(list(futures)):
-                width, index, count = futures[fut]
-                sums = fut.result()
-                fut.release()
-                on_shard((width, index), sums)
-                on_networks(count)
-        except BaseException:
-            client.cancel(list(futures))
-            raise
+
+    def __init__(self, dask):
+        if not isinstance(dask, str):
+            distributed = _distributed()
+            if not isinstance(dask, distributed.Client):
+                parse_dask(dask)  # raises the clear message for anything else
+        else:
+            parse_dask(dask)
+        self.dask = dask
+
+    def check(self, plan) -> None:
+        """Nothing to check here: each worker's memory is its own (and unknown here)."""
+
+    def run(self, plan, ledger, on_networks, on_shard) -> None:
+        """``on_shard((width, index), sums)`` is called in the order the shards finish (the
+        ledger restores shard order); ``on_networks(count)`` after each. An error or
+        interrupt cancels the shards still queued."""
+        distributed = _distributed()
+        with dask_client(self.dask) as client:
+            _check_workers(client)
+            todo = ledger.todo()
+            if not todo:
+                return
+            tag = uuid.uuid4().hex[:8]
+            X = plan.inputs
+            futures = {}
+            for width, index in todo:
+                start, count = plan.shards(width)[index]
+                fut = client.submit(
+                    _shard_task, plan.net, X, width, plan.seed, start, count, plan.orders,
+                    plan.covariance, plan.batch_size(width),
+                    key=f"nngp-shard-{tag}-N{width}-{index}", pure=False,
+                )
+                futures[fut] = (width, index, count)
+            try:
+                for fut in distributed.as_completed(list(futures)):
+                    width, index, count = futures[fut]
+                    sums = fut.result()
+                    fut.release()
+                    on_shard((width, index), sums)
+                    on_networks(count)
+            except BaseException:
+                client.cancel(list(futures))
+                raise
+
+
+def run_dask(plan, ledger, dask, on_networks, on_shard) -> None:
+    """Compute the ledger's missing shards on Dask workers (:class:`DaskExecutor`)."""
+    DaskExecutor(dask).run(plan, ledger, on_networks, on_shard)

@@ -1,4 +1,4 @@
-r"""Streaming network sampler: draw networks in batches, keep float64 monomial sums.
+r"""Streaming network sampler: plan a run, execute its shards, return the statistics.
 
 For each width N the sampler draws networks :math:`j = 0, 1, \dots` with the key
 :func:`nngp_ppl.ensembles.network_keys` ``(seed, N, j)`` (``fold_in`` on the width, then on
@@ -10,232 +10,57 @@ key, the sums do not depend on the batch size, nor on how a later caller splits 
 range into shards, up to round-off: float64 in the sums, and float32 in a network's outputs
 (XLA may add a network's N neurons in another order for another batch shape).
 
-Shards, devices, workers
-------------------------
-:func:`sample_correlators` cuts each width's index range into shards of whole batches
-(:func:`plan_run`, :class:`nngp_ppl.checkpoint.RunPlan`). Each shard is summed on its own
-from zero totals (:func:`shard_sums`), on one local JAX device (all of them share the
-work: :func:`_run_local` keeps one shard per device and queues their batches
-asynchronously) or on a Dask worker (:mod:`nngp_ppl.distributed`); the shard sums are then
-added in shard order (:class:`nngp_ppl.checkpoint.ShardLedger`). The summation order thus
-depends only on the plan, so one device, two devices, Dask workers and an interrupted and
-resumed run give bitwise the same sums on the same platform (``tests/test_distributed.py``,
-``tests/test_resume.py``). Devices run whole shards rather than slices of one batch:
-every device then executes the identical single-device program (a batch split over
-devices would be a different XLA program, bitwise equal only by luck), and no
-cross-device reduction is needed.
+A run is three steps, each its own function:
 
-The per-batch step is one jit-compiled pure function of ``(totals, X, seed, start,
-n_valid)`` at a static (width, batch size); a short final batch reuses it with the unused
-rows masked to zero (all monomials have order >= 2, so a zero row adds nothing). Within a
-batch the monomials are accumulated over chunks of :data:`CHUNK` networks, small enough for
-the products to stay in cache.
+1. **plan** (:func:`plan_run`): validate the arguments and cut each width's index range
+   into shards of whole batches (:class:`nngp_ppl.checkpoint.RunPlan`);
+2. **execute**: an *executor* computes the shards still missing from the
+   :class:`~nngp_ppl.checkpoint.ShardLedger` with the pure kernel
+   :func:`nngp_ppl._shard.shard_sums`. :class:`LocalExecutor` runs them on local JAX
+   devices (one shard per device, batches queued asynchronously);
+   :class:`nngp_ppl.distributed.DaskExecutor` fans them out to Dask workers. Both have the
+   same two methods, ``check(plan)`` (refuse what cannot run, before any work) and
+   ``run(plan, ledger, on_networks, on_shard)``, so either can be passed where the other is;
+3. **assemble**: the ledger adds the shard sums in shard order and returns the statistics.
 
-Monomial sums without outer products
-------------------------------------
-Within a batch (rows b = networks, float64):
-
-* orders 2..max(orders) are *materialised*: the pair products :math:`P_{(a,c)} = f_a f_c`
-  (a <= c), then each m-tuple t = (t_1..t_m) as its (m-2)-tuple tail times its leading
-  pair, :math:`M_m[:, t] = M_{m-2}[:, (t_3..t_m)]\, P[:, (t_1, t_2)]` (one gather and one
-  multiply per monomial);
-* an order m > max(orders) (only needed for the covariance) is never materialised. A
-  sorted m-tuple splits uniquely into a p-prefix and a q-suffix (p + q = m) with
-  last(prefix) <= first(suffix); grouping prefixes by their last index d,
-
-  .. math:: \sum_b M_m[b, (s,t)] = \sum_b M_p[b, s]\, M_q[b, t]
-     = (M_p[:, \{s: \mathrm{last}(s) = d\}]^T\, M_q[:, \{t: \mathrm{first}(t) \ge d\}])_{st},
-
-  a matrix product per d with exactly one multiply-add per monomial and network.
-
-Cost: for k = 6 inputs and orders (2, 4, 6) that is 11 087 float64 multiply-adds per
-network. On a 2-core CPU this is small next to the forward pass at N = 1000, comparable to
-it at N = 100, and dominant at N <= 10 (see ``benchmarks/sampler.py``); ``covariance=False``
-keeps only the 609 observables and their squares. Both also keep the tail sums
-:math:`\sum_j X^3, \sum_j X^4` of the 609 observables (the heavy-tail check of
-:mod:`nngp_ppl.stats`); measured A/B at N = 100 on 2 loaded cores, they add about 10% to a
-covariance run and 15-40% to a ``covariance=False`` run, and nothing visible at N = 1000.
+The summation order thus depends only on the plan, so one device, two devices, Dask workers
+and an interrupted and resumed run give bitwise the same sums on the same platform
+(``tests/test_distributed.py``, ``tests/test_resume.py``). Devices run whole shards rather
+than slices of one batch: every device then executes the identical single-device program
+(a batch split over devices would be a different XLA program, bitwise equal only by luck),
+and no cross-device reduction is needed.
 """
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections import deque
-from dataclasses import dataclass
-from functools import cache, lru_cache
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
-from . import tuples as _tuples
 from ._checks import NNGPInputError
-from .checkpoint import RunPlan, ShardLedger, ShardSums, remove_stale_temporaries
-from .ensembles import SingleLayerNet, network_keys
-from .stats import (
-    MAX_MONOMIALS,
-    TAIL_POWERS,
-    CorrelatorStats,
-    accumulated_orders,
-    check_tails,
-    monomial_count,
-    rows_of,
+from ._shard import (  # noqa: F401  (shard_sums, _ShardJob: the kernel's public face here)
+    CHUNK,
+    _chunk_size,
+    _Plan,
+    _ShardJob,
+    available_bytes,
+    batch_bytes,
+    shard_sums,
+    widest_fitting,
 )
+from .checkpoint import RunPlan, ShardLedger, remove_stale_temporaries
+from .ensembles import SingleLayerNet
+from .stats import MAX_MONOMIALS, CorrelatorStats, check_tails, monomial_count
 
 #: Network indices are uint32 in :func:`nngp_ppl.ensembles.network_keys`.
 MAX_NETWORK_INDEX = 2**32
 
 #: Bytes of forward-pass working memory the default batch size aims at.
 BATCH_BYTES = 16 * 2**20
-
-#: Most networks per chunk of the monomial accumulation. With k = 6 inputs the products of
-#: a 128-network chunk take 128 * 609 * 8 B = 0.6 MiB, so they stay in a 1 MiB L2 cache;
-#: more inputs get smaller chunks (:func:`_chunk_size`).
-CHUNK = 128
-
-#: Bytes of materialised products a chunk aims at (a typical L2 cache).
-CHUNK_BYTES = 2**20
-
-
-# ---------------------------------------------------------------------------------------------
-# static monomial plan
-# ---------------------------------------------------------------------------------------------
-def _first_index_starts(k: int, m: int) -> tuple[int, ...]:
-    """starts[c] = first row of distinct_tuples(k, m) whose first index is >= c (c = 0..k)."""
-    rows = _tuples.distinct_tuples(k, m)
-    return tuple(int(np.searchsorted(rows[:, 0], c)) for c in range(k + 1))
-
-
-@dataclass(frozen=True)
-class _Split:
-    """Order m = p + q via prefix/suffix matrix products (module docstring)."""
-
-    m: int
-    p: int
-    q: int
-    blocks: tuple[tuple[tuple[int, ...], int], ...]  # (prefix rows with last == d, suffix start)
-    order: tuple[int, ...]  # concatenated block entries -> lexicographic row of the m-tuple
-
-
-@cache
-def _split(k: int, p: int, q: int) -> _Split:
-    prefixes = _tuples.distinct_tuples(k, p)
-    suffixes = _tuples.distinct_tuples(k, q)
-    starts = _first_index_starts(k, q)
-    blocks, joined = [], []
-    for d in range(k):
-        rows = np.flatnonzero(prefixes[:, -1] == d)
-        if len(rows) == 0 or starts[d] == len(suffixes):
-            continue
-        blocks.append((tuple(int(r) for r in rows), starts[d]))
-        tail = suffixes[starts[d]:]
-        joined.append(np.concatenate(
-            [np.repeat(prefixes[rows], len(tail), axis=0), np.tile(tail, (len(rows), 1))], axis=1
-        ))
-    position = rows_of(k, np.concatenate(joined))  # already sorted rows: prefix <= suffix
-    order = np.empty_like(position)
-    order[position] = np.arange(len(position))
-    return _Split(p + q, p, q, tuple(blocks), tuple(int(i) for i in order))
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What one batch step computes: hashable, so it can key the compiled-step cache."""
-
-    k: int
-    orders: tuple[int, ...]
-    covariance: bool
-
-    @property
-    def max_order(self) -> int:
-        return max(self.orders)
-
-    @property
-    def accumulated(self) -> tuple[int, ...]:
-        return accumulated_orders(self.orders, self.covariance)
-
-
-@cache
-def _parents(k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of the tail (m-2)-tuple and of the leading pair of each distinct m-tuple."""
-    rows = _tuples.distinct_tuples(k, m)
-    return rows_of(k, rows[:, 2:]), rows_of(k, rows[:, :2])
-
-
-def _materialise(f, k: int, max_order: int) -> dict[int, jnp.ndarray]:
-    """{m: (B, T_m)} products over the distinct m-tuples, m = 2, 4, .., max_order."""
-    pairs = _tuples.distinct_tuples(k, 2)
-    P = f[:, pairs[:, 0]] * f[:, pairs[:, 1]]
-    out = {2: P}
-    for m in range(4, max_order + 1, 2):
-        tail, lead = _parents(k, m)
-        # One gather each (cheap to compile, unlike a concatenation of per-pair slices).
-        out[m] = jnp.take(out[m - 2], tail, axis=1) * jnp.take(P, lead, axis=1)
-    return out
-
-
-def _monomial_sums(f, plan: _Plan):
-    """Batch sums (over axis 0 of ``f``, shape (B, k) float64) of the plan's monomials.
-
-    Returns (moments, squares, tails): tuples of (T_m,) arrays for ``plan.accumulated``;
-    with ``covariance=False`` the squares of each order (else an empty tuple); and the
-    (2, T_n) power sums p = 3, 4 of each measured order (:mod:`nngp_ppl.stats`, heavy tails).
-    """
-    mats = _materialise(f, plan.k, plan.max_order)
-    moments = []
-    for m in plan.accumulated:
-        if m in mats:
-            moments.append(jnp.sum(mats[m], axis=0))
-            continue
-        p = 2 * (m // 4)  # balanced split with p, q even and <= max_order
-        sp = _split(plan.k, p, m - p)
-        parts = [
-            jnp.dot(jnp.take(mats[sp.p], np.asarray(rows), axis=1).T, mats[sp.q][:, start:],
-                    precision=jax.lax.Precision.HIGHEST).ravel()
-            for rows, start in sp.blocks
-        ]
-        moments.append(jnp.concatenate(parts)[np.asarray(sp.order)])
-    squares = () if plan.covariance else tuple(
-        jnp.sum(mats[n] * mats[n], axis=0) for n in plan.orders
-    )
-    tails = []
-    for n in plan.orders:
-        sq = mats[n] * mats[n]
-        tails.append(jnp.stack([jnp.sum(sq * mats[n], axis=0), jnp.sum(sq * sq, axis=0)]))
-    return tuple(moments), squares, tuple(tails)
-
-
-@lru_cache(maxsize=32)
-def _compiled_step(net: SingleLayerNet, width: int, batch: int, chunk: int, plan: _Plan):
-    """jit-compiled ``step(totals, X, seed, start, n_valid) -> totals + batch sums``.
-
-    The forward pass runs on the whole batch; the monomial sums run over chunks of
-    ``chunk`` networks in a ``lax.scan``, so that the materialised products and the
-    matrix-product operands stay in cache. (Measured on 2 CPU cores, Erf-net N = 100, six
-    inputs: the full-covariance accumulation cost fell from ~+85% of the forward pass
-    with one pass over an 896-network batch to ~+20% with 128-network chunks.)
-    """
-
-    def step(totals, X, seed, start, n_valid):
-        keys = network_keys(seed, width, start, batch)
-        f = net.network_outputs(keys, X, width, jnp.float32).astype(jnp.float64)
-        f = jnp.where((jnp.arange(batch) < n_valid)[:, None], f, 0.0)
-
-        def add_chunk(carry, fc):
-            return jax.tree.map(jnp.add, carry, _monomial_sums(fc, plan)), None
-
-        totals, _ = jax.lax.scan(add_chunk, totals, f.reshape(batch // chunk, chunk, plan.k))
-        return totals
-
-    return jax.jit(step)
-
-
-def _chunk_size(k: int, max_order: int) -> int:
-    """Networks per accumulation chunk: the materialised products in about CHUNK_BYTES."""
-    materialised = sum(math.comb(k + m - 1, m) for m in range(2, max_order + 1, 2))
-    return int(min(CHUNK, max(8, CHUNK_BYTES // (8 * materialised) // 8 * 8)))
 
 
 def default_batch_size(width: int, k: int, d_in: int = 1) -> int:
@@ -283,135 +108,139 @@ def default_shard_size(n_nets: int, batch: int) -> int:
     return min(MAX_SHARD_BATCHES, max(1, -(-batches // MIN_SHARDS))) * batch
 
 
-def _zero_totals(plan: _Plan):
-    k = plan.k
-
-    def size(m):
-        return len(_tuples.distinct_tuples(k, m))
-
-    return (
-        tuple(jnp.zeros(size(m)) for m in plan.accumulated),
-        () if plan.covariance else tuple(jnp.zeros(size(n)) for n in plan.orders),
-        tuple(jnp.zeros((len(TAIL_POWERS), size(n))) for n in plan.orders),
-    )
 
 
-class _ShardJob:
-    """One shard's batches on one device: dispatch asynchronously, at most two in flight.
 
-    All arguments are committed to ``device`` (``None``: JAX's default placement), so the
-    same compiled step runs there; XLA produces the same executable for every device of a
-    kind, which makes a shard's sums bitwise independent of the device it ran on.
-    """
-
-    def __init__(self, net, X, width, seed, start, count, plan: _Plan, batch, chunk,
-                 device=None):
-        self.count = count
-        self._batch, self._start = batch, start
-        self._plan = plan
-        self._step = _compiled_step(net, width, batch, chunk, plan)
-        if device is None:
-            self._put = lambda a: a
-        else:
-            self._put = lambda a: jax.device_put(a, device)
-        self._totals = self._put(_zero_totals(plan))
-        self._X = self._put(jnp.asarray(X))
-        self._seed = self._put(jnp.asarray(seed, dtype=jnp.int64))
-        self._offsets = iter(range(0, count, batch))
-        self._inflight: deque = deque()
-
-    def dispatch(self) -> bool:
-        """Queue the next batch on the device; False once every batch is queued."""
-        offset = next(self._offsets, None)
-        if offset is None:
-            return False
-        n_valid = min(self._batch, self.count - offset)
-        self._totals = self._step(self._totals, self._X, self._seed,
-                                  self._put(jnp.asarray(self._start + offset, jnp.uint32)),
-                                  self._put(jnp.asarray(n_valid, jnp.int32)))
-        self._inflight.append((self._totals, n_valid))
-        return True
-
-    def retire(self, keep: int) -> int:
-        """Wait until at most ``keep`` batches are in flight; return the networks finished."""
-        done = 0
-        while len(self._inflight) > keep:
-            totals, n_valid = self._inflight.popleft()
-            jax.block_until_ready(totals)
-            done += n_valid
-        return done
-
-    def result(self) -> ShardSums:
-        self.retire(0)
-        moments, squares, tails = self._totals
-        p = self._plan
-        return ShardSums(
-            moments={m: np.asarray(v, np.float64) for m, v in zip(p.accumulated, moments,
-                                                                  strict=True)},
-            squares=None if p.covariance else {
-                n: np.asarray(v, np.float64) for n, v in zip(p.orders, squares, strict=True)},
-            tails={n: np.asarray(v, np.float64) for n, v in zip(p.orders, tails, strict=True)},
-        )
-
-
-def shard_sums(net: SingleLayerNet, X, width: int, seed: int, start: int, count: int, *,
-               orders, covariance: bool, batch: int, progress=None, device=None) -> ShardSums:
-    """Sums over networks ``start .. start+count-1`` at a resolved batch size (no checks).
-
-    The unit of work of :func:`sample_correlators`' shards and of a Dask task; ``batch``
-    must come from a :class:`~nngp_ppl.checkpoint.RunPlan` (a multiple of the chunk size).
-    """
-    orders = tuple(orders)
-    plan = _Plan(len(X), orders, bool(covariance))
-    chunk = min(_chunk_size(len(X), max(orders)), batch)
-    job = _ShardJob(net, X, width, seed, start, count, plan, batch, chunk, device)
-    while job.dispatch():
-        done = job.retire(1)
-        if progress is not None and done:
-            progress(done)
-    done = job.retire(0)
-    if progress is not None and done:
-        progress(done)
-    return job.result()
+#: Widths are folded into the PRNG key as uint32 (:func:`nngp_ppl.ensembles.network_keys`).
+MAX_WIDTH = 2**32 - 1
 
 
 # ---------------------------------------------------------------------------------------------
-# public API
+# validation
 # ---------------------------------------------------------------------------------------------
-def network_sums(net: SingleLayerNet, X, width: int, seed: int, start: int, count: int, *,
-                 orders=(2, 4, 6), covariance: bool = True, batch_size: int | None = None,
-                 progress=None):
-    """Float64 monomial sums over networks ``start .. start+count-1`` at one width.
-
-    A pure function of its arguments, additive over disjoint index ranges: the unit of
-    work a shard or worker computes. Returns ``(moments, squares)``: ``{order: (T,)}``
-    for :func:`nngp_ppl.stats.accumulated_orders` ``(orders, covariance)``, and the
-    ``{order: (T,)}`` sums of squares when ``covariance=False`` (else ``None``).
-    ``progress``, if given, is called with the number of networks after each batch.
-    """
+def _ensemble(net) -> SingleLayerNet:
     if not isinstance(net, SingleLayerNet):
         raise NNGPInputError(
             f"net must be an ensemble (ErfNet, ReLUNet, GaussNet), got {type(net).__name__}"
         )
-    X = _checks.inputs("X", X, net.d_in)
-    width = _checks.positive_int("width", width)
-    seed = _checks.seed("seed", seed)
-    start = _nonnegative_int("start", start)
-    count = _checks.positive_int("count", count)
-    orders = _checks.orders("orders", orders)
-    if start + count > MAX_NETWORK_INDEX:
+    return net
+
+
+def _widths(widths) -> tuple[int, ...]:
+    if widths is None or isinstance(widths, (str, bytes)):
         raise NNGPInputError(
-            f"start + count must be <= 2**32 (network indices are uint32), got {start + count}"
+            f"widths must be a positive integer or a sequence of them, got {widths!r}")
+    try:
+        out = _checks.positive_ints("widths", widths)
+    except TypeError:
+        raise NNGPInputError(
+            f"widths must be a positive integer or a sequence of them, got {widths!r}"
+        ) from None
+    big = [w for w in out if w > MAX_WIDTH]
+    if big:
+        raise NNGPInputError(
+            f"widths must be at most 2**32 - 1 (the width is part of each network's random "
+            f"key), got {big[0]}; such a network would also need {4 * big[0] * 3 / 2**40:.3g} "
+            "TiB of float32 weights"
         )
-    _check_monomials(len(X), orders, covariance)
-    if batch_size is None:
-        batch = default_batch_size(width, len(X), net.d_in)
-    else:
-        batch = _checks.positive_int("batch_size", batch_size)
-    batch, _ = _resolve_batch(batch, count, len(X), max(orders))
-    sums = shard_sums(net, X, width, seed, start, count, orders=orders,
-                      covariance=bool(covariance), batch=batch, progress=progress)
-    return sums.moments, sums.squares
+    return out
+
+
+def _flag(name: str, value) -> bool:
+    """Only True or False: a string such as "no" is truthy and would mean the opposite."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise NNGPInputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _nonnegative_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise NNGPInputError(f"{name} must be a non-negative integer, got {value!r}")
+    if value < 0:
+        raise NNGPInputError(f"{name} must be a non-negative integer, got {value}")
+    return int(value)
+
+
+def _check_monomials(k: int, orders, covariance) -> None:
+    n_mono = monomial_count(k, orders, covariance)
+    if n_mono > MAX_MONOMIALS:
+        raise NNGPInputError(
+            f"X: {k} inputs at orders {orders} need {n_mono} monomial sums per width "
+            f"(limit {MAX_MONOMIALS}); use fewer inputs or orders, or covariance=False"
+        )
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def check_memory(net: SingleLayerNet, k: int, batches: dict, devices) -> None:
+    """Refuse, before any allocation, a width whose batch does not fit in device memory.
+
+    ``batches`` maps width -> batch size. CPU devices share the host's memory and run
+    their shards at once, so their needs add up; an accelerator has its own.
+    """
+    devices = list(devices)
+    cpu = [d for d in devices if d.platform == "cpu"]
+    groups = ([(cpu[0], len(cpu))] if cpu else []) + [(d, 1) for d in devices
+                                                      if d.platform != "cpu"]
+    for device, sharing in groups:
+        free = available_bytes(device)
+        if free is None:
+            continue
+        for width, batch in batches.items():
+            need = sharing * batch_bytes(width, batch, k, net.d_in)
+            if need <= free:
+                continue
+            where = (f"on each of {sharing} CPU devices sharing the host's memory"
+                     if sharing > 1 else f"on {device.platform} device {device.id}")
+            fits = widest_fitting(free // sharing, batch, k, net.d_in)
+            one = widest_fitting(free // sharing, 1, k, net.d_in)
+            hint = (f"; with batch_size 1 (CLI: --batch-size 1) widths up to {one:,} fit"
+                    if batch > 1 else "")
+            raise NNGPInputError(
+                f"widths: N={width:,} needs about {_gib(need)} for one batch of {batch} "
+                f"networks ({k} inputs, d_in={net.d_in}) {where}, but only {_gib(free)} is "
+                f"free; at this batch size widths up to {fits:,} fit{hint}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# plan
+# ---------------------------------------------------------------------------------------------
+def _batch_and_shard(want: int, given_batch, shard_size, n_nets: int, k: int,
+                     max_order: int) -> tuple[int, int]:
+    """(batch, shard) of one width. A given shard size is kept exactly or refused.
+
+    Shards are whole batches and batches whole accumulation chunks. When the batch is the
+    default one, it is lowered to the largest whole number of chunks that divides the
+    requested shard; a shard that is not a whole number of chunks (or of an explicitly
+    requested batch) cannot be honoured, and rounding it silently would run a different
+    shard layout than the one asked for.
+    """
+    count = min(n_nets, shard_size or n_nets)
+    batch, chunk = _resolve_batch(want, count, k, max_order)
+    if shard_size is None:
+        return batch, default_shard_size(n_nets, batch)
+    if shard_size >= n_nets:  # a single shard: its nominal size changes nothing
+        return batch, -(-shard_size // batch) * batch
+    if shard_size % batch == 0:
+        return batch, shard_size
+    unit = batch if given_batch is not None else chunk
+    if shard_size % unit == 0:
+        m = batch // chunk
+        while shard_size % (m * chunk):
+            m -= 1
+        return m * chunk, shard_size
+    lower = shard_size // unit * unit
+    choices = f"{lower} or {lower + unit}" if lower else f"{unit}"
+    why = (f"the batch of {batch} networks (batch_size {given_batch}, in whole chunks of "
+           f"{chunk})" if given_batch is not None else
+           f"the accumulation chunk of {chunk} networks ({k} inputs, orders up to {max_order})")
+    raise NNGPInputError(
+        f"shard_size must be a whole number of batches: {shard_size} is not a multiple of "
+        f"{why}; use {choices}, or omit shard_size"
+    )
 
 
 def plan_run(net: SingleLayerNet, X, widths, n_nets: int, *, orders=(2, 4, 6), seed: int = 0,
@@ -420,15 +249,14 @@ def plan_run(net: SingleLayerNet, X, widths, n_nets: int, *, orders=(2, 4, 6), s
     """The shard layout :func:`sample_correlators` uses for these arguments (validated).
 
     Per width: the batch size (default :func:`default_batch_size`, never much more than
-    the shard or the run) and the shard size (default :func:`default_shard_size`; a given
-    ``shard_size`` is rounded up to whole batches).
+    the shard or the run) and the shard size (default :func:`default_shard_size`). A given
+    ``shard_size`` smaller than ``n_nets`` must be a whole number of batches (with the
+    default batch size: of accumulation chunks, 128 networks for six inputs); anything
+    else is refused with the nearest sizes that work.
     """
-    if not isinstance(net, SingleLayerNet):
-        raise NNGPInputError(
-            f"net must be an ensemble (ErfNet, ReLUNet, GaussNet), got {type(net).__name__}"
-        )
+    net = _ensemble(net)
     X = _checks.inputs("X", X, net.d_in)
-    widths = _checks.positive_ints("widths", widths)
+    widths = _widths(widths)
     n_nets = _checks.positive_int("n_nets", n_nets)
     orders = _checks.orders("orders", orders)
     seed = _checks.seed("seed", seed)
@@ -437,27 +265,28 @@ def plan_run(net: SingleLayerNet, X, widths, n_nets: int, *, orders=(2, 4, 6), s
         batch_size = _checks.positive_int("batch_size", batch_size)
     if shard_size is not None:
         shard_size = _checks.positive_int("shard_size", shard_size)
-    if not isinstance(covariance, (bool, np.bool_)):
-        raise NNGPInputError(f"covariance must be True or False, got {covariance!r}")
+    covariance = _flag("covariance", covariance)
     if start + n_nets > MAX_NETWORK_INDEX:
         raise NNGPInputError(
-            f"start + n_nets must be <= 2**32 (network indices are uint32), got {start + n_nets}"
+            f"n_nets must be at most 2**32 = {MAX_NETWORK_INDEX:,} (network indices are "
+            f"uint32){f' counted from start {start}' if start else ''}, got {n_nets:,}"
         )
     _check_monomials(len(X), orders, covariance)
     k = len(X)
     batches, shards = [], []
     for width in widths:
         want = default_batch_size(width, k, net.d_in) if batch_size is None else batch_size
-        batch, _ = _resolve_batch(want, min(n_nets, shard_size or n_nets), k, max(orders))
-        shard = (default_shard_size(n_nets, batch) if shard_size is None
-                 else -(-shard_size // batch) * batch)
+        batch, shard = _batch_and_shard(want, batch_size, shard_size, n_nets, k, max(orders))
         batches.append(batch)
         shards.append(shard)
     return RunPlan(net=net, X=tuple(tuple(float(v) for v in p) for p in X), widths=widths,
                    n_nets=n_nets, orders=orders, seed=seed, start=start,
-                   covariance=bool(covariance), batch=tuple(batches), shard=tuple(shards))
+                   covariance=covariance, batch=tuple(batches), shard=tuple(shards))
 
 
+# ---------------------------------------------------------------------------------------------
+# execute
+# ---------------------------------------------------------------------------------------------
 def local_devices(devices=None) -> list:
     """The JAX devices a local run shards over: all local devices of the default backend
     (``None``), the first ``n`` of them (an int), or the given list of ``jax.Device``."""
@@ -485,37 +314,96 @@ def local_devices(devices=None) -> list:
     return out
 
 
-def _run_local(plan: RunPlan, ledger: ShardLedger, devices, on_networks, on_shard) -> None:
-    """Compute the ledger's missing shards, one shard per device at a time.
+class LocalExecutor:
+    """Runs a plan's missing shards on local JAX devices, one shard per device at a time.
 
     Each device runs whole shards; the host round-robins over the devices, queueing one
     batch on each before waiting for the previous one, so the devices work concurrently.
     """
-    splan = _Plan(plan.k, plan.orders, plan.covariance)
-    X = plan.inputs
-    queue = deque(ledger.todo())
-    active: list = [None] * len(devices)
-    while queue or any(a is not None for a in active):
-        for slot, device in enumerate(devices):
-            if active[slot] is None and queue:
-                width, index = queue.popleft()
-                start, count = plan.shards(width)[index]
-                batch = plan.batch_size(width)
-                chunk = min(_chunk_size(plan.k, splan.max_order), batch)
-                job = _ShardJob(plan.net, X, width, plan.seed, start, count, splan, batch,
-                                chunk, device)
-                active[slot] = ((width, index), job)
-        for slot, entry in enumerate(active):
-            if entry is None:
-                continue
-            key, job = entry
-            more = job.dispatch()
-            done = job.retire(1 if more else 0)
-            if done:
-                on_networks(done)
-            if not more:
-                on_shard(key, job.result())
-                active[slot] = None
+
+    def __init__(self, devices=None):
+        self.devices = local_devices(devices)
+
+    def check(self, plan: RunPlan) -> None:
+        check_memory(plan.net, plan.k, {w: plan.batch_size(w) for w in plan.widths},
+                     self.devices)
+
+    def run(self, plan: RunPlan, ledger: ShardLedger, on_networks, on_shard) -> None:
+        splan = _Plan(plan.k, plan.orders, plan.covariance)
+        X = plan.inputs
+        queue = deque(ledger.todo())
+        active: list = [None] * len(self.devices)
+        while queue or any(a is not None for a in active):
+            for slot, device in enumerate(self.devices):
+                if active[slot] is None and queue:
+                    width, index = queue.popleft()
+                    start, count = plan.shards(width)[index]
+                    batch = plan.batch_size(width)
+                    chunk = min(_chunk_size(plan.k, splan.max_order), batch)
+                    job = _ShardJob(plan.net, X, width, plan.seed, start, count, splan, batch,
+                                    chunk, device)
+                    active[slot] = ((width, index), job)
+            for slot, entry in enumerate(active):
+                if entry is None:
+                    continue
+                key, job = entry
+                more = job.dispatch()
+                done = job.retire(1 if more else 0)
+                if done:
+                    on_networks(done)
+                if not more:
+                    on_shard(key, job.result())
+                    active[slot] = None
+
+
+def executor_for(devices=None, dask=None):
+    """The executor of ``devices`` (local JAX devices) or ``dask`` (Dask workers)."""
+    if dask is None:
+        return LocalExecutor(devices)
+    from .distributed import DaskExecutor
+
+    return DaskExecutor(dask)
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------
+def network_sums(net: SingleLayerNet, X, width: int, seed: int, start: int, count: int, *,
+                 orders=(2, 4, 6), covariance: bool = True, batch_size: int | None = None,
+                 progress=None):
+    """Float64 monomial sums over networks ``start .. start+count-1`` at one width.
+
+    A pure function of its arguments, additive over disjoint index ranges: the unit of
+    work a shard or worker computes. Returns ``(moments, squares)``: ``{order: (T,)}``
+    for :func:`nngp_ppl.stats.accumulated_orders` ``(orders, covariance)``, and the
+    ``{order: (T,)}`` sums of squares when ``covariance=False`` (else ``None``).
+    ``progress``, if given, is called with the number of networks after each batch.
+    """
+    from . import require_x64
+
+    require_x64("network_sums (float64 running sums)")
+    net = _ensemble(net)
+    X = _checks.inputs("X", X, net.d_in)
+    (width,) = _widths([width])
+    seed = _checks.seed("seed", seed)
+    start = _nonnegative_int("start", start)
+    count = _checks.positive_int("count", count)
+    orders = _checks.orders("orders", orders)
+    covariance = _flag("covariance", covariance)
+    if start + count > MAX_NETWORK_INDEX:
+        raise NNGPInputError(
+            f"start + count must be <= 2**32 (network indices are uint32), got {start + count}"
+        )
+    _check_monomials(len(X), orders, covariance)
+    if batch_size is None:
+        batch = default_batch_size(width, len(X), net.d_in)
+    else:
+        batch = _checks.positive_int("batch_size", batch_size)
+    batch, _ = _resolve_batch(batch, count, len(X), max(orders))
+    check_memory(net, len(X), {width: batch}, jax.local_devices()[:1])
+    sums = shard_sums(net, X, width, seed, start, count, orders=orders,
+                      covariance=covariance, batch=batch, progress=progress)
+    return sums.moments, sums.squares
 
 
 def sample_correlators(net: SingleLayerNet, X, widths, n_nets: int, orders=(2, 4, 6),
@@ -534,7 +422,7 @@ def sample_correlators(net: SingleLayerNet, X, widths, n_nets: int, orders=(2, 4
     widths : int or sequence of int
         Hidden widths N.
     n_nets : int
-        Networks per width.
+        Networks per width. One network gives no noise estimate (a warning says so).
     orders : even ints <= 6
         Correlator orders :math:`G^{(n)}` to measure.
     seed : int
@@ -554,7 +442,7 @@ def sample_correlators(net: SingleLayerNet, X, widths, n_nets: int, orders=(2, 4
         orders and their squares (standard errors), which is much cheaper for many inputs.
     shard_size : int, keyword-only, optional
         Networks per shard, the unit of parallel work and of checkpointing (default
-        :func:`default_shard_size`; rounded up to whole batches).
+        :func:`default_shard_size`). Must be a whole number of batches (:func:`plan_run`).
     devices : None, int or list of jax.Device, keyword-only
         Local devices to run shards on concurrently (default: all local devices of JAX's
         default backend; :func:`local_devices`). Ignored with ``dask``.
@@ -572,53 +460,75 @@ def sample_correlators(net: SingleLayerNet, X, widths, n_nets: int, orders=(2, 4
     The statistics are sums over shards added in shard order (:mod:`nngp_ppl.checkpoint`):
     for the same arguments the result is bitwise the same whatever the number of devices or
     workers and however often the run was interrupted and resumed (on the same platform;
-    across machines, to float32 round-off). Memory does not grow with ``n_nets``. A
-    :class:`~nngp_ppl.stats.HeavyTailWarning` is emitted when the naive standard errors
-    are unreliable (:func:`nngp_ppl.stats.check_tails`).
+    across machines, to float32 round-off). Memory does not grow with ``n_nets``; a width
+    whose batch does not fit in the devices' free memory is refused before any work, with
+    the widest that fits. A :class:`~nngp_ppl.stats.HeavyTailWarning` is emitted when the
+    naive standard errors are unreliable (:func:`nngp_ppl.stats.check_tails`).
     """
+    from . import require_x64
+
+    require_x64("sample_correlators (float64 running sums)")
     requested = plan_run(net, X, widths, n_nets, orders=orders, seed=seed, start=start,
                          covariance=covariance, batch_size=batch_size, shard_size=shard_size)
-    if not isinstance(resume, (bool, np.bool_)):
-        raise NNGPInputError(f"resume must be True or False, got {resume!r}")
-    ledger = None
-    if checkpoint is not None:
-        checkpoint = _checkpoint_path(checkpoint)
-        if checkpoint.exists():
-            if not resume:
-                raise NNGPInputError(
-                    f"checkpoint: {checkpoint} exists (an interrupted or unsaved run); pass "
-                    "resume=True (CLI: --resume) to continue it, or delete it to start over"
-                )
-            remove_stale_temporaries(checkpoint)
-            ledger = ShardLedger.load(checkpoint)
-            _check_resumable(ledger.plan, requested, checkpoint, batch_size, shard_size)
-    elif resume:
-        raise NNGPInputError("resume=True needs a checkpoint path to resume from")
-    if ledger is None:
-        ledger = ShardLedger(requested)
+    progress = _flag("progress", progress)
+    resume = _flag("resume", resume)
+    executor = executor_for(devices, dask)
+    ledger, checkpoint = _open_ledger(requested, checkpoint, resume, batch_size, shard_size)
+    executor.check(ledger.plan)
+    _warn_if_noise_is_undefined(ledger.plan)
+    _execute(ledger, executor, checkpoint, progress)
+    stats = ledger.stats()
+    check_tails(stats, stacklevel=3)  # point the warning at the caller
+    return stats
+
+
+def _open_ledger(requested: RunPlan, checkpoint, resume: bool, batch_size,
+                 shard_size) -> tuple[ShardLedger, Path | None]:
+    """A fresh ledger for ``requested``, or the one saved in ``checkpoint`` to resume."""
+    if checkpoint is None:
+        if resume:
+            raise NNGPInputError("resume=True needs a checkpoint path to resume from")
+        return ShardLedger(requested), None
+    checkpoint = _checkpoint_path(checkpoint)
+    if not checkpoint.exists():
+        return ShardLedger(requested), checkpoint
+    if not resume:
+        raise NNGPInputError(
+            f"checkpoint: {checkpoint} exists (an interrupted or unsaved run); pass "
+            "resume=True (CLI: --resume) to continue it, or delete it to start over"
+        )
+    remove_stale_temporaries(checkpoint)
+    ledger = ShardLedger.load(checkpoint)
+    _check_resumable(ledger.plan, requested, checkpoint, batch_size, shard_size)
+    return ledger, checkpoint
+
+
+def _warn_if_noise_is_undefined(plan: RunPlan) -> None:
+    if plan.n_nets < 2:
+        warnings.warn(
+            "n_nets=1: one network per width gives correlators but no estimate of their "
+            "noise (the sample variance needs at least 2 networks), so standard errors and "
+            "the covariance will be NaN and fits cannot weight by them; sample at least 2, "
+            "or merge this run with another index range of the same seed",
+            UserWarning, stacklevel=4,
+        )
+
+
+def _execute(ledger: ShardLedger, executor, checkpoint: Path | None, progress: bool) -> None:
+    """Let ``executor`` fill the ledger, saving it after each shard, with a progress bar."""
+    from tqdm.auto import tqdm
+
     plan = ledger.plan
-    if dask is None:
-        devs = local_devices(devices)
 
     def on_shard(key, sums):
         ledger.add(*key, sums)
         if checkpoint is not None:
             ledger.save(checkpoint)
 
-    from tqdm.auto import tqdm
-
     with tqdm(total=plan.n_nets * len(plan.widths), initial=ledger.networks_done(),
               unit="net", unit_scale=True, disable=not progress, dynamic_ncols=True,
               desc=f"{plan.net.name}-net") as bar:
-        if dask is None:
-            _run_local(plan, ledger, devs, bar.update, on_shard)
-        else:
-            from .distributed import run_dask
-
-            run_dask(plan, ledger, dask, bar.update, on_shard)
-    stats = ledger.stats()
-    check_tails(stats, stacklevel=3)  # point the warning at the caller
-    return stats
+        executor.run(plan, ledger, bar.update, on_shard)
 
 
 def _checkpoint_path(path) -> Path:
@@ -646,20 +556,3 @@ def _check_resumable(saved: RunPlan, requested: RunPlan, path, batch_size, shard
                 f"{name}: the checkpoint {path} was made with {name} {list(theirs)} per width, "
                 f"not {list(mine)}; omit {name} to continue with the checkpoint's"
             )
-
-
-def _check_monomials(k: int, orders, covariance) -> None:
-    n_mono = monomial_count(k, orders, covariance)
-    if n_mono > MAX_MONOMIALS:
-        raise NNGPInputError(
-            f"X: {k} inputs at orders {orders} need {n_mono} monomial sums per width "
-            f"(limit {MAX_MONOMIALS}); use fewer inputs or orders, or covariance=False"
-        )
-
-
-def _nonnegative_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise NNGPInputError(f"{name} must be a non-negative integer, got {value!r}")
-    if value < 0:
-        raise NNGPInputError(f"{name} must be a non-negative integer, got {value}")
-    return int(value)

@@ -12,11 +12,17 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from nngp_ppl import NNGPInputError
+import nngp_ppl
+from nngp_ppl import NNGPInputError, _shard, sample_correlators, sampling
 from nngp_ppl._lock import exclusive_lock, lock_path_for
+from nngp_ppl.sampling import network_sums, plan_run
 
 
 # --- exclusive output lock -------------------------------------------------------------------
@@ -70,3 +76,96 @@ def test_a_lock_in_a_missing_directory_names_the_option(tmp_path):
     with pytest.raises(NNGPInputError, match=r"^-o: cannot create the lock file"):
         with exclusive_lock(tmp_path / "missing" / "x.nc", option="-o"):
             pass
+
+
+# --- sampling: resources and arguments -------------------------------------------------------
+NET = nngp_ppl.ErfNet()
+X3 = [-0.5, 0.0, 0.5]
+
+
+def test_a_width_beyond_the_key_range_is_refused_not_an_overflow():
+    with pytest.raises(NNGPInputError, match=r"^widths must be at most 2\*\*32 - 1"):
+        sample_correlators(NET, X3, [10**12], 10, progress=False)
+
+
+def test_a_width_too_wide_for_any_memory_is_refused_before_allocating():
+    # 4e9 neurons x 8 networks x 21 float32 per neuron: ~2.5 TiB, more than any test machine.
+    with pytest.raises(NNGPInputError, match=r"^widths: N=4,000,000,000 needs about .* GiB "
+                                             r"for one batch of 8 networks .* widths up to "):
+        sample_correlators(NET, X3, [4 * 10**9], 10, progress=False)
+
+
+def test_the_memory_refusal_names_exactly_the_widest_width_that_fits(monkeypatch):
+    free = 3 * 2**30
+    monkeypatch.setattr(sampling, "available_bytes", lambda device: free)
+    k, d_in, batch = 3, 1, 8
+    fits = _shard.widest_fitting(free, batch, k, d_in)
+    assert _shard.batch_bytes(fits, batch, k, d_in) <= free < _shard.batch_bytes(
+        fits + 1, batch, k, d_in)
+    with pytest.raises(NNGPInputError, match=rf"widths up to {fits:,} fit; with batch_size 1"):
+        sample_correlators(NET, X3, [10**8], 10, progress=False, devices=1)
+    with pytest.raises(NNGPInputError, match="widths: N=100,000,000"):
+        network_sums(NET, X3, 10**8, 0, 0, 10)
+
+
+@pytest.mark.parametrize(("name", "d_in", "k"), [("erf", 1, 6), ("gauss", 3, 1)])
+def test_the_memory_estimate_bounds_what_xla_allocates(name, d_in, k):
+    # Oracle: XLA's own buffer assignment for the compiled step. The estimate must not be
+    # below it (a refusal would come too late) nor far above it (it would refuse runs that fit).
+    net = nngp_ppl.make_ensemble(name, d_in=d_in)
+    width, batch = 2000, 64
+    plan = _shard._Plan(k, (2, 4), True)
+    step = _shard._compiled_step(net, width, batch, min(batch, _shard._chunk_size(k, 4)), plan)
+    lowered = step.lower(_shard._zero_totals(plan), jnp.zeros((k, d_in)),
+                         jnp.asarray(0, jnp.int64), jnp.asarray(0, jnp.uint32),
+                         jnp.asarray(batch, jnp.int32))
+    xla = lowered.compile().memory_analysis().temp_size_in_bytes
+    estimate = _shard.batch_bytes(width, batch, k, d_in)
+    assert xla <= estimate <= 1.5 * xla
+
+
+@pytest.mark.parametrize("bad", ["no", "yes", 0, 1, None])
+def test_progress_must_be_a_boolean(bad):
+    with pytest.raises(NNGPInputError, match=r"^progress must be True or False"):
+        sample_correlators(NET, X3, [3], 16, progress=bad)
+
+
+@pytest.mark.parametrize("widths", [None, "5", 2.5])
+def test_widths_that_are_not_integers_get_a_clear_error(widths):
+    with pytest.raises(NNGPInputError, match=r"^widths must be a positive integer"):
+        sample_correlators(NET, X3, widths, 10, progress=False)
+
+
+def test_a_shard_size_that_is_not_whole_batches_is_refused_with_the_sizes_that_work():
+    # Six inputs accumulate in chunks of 128 networks: 1000 would have become 1024 silently.
+    X6 = nngp_ppl.paper_inputs("erf")
+    with pytest.raises(NNGPInputError, match=r"^shard_size .* use 896 or 1024, or omit"):
+        plan_run(NET, X6, [100], 10_000, shard_size=1000)
+    with pytest.raises(NNGPInputError, match=r"^shard_size .*batch_size 96.* use 960 or 1056"):
+        plan_run(NET, X6, [100], 10_000, shard_size=1000, batch_size=96)
+    # A whole number of chunks is kept exactly; the default batch shrinks to divide it.
+    plan = plan_run(NET, X6, [100, 1000], 10_000, shard_size=4096)
+    assert plan.shard == (4096, 4096)
+    assert all(4096 % b == 0 and b % 128 == 0 for b in plan.batch)
+    # A shard as large as the run is just the run: nothing to refuse.
+    assert plan_run(NET, X6, [100], 900, shard_size=1000).shards(100) == [(0, 900)]
+
+
+def test_one_network_warns_that_the_noise_is_undefined():
+    with pytest.warns(UserWarning, match=r"^n_nets=1: .*no estimate of their noise"):
+        stats = sample_correlators(NET, X3, [3], 1, orders=(2,), progress=False)
+    assert np.all(np.isnan(stats.stderr_tuples(2, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", nngp_ppl.HeavyTailWarning)
+        sample_correlators(NET, X3, [3], 2, orders=(2,), progress=False)
+
+
+def test_float64_entry_points_refuse_to_run_with_x64_turned_off():
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(RuntimeError, match=r"nngp_ppl\.enable_x64\(\)"):
+            sample_correlators(NET, X3, [3], 16, progress=False)
+    finally:
+        nngp_ppl.enable_x64()
+    assert jax.config.jax_enable_x64
