@@ -338,7 +338,9 @@ def run_file(tmp_path, monkeypatch):
     (["--widths", ""], "--widths must list at least one width"),
     (["--couplings", "kappa"], "--couplings must be lambda or lambda,kappa"),
     (["--plot", "fig.xyz"], "--plot: cannot draw a .xyz figure"),
-    (["--chains", "1e9"], "--chains: 1000000000 chains"),
+    (["--chains", "1e9"], "--chains/--samples: 1000000000 chains"),
+    (["--seed", "1e30"], "--seed must be an integer in 0..2**63-1"),
+    (["--rcond", "nan"], "--rcond must be a finite real number"),
 ])
 def test_infer_refuses_bad_options_before_sampling(tmp_path, capsys, run_file, extra, words):
     argv = ["infer", str(run_file), "--cutoffs", "10", "-o", str(tmp_path / "p.nc")] + extra

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _checks
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -118,7 +120,7 @@ def run(args) -> int:
     plot = None if args.plot is None else _figure("--plot", args.plot, src, out)
     ref = None if args.reference_cutoff is None else _real("--reference-cutoff",
                                                            args.reference_cutoff)
-    seed = _integer("--seed", args.seed, minimum=0)
+    seed = _checks.seed("--seed", _integer("--seed", args.seed, minimum=0))
     posterior = read_posterior(src)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -18,6 +18,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .. import _checks
 from .._checks import NNGPInputError
 
 
@@ -132,13 +133,15 @@ def run(args) -> int:
     chains = _integer("--chains", args.chains, minimum=2)
     samples = _integer("--samples", args.samples, minimum=1)
     warmup = _integer("--warmup", args.warmup, minimum=1)
-    seed = _integer("--seed", args.seed, minimum=0)
+    seed = _checks.seed("--seed", _integer("--seed", args.seed, minimum=0))
     rcond = _real("--rcond", args.rcond)
+    if not 0 < rcond < 1:
+        raise NNGPInputError(f"--rcond must be a number in (0, 1), got {args.rcond!r}")
     widths = _widths(args.widths)
     stats = CorrelatorStats.from_netcdf(run_path)
     widths = usable_widths(stats, widths)
     n_fits = len(cutoffs) * len(widths)
-    fits_in_memory("--chains", chains * samples * n_fits * _VALUES_PER_DRAW * 8.0,
+    fits_in_memory("--chains/--samples", chains * samples * n_fits * _VALUES_PER_DRAW * 8.0,
                    f"{chains} chains x {samples} draws at {n_fits} (width, cutoff) pairs",
                    advice="use fewer --chains or --samples")
     with warnings.catch_warnings(record=True) as caught:

@@ -21,6 +21,7 @@ checkpoint is deleted once the output is written. See docs/scaling.md.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import sys
 import time
@@ -108,10 +109,14 @@ def _integer(option: str, text: str, *, minimum: int) -> int:
 
 
 def _real(option: str, text: str) -> float:
+    """A finite real option (no option of this CLI means anything by nan or inf)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise NNGPInputError(f"{option} must be a real number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise NNGPInputError(f"{option} must be a finite real number, got {text!r}")
+    return value
 
 
 def _integer_list(option: str, text: str, *, minimum: int) -> list[int]:
