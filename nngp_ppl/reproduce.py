@@ -48,6 +48,7 @@ import numpy as np
 from . import _checks
 from ._checks import NNGPInputError
 from ._io import atomic_path
+from ._lock import exclusive_lock
 from .presets import PAPER_CUTOFFS, PAPER_WIDTHS
 
 #: The correlator orders every run measures (the 2-pt function enters the connected ones).
@@ -375,9 +376,14 @@ def _sample_action(run: RunSpec, preset: Preset, progress: bool, log):
                 part = out / part_file(run.key, w, a, b)
                 if _part_ok(part, net, X, w, a, b, preset.seed):
                     log(f"        reusing {part.relative_to(out)}")
-                    from .stats import CorrelatorStats
+                    from .stats import CorrelatorStats, check_tails
 
                     stats = CorrelatorStats.from_netcdf(part)
+                    # Sampling this part warned about its tails; a part reused after an
+                    # interruption must warn the same, or the stage's record (and so the
+                    # report) would hold fewer warnings than an uninterrupted run's. The
+                    # check reads only the stored sums, so it repeats the warning exactly.
+                    check_tails(stats)
                 else:
                     # The sampler's own checkpoint makes even a part resumable: an
                     # interruption loses at most one shard of it.
@@ -595,18 +601,30 @@ def reproduce(preset="quick", out="demo_out", *, redo=(), progress: bool = True,
     if isinstance(redo, str):
         redo = [redo]
     redo = tuple(str(r) for r in redo)
-    if not dry_run:
+    names = [s.name for s in stages(preset)]
+    for r in redo:
+        if r != "all" and not any(name.startswith(r) for name in names):
+            raise NNGPInputError(f"redo: no stage named or starting with {r!r}; stages are "
+                                 f"{', '.join(names)}")
+    if dry_run:
+        return _reproduce(preset, out, redo, progress, log, dry_run)
+    try:
         out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NNGPInputError(f"out: cannot create the directory {out} ({err.strerror})") from None
+    # Two runs into one directory would share part checkpoints and temporaries and
+    # overwrite each other's manifest: the second one is refused before any work.
+    with exclusive_lock(out, option="out", directory=True):
+        return _reproduce(preset, out, redo, progress, log, dry_run)
+
+
+def _reproduce(preset: Preset, out: Path, redo: tuple[str, ...], progress: bool, log,
+               dry_run: bool) -> ReproduceResult:
     manifest = _load_manifest(out)
     records = manifest["stages"]
     seconds: dict[str, float] = {}
 
     todo = stages(preset, progress=progress, log=log, records=lambda: records)
-    known = {s.name for s in todo}
-    for r in redo:
-        if r != "all" and not any(name.startswith(r) for name in known):
-            raise NNGPInputError(f"redo: no stage named or starting with {r!r}; stages are "
-                                 f"{', '.join(s.name for s in todo)}")
     status = {}
     t_start = time.perf_counter()
     log(f"nngp-ppl reproduce: preset {preset.name} -> {out}/ ({len(todo)} stages)")
@@ -659,8 +677,16 @@ def check_preset_overrides(preset: Preset, *, n_nets=None, seed=None, chunk=None
                            only=None) -> Preset:
     """``preset`` with validated overrides (the CLI's ``--n-nets``, ``--seed``, ``--only``)."""
     changes = {}
-    if only:
-        changes["only"] = tuple(dict.fromkeys(str(k) for k in only))
+    if only is not None:
+        if isinstance(only, str):
+            only = [only]
+        names = [str(k).strip() for k in only]
+        if not any(names):
+            # An empty selection is a mistake (e.g. an unset shell variable), not "all".
+            raise NNGPInputError(
+                "only must name at least one run of this preset "
+                f"({', '.join(r.key for r in preset.runs())}); omit it to run them all")
+        changes["only"] = tuple(dict.fromkeys(k for k in names if k))
     if n_nets is not None:
         changes["n_nets"] = _checks.positive_int("n_nets", n_nets)
     if seed is not None:

@@ -1,8 +1,10 @@
 """``nngp-ppl reproduce``: stages, resume, report, and the physics the report states.
 
 One tiny study (ReLU-net with σ_b = 0, two widths, few networks, short NUTS runs) runs
-once per module; the tests then rerun it in ways that must skip, resume or redo exactly
-the right stages. Physics checks use closed forms: ReLU-net with σ_b = 0 on positive
+once per module into a directory no test touches; each test gets its own copy of it
+(``study``), so a test that deletes or changes files cannot change what another one sees,
+whatever the order they run in. The tests rerun it in ways that must skip, resume or redo
+exactly the right stages. Physics checks use closed forms: ReLU-net with σ_b = 0 on positive
 inputs is degenerate (f(x) = x·S), so every per-tuple λ_t is the same and runs exactly as
 Λ^-5 (physics.md §9), and the exact connected 4-pt function falls exactly as 1/N.
 """
@@ -16,7 +18,8 @@ import shutil
 import numpy as np
 import pytest
 
-from nngp_ppl import CorrelatorStats, eft
+from nngp_ppl import CorrelatorStats, NNGPInputError, eft
+from nngp_ppl._lock import exclusive_lock
 from nngp_ppl.cli import main
 from nngp_ppl.report import FIGURES
 from nngp_ppl.reproduce import (
@@ -44,10 +47,19 @@ def _quiet(*_args):
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("study")
+def pristine(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pristine")
     result = reproduce(TINY, out, progress=False, log=_quiet)
     return out, result
+
+
+@pytest.fixture
+def study(pristine, tmp_path):
+    """A private copy of the study (modification times kept, as a copy by hand would)."""
+    src, result = pristine
+    out = tmp_path / "study"
+    shutil.copytree(src, out)
+    return out, dataclasses.replace(result, out=out)
 
 
 def _mtimes(out):
@@ -159,6 +171,11 @@ def test_interrupted_sampling_resamples_only_the_broken_part(study):
 
 def test_a_deleted_fit_is_refitted_identically(study):
     out, _ = study
+    # A fit file records the absolute path of its run file (eft.write_fit), so the first
+    # refit in this copy differs from the original's in that attribute and reaches the
+    # report; from then on a refit here must reproduce the file byte for byte.
+    (out / "fit_relu.nc").unlink()
+    reproduce(TINY, out, progress=False, log=_quiet)
     digest = sha256_file(out / "fit_relu.nc")
     (out / "fit_relu.nc").unlink()
     result = reproduce(TINY, out, progress=False, log=_quiet)
@@ -222,3 +239,39 @@ def test_paper_preset_is_the_papers_scale():
     keys = [r.key for r in p.runs()]
     assert {"erf", "relu", "relu_sb1", "gauss", "gauss_d2", "gauss_d3"} <= set(keys)
     assert len(p.fit_cutoffs) == 21
+
+
+def test_a_resumed_sampling_stage_keeps_the_warnings_of_the_parts_it_reuses(study):
+    # An interruption after the parts were written (Ctrl-C while merging them, or while
+    # sampling a later part) is this: the parts are on disk, the run file is not.
+    out, _ = study
+    before = json.loads((out / "manifest.json").read_text())["stages"]["sample_relu"]
+    assert any(w.startswith("HeavyTailWarning") for w in before["warnings"])
+    (out / "run_relu.nc").unlink()
+    lines = []
+    reproduce(TINY, out, progress=False, log=lines.append)
+    assert sum(1 for line in lines if "reusing" in line) == 4  # nothing was resampled
+    after = json.loads((out / "manifest.json").read_text())["stages"]["sample_relu"]
+    assert after["warnings"] == before["warnings"]
+
+
+def test_a_second_run_into_the_same_directory_is_refused_before_any_work(study, capsys):
+    out, _ = study
+    before = _mtimes(out)
+    with exclusive_lock(out, option="out", directory=True):  # the first run, still going
+        with pytest.raises(NNGPInputError, match=r"^out: .* is being written by another"):
+            reproduce(TINY, out, redo="all", progress=False, log=_quiet)
+        assert main(["reproduce", "--out", str(out), "--only", "relu", "--n-nets", "10"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--out" in err and "another nngp-ppl run" in err
+    assert _mtimes(out) == before  # nothing was touched
+
+
+def test_an_empty_only_is_refused_not_read_as_all(tmp_path, capsys):
+    with pytest.raises(NNGPInputError, match="only must name at least one run"):
+        check_preset_overrides(PRESETS["quick"], only=[""])
+    for value in ("", ",", " "):
+        assert main(["reproduce", "--only", value, "--dry-run", "--out",
+                     str(tmp_path / "a")]) == 2
+        err = capsys.readouterr().err
+        assert "--only must name at least one run" in err and "Traceback" not in err

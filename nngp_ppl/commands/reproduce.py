@@ -67,7 +67,7 @@ def execute(preset_name: str, args, *, n_nets=None, seed=None, only=None) -> int
         preset,
         n_nets=None if n_nets is None else _count("--n-nets", n_nets, minimum=1),
         seed=None if seed is None else _count("--seed", seed, minimum=0),
-        only=[k.strip() for k in (only or "").split(",") if k.strip()],
+        only=None if only is None else only.split(","),
     )
     redo = [r.strip() for r in (args.redo or "").split(",") if r.strip()]
     result = reproduce(preset, args.out, redo=redo, progress=not args.no_progress,
@@ -85,7 +85,7 @@ def run(args) -> int:
         return execute(args.preset, args, n_nets=args.n_nets, seed=args.seed, only=args.only)
     except NNGPInputError as err:
         msg = str(err)
-        if msg.startswith(("preset ", "only ", "redo")):
+        if msg.startswith(("preset ", "only ", "redo", "out ", "out:")):
             msg = "--" + msg
         raise NNGPInputError(msg) from None
 
