@@ -1,0 +1,145 @@
+"""The all-monomials Gaussian quadrature against closed forms and adaptive integration."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate, special
+
+from nngp_ppl import NNGPInputError, tuples
+from nngp_ppl.theory import quadrature
+
+
+def _mults(k, d):
+    rows = tuples.distinct_tuples(k, d)
+    return np.array([np.bincount(r, minlength=k) for r in rows]).reshape(len(rows), k)
+
+
+def _gaussian_bump_moment(C, m):
+    """E[prod_j exp(-m_j z_j^2)] = det(I + 2 diag(m) C)^(-1/2), z ~ N(0, C)."""
+    return np.linalg.det(np.eye(len(m)) + 2.0 * np.diag(m) @ C) ** -0.5
+
+
+def _sine_moment(C, m):
+    """E[prod_j sin(z_j)^m_j]: expand sin = (e^{iz} - e^{-iz}) / 2i, E e^{i s.z} = e^{-s.C.s/2}."""
+    idx = [j for j, c in enumerate(m) for _ in range(c)]
+    d = len(idx)
+    eps = np.array(list(itertools.product((1, -1), repeat=d)), dtype=float).reshape(-1, d)
+    onehot = np.zeros((d, len(m)))
+    onehot[np.arange(d), idx] = 1.0
+    s = eps @ onehot
+    total = np.sum(np.prod(eps, axis=1) * np.exp(-0.5 * np.einsum("ei,ij,ej->e", s, C, s)))
+    # (2i)^-d; the sum vanishes for odd d (eps -> -eps flips the sign, keeps the exponent).
+    return (total / (2.0**d) * (1j ** (-d))).real
+
+
+_F_CASES = {
+    "rank2": np.array([[-1.0, 1.0], [-0.2, 1.0], [0.6, 1.0], [1.0, 1.0]]),
+    "rank3": np.array([[-0.7, -0.7, 1.0], [-0.7, 0.7, 1.0], [0.7, -0.7, 1.0], [0.7, 0.7, 1.0]]),
+    "rank4": np.array([[0.8, 0.1, -0.3, 0.9], [-0.2, 0.7, 0.4, 1.0], [0.3, -0.5, 0.6, 0.8]]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_F_CASES))
+def test_gaussian_bump_moments_match_the_determinant_closed_form(case):
+    """h(z) = exp(-z^2) is entire and grows off the axis like erf: every monomial, d <= 8."""
+    F = _F_CASES[case]
+    k = len(F)
+    C = F @ F.T
+    got = quadrature.gaussian_moments(lambda z: np.exp(-z * z), F, [2, 5, 8])
+    for d, values in got.items():
+        exact = np.array([_gaussian_bump_moment(C, m) for m in _mults(k, d)])
+        # Promised 1e-10 of the scale (these moments are positive, so scale = value).
+        np.testing.assert_allclose(values, exact, rtol=1e-10, atol=0)
+
+
+def test_sine_moments_match_the_exponential_expansion_to_order_ten():
+    """Odd, bounded, entire; signs cancel, so judge each moment against the largest one."""
+    F = _F_CASES["rank2"]
+    C = F @ F.T
+    got = quadrature.gaussian_moments(np.sin, F, [3, 6, 10])
+    for d, values in got.items():
+        exact = np.array([_sine_moment(C, m) for m in _mults(len(F), d)])
+        assert np.max(np.abs(values - exact)) <= 1e-10 * np.max(np.abs(exact))
+    assert np.all(got[3] == 0.0)  # odd activation, odd degree: zero by symmetry
+
+
+def test_polynomial_activation_gives_isserlis_moments():
+    """h(z) = z + z^3/2 grows polynomially; E[z_a z_b z_c z_d] by Wick and E z^6 = 15 C^3."""
+    F = _F_CASES["rank3"]
+    C = F @ F.T
+    got = quadrature.gaussian_moments(lambda z: z, F, [4, 6])
+    for row, t in enumerate(tuples.distinct_tuples(len(F), 4)):
+        a, b, c, d = t
+        wick = C[a, b] * C[c, d] + C[a, c] * C[b, d] + C[a, d] * C[b, c]
+        assert got[4][row] == pytest.approx(wick, rel=1e-11, abs=1e-12)
+    j6 = tuples.tuple_row(len(F), [2] * 6)
+    assert got[6][j6] == pytest.approx(15 * C[2, 2] ** 3, rel=1e-11)
+    cubic = quadrature.gaussian_moments(lambda z: z + 0.5 * z**3, F[:1], [2])
+    v = C[0, 0]
+    # E[(z + z^3/2)^2] = v + E z^4 + E z^6 / 4 = v + 3 v^2 + 15 v^3 / 4
+    assert cubic[2][0] == pytest.approx(v + 3 * v**2 + 3.75 * v**3, rel=1e-11)
+
+
+def test_erf_high_orders_match_adaptive_scipy_integration():
+    """E[erf(z1)^a erf(z2)^b] at the paper's sigma = 1, d_in = 1, nested adaptive quad."""
+    X = np.array([-1.0, 0.6, 1.0])
+    F = np.stack([X, np.ones(3)], axis=1)
+    C = F @ F.T
+    got = quadrature.gaussian_moments(special.erf, F, [8, 12])
+
+    def reference(i, j, a, b):
+        s1 = math.sqrt(C[i, i])
+        beta = C[i, j] / C[i, i]
+        tau = math.sqrt(C[j, j] - C[i, j] ** 2 / C[i, i])
+
+        def inner(z1):
+            f = lambda t: special.erf(beta * z1 + tau * t) ** b * math.exp(-0.5 * t * t)  # noqa: E731
+            return integrate.quad(f, -12, 12, epsabs=1e-13, epsrel=1e-12, limit=200)[0]
+
+        def outer(t1):
+            z1 = s1 * t1
+            return special.erf(z1) ** a * math.exp(-0.5 * t1 * t1) * inner(z1)
+
+        pts = [0.0]
+        val = integrate.quad(outer, -12, 12, points=pts, epsabs=1e-13, epsrel=1e-12, limit=200)
+        return val[0] / (2 * math.pi)
+
+    for (i, a), (j, b) in [((2, 8), (0, 0)), ((0, 4), (2, 4)), ((1, 6), (2, 6)), ((0, 7), (1, 5))]:
+        if b == 0:
+            s = math.sqrt(C[i, i])
+            ref = integrate.quad(
+                lambda t, s=s, a=a: special.erf(s * t) ** a * math.exp(-t * t / 2),
+                -12, 12, epsabs=1e-13, epsrel=1e-12, limit=200,
+            )[0] / math.sqrt(2 * math.pi)
+        else:
+            ref = reference(i, j, a, b)
+        d = a + b
+        row = tuples.tuple_row(3, [i] * a + [j] * b)
+        assert got[d][row] == pytest.approx(ref, rel=1e-10), (i, a, j, b)
+
+
+def test_rank_deficient_and_single_point_factors():
+    """Repeated rows collapse the rank; a zero row is the constant h(0)."""
+    F = np.array([[0.5, 1.0], [0.5, 1.0], [0.0, 0.0]])
+    got = quadrature.gaussian_moments(np.cos, F, [2])
+    # cos(z)^2 at z ~ N(0, 1.25): (1 + e^{-2 v}) / 2; cos(0) = 1 for the zero row.
+    v = 1.25
+    row = tuples.tuple_row(3, [0, 1])
+    assert got[2][row] == pytest.approx(0.5 * (1 + math.exp(-2 * v)), rel=1e-12)
+    row = tuples.tuple_row(3, [0, 2])
+    assert got[2][row] == pytest.approx(math.exp(-v / 2), rel=1e-12)
+    assert quadrature.reduce_factor(F).shape == (3, 1)
+
+
+def test_growth_exponent_and_refusals():
+    assert quadrature.growth_exponent(np.tanh) == 0
+    assert quadrature.growth_exponent(lambda z: np.logaddexp(0.0, z)) == 1
+    assert quadrature.growth_exponent(lambda z: z**3) == 3
+    with pytest.raises(NNGPInputError, match="faster than a polynomial"):
+        quadrature.growth_exponent(np.exp)
+    with pytest.raises(NNGPInputError, match="finite values"):
+        quadrature.growth_exponent(lambda z: 1.0 / z)
+    with pytest.raises(NNGPInputError, match="same shape"):
+        quadrature.growth_exponent(lambda z: 1.0)
