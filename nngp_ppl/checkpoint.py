@@ -39,7 +39,7 @@ import numpy as np
 
 from . import tuples as _tuples
 from ._checks import NNGPInputError
-from ._io import atomic_path
+from ._io import atomic_path, load_netcdf
 from .ensembles import SingleLayerNet, ensemble_from_dict
 from .stats import TAIL_POWERS, CorrelatorStats, accumulated_orders, content_checksum
 
@@ -280,16 +280,11 @@ class ShardLedger:
     @classmethod
     def load(cls, path) -> ShardLedger:
         """Read a checkpoint written by :meth:`save`; a damaged file is a clear error."""
-        import xarray as xr
-
         path = Path(path)
         try:
-            ds = xr.load_dataset(path, engine="h5netcdf")
-        except Exception as err:  # h5py/xarray raise many types for foreign or broken files
-            raise NNGPInputError(
-                f"checkpoint: {path} is not a readable checkpoint ({type(err).__name__}: {err}); "
-                "delete it to start the run over"
-            ) from None
+            ds = load_netcdf(path, name="checkpoint", what="checkpoint")
+        except NNGPInputError as err:
+            raise NNGPInputError(f"{err}; delete it to start the run over") from None
         if ds.attrs.get("nngp_ppl_format") != CHECKPOINT_FORMAT:
             raise NNGPInputError(f"checkpoint: {path} is not an nngp_ppl checkpoint file")
         if int(ds.attrs.get("nngp_ppl_format_version", -1)) != CHECKPOINT_VERSION:

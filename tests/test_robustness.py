@@ -379,3 +379,22 @@ def test_a_uniform_lattice_too_large_to_hold_is_refused():
 
     with pytest.raises(NNGPInputError, match="n_sites: a uniform lattice of 100000 sites"):
         box_lattice(2, 1.0, "uniform", n_sites=100_000)
+
+
+def test_a_checkpoint_with_a_damaged_header_prints_one_line_only(tmp_path, monkeypatch):
+    from nngp_ppl.checkpoint import ShardLedger
+    from nngp_ppl.sampling import plan_run
+
+    path = tmp_path / "run.nc.partial"
+    ShardLedger(plan_run(NET, X, [3], 20, orders=(2,))).save(path)
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    with pytest.raises(NNGPInputError, match="not a readable checkpoint.*start the run over"):
+        ShardLedger.load(path)
+    import gc
+
+    gc.collect()
+    assert reported == []
