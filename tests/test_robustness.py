@@ -398,3 +398,18 @@ def test_a_checkpoint_with_a_damaged_header_prints_one_line_only(tmp_path, monke
 
     gc.collect()
     assert reported == []
+
+
+def test_a_lattice_field_too_large_for_memory_is_refused(tmp_path, capsys, monkeypatch):
+    # --sites 1e6 used to make XLA abort (SIGABRT) allocating the dense (P, P) kernel.
+    import nngp_ppl.models.field as field
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the field lattice was built although it cannot fit")
+
+    monkeypatch.setattr(field.FieldLattice, "build", forbidden)
+    argv = ["lattice", "--ensemble", "gauss", "--inputs", "0,0.5", "--cutoff", "1",
+            "--sites", "1e6", "--lambda", "-0.002", "--kappa", "0.001",
+            "-o", str(tmp_path / "lat.nc")]
+    err = cli_error(argv, capsys)
+    assert "--sites: a field on 1000000 sites" in err and "memory available" in err

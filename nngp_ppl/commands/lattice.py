@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -72,7 +71,8 @@ def print_table(ds, out=None) -> None:
 
 def run(args) -> int:
     from .. import __version__
-    from .._io import atomic_path
+    from .._checks import fits_in_memory
+    from .._io import write_netcdf
     from ..models.field import FieldLattice, field_correlators
     from ..theory.lattice import box_lattice
     from .infer import _output
@@ -90,6 +90,11 @@ def run(args) -> int:
         lattice = box_lattice(d_in, cutoff, "gauss_legendre", split_points=X, nodes=sites)
     else:
         raise NNGPInputError(f"--kind must be uniform or gauss_legendre, got {args.kind!r}")
+    n = len(lattice) + len(X)  # dense kernel and Cholesky (n, n), NUTS draws (chains, draws, n)
+    fits_in_memory("--sites", 8.0 * n * (2 * n + _integer("--chains", args.chains, minimum=2)
+                                         * _integer("--samples", args.samples, minimum=1)),
+                   f"a field on {len(lattice)} sites and {len(X)} inputs",
+                   advice="use fewer --sites, --chains or --samples")
     field = FieldLattice.build(net, X, lattice, args.propagator)
     ds = field_correlators(
         field, lam, kappa,
@@ -110,7 +115,6 @@ def run(args) -> int:
     if ds.attrs["divergences"]:
         print(f"WARNING: {ds.attrs['divergences']} divergent transitions; the couplings may be "
               "too strong for this lattice (results biased)", file=sys.stderr)
-    with atomic_path(Path(out)) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+    write_netcdf(ds, out, file_format="nngp_ppl.LatticeCorrelators", version=1)
     print(f"wrote {out}")
     return 0
