@@ -40,6 +40,15 @@ Results (physics.md §6, reproduced term by term in tests/test_diagrams.py)::
 
 The correction is linear in the couplings, so the engine returns a *design*: per cutoff,
 per distinct tuple and per coupling, the coefficient of that coupling.
+
+Second order (two vertices; :func:`second_order_diagrams`, :func:`second_order_design`).
+:math:`\tfrac12 \partial_c\partial_d G` at :math:`g = 0` is the sum over the Wick
+contractions of the n external legs with a :math:`k_c`- and a :math:`k_d`-leg vertex in
+which *both* vertices are linked to the external points (derivation beside the code), sign
++1, each a double integral over the two vertex positions
+(:mod:`nngp_ppl.theory.second_order`). Rule 4.5 drops every diagram with a 2-pt
+insertion. With :math:`D1` and :math:`D2` the two designs,
+:math:`G = G_{GP} + D1\,g + g^{\mathsf T} D2\, g + O(g^3)`.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ from .. import _checks
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
 from . import lattice as _lattice
+from . import second_order as _second_order
 from .wick import gp_correlator
 
 COUPLING_ORDERS = {"lambda": 4, "kappa": 6}
@@ -449,6 +459,376 @@ def ngp_correlator(net, X, n: int, couplings, cutoff, propagator: str = "full",
     return gp_correlator(np.asarray(net.kernel(X)), n) + delta
 
 
+# --- second order: two vertices ---------------------------------------------------------------
+#
+# Derivation (the connected second-order term). With V_c = ∫ f^{k_c} and
+# G(g) = <F e^{-Σ g_c V_c}> / <e^{-Σ g_c V_c}>, F = f(x_1)...f(x_n), differentiating twice at
+# g = 0 gives
+#
+#   ∂_c ∂_d G = <F V_c V_d> - <F V_c><V_d> - <F V_d><V_c> - <F><V_c V_d> + 2 <F><V_c><V_d>.
+#
+# Split the Wick contractions of <F V_c V_d> by which vertices are *linked* to the external
+# points (joined to them by lines, directly or through the other vertex): both linked (L);
+# only c linked, d a vacuum bubble: (<F V_c> - <F><V_c>) <V_d>; the mirror image; neither:
+# <F><V_c V_d>. Substituting, every term with a vacuum piece cancels and ∂_c ∂_d G = L: the
+# sum over contractions in which both vertices are linked, with sign (-1)^2 = +1 (the
+# linked-cluster theorem at second order).
+
+
+TOPOLOGIES = ("exchange", "bubble", "melon", "disconnected", "leg", "loop", "two_point")
+"""Second-order topologies: ``exchange`` (one line between the vertices), ``bubble`` (two),
+``melon`` (three or more), ``disconnected`` (none: a product of two first-order pieces), and
+the 2-pt insertions that rule 4.5 drops: ``leg`` (a vertex on an external leg), ``loop`` (a
+vertex on the other vertex's self-loop), ``two_point`` (a correction of a line between two
+external points)."""
+TWO_POINT_TOPOLOGIES = ("leg", "loop", "two_point")
+_MAX_N_SECOND = 8
+
+
+def _check_n_second(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= _MAX_N_SECOND:
+        raise NNGPInputError(f"n (number of external points) must be an integer in "
+                             f"1..{_MAX_N_SECOND} at second order, got {n!r}")
+    return int(n)
+
+
+def _topology(m1: int, m2: int, lines: int) -> str:
+    """Topology of a linked two-vertex diagram. A 2-pt insertion is a set of vertices joined
+    to the rest of the diagram by exactly two lines: both vertices (m1 + m2 = 2), or one
+    vertex with m_i + lines = 2 (2 externals: two_point; 1 external and 1 line: leg;
+    2 lines: loop)."""
+    if m1 + m2 == 2:
+        return "two_point"
+    for m in (m1, m2):
+        if m + lines == 2:
+            return {2: "two_point", 1: "leg", 0: "loop"}[m]
+    if lines == 0:
+        return "disconnected"
+    return {1: "exchange", 2: "bubble"}.get(lines, "melon")
+
+
+@dataclass(frozen=True)
+class SecondOrderDiagram:
+    """One labelled two-vertex diagram and its coefficient in the second-order term.
+
+    Vertex 1 (position y, order ``k_vertices[0]``) carries the external positions
+    ``attached[0]`` and ``loops[0]`` self-loops; vertex 2 (position z) ``attached[1]`` and
+    ``loops[1]``; ``lines`` lines join them and ``pairs`` are external-external lines. The
+    diagram contributes ``coefficient`` × (its couplings' product) × ∫∫ dy dz (propagators):
+    for two vertices of the same coupling the coefficient is the multiplicity of *one*
+    labelling (its mirror image, the vertices swapped, is the same integral and the ½ of the
+    expansion cancels the pair); for two different couplings it is the multiplicity of the
+    mixed term g_c g_d. Signs: (-1)^2 = +1, so coefficients are positive.
+    """
+
+    coefficient: int
+    n: int
+    k_vertices: tuple[int, int]
+    attached: tuple[tuple[int, ...], tuple[int, ...]]
+    pairs: tuple[tuple[int, int], ...]
+    loops: tuple[int, int]
+    lines: int
+
+    @property
+    def topology(self) -> str:
+        return _topology(len(self.attached[0]), len(self.attached[1]), self.lines)
+
+    @property
+    def corrects_two_point(self) -> bool:
+        """True for the diagrams rule 4.5 drops (a 2-pt insertion somewhere)."""
+        return self.topology in TWO_POINT_TOPOLOGIES
+
+    @property
+    def couplings(self) -> tuple[str, str]:
+        inverse = {v: k for k, v in COUPLING_ORDERS.items()}
+        return tuple(inverse.get(k, f"g{k}") for k in self.k_vertices)
+
+    @property
+    def key(self):
+        """Shape of its two-vertex integral, (m1, loops1, m2, loops2, lines)."""
+        return _second_order.TwoVertexKey(len(self.attached[0]), self.loops[0],
+                                          len(self.attached[1]), self.loops[1], self.lines)
+
+    def __str__(self) -> str:
+        k1, k2 = self.k_vertices
+        sym = (_power(coupling_symbol(k1), 2) if k1 == k2
+               else coupling_symbol(k1) + coupling_symbol(k2))
+        terms = []
+        for v, name in ((0, "y"), (1, "z")):
+            if self.loops[v]:
+                terms.append(_power(f"K{name}{name}", self.loops[v]))
+            terms += [f"K{_label(a, self.n)}{name}" for a in self.attached[v]]
+            if v == 0 and self.lines:
+                terms.append(_power("Kyz", self.lines))
+        terms += [f"K{_label(a, self.n)}{_label(b, self.n)}" for a, b in self.pairs]
+        return f"+{self.coefficient} {sym} ∫∫ " + " ".join(terms)
+
+    def evaluate(self, net, X, cutoff=None, propagator: str = "full", lattice=None):
+        """Value of this diagram (couplings set to 1) on the distinct n-tuples: shape
+        (T_n,), or (C, T_n) for an array of cutoffs."""
+        X = _checks.inputs("X", X, net.d_in)
+        K = np.asarray(net.kernel(X))
+        key, matrix = _second_order_matrix(self, K)
+        ints = _second_order.two_vertex_integrals(net, X, [key], cutoff, propagator,
+                                                  lattice)[key]
+        out = np.einsum("tu,cu->ct", matrix, ints.reshape(ints.shape[0], -1))
+        return out[0] if (lattice is not None or np.ndim(cutoff) == 0) else out
+
+
+@cache
+def _two_vertex_counts(n: int, k1: int, k2: int) -> tuple[tuple[tuple, int], ...]:
+    """Wick contractions of n external legs with a k1-leg and a k2-leg vertex, counted by
+    labelled structure (att1, att2, pairs, loops1, loops2, lines).
+
+    Enumerates the contractions leg by leg: the first open external leg is joined to each
+    later external leg, or to one of the free legs of vertex 1 or 2 (as many contractions
+    as free legs); then the first free leg of vertex 1 to another of its legs or to one of
+    vertex 2's, and finally vertex 2's legs among themselves. Legs of one vertex enter
+    only through their number, so each branch stands for exactly the labelled
+    contractions it counts; tests check the counts against literal enumeration of all
+    (n + k1 + k2 - 1)!! matchings."""
+    counts: Counter = Counter()
+
+    def walk(ext, f1, f2, att1, att2, pairs, l1, l2, lines, weight):
+        if ext:
+            a, rest = ext[0], ext[1:]
+            for j, b in enumerate(rest):
+                walk(rest[:j] + rest[j + 1:], f1, f2, att1, att2, pairs + ((a, b),),
+                     l1, l2, lines, weight)
+            if f1:
+                walk(rest, f1 - 1, f2, att1 + (a,), att2, pairs, l1, l2, lines, weight * f1)
+            if f2:
+                walk(rest, f1, f2 - 1, att1, att2 + (a,), pairs, l1, l2, lines, weight * f2)
+        elif f1:
+            if f1 >= 2:
+                walk(ext, f1 - 2, f2, att1, att2, pairs, l1 + 1, l2, lines, weight * (f1 - 1))
+            if f2:
+                walk(ext, f1 - 1, f2 - 1, att1, att2, pairs, l1, l2, lines + 1, weight * f2)
+        elif f2:
+            if f2 >= 2:
+                walk(ext, f1, f2 - 2, att1, att2, pairs, l1, l2 + 1, lines, weight * (f2 - 1))
+        else:
+            counts[(att1, att2, tuple(sorted(pairs)), l1, l2, lines)] += weight
+
+    walk(tuple(range(n)), k1, k2, (), (), (), 0, 0, 0, 1)
+    return tuple(sorted(counts.items()))
+
+
+def second_order_diagrams(n: int, k_vertices=(4, 4), drop_two_point: bool = True,
+                          topologies=None) -> list[SecondOrderDiagram]:
+    """All labelled two-vertex diagrams of the n-point function (module section above).
+
+    ``k_vertices`` = (4, 4) for λ², (4, 6) for λκ, (6, 6) for κ². Diagrams with a vacuum
+    piece are dropped (they cancel against the normalisation; derivation in the comment
+    above). ``drop_two_point=True`` (rule 4.5) drops every diagram with a 2-pt insertion
+    (topologies ``leg``, ``loop``, ``two_point``): K is the exact 2-pt function, so the
+    2-pt counterterms cancel the whole self-energy order by order and any line dressed
+    with one — external leg, internal line or self-loop — is cancelled with it (the
+    skeleton expansion with the exact propagator K). ``topologies`` keeps only the named
+    ones. For equal vertices each mirror pair is listed once (see
+    :class:`SecondOrderDiagram`).
+    """
+    n = _check_n_second(n)
+    if isinstance(k_vertices, (str, bytes)) or not hasattr(k_vertices, "__len__") or \
+            len(k_vertices) != 2:
+        raise NNGPInputError(f"k_vertices must be two vertex orders, e.g. (4, 6), got "
+                             f"{k_vertices!r}")
+    k1, k2 = (check_vertex_order(k) for k in k_vertices)
+    k1, k2 = min(k1, k2), max(k1, k2)
+    if topologies is not None:
+        topologies = (topologies,) if isinstance(topologies, str) else tuple(topologies)
+        bad = [t for t in topologies if t not in TOPOLOGIES]
+        if bad:
+            raise NNGPInputError(f"topologies must be among {TOPOLOGIES}, got {bad}")
+    out = []
+    for (att1, att2, pairs, l1, l2, lines), mult in _two_vertex_counts(n, k1, k2):
+        linked1 = bool(att1) or (lines > 0 and bool(att2))
+        linked2 = bool(att2) or (lines > 0 and bool(att1))
+        if not (linked1 and linked2):
+            continue  # a vacuum piece: cancelled by the normalisation
+        if k1 == k2 and (len(att1), l1, att1) < (len(att2), l2, att2):
+            continue  # the mirror image of a listed diagram (same integral)
+        d = SecondOrderDiagram(mult, n, (k1, k2), (att1, att2), pairs, (l1, l2), lines)
+        if drop_two_point and d.corrects_two_point:
+            continue
+        if topologies is not None and d.topology not in topologies:
+            continue
+        out.append(d)
+    out.sort(key=lambda d: (TOPOLOGIES.index(d.topology), -len(d.attached[0]),
+                            -len(d.attached[1]), d.attached, d.pairs, d.loops))
+    return out
+
+
+@dataclass(frozen=True)
+class SecondOrderTopology:
+    """Labelled two-vertex diagrams of one shape, summed: ``count`` of them, each with
+    ``coefficient``."""
+
+    topology: str
+    coefficient: int
+    count: int
+    k_vertices: tuple[int, int]
+    m: tuple[int, int]
+    loops: tuple[int, int]
+    lines: int
+    n_pairs: int
+
+    def __str__(self) -> str:
+        k1, k2 = self.k_vertices
+        sym = (_power(coupling_symbol(k1), 2) if k1 == k2
+               else coupling_symbol(k1) + coupling_symbol(k2))
+        letters = iter("abcdefghijklmnop")
+        terms = [f"Σ_{self.count}"] if self.count > 1 else []
+        for v, name in ((0, "y"), (1, "z")):
+            if self.loops[v]:
+                terms.append(_power(f"K{name}{name}", self.loops[v]))
+            terms += [f"K{next(letters)}{name}" for _ in range(self.m[v])]
+            if v == 0 and self.lines:
+                terms.append(_power("Kyz", self.lines))
+        terms += [f"K{next(letters)}{next(letters)}" for _ in range(self.n_pairs)]
+        return f"+{self.coefficient} {sym} ∫∫ " + " ".join(terms) + f"  [{self.topology}]"
+
+
+def group_second_order(diagrams: Sequence[SecondOrderDiagram]) -> list[SecondOrderTopology]:
+    """Group labelled two-vertex diagrams by shape (in the order of first appearance)."""
+    groups: dict[tuple, int] = {}
+    for d in diagrams:
+        key = (d.topology, d.coefficient, d.k_vertices, (len(d.attached[0]),
+               len(d.attached[1])), d.loops, d.lines, len(d.pairs))
+        groups[key] = groups.get(key, 0) + 1
+    return [SecondOrderTopology(t, c, count, k, m, lo, li, p)
+            for (t, c, k, m, lo, li, p), count in groups.items()]
+
+
+def _pairs_of(names: tuple[str, ...]):
+    """(i, j, k_i, k_j) for i <= j over the couplings."""
+    for i, a in enumerate(names):
+        for j in range(i, len(names)):
+            yield i, j, coupling_order(a), coupling_order(names[j])
+
+
+def second_order_expression(n: int, couplings=("lambda", "kappa"),
+                            drop_two_point: bool = True) -> str:
+    """Readable second-order term, e.g. ``δ²G4 = +288 λ² ∫∫ Σ_3 Kay Kby Kyz² Kcz Kdz ...``
+    (y, z the two vertex positions; each term labelled with its topology)."""
+    names = coupling_names(couplings)
+    terms = []
+    for _, _, ka, kb in _pairs_of(names):
+        terms += [str(t) for t in group_second_order(
+            second_order_diagrams(n, (ka, kb), drop_two_point))]
+    if not terms:
+        return f"δ²G{n} = 0"
+    return f"δ²G{n} = " + "\n    ".join(terms)
+
+
+def _second_order_matrix(diagram: SecondOrderDiagram, K: np.ndarray):
+    """(canonical key, (T_n, T_m1 T_m2) matrix): entry (t, u v) = coefficient ×
+    Π_{ext lines} K[t_a, t_b] when the inputs of tuple t on the two vertices form the
+    multisets u and v (vertices ordered as the canonical integral key)."""
+    k = K.shape[0]
+    rows = _tuples.distinct_tuples(k, diagram.n)
+    key = diagram.key
+    att1, att2 = diagram.attached
+    if key != key.canonical():
+        key, att1, att2 = key.canonical(), att2, att1
+    T1, T2 = math.comb(k + key.m1 - 1, key.m1), math.comb(k + key.m2 - 1, key.m2)
+    value = np.full(len(rows), float(diagram.coefficient))
+    for a, b in diagram.pairs:
+        value = value * K[rows[:, a], rows[:, b]]
+    cols = []
+    for att in (att1, att2):
+        sub = np.sort(rows[:, list(att)], axis=1)
+        cols.append(np.array([_tuples.tuple_row(k, r) for r in sub.tolist()], dtype=np.int64))
+    out = np.zeros((len(rows), T1 * T2))
+    np.add.at(out, (np.arange(len(rows)), cols[0] * T2 + cols[1]), value)
+    return key, out
+
+
+def _second_order_matrices(K, n, names, drop_two_point, topologies):
+    """{key: (nc, nc, T_n, T_m1 T_m2)}: the symmetric quadratic design is
+    Σ_key A_key @ I_key, with D2[i, i] the g_i² coefficient and D2[i, j] = D2[j, i] half the
+    g_i g_j coefficient."""
+    out: dict = {}
+    nc = len(names)
+    for i, j, ka, kb in _pairs_of(names):
+        half = 1.0 if i == j else 0.5
+        for d in second_order_diagrams(n, (ka, kb), drop_two_point, topologies):
+            key, A = _second_order_matrix(d, K)
+            if key not in out:
+                out[key] = np.zeros((nc, nc) + A.shape)
+            out[key][i, j] += half * A
+            if i != j:
+                out[key][j, i] += half * A
+    return out
+
+
+def second_order_design(
+    net,
+    X,
+    n: int,
+    cutoffs,
+    couplings=("lambda", "kappa"),
+    propagator: str = "full",
+    drop_two_point: bool = True,
+    lattice=None,
+    *,
+    topologies=None,
+) -> np.ndarray:
+    """Quadratic design array (n_cutoffs, T_n, n_couplings, n_couplings).
+
+    Convention (physics.md §5): :math:`P \\propto e^{-S}`,
+    :math:`S = S_{GP} + \\int (\\lambda f^4 + \\kappa f^6)` with unit vertex coefficients;
+    to second order in the couplings, on ``tuples.distinct_tuples(k, n)`` (the tuple order
+    of :func:`first_order_design`),
+
+    .. math:: G^{(n)}_t(g) = G^{(n)}_{GP,t} + \\sum_c D1_{tc}\\, g_c
+        + \\sum_{c,d} g_c\\, D2_{tcd}\\, g_d,\\qquad
+        D2_{tcd} = \\tfrac12 \\partial_c\\partial_d G^{(n)}_t\\big|_{g=0},
+
+    with D1 = :func:`first_order_design` and D2 this array (symmetric in c, d). D2 is the
+    sum of the linked two-vertex diagrams of :func:`second_order_diagrams` (rule 4.5 unless
+    ``drop_two_point=False``), each integrated over both vertex positions by
+    :func:`nngp_ppl.theory.second_order.two_vertex_integrals`; ``topologies`` restricts
+    the sum (e.g. ``("exchange",)``). With an explicit ``lattice`` both vertices run over
+    its points and ``cutoffs`` may be ``None``.
+    """
+    _lattice.check_propagator(propagator)
+    n = _check_n_second(n)
+    names = coupling_names(couplings)
+    X = _checks.inputs("X", X, net.d_in)
+    K = np.asarray(net.kernel(X))
+    mats = _second_order_matrices(K, n, names, bool(drop_two_point), topologies)
+    k = X.shape[0]
+    T_n = len(_tuples.distinct_tuples(k, n))
+    if lattice is None:
+        lam = _lattice.check_cutoffs(cutoffs, float(np.max(np.abs(X))), "cutoffs")
+        if lam.ndim > 1:
+            raise NNGPInputError(f"cutoffs must be a number or a 1-d array, got {lam.shape}")
+        C = lam.size
+    else:
+        lam, C = None, 1
+    out = np.zeros((C, T_n, len(names), len(names)))
+    if not mats:
+        return out
+    ints = _second_order.two_vertex_integrals(net, X, list(mats), lam, propagator, lattice)
+    for key, A in mats.items():
+        out += np.einsum("ijtu,cu->ctij", A, ints[key].reshape(C, -1))
+    return out
+
+
+def second_order_correction(net, X, n: int, couplings, cutoff, propagator: str = "full",
+                            lattice=None, drop_two_point: bool = True) -> np.ndarray:
+    """Second-order term :math:`g^{\\mathsf T} D2\\, g` as the full symmetric (k,)*n array
+    (couplings a mapping of names to values; see :func:`second_order_design`)."""
+    names, vals = _coupling_values(couplings)
+    if lattice is None and np.ndim(cutoff) != 0:
+        raise NNGPInputError(f"cutoff must be a single number here, got {cutoff!r}; use "
+                             "second_order_design for several cutoffs")
+    D2 = second_order_design(net, X, n, cutoff, names, propagator, drop_two_point, lattice)
+    k = _checks.inputs("X", X, net.d_in).shape[0]
+    return _tuples.expand(np.einsum("tij,i,j->t", D2[0], vals, vals), k, n)
+
+
 __all__ = [
     "COUPLING_ORDERS",
     "Diagram",
@@ -461,4 +841,12 @@ __all__ = [
     "first_order_expression",
     "group_topologies",
     "ngp_correlator",
+    "SecondOrderDiagram",
+    "SecondOrderTopology",
+    "TOPOLOGIES",
+    "group_second_order",
+    "second_order_correction",
+    "second_order_design",
+    "second_order_diagrams",
+    "second_order_expression",
 ]

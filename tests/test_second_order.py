@@ -1,0 +1,353 @@
+"""Second-order (two-vertex) diagrams and their integrals, against exact oracles.
+
+* Counting: the leg-by-leg enumeration of the engine against literal enumeration of every
+  perfect matching of the n + k1 + k2 legs, and the total (n + k1 + k2 - 1)!!.
+* Brute force: a discretised Gaussian model (outputs at the inputs and the field at a few
+  explicit vertex sites, one joint Gaussian) with S = S_GP + Σ_j w_j Σ_c g_c φ_j^{k_c};
+  its exact second-order coefficient ½ ∂_c ∂_d <f..f> at g = 0 is computed from the full
+  formula <F V_c V_d> - <F V_c><V_d> - <F V_d><V_c> - <F><V_c V_d> + 2 <F><V_c><V_d> with
+  every Gaussian moment from its own Isserlis recursion: no diagram, no linked-cluster
+  argument. With 2-pt insertions kept the engine must equal it to 1e-10.
+* Integrals: the two-vertex integrals against scipy's adaptive dblquad (split at 0 and at
+  the diagonal y1 = y2) to 1e-8, and the blocked propagator matrix against one block.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+import nngp_ppl as nn
+from nngp_ppl import tuples
+from nngp_ppl.theory import diagrams as dg
+from nngp_ppl.theory import second_order as so
+from nngp_ppl.theory.lattice import Lattice
+
+
+def _double_factorial(m: int) -> int:
+    return math.prod(range(m, 0, -2)) if m > 0 else 1
+
+
+# --- counting -------------------------------------------------------------------------------
+
+
+def _literal_counts(n, k1, k2):
+    """Every perfect matching of the n + k1 + k2 labelled legs, classified."""
+    counts = {}
+    vertex = [None] * n + [0] * k1 + [1] * k2
+    for matching in dg._matchings(tuple(range(n + k1 + k2))):
+        att, pairs, loops, lines = ([], []), [], [0, 0], 0
+        for a, b in matching:
+            va, vb = vertex[a], vertex[b]
+            if va is None and vb is None:
+                pairs.append((a, b))
+            elif va is None:
+                att[vb].append(a)
+            elif va == vb:
+                loops[va] += 1
+            else:
+                lines += 1
+        key = (tuple(sorted(att[0])), tuple(sorted(att[1])), tuple(sorted(pairs)),
+               loops[0], loops[1], lines)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("n, k1, k2", [(2, 4, 4), (4, 4, 4), (2, 4, 6), (4, 4, 6), (6, 4, 4)])
+def test_enumeration_equals_literal_matchings(n, k1, k2):
+    engine = dict(dg._two_vertex_counts(n, k1, k2))
+    assert engine == _literal_counts(n, k1, k2)
+
+
+@pytest.mark.parametrize("n, k1, k2", [(6, 6, 6), (6, 4, 6), (8, 6, 6), (3, 4, 6)])
+def test_enumeration_total_is_double_factorial(n, k1, k2):
+    total = sum(c for _, c in dg._two_vertex_counts(n, k1, k2))
+    assert total == (_double_factorial(n + k1 + k2 - 1) if (n + k1 + k2) % 2 == 0 else 0)
+
+
+def test_closed_form_coefficients():
+    """λ² exchange of the 6-pt function: vertex 1 takes a, b, c on 4·3·2 of its legs,
+    vertex 2 takes d, e, f on 4·3·2 of its legs, the two last legs join: 576 per split
+    {abc|def}, 10 splits. λ² bubble of the 4-pt function: (4·3)² × 2 = 288 per channel, 3
+    channels. κ² exchange: each vertex takes 3 externals on 6·5·4 of its legs, one of its 3
+    free legs goes to the line (3 × 3 ways) and its last two close a self-loop."""
+    (ex,) = [t for t in dg.group_second_order(dg.second_order_diagrams(6, (4, 4)))
+             if t.topology == "exchange"]
+    assert (ex.coefficient, ex.count) == (math.perm(4, 3) ** 2, 10)
+    (bub,) = dg.group_second_order(dg.second_order_diagrams(4, (4, 4)))
+    assert (bub.topology, bub.coefficient, bub.count) == ("bubble", math.perm(4, 2) ** 2 * 2, 3)
+    assert bub.lines == 2 and bub.loops == (0, 0)
+    kk = [t for t in dg.group_second_order(dg.second_order_diagrams(6, (6, 6)))
+          if t.topology == "exchange"]
+    assert [(t.coefficient, t.count, t.loops) for t in kk] == [
+        (math.perm(6, 3) ** 2 * 9, 10, (1, 1))]
+    assert dg.second_order_expression(2) == "δ²G2 = 0"
+    # Rule 4.5 removes every 2-pt insertion and nothing else.
+    kept = dg.second_order_diagrams(6, (4, 6), drop_two_point=False)
+    dropped = dg.second_order_diagrams(6, (4, 6))
+    assert set(dropped) == {d for d in kept if d.topology not in dg.TWO_POINT_TOPOLOGIES}
+    assert {d.topology for d in kept} == {"exchange", "bubble", "melon", "leg", "loop",
+                                          "two_point"}
+    # A product of two first-order pieces without a 2-pt factor needs 4 + 4 externals.
+    eight = dg.second_order_diagrams(8, (4, 4))
+    assert {d.topology for d in eight} == {"exchange", "bubble", "disconnected"}
+    (disc,) = [t for t in dg.group_second_order(eight) if t.topology == "disconnected"]
+    assert (disc.coefficient, disc.count) == (math.factorial(4) ** 2, 35)
+
+
+# --- brute force: discretised Gaussian model -------------------------------------------------
+
+
+def _moment_function(cov: np.ndarray):
+    """<Π_i φ_i^{c_i}> of a centred Gaussian for a count vector c (Isserlis recursion)."""
+    V = cov.shape[0]
+
+    @cache
+    def moment(counts: tuple[int, ...]) -> float:
+        total = sum(counts)
+        if total == 0:
+            return 1.0
+        if total % 2:
+            return 0.0
+        i = next(j for j in range(V) if counts[j])
+        c = list(counts)
+        c[i] -= 1
+        out = 0.0
+        for j in range(V):
+            if c[j]:
+                d = c.copy()
+                d[j] -= 1
+                out += c[j] * cov[i, j] * moment(tuple(d))
+        return out
+
+    return moment
+
+
+def _brute_second_order(net, X, sites, weights, n, orders, propagator):
+    """(T_n, nc, nc): ½ ∂_c ∂_d <f(x_t1)..f(x_tn)> at g = 0 for
+    S = S_GP + Σ_j w_j Σ_c g_c φ_j^k_c."""
+    Kxx = np.asarray(net.kernel(X))
+    shift = net.sigma_b**2 if propagator == "bias_subtracted" else 0.0
+    Kxy = np.asarray(net.kernel(X, sites)) - shift
+    Kyy = np.asarray(net.kernel(sites)) - shift
+    cov = np.block([[Kxx, Kxy], [Kxy.T, Kyy]])
+    moment = _moment_function(cov)
+    kx, ns = len(X), len(sites)
+
+    def m(t, extra):  # extra: {site: power}
+        c = [0] * (kx + ns)
+        for i in t:
+            c[int(i)] += 1
+        for j, p in extra.items():
+            c[kx + j] += p
+        return moment(tuple(c))
+
+    def add(a, b):
+        out = dict(a)
+        for j, p in b.items():
+            out[j] = out.get(j, 0) + p
+        return out
+
+    rows = tuples.distinct_tuples(kx, n)
+    nc = len(orders)
+    out = np.zeros((len(rows), nc, nc))
+    for r, t in enumerate(rows):
+        for c in range(nc):
+            for d in range(nc):
+                total = 0.0
+                for j, wj in enumerate(weights):
+                    Vc = {j: orders[c]}
+                    for jj, wjj in enumerate(weights):
+                        Vd = {jj: orders[d]}
+                        total += wj * wjj * (
+                            m(t, add(Vc, Vd)) - m(t, Vc) * m((), Vd) - m(t, Vd) * m((), Vc)
+                            - m(t, {}) * m((), add(Vc, Vd)) + 2 * m(t, {}) * m((), Vc) * m((), Vd)
+                        )
+                out[r, c, d] = 0.5 * total
+    return out
+
+
+@pytest.mark.parametrize("propagator", ["full", "bias_subtracted"])
+@pytest.mark.parametrize("n", [4, 6])
+def test_engine_equals_brute_force_second_order(n, propagator):
+    net = nn.ErfNet(d_in=1, sigma_w=1.3, sigma_b=0.8)
+    X = np.array([[-0.7], [0.2], [0.9]])
+    sites = np.array([[-1.1], [0.5]])
+    weights = np.array([0.3, 0.5])
+    lattice = Lattice(sites, weights)
+    engine = dg.second_order_design(net, X, n, None, ("lambda", "kappa"), propagator,
+                                    drop_two_point=False, lattice=lattice)[0]
+    brute = _brute_second_order(net, X, sites, weights, n, (4, 6), propagator)
+    scale = np.abs(brute).max(axis=0)  # per coupling pair: the κ² entries are ~1e4 × λ²
+    np.testing.assert_allclose(engine / scale, brute / scale, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(engine, np.swapaxes(engine, 1, 2), rtol=1e-14)
+
+
+def test_rule_4_5_at_second_order_on_the_gauss_net_in_two_dimensions():
+    """With 2-pt insertions dropped, the λ² 4-pt term is the bubble alone and the 6-pt
+    term exchange + bubble × external line: evaluated here by hand on a two-dimensional
+    explicit lattice with numpy (no two-vertex integral code)."""
+    net = nn.GaussNet(d_in=2, sigma_w=0.9, sigma_b=0.6)
+    X = np.array([[0.1, -0.3], [0.5, 0.2], [-0.4, 0.4]])
+    sites = np.array([[0.0, 0.5], [-0.6, -0.2], [0.3, 0.3]])
+    w = np.array([0.7, 1.1, 0.4])
+    lattice = Lattice(sites, w)
+    K = np.asarray(net.kernel(X))
+    Kxy = np.asarray(net.kernel(X, sites))
+    M = np.asarray(net.kernel(sites))
+    d4 = dg.second_order_design(net, X, 4, None, ("lambda",), lattice=lattice)[0, :, 0, 0]
+    d6 = dg.second_order_design(net, X, 6, None, ("lambda",), lattice=lattice)[0, :, 0, 0]
+
+    def legs(idx):
+        return w * np.prod(Kxy[list(idx)], axis=0)
+
+    def bubble(a, b, c, d):
+        return legs((a, b)) @ M**2 @ legs((c, d))
+
+    for r, t in enumerate(tuples.distinct_tuples(3, 4)):
+        a, b, c, d = t
+        hand = 288 * (bubble(a, b, c, d) + bubble(a, c, b, d) + bubble(a, d, b, c))
+        np.testing.assert_allclose(d4[r], hand, rtol=1e-12)
+    for r, t in enumerate(tuples.distinct_tuples(3, 6)):
+        ex = bu = 0.0
+        for s in range(1, 6):  # splits {0 i j | rest}: 10 of them
+            for u in range(s + 1, 6):
+                left = (t[0], t[s], t[u])
+                right = tuple(t[i] for i in range(1, 6) if i not in (s, u))
+                ex += legs(left) @ M @ legs(right)
+        for e in range(6):
+            for f in range(e + 1, 6):
+                rest = [t[i] for i in range(6) if i not in (e, f)]
+                a, b, c, d = rest
+                bu += K[t[e], t[f]] * (bubble(a, b, c, d) + bubble(a, c, b, d)
+                                       + bubble(a, d, b, c))
+        np.testing.assert_allclose(d6[r], 576 * ex + 288 * bu, rtol=1e-12)
+
+
+def test_topology_selection_adds_up():
+    net = nn.ReLUNet(d_in=1, sigma_b=1.0)
+    X = nn.paper_inputs("relu", 1)[:3]
+    total = dg.second_order_design(net, X, 6, 20.0, ("lambda", "kappa"))
+    parts = sum(dg.second_order_design(net, X, 6, 20.0, ("lambda", "kappa"), topologies=(t,))
+                for t in ("exchange", "bubble", "melon"))
+    np.testing.assert_allclose(parts, total, rtol=1e-13)
+    one = sum(d.evaluate(net, X, 20.0) for d in dg.second_order_diagrams(6, (4, 4)))
+    np.testing.assert_allclose(one, total[0, :, 0, 0], rtol=1e-12)
+    g = {"lambda": -0.01, "kappa": 2e-4}
+    corr = dg.second_order_correction(net, X, 6, g, 20.0)
+    vals = np.array([g["lambda"], g["kappa"]])
+    np.testing.assert_allclose(tuples.compress(corr, 3, 6),
+                               np.einsum("tij,i,j->t", total[0], vals, vals), rtol=1e-13)
+
+
+# --- integrals ----------------------------------------------------------------------------
+
+
+def _scalar_kernel(net):
+    """K(x, y) for scalar inputs (physics.md §2) with the math module."""
+    sw, sb = net.sigma_w, net.sigma_b
+
+    def m(x, y):
+        return sb**2 + sw**2 * x * y
+
+    if net.name == "erf":
+        return lambda x, y: sb**2 + sw**2 * (2 / math.pi) * math.asin(
+            2 * m(x, y) / math.sqrt((1 + 2 * m(x, x)) * (1 + 2 * m(y, y))))
+    if net.name == "relu":
+        def K(x, y):
+            norm = math.sqrt(m(x, x) * m(y, y))
+            c = max(-1.0, min(1.0, m(x, y) / norm))
+            t = math.acos(c)
+            return sb**2 + sw**2 / (2 * math.pi) * norm * (math.sin(t) + (math.pi - t) * c)
+        return K
+    return lambda x, y: sb**2 + sw**2 * math.exp(-(sw**2) * (x - y) ** 2 / 2)
+
+
+def _dblquad(K, xs1, l1, xs2, l2, lines, cut):
+    def f(y2, y1):
+        return (math.prod(K(x, y1) for x in xs1) * K(y1, y1) ** l1 * K(y1, y2) ** lines
+                * math.prod(K(x, y2) for x in xs2) * K(y2, y2) ** l2)
+
+    total = 0.0
+    for a, b in ((-cut, 0.0), (0.0, cut)):
+        for lo, hi in ((lambda y: -cut, lambda y: y), (lambda y: y, lambda y: cut)):
+            total += integrate.dblquad(f, a, b, lo, hi, epsabs=0, epsrel=1e-11)[0]
+    return total
+
+
+@pytest.mark.parametrize("net, ens, cut", [
+    (nn.ErfNet(d_in=1), "erf", 10.0),
+    (nn.ReLUNet(d_in=1, sigma_b=1.0), "relu", 30.0),
+    (nn.GaussNet(d_in=1), "gauss", 30.0),  # the ridge along y1 = y2 (fixed-width panels)
+])
+def test_two_vertex_integrals_against_dblquad(net, ens, cut):
+    X = nn.paper_inputs(ens, 1)
+    key = so.TwoVertexKey(3, 0, 2, 1, 1)
+    swapped = key.swapped()
+    out = so.two_vertex_integrals(net, X, [key, swapped], cut)
+    u, v = 17, 9
+    r1, r2 = tuples.distinct_tuples(6, 3)[u], tuples.distinct_tuples(6, 2)[v]
+    ref = _dblquad(_scalar_kernel(net), X[r1, 0], 0, X[r2, 0], 1, 1, cut)
+    assert abs(out[key][0, u, v] - ref) <= 1e-8 * abs(ref)
+    np.testing.assert_array_equal(out[swapped][0], out[key][0].T)
+
+
+def test_ridge_is_detected_only_for_translation_invariant_kernels():
+    assert so.has_ridge(nn.GaussNet(d_in=1))
+    assert so.has_ridge(nn.GaussNet(d_in=1), "bias_subtracted")
+    assert not so.has_ridge(nn.ErfNet(d_in=1))
+    assert not so.has_ridge(nn.ReLUNet(d_in=1, sigma_b=1.0))
+    with pytest.warns(UserWarning, match="ridge"):
+        so.ridge_rule(nn.GaussNet(d_in=1), nn.paper_inputs("gauss", 1), 1e5, max_nodes=400)
+
+
+def test_blocks_of_the_propagator_matrix_give_the_same_integrals():
+    """d_in = 2 on a coarse rule: 7 rows per block against the whole matrix at once."""
+    net = nn.ErfNet(d_in=2)
+    X = nn.paper_inputs("erf", 2)
+    keys = [(2, 0, 2, 0, 2), (3, 1, 1, 0, 1), (2, 0, 2, 1, 0)]
+    whole = so.two_vertex_integrals(net, X, keys, [5.0, 8.0], nodes=3, ratio=8.0,
+                                    block_budget=2**30)
+    P = so.memory_estimate(net, X, keys, 8.0, nodes=3, ratio=8.0)["points"]
+    blocked = so.two_vertex_integrals(net, X, keys, [5.0, 8.0], nodes=3, ratio=8.0,
+                                      block_budget=7 * P)
+    for key in keys:
+        np.testing.assert_allclose(blocked[key], whole[key], rtol=1e-12)
+    # L = 0 factorises into two first-order integrals.
+    from nngp_ppl.theory.lattice import vertex_integrals
+    first = np.asarray(vertex_integrals(net, X, tuples.distinct_tuples(4, 2), [5.0, 8.0],
+                                        nodes=3, ratio=8.0))
+    loop = np.asarray(vertex_integrals(net, X, tuples.distinct_tuples(4, 2), [5.0, 8.0],
+                                       loops=1, nodes=3, ratio=8.0))
+    np.testing.assert_allclose(whole[(2, 0, 2, 1, 0)], first[:, :, None] * loop[:, None, :],
+                               rtol=1e-12)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_bad_input():
+    net = nn.ErfNet()
+    X = nn.paper_inputs("erf", 1)
+    with pytest.raises(nn.NNGPInputError, match="k_vertex"):
+        dg.second_order_diagrams(4, (4, 5))
+    with pytest.raises(nn.NNGPInputError, match="k_vertices"):
+        dg.second_order_diagrams(4, 4)
+    with pytest.raises(nn.NNGPInputError, match="topologies"):
+        dg.second_order_diagrams(4, (4, 4), topologies=("tadpole",))
+    with pytest.raises(nn.NNGPInputError, match="n"):
+        dg.second_order_design(net, X, 10, 10.0)
+    with pytest.raises(nn.NNGPInputError, match="cutoffs"):
+        dg.second_order_design(net, X, 4, 0.5)
+    with pytest.raises(nn.NNGPInputError, match="propagator"):
+        dg.second_order_design(net, X, 4, 10.0, propagator="eft")
+    with pytest.raises(nn.NNGPInputError, match="keys"):
+        so.two_vertex_integrals(net, X, [(1, 0, -1, 0, 1)], 10.0)
+    with pytest.raises(nn.NNGPInputError, match="keys"):
+        so.two_vertex_integrals(net, X, "abc", 10.0)
+    with pytest.raises(nn.NNGPInputError, match="block_budget"):
+        so.two_vertex_integrals(net, X, [(1, 0, 1, 0, 1)], 10.0, block_budget=0)
