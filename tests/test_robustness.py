@@ -413,3 +413,9 @@ def test_a_lattice_field_too_large_for_memory_is_refused(tmp_path, capsys, monke
             "-o", str(tmp_path / "lat.nc")]
     err = cli_error(argv, capsys)
     assert "--sites: a field on 1000000 sites" in err and "memory available" in err
+
+
+def test_lattice_errors_name_its_own_cutoff_option(tmp_path, capsys):
+    argv = ["lattice", "--ensemble", "gauss", "--inputs", "0,0.5", "--cutoff", "1e160",
+            "--sites", "4", "--lambda", "0.002", "-o", str(tmp_path / "lat.nc")]
+    assert "error: --cutoff must be at most" in cli_error(argv, capsys)

@@ -22,6 +22,10 @@ import numpy as np
 from .._checks import NNGPInputError
 from .sample import add_ensemble_arguments
 
+#: Library arguments named by this command's own options in error messages (nngp_ppl.cli).
+OPTION_NAMES = {"cutoff": "--cutoff", "n_sites": "--sites", "nodes": "--sites",
+                "num_chains": "--chains", "num_samples": "--samples", "num_warmup": "--warmup"}
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
