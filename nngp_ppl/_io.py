@@ -86,9 +86,11 @@ def output_file(option: str, path, *, inputs=()) -> Path:
     if out.is_dir():
         raise NNGPInputError(f"{option} must be a file name, got the directory {text}")
     for src in inputs:
+        # Compared whether or not they exist yet: `-o a.nc --plot a.nc` would overwrite.
         src = Path(src)
-        if src.exists() and out.exists() and out.resolve() == src.resolve():
-            raise NNGPInputError(f"{option} must differ from the input file {src}")
+        if out.resolve() == src.resolve():
+            raise NNGPInputError(f"{option} must differ from {src}, which this command "
+                                 "also reads or writes")
     parent = out.parent if str(out.parent) else Path(".")
     existing = parent
     while not existing.exists():

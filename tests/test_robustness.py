@@ -419,3 +419,10 @@ def test_lattice_errors_name_its_own_cutoff_option(tmp_path, capsys):
     argv = ["lattice", "--ensemble", "gauss", "--inputs", "0,0.5", "--cutoff", "1e160",
             "--sites", "4", "--lambda", "0.002", "-o", str(tmp_path / "lat.nc")]
     assert "error: --cutoff must be at most" in cli_error(argv, capsys)
+
+
+def test_a_plot_on_the_posterior_path_is_refused(tmp_path, capsys, run_file):
+    out = str(tmp_path / "p.nc")
+    err = cli_error(["infer", str(run_file), "--cutoffs", "10", "-o", out, "--plot", out],
+                    capsys)
+    assert "--plot must differ from" in err
