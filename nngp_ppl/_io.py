@@ -266,6 +266,8 @@ def load_netcdf(path, *, name: str, what: str, tree: bool = False):
     midway; collecting it later prints an "Exception ignored" traceback after our error.
     It is collected here, with that report silenced, so the user sees one line only.
     """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise NNGPInputError(f"{name} must be a file path, got {path!r}")
     path = Path(path)
     if path.is_dir():
         raise NNGPInputError(f"{name}: {path} is a directory, not a netCDF file")

@@ -566,9 +566,9 @@ def load_fit(path, run_path=None):
     with ``run_path``, refuse it also unless it was made from that run file."""
     from ._io import read_netcdf
 
-    path = Path(path)
     ds = read_netcdf(path, name="fit file", what="nngp_ppl EFT fit", file_format=FIT_FORMAT,
                      version=FIT_VERSION)
+    path = Path(path)
     if run_path is not None:
         run_path = Path(run_path)
         if not run_path.is_file():

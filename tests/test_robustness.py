@@ -426,3 +426,11 @@ def test_a_plot_on_the_posterior_path_is_refused(tmp_path, capsys, run_file):
     err = cli_error(["infer", str(run_file), "--cutoffs", "10", "-o", out, "--plot", out],
                     capsys)
     assert "--plot must differ from" in err
+
+
+@pytest.mark.parametrize("path", [123, None, ""])
+def test_a_fit_path_that_is_no_path_is_a_clear_error(path):
+    from nngp_ppl import eft
+
+    with pytest.raises(NNGPInputError, match="fit file must be a file path"):
+        eft.load_fit(path)
