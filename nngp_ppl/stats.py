@@ -76,7 +76,7 @@ import numpy as np
 from . import _checks
 from . import tuples as _tuples
 from ._checks import NNGPInputError
-from ._io import atomic_path, content_checksum, load_netcdf, verify_checksum
+from ._io import atomic_path, content_checksum, load_netcdf, output_file, verify_checksum
 from .ensembles import SingleLayerNet, ensemble_from_dict
 
 #: Value of the ``nngp_ppl_format`` attribute that marks a correlator-statistics file.
@@ -617,9 +617,7 @@ class CorrelatorStats:
 
     def to_netcdf(self, path) -> Path:
         """Write the statistics to a netCDF file, atomically (complete file or none)."""
-        path = _file_path("path", path)
-        if path.is_dir():
-            raise NNGPInputError(f"path must be a file name, got the directory {path}")
+        path = output_file("path", _file_path("path", path))
         ds = self.to_dataset()
         with atomic_path(path) as tmp:
             ds.to_netcdf(tmp, engine="h5netcdf")

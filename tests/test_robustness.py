@@ -434,3 +434,9 @@ def test_a_fit_path_that_is_no_path_is_a_clear_error(path):
 
     with pytest.raises(NNGPInputError, match="fit file must be a file path"):
         eft.load_fit(path)
+
+
+def test_statistics_written_below_a_file_are_a_clear_error(tmp_path):
+    (tmp_path / "FILE").write_text("")
+    with pytest.raises(NNGPInputError, match="FILE is a file, not a directory"):
+        synthetic_stats().to_netcdf(tmp_path / "FILE" / "run.nc")
