@@ -39,7 +39,16 @@ def require_x64(what: str) -> None:
 enable_x64()
 
 from ._checks import NNGPInputError  # noqa: E402
-from .ensembles import ErfNet, GaussNet, ReLUNet, SingleLayerNet, make_ensemble  # noqa: E402
+from .ensembles import (  # noqa: E402
+    ActivationNet,
+    ErfNet,
+    GaussNet,
+    ReLUNet,
+    SingleLayerNet,
+    make_ensemble,
+    register_activation,
+    register_ensemble,
+)
 from .inference import beta_function, compare_point_estimates, infer_couplings  # noqa: E402
 from .presets import PAPER_CUTOFFS, PAPER_WIDTHS, paper_inputs  # noqa: E402
 from .sampling import sample_correlators  # noqa: E402
@@ -62,7 +71,10 @@ __all__ = [
     "GaussNet",
     "ReLUNet",
     "SingleLayerNet",
+    "ActivationNet",
     "make_ensemble",
+    "register_activation",
+    "register_ensemble",
     "paper_inputs",
     "PAPER_WIDTHS",
     "PAPER_CUTOFFS",

@@ -15,18 +15,29 @@ and for zero means the output two-point function is the GP kernel at *every* wid
 :math:`K(x,x') = \\sigma_b^2 + \\sigma_W^2\\, E[\\sigma(z)\\sigma(z')]`.
 
 Each ensemble pairs its finite-width forward pass with its infinite-width kernel, in the
-manner of neural-tangents' ``stax`` layers.
+manner of neural-tangents' ``stax`` layers. Erf-, ReLU- and Gauss-net have closed-form
+kernels; :class:`ActivationNet` takes any elementwise activation (built-ins ``tanh``,
+``gelu``, ``sin``, ``softplus``, or one added with :func:`register_activation`) and gets
+its kernel by quadrature.
+
+Capabilities, not names: an ensemble declares ``exact_moments`` (which exact-moment oracle
+of :mod:`nngp_ppl.theory.exact` covers it, or None) and ``exact_max_order``. Saving goes
+through :meth:`SingleLayerNet.to_dict`, which refuses any class that would not reload as
+itself (a subclass inheriting its parent's name, an unregistered callable activation) and
+says how to register it (:func:`register_ensemble`, :func:`register_activation`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import special as _special
 
 from . import _checks
 from ._checks import NNGPInputError
@@ -46,6 +57,11 @@ class SingleLayerNet:
     mu_b: float = 0.0
 
     name: ClassVar[str] = "net"
+    #: Which exact finite-width moment oracle (nngp_ppl.theory.exact) covers this ensemble:
+    #: "lognormal", "price", "cones", "quadrature", or None (no oracle; sample instead).
+    exact_moments: ClassVar[str | None] = None
+    #: Highest correlator order that oracle supports (0 without one).
+    exact_max_order: ClassVar[int] = 0
 
     def __post_init__(self):
         object.__setattr__(self, "d_in", _checks.positive_int("d_in", self.d_in))
@@ -57,7 +73,23 @@ class SingleLayerNet:
 
     # --- hyperparameters -------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """Plain description, e.g. for file provenance: ``{"ensemble": "erf", ...}``."""
+        """Plain description, e.g. for file provenance: ``{"ensemble": "erf", ...}``.
+
+        Refused (NNGPInputError) for a class that would not reload as itself: one whose
+        ``name`` is not registered to it, e.g. a subclass that inherits its parent's name.
+        """
+        owner = ENSEMBLES.get(self.name)
+        if owner is not type(self):
+            if owner is None:
+                why = f"its name {self.name!r} is not registered"
+            else:
+                why = (f"its name {self.name!r} belongs to {owner.__name__}, so it would "
+                       "reload as that class")
+            raise NNGPInputError(
+                f"{type(self).__name__} cannot be saved: {why}. Give the class its own "
+                "`name: ClassVar[str] = \"...\"` and register it with "
+                "nngp_ppl.register_ensemble(cls) before saving or loading"
+            )
         return {"ensemble": self.name, **dataclasses.asdict(self)}
 
     @property
@@ -83,15 +115,15 @@ class SingleLayerNet:
         X = jnp.asarray(X)
         return self.sigma_b**2 + self.sigma_w**2 * jnp.sum(X * X, axis=-1) / self.d_in
 
-    def kernel(self, X, Y=None):
-        """GP kernel K(x, y) as an (n, m) array; rows of X and Y are inputs of dimension d_in.
+    def kernel(self, X, Y=None) -> np.ndarray:
+        """GP kernel K(x, y) as an (n, m) NumPy array; rows of X and Y are inputs of dimension d_in.
 
         Exact two-point function of the ensemble at every width (zero means).
         """
         self._require_zero_mean("kernel")
         X = _checks.inputs("X", X, self.d_in)
         Y = X if Y is None else _checks.inputs("Y", Y, self.d_in)
-        return self._kernel(jnp.asarray(X), jnp.asarray(Y))
+        return np.asarray(self._kernel(jnp.asarray(X), jnp.asarray(Y)))
 
     def _kernel(self, X, Y):
         """Kernel on validated jnp arrays; traceable, so lattice code can jit and vmap it."""
@@ -100,6 +132,11 @@ class SingleLayerNet:
     def activation(self, z, var):
         """σ(z) for pre-activations z whose variance is ``var`` (only Gauss-net uses it)."""
         raise NotImplementedError
+
+    def _activate(self, z, var):
+        # The forward pass's hook: ActivationNet keeps its activation in a field of the
+        # same name as the method above, so it overrides this instead.
+        return self.activation(z, var)
 
     # --- finite-width networks --------------------------------------------------------------
     def network_outputs(self, keys, X, width: int, dtype=jnp.float32):
@@ -124,7 +161,7 @@ class SingleLayerNet:
             a = self.mu_w + float(self.sigma_w / np.sqrt(width)) * a
             b1 = self.mu_b + self.sigma_b * b1
             z = w0 @ X.T + b0[:, None]  # (width, n)
-            return a @ self.activation(z, var[None, :]) + b1
+            return a @ self._activate(z, var[None, :]) + b1
 
         return jax.vmap(one)(keys)
 
@@ -160,6 +197,8 @@ class ErfNet(SingleLayerNet):
     """
 
     name: ClassVar[str] = "erf"
+    exact_moments: ClassVar[str | None] = "price"
+    exact_max_order: ClassVar[int] = 12
 
     def _kernel(self, X, Y):
         mxy = self.preactivation_cov(X, Y)
@@ -188,6 +227,8 @@ class ReLUNet(SingleLayerNet):
 
     sigma_b: float = 0.0
     name: ClassVar[str] = "relu"
+    exact_moments: ClassVar[str | None] = "cones"
+    exact_max_order: ClassVar[int] = 12
 
     def _kernel(self, X, Y):
         mxy = self.preactivation_cov(X, Y)
@@ -220,6 +261,8 @@ class GaussNet(SingleLayerNet):
     """
 
     name: ClassVar[str] = "gauss"
+    exact_moments: ClassVar[str | None] = "lognormal"
+    exact_max_order: ClassVar[int] = 12
 
     def _kernel(self, X, Y):
         d2 = (
@@ -235,23 +278,222 @@ class GaussNet(SingleLayerNet):
         return jnp.exp(z - var)
 
 
+# --------------------------------------------------------------------------------------------
+# any elementwise activation
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise activation in two forms: JAX (forward pass) and NumPy (quadrature)."""
+
+    name: str
+    jax_fn: Callable
+    numpy_fn: Callable
+
+
+def _gelu_jax(z):
+    return 0.5 * z * (1.0 + jax.lax.erf(z / np.sqrt(2.0)))
+
+
+def _gelu_numpy(z):
+    return 0.5 * z * (1.0 + _special.erf(z / np.sqrt(2.0)))
+
+
+#: Built-in activations of :class:`ActivationNet`. GELU is the exact z Φ(z), not the tanh
+#: approximation.
+BUILTIN_ACTIVATIONS: dict[str, Activation] = {
+    "tanh": Activation("tanh", jnp.tanh, np.tanh),
+    "gelu": Activation("gelu", _gelu_jax, _gelu_numpy),
+    "sin": Activation("sin", jnp.sin, np.sin),
+    "softplus": Activation("softplus", jax.nn.softplus, lambda z: np.logaddexp(0.0, z)),
+}
+
+#: Activations known by name: the built-ins plus those added by :func:`register_activation`.
+ACTIVATIONS: dict[str, Activation] = dict(BUILTIN_ACTIVATIONS)
+
+
+def _numpy_from_jax(fn: Callable) -> Callable:
+    def numpy_fn(z):
+        return np.asarray(fn(jnp.asarray(z, dtype=jnp.float64)), dtype=np.float64)
+
+    return numpy_fn
+
+
+def register_activation(name: str, fn: Callable, numpy_fn: Callable | None = None) -> Activation:
+    """Make ``fn`` known as ``name``, so ``ActivationNet(name)`` saves and reloads.
+
+    ``fn`` maps a JAX array elementwise (it runs inside the jit-compiled sampler);
+    ``numpy_fn`` is an optional NumPy version for the quadrature oracle (default: ``fn``
+    through NumPy <-> JAX conversion). A file written with ``name`` reloads in a session
+    that registered the same name. Re-registering a name with another function is refused.
+    """
+    if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+        raise NNGPInputError(
+            f"activation name must be a lower-case identifier such as 'swish', got {name!r}"
+        )
+    if name in ENSEMBLES:
+        raise NNGPInputError(
+            f"activation name {name!r} is taken by the {ENSEMBLES[name].__name__} ensemble; "
+            "choose another name"
+        )
+    if not callable(fn) or (numpy_fn is not None and not callable(numpy_fn)):
+        raise NNGPInputError("register_activation needs fn (and numpy_fn, if given) callable")
+    old = ACTIVATIONS.get(name)
+    if old is not None and old.jax_fn is not fn:
+        raise NNGPInputError(
+            f"activation {name!r} is already registered with another function; choose "
+            "another name"
+        )
+    if old is not None:
+        return old
+    act = Activation(name, fn, numpy_fn if numpy_fn is not None else _numpy_from_jax(fn))
+    ACTIVATIONS[name] = act
+    return act
+
+
+@dataclass(frozen=True, init=False)
+class ActivationNet(SingleLayerNet):
+    r"""Single-layer net with any elementwise activation: σ(z) = ``activation``(z).
+
+    ``activation`` is a built-in name (``tanh``, ``gelu``, ``sin``, ``softplus``), a
+    name registered with :func:`register_activation`, or a callable on JAX arrays (which
+    works in memory but cannot be saved; register it to save it).
+
+    .. math:: K(x, y) = \sigma_b^2 + \sigma_W^2\, E[\sigma(z)\,\sigma(z')],\quad
+        (z, z') \sim \mathcal N\Big(0, \begin{pmatrix} m(x,x) & m(x,y)\\
+        m(x,y) & m(y,y)\end{pmatrix}\Big),
+
+    by the two-dimensional trapezoid quadrature of
+    :func:`nngp_ppl.theory.quadrature.pair_expectation` (relative error <= 1e-12 of
+    :math:`E|\sigma\sigma'|`, tested at 1e-10 against adaptive scipy integration). The
+    kernel runs in NumPy through ``jax.pure_callback``, so it traces under jit and vmap
+    but is not differentiable. Exact finite-width correlators to order 12 come from the
+    same quadrature in the rank <= d_in + 1 pre-activation space
+    (:mod:`nngp_ppl.theory.exact`); for activations with kinks (ReLU-like) its
+    convergence is slow, so prefer the dedicated classes there.
+    """
+
+    activation: str | Callable = "tanh"
+
+    exact_moments: ClassVar[str | None] = "quadrature"
+    exact_max_order: ClassVar[int] = 12
+
+    def __init__(self, activation="tanh", d_in=1, sigma_w=1.0, sigma_b=1.0, mu_w=0.0,
+                 mu_b=0.0):
+        if isinstance(activation, str):
+            key = activation.lower()
+            if key not in ACTIVATIONS:
+                raise NNGPInputError(
+                    f"activation must be one of {sorted(ACTIVATIONS)} (or a callable, or a "
+                    f"name added with nngp_ppl.register_activation), got {activation!r}"
+                )
+            activation = key
+        elif not callable(activation):
+            raise NNGPInputError(
+                f"activation must be a name or a callable, got {type(activation).__name__}"
+            )
+        object.__setattr__(self, "activation", activation)
+        if isinstance(activation, str):
+            spec = ACTIVATIONS[activation]
+        else:
+            name = getattr(activation, "__name__", "custom")
+            spec = Activation(name, activation, _numpy_from_jax(activation))
+        # One spec per net, so the quadrature caches (keyed on the NumPy function) hit.
+        object.__setattr__(self, "_spec", spec)
+        for field, value in (("d_in", d_in), ("sigma_w", sigma_w), ("sigma_b", sigma_b),
+                             ("mu_w", mu_w), ("mu_b", mu_b)):
+            object.__setattr__(self, field, value)
+        self.__post_init__()
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        """The activation's name (a callable's ``__name__``)."""
+        return self._spec.name
+
+    def to_dict(self) -> dict:
+        if not isinstance(self.activation, str):
+            raise NNGPInputError(
+                f"an ActivationNet with the unregistered callable {self.name!r} cannot be "
+                "saved: it could not be reloaded. Register it, e.g. "
+                f"nngp_ppl.register_activation({self.name!r}, fn), and build the net as "
+                f"ActivationNet({self.name!r}, ...)"
+            )
+        if type(self) is not ActivationNet:
+            raise NNGPInputError(
+                f"{type(self).__name__} cannot be saved: it would reload as ActivationNet. "
+                "Register the activation with nngp_ppl.register_activation instead of "
+                "subclassing"
+            )
+        return {"ensemble": self.name, **dataclasses.asdict(self)}
+
+    def _activate(self, z, var):
+        return self._spec.jax_fn(z)
+
+    def numpy_activation(self) -> Callable:
+        """σ as a vectorised NumPy function (for the quadrature oracle)."""
+        return self._spec.numpy_fn
+
+    def _kernel(self, X, Y):
+        from .theory.quadrature import pair_expectation
+
+        mxy = self.preactivation_cov(X, Y)
+        vx = jnp.broadcast_to(self.preactivation_var(X)[:, None], mxy.shape)
+        vy = jnp.broadcast_to(self.preactivation_var(Y)[None, :], mxy.shape)
+        h = self.numpy_activation()
+
+        def callback(a, b, c):
+            return pair_expectation(h, a, b, c).astype(np.float64)
+
+        shape = jax.ShapeDtypeStruct(mxy.shape, jnp.float64)
+        E = jax.pure_callback(callback, shape, vx, vy, mxy, vmap_method="broadcast_all")
+        return self.sigma_b**2 + self.sigma_w**2 * E
+
+
 ENSEMBLES: dict[str, type[SingleLayerNet]] = {"erf": ErfNet, "relu": ReLUNet, "gauss": GaussNet}
 
 
-def make_ensemble(name: str, **hyper) -> SingleLayerNet:
-    """Ensemble by name (``erf``, ``relu``, ``gauss``) with the given hyperparameters."""
-    try:
-        cls = ENSEMBLES[str(name).lower()]
-    except KeyError:
+def register_ensemble(cls: type[SingleLayerNet]) -> type[SingleLayerNet]:
+    """Make a custom ensemble class save and reload as itself (usable as a decorator).
+
+    The class must subclass :class:`SingleLayerNet` and define its own ``name``, not taken
+    by another class or by an activation.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, SingleLayerNet)):
+        raise NNGPInputError(f"register_ensemble needs a SingleLayerNet subclass, got {cls!r}")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name:
         raise NNGPInputError(
-            f"ensemble must be one of {sorted(ENSEMBLES)}, got {name!r}"
-        ) from None
-    return cls(**hyper)
+            f"{cls.__name__} must define its own `name: ClassVar[str] = \"...\"` to be "
+            "registered (an inherited name would make it reload as its parent)"
+        )
+    owner = ENSEMBLES.get(name)
+    if (owner is not None and owner is not cls) or name in ACTIVATIONS:
+        raise NNGPInputError(f"ensemble name {name!r} is already taken; choose another name")
+    ENSEMBLES[name] = cls
+    return cls
+
+
+def make_ensemble(name: str, **hyper) -> SingleLayerNet:
+    """Ensemble by name: ``erf``, ``relu``, ``gauss``, a registered class, or an activation
+    name (``tanh``, ``gelu``, ``sin``, ``softplus``, registered ones) for ActivationNet."""
+    key = str(name).lower()
+    if key in ENSEMBLES:
+        return ENSEMBLES[key](**hyper)
+    if key in ACTIVATIONS:
+        return ActivationNet(activation=key, **hyper)
+    raise NNGPInputError(
+        f"ensemble must be one of {sorted(ENSEMBLES)} or an activation in "
+        f"{sorted(ACTIVATIONS)}, got {name!r} (a custom class or activation saved in "
+        "another session must be registered again, with nngp_ppl.register_ensemble or "
+        "nngp_ppl.register_activation, before loading)"
+    )
 
 
 def ensemble_from_dict(d: dict) -> SingleLayerNet:
     """Inverse of :meth:`SingleLayerNet.to_dict`."""
     d = dict(d)
     name = d.pop("ensemble")
-    fields = {f.name for f in dataclasses.fields(SingleLayerNet)}
+    d.pop("activation", None)  # an ActivationNet's activation is its ensemble name
+    key = str(name).lower()
+    cls = ENSEMBLES.get(key, ActivationNet if key in ACTIVATIONS else SingleLayerNet)
+    fields = {f.name for f in dataclasses.fields(cls)} - {"activation"}
     return make_ensemble(name, **{k: v for k, v in d.items() if k in fields})

@@ -102,7 +102,7 @@ from scipy.special import gammaln
 from .. import _checks
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
-from ..ensembles import ErfNet, GaussNet, ReLUNet, SingleLayerNet
+from ..ensembles import SingleLayerNet
 from . import quadrature as _quadrature
 
 #: Highest order each ensemble's exact oracle supports. Gauss-net moments are closed form
@@ -110,6 +110,9 @@ from . import quadrature as _quadrature
 #: Price recursion nests n/2 - 1 one-dimensional integrals (n = 6: ~1 s for six inputs, n = 8:
 #: 240 s), so orders above ``ERF_PRICE_MAX_ORDER`` use the trapezoid quadrature instead.
 MAX_ORDER = {"gauss": 12, "relu": 12, "erf": 12}
+# Name-keyed for older callers; the capability itself is ``net.exact_max_order`` (see
+# :func:`max_exact_order`), which also covers ActivationNet and registered ensembles.
+MAX_ORDER.update({name: 12 for name in ("tanh", "gelu", "sin", "softplus")})
 
 #: Highest Erf order computed by Price's theorem (round-off accurate); above: quadrature.
 ERF_PRICE_MAX_ORDER = 6
@@ -121,10 +124,28 @@ MAX_RELU_RANK = 4
 # --------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------
+_METHODS = ("lognormal", "price", "cones", "quadrature")
+
+
+def max_exact_order(net) -> int:
+    """Highest order of the exact oracle for ``net`` (0 when it has none): a capability
+    the ensemble declares (``exact_moments``, ``exact_max_order``), not a name lookup."""
+    if getattr(net, "exact_moments", None) not in _METHODS:
+        return 0
+    return int(getattr(net, "exact_max_order", 0))
+
+
 def _check_net(net, what: str) -> str:
-    if not isinstance(net, (ErfNet, ReLUNet, GaussNet)):
+    if not isinstance(net, SingleLayerNet) or max_exact_order(net) == 0:
         raise NNGPInputError(
-            f"net must be an ErfNet, ReLUNet or GaussNet for {what}, got {type(net).__name__}"
+            f"net must be an ensemble with an exact-moment oracle for {what} (ErfNet, "
+            f"ReLUNet, GaussNet or ActivationNet; one whose exact_moments is one of "
+            f"{list(_METHODS)}), got {type(net).__name__}"
+        )
+    if net.exact_moments == "quadrature" and not callable(getattr(net, "numpy_activation", None)):
+        raise NNGPInputError(
+            f"{type(net).__name__} declares exact_moments='quadrature' but has no "
+            "numpy_activation() method giving its activation as a NumPy function"
         )
     net._require_zero_mean(what)
     return net.name
@@ -569,9 +590,9 @@ def _neuron_moments_cached(net: SingleLayerNet, xbytes: bytes, shape, d: int) ->
     """M_S of one order, cached: the sampler's tests and the fits ask for it per width."""
     X = np.frombuffer(xbytes, dtype=np.float64).reshape(shape)
     F = _preactivation_factor(net, X)
-    if net.name == "gauss":
+    if net.exact_moments == "lognormal":
         out = _gauss_moments(F @ F.T, _multiplicities(len(X), d))
-    elif net.name == "erf":
+    elif net.exact_moments == "price":
         out = _erf_moments(F @ F.T, d)
     else:
         out = _relu_moments(F, d)
@@ -591,15 +612,15 @@ def _quadrature_moments_cached(net, xbytes: bytes, shape, degrees: tuple[int, ..
 
 
 def _numpy_activation(net):
-    if net.name == "erf":
+    if net.exact_moments == "price":
         return _special.erf
     return net.numpy_activation()
 
 
 def _uses_quadrature(net, d: int) -> bool:
-    if net.name == "erf":
+    if net.exact_moments == "price":
         return d > ERF_PRICE_MAX_ORDER
-    return net.name not in ("gauss", "relu")
+    return net.exact_moments == "quadrature"
 
 
 def _moments_for(net: SingleLayerNet, X: np.ndarray, degrees) -> dict[int, np.ndarray]:
@@ -628,7 +649,7 @@ def neuron_moments(net: SingleLayerNet, X, n: int) -> np.ndarray:
     Returns a float64 array of length C(k+n-1, n).
     """
     name = _check_net(net, "neuron_moments")
-    n = _check_order("n", n, 0, MAX_ORDER[name], name)
+    n = _check_order("n", n, 0, max_exact_order(net), name)
     X = _inputs(net, X)
     return np.array(_moments_for(net, X, [n])[n])
 
@@ -662,7 +683,7 @@ def exact_cumulant_tuples(net: SingleLayerNet, X, width: int, n: int) -> np.ndar
     docstring for the derivation (physics.md §4). Zero means only.
     """
     name = _check_net(net, "exact_cumulant_tuples")
-    n = _check_order("n", n, 1, MAX_ORDER[name], name)
+    n = _check_order("n", n, 1, max_exact_order(net), name)
     width = _checks.positive_int("width", width)
     X = _inputs(net, X)
     k = len(X)
@@ -677,10 +698,10 @@ def exact_correlator_tuples(net: SingleLayerNet, X, width: int, n: int) -> np.nd
     On :func:`nngp_ppl.tuples.distinct_tuples` ``(k, n)``; :math:`G = \sum_\pi\prod_B
     \kappa_B` over set partitions into even blocks, computed as the exponential of the
     cumulant generating series (module docstring). Odd n give zeros, n = 0 gives 1.
-    Orders up to ``MAX_ORDER[net.name]`` (12 for Gauss-net, ReLU and Erf).
+    Orders up to :func:`max_exact_order` (12 for Gauss-net, ReLU, Erf and ActivationNet).
     """
     name = _check_net(net, "exact_correlator")
-    n = _check_order("n", n, 0, MAX_ORDER[name], name)
+    n = _check_order("n", n, 0, max_exact_order(net), name)
     width = _checks.positive_int("width", width)
     X = _inputs(net, X)
     k = len(X)
