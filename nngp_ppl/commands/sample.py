@@ -38,7 +38,8 @@ _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 def add_ensemble_arguments(p) -> None:
     """The options that :func:`ensemble_and_inputs` reads: ensemble, σ's, inputs or preset."""
     p.add_argument("--ensemble", required=True, metavar="NAME",
-                   help="network ensemble: erf, relu or gauss")
+                   help="network ensemble: erf, relu, gauss, or an activation "
+                        "(tanh, gelu, sin, softplus: ActivationNet)")
     p.add_argument("--d-in", default="1", metavar="D", help="input dimension (default 1)")
     p.add_argument("--sigma-w", default=None, metavar="S",
                    help="weight scale sigma_W >= 0 (default 1)")
