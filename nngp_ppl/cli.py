@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
+import os
 import re
 import sys
 
@@ -45,6 +47,48 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _PipeSafeStdout:
+    """stdout that survives a reader closing the pipe (``nngp-ppl fit ... | head``).
+
+    The tables are a by-product; the files are the result. Without this, the first print
+    after ``head`` exits raises BrokenPipeError, and the command dies with a traceback
+    before writing its output file. After a broken pipe, further output goes to /dev/null.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._broken = False
+
+    def _silence(self) -> None:
+        self._broken = True
+        try:  # the interpreter's own flush at exit must not hit the closed pipe either
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass
+
+    def write(self, text):
+        if self._broken:
+            return len(text)
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._silence()
+            return len(text)
+
+    def flush(self):
+        if self._broken:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._silence()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def option_names(message: str, names: dict) -> str:
     """Name the command-line option instead of the library argument that starts ``message``."""
     head, sep, rest = message.partition(" ")
@@ -70,6 +114,7 @@ def main(argv=None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    stdout, sys.stdout = sys.stdout, _PipeSafeStdout(sys.stdout)
     try:
         return int(args.func(args) or 0)
     except NNGPInputError as err:
@@ -84,6 +129,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"nngp-ppl {args.command}: interrupted; no partial output written", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":

@@ -440,3 +440,29 @@ def test_statistics_written_below_a_file_are_a_clear_error(tmp_path):
     (tmp_path / "FILE").write_text("")
     with pytest.raises(NNGPInputError, match="FILE is a file, not a directory"):
         synthetic_stats().to_netcdf(tmp_path / "FILE" / "run.nc")
+
+
+class _ClosedPipe:
+    """A stdout whose reader went away after the first line (``nngp-ppl ... | head -1``)."""
+
+    def __init__(self):
+        self.lines = 0
+
+    def write(self, text):
+        if self.lines >= 1:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.lines += text.count("\n")
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def test_a_closed_pipe_on_stdout_still_writes_the_file(tmp_path, monkeypatch):
+    # `nngp-ppl fit RUN --cutoffs paper -o FIT | head -2` died with BrokenPipeError before
+    # writing FIT.
+    run = tmp_path / "run.nc"
+    synthetic_stats().to_netcdf(run)
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["fit", str(run), "--cutoffs", "10,100", "-o", str(tmp_path / "fit.nc")]) == 0
+    assert (tmp_path / "fit.nc").is_file()
