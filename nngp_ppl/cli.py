@@ -3,7 +3,8 @@
 Each subcommand lives in ``nngp_ppl/commands/<name>.py`` and exposes
 ``register(subparsers)`` (adds its parser, sets ``func``) so that the stages of the
 pipeline stay independent. Bad input exits with status 2 and one line on stderr, never a
-traceback; an interrupt exits with status 130 and leaves no half-written file.
+traceback; an interrupt exits with status 130 (SIGTERM: 143) and leaves no half-written
+file.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import importlib
 import io
 import os
 import re
+import signal
 import sys
+import threading
 
 # Order here is the order in `nngp-ppl --help`.
 COMMANDS = ["sample", "show", "fit", "infer", "flow", "lattice", "reproduce", "demo"]
@@ -89,6 +92,14 @@ class _PipeSafeStdout:
         return getattr(self._stream, name)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler's time limit), handled like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
 def option_names(message: str, names: dict) -> str:
     """Name the command-line option instead of the library argument that starts ``message``."""
     head, sep, rest = message.partition(" ")
@@ -115,6 +126,10 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     stdout, sys.stdout = sys.stdout, _PipeSafeStdout(sys.stdout)
+    # Like Ctrl-C: temporary files removed, locks released, the resume hint printed.
+    sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except NNGPInputError as err:
@@ -126,11 +141,13 @@ def main(argv=None) -> int:
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
         print(f"nngp-ppl {args.command}: error: {err.strerror}: {err.filename}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print(f"nngp-ppl {args.command}: interrupted; no partial output written", file=sys.stderr)
-        return 130
+        return 143 if isinstance(err, _Terminated) else 130
     finally:
         sys.stdout = stdout
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 if __name__ == "__main__":

@@ -466,3 +466,22 @@ def test_a_closed_pipe_on_stdout_still_writes_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdout", _ClosedPipe())
     assert main(["fit", str(run), "--cutoffs", "10,100", "-o", str(tmp_path / "fit.nc")]) == 0
     assert (tmp_path / "fit.nc").is_file()
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch, capsys):
+    # `kill PID` used to end a sample run silently, leaving its lock file behind.
+    import os
+    import signal
+
+    def terminated(*args, checkpoint=None, **kwargs):
+        checkpoint.write_text("finished shards")
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(nngp_ppl, "sample_correlators", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(SAMPLE + ["-o", str(tmp_path / "run.nc")]) == 143
+    err = capsys.readouterr().err
+    assert "rerun the same command with --resume" in err and "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == ["run.nc.partial"]
+    assert signal.getsignal(signal.SIGTERM) is before
