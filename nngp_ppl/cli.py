@@ -141,6 +141,11 @@ def main(argv=None) -> int:
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
         print(f"nngp-ppl {args.command}: error: {err.strerror}: {err.filename}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine, not the input: a full disk, an I/O error
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"nngp-ppl {args.command}: error: {err.strerror or err}{where}; no partial "
+              "output written", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as err:
         print(f"nngp-ppl {args.command}: interrupted; no partial output written", file=sys.stderr)
         return 143 if isinstance(err, _Terminated) else 130

@@ -485,3 +485,16 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch, capsys):
     assert "rerun the same command with --resume" in err and "Traceback" not in err
     assert sorted(os.listdir(tmp_path)) == ["run.nc.partial"]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run.nc"
+    synthetic_stats().to_netcdf(run)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "fit.nc"))
+
+    monkeypatch.setattr(_io, "write_netcdf", full)
+    assert main(["fit", str(run), "--cutoffs", "10", "-o", str(tmp_path / "fit.nc")]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and err.count("\n") == 1
