@@ -32,8 +32,9 @@ from nngp_ppl.models import (
     stack_problems,
 )
 from nngp_ppl.models.couplings import estimator_covariance, gaussian_moments
+from nngp_ppl.models.field import MAX_FIELD_POINTS, interaction_spread, sample_field
 from nngp_ppl.theory.diagrams import first_order_design
-from nngp_ppl.theory.lattice import box_lattice
+from nngp_ppl.theory.lattice import Lattice, box_lattice
 from nngp_ppl.theory.wick import gp_correlator_tuples
 from nngp_ppl.tuples import distinct_tuples, pairings
 
@@ -255,6 +256,8 @@ def test_field_model_matches_first_order_at_small_couplings():
         se = np.hypot(plus[f"{name}_mcse"], minus[f"{name}_mcse"]).values / (2 * lam0)
         assert np.all(np.abs(design[rule]) / se > signal), name
         assert np.all(np.abs(diff - design[rule]) / se < 4), name
+    # ... so first order is not flagged here (the flag is what the CLI prints).
+    assert plus.attrs["first_order_reliable"] == minus.attrs["first_order_reliable"] == 1
 
 
 def test_field_model_parts_from_first_order_at_large_couplings():
@@ -269,6 +272,8 @@ def test_field_model_parts_from_first_order_at_large_couplings():
                            seed=3)
     assert np.all(_z(ds.G4, ds.G4_first_order, ds.G4_mcse) > 5)
     assert np.all(np.abs(ds.G4 - ds.G4_gp) < np.abs(ds.G4_first_order - ds.G4_gp))
+    assert ds.attrs["first_order_reliable"] == 0  # ... and first order is flagged
+    assert ds.attrs["divergences"] == 0
 
     pts = np.concatenate([field.X, field.lattice.points])
     K = np.asarray(field.net.kernel(pts))
@@ -280,3 +285,53 @@ def test_field_model_parts_from_first_order_at_large_couplings():
     infl = w[:, None] * (prod - exact) / w.mean()
     se = infl.std(axis=0) / np.sqrt(len(w))
     assert np.all(np.abs(ds.G4 - exact) / np.hypot(ds.G4_mcse, se) < 4)
+
+
+def test_field_divergences_come_from_the_step_size_on_the_sextic_wall():
+    """A strong sextic wall (κ = 10 on the 6-site test lattice) makes NUTS diverge at the
+    former target acceptance 0.9 (18, 57, 21 divergences at seeds 0, 1, 2), and the default
+    0.99 (smaller steps) removes them (0 at each of those seeds): the divergences are the
+    step size on the wall, not a region out of the sampler's reach. Same shapes as the tests
+    above, so the compiled sampler is shared."""
+    field = _field()
+    _, loose = sample_field(field, 0.0, 10.0, num_samples=8000, num_warmup=500,
+                            target_accept=0.9)
+    _, tight = sample_field(field, 0.0, 10.0, num_samples=8000, num_warmup=500)
+    assert loose["diverging"].sum() > 10
+    assert tight["diverging"].sum() == 0
+
+
+def test_interaction_spread_matches_the_exact_moments_on_one_site():
+    """On one site with weight w and free variance s, V = w(λ f⁴ + κ f⁶), f ~ N(0, s), so
+    Var V = w²(λ² (105 - 9) s⁴ + 2λκ (945 - 45) s⁵ + κ² (10395 - 225) s⁶) from the normal
+    moments E f^2m = (2m-1)!! s^m. Tolerance: 4 standard errors of the sample variance,
+    sd((V - V̄)²)/√n, measured on independent draws of the same size."""
+    net = nn.GaussNet(d_in=1, sigma_w=1.0, sigma_b=0.5)
+    lattice = Lattice(np.array([[0.3]]), np.array([0.7]))
+    field = FieldLattice.build(net, np.array([[0.0]]), lattice)
+    s = float(net.kernel(np.array([[0.3]]))[0, 0])
+    w, lam, kappa = 0.7, -0.01, 0.002
+    exact = w**2 * (lam**2 * 96 * s**4 + 2 * lam * kappa * 900 * s**5
+                    + kappa**2 * 10170 * s**6)
+    n = 1 << 14
+    f = np.sqrt(s) * np.random.default_rng(11).standard_normal(n)
+    V = w * f**4 * (lam + kappa * f**2)
+    se = np.std((V - V.mean()) ** 2) / np.sqrt(n)
+    assert abs(interaction_spread(field, lam, kappa, n_draws=n) ** 2 - exact) < 4 * se
+
+
+def test_a_uniform_box_smaller_than_the_inputs_is_refused():
+    # gauss_legendre refused it already; a uniform lattice was accepted silently.
+    net = nn.GaussNet(d_in=1)
+    lattice = box_lattice(1, 0.3, "uniform", n_sites=4)
+    with pytest.raises(NNGPInputError, match=r"^cutoff must be at least the inputs' extent "
+                                             r"max\|x_i\| = 0.5 .* got 0.3"):
+        FieldLattice.build(net, np.array([[0.0], [0.5]]), lattice)
+
+
+def test_a_field_too_large_for_a_dense_factor_is_refused_before_the_kernel():
+    net = nn.GaussNet(d_in=1)
+    lattice = box_lattice(1, 1.0, "uniform", n_sites=MAX_FIELD_POINTS)
+    with pytest.raises(NNGPInputError, match=r"^lattice: the field model holds dense "
+                                             r"\(4,098 x 4,098\).* at most 4094 sites"):
+        FieldLattice.build(net, np.array([[0.0], [0.5]]), lattice)

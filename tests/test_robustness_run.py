@@ -169,3 +169,58 @@ def test_float64_entry_points_refuse_to_run_with_x64_turned_off():
     finally:
         nngp_ppl.enable_x64()
     assert jax.config.jax_enable_x64
+
+
+# --- lattice CLI -----------------------------------------------------------------------------
+def test_lattice_uniform_box_smaller_than_the_inputs_is_refused_like_gauss_legendre(
+        tmp_path, capsys):
+    from nngp_ppl.cli import main
+
+    for kind in ("uniform", "gauss_legendre"):
+        argv = ["lattice", "--ensemble", "gauss", "--inputs=0,0.5", "--cutoff", "0.3",
+                "--kind", kind, "--lambda", "0", "-o", str(tmp_path / "lat.nc")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert "--cutoff must be at least the inputs' extent max|x_i| = 0.5" in err, err
+    assert not (tmp_path / "lat.nc").exists()
+
+
+def test_lattice_target_accept_outside_the_unit_interval_is_refused(tmp_path, capsys):
+    from nngp_ppl.cli import main
+
+    for bad in ("1", "0", "-0.5", "x"):
+        assert main(["lattice", "--ensemble", "gauss", "--inputs=0,0.5", "--cutoff", "1",
+                     "--lambda", "0", "--target-accept", bad, "-o",
+                     str(tmp_path / "lat.nc")]) == 2
+        assert "--target-accept" in capsys.readouterr().err
+
+
+def _lattice_table(reliable: int):
+    import xarray as xr
+
+    t = np.array([[0, 0, 0, 0], [0, 0, 1, 1]])
+    ones = np.ones(2)
+    return xr.Dataset(
+        {"G4": ("tuple4", ones), "G4_mcse": ("tuple4", ones), "G4_gp": ("tuple4", ones),
+         "G4_first_order": ("tuple4", ones), "connected4": ("tuple4", ones),
+         "connected4_mcse": ("tuple4", ones), "connected4_first_order": ("tuple4", ones),
+         "tuples4": (("tuple4", "leg4"), t)},
+        attrs={"lambda": -0.01, "kappa": 0.001, "lattice": "Lattice(...)",
+               "propagator": "full", "divergences": 0, "max_r_hat": 1.0,
+               "min_ess_bulk": 900.0, "interaction_sd": 0.42,
+               "first_order_reliable": reliable})
+
+
+def test_lattice_table_flags_first_order_where_the_couplings_are_non_perturbative():
+    import io
+
+    from nngp_ppl.commands.lattice import print_table
+
+    flagged, plain = io.StringIO(), io.StringIO()
+    print_table(_lattice_table(0), flagged)
+    print_table(_lattice_table(1), plain)
+    assert "G4 1st ord*" in flagged.getvalue()
+    assert "non-perturbative on this lattice (the interaction varies by σ_V = 0.42" in (
+        flagged.getvalue())
+    assert "*" not in plain.getvalue() and "non-perturbative" not in plain.getvalue()

@@ -25,6 +25,26 @@ The action must be bounded below for the measure to exist: with :math:`\kappa > 
 :math:`\kappa = 0` and :math:`\lambda \ge 0`. Fitted quartic couplings are negative
 (physics.md §5), so a non-perturbative check of them needs :math:`\kappa > 0`; anything
 else is refused.
+
+Divergences. The sextic wall makes the potential's curvature grow as :math:`f^4`: a NUTS
+step size tuned in the bulk is too large where a trajectory climbs the wall, and the
+trajectory is cut short (a "divergence"). The field has no funnel or other region the
+sampler cannot reach, and the measurements agree with this reading. On three hard
+settings (Erf-net, Λ = 2, 8 sites, (λ, κ) = (-0.01, 0.001) and (0, 1); Gauss-net, Λ = 5,
+16 sites, (-0.01, 0.01); two seeds each, 4 × 2000 draws), at the former target acceptance 0.9 the
+runs had 9-217 divergences; sampling in the kernel's eigenbasis, a dense mass matrix, or
+both, still left 0-22; a target acceptance of 0.99 (about twice the leapfrog steps) left
+none in any of them. So :data:`TARGET_ACCEPT` is 0.99, and a divergence that remains means
+the wall is steeper still: raise ``target_accept`` towards 1.
+
+Perturbativity. First-order perturbation theory expands :math:`e^{-V}` to first order in
+the lattice interaction :math:`V = \sum_j w_j(\lambda f_j^4 + \kappa f_j^6)`; the next
+term is smaller by about the spread of V over the free theory's draws,
+:math:`\sigma_V = \mathrm{sd}_{GP}(V)` (:func:`interaction_spread`). At
+:math:`\sigma_V = 0.07` the sampled theory matches first order within its Monte Carlo
+errors; at :math:`\sigma_V = 0.30` it departs from it by more than five of them
+(``tests/test_models.py``). :func:`field_correlators` records :math:`\sigma_V` and marks
+first order unreliable above :data:`PERTURBATIVE_SPREAD` = 0.2.
 """
 
 from __future__ import annotations
@@ -44,6 +64,18 @@ from .couplings import stable_cholesky
 
 FIELD_PROPAGATORS = ("full", "bias_subtracted")
 
+#: NUTS target acceptance of the field model (module docstring: divergences).
+TARGET_ACCEPT = 0.99
+
+#: Above this spread of the interaction over the free theory, first order is unreliable.
+PERTURBATIVE_SPREAD = 0.2
+
+#: Most field points (inputs + lattice sites). The model holds a dense (k+P) x (k+P)
+#: float64 kernel and its factor, and every leapfrog step multiplies by the factor:
+#: 4096 points are 128 MiB per matrix and already hours of NUTS on a CPU; far more made XLA
+#: abort the process instead of raising.
+MAX_FIELD_POINTS = 4096
+
 
 def check_bounded(lam, kappa) -> tuple[float, float]:
     """Validated couplings of an action that is bounded below, else a clear error.
@@ -60,6 +92,36 @@ def check_bounded(lam, kappa) -> tuple[float, float]:
             "diagrams (nngp_ppl.theory.diagrams) for it, or add a positive kappa"
         )
     return lam, kappa
+
+
+def check_field_size(n_sites: int, n_inputs: int, name: str = "lattice") -> None:
+    """Refuse a field of more than :data:`MAX_FIELD_POINTS` points, naming ``name``."""
+    total = int(n_sites) + int(n_inputs)
+    if total > MAX_FIELD_POINTS:
+        raise NNGPInputError(
+            f"{name}: the field model holds dense ({total:,} x {total:,}) float64 matrices "
+            f"({8 * total**2 / 2**30:.3g} GiB each) for {n_sites:,} sites and {n_inputs} "
+            f"inputs; at most {MAX_FIELD_POINTS} points in all are allowed (for a uniform "
+            f"lattice: at most {MAX_FIELD_POINTS - n_inputs} sites in d_in = 1, "
+            f"{int((MAX_FIELD_POINTS - n_inputs) ** 0.5)} per axis in d_in = 2, "
+            f"{int(round((MAX_FIELD_POINTS - n_inputs) ** (1 / 3), 6))} per axis in d_in = 3)"
+        )
+
+
+def interaction_spread(field, lam, kappa, *, n_draws: int = 1 << 14, seed: int = 0) -> float:
+    r""":math:`\sigma_V`: the standard deviation of the lattice interaction
+    :math:`V = \sum_j w_j(\lambda f_j^4 + \kappa f_j^6)` over draws of the free theory.
+
+    The size of the next term of the perturbative expansion relative to the first-order
+    one (module docstring). Estimated from ``n_draws`` exact GP draws (relative error about
+    :math:`1/\sqrt{2 n}` for a normal V, under 1% by default; seeded, so reproducible).
+    """
+    lam, kappa = check_bounded(lam, kappa)
+    z = np.random.default_rng(seed).standard_normal((n_draws, field.chol.shape[0]))
+    sites = z @ field.chol[field.n_inputs:].T
+    f2 = sites * sites
+    V = (f2 * f2 * (lam + kappa * f2)) @ np.asarray(field.lattice.weights)
+    return float(np.std(V))
 
 
 class FieldArrays(NamedTuple):
@@ -105,6 +167,15 @@ class FieldLattice:
         if propagator not in FIELD_PROPAGATORS:
             raise NNGPInputError(
                 f"propagator must be one of {FIELD_PROPAGATORS}, got {propagator!r}"
+            )
+        check_field_size(len(lattice), len(X))
+        extent = float(np.max(np.abs(X)))
+        if lattice.cutoff is not None and extent > lattice.cutoff * (1 + 1e-12):
+            # The interaction acts only inside the box: inputs outside it would see a
+            # different theory than the one whose cutoff the user named.
+            raise NNGPInputError(
+                f"cutoff must be at least the inputs' extent max|x_i| = {extent:g} so that the "
+                f"box [-Λ, Λ]^d_in contains every input; got {lattice.cutoff:g}"
             )
         pts = np.concatenate([X, lattice.points])
         K = np.asarray(net.kernel(pts), dtype=np.float64)
@@ -167,7 +238,8 @@ def field_model(arrays: FieldArrays, n_inputs: int, free_bias: bool = False):
 
 @functools.lru_cache(maxsize=8)
 def _runner(n_inputs, free_bias, num_chains, num_warmup, num_samples):
-    """Compiled ``(keys (chains,), init (chains, d), arrays) -> (latent draws, stats)``.
+    """Compiled ``(keys (chains,), init (chains, d), arrays, target acceptance) -> (latent
+    draws, stats)``.
 
     numpyro's functional NUTS on the potential energy of :func:`field_model`, chains
     vectorised with ``vmap``, warmup and sampling as ``lax.scan``: compiled once per shape,
@@ -190,10 +262,10 @@ def _runner(n_inputs, free_bias, num_chains, num_warmup, num_samples):
 
         return potential
 
-    def one_chain(key, x0, arrays):
+    def one_chain(key, x0, arrays, target_accept):
         init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
-        state = init_kernel(x0, num_warmup, target_accept_prob=0.9, model_args=(arrays,),
-                            rng_key=key)
+        state = init_kernel(x0, num_warmup, target_accept_prob=target_accept,
+                            model_args=(arrays,), rng_key=key)
 
         def step(st, _):
             st = sample_kernel(st, model_args=(arrays,))
@@ -203,7 +275,8 @@ def _runner(n_inputs, free_bias, num_chains, num_warmup, num_samples):
         _, out = jax.lax.scan(step, state, None, length=num_samples)
         return out
 
-    return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None)))
+    # The target acceptance is traced, like the couplings: changing it does not recompile.
+    return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None, None)))
 
 
 def sample_field(
@@ -215,19 +288,25 @@ def sample_field(
     num_samples: int = 2000,
     num_warmup: int = 1000,
     seed: int = 0,
+    target_accept: float = TARGET_ACCEPT,
 ):
     """NUTS draws of the field at the inputs: an array (chain, draw, k), plus NUTS stats.
 
     Returns ``(f, extra)`` with ``extra`` holding ``diverging`` and ``n_steps`` per draw.
     Chains are vectorised and start near the free theory's typical set (z ~ N(0, 1/4)).
+    ``target_accept``: NUTS's target acceptance (module docstring: divergences).
     """
+    target_accept = finite_float("target_accept", target_accept)
+    if not 0 < target_accept < 1:
+        raise NNGPInputError(f"target_accept must be in (0, 1), got {target_accept:g}")
     arrays = field.arrays(lam, kappa)
     free_bias = field.propagator == "bias_subtracted" and field.net.sigma_b > 0
     run = _runner(field.n_inputs, free_bias, num_chains, num_warmup, num_samples)
     key_init, key_run = jax.random.split(jax.random.PRNGKey(seed))
     dim = field.chol.shape[0] + int(free_bias)
     x0 = 0.5 * jax.random.normal(key_init, (num_chains, dim))
-    x, diverging, n_steps = run(jax.random.split(key_run, num_chains), x0, arrays)
+    x, diverging, n_steps = run(jax.random.split(key_run, num_chains), x0, arrays,
+                                jnp.asarray(target_accept))
     x = np.asarray(x)
     n = field.chol.shape[0]
     f = np.einsum("ij,cdj->cdi", field.chol[: field.n_inputs], x[..., :n])
@@ -246,6 +325,7 @@ def field_correlators(
     num_samples: int = 2000,
     num_warmup: int = 1000,
     seed: int = 0,
+    target_accept: float = TARGET_ACCEPT,
 ):
     r"""Non-perturbative correlators of the lattice theory, with Monte Carlo errors.
 
@@ -261,7 +341,9 @@ def field_correlators(
     ``G4_first_order`` (Wick + first-order diagrams with the two-point corrections of rule
     4.5 kept: the lattice model has no counterterms) and ``connected4_first_order`` (the
     connected diagrams alone). Attributes record couplings, lattice, propagator, the
-    divergences and the worst R-hat and bulk ESS of the products.
+    divergences and the worst R-hat and bulk ESS of the products, the NUTS target
+    acceptance, and with order 4 ``interaction_sd`` (:func:`interaction_spread`) and
+    ``first_order_reliable`` (1 when it is at most :data:`PERTURBATIVE_SPREAD`, else 0).
     """
     import arviz_stats
     import xarray as xr
@@ -274,7 +356,7 @@ def field_correlators(
     lam, kappa = check_bounded(lam, kappa)
     f, extra = sample_field(
         field, lam, kappa, num_chains=num_chains, num_samples=num_samples,
-        num_warmup=num_warmup, seed=seed,
+        num_warmup=num_warmup, seed=seed, target_accept=target_accept,
     )
     k = field.n_inputs
     K = np.asarray(field.net.kernel(field.X))
@@ -324,6 +406,11 @@ def field_correlators(
         )[0]
         data["G4_first_order"] = (["tuple4"], data["G4_gp"][1] + full @ g)
         data["connected4_first_order"] = (["tuple4"], conn @ g)
+        spread = interaction_spread(field, lam, kappa, seed=seed)
+        extra_attrs = {"interaction_sd": spread,
+                       "first_order_reliable": int(spread <= PERTURBATIVE_SPREAD)}
+    else:
+        extra_attrs = {}
     return xr.Dataset(
         data,
         attrs={
@@ -341,5 +428,7 @@ def field_correlators(
             "max_r_hat": worst_rhat,
             "min_ess_bulk": worst_ess,
             "mean_n_steps": float(np.mean(extra["n_steps"])),
+            "target_accept": float(target_accept),
+            **extra_attrs,
         },
     )
