@@ -1,7 +1,8 @@
 """Point-estimate EFT fits (physics.md §7–§8) on noise-free exact correlators and on samples.
 
 Measured with nngp_ppl.theory.exact at the paper's inputs, d_in = 1, full propagator
-(m6 = <|G6 - prediction| / |G6_GP|>; improvement = m6(GP) / m6(GP + ΔG6(λ̄))):
+(m6 = <|G6 - prediction| / |G6_GP|>; improvement = m6(GP) / m6(GP + ΔG6(λ̄))); reported
+for orientation: the test derives what the correction leaves instead of pinning these:
 
     Erf N=5          Λ = 10, 100, 1000: improvement 6.9, 5.6, 5.3
     Gauss N=100      every Λ: 1.20   (m6 GP 2.43 -> 2.03: 6-pt far from Gaussian at σ = 1)
@@ -14,13 +15,15 @@ useful summary (improvement 1.3, 0.93, 0.99); that case is reported, not asserte
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 import nngp_ppl as nn
 from nngp_ppl import cli, eft, tuples
 from nngp_ppl.theory.diagrams import first_order_design
-from nngp_ppl.theory.exact import exact_correlator_tuples
+from nngp_ppl.theory.exact import exact_correlator_tuples, exact_cumulant_tuples
 from nngp_ppl.theory.wick import gp_correlator_tuples
 
 
@@ -92,22 +95,61 @@ def test_lambda_is_negative_and_scales_as_inverse_width(name, sigma_b):
     np.testing.assert_allclose(5 * lam[5], 500 * lam[500], rtol=1e-7)
 
 
+def _splits(k: int):
+    """For each distinct 6-tuple: its 15 (4-tuple row, pair) splits, as index arrays."""
+    row4 = {tuple(int(i) for i in r): j for j, r in enumerate(tuples.distinct_tuples(k, 4))}
+    rows6 = tuples.distinct_tuples(k, 6)
+    four, pair = [], []
+    for r in rows6:
+        f_, p_ = [], []
+        for e, f in itertools.combinations(range(6), 2):
+            rest = tuple(int(r[i]) for i in range(6) if i not in (e, f))
+            f_.append(row4[rest])
+            p_.append((int(r[e]), int(r[f])))
+        four.append(f_)
+        pair.append(p_)
+    return np.asarray(four), np.asarray(pair)
+
+
 @pytest.mark.parametrize(
-    "name, width, sigma_b, minimum",
-    [("erf", 5, 1.0, 5.0), ("gauss", 100, 1.0, 1.15), ("gauss", 1000, 1.0, 2.9),
-     ("relu", 20, 0.0, 7.5), ("relu", 20, 1.0, 2.0)],
+    "name, width, sigma_b",
+    [("erf", 5, 1.0), ("gauss", 100, 1.0), ("gauss", 1000, 1.0), ("relu", 20, 0.0),
+     ("relu", 20, 1.0)],
 )
-def test_lambda_improves_the_six_point_prediction(name, width, sigma_b, minimum):
-    """The paper's 6-pt check at its NGP widths (numbers in the module docstring)."""
+def test_lambda_improves_the_six_point_prediction(name, width, sigma_b):
+    r"""The paper's 6-pt check at its NGP widths, derived instead of pinned.
+
+    With zero means and :math:`\kappa_2 = K` exactly, the cumulant expansion gives
+    G6 = Wick(K) + Σ_15 κ4(abcd) K(ef) + κ6. The first-order λ correction is
+    λ̄ Σ_15 D(abcd) K(ef), with D the 4-pt vertex design (-24 ∫ ΠK), and the fit defines
+    λ_t = κ4(t) / D(t). So what the corrected prediction leaves is exactly
+
+        G6 - GP - ΔG6(λ̄) = κ6 + Σ_15 (λ_abcd - λ̄) D(abcd) K(ef):
+
+    the connected 6-pt function (O(1/N²)) plus the spread of the per-tuple couplings,
+    checked to round-off against κ4, κ6 of the exact oracle, which fixes the improvement
+    (module docstring) without a pinned threshold. The physics claim, asserted: the
+    correction moves the prediction towards the exact G6 (improvement > 1 at every cutoff).
+    """
     net = nn.make_ensemble(name, d_in=1, sigma_b=sigma_b)
     X = nn.paper_inputs(name, 1)
+    cuts = [10.0, 100.0, 1000.0]
     g4, g6 = _exact(net, X, width, 4), _exact(net, X, width, 6)
-    check = eft.six_point_check(net, X, g4, g6, [10.0, 100.0, 1000.0])
+    check = eft.six_point_check(net, X, g4, g6, cuts)
     assert np.all(check.lambda_mean < 0)
-    assert np.all(check.improvement > minimum), check.improvement
-    # The correction points from the GP towards experiment on most tuples.
-    towards = np.sign(check.prediction[0] - check.gp) == np.sign(g6 - check.gp)
-    assert towards.mean() > 0.9
+    K = np.asarray(net.kernel(X))
+    kappa4 = exact_cumulant_tuples(net, X, width, 4)
+    kappa6 = exact_cumulant_tuples(net, X, width, 6)
+    four, pair = _splits(len(X))
+    k_ef = K[pair[..., 0], pair[..., 1]]
+    for c, cut in enumerate(cuts):
+        D = first_order_design(net, X, 4, cut, ("lambda",))[0, :, 0]
+        lbar = np.mean(kappa4 / D)
+        assert lbar == pytest.approx(check.lambda_mean[c], rel=1e-9)
+        left = kappa6 + np.sum((kappa4 - lbar * D)[four] * k_ef, axis=1)
+        np.testing.assert_allclose(g6 - check.prediction[c], left, rtol=1e-8,
+                                   atol=1e-10 * np.max(np.abs(check.gp)))
+    assert np.all(check.improvement > 1), check.improvement
 
 
 # --- running ---------------------------------------------------------------------------------

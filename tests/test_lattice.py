@@ -275,27 +275,6 @@ def test_explicit_lattice_reproduces_the_continuum_rule():
         lt.vertex_integrals(net, X, rows, 41.0, lattice=lat)
 
 
-def test_all_integrals_of_six_inputs_are_fast():
-    """Issue target: orders 4 and 6, 21 cutoffs, d_in = 1, < 1 s after compilation (2-core
-    CPU). Asserted with a 3x margin for a loaded CI machine; benchmarks/integrals.py
-    reports the number."""
-    import time
-
-    net = nn.ErfNet(d_in=1)
-    X = nn.paper_inputs("erf", 1)
-
-    def all_integrals():
-        out = [lt.vertex_integrals(net, X, tuples.distinct_tuples(6, 4), CUTS, loops=l)
-               for l in (0, 1)]
-        out.append(lt.vertex_integrals(net, X, tuples.distinct_tuples(6, 6), CUTS))
-        return [np.asarray(o) for o in out]
-
-    all_integrals()
-    t0 = time.perf_counter()
-    all_integrals()
-    assert time.perf_counter() - t0 < 3.0
-
-
 # --- bad input -------------------------------------------------------------------------------
 
 
