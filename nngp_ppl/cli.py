@@ -26,8 +26,8 @@ COMMANDS = ["sample", "show", "fit", "infer", "flow", "lattice", "reproduce", "d
 #: override entries with its own ``OPTION_NAMES``.
 OPTION_NAMES = {
     "ensemble": "--ensemble", "d_in": "--d-in", "sigma_w": "--sigma-w", "sigma_b": "--sigma-b",
-    "X": "--inputs", "widths": "--widths", "width": "--widths", "n_nets": "--n-nets",
-    "orders": "--orders", "seed": "--seed", "batch_size": "--batch-size",
+    "X": "--inputs", "preset": "--preset", "widths": "--widths", "width": "--widths",
+    "n_nets": "--n-nets", "orders": "--orders", "seed": "--seed", "batch_size": "--batch-size",
     "shard_size": "--shard-size", "devices": "--devices", "dask": "--dask",
     "checkpoint": "--checkpoint", "resume": "--resume", "cutoffs": "--cutoffs",
     "cutoff": "--cutoffs", "propagator": "--propagator", "couplings": "--couplings",

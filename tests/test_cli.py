@@ -73,7 +73,8 @@ def test_custom_inputs_in_two_dimensions(tmp_path, capsys):
 
 
 BAD = [
-    (["--ensemble", "tanh"], "--ensemble"),
+    (["--ensemble", "nonesuch"], "--ensemble"),
+    (["--ensemble", "tanh"], "--preset"),  # a valid ensemble without paper inputs
     (["--widths", "2,0"], "--widths"),
     (["--widths", "two"], "--widths"),
     (["--n-nets", "0"], "--n-nets"),
