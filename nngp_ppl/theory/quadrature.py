@@ -330,16 +330,21 @@ def pair_expectation(activation: Callable, a, b, c, rtol: float = 1e-12) -> np.n
 
     Elementwise over broadcastable arrays ``a = Var z``, ``b = Var z'``, ``c = Cov``. The
     pair is :math:`z = L_{11} u_1`, :math:`z' = L_{21} u_1 + L_{22} u_2` (Cholesky, with
-    :math:`L_{22} = \sqrt{(b - c^2/a)_+}`), integrated by the truncated trapezoid rule of
-    this module in :math:`(u_1, u_2)`. Each axis's step is probed for its scale
-    (:math:`\max(L_{11}, |L_{21}|)` and :math:`L_{22}`, rounded up to quarter octaves),
-    so the cost grows with the pre-activation variance (about 1e3 nodes per pair at
-    variance 2, 1e5 at variance 100) while the error stays at ``rtol`` of
-    :math:`E|h(z)h(z')|`. Used for the GP kernel of :class:`nngp_ppl.ActivationNet`.
+    :math:`L_{22} = \sqrt{(b - c^2/a)_+}`, the larger variance first), integrated by the
+    truncated trapezoid rule of this module in :math:`(u_1, u_2)`. Each axis's step is
+    probed for its scale (:math:`\max(L_{11}, |L_{21}|) = L_{11}` and :math:`L_{22}`,
+    rounded up to quarter octaves), so the cost grows like the standard deviations (about
+    1e3 nodes per pair at variance 2, 2e5 for a pair with variances 2 and 1e4) while the
+    error stays at ``rtol`` of :math:`E|h(z)h(z')|`. Used for the GP kernel of
+    :class:`nngp_ppl.ActivationNet`.
     """
     a, b, c = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (a, b, c)))
     shape = a.shape
     a, b, c = a.ravel(), b.ravel(), c.ravel()
+    # The larger variance goes first: then |L21| <= L11, so only the first axis carries the
+    # large scale (a kernel between a data point and a far lattice point needs fine steps
+    # along one axis, not two).
+    a, b = np.maximum(a, b), np.minimum(a, b)
     growth, sym, R = _activation_profile(activation, rtol)
     L11 = np.sqrt(np.clip(a, 0.0, None))
     safe = np.where(L11 > 0, L11, 1.0)
