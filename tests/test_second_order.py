@@ -244,6 +244,33 @@ def test_topology_selection_adds_up():
                                np.einsum("tij,i,j->t", total[0], vals, vals), rtol=1e-13)
 
 
+def test_exchange_on_the_degenerate_relu_net_equals_the_zero_dimensional_theory():
+    """ReLU σ_b = 0 with positive inputs is f(x) = x S, S = Σ_i a_i relu(w_i) (physics.md
+    §9), so K(x, y) = x y Var(S) for y > 0 and 0 for y < 0: every vertex integral factorises
+    and the EFT is a zero-dimensional theory of S. With λ = λ̄ fitted to the exact κ4, the
+    λ² exchange predicts κ6_t = 10 κ4(S)² / Var(S) × Π x (5760 λ² σ^14 (Λ^5/5)² with
+    λ = -κ4(S) / (24 σ^8 Λ^5/5)); the exact κ6_t = κ6(S) Π x, with κ_n(S) = N κ_n(a h) from
+    E[a^2m] = (2m-1)!! N^-m and E[relu(w)^2m] = (2m-1)!!/2. A closed-form oracle of the
+    exchange coefficient 576, the two-vertex integral and the sign: the ratio is 3.409."""
+    from nngp_ppl.eft import mean_coupling
+    from nngp_ppl.theory.exact import exact_correlator_tuples, exact_cumulant_tuples
+
+    net = nn.ReLUNet(d_in=1, sigma_b=0.0)
+    X = nn.paper_inputs("relu", 1)[:3]
+    N, cut = 20, 10.0
+    lam = mean_coupling(net, X, exact_correlator_tuples(net, X, N, 4), cut)[0]
+    E = dg.second_order_design(net, X, 6, cut, ("lambda",), topologies="exchange")[0, :, 0, 0]
+    k6 = exact_cumulant_tuples(net, X, N, 6)
+    m2, m4, m6 = (_double_factorial(2 * m - 1) / 2 for m in (1, 2, 3))
+    EY2, EY4, EY6 = m2 / N, 3 * m4 / N**2, 15 * m6 / N**3
+    var = N * EY2
+    k4S = N * (EY4 - 3 * EY2**2)
+    k6S = N * (EY6 - 15 * EY4 * EY2 + 30 * EY2**3)
+    expected = 10 * k4S**2 / (var * k6S)
+    assert expected == pytest.approx(281.25 / 82.5)
+    np.testing.assert_allclose(lam**2 * E / k6, expected, rtol=1e-8)
+
+
 # --- integrals ----------------------------------------------------------------------------
 
 

@@ -58,7 +58,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import jax
 import jax.numpy as jnp
@@ -747,7 +747,16 @@ def _second_order_matrix(diagram: SecondOrderDiagram, K: np.ndarray):
 def _second_order_matrices(K, n, names, drop_two_point, topologies):
     """{key: (nc, nc, T_n, T_m1 T_m2)}: the symmetric quadratic design is
     Σ_key A_key @ I_key, with D2[i, i] the g_i² coefficient and D2[i, j] = D2[j, i] half the
-    g_i g_j coefficient."""
+    g_i g_j coefficient. Memoised: fits at many widths share the kernel matrix."""
+    topologies = None if topologies is None else (
+        (topologies,) if isinstance(topologies, str) else tuple(topologies))
+    return _second_order_matrices_cached(K.tobytes(), K.shape[0], n, names, drop_two_point,
+                                         topologies)
+
+
+@lru_cache(maxsize=32)
+def _second_order_matrices_cached(kbytes, k, n, names, drop_two_point, topologies):
+    K = np.frombuffer(kbytes, dtype=np.float64).reshape(k, k)
     out: dict = {}
     nc = len(names)
     for i, j, ka, kb in _pairs_of(names):
@@ -759,6 +768,8 @@ def _second_order_matrices(K, n, names, drop_two_point, topologies):
             out[key][i, j] += half * A
             if i != j:
                 out[key][j, i] += half * A
+    for A in out.values():
+        A.setflags(write=False)
     return out
 
 
