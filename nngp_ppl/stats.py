@@ -628,10 +628,12 @@ class CorrelatorStats:
         """Read statistics written by :meth:`to_netcdf`."""
         path = _file_path("path", path)
         ds = load_netcdf(path, name="path", what="netCDF file")
-        if ds.attrs.get("nngp_ppl_format") != FILE_FORMAT:
+        kind = ds.attrs.get("nngp_ppl_format")
+        if kind != FILE_FORMAT:
+            found = (f"it is an nngp_ppl file of format {kind!r}" if kind else
+                     f"no nngp_ppl_format = {FILE_FORMAT!r} attribute")
             raise NNGPInputError(
-                f"path: {path} is not an nngp_ppl correlator-statistics file "
-                f"(no nngp_ppl_format = {FILE_FORMAT!r} attribute)"
+                f"path: {path} is not an nngp_ppl correlator-statistics file ({found})"
             )
         version = int(np.asarray(ds.attrs.get("nngp_ppl_format_version", -1)).item())
         if version != FILE_VERSION:

@@ -498,3 +498,13 @@ def test_a_full_disk_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
     assert main(["fit", str(run), "--cutoffs", "10", "-o", str(tmp_path / "fit.nc")]) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and err.count("\n") == 1
+
+
+def test_a_fit_file_given_as_a_run_file_is_named(tmp_path, capsys):
+    from nngp_ppl import eft
+
+    run = tmp_path / "run.nc"
+    synthetic_stats().to_netcdf(run)
+    eft.write_fit(small_fit(), tmp_path / "fit.nc", run)
+    err = cli_error(["show", str(tmp_path / "fit.nc")], capsys)
+    assert "it is an nngp_ppl file of format 'nngp_ppl.EFTFit'" in err
