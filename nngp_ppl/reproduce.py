@@ -689,6 +689,12 @@ def check_preset_overrides(preset: Preset, *, n_nets=None, seed=None, chunk=None
         changes["only"] = tuple(dict.fromkeys(k for k in names if k))
     if n_nets is not None:
         changes["n_nets"] = _checks.positive_int("n_nets", n_nets)
+        if changes["n_nets"] > 2**32:
+            # Refused here, not by the sampler at the first part that crosses the limit
+            # after hours of sampling the parts before it.
+            raise NNGPInputError(
+                f"n_nets must be at most 2**32 = {2**32:,} (network indices are uint32), "
+                f"got {changes['n_nets']:,}")
     if seed is not None:
         changes["seed"] = _checks.seed("seed", seed)
     if chunk is not None:

@@ -33,6 +33,7 @@ and no cross-device reduction is needed.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import deque
 from pathlib import Path
@@ -537,6 +538,12 @@ def _checkpoint_path(path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise NNGPInputError(f"checkpoint must be a file name, got the directory {path}")
+    # Found now, not after the first shard's work: the first save is where it would fail.
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise NNGPInputError(f"checkpoint: {parent} is a file, so {path} cannot be created")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise NNGPInputError(f"checkpoint: cannot write in {parent} (permission denied)")
     return path
 
 

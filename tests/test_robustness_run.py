@@ -224,3 +224,17 @@ def test_lattice_table_flags_first_order_where_the_couplings_are_non_perturbativ
     assert "non-perturbative on this lattice (the interaction varies by σ_V = 0.42" in (
         flagged.getvalue())
     assert "*" not in plain.getvalue() and "non-perturbative" not in plain.getvalue()
+
+
+def test_a_checkpoint_that_cannot_be_written_is_refused_before_any_shard(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(NNGPInputError, match=r"^checkpoint: .*file is a file"):
+        sample_correlators(NET, X3, [3], 16, progress=False,
+                           checkpoint=tmp_path / "file" / "run.partial")
+
+
+def test_reproduce_refuses_more_networks_than_indices_before_sampling():
+    from nngp_ppl.reproduce import PRESETS, check_preset_overrides
+
+    with pytest.raises(NNGPInputError, match=r"^n_nets must be at most 2\*\*32"):
+        check_preset_overrides(PRESETS["quick"], n_nets=2**32 + 1)
