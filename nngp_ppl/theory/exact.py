@@ -75,7 +75,7 @@ at most :math:`\min(d_{in}+1, \#\text{points})`.
   (relative to the largest moment) for d_in = 1, 2, 3, orders 8 and 12 at d_in = 1 with
   nested adaptive scipy integration to 1e-15 (tests promise 1e-10);
   ``exact_correlator_tuples(ErfNet(), X, 5, 12)`` takes 1-4 s for the six d_in = 1
-  inputs on a loaded 2-core machine (~20 s for the four d_in = 3 inputs, rank 4).
+  inputs on a loaded 2-core machine (~10 s for the four d_in = 3 inputs, rank 4).
 * Any activation with a numpy form (``net.numpy_activation()``): the same quadrature at
   every order.
 * ReLU-net: positive homogeneity on polyhedral cones; see :func:`_relu_support_moments`.
