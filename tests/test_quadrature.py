@@ -143,3 +143,9 @@ def test_growth_exponent_and_refusals():
         quadrature.growth_exponent(lambda z: 1.0 / z)
     with pytest.raises(NNGPInputError, match="same shape"):
         quadrature.growth_exponent(lambda z: 1.0)
+
+
+def test_too_high_a_rank_is_refused_before_any_work():
+    F = np.random.default_rng(0).normal(size=(7, 7))
+    with pytest.raises(NNGPInputError, match="rank 7"):
+        quadrature.gaussian_moments(np.tanh, F, [8])

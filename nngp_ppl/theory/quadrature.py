@@ -51,7 +51,6 @@ nearly zero has a larger relative error.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from functools import lru_cache
@@ -67,6 +66,10 @@ RTOL = 1e-11
 
 #: Floats held by the per-chunk monomial tables (left + right rows times nodes).
 _CHUNK_FLOATS = 4_000_000
+
+#: Largest lattice the oracle will integrate (about a minute of work at order 12 with four
+#: inputs); beyond it the pre-activation rank is too high for a tensor rule.
+MAX_NODES = 60_000_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,11 +233,21 @@ def nodes(steps: np.ndarray, R: float, max_nodes: int, half: bool = False):
 @lru_cache(maxsize=64)
 def _exponents(g: int, D: int) -> tuple[np.ndarray, ...]:
     """Exponent vectors on g inputs by total degree 0..D (tuple of (n_d, g) int arrays)."""
-    by_deg: list[list[tuple[int, ...]]] = [[] for _ in range(D + 1)]
-    for e in itertools.product(range(D + 1), repeat=g):
-        if sum(e) <= D:
-            by_deg[sum(e)].append(e)
-    return tuple(np.array(rows, dtype=np.int64).reshape(len(rows), g) for rows in by_deg)
+
+    def compositions(parts: int, total: int):
+        if parts == 0:
+            if total == 0:
+                yield ()
+            return
+        for first in range(total, -1, -1):
+            for rest in compositions(parts - 1, total - first):
+                yield (first, *rest)
+
+    out = []
+    for d in range(D + 1):
+        rows = sorted(compositions(g, d))
+        out.append(np.array(rows, dtype=np.int64).reshape(len(rows), g))
+    return tuple(out)
 
 
 def _power_table(H: np.ndarray, exps: tuple[np.ndarray, ...], D: int) -> list[np.ndarray]:
@@ -298,6 +311,15 @@ def gaussian_moments(
     steps, R = rule(activation, A, D, rtol)
     # An odd or even h makes every monomial even or odd under u -> -u: half the nodes.
     sym = parity(activation)
+    r = len(steps)
+    ball = math.pi ** (r / 2) / (math.gamma(r / 2 + 1) * 2**r)
+    count = float(np.prod(2 * np.floor(R / steps) + 1)) * ball * (0.5 if sym else 1.0)
+    if count > MAX_NODES:
+        raise NNGPInputError(
+            f"the quadrature oracle would need ~{count:.1e} nodes for these inputs "
+            f"(pre-activation rank {r}, order {D}); it handles rank <= 4 (d_in <= 3 with a "
+            "bias) comfortably. Use fewer input dimensions or points, or sampled correlators"
+        )
     gl = (k + 1) // 2
     exps_l, exps_r = _exponents(gl, D), _exponents(k - gl, D)
     n_rows = sum(len(e) for e in exps_l) + sum(len(e) for e in exps_r)
