@@ -314,7 +314,7 @@ def test_bad_ensembles_raise_clear_errors():
     with pytest.raises(NNGPInputError, match="sigma_b"):
         nngp_ppl.GaussNet(sigma_b=-0.1)
     with pytest.raises(NNGPInputError, match="ensemble"):
-        nngp_ppl.make_ensemble("tanh")
+        nngp_ppl.make_ensemble("swish")  # tanh is an ActivationNet now
     with pytest.raises(NNGPInputError, match="preset"):
         nngp_ppl.paper_inputs("erf", d_in=5)
 
