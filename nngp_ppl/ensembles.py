@@ -482,9 +482,8 @@ def make_ensemble(name: str, **hyper) -> SingleLayerNet:
         return ActivationNet(activation=key, **hyper)
     raise NNGPInputError(
         f"ensemble must be one of {sorted(ENSEMBLES)} or an activation in "
-        f"{sorted(ACTIVATIONS)}, got {name!r} (a custom class or activation saved in "
-        "another session must be registered again, with nngp_ppl.register_ensemble or "
-        "nngp_ppl.register_activation, before loading)"
+        f"{sorted(ACTIVATIONS)}, got {name!r} (register a custom one first, also before "
+        "loading a file that names it: nngp_ppl.register_ensemble / register_activation)"
     )
 
 

@@ -353,7 +353,7 @@ def test_callable_activation_works_in_memory_but_is_refused_on_save():
     np.testing.assert_allclose(saved.kernel([[0.3]]), net.kernel([[0.3]]), rtol=1e-13)
     assert ensemble_from_dict(saved.to_dict()) == saved
     # A file naming an activation this session does not know says how to fix it.
-    with pytest.raises(NNGPInputError, match="registered again"):
+    with pytest.raises(NNGPInputError, match="before loading a file"):
         ensemble_from_dict({"ensemble": "never_registered", "d_in": 1})
     with pytest.raises(NNGPInputError, match="already registered"):
         register_activation("swish_like", jnp.sin)
