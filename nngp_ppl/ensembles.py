@@ -298,13 +298,17 @@ def _gelu_numpy(z):
     return 0.5 * z * (1.0 + _special.erf(z / np.sqrt(2.0)))
 
 
+def _softplus_numpy(z):
+    return np.logaddexp(0.0, z)
+
+
 #: Built-in activations of :class:`ActivationNet`. GELU is the exact z Φ(z), not the tanh
 #: approximation.
 BUILTIN_ACTIVATIONS: dict[str, Activation] = {
     "tanh": Activation("tanh", jnp.tanh, np.tanh),
     "gelu": Activation("gelu", _gelu_jax, _gelu_numpy),
     "sin": Activation("sin", jnp.sin, np.sin),
-    "softplus": Activation("softplus", jax.nn.softplus, lambda z: np.logaddexp(0.0, z)),
+    "softplus": Activation("softplus", jax.nn.softplus, _softplus_numpy),
 }
 
 #: Activations known by name: the built-ins plus those added by :func:`register_activation`.
@@ -403,6 +407,12 @@ class ActivationNet(SingleLayerNet):
                              ("mu_w", mu_w), ("mu_b", mu_b)):
             object.__setattr__(self, field, value)
         self.__post_init__()
+
+    def __reduce__(self):
+        # Rebuild from the fields (the cached spec holds local functions that need not
+        # pickle); the Dask executor ships the net to workers this way.
+        return (type(self), (self.activation, self.d_in, self.sigma_w, self.sigma_b,
+                             self.mu_w, self.mu_b))
 
     @property
     def name(self) -> str:  # type: ignore[override]

@@ -407,3 +407,16 @@ def test_bad_activations_are_refused(activation, match):
 def test_kernel_returns_numpy_for_every_ensemble():
     for net in (ErfNet(), ReLUNet(), GaussNet()):
         assert type(net.kernel([[0.1], [0.4]])) is np.ndarray
+
+
+def test_activation_nets_pickle_by_their_fields():
+    # The Dask executor ships nets to workers by pickle; the cached NumPy forms need not.
+    import pickle
+
+    from nngp_ppl import ActivationNet
+
+    for name in ("tanh", "gelu", "sin", "softplus"):
+        net = ActivationNet(name, d_in=2, sigma_w=0.7, sigma_b=0.2)
+        back = pickle.loads(pickle.dumps(net))
+        assert back == net and back.name == name
+        np.testing.assert_array_equal(back.kernel([[0.1, 0.3]]), net.kernel([[0.1, 0.3]]))
