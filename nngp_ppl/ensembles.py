@@ -290,8 +290,12 @@ class Activation:
     numpy_fn: Callable
 
 
+_INV_SQRT2 = float(1.0 / np.sqrt(2.0))
+
+
 def _gelu_jax(z):
-    return 0.5 * z * (1.0 + jax.lax.erf(z / np.sqrt(2.0)))
+    # A Python float keeps a float32 batch in float32 (an np.float64 would promote it).
+    return 0.5 * z * (1.0 + jax.lax.erf(z * _INV_SQRT2))
 
 
 def _gelu_numpy(z):

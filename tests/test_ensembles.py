@@ -420,3 +420,14 @@ def test_activation_nets_pickle_by_their_fields():
         back = pickle.loads(pickle.dumps(net))
         assert back == net and back.name == name
         np.testing.assert_array_equal(back.kernel([[0.1, 0.3]]), net.kernel([[0.1, 0.3]]))
+
+
+def test_activation_forward_pass_stays_in_the_requested_precision():
+    # The sampler computes batches in float32; a float64 constant would promote them.
+    from nngp_ppl import ActivationNet
+    from nngp_ppl.ensembles import network_keys
+
+    keys = network_keys(0, 3, 0, 4)
+    for name in ("tanh", "gelu", "sin", "softplus"):
+        out = ActivationNet(name).network_outputs(keys, np.array([[0.1], [0.5]]), 3)
+        assert out.dtype == np.float32, name
