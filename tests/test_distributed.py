@@ -185,3 +185,31 @@ def test_devices_argument():
         sample_correlators(NET, X, [3], 64, devices=5, progress=False)
     with pytest.raises(NNGPInputError, match="devices must be"):
         sample_correlators(NET, X, [3], 64, devices=["cpu"], progress=False)
+
+
+def test_the_shard_kernel_stands_alone_and_executors_are_interchangeable():
+    """No import cycle: the kernel imports neither the sampler nor a backend, and the Dask
+    backend imports the kernel, not the sampler; both executors have the same interface."""
+    import ast
+    import inspect
+
+    from nngp_ppl import _shard, distributed, sampling
+
+    def imported(module):
+        tree = ast.parse(inspect.getsource(module))
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names.add(("." * node.level) + (node.module or ""))
+        return names
+
+    assert not {".sampling", ".distributed"} & imported(_shard)
+    assert ".sampling" not in imported(distributed)
+    assert "._shard" in imported(distributed)
+    for name in ("check", "run"):
+        local = inspect.signature(getattr(sampling.LocalExecutor, name))
+        dask = inspect.signature(getattr(distributed.DaskExecutor, name))
+        assert list(local.parameters) == list(dask.parameters), name
+    assert isinstance(sampling.executor_for(1), sampling.LocalExecutor)
+    with pytest.raises(NNGPInputError, match="dask"):
+        sampling.executor_for(dask="nonsense address")
