@@ -309,7 +309,7 @@ def _dblquad(K, xs1, l1, xs2, l2, lines, cut):
 @pytest.mark.parametrize("net, ens, cut", [
     (nn.ErfNet(d_in=1), "erf", 10.0),
     (nn.ReLUNet(d_in=1, sigma_b=1.0), "relu", 30.0),
-    (nn.GaussNet(d_in=1), "gauss", 30.0),  # the ridge along y1 = y2 (fixed-width panels)
+    (nn.GaussNet(d_in=1), "gauss", 30.0),  # the ridge along y1 = y2 (banded method)
 ])
 def test_two_vertex_integrals_against_dblquad(net, ens, cut):
     X = nn.paper_inputs(ens, 1)
@@ -321,6 +321,25 @@ def test_two_vertex_integrals_against_dblquad(net, ens, cut):
     ref = _dblquad(_scalar_kernel(net), X[r1, 0], 0, X[r2, 0], 1, 1, cut)
     assert abs(out[key][0, u, v] - ref) <= 1e-8 * abs(ref)
     np.testing.assert_array_equal(out[swapped][0], out[key][0].T)
+
+
+@pytest.mark.parametrize("propagator", ["full", "bias_subtracted"])
+def test_banded_and_uniform_ridge_methods_agree(propagator):
+    """Two independent rules for the Gauss-net ridge: the band around each outer node
+    against fixed-width panels on both vertices (the full box, no band)."""
+    net = nn.GaussNet(d_in=1, sigma_w=1.2, sigma_b=0.7)
+    X = nn.paper_inputs("gauss", 1)[:3] * 50  # spread the inputs over the kernel scale
+    keys = [(3, 0, 3, 0, 1), (2, 1, 2, 0, 2), (1, 0, 1, 1, 3), (2, 0, 2, 1, 0)]
+    cuts = [3.0, 25.0]
+    banded = so.two_vertex_integrals(net, X, keys, cuts, propagator)
+    uniform = so.two_vertex_integrals(net, X, keys, cuts, propagator, ridge_method="uniform")
+    for key in keys:
+        np.testing.assert_allclose(banded[key], uniform[key], rtol=1e-11)
+    c0, band = so.ridge_split(net, propagator)
+    assert c0 == pytest.approx(0.49 if propagator == "full" else 0.0, abs=1e-15)
+    # R = σ_W² exp(-σ_W² Δ²/2) < 1e-17 σ_W² needs σ_W Δ >= sqrt(2 ln 1e17) = 8.85.
+    scale = 1 / 1.2
+    assert band == pytest.approx(math.ceil(math.sqrt(2 * math.log(1e17)) / 1.2 / scale) * scale)
 
 
 def test_ridge_is_detected_only_for_translation_invariant_kernels():
@@ -376,5 +395,7 @@ def test_bad_input():
         so.two_vertex_integrals(net, X, [(1, 0, -1, 0, 1)], 10.0)
     with pytest.raises(nn.NNGPInputError, match="keys"):
         so.two_vertex_integrals(net, X, "abc", 10.0)
+    with pytest.raises(nn.NNGPInputError, match="ridge_method"):
+        so.two_vertex_integrals(nn.GaussNet(), X, [(1, 0, 1, 0, 1)], 10.0, ridge_method="x")
     with pytest.raises(nn.NNGPInputError, match="block_budget"):
         so.two_vertex_integrals(net, X, [(1, 0, 1, 0, 1)], 10.0, block_budget=0)
