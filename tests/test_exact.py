@@ -767,30 +767,30 @@ def test_erf_order_twelve_two_point_moments_match_nested_adaptive_quadrature():
 def test_erf_order_eight_correlators_match_sampled_networks():
     # 40 000 width-1 Erf networks (sigma_b = 0.3, so the non-Gaussianity is large enough for
     # the test to have power; seed 0) through the streaming sampler: its order-8 monomial
-    # sums (kept for the 4-pt estimator covariance) are the sampled G^(8) on all 1287 tuples
-    # of the six paper inputs. Standard errors from the same networks' outputs
-    # (sample_outputs draws the same keys). Bonferroni over 1287 tuples at |z| < 4.5 keeps
-    # the false-alarm rate under 1%; measured worst |z| 2.6, 1.4, 2.2 at seeds 0, 1, 2.
-    from nngp_ppl import paper_inputs, sample_correlators
+    # sums (kept for the 4-pt estimator covariance) are the sampled G^(8) on all 330 tuples
+    # of four of the paper's inputs. Standard errors from the same networks' outputs
+    # (sample_outputs draws the same keys). Bonferroni over 330 tuples at |z| < 4.5 keeps
+    # the false-alarm rate under 0.3%; measured worst |z| 2.4, 1.4, 1.7 at seeds 0, 1, 2.
+    from nngp_ppl import sample_correlators
     from nngp_ppl.theory.exact import _multiplicities
 
     net, N, n_nets = ErfNet(sigma_b=0.3), 1, 40_000
-    X = paper_inputs("erf", 1)
+    X = np.array([[-1.0], [-0.2], [0.6], [1.0]])
     stats = sample_correlators(net, X, widths=[N], n_nets=n_nets, orders=(4,), seed=0,
                                progress=False)
     sampled = stats.moment_sums(N)[8] / n_nets
     f = net.sample_outputs(0, X, width=N, n_nets=n_nets).astype(np.float64)
-    mult = _multiplicities(len(X), 8).astype(np.float64)
-    sign = np.where((((f < 0) @ mult.T) % 2) == 1, -1.0, 1.0)
-    prods = sign * np.exp(np.log(np.abs(f)) @ mult.T)
-    np.testing.assert_allclose(prods.mean(axis=0), sampled, rtol=1e-3)  # the same networks
+    mult = _multiplicities(len(X), 8)
+    sign = np.where(((f < 0).astype(np.int64) @ mult.T) % 2 == 1, -1.0, 1.0)
+    prods = sign * np.exp(np.log(np.abs(f)) @ mult.T.astype(np.float64))
+    np.testing.assert_allclose(prods.mean(axis=0), sampled, rtol=1e-4)  # the same networks
     stderr = prods.std(axis=0, ddof=1) / math.sqrt(n_nets)
     exact = exact_correlator_tuples(net, X, N, 8)
     z = (sampled - exact) / stderr
     assert np.max(np.abs(z)) < 4.5
     # Power: the GP's 8-pt function (Wick products of K) is 10.8 standard errors from the
     # exact one on the worst tuple, so an oracle that fell back to it would fail.
-    gp = tuples.compress(gp_correlator(np.asarray(net.kernel(X)), 8), len(X), 8)
+    gp = tuples.compress(gp_correlator(net.kernel(X), 8), len(X), 8)
     assert np.max(np.abs(exact - gp) / stderr) > 8.0
 
 
