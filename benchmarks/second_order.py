@@ -87,8 +87,9 @@ def one_dimension(ensemble: str, sample: int, quick: bool) -> None:
           f"{len(cutoffs)} cutoffs")
     print(f"  first call (compiles): {first:.2f} s;  after compilation: {min(times):.2f} s "
           f"(requirement < 10 s: {'met' if min(times) < 10 else 'NOT met'})")
-    print(f"  box rule at Λ = 1e5: P = {mem['points']} points, propagator matrix "
-          f"{mem['full_matrix_bytes'] / 2**20:.1f} MiB in blocks of {mem['block_rows']} rows")
+    print(f"  {mem['method']} method at Λ = 1e5: P = {mem['points']} points, blocks of "
+          f"{mem['block_rows']} rows = {mem['block_bytes'] / 2**20:.1f} MiB (whole "
+          f"propagator matrix {mem['full_matrix_bytes'] / 2**20:.1f} MiB)")
 
     rng = np.random.default_rng(0)
     K = scalar_kernel(net)

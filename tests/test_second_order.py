@@ -349,6 +349,9 @@ def test_ridge_is_detected_only_for_translation_invariant_kernels():
     assert not so.has_ridge(nn.ReLUNet(d_in=1, sigma_b=1.0))
     with pytest.warns(UserWarning, match="ridge"):
         so.ridge_rule(nn.GaussNet(d_in=1), nn.paper_inputs("gauss", 1), 1e5, max_nodes=400)
+    with pytest.warns(UserWarning, match="ridge"):
+        so.two_vertex_integrals(nn.GaussNet(d_in=2), nn.paper_inputs("gauss", 2),
+                                [(1, 0, 1, 0, 1)], 3.0, nodes=2, ratio=8.0)
 
 
 def test_blocks_of_the_propagator_matrix_give_the_same_integrals():

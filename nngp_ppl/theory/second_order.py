@@ -34,8 +34,11 @@ non-smooth feature the vertex-leg cuts miss is the diagonal :math:`y_1 = y_2` of
 kernel with σ_b > 0 has a :math:`|\theta|^3` cusp (θ the angle between (σ_b, σ_W y_1) and
 (σ_b, σ_W y_2)) whose effect on the d_in = 1 tensor rule is ~1e-11 relative. d_in = 1: the
 default rule agrees with scipy's adaptive ``dblquad`` (split at 0 and at the diagonal) to
-better than 1e-9 relative. d_in = 2: see benchmarks/second_order.py for the measured
-accuracy against a finer rule and the memory of one block.
+better than 1e-9 relative. d_in = 2 (benchmarks/second_order.py, paper corner inputs):
+the default rule (8 nodes per panel, P = 16384 points at Λ = 30) agrees with a finer one
+(10 nodes, P = 25600) to 6e-7 for Erf, with the propagator matrix built 32 MiB at a time
+instead of 2 GiB whole; for the Gauss-net the ridge below limits it to 1e-4..7e-4 at Λ = 30
+(a warning says so).
 
 Ridge kernels. The Gauss-net kernel is translation-invariant up to a constant, so
 :math:`\tilde K(y_1, y_2)` keeps a ridge of fixed width along the diagonal out to the cutoff,
@@ -50,6 +53,7 @@ panels on both vertices (:func:`ridge_rule`, cost ∝ Λ²) to 1e-12 and with db
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from functools import cache
 from typing import NamedTuple
@@ -239,8 +243,6 @@ def ridge_rule(net, X, cutoff: float, *, nodes: int | None = None, ratio: float 
         edges.extend(float(a + (b - a) * (i + 1) / pieces) for i in range(pieces))
     edges = np.asarray(edges)
     if R < cutoff:
-        import warnings
-
         warnings.warn(
             f"the inter-vertex propagator of {type(net).__name__} has a ridge of fixed width "
             f"along y1 = y2; it is resolved out to |y| = {R:g} only ({max_nodes} nodes), not "
@@ -469,6 +471,14 @@ def two_vertex_integrals(
             per_cutoff = _banded_integrals(net, X, canon, lam.reshape(-1), propagator,
                                            block_budget)
             return _assemble(wanted, canon, per_cutoff)
+        if net.d_in > 1 and has_ridge(net, propagator):
+            warnings.warn(
+                f"the inter-vertex propagator of {type(net).__name__} has a ridge of fixed "
+                f"width along y1 = y2 that the d_in = {net.d_in} box rule resolves only near "
+                f"the inputs: measured 1e-4..7e-4 relative error at cutoff 30 for the paper's "
+                f"Gauss-net in d_in = 2 (benchmarks/second_order.py), growing with the cutoff",
+                stacklevel=2,
+            )
         rules = _rules(net, X, lam.reshape(-1), nodes, ratio, propagator)
     P = max(len(r) for r in rules)
     block = _block_rows(P, net.d_in, block_budget)
@@ -492,21 +502,34 @@ def _assemble(wanted, canon, per_cutoff):
     return out
 
 
-def memory_estimate(net, X, keys, cutoff, *, nodes=None, ratio=None,
-                    block_budget: int = BLOCK_BUDGET) -> dict[str, int]:
-    """Points P of the box rule at ``cutoff``, rows per block and the float64 bytes of one
-    propagator block and of the leg factors (the dominant arrays of
-    :func:`two_vertex_integrals`)."""
+def memory_estimate(net, X, keys, cutoff, propagator: str = "full", *, nodes=None,
+                    ratio=None, block_budget: int = BLOCK_BUDGET) -> dict:
+    """Size of the work of :func:`two_vertex_integrals` at one ``cutoff``: ``method``
+    ("matrix" or "banded"), points P of the rule, rows per block, float64 bytes of one
+    block (of the propagator matrix, or of the band's leg factors) and of the leg factors,
+    and of the whole P x P matrix that the blocks avoid."""
     X = _checks.inputs("X", X, net.d_in)
     k = X.shape[0]
-    (rule,) = _rules(net, X, np.atleast_1d(float(cutoff)), nodes, ratio)
-    P = len(rule)
-    block = _block_rows(P, net.d_in, block_budget)
     keys = [_check_key(key) for key in keys]
     legs = {(key.m1, key.loops1) for key in keys} | {(key.m2, key.loops2) for key in keys}
     T = sum(math.comb(k + m - 1, m) for m, _ in legs)
-    return {"points": P, "block_rows": block, "block_bytes": 8 * block * P,
+    if net.d_in == 1 and has_ridge(net, propagator):
+        scale = _lattice.kernel_scale(net)
+        _, band = ridge_split(net, propagator)
+        P = len(_banded_rule(X, float(cutoff), scale, band)[0])
+        Q = _BAND_NODES * math.ceil(2 * band / scale)
+        T2 = max(math.comb(k + key.m2 - 1, key.m2) for key in
+                 (key.canonical() for key in keys))
+        block = max(1, min(P, block_budget // (T2 * Q)))
+        return {"method": "banded", "points": P, "band_nodes": Q, "block_rows": block,
+                "block_bytes": 8 * T2 * block * Q, "leg_bytes": 8 * T * P,
+                "full_matrix_bytes": 8 * P * P}
+    (rule,) = _rules(net, X, np.atleast_1d(float(cutoff)), nodes, ratio, propagator)
+    P = len(rule)
+    block = _block_rows(P, net.d_in, block_budget)
+    return {"method": "matrix", "points": P, "block_rows": block, "block_bytes": 8 * block * P,
             "leg_bytes": 8 * T * P, "full_matrix_bytes": 8 * P * P}
 
 
-__all__ = ["BLOCK_BUDGET", "TwoVertexKey", "memory_estimate", "two_vertex_integrals"]
+__all__ = ["BLOCK_BUDGET", "TwoVertexKey", "has_ridge", "memory_estimate", "ridge_rule",
+           "ridge_split", "two_vertex_integrals"]
