@@ -63,6 +63,7 @@ from functools import cache, lru_cache
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import sparse as _sparse
 
 from .. import _checks
 from .. import tuples as _tuples
@@ -571,7 +572,7 @@ class SecondOrderDiagram:
         key, matrix = _second_order_matrix(self, K)
         ints = _second_order.two_vertex_integrals(net, X, [key], cutoff, propagator,
                                                   lattice)[key]
-        out = np.einsum("tu,cu->ct", matrix, ints.reshape(ints.shape[0], -1))
+        out = (matrix @ ints.reshape(ints.shape[0], -1).T).T
         return out[0] if (lattice is not None or np.ndim(cutoff) == 0) else out
 
 
@@ -721,33 +722,48 @@ def second_order_expression(n: int, couplings=("lambda", "kappa"),
     return f"δ²G{n} = " + "\n    ".join(terms)
 
 
-def _second_order_matrix(diagram: SecondOrderDiagram, K: np.ndarray):
-    """(canonical key, (T_n, T_m1 T_m2) matrix): entry (t, u v) = coefficient ×
-    Π_{ext lines} K[t_a, t_b] when the inputs of tuple t on the two vertices form the
-    multisets u and v (vertices ordered as the canonical integral key)."""
+def _multiset_rows(sorted_rows: np.ndarray, k: int) -> np.ndarray:
+    """Row numbers in ``distinct_tuples(k, m)`` of already sorted multisets (vectorised)."""
+    m = sorted_rows.shape[1]
+    if m == 0:
+        return np.zeros(len(sorted_rows), dtype=np.int64)
+    digits = k ** np.arange(m - 1, -1, -1)
+    table = _tuples.distinct_tuples(k, m) @ digits
+    return np.searchsorted(table, sorted_rows @ digits)
+
+
+def _second_order_entries(diagram: SecondOrderDiagram, K: np.ndarray):
+    """(canonical key, columns (T_n,), values (T_n,)): tuple t picks the entry
+    u * T_m2 + v of the key's integral, u and v the multisets of its inputs on the two
+    vertices (ordered as the canonical key), with weight coefficient × Π_{ext lines} K."""
     k = K.shape[0]
     rows = _tuples.distinct_tuples(k, diagram.n)
     key = diagram.key
     att1, att2 = diagram.attached
     if key != key.canonical():
         key, att1, att2 = key.canonical(), att2, att1
-    T1, T2 = math.comb(k + key.m1 - 1, key.m1), math.comb(k + key.m2 - 1, key.m2)
+    T2 = math.comb(k + key.m2 - 1, key.m2)
     value = np.full(len(rows), float(diagram.coefficient))
     for a, b in diagram.pairs:
         value = value * K[rows[:, a], rows[:, b]]
-    cols = []
-    for att in (att1, att2):
-        sub = np.sort(rows[:, list(att)], axis=1)
-        cols.append(np.array([_tuples.tuple_row(k, r) for r in sub.tolist()], dtype=np.int64))
-    out = np.zeros((len(rows), T1 * T2))
-    np.add.at(out, (np.arange(len(rows)), cols[0] * T2 + cols[1]), value)
-    return key, out
+    u, v = (_multiset_rows(np.sort(rows[:, list(att)], axis=1), k) for att in (att1, att2))
+    return key, u * T2 + v, value
+
+
+def _second_order_matrix(diagram: SecondOrderDiagram, K: np.ndarray):
+    """(canonical key, sparse (T_n, T_m1 T_m2) matrix) of one diagram (see
+    :func:`_second_order_entries`)."""
+    key, cols, vals = _second_order_entries(diagram, K)
+    k = K.shape[0]
+    shape = (len(cols), math.comb(k + key.m1 - 1, key.m1) * math.comb(k + key.m2 - 1, key.m2))
+    return key, _sparse.csr_matrix((vals, (np.arange(len(cols)), cols)), shape=shape)
 
 
 def _second_order_matrices(K, n, names, drop_two_point, topologies):
-    """{key: (nc, nc, T_n, T_m1 T_m2)}: the symmetric quadratic design is
-    Σ_key A_key @ I_key, with D2[i, i] the g_i² coefficient and D2[i, j] = D2[j, i] half the
-    g_i g_j coefficient. Memoised: fits at many widths share the kernel matrix."""
+    """{key: sparse (nc nc T_n, T_m1 T_m2)}: row (i nc + j) T_n + t holds the D2[t, i, j]
+    coefficients of the key's integrals, D2[i, i] the g_i² coefficient and
+    D2[i, j] = D2[j, i] half the g_i g_j coefficient. Memoised: fits at many widths share
+    the kernel matrix."""
     topologies = None if topologies is None else (
         (topologies,) if isinstance(topologies, str) else tuple(topologies))
     return _second_order_matrices_cached(K.tobytes(), K.shape[0], n, names, drop_two_point,
@@ -757,19 +773,23 @@ def _second_order_matrices(K, n, names, drop_two_point, topologies):
 @lru_cache(maxsize=32)
 def _second_order_matrices_cached(kbytes, k, n, names, drop_two_point, topologies):
     K = np.frombuffer(kbytes, dtype=np.float64).reshape(k, k)
-    out: dict = {}
     nc = len(names)
+    T_n = math.comb(k + n - 1, n)
+    parts: dict = {}
     for i, j, ka, kb in _pairs_of(names):
         half = 1.0 if i == j else 0.5
+        targets = [(i, j)] if i == j else [(i, j), (j, i)]
         for d in second_order_diagrams(n, (ka, kb), drop_two_point, topologies):
-            key, A = _second_order_matrix(d, K)
-            if key not in out:
-                out[key] = np.zeros((nc, nc) + A.shape)
-            out[key][i, j] += half * A
-            if i != j:
-                out[key][j, i] += half * A
-    for A in out.values():
-        A.setflags(write=False)
+            key, cols, vals = _second_order_entries(d, K)
+            for a, b in targets:
+                parts.setdefault(key, []).append(
+                    ((a * nc + b) * T_n + np.arange(T_n), cols, half * vals))
+    out = {}
+    for key, entries in parts.items():
+        rows, cols, vals = (np.concatenate(x) for x in zip(*entries, strict=True))
+        shape = (nc * nc * T_n, math.comb(k + key.m1 - 1, key.m1)
+                 * math.comb(k + key.m2 - 1, key.m2))
+        out[key] = _sparse.csr_matrix((vals, (rows, cols)), shape=shape)
     return out
 
 
@@ -818,13 +838,13 @@ def second_order_design(
         C = lam.size
     else:
         lam, C = None, 1
-    out = np.zeros((C, T_n, len(names), len(names)))
-    if not mats:
-        return out
-    ints = _second_order.two_vertex_integrals(net, X, list(mats), lam, propagator, lattice)
-    for key, A in mats.items():
-        out += np.einsum("ijtu,cu->ctij", A, ints[key].reshape(C, -1))
-    return out
+    nc = len(names)
+    flat = np.zeros((nc * nc * T_n, C))
+    if mats:
+        ints = _second_order.two_vertex_integrals(net, X, list(mats), lam, propagator, lattice)
+        for key, A in mats.items():
+            flat += A @ ints[key].reshape(C, -1).T
+    return flat.reshape(nc, nc, T_n, C).transpose(3, 2, 0, 1)
 
 
 def second_order_correction(net, X, n: int, couplings, cutoff, propagator: str = "full",
