@@ -149,3 +149,23 @@ def test_too_high_a_rank_is_refused_before_any_work():
     F = np.random.default_rng(0).normal(size=(7, 7))
     with pytest.raises(NNGPInputError, match="rank 7"):
         quadrature.gaussian_moments(np.tanh, F, [8])
+
+
+def test_pair_expectation_of_oscillating_activations_at_large_variance():
+    # E[sin z sin z'] = e^{-(a+b)/2} sinh(c), E[cos z cos z'] = e^{-(a+b)/2} cosh(c). A probe
+    # on nested grids once accepted a step that aliased sin(30 u) (answer -0.05 for 1e-190).
+    cases = np.array([[901.0, 1.25, 16.0], [10001.0, 1.25, 51.0], [91.0, 3.0, 7.0],
+                      [2.0, 2.0, 1.9], [400.0, 400.0, 399.0], [1.25, 0.3, -0.5]])
+    a, b, c = cases.T
+    damp = np.exp(-(a + b) / 2)
+    for fn, exact in ((np.sin, damp * np.sinh(c)), (np.cos, damp * np.cosh(c))):
+        got = quadrature.pair_expectation(fn, a, b, c)
+        # Error bound: rtol 1e-12 of E|h h'| <= 1; judged at 1e-10.
+        np.testing.assert_allclose(got, exact, rtol=0, atol=1e-10)
+        ok = exact > 1e-3
+        np.testing.assert_allclose(got[ok], exact[ok], rtol=1e-10)
+
+
+def test_oscillation_detector():
+    assert quadrature.oscillatory(np.sin) and quadrature.oscillatory(np.cos)
+    assert not any(quadrature.oscillatory(f) for f in (np.tanh, special.erf, np.exp2))

@@ -131,27 +131,54 @@ def growth_exponent(activation: Callable, z0: float = 32.0) -> int:
     return int(math.ceil(p - 0.05))
 
 
-def _trapezoid_1d(activation, s: float, c: float, D: int, h: float, R: float):
+def oscillatory(activation) -> bool:
+    """Whether h' changes sign more than 4 times on [-64, 64] (sin does; tanh, GELU don't)."""
+    z = np.linspace(-64.0, 64.0, 16001)
+    dh = np.diff(np.asarray(activation(z), dtype=np.float64))
+    dh = dh[np.abs(dh) > 1e-12 * max(float(np.max(np.abs(dh))), 1e-300)]
+    return int(np.sum(np.diff(np.sign(dh)) != 0)) > 4
+
+
+def _probe_sums(activation, scales, c_frac: float, powers, h: float, R: float):
+    """Trapezoid sums of h(s t + c_frac s)^j φ(t) for each (power j, scale s): (J, S)."""
     t = h * np.arange(-math.floor(R / h), math.floor(R / h) + 1)
     w = h * np.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)
-    v = np.asarray(activation(s * t + c), dtype=np.float64) ** D
-    return float(w @ v), float(w @ np.abs(v)), float(w.sum())
+    base = np.asarray(activation(scales[:, None] * (t[None, :] + c_frac)), dtype=np.float64)
+    vals = np.stack([base**j for j in powers])
+    return vals @ w, np.abs(vals) @ w, float(w.sum())
 
 
 def axis_step(activation, s: float, D: int, rtol: float, R: float) -> float:
     """Largest trapezoid step (from a ladder h = 2 / 1.2^i) resolving h(s t + c)^D to rtol.
 
     The Gaussian weight alone must be resolved too (a scale-0 axis, or h(0) = 0, would
-    otherwise accept any step).
+    otherwise accept any step). The references use steps h/√5 and h/√7, not h/4: a
+    nested grid aliases an oscillation (sin at scale 32: frequency 64 ≈ 4 · 2π/h) exactly
+    as the coarse one does. An oscillatory activation's products along an axis carry
+    every frequency up to D s (sums of ± m_j A_jα), and a trapezoid step can pass a probe
+    at the frequencies {s, 2s, ...} while aliasing one in between, so for those the probe
+    runs over all powers 1..D and a dense grid of scales in (0, s].
     """
+    if oscillatory(activation):
+        n = int(min(64, math.ceil(D * s / 4.0) + 1))
+        scales = s * np.arange(1, n + 1) / n
+        powers = list(range(1, D + 1))
+    else:
+        scales, powers = np.array([s]), [D]
     h = 2.0
     for _ in range(80):
         ok = True
-        for c in (0.0, 0.5 * s):
-            coarse, _, mass = _trapezoid_1d(activation, s, c, D, h, R)
-            fine, scale, fine_mass = _trapezoid_1d(activation, s, c, D, h / 4, R)
-            if abs(coarse - fine) > rtol * scale or abs(mass - fine_mass) > rtol * fine_mass:
-                ok = False
+        for c_frac in (0.0, 0.5):
+            coarse, _, mass = _probe_sums(activation, scales, c_frac, powers, h, R)
+            for ratio in (math.sqrt(5.0), math.sqrt(7.0)):
+                fine, scale, fine_mass = _probe_sums(activation, scales, c_frac, powers,
+                                                     h / ratio, R)
+                if np.any(np.abs(coarse - fine) > rtol * scale) or (
+                    abs(mass - fine_mass) > rtol * fine_mass
+                ):
+                    ok = False
+                    break
+            if not ok:
                 break
         if ok:
             return h
