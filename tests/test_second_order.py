@@ -244,6 +244,108 @@ def test_topology_selection_adds_up():
                                np.einsum("tij,i,j->t", total[0], vals, vals), rtol=1e-13)
 
 
+# --- rule 4.5 at second order: a model whose 2-pt function is kept exact by counterterms ---
+
+
+def _poly_mul(p, q):
+    out = {}
+    for a, ca in p.items():
+        for b, cb in q.items():
+            key = tuple(x + y for x, y in zip(a, b, strict=True))
+            out[key] = out.get(key, 0.0) + ca * cb
+    return out
+
+
+def _poly_add(*ps):
+    out = {}
+    for p in ps:
+        for a, c in p.items():
+            out[a] = out.get(a, 0.0) + c
+    return out
+
+
+def _counterterm_model(net, X, sites, weights, k, propagator):
+    """Exact first- and second-order coefficients of <f(x_t1)..f(x_tn)> in the discretised
+    model S = S_GP + g Σ_j w_j φ_j^k + ½ φᵀ(g δ1 + g² δ2)φ, with the quadratic counterterms
+    δ1, δ2 (on the vertex sites) solved so that the 2-pt function of every variable stays
+    the GP covariance to O(g²) — K exact, as in the networks. Returns a function
+    tuple -> (c1, c2) and the residual 2-pt coefficients (which must vanish)."""
+    Kxx = np.asarray(net.kernel(X))
+    shift = net.sigma_b**2 if propagator == "bias_subtracted" else 0.0
+    Kxy = np.asarray(net.kernel(X, sites)) - shift
+    Kyy = np.asarray(net.kernel(sites)) - shift
+    C = np.block([[Kxx, Kxy], [Kxy.T, Kyy]])
+    moment = _moment_function(C)
+    kx, ns = len(X), len(sites)
+    V = kx + ns
+
+    def mono(counts, coef=1.0):
+        return {tuple(counts): coef}
+
+    def unit(*idx):
+        c = [0] * V
+        for i in idx:
+            c[i] += 1
+        return c
+
+    def quad(delta):
+        return _poly_add(*[mono(unit(kx + a, kx + b), 0.5 * delta[a, b])
+                           for a in range(ns) for b in range(ns)])
+
+    def E(p):
+        return sum(c * moment(a) for a, c in p.items())
+
+    vertex = _poly_add(*[mono([0] * kx + [k if i == j else 0 for i in range(ns)], weights[j])
+                         for j in range(ns)])
+
+    def coefficients(F, A, B):
+        N0, N1 = E(F), -E(_poly_mul(F, A))
+        N2 = 0.5 * E(_poly_mul(F, _poly_mul(A, A))) - E(_poly_mul(F, B))
+        Z1, Z2 = -E(A), 0.5 * E(_poly_mul(A, A)) - E(B)
+        return N1 - N0 * Z1, N2 - N1 * Z1 - N0 * Z2 + N0 * Z1**2
+
+    Css_inv = np.linalg.inv(C[kx:, kx:])
+    zero = np.zeros((ns, ns))
+    T1 = np.array([[coefficients(mono(unit(kx + a, kx + b)), vertex, {})[0]
+                    for b in range(ns)] for a in range(ns)])
+    d1 = Css_inv @ T1 @ Css_inv  # c1(φaφb) = T1 - (C δ1 C)_ab = 0
+    A = _poly_add(vertex, quad(d1))
+    T2 = np.array([[coefficients(mono(unit(kx + a, kx + b)), A, quad(zero))[1]
+                    for b in range(ns)] for a in range(ns)])
+    d2 = Css_inv @ T2 @ Css_inv  # c2(φaφb) = T2 - (C δ2 C)_ab = 0
+    B = quad(d2)
+    residual = max(abs(c) for a in range(V) for b in range(V)
+                   for c in coefficients(mono(unit(a, b)), A, B))
+    return (lambda t: coefficients(mono(unit(*t)), A, B)), residual
+
+
+@pytest.mark.parametrize("n, k, propagator", [(4, 4, "full"), (4, 6, "full"),
+                                              (6, 4, "bias_subtracted")])
+def test_rule_4_5_equals_a_model_with_exact_two_point_function(n, k, propagator):
+    """The skeleton rule (drop every diagram with a 2-pt insertion, on legs, lines and
+    self-loops) against a model in which counterterms keep K exact: its O(g) and O(g²)
+    coefficients must be the first- and second-order designs with rule 4.5 on."""
+    net = nn.ErfNet(d_in=1, sigma_w=1.3, sigma_b=0.8)
+    X = np.array([[-0.7], [0.2], [0.9]])
+    sites = np.array([[-1.1], [0.5]])
+    weights = np.array([0.3, 0.5])
+    model, residual = _counterterm_model(net, X, sites, weights, k, propagator)
+    lattice = Lattice(sites, weights)
+    name = {4: "lambda", 6: "kappa"}[k]
+    d1 = dg.first_order_design(net, X, n, None, (name,), propagator, lattice=lattice)[0, :, 0]
+    d2 = dg.second_order_design(net, X, n, None, (name,), propagator,
+                                lattice=lattice)[0, :, 0, 0]
+    c = np.array([model(tuple(int(i) for i in t)) for t in tuples.distinct_tuples(3, n)])
+    scale = np.abs(c).max(axis=0)
+    assert residual <= 1e-12 * scale.max()  # the counterterms do keep the 2-pt function
+    np.testing.assert_allclose(c[:, 0] / scale[0], d1 / scale[0], rtol=0, atol=1e-11)
+    np.testing.assert_allclose(c[:, 1] / scale[1], d2 / scale[1], rtol=0, atol=1e-10)
+    # ... and the dropped pieces matter: with them kept the model is missed by O(1).
+    kept = dg.second_order_design(net, X, n, None, (name,), propagator, drop_two_point=False,
+                                  lattice=lattice)[0, :, 0, 0]
+    assert np.max(np.abs(kept - c[:, 1])) > 0.1 * scale[1]
+
+
 def test_exchange_on_the_degenerate_relu_net_equals_the_zero_dimensional_theory():
     """ReLU σ_b = 0 with positive inputs is f(x) = x S, S = Σ_i a_i relu(w_i) (physics.md
     §9), so K(x, y) = x y Var(S) for y > 0 and 0 for y < 0: every vertex integral factorises
