@@ -232,8 +232,8 @@ def test_topology_selection_adds_up():
     net = nn.ReLUNet(d_in=1, sigma_b=1.0)
     X = nn.paper_inputs("relu", 1)[:3]
     total = dg.second_order_design(net, X, 6, 20.0, ("lambda", "kappa"))
-    parts = sum(dg.second_order_design(net, X, 6, 20.0, ("lambda", "kappa"), topologies=(t,))
-                for t in ("exchange", "bubble", "melon"))
+    parts = sum(dg.second_order_design(net, X, 6, 20.0, ("lambda", "kappa"), topologies=t)
+                for t in ("exchange", ("bubble", "melon")))
     np.testing.assert_allclose(parts, total, rtol=1e-13)
     one = sum(d.evaluate(net, X, 20.0) for d in dg.second_order_diagrams(6, (4, 4)))
     np.testing.assert_allclose(one, total[0, :, 0, 0], rtol=1e-12)
