@@ -371,6 +371,10 @@ def test_exchange_on_the_degenerate_relu_net_equals_the_zero_dimensional_theory(
     expected = 10 * k4S**2 / (var * k6S)
     assert expected == pytest.approx(281.25 / 82.5)
     np.testing.assert_allclose(lam**2 * E / k6, expected, rtol=1e-8)
+    # Each vertex integral is ∫_0^Λ y^4 dy ∝ Λ^5, so E ∝ Λ^10 and d log E / d log Λ = 10.
+    slope = dg.second_order_design_slope(net, X, 6, cut, ("lambda",),
+                                         topologies="exchange")[0, :, 0, 0]
+    np.testing.assert_allclose(slope / E, 10.0, rtol=1e-8)
 
 
 # --- integrals ----------------------------------------------------------------------------
@@ -500,6 +504,10 @@ def test_bad_input():
         so.two_vertex_integrals(net, X, [(1, 0, -1, 0, 1)], 10.0)
     with pytest.raises(nn.NNGPInputError, match="keys"):
         so.two_vertex_integrals(net, X, "abc", 10.0)
+    with pytest.raises(nn.NNGPInputError, match="rel_step"):
+        dg.second_order_design_slope(net, X, 4, 10.0, rel_step=0.5)
+    with pytest.raises(nn.NNGPInputError, match="extent"):
+        dg.second_order_design_slope(net, X, 4, 1.0)
     with pytest.raises(nn.NNGPInputError, match="ridge_method"):
         so.two_vertex_integrals(nn.GaussNet(), X, [(1, 0, 1, 0, 1)], 10.0, ridge_method="x")
     with pytest.raises(nn.NNGPInputError, match="block_budget"):

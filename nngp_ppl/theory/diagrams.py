@@ -847,6 +847,46 @@ def second_order_design(
     return flat.reshape(nc, nc, T_n, C).transpose(3, 2, 0, 1)
 
 
+def second_order_design_slope(
+    net,
+    X,
+    n: int,
+    cutoffs,
+    couplings=("lambda", "kappa"),
+    propagator: str = "full",
+    drop_two_point: bool = True,
+    *,
+    topologies=None,
+    rel_step: float = 1e-4,
+) -> np.ndarray:
+    r""":math:`\partial D2 / \partial \log\Lambda`, shape (n_cutoffs, T_n, n_c, n_c), for
+    the second-order flow (β-functions at second order; D1's slope is exact, see
+    :func:`first_order_design_function`).
+
+    Central differences in :math:`\log\Lambda` with steps h and 2h (h = ``rel_step``),
+    Richardson-extrapolated, so the truncation error is O(h⁴); the two-vertex integrals are
+    accurate to ~1e-13 (1e-12 for ridge kernels), which bounds the slope's error by about
+    1e-13 / h relative. On the degenerate ReLU net, where the exchange integral is exactly
+    ∝ Λ^10, it returns 10 to 1e-8 (tests/test_second_order.py).
+    """
+    h = _checks.finite_float("rel_step", rel_step)
+    if not 0 < h < 0.1:
+        raise NNGPInputError(f"rel_step must be in (0, 0.1), got {rel_step!r}")
+    X = _checks.inputs("X", X, net.d_in)
+    lam = _lattice.check_cutoffs(cutoffs, float(np.max(np.abs(X))), "cutoffs").reshape(-1)
+    if np.any(lam * np.exp(-2 * h) < float(np.max(np.abs(X)))):
+        raise NNGPInputError("cutoffs must exceed the inputs' extent by twice the relative "
+                             f"step {h:g} to take the slope; got {lam.tolist()}")
+    steps = np.concatenate([lam * np.exp(s * h) for s in (1, -1, 2, -2)])
+    D = second_order_design(net, X, n, steps, couplings, propagator, drop_two_point,
+                            topologies=topologies)
+    D = D.reshape(4, len(lam), -1)
+    s1 = (D[0] - D[1]) / (2 * h)
+    s2 = (D[2] - D[3]) / (4 * h)
+    nc = len(coupling_names(couplings))
+    return ((4 * s1 - s2) / 3).reshape(len(lam), -1, nc, nc)
+
+
 def second_order_correction(net, X, n: int, couplings, cutoff, propagator: str = "full",
                             lattice=None, drop_two_point: bool = True) -> np.ndarray:
     """Second-order term :math:`g^{\\mathsf T} D2\\, g` as the full symmetric (k,)*n array
@@ -878,6 +918,7 @@ __all__ = [
     "group_second_order",
     "second_order_correction",
     "second_order_design",
+    "second_order_design_slope",
     "second_order_diagrams",
     "second_order_expression",
 ]
