@@ -31,9 +31,9 @@ from ._checks import NNGPInputError
 CHECKSUM_ATTR = "checksum"
 
 #: ``nngp_ppl_format`` and layout version of a coupling posterior (``nngp-ppl infer``).
-POSTERIOR_FORMAT, POSTERIOR_VERSION = "nngp_ppl.CouplingPosterior", 1
+POSTERIOR_FORMAT, POSTERIOR_VERSION = "nngp_ppl.CouplingPosterior", 2
 #: ``nngp_ppl_format`` and layout version of a β-function posterior (``nngp-ppl flow``).
-BETA_FORMAT, BETA_VERSION = "nngp_ppl.BetaFunction", 1
+BETA_FORMAT, BETA_VERSION = "nngp_ppl.BetaFunction", 2
 
 
 @contextlib.contextmanager

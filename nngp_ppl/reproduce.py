@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _io
 from ._checks import NNGPInputError
 from ._io import atomic_path
 from ._lock import exclusive_lock
@@ -114,9 +114,10 @@ class Preset:
     infer_widths: dict = field(default_factory=dict, hash=False)
     seed: int = 0
     only: tuple[str, ...] = ()
-    #: Noise model of the coupling posteriors: the estimator covariance from the GP's
-    #: (Wick) moments; the sample covariance biases the posteriors (nngp_ppl.inference).
-    covariance: str = "gp"
+    #: Noise model of the coupling posteriors (nngp_ppl.problem.choose_noise): "auto" takes
+    #: the exact finite-width moments, or the sampled ones with a Student-t likelihood where
+    #: the tails are heavy.
+    covariance: str = "auto"
 
     def runs(self) -> tuple[RunSpec, ...]:
         """The ensembles of the study, in report order."""
@@ -335,12 +336,12 @@ def _up_to_date(stage: Stage, out: Path, record: dict | None, key: str) -> bool:
     return True
 
 
-def write_netcdf(obj, path) -> Path:
-    """Write an xarray Dataset or DataTree atomically with the h5netcdf engine."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        obj.to_netcdf(tmp, engine="h5netcdf")
-    return path
+def write_netcdf(obj, path, *, file_format: str | None = None,
+                 version: int | None = None) -> Path:
+    """Write an xarray Dataset or DataTree atomically and checksummed (:mod:`nngp_ppl._io`)."""
+    from . import _io
+
+    return _io.write_netcdf(obj, path, file_format=file_format, version=version)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,7 +483,8 @@ def _infer_action(run: RunSpec, preset: Preset, progress: bool, log):
             seed=preset.seed, propagator=run.propagators[0], progress=progress,
             covariance=preset.covariance,
         )
-        write_netcdf(dt, out / posterior_file(run.key))
+        write_netcdf(dt, out / posterior_file(run.key), file_format=_io.POSTERIOR_FORMAT,
+                     version=_io.POSTERIOR_VERSION)
 
     return action
 
@@ -492,7 +494,8 @@ def _flow_action(run: RunSpec):
         from .inference import beta_function
 
         beta = beta_function(out / posterior_file(run.key))
-        write_netcdf(beta, out / beta_file(run.key))
+        write_netcdf(beta, out / beta_file(run.key), file_format=_io.BETA_FORMAT,
+                     version=_io.BETA_VERSION)
 
     return action
 

@@ -10,9 +10,6 @@ from the effective sample size) and say so.
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import numpy as np
 import pytest
 import scipy.integrate
@@ -22,16 +19,19 @@ from numpyro.infer.util import log_density
 import nngp_ppl as nn
 from nngp_ppl import NNGPInputError
 from nngp_ppl.models import (
-    CouplingProblem,
     FieldLattice,
-    ScaleMixtureNormal,
     check_bounded,
     coupling_model,
     field_correlators,
     stable_cholesky,
-    stack_problems,
 )
-from nngp_ppl.models.couplings import estimator_covariance, gaussian_moments
+from nngp_ppl.models.couplings import (
+    NORMAL_DF,
+    estimator_covariance,
+    gaussian_moments,
+    latent_arrays,
+    whitened_log_likelihood,
+)
 from nngp_ppl.models.field import MAX_FIELD_POINTS, interaction_spread, sample_field
 from nngp_ppl.theory.diagrams import first_order_design
 from nngp_ppl.theory.lattice import Lattice, box_lattice
@@ -109,97 +109,57 @@ def test_stable_cholesky_rejects_bad_covariances(bad):
 # --- the coupling model's likelihood ---------------------------------------------------------
 
 
-def test_rotated_likelihood_is_the_mvn_with_the_truncation_covariance():
-    """u ~ N(UᵀL⁻¹Dg, 1 + c²μ) equals log N(y; GP + Dg, Σ' + c² M) up to -log|det L|, with
-    M = (1-ρ)A² + ρ Σ_n a_n a_nᵀ assembled explicitly (Σ' the regularised covariance)."""
-    y, cov, gp, D = _problem_data()
-    p = CouplingProblem.build(y, cov, gp, D, ("lambda", "kappa"), blocks=[15, 28])
-    S = p.scale_tril @ p.scale_tril.T
-    logdet_L = np.sum(np.log(np.diag(p.scale_tril)))
-    for g, c in [((-2e-3, 0.0), 0.0), ((-1e-3, 1e-5), 0.3), ((0.0, 2e-4), 2.0)]:
-        cov_c = S + c**2 * p.truncation_matrix()
-        mvn = scipy.stats.multivariate_normal(gp + D @ np.array(g), cov_c)
-        assert p.loglik(g, c) - logdet_L == pytest.approx(mvn.logpdf(y), rel=1e-9, abs=1e-6)
+def test_latent_model_is_the_mvn_model_of_the_deviations():
+    """coupling_model in whitened coordinates is r ~ N(0, c²Σ), r̂ | r ~ N(r, Σ): its log
+    density differences between two points equal those of the two MVNs in r-space (scipy,
+    Σ = L Lᵀ assembled explicitly), the constant Jacobian log|det L| cancelling."""
+    y, cov, gp, _ = _problem_data()
+    L, _ = stable_cholesky(cov, rcond=1e-4)
+    arrays = latent_arrays(y - gp, L)
+    c = float(arrays.prior_scale)
+    rng = np.random.default_rng(3)
+    sigma = L @ L.T
+
+    def mvn(z):
+        r = L @ z
+        return (scipy.stats.multivariate_normal(r, sigma).logpdf(y - gp)
+                + scipy.stats.multivariate_normal(np.zeros(y.size), c**2 * sigma).logpdf(r))
+
+    z1, z2 = np.asarray(arrays.whitened) + rng.standard_normal((2, y.size))
+    model = [log_density(coupling_model, (arrays,), {}, {"z": z})[0] for z in (z1, z2)]
+    assert float(model[0] - model[1]) == pytest.approx(mvn(z1) - mvn(z2), rel=1e-8, abs=1e-8)
 
 
-def test_plain_model_is_the_mvn_with_the_fixed_cholesky_factor():
-    y, cov, gp, D = _problem_data()
-    p = CouplingProblem.build(y, cov, gp, D[:, :1], truncation=False)
-    arrays, _ = stack_problems([p])
-    model = functools.partial(coupling_model, couplings=("lambda",), truncation=False)
-    for lam in (-3e-3, 0.0, 1e-3):
-        logp, _ = log_density(model, (arrays,), {}, {"lambda": np.array([lam])})
-        prior = scipy.stats.norm(0, p.prior_scale[0]).logpdf(lam)
-        mvn = scipy.stats.multivariate_normal(gp + D[:, 0] * lam, p.scale_tril @ p.scale_tril.T)
-        assert float(logp) - prior == pytest.approx(mvn.logpdf(y), rel=1e-9)
+def test_student_t_likelihood_matches_scipy_and_tends_to_the_normal():
+    rng = np.random.default_rng(4)
+    w, z = rng.standard_normal((2, 15))
+    for df in (2.5, 30.0):
+        ours = float(whitened_log_likelihood(w, z, df))
+        ref = scipy.stats.multivariate_t(loc=z, shape=np.eye(15), df=df).logpdf(w)
+        assert ours == pytest.approx(ref, rel=1e-10)
+    normal = scipy.stats.multivariate_normal(z, np.eye(15)).logpdf(w)
+    assert float(whitened_log_likelihood(w, z, NORMAL_DF)) == pytest.approx(normal, rel=1e-8)
 
 
-def test_grid_marginal_matches_numerical_integral_over_the_truncation_scale():
-    """The model's likelihood is ∫ N(y | g, c) HalfNormal(c) dc; compare the grid mixture
-    with adaptive quadrature in log c, for data with and without a truncation error."""
-    y, cov, gp, D = _problem_data()
-    model = functools.partial(coupling_model, couplings=("lambda",), truncation=True)
-    for data in (y, y + 0.3 * np.abs(D[:, 0] * -2e-3)):
-        p = CouplingProblem.build(data, cov, gp, D[:, :1], blocks=[15, 28])
-        arrays, _ = stack_problems([p])
-        for lam in (-2.1e-3, -1.5e-3):
-            logp, _ = log_density(model, (arrays,), {}, {"lambda": np.array([lam])})
-            got = float(logp) - scipy.stats.norm(0, p.prior_scale[0]).logpdf(lam)
-            ll = np.array([p.loglik([lam], np.exp(t)) for t in np.linspace(-25, 2, 2000)])
-            ref = ll.max()
-
-            def integrand(t, lam=lam, ref=ref, p=p):
-                c = np.exp(t)
-                return np.exp(p.loglik([lam], c) - ref) * scipy.stats.halfnorm.pdf(c) * c
-
-            val, _ = scipy.integrate.quad(integrand, -40, np.log(5.0), limit=400, points=[
-                -25 + 27 * np.argmax(ll) / 1999])
-            low = np.exp(p.loglik([lam], 0.0) - ref) * scipy.stats.halfnorm.cdf(np.exp(-40))
-            expected = ref + np.log(val + low)
-            # 1e-3 in log-likelihood: the grid's quadrature error, far below sampling noise.
-            assert got == pytest.approx(expected, abs=1e-3)
+def test_prior_is_weakly_informative():
+    """c >= 10 max(1, |ŵ|): the prior pulls the posterior mean by a factor 1/(1 + c²) <= 1%."""
+    y, cov, gp, _ = _problem_data()
+    L, _ = stable_cholesky(cov)
+    arrays = latent_arrays(y - gp, L)
+    assert float(arrays.prior_scale) >= 10 * max(1.0, float(np.max(np.abs(arrays.whitened))))
 
 
-def test_scale_mixture_normal_sampling_agrees_with_its_density():
-    loc = np.array([0.5, -1.0])
-    prec = np.array([[1.0, 4.0], [0.25, 1.0]])
-    logw = np.log([0.3, 0.7]) + 0.5 * np.sum(np.log(prec), axis=1)
-    d = ScaleMixtureNormal(loc, prec, logw)
-    x = np.asarray(d.sample(jax.random.PRNGKey(0), (200_000,)))
-    var = 0.3 / prec[0] + 0.7 / prec[1]
-    assert np.all(np.abs(x.mean(axis=0) - loc) < 5 * np.sqrt(var / len(x)))
-    np.testing.assert_allclose(x.var(axis=0), var, rtol=0.02)
-    pt = np.array([0.1, 0.2])
-    direct = np.log(
-        0.3 * np.prod(scipy.stats.norm(loc, prec[0] ** -0.5).pdf(pt))
-        + 0.7 * np.prod(scipy.stats.norm(loc, prec[1] ** -0.5).pdf(pt))
-    )
-    assert float(d.log_prob(pt)) == pytest.approx(direct, rel=1e-12)
-
-
-def test_priors_are_weakly_informative():
-    """The data-scaled prior is far wider than the likelihood (prior sd over the least-squares
-    sd > 10, also for the nearly collinear pair (λ, κ)) and than the coupling the data
-    support (> 5 |ĝ|), so it cannot pull the posterior."""
-    y, cov, gp, D = _problem_data()
-    for couplings in [("lambda",), ("lambda", "kappa")]:
-        p = CouplingProblem.build(y, cov, gp, D[:, : len(couplings)], couplings)
-        assert np.all(p.prior_scale / np.sqrt(np.diag(p.point_covariance)) > 10)
-        assert np.all(p.prior_scale > 5 * np.abs(p.point_estimate))
-
-
-def test_coupling_problem_rejects_bad_input():
-    y, cov, gp, D = _problem_data()
-    with pytest.raises(NNGPInputError, match="couplings"):
-        CouplingProblem.build(y, cov, gp, D, ("lambda", "mu"))
-    with pytest.raises(NNGPInputError, match="design"):
-        CouplingProblem.build(y, cov, gp, D[:5], ("lambda", "kappa"))
-    with pytest.raises(NNGPInputError, match="gp"):
-        CouplingProblem.build(y, cov, gp[:-1], D, ("lambda", "kappa"))
-    with pytest.raises(NNGPInputError, match="no first-order effect"):
-        CouplingProblem.build(y, cov, gp, np.zeros((y.size, 1)))
-    with pytest.raises(NNGPInputError, match="blocks"):
-        CouplingProblem.build(y, cov, gp, D[:, :1], blocks=[10, 10])
+def test_latent_arrays_reject_bad_input():
+    y, cov, gp, _ = _problem_data()
+    L, _ = stable_cholesky(cov)
+    with pytest.raises(NNGPInputError, match="scale_tril"):
+        latent_arrays(y - gp, L[:-1])
+    with pytest.raises(NNGPInputError, match="residual"):
+        latent_arrays(np.full(y.size, np.nan), L)
+    with pytest.raises(NNGPInputError, match="prior_width"):
+        latent_arrays(y - gp, L, prior_width=0.0)
+    with pytest.raises(NNGPInputError, match="df"):
+        latent_arrays(y - gp, L, df=-1.0)
 
 
 # --- the lattice field model -----------------------------------------------------------------

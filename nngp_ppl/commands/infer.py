@@ -4,16 +4,19 @@ Example::
 
     nngp-ppl infer erf.nc --cutoffs 10,100,1000 -o erf-posterior.nc
 
-For every width of the run and every cutoff Λ the distinct 4- and 6-pt correlators are
-fitted by the coupling model of :mod:`nngp_ppl.models.couplings`: GP + first-order
-diagrams (rule 4.5 on) + an inferred EFT truncation error, multivariate-normal likelihood
-with the run's estimator covariance. Prints the ArviZ summary and the diagnostics gate
-(R-hat <= 1.01, bulk ESS >= 400, no divergences) and writes an ArviZ DataTree (netCDF).
-``nngp-ppl flow`` turns the file into β-functions.
+For every width of the run one NUTS posterior of the noise-free correlators
+(:mod:`nngp_ppl.models.couplings`, conditioned on the sampled 4- and 6-pt functions under the
+estimator's noise model) gives the couplings at every cutoff Λ as the declared estimand of
+:mod:`nngp_ppl.problem` (for λ alone the paper's equal-weight mean of the per-tuple
+couplings on the exact correlators). Prints the ArviZ summary, the model discrepancy, the
+models ranked by ELPD (GP, λ, λ + κ) and the diagnostics gate (R-hat <= 1.01, bulk ESS >=
+400, no divergences), and writes an ArviZ DataTree (netCDF). Exits 3 when the gate fails,
+unless ``--allow-failed-gate``. ``nngp-ppl flow`` turns the file into β-functions.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -36,26 +39,28 @@ def register(subparsers) -> None:
     p.add_argument("--widths", default=None, metavar="N,N,...",
                    help="widths to fit (default: every width in the run)")
     p.add_argument("--orders", default=None, metavar="n,n",
-                   help="correlator orders fitted, from 4,6 (default: 4 for λ alone, 4,6 with κ)")
+                   help="correlator orders that define the couplings, from 4,6 (default: 4 "
+                        "for λ alone, 4,6 with κ)")
     p.add_argument("--propagator", default="full", metavar="NAME",
                    help="propagator on vertex legs: full (K) or bias_subtracted (K - σ_b²)")
-    p.add_argument("--no-truncation", action="store_true",
-                   help="leave out the EFT truncation-error term (plain MVN likelihood)")
     p.add_argument("--chains", default="4", metavar="C", help="NUTS chains (default 4)")
     p.add_argument("--samples", default="1000", metavar="S",
                    help="draws per chain after warmup (default 1000)")
     p.add_argument("--warmup", default="500", metavar="W", help="warmup steps (default 500)")
     p.add_argument("--seed", default="0", metavar="SEED", help="random seed (default 0)")
-    p.add_argument("--covariance", default="gp", metavar="KIND",
-                   help="noise model: gp (Wick moments, default), exact (finite-width moments; "
-                        "gauss, relu) or sample (the run's estimate; measured biased)")
+    p.add_argument("--covariance", default="auto", metavar="KIND",
+                   help="noise model: auto (default: exact finite-width moments where the "
+                        "oracle covers the ensemble, the run's sample moments with a "
+                        "Student-t likelihood where tails are heavy), exact, sample or gp")
     p.add_argument("--rcond", default="1e-6", metavar="R",
                    help="eigenvalue floor of the estimator's correlation matrix (default 1e-6)")
     p.add_argument("--plot", default=None, metavar="FIG.png",
                    help="also draw the running of the couplings (posterior bands) to a figure")
     p.add_argument("-o", "--output", required=True, metavar="POSTERIOR.nc",
                    help="output netCDF file (ArviZ DataTree)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress messages")
+    p.add_argument("--allow-failed-gate", action="store_true",
+                   help="exit 0 and keep the file even when the diagnostics gate fails")
     p.set_defaults(func=run)
 
 
@@ -106,11 +111,11 @@ def _couplings(text: str) -> tuple[str, ...]:
             "holds the quartic coupling λ, which carries the leading 1/N deviation; κ alone "
             "would have to explain it"
         )
-    return couplings
+    return ("lambda",) if couplings == ("lambda",) else ("lambda", "kappa")
 
 
-#: Float64 arrays of one NUTS draw per (width, cutoff): couplings, cbar and six sampler
-#: statistics (infer_couplings' posterior and sample_stats groups), for the memory check.
+#: Float64 values of one NUTS draw per (width, cutoff) besides the per-observation groups:
+#: couplings, spread and six sampler statistics, for the memory check.
 _VALUES_PER_DRAW = 9
 
 
@@ -121,6 +126,7 @@ def run(args) -> int:
     from .._io import POSTERIOR_FORMAT, POSTERIOR_VERSION
     from ..inference import diagnostics_gate, infer_couplings
     from ..stats import CorrelatorStats
+    from ..tuples import distinct_tuples
     from .fit import _cutoffs, _widths, usable_widths
     from .sample import _integer, _integer_list, _real
 
@@ -141,7 +147,11 @@ def run(args) -> int:
     stats = CorrelatorStats.from_netcdf(run_path)
     widths = usable_widths(stats, widths)
     n_fits = len(cutoffs) * len(widths)
-    fits_in_memory("--chains/--samples", chains * samples * n_fits * _VALUES_PER_DRAW * 8.0,
+    # The latent correlators (588 for six inputs with the 6-pt function) per draw and width.
+    latent = sum(len(distinct_tuples(stats.k, n)) for n in (4, 6) if n in stats.orders)
+    fits_in_memory("--chains/--samples",
+                   chains * samples * (n_fits * _VALUES_PER_DRAW + 2 * latent * len(widths))
+                   * 8.0,
                    f"{chains} chains x {samples} draws at {n_fits} (width, cutoff) pairs",
                    advice="use fewer --chains or --samples")
     with warnings.catch_warnings(record=True) as caught:
@@ -157,36 +167,31 @@ def run(args) -> int:
             seed=seed,
             orders=orders,
             propagator=args.propagator,
-            truncation=not args.no_truncation,
             covariance=args.covariance,
             rcond=rcond,
             progress=not args.no_progress,
         )
     net = stats.net
+    attrs = dt.attrs
     print(f"{run_path}: {net.name}-net (d_in={net.d_in}, sigma_w={net.sigma_w}, "
-          f"sigma_b={net.sigma_b}), {stats.k} inputs; propagator {args.propagator}; "
-          f"truncation term {'off' if args.no_truncation else 'on'}; "
-          f"{args.covariance} covariance")
-    names = [v for v in dt["posterior"].data_vars]
+          f"sigma_b={net.sigma_b}), {stats.k} inputs; propagator {attrs['propagator']}; "
+          f"couplings from orders {json.loads(attrs['orders'])}, conditioned on orders "
+          f"{json.loads(attrs['data_orders'])}; noise model {attrs['covariance']} "
+          f"({attrs['likelihood']} likelihood)")
+    print(f"estimand: {attrs['estimand']}")
+    names = [v for v in dt["posterior"].data_vars if v != "deviation"]
     summary = arviz_stats.summary(dt, var_names=names, ci_prob=0.9, ci_kind="eti")
     with _pandas_wide():
         print(summary.to_string())
+    print("spread = model discrepancy: rms over tuples of the per-tuple coupling's deviation "
+          "from the estimand (not part of the interval)")
+    print(elpd_table(dt))
     gate = diagnostics_gate(dt, warn=False)
     with _pandas_wide():
         print(gate)
     for w in caught:
         if not issubclass(w.category, RuntimeWarning) or "GATE" not in str(w.message):
             print(f"warning: {w.message}", file=sys.stderr)
-    if not gate.passed:
-        where = ", ".join(
-            "(" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in f) + ")"
-            for f in gate.failures
-        )
-        print(
-            f"WARNING: the posterior FAILS the diagnostics gate at (width, cutoff) {where}; "
-            "rerun with more --samples/--warmup before using it",
-            file=sys.stderr,
-        )
     write_datatree(dt, out, file_format=POSTERIOR_FORMAT, version=POSTERIOR_VERSION)
     print(f"wrote {out}")
     if plot is not None:
@@ -194,7 +199,39 @@ def run(args) -> int:
 
         save_figure(plot_running(dt), plot)
         print(f"wrote {plot}")
+    if not gate.passed:
+        where = ", ".join(
+            "(" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in f) + ")"
+            for f in gate.failures
+        )
+        print(
+            f"error: the posterior FAILS the diagnostics gate at {where}; rerun with more "
+            "--samples/--warmup before using it (--allow-failed-gate accepts it)",
+            file=sys.stderr,
+        )
+        return 0 if args.allow_failed_gate else 3
     return 0
+
+
+def elpd_table(dt) -> str:
+    """The models ranked by PSIS-LOO ELPD at every width and cutoff, as text."""
+    const = dt["constant_data"].to_dataset()
+    if "elpd" not in const:
+        return "ELPD: not computed"
+    elpd, se = const["elpd"], const["elpd_se"]
+    models = [str(m) for m in elpd["model"].values]
+    lines = ["ELPD (PSIS-LOO, correlators of orders "
+             f"{json.loads(dt.attrs['data_orders'])}; higher is better):",
+             f"{'width':>6} {'cutoff':>9}  " + "  ".join(f"{m:>18}" for m in models)
+             + "  best"]
+    for w in elpd["width"].values:
+        for c in elpd["cutoff"].values:
+            vals = elpd.sel(width=w, cutoff=c).values
+            errs = se.sel(width=w, cutoff=c).values
+            cells = "  ".join(f"{v:>10.1f} ± {e:<5.1f}" for v, e in zip(vals, errs,
+                                                                         strict=True))
+            lines.append(f"{int(w):>6} {float(c):>9g}  {cells}  {models[int(vals.argmax())]}")
+    return "\n".join(lines)
 
 
 class _pandas_wide:

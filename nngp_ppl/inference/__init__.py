@@ -8,13 +8,13 @@
 """
 
 from .compare import compare_point_estimates
-from .couplings import infer_couplings, sample_coupling_posterior
+from .couplings import infer_couplings, sample_latent
 from .diagnostics import DiagnosticsWarning, GateResult, diagnostics_gate
 from .flow import asymptotic_exponent, beta_function, design_function
 
 __all__ = [
     "infer_couplings",
-    "sample_coupling_posterior",
+    "sample_latent",
     "diagnostics_gate",
     "DiagnosticsWarning",
     "GateResult",

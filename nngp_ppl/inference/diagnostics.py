@@ -53,7 +53,13 @@ def diagnostics_gate(
     if "posterior" not in getattr(posterior, "children", {}):
         raise NNGPInputError("posterior must be an ArviZ DataTree with a posterior group")
     post = posterior["posterior"].to_dataset()
-    names = [v for v in post.data_vars if {"chain", "draw"} <= set(post[v].dims)]
+    # Per-observation latents (e.g. ``deviation``) are judged through the couplings they
+    # map to: one row per (width, cutoff) and coupling, not per tuple.
+    names = [
+        v for v in post.data_vars
+        if {"chain", "draw"} <= set(post[v].dims)
+        and set(post[v].dims) <= {"chain", "draw", "width", "cutoff"}
+    ]
     if not names:
         raise NNGPInputError("the posterior group has no sampled variables")
     if post.sizes["chain"] < 2:
@@ -77,7 +83,10 @@ def diagnostics_gate(
             rh = float(r.isel(sel))
             eb = float(ess_bulk[name].isel(sel))
             et = float(ess_tail[name].isel(sel))
-            nd = int(div.isel(sel)) if div is not None else 0
+            nd = (
+                int(div.isel({d: i for d, i in sel.items() if d in div.dims}))
+                if div is not None else 0
+            )
             # A variable with no spread (e.g. cbar pinned at 0) has undefined R-hat: NaN.
             ok = (np.isnan(rh) or rh <= rhat_max) and (np.isnan(eb) or eb >= ess_min) and nd == 0
             rows.append(

@@ -1,21 +1,19 @@
 """numpyro models of the effective action: couplings at a cutoff, and the lattice field theory.
 
-* :mod:`.couplings`: GP + first-order diagrams + inferred EFT truncation error, a
-  multivariate-normal likelihood over the distinct 4-pt (and 6-pt) correlators.
+* :mod:`.couplings`: the noise-free correlators as latent variables under the estimator's
+  noise model; the couplings at every cutoff are the declared estimand's map of them.
 * :mod:`.field`: the action :math:`S_{GP} + \\sum_j w_j(\\lambda f_j^4 + \\kappa f_j^6)` on a
   discretised input lattice, for non-perturbative correlators.
 """
 
 from .couplings import (
     COUPLINGS,
-    CouplingArrays,
-    CouplingProblem,
-    ScaleMixtureNormal,
-    cbar_grid,
+    LatentArrays,
     coupling_model,
-    sample_cbar,
+    estimator_covariance,
+    gaussian_moments,
+    latent_arrays,
     stable_cholesky,
-    stack_problems,
 )
 from .field import (
     FieldArrays,
@@ -28,14 +26,12 @@ from .field import (
 
 __all__ = [
     "COUPLINGS",
-    "CouplingArrays",
-    "CouplingProblem",
-    "ScaleMixtureNormal",
-    "cbar_grid",
+    "LatentArrays",
     "coupling_model",
-    "sample_cbar",
+    "estimator_covariance",
+    "gaussian_moments",
+    "latent_arrays",
     "stable_cholesky",
-    "stack_problems",
     "FieldArrays",
     "FieldLattice",
     "check_bounded",
