@@ -354,17 +354,17 @@ def asymptotic_exponent(net, propagator: str = "full", legs: int = 4, loops: int
       like a Gaussian, the integral converges and γ = 0: λ stops running.
     * ReLU-net: K grows like |y| (p = 1), γ = d_in + legs + 2 loops; 5 for the 4-pt
       coupling at d_in = 1 (exact at every Λ when σ_b = 0 and the inputs are positive).
+    * Any other ensemble (e.g. ActivationNet): p from ``net.kernel_growth``, measured from
+      the kernel at large |y| (tanh 0, GELU and softplus 1, sin: decaying K - σ_b²).
     """
     _lattice.check_propagator(propagator)
-    name = getattr(net, "name", None)
-    if name == "erf":
-        return float(net.d_in)
-    if name == "gauss":
-        constant = net.sigma_b**2 if propagator == "full" else 0.0
-        return float(net.d_in) if constant > 0 else 0.0
-    if name == "relu":
-        return float(net.d_in + legs + 2 * loops)
-    raise NNGPInputError(f"net must be an ErfNet, ReLUNet or GaussNet, got {net!r}")
+    # The ensemble says how its kernel grows (analytic for the three nets above, measured
+    # from the kernel otherwise: SingleLayerNet.kernel_growth), no name lookup.
+    growth = getattr(net, "kernel_growth", None)
+    if growth is None:
+        raise NNGPInputError(f"net must be a SingleLayerNet ensemble, got {net!r}")
+    p = growth(propagator)
+    return 0.0 if p is None else float(net.d_in + p * (legs + 2 * loops))
 
 
 class Running(NamedTuple):
