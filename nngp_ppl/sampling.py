@@ -391,6 +391,10 @@ def network_sums(net: SingleLayerNet, X, width: int, seed: int, start: int, coun
     count = _checks.positive_int("count", count)
     orders = _checks.orders("orders", orders)
     covariance = _flag("covariance", covariance)
+    if progress is not None and not callable(progress):
+        raise NNGPInputError(
+            f"progress must be None or a function called with each batch's network count, "
+            f"got {progress!r}")
     if start + count > MAX_NETWORK_INDEX:
         raise NNGPInputError(
             f"start + count must be <= 2**32 (network indices are uint32), got {start + count}"

@@ -238,3 +238,27 @@ def test_reproduce_refuses_more_networks_than_indices_before_sampling():
 
     with pytest.raises(NNGPInputError, match=r"^n_nets must be at most 2\*\*32"):
         check_preset_overrides(PRESETS["quick"], n_nets=2**32 + 1)
+
+
+def test_network_sums_progress_must_be_a_callback():
+    with pytest.raises(NNGPInputError, match=r"^progress must be None or a function"):
+        network_sums(NET, X3, 3, 0, 0, 10, progress="no")
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"num_chains": 0}, r"^num_chains must be a positive integer"),
+    ({"num_chains": 1}, r"^num_chains must be >= 2"),
+    ({"num_samples": 0}, r"^num_samples must be a positive integer"),
+    ({"num_samples": 3}, r"^num_samples must be >= 4"),
+    ({"num_warmup": 0}, r"^num_warmup must be a positive integer"),
+    ({"seed": -1}, r"^seed must be an integer in 0\.\.2\*\*63-1"),
+    ({"target_accept": 1.0}, r"^target_accept must be in \(0, 1\)"),
+])
+def test_field_nuts_settings_are_checked_before_sampling(change, match):
+    from nngp_ppl.models.field import FieldLattice, field_correlators
+    from nngp_ppl.theory.lattice import box_lattice
+
+    field = FieldLattice.build(nngp_ppl.GaussNet(), np.array([[0.0], [0.5]]),
+                               box_lattice(1, 1.0, "uniform", n_sites=4))
+    with pytest.raises(NNGPInputError, match=match):
+        field_correlators(field, 0.0, 0.0, **change)

@@ -279,6 +279,27 @@ def _runner(n_inputs, free_bias, num_chains, num_warmup, num_samples):
     return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None, None)))
 
 
+def _nuts_settings(num_chains, num_samples, num_warmup, seed, target_accept):
+    """Validated NUTS settings; R-hat needs two chains and the Monte Carlo errors (split
+    chains, arviz-stats) at least four draws per chain."""
+    from .._checks import positive_int
+    from .._checks import seed as _seed
+
+    num_chains = positive_int("num_chains", num_chains)
+    if num_chains < 2:
+        raise NNGPInputError("num_chains must be >= 2 so that R-hat can be computed, got 1")
+    num_samples = positive_int("num_samples", num_samples)
+    if num_samples < 4:
+        raise NNGPInputError(
+            f"num_samples must be >= 4 draws per chain (Monte Carlo errors split each chain), "
+            f"got {num_samples}")
+    num_warmup = positive_int("num_warmup", num_warmup)
+    target_accept = finite_float("target_accept", target_accept)
+    if not 0 < target_accept < 1:
+        raise NNGPInputError(f"target_accept must be in (0, 1), got {target_accept:g}")
+    return num_chains, num_samples, num_warmup, _seed("seed", seed), target_accept
+
+
 def sample_field(
     field: FieldLattice,
     lam: float,
@@ -296,9 +317,8 @@ def sample_field(
     Chains are vectorised and start near the free theory's typical set (z ~ N(0, 1/4)).
     ``target_accept``: NUTS's target acceptance (module docstring: divergences).
     """
-    target_accept = finite_float("target_accept", target_accept)
-    if not 0 < target_accept < 1:
-        raise NNGPInputError(f"target_accept must be in (0, 1), got {target_accept:g}")
+    num_chains, num_samples, num_warmup, seed, target_accept = _nuts_settings(
+        num_chains, num_samples, num_warmup, seed, target_accept)
     arrays = field.arrays(lam, kappa)
     free_bias = field.propagator == "bias_subtracted" and field.net.sigma_b > 0
     run = _runner(field.n_inputs, free_bias, num_chains, num_warmup, num_samples)
@@ -354,6 +374,8 @@ def field_correlators(
 
     orders = _orders("orders", orders)
     lam, kappa = check_bounded(lam, kappa)
+    num_chains, num_samples, num_warmup, seed, target_accept = _nuts_settings(
+        num_chains, num_samples, num_warmup, seed, target_accept)
     f, extra = sample_field(
         field, lam, kappa, num_chains=num_chains, num_samples=num_samples,
         num_warmup=num_warmup, seed=seed, target_accept=target_accept,
