@@ -598,6 +598,15 @@ def reproduce(preset="quick", out="demo_out", *, redo=(), progress: bool = True,
     :class:`ReproduceResult`; the report is ``out/report.md``.
     """
     preset = get_preset(preset)
+    # Checked before the directory and the lock exist: "no" is a true string, and a log that
+    # cannot be called would fail only after the first stage's work.
+    for name, value in (("progress", progress), ("dry_run", dry_run)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise NNGPInputError(f"{name} must be True or False, got {value!r}")
+    if not callable(log):
+        raise NNGPInputError(f"log must be a function taking one line of text, got {log!r}")
+    if not isinstance(out, (str, Path)) or str(out) == "":
+        raise NNGPInputError(f"out must be a directory path, got {out!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NNGPInputError(f"out must be a directory, got the file {out}")

@@ -275,3 +275,17 @@ def test_an_empty_only_is_refused_not_read_as_all(tmp_path, capsys):
                      str(tmp_path / "a")]) == 2
         err = capsys.readouterr().err
         assert "--only must name at least one run" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"progress": "no"}, r"^progress must be True or False, got 'no'"),
+    ({"dry_run": "yes"}, r"^dry_run must be True or False"),
+    ({"log": "x"}, r"^log must be a function"),
+])
+def test_reproduce_arguments_are_checked_before_the_directory_is_made(tmp_path, change,
+                                                                     match):
+    with pytest.raises(NNGPInputError, match=match):
+        reproduce(TINY, tmp_path / "new", **{"log": _quiet, **change})
+    with pytest.raises(NNGPInputError, match=r"^out must be a directory path"):
+        reproduce(TINY, None, log=_quiet)
+    assert not (tmp_path / "new").exists()
