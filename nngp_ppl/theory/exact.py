@@ -76,8 +76,12 @@ at most :math:`\min(d_{in}+1, \#\text{points})`.
   nested adaptive scipy integration to 1e-15 (tests promise 1e-10);
   ``exact_correlator_tuples(ErfNet(), X, 5, 12)`` takes 1-4 s for the six d_in = 1
   inputs on a loaded 2-core machine (~10 s for the four d_in = 3 inputs, rank 4).
-* Any activation with a numpy form (``net.numpy_activation()``): the same quadrature at
-  every order.
+* ActivationNet (any activation with a NumPy form, ``net.numpy_activation()``): the same
+  quadrature at every order, for ensembles declaring ``exact_moments = "quadrature"``.
+  Tested against nested adaptive scipy integration at 1e-10 (tanh, GELU, sin, softplus:
+  single-input correlators to order 12, two-point moments of order 8); sampled tanh and
+  GELU nets agree with it at N = 2, 10, 100. Rank <= 4 (d_in <= 3) is practical: order 12
+  takes < 1 s at d_in = 1, 2 and 5-20 s at d_in = 3; larger lattices are refused.
 * ReLU-net: positive homogeneity on polyhedral cones; see :func:`_relu_support_moments`.
   Pre-activation rank <= 4 (d_in <= 3 with a bias, or fewer distinct inputs).
 
