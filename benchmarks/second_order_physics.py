@@ -1,8 +1,9 @@
 """Second-order physics measured on exact correlators: the λ² exchange, κ and its running.
 
 For Erf (σ_b = 1), ReLU (σ_b = 0 and 1) and Gauss nets at N ∈ {5, 20, 100, 1000}, paper
-inputs (d_in = 1), full propagator, rule 4.5, with the exact finite-width cumulants of
-:mod:`nngp_ppl.theory.exact` as data (no sampling noise):
+inputs (d_in = 1), the full propagator (or ``--propagator bias_subtracted``), rule 4.5,
+with the exact finite-width cumulants of :mod:`nngp_ppl.theory.exact` as data (no sampling
+noise):
 
 * λ̄(Λ) is the paper's estimator (:func:`nngp_ppl.eft.mean_coupling`) on the exact G4.
 * The connected 6-pt function at O(1/N²) in the EFT is the κ contact term plus the tree-level
@@ -23,7 +24,7 @@ inputs (d_in = 1), full propagator, rule 4.5, with the exact finite-width cumula
 * Running: κ(Λ) with and without the exchange at N = 20, Λ = 7 … 10⁵, and the slopes of
   log|κ| on log Λ below 100 and above 10³.
 
-    .venv/bin/python benchmarks/second_order_physics.py [--quick]
+    .venv/bin/python benchmarks/second_order_physics.py [--quick] [--propagator full]
 
 Prints markdown tables (the ones in docs/comparison.md).
 """
@@ -56,14 +57,15 @@ def _norm(v):
     return float(np.linalg.norm(v))
 
 
-def designs(net, X, cutoffs):
+def designs(net, X, cutoffs, propagator="full"):
     """Per cutoff: I6c = -720 ∫ΠK (κ contact, (C, T6)), E = λ² exchange (C, T6),
     D1_4 (C, T4, 2), D2_4 (C, T4, 2, 2)."""
     (contact,) = [d for d in dg.first_order_diagrams(6, 6) if len(d.attached) == 6]
-    c6 = np.atleast_2d(contact.evaluate(net, X, np.asarray(cutoffs)))
-    E = dg.second_order_design(net, X, 6, cutoffs, ("lambda",), topologies=("exchange",))
-    D1 = dg.first_order_design(net, X, 4, cutoffs, ("lambda", "kappa"))
-    D2 = dg.second_order_design(net, X, 4, cutoffs, ("lambda", "kappa"))
+    c6 = np.atleast_2d(contact.evaluate(net, X, np.asarray(cutoffs), propagator))
+    E = dg.second_order_design(net, X, 6, cutoffs, ("lambda",), propagator,
+                               topologies=("exchange",))
+    D1 = dg.first_order_design(net, X, 4, cutoffs, ("lambda", "kappa"), propagator)
+    D2 = dg.second_order_design(net, X, 4, cutoffs, ("lambda", "kappa"), propagator)
     return c6, E[:, :, 0, 0], D1, D2
 
 
@@ -72,14 +74,14 @@ def lstsq(a, b):
     return float(a @ b / (a @ a))
 
 
-def measure(name, net, X, cutoffs, widths):
-    c6, E, D1, D2 = designs(net, X, cutoffs)
+def measure(name, net, X, cutoffs, widths, propagator="full"):
+    c6, E, D1, D2 = designs(net, X, cutoffs, propagator)
     rows = []
     for N in widths:
         G4 = exact_correlator_tuples(net, X, N, 4)
         k4 = exact_cumulant_tuples(net, X, N, 4)
         k6 = exact_cumulant_tuples(net, X, N, 6)
-        lam = mean_coupling(net, X, G4, cutoffs)
+        lam = mean_coupling(net, X, G4, cutoffs, propagator)
         big = np.abs(k6) > 1e-9 * np.abs(k6).max()  # ratios only where κ6_t is not ~0
         for i, cut in enumerate(cutoffs):
             ex = lam[i] ** 2 * E[i]
@@ -172,6 +174,7 @@ def print_tables(rows, run_rows, widths, cutoffs):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Erf and Gauss, N = 20, 1000")
+    parser.add_argument("--propagator", default="full", choices=["full", "bias_subtracted"])
     args = parser.parse_args()
     nets = NETS if not args.quick else (NETS[0], NETS[3])
     widths = WIDTHS if not args.quick else (20, 1000)
@@ -179,10 +182,11 @@ def main() -> None:
     rows, run_rows = [], []
     for name, make, ens in nets:
         net, X = make(), nn.paper_inputs(ens, 1)
-        rows += measure(name, net, X, CUTOFFS, widths)
-        run_rows += measure(name, net, X, RUN_CUTOFFS, (RUN_WIDTH,))
+        rows += measure(name, net, X, CUTOFFS, widths, args.propagator)
+        run_rows += measure(name, net, X, RUN_CUTOFFS, (RUN_WIDTH,), args.propagator)
     print_tables(rows, run_rows, widths, CUTOFFS)
-    print(f"\n({time.perf_counter() - t0:.0f} s; full propagator, rule 4.5, paper inputs d_in=1)")
+    print(f"\n({time.perf_counter() - t0:.0f} s; {args.propagator} propagator, rule 4.5, "
+          f"paper inputs d_in=1)")
 
 
 if __name__ == "__main__":

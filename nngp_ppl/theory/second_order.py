@@ -32,7 +32,7 @@ Accuracy (measured; tests/test_second_order.py, benchmarks/second_order.py). The
 non-smooth feature the vertex-leg cuts miss is the diagonal :math:`y_1 = y_2` of
 :math:`\tilde K(y_1, y_2)^L`; the Erf and Gauss kernels are analytic there and the ReLU
 kernel with σ_b > 0 has a :math:`|\theta|^3` cusp (θ the angle between (σ_b, σ_W y_1) and
-(σ_b, σ_W y_2)) whose effect on the d_in = 1 tensor rule is ~1e-11 relative. d_in = 1: the
+(σ_b, σ_W y_2)) whose effect on the d_in = 1 tensor rule is <= 2e-10 relative. d_in = 1: the
 default rule agrees with scipy's adaptive ``dblquad`` (split at 0 and at the diagonal) to
 better than 1e-9 relative. d_in = 2 (benchmarks/second_order.py, paper corner inputs):
 the default rule (8 nodes per panel, P = 16384 points at Λ = 30) agrees with a finer one
