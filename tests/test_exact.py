@@ -904,3 +904,22 @@ def test_erf_order_eight_quadrature_agrees_with_price_theorem_in_higher_rank(d_i
     price = _erf_moments(F @ F.T, 8)
     got = quadrature.gaussian_moments(special.erf, F, [8])[8]
     assert np.max(np.abs(got - price)) <= 1e-10 * np.max(np.abs(price))
+
+
+@pytest.mark.parametrize("d_in", [2, 3])
+def test_activation_net_with_erf_reproduces_price_theorem_correlators(d_in):
+    # erf registered as a user activation goes through ActivationNet's generic path (the
+    # quadrature at every order, rank d_in + 1) and must give ErfNet's Price-theorem
+    # correlators on the paper's corners. Measured agreement ~1e-14 relative.
+    import jax
+
+    from nngp_ppl import ActivationNet, paper_inputs, register_activation
+
+    register_activation("erf_for_exact_tests", jax.lax.erf, special.erf)
+    X = paper_inputs("erf", d_in)
+    generic = ActivationNet("erf_for_exact_tests", d_in=d_in, sigma_w=1.2, sigma_b=0.5)
+    closed = ErfNet(d_in=d_in, sigma_w=1.2, sigma_b=0.5)
+    for n in (4, 6):
+        ref = exact_correlator_tuples(closed, X, 3, n)
+        got = exact_correlator_tuples(generic, X, 3, n)
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12 * np.max(np.abs(ref)))
