@@ -585,8 +585,15 @@ def ensemble_from_dict(d: dict) -> SingleLayerNet:
     """Inverse of :meth:`SingleLayerNet.to_dict`."""
     d = dict(d)
     name = d.pop("ensemble")
-    d.pop("activation", None)  # an ActivationNet's activation is its ensemble name
     key = str(name).lower()
+    # An ActivationNet's activation is its ensemble name; a file where they differ is
+    # damaged, not a choice between them.
+    activation = d.pop("activation", None)
+    if activation is not None and str(activation).lower() != key:
+        raise NNGPInputError(
+            f"ensemble description is inconsistent: ensemble {name!r} but activation "
+            f"{activation!r}"
+        )
     cls = ENSEMBLES.get(key, ActivationNet if key in ACTIVATIONS else SingleLayerNet)
     fields = {f.name for f in dataclasses.fields(cls)} - {"activation"}
     return make_ensemble(name, **{k: v for k, v in d.items() if k in fields})

@@ -333,6 +333,8 @@ def test_activation_nets_round_trip_and_are_made_by_name():
         back = ensemble_from_dict(net.to_dict())
         assert type(back) is ActivationNet and back == net
     assert ActivationNet("TANH").activation == "tanh"
+    with pytest.raises(NNGPInputError, match="inconsistent"):
+        ensemble_from_dict({"ensemble": "tanh", "activation": "gelu", "d_in": 1})
 
 
 def test_callable_activation_works_in_memory_but_is_refused_on_save():
