@@ -194,6 +194,7 @@ def _padded(points: np.ndarray, weights: np.ndarray, size: int):
     return pts, w
 
 
+@cache
 def has_ridge(net, propagator: str = "full") -> bool:
     """Whether the inter-vertex propagator keeps a ridge of fixed width along y1 = y2 far
     from the inputs (a translation-invariant part, e.g. Gauss-net), probed numerically.
@@ -267,6 +268,7 @@ def _rules(net, X, cutoffs: np.ndarray, nodes, ratio, propagator="full"):
                                  nodes=nodes, ratio=ratio, scale=scale) for c in cutoffs]
 
 
+@cache
 def ridge_split(net, propagator: str = "full") -> tuple[float, float]:
     """(c0, half_width) of a ridge kernel (:func:`has_ridge`): the constant c0 that the
     inter-vertex propagator K̃(y, z) tends to for |y - z| → ∞, and the distance beyond which
