@@ -188,7 +188,7 @@ class CouplingFit(NamedTuple):
         return tuple.__getitem__(self, key)
 
 
-WEIGHTINGS = ("diagonal", "full", "relative")
+WEIGHTINGS = ("diagonal", "full", "relative", "estimand")
 
 
 def _whitener(cov: np.ndarray, rcond: float) -> np.ndarray:
@@ -239,6 +239,9 @@ def fit_couplings(
       :math:`\Sigma` (eigenvalues below ``rcond`` times the largest dropped).
     * ``"relative"`` (default without a covariance, e.g. noise-free exact correlators):
       weights :math:`1/G_{GP,t}^2`; no coupling covariance (NaN).
+    * ``"estimand"``: weights :math:`1/D_{t\lambda}^2`, the declared estimand of the
+      posteriors (:func:`nngp_ppl.problem.estimand_projection`; λ alone: the paper's
+      λ̄), with the sandwich covariance when a covariance is given (NaN otherwise).
     """
     net, X = _net_and_inputs(data, net, X)
     X, lam = _setup(net, X, cutoffs)
@@ -270,10 +273,14 @@ def fit_couplings(
         weighting = "diagonal" if cov is not None else "relative"
     if weighting not in WEIGHTINGS:
         raise NNGPInputError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if weighting == "estimand" and "lambda" not in names:
+        raise NNGPInputError("weighting='estimand' scales each tuple by λ's design: fit lambda")
     if weighting in ("diagonal", "full") and cov is None:
         raise NNGPInputError(f"weighting={weighting!r} needs a covariance (a CorrelatorStats "
                              "sampled with covariance, or covariance=...)")
-    if weighting == "full":
+    if weighting == "estimand":
+        from .problem import estimand_projection
+    elif weighting == "full":
         W = _whitener(cov, rcond)
     elif weighting == "diagonal":
         var = np.diag(cov).copy()
@@ -284,9 +291,18 @@ def fit_couplings(
         W = np.diag(np.where(var > floor, 1.0 / np.sqrt(np.where(var > floor, var, 1.0)), 0.0))
     else:
         W = np.diag(1.0 / np.where(gp != 0, np.abs(gp), 1.0))
-    wr = W @ resid
     values, covs, chi2 = [], [], []
     for c in range(len(lam)):
+        if weighting == "estimand":
+            W = np.diag(1.0 / np.abs(A[c][:, names.index("lambda")]))
+            B = estimand_projection(A[c], np.ones(len(resid), bool), names.index("lambda"))
+            coef = B @ resid
+            values.append(coef)
+            covs.append(B @ cov @ B.T if cov is not None
+                        else np.full((len(names), len(names)), np.nan))
+            chi2.append(float(np.sum((W @ (resid - A[c] @ coef)) ** 2)))
+            continue
+        wr = W @ resid
         WA = W @ A[c]
         B = np.linalg.pinv(WA) @ W  # ĝ = B y
         coef = B @ resid
@@ -380,8 +396,9 @@ class Running(NamedTuple):
     fit_cutoffs: np.ndarray  # cutoffs used by the regression
 
 
-def _slope(logx: np.ndarray, logy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares slope of logy (..., C) on logx (C,) and its standard error."""
+def log_slope(logx: np.ndarray, logy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares slope of logy (..., C) on logx (C,) and its standard error (NaN with
+    fewer than three points): the one log-log regression of the package."""
     x = logx - logx.mean()
     sxx = float(np.sum(x * x))
     yc = logy - logy.mean(axis=-1, keepdims=True)
@@ -423,8 +440,8 @@ def running(net, X, G4, cutoffs, propagator: str = "full", *, width=None,
     # A tuple whose deviation vanishes exactly (by a symmetry of the inputs) has λ_t = 0 and
     # no exponent: its regression gives NaN rather than a number.
     with np.errstate(divide="ignore", invalid="ignore"):
-        slope, err = _slope(np.log(lam[sel]), np.log(np.abs(lbar[sel])))
-        tslope, _ = _slope(np.log(lam[sel]), np.log(np.abs(lam_t[sel].T)))
+        slope, err = log_slope(np.log(lam[sel]), np.log(np.abs(lbar[sel])))
+        tslope, _ = log_slope(np.log(lam[sel]), np.log(np.abs(lam_t[sel].T)))
     with np.errstate(divide="ignore", invalid="ignore"):
         gamma_local = -beta / lbar
     return Running(lam, lam_t, lbar, beta, gamma_local, float(-slope), float(err), -tslope,

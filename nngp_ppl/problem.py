@@ -85,6 +85,35 @@ def default_orders(couplings, available) -> tuple[int, ...]:
     return tuple(n for n in available if n in wanted)
 
 
+def design_function(net, X, orders, couplings, propagator: str = "full", max_cutoff=None):
+    r"""Pure JAX function ``cutoff -> (T, C)``: the first-order design of physics.md §6.
+
+    Rule 4.5 on (no two-point corrections); vertex legs carry ``propagator``, external lines
+    the full K. Rows: the distinct tuples of each order in ``orders``, concatenated;
+    columns: ``couplings``:
+
+    .. math::
+        \Delta G_4 &= -24\lambda\, I^{(0)}_{1234} - 360\kappa\, I^{(1)}_{1234} \\
+        \Delta G_6 &= -24\lambda \textstyle\sum_{15} I^{(0)}_{abcd} K_{ef}
+            - 720\kappa\, I^{(0)}_{123456} - 360\kappa \sum_{15} I^{(1)}_{abcd} K_{ef}
+
+    with :math:`I^{(\ell)}_t = \int_{box} \prod_{a\in t}\tilde K(x_a,y)\,\tilde K(y,y)^\ell dy`.
+    """
+    from .theory.diagrams import first_order_design_function
+
+    fns = [
+        first_order_design_function(
+            net, X, n, couplings, propagator, drop_two_point=True, max_cutoff=max_cutoff
+        )
+        for n in orders
+    ]
+
+    def design(cutoff):
+        return jnp.concatenate([fn(cutoff) for fn in fns], axis=0)
+
+    return design
+
+
 @dataclass(frozen=True, eq=False)
 class EFTTheory:
     r"""The theory side of a fit: correlators of the data orders, design and estimand weights.
@@ -154,22 +183,14 @@ class EFTTheory:
 
     @functools.cached_property
     def _design_fn(self):
-        from .theory.diagrams import first_order_design_function
-
-        fns = [
-            first_order_design_function(self.net, self.X, n, self.couplings, self.propagator,
-                                        drop_two_point=True, max_cutoff=self.max_cutoff)
-            for n in self.data_orders
-        ]
+        design = design_function(self.net, self.X, self.data_orders, self.couplings,
+                                 self.propagator, self.max_cutoff)
         fitted = jnp.asarray(self.fitted)
         lam = self.couplings.index("lambda")
 
         def pieces(t):
-            D = jnp.concatenate([fn(jnp.exp(t)) for fn in fns], axis=0)  # (T, C)
-            s = jnp.where(fitted, jnp.abs(D[:, lam]), 1.0)
-            A = jnp.where(fitted[:, None], D / s[:, None], 0.0)
-            B = jnp.linalg.solve(A.T @ A, A.T) / s[None, :]  # (C, T), zero off the fit
-            return D, B
+            D = design(jnp.exp(t))  # (T, C)
+            return D, estimand_projection(D, fitted, lam, xp=jnp)
 
         def with_derivative(t):
             (D, B), (dD, dB) = jax.jvp(pieces, (t,), (jnp.ones_like(t),))
@@ -214,6 +235,22 @@ class EFTTheory:
         G = np.concatenate([exact_correlator_tuples(self.net, self.X, width, n)
                             for n in self.data_orders])
         return G - self.gp
+
+
+def estimand_projection(design, fitted, lam: int = 0, *, xp=np):
+    r"""The estimand's linear map :math:`B` (C, T) from the design (T, C) (module docstring):
+
+    .. math:: B = (A^\top A)^{-1} A^\top S^{-1}, \qquad A = S^{-1} D, \quad
+        S = \operatorname{diag}|D_{\cdot\lambda}|,
+
+    restricted to the ``fitted`` observations (zero columns elsewhere). ``xp`` is the array
+    namespace (``numpy``, or ``jax.numpy`` to differentiate it in the cutoff). The one
+    least-squares weighting of the package: the posteriors, the β-functions and
+    ``eft.fit_couplings(weighting="estimand")`` all use it.
+    """
+    s = xp.where(fitted, xp.abs(design[:, lam]), 1.0)
+    A = xp.where(fitted[:, None], design / s[:, None], 0.0)
+    return xp.linalg.solve(A.T @ A, A.T) / s[None, :]
 
 
 def noise_covariance(kind: str, theory: EFTTheory, width: int, n_nets: int, stats=None):

@@ -146,8 +146,10 @@ def _clean(obj):
 
 
 def _loglog_slope(x, y) -> float:
+    from .eft import log_slope
+
     x, y = np.log(np.asarray(x, float)), np.log(np.abs(np.asarray(y, float)))
-    return float(np.polyfit(x, y, 1)[0])
+    return float(log_slope(x, y)[0])
 
 
 def _deviation_summary(run: _Run) -> dict:

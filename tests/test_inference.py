@@ -432,3 +432,18 @@ def test_cli_errors_exit_2_without_traceback_or_output(sampled_run, tmp_path, ca
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not any(p.suffix == ".nc" for p in tmp_path.iterdir())
+
+
+def test_point_fit_with_the_estimand_weighting_is_the_posteriors_plug_in(sampled_run):
+    """eft.fit_couplings(weighting='estimand') and the posterior's stored point estimate are
+    the same map of the same data, and agree with the paper's λ̄ for λ alone."""
+    stats, _ = sampled_run
+    fit = eft.fit_couplings(stats, [5.0, 50.0], width=5, couplings=("lambda",), orders=(4,),
+                            weighting="estimand")
+    np.testing.assert_allclose(fit["lambda"], eft.mean_coupling(stats.net, stats.X, stats,
+                                                                [5.0, 50.0], width=5),
+                               rtol=1e-9)
+    theory = EFTTheory.build(stats.net, stats.X, ("lambda",), data_orders=(4,))
+    r = stats.correlator_tuples(4, 5) - theory.gp
+    np.testing.assert_allclose(theory.estimand(r, [5.0, 50.0])[:, 0], fit["lambda"],
+                               rtol=1e-8)

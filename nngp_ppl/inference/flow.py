@@ -45,40 +45,9 @@ import warnings
 import numpy as np
 
 from .._checks import NNGPInputError
-from ..eft import asymptotic_exponent
+from ..eft import asymptotic_exponent, log_slope
 from ..ensembles import ensemble_from_dict
-from ..problem import EFTTheory
-
-
-def design_function(net, X, orders, couplings, propagator: str = "full", max_cutoff=None):
-    r"""Pure JAX function ``cutoff -> (T, C)``: the first-order design of physics.md §6.
-
-    Rule 4.5 on (no two-point corrections); vertex legs carry ``propagator``, external lines
-    the full K. Rows: the distinct tuples of each order in ``orders``, concatenated;
-    columns: ``couplings``:
-
-    .. math::
-        \Delta G_4 &= -24\lambda\, I^{(0)}_{1234} - 360\kappa\, I^{(1)}_{1234} \\
-        \Delta G_6 &= -24\lambda \textstyle\sum_{15} I^{(0)}_{abcd} K_{ef}
-            - 720\kappa\, I^{(0)}_{123456} - 360\kappa \sum_{15} I^{(1)}_{abcd} K_{ef}
-
-    with :math:`I^{(\ell)}_t = \int_{box} \prod_{a\in t}\tilde K(x_a,y)\,\tilde K(y,y)^\ell dy`.
-    """
-    import jax.numpy as jnp
-
-    from ..theory.diagrams import first_order_design_function
-
-    fns = [
-        first_order_design_function(
-            net, X, n, couplings, propagator, drop_two_point=True, max_cutoff=max_cutoff
-        )
-        for n in orders
-    ]
-
-    def design(cutoff):
-        return jnp.concatenate([fn(cutoff) for fn in fns], axis=0)
-
-    return design
+from ..problem import EFTTheory, design_function  # noqa: F401  (re-exported)
 
 
 def _read_posterior(posterior):
@@ -259,6 +228,4 @@ def _neg_slope(logc, values):
     if len(logc) < 2:
         return np.full(values.shape[:-1], np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.log(np.abs(values))
-    x = logc - logc.mean()
-    return -np.sum(x * (y - y.mean(axis=-1, keepdims=True)), axis=-1) / np.sum(x * x)
+        return -log_slope(logc, np.log(np.abs(values)))[0]
