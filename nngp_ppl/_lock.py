@@ -20,12 +20,17 @@ import contextlib
 import errno
 import fcntl
 import os
+import warnings
 from pathlib import Path
 
 from ._checks import NNGPInputError
 
 #: Name of the lock file taken inside an output directory.
 DIRECTORY_LOCK_NAME = ".nngp-ppl.lock"
+
+#: flock errors that mean "this file system cannot lock", not "someone holds the lock".
+_UNSUPPORTED = {e for e in (getattr(errno, n, None) for n in ("ENOLCK", "EOPNOTSUPP",
+                                                               "ENOTSUP", "ENOSYS")) if e}
 
 
 def lock_path_for(target, *, directory: bool = False) -> Path:
@@ -52,7 +57,8 @@ def exclusive_lock(target, *, option: str, directory: bool = False):
     ``option`` names what the user gave (e.g. ``"-o"``, ``"--out"``) so that the error reads
     as an answer to their command. The lock's parent directory must exist (the caller creates
     output directories first). Raises :class:`NNGPInputError` if another live process holds
-    the lock; never blocks.
+    the lock; never blocks. On a file system without locks it warns (RuntimeWarning) and
+    yields ``None`` instead of the lock file's path.
     """
     path = lock_path_for(target, directory=directory)
     while True:
@@ -73,6 +79,19 @@ def exclusive_lock(target, *, option: str, directory: bool = False):
                     f"{option}: {target} is being written by another nngp-ppl run{holder}; "
                     "wait for it to finish or choose another output"
                 ) from None
+            if err.errno in _UNSUPPORTED:
+                # Some network file systems have no flock. Refusing would make the output
+                # location unusable; running unguarded is what every run did before.
+                warnings.warn(
+                    f"{option}: the file system of {path.parent} does not support locks "
+                    f"({err.strerror}); nothing stops a second run from writing {target} at "
+                    "the same time, so make sure only one does",
+                    RuntimeWarning, stacklevel=3,
+                )
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                yield None
+                return
             raise
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino

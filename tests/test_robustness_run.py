@@ -262,3 +262,18 @@ def test_field_nuts_settings_are_checked_before_sampling(change, match):
                                box_lattice(1, 1.0, "uniform", n_sites=4))
     with pytest.raises(NNGPInputError, match=match):
         field_correlators(field, 0.0, 0.0, **change)
+
+
+def test_a_file_system_without_locks_warns_and_runs_unguarded(tmp_path, monkeypatch):
+    import errno
+
+    from nngp_ppl import _lock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(_lock.fcntl, "flock", no_locks)
+    with pytest.warns(RuntimeWarning, match=r"^-o: the file system .* does not support locks"):
+        with exclusive_lock(tmp_path / "x.nc", option="-o") as held:
+            assert held is None
+    assert os.listdir(tmp_path) == []
