@@ -240,7 +240,7 @@ def _batch_and_shard(want: int, given_batch, shard_size, n_nets: int, k: int,
            f"the accumulation chunk of {chunk} networks ({k} inputs, orders up to {max_order})")
     raise NNGPInputError(
         f"shard_size must be a whole number of batches: {shard_size} is not a multiple of "
-        f"{why}; use {choices}, or omit shard_size"
+        f"{why}; use {choices}, or omit it for the default"
     )
 
 

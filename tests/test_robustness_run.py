@@ -139,7 +139,7 @@ def test_widths_that_are_not_integers_get_a_clear_error(widths):
 def test_a_shard_size_that_is_not_whole_batches_is_refused_with_the_sizes_that_work():
     # Six inputs accumulate in chunks of 128 networks: 1000 would have become 1024 silently.
     X6 = nngp_ppl.paper_inputs("erf")
-    with pytest.raises(NNGPInputError, match=r"^shard_size .* use 896 or 1024, or omit"):
+    with pytest.raises(NNGPInputError, match=r"^shard_size .* use 896 or 1024, or omit it"):
         plan_run(NET, X6, [100], 10_000, shard_size=1000)
     with pytest.raises(NNGPInputError, match=r"^shard_size .*batch_size 96.* use 960 or 1056"):
         plan_run(NET, X6, [100], 10_000, shard_size=1000, batch_size=96)
