@@ -50,6 +50,7 @@ from .ensembles import (  # noqa: E402
     register_ensemble,
 )
 from .inference import beta_function, compare_point_estimates, infer_couplings  # noqa: E402
+from .networks import MLP, JaxNetwork, TwoPointWarning  # noqa: E402
 from .presets import PAPER_CUTOFFS, PAPER_WIDTHS, paper_inputs  # noqa: E402
 from .sampling import sample_correlators  # noqa: E402
 from .stats import CorrelatorStats, HeavyTailWarning  # noqa: E402
@@ -72,6 +73,9 @@ __all__ = [
     "ReLUNet",
     "SingleLayerNet",
     "ActivationNet",
+    "MLP",
+    "JaxNetwork",
+    "TwoPointWarning",
     "make_ensemble",
     "register_activation",
     "register_ensemble",

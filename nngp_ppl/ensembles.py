@@ -586,6 +586,11 @@ def ensemble_from_dict(d: dict) -> SingleLayerNet:
     d = dict(d)
     name = d.pop("ensemble")
     key = str(name).lower()
+    # Classes whose fields are not the single-layer hyperparameters (MLP, JaxNetwork)
+    # read their own description.
+    reader = getattr(ENSEMBLES.get(key), "from_description", None)
+    if reader is not None:
+        return reader(d)
     # An ActivationNet's activation is its ensemble name; a file where they differ is
     # damaged, not a choice between them.
     activation = d.pop("activation", None)
