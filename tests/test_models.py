@@ -10,6 +10,8 @@ from the effective sample size) and say so.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import scipy.integrate
@@ -20,6 +22,7 @@ import nngp_ppl as nn
 from nngp_ppl import NNGPInputError
 from nngp_ppl.models import (
     FieldLattice,
+    LatentArrays,
     check_bounded,
     coupling_model,
     field_correlators,
@@ -30,6 +33,7 @@ from nngp_ppl.models.couplings import (
     estimator_covariance,
     gaussian_moments,
     latent_arrays,
+    latent_draws,
     whitened_log_likelihood,
 )
 from nngp_ppl.models.field import MAX_FIELD_POINTS, interaction_spread, sample_field
@@ -125,9 +129,35 @@ def test_latent_model_is_the_mvn_model_of_the_deviations():
         return (scipy.stats.multivariate_normal(r, sigma).logpdf(y - gp)
                 + scipy.stats.multivariate_normal(np.zeros(y.size), c**2 * sigma).logpdf(r))
 
-    z1, z2 = np.asarray(arrays.whitened) + rng.standard_normal((2, y.size))
-    model = [log_density(coupling_model, (arrays,), {}, {"z": z})[0] for z in (z1, z2)]
+    xi1, xi2 = rng.standard_normal((2, y.size))
+    z1, z2 = (np.asarray(latent_draws(arrays, xi)) for xi in (xi1, xi2))
+    model = [log_density(coupling_model, (arrays,), {}, {"xi": xi})[0] for xi in (xi1, xi2)]
     assert float(model[0] - model[1]) == pytest.approx(mvn(z1) - mvn(z2), rel=1e-8, abs=1e-8)
+
+
+def test_scale_mixture_model_marginalises_to_the_student_t_likelihood():
+    """Integrating the Student-t model's joint density in (xi, u) over the precision u at a
+    fixed z (Gauss–Laguerre-free: scipy quad over log u, Jacobian u^{-T/2} restored) gives
+    the multivariate t of whitened_log_likelihood times the prior."""
+    import scipy.integrate
+
+    rng = np.random.default_rng(5)
+    T, df = 6, 2.5
+    arrays = LatentArrays(rng.standard_normal(T), np.float64(50.0), np.float64(df))
+    z = np.asarray(arrays.whitened) + 0.7 * rng.standard_normal(T)
+
+    def joint(log_u):
+        u = np.exp(log_u)
+        xi = (z - np.asarray(arrays.whitened)) * np.sqrt(u)
+        lp = log_density(functools.partial(coupling_model, student=True), (arrays,), {},
+                         {"xi": xi, "precision": u})[0]
+        # the density in z: Jacobian |dxi/dz| = u^{T/2}; d(log u): u
+        return np.exp(float(lp) + 0.5 * T * log_u + log_u)
+
+    marginal, _ = scipy.integrate.quad(joint, -30, 10, limit=200, epsabs=0.0, epsrel=1e-10)
+    prior = scipy.stats.norm(0, 50.0).logpdf(z).sum()
+    ref = float(whitened_log_likelihood(np.asarray(arrays.whitened), z, df)) + prior
+    assert np.log(marginal) == pytest.approx(ref, rel=1e-6)
 
 
 def test_student_t_likelihood_matches_scipy_and_tends_to_the_normal():

@@ -32,6 +32,7 @@ from ..models.couplings import (
     RCOND,
     coupling_model,
     latent_arrays,
+    latent_draws,
     stable_cholesky,
 )
 from ..problem import (
@@ -53,29 +54,39 @@ MODELS = {"gp": (), "lambda": ("lambda",), "lambda+kappa": ("lambda", "kappa")}
 
 
 @functools.lru_cache(maxsize=16)
-def _runner(num_chains, num_warmup, num_samples):
-    """Compiled ``(keys (chains,), z0 (chains, T), arrays) -> (z draws, NUTS statistics)``:
+def _runner(num_chains, num_warmup, num_samples, student):
+    """Compiled ``(keys (chains,), start (chains, T[+1]), arrays) -> (draws, NUTS statistics)``:
     numpyro's functional NUTS (``numpyro.infer.hmc.hmc``) on the potential energy of
-    :func:`~nngp_ppl.models.coupling_model`, chains vectorised, warmup and sampling scanned."""
+    :func:`~nngp_ppl.models.coupling_model` in its unconstrained coordinates (``xi`` and,
+    with a Student-t likelihood, log ``precision``), chains vectorised, warmup and sampling
+    scanned."""
     from numpyro.infer.hmc import hmc
     from numpyro.infer.util import potential_energy
 
+    model = functools.partial(coupling_model, student=student)
+
+    def params(q):
+        return {"xi": q[:-1], "precision": q[-1]} if student else {"xi": q}
+
     def potential_fn_gen(arrays):
-        def potential(z):
-            return potential_energy(coupling_model, (arrays,), {}, {"z": z})
+        def potential(q):
+            return potential_energy(model, (arrays,), {}, params(q))
 
         return potential
 
-    def one_chain(key, z0, arrays):
+    def one_chain(key, q0, arrays):
         init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
-        state = init_kernel(z0, num_warmup, dense_mass=False, model_args=(arrays,),
+        state = init_kernel(q0, num_warmup, dense_mass=False, model_args=(arrays,),
                             rng_key=key)
 
         def step(st, _):
             st = sample_kernel(st, model_args=(arrays,))
             stats = (st.diverging, st.accept_prob, st.num_steps, st.adapt_state.step_size,
                      st.energy, -st.potential_energy)
-            return st, (st.z, stats)
+            q = st.z
+            z = (latent_draws(arrays, q[:-1], jnp.exp(q[-1])) if student
+                 else latent_draws(arrays, q))
+            return st, (z, stats)
 
         state, _ = jax.lax.scan(step, state, None, length=num_warmup)
         _, (z, stats) = jax.lax.scan(step, state, None, length=num_samples)
@@ -91,23 +102,30 @@ def sample_latent(arrays, scale_tril, rng_key, *, num_chains: int = 4,
     ``arrays`` is one :class:`~nngp_ppl.models.LatentArrays` or a batch of independent
     problems of equal size (leading axis P on every field and on ``scale_tril``), sampled
     in one compiled call; problem p uses the key ``fold_in(rng_key, problem_ids[p])``
-    (default: p), so a problem's draws do not depend on its companions. Chains start
-    dispersed (2 standard deviations around the data in each whitened direction), so that
-    R-hat can detect chains that have not mixed. Returns ``(r, stats)``: r of shape
-    (chain, draw, T), or (P, chain, draw, T) for a batch, and the NUTS statistics alike.
+    (default: p), so a problem's draws do not depend on its companions. A batch with any
+    Student-t problem samples all with the scale-mixture model (a normal problem's
+    precision then stays at 1 to ~1e-6). Chains start dispersed (2 standard deviations in
+    each whitened direction), so that R-hat can detect chains that have not mixed. Returns
+    ``(r, stats)``: r of shape (chain, draw, T), or (P, chain, draw, T) for a batch, and the
+    NUTS statistics alike.
     """
-    run = _runner(num_chains, num_warmup, num_samples)
     batched = np.ndim(arrays.whitened) == 2
     if not batched:
         arrays = type(arrays)(*(jnp.asarray(f)[None] for f in arrays))
+    student = arrays.student
+    run = _runner(num_chains, num_warmup, num_samples, student)
     w = arrays.whitened
     L = np.asarray(scale_tril) if batched else np.asarray(scale_tril)[None]
     ids = range(w.shape[0]) if problem_ids is None else [int(i) for i in problem_ids]
     keys, starts = [], []
-    for p, pid in enumerate(ids):
+    size = w.shape[1] + int(student)
+    for pid in ids:
         key_init, key_run = jax.random.split(jax.random.fold_in(rng_key, pid))
         keys.append(jax.random.split(key_run, num_chains))
-        starts.append(w[p] + 2.0 * jax.random.normal(key_init, (num_chains, w.shape[1])))
+        start = 2.0 * jax.random.normal(key_init, (num_chains, size))
+        # The precision starts at 1: for a normal problem in a Student-t batch it is pinned
+        # there to ~1e-6, and a dispersed start would begin far out on its Gamma wall.
+        starts.append(start.at[:, -1].set(0.0) if student else start)
     z, stats = jax.vmap(run)(jnp.stack(keys), jnp.stack(starts), arrays)
     r = np.einsum("pcdt,pst->pcds", np.asarray(z), L)
     stats = {n: np.asarray(v) for n, v in zip(_EXTRA_FIELDS, stats, strict=True)}
