@@ -473,3 +473,81 @@ def test_activation_kernel_growth_and_beta_exponent():
     assert asymptotic_exponent(sin, "bias_subtracted") == 0.0
     with pytest.raises(NNGPInputError, match="propagator"):
         tanh.kernel_growth("cutoff")
+
+
+# --- a user's own JAX network (nngp_ppl.networks.JaxNetwork) ----------------------------------
+# Module-level functions: importable as "test_ensembles:erf_init", so the net can be saved.
+def erf_init(key, width):
+    """One Erf-net of physics.md §1 (σ_W = σ_b = 1, d_in = 1), written as a user would."""
+    import jax
+
+    kw, kb, ka, kc = jax.random.split(key, 4)
+    return {"w": jax.random.normal(kw, (width, 1)), "b": jax.random.normal(kb, (width,)),
+            "a": jax.random.normal(ka, (width,)) / width**0.5, "c": jax.random.normal(kc, ())}
+
+
+def erf_apply(params, X):
+    import jax
+
+    return jax.lax.erf(X @ params["w"].T + params["b"]) @ params["a"] + params["c"]
+
+
+def test_jax_network_kernel_and_correlators_match_erf_net():
+    """Oracles: ErfNet's closed-form kernel (the Monte Carlo kernel within 5 of its own
+    standard errors; the single-layer 2-pt function is K at every width, so no bias) and the
+    exact finite-width 4-pt function at N = 3 (sampled, within 4.5 standard errors)."""
+    from nngp_ppl import JaxNetwork, sample_correlators
+    from nngp_ppl.theory.exact import exact_correlator_tuples
+
+    X = np.array([[-1.0], [0.2], [1.0]])
+    net = JaxNetwork(erf_init, erf_apply, 1, name="my_erf", sigma_b=1.0, kernel_width=16,
+                     kernel_nets=4000, two_point_exact=True)
+    K, se = net.kernel(X), net.kernel_stderr(X)
+    assert np.all(se > 0) and np.all(np.abs(K - ErfNet().kernel(X)) < 5 * se)
+    assert np.max(np.abs(K - ErfNet(sigma_w=1.2).kernel(X)) / se) > 5  # it can fail
+    stats = sample_correlators(net, X, [3], 8000, orders=(2, 4), seed=4, progress=False)
+    z = ((stats.correlator_tuples(4, 3) - exact_correlator_tuples(ErfNet(), X, 3, 4))
+         / stats.stderr_tuples(4, 3))
+    assert np.max(np.abs(z)) < 4.5
+    assert net.exact_moments is None
+
+
+def test_jax_network_saves_by_import_path_and_refuses_closures(tmp_path):
+    from nngp_ppl import JaxNetwork, sample_correlators
+    from nngp_ppl.ensembles import ensemble_from_dict
+
+    X = np.array([[0.5], [1.0]])
+    net = JaxNetwork(erf_init, erf_apply, 1, name="my_erf", kernel_nets=64)
+    assert net.kernel_growth("full") == 0.0  # bounded like Erf-net's kernel
+    d = net.to_dict()
+    assert d["init"].endswith("test_ensembles:erf_init")
+    back = ensemble_from_dict(d)
+    assert isinstance(back, JaxNetwork) and back == net and back.label == "my_erf"
+    stats = sample_correlators(JaxNetwork(d["init"], d["apply"], 1, name="my_erf"), X, [2],
+                               16, orders=(2,), progress=False)
+    loaded = type(stats).from_netcdf(stats.to_netcdf(tmp_path / "own.nc"))
+    assert loaded.net == stats.net
+    np.testing.assert_array_equal(loaded.correlator(2, 2), stats.correlator(2, 2))
+
+    def local_apply(params, X):  # a closure: no import path resolves to it
+        return erf_apply(params, X)
+
+    closure = JaxNetwork(erf_init, local_apply, 1, kernel=lambda A, B: A @ B.T)
+    np.testing.assert_allclose(closure.kernel(X), X @ X.T)
+    assert np.all(closure.kernel_stderr(X) == 0)
+    with pytest.raises(NNGPInputError, match="import path"):
+        closure.to_dict()
+
+
+def test_jax_network_bad_input():
+    from nngp_ppl import JaxNetwork
+
+    X = np.array([[0.5], [1.0]])
+    for kwargs, word in (({"init": 3}, "init"), ({"apply": "nomodule_xyz:f"}, "apply"),
+                         ({"name": "erf"}, "name"), ({"kernel_nets": 0}, "kernel_nets")):
+        args = {"init": erf_init, "apply": erf_apply, "d_in": 1, **kwargs}
+        with pytest.raises(NNGPInputError, match=word):
+            JaxNetwork(**args)
+    wrong = JaxNetwork(erf_init, lambda p, X: np.zeros(3), 1)
+    with pytest.raises(NNGPInputError, match="one output per input"):
+        wrong.sample_outputs(0, X, 2, 4)
