@@ -326,8 +326,16 @@ def choose_noise(kind: str, net, data_orders, stats=None, widths=None, orders=No
         return kind
     has_cov = stats is not None and getattr(stats, "has_covariance", False)
     exact = exact_noise_available(net, data_orders)
-    if exact and has_cov and missed_tail_mass(stats, data_orders, widths, orders):
-        return "sample"
+    if exact and stats is not None and missed_tail_mass(stats, data_orders, widths, orders):
+        if has_cov:
+            return "sample"
+        warnings.warn(
+            "this run missed the tail mass of heavy-tailed products (sampled variances far "
+            "below the exact ones) but holds no sampled covariance: the exact noise model "
+            "is used and its intervals are conservative; sample with covariance=True",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     if exact:
         return "exact"
     if has_cov:
@@ -354,11 +362,14 @@ def missed_tail_mass(stats, data_orders, widths=None, orders=None) -> bool:
     from .stats import square_index
     from .theory.exact import exact_correlator_tuples
 
+    if not hasattr(stats, "stderr_tuples"):
+        return False
     orders = tuple(data_orders if orders is None else orders)
     for w in (stats.widths if widths is None else widths):
-        sampled = np.concatenate([
-            np.diag(np.asarray(stats.covariance(w, orders=(n,)), dtype=np.float64))
-            for n in orders])
+        # Squared standard errors: the sampled variances of the means, with or without the
+        # stored covariance.
+        sampled = np.concatenate([np.asarray(stats.stderr_tuples(n, w)) ** 2
+                                  for n in orders])
         exact = []
         for n in orders:
             g = exact_correlator_tuples(stats.net, stats.X, w, n)

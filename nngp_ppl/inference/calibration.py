@@ -33,7 +33,13 @@ import numpy as np
 
 from .._checks import NNGPInputError, positive_int
 from ..models.couplings import latent_arrays, stable_cholesky
-from ..problem import EFTTheory, choose_noise, likelihood_df, noise_covariance
+from ..problem import (
+    EFTTheory,
+    choose_noise,
+    likelihood_df,
+    missed_tail_mass,
+    noise_covariance,
+)
 
 
 def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), *,
@@ -65,10 +71,18 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
         for seed in chunk:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
+                # The estimator covariance is accumulated only where the noise model needs
+                # it; the same seed gives the same networks either way.
                 stats = sample_correlators(net, X, [width], n_nets, orders=orders, seed=seed,
-                                           progress=False)
+                                           progress=False, covariance=False)
+                kind = choose_noise(covariance, net, orders, stats, orders=theory.orders)
+                if kind == "exact" and covariance == "auto" and missed_tail_mass(
+                        stats, orders, orders=theory.orders):
+                    kind = "sample"
+                if kind == "sample":
+                    stats = sample_correlators(net, X, [width], n_nets, orders=orders,
+                                               seed=seed, progress=False)
             tails |= any(issubclass(w.category, HeavyTailWarning) for w in caught)
-            kind = choose_noise(covariance, net, orders, stats, orders=theory.orders)
             used.add(kind)
             if kind == "exact":
                 if exact_tril is None:
