@@ -323,8 +323,10 @@ class JaxNetwork(SingleLayerNet):
     Only the second form (or module-level functions whose path resolves back to them)
     can be saved: a closure cannot be written to a file and reloaded.
 
-    The kernel is ``kernel_fn(X, Y) -> (n, m)`` when given (traceable JAX). Otherwise it is
-    the Monte Carlo estimate
+    The kernel is ``kernel(X, Y) -> (n, m)`` when given: a traceable JAX function, or an
+    ensemble of this package with the same NNGP kernel (e.g. ``MLP(2, "tanh", ...)`` for a
+    two-hidden-layer tanh network; it saves with the network). Otherwise it is the Monte
+    Carlo estimate
 
     .. math:: \hat K(x, y) = \frac1M \sum_{j=1}^{M} f_j(x)\, f_j(y)
 
@@ -332,7 +334,9 @@ class JaxNetwork(SingleLayerNet):
     ``kernel_seed``, disjoint from the sampler's use of a seed only by convention: pick
     another seed for the data). The same networks serve every (x, y), so :math:`\hat K` is
     a smooth, positive semi-definite, traceable function (the vertex integrals jit and vmap
-    it); its standard error is :meth:`kernel_stderr`. It is the 2-pt function at
+    it); its standard error is :meth:`kernel_stderr`, about :math:`\sqrt{2/M}\,K` (the
+    readout noise is not integrated out for an unknown architecture: M = 4096 gives 2%).
+    It is the 2-pt function at
     ``kernel_width``, which is the NNGP kernel up to O(1/kernel_width) when the network's
     2-pt function depends on the width (``two_point_exact=False``, the default: the
     package cannot know).
@@ -345,7 +349,7 @@ class JaxNetwork(SingleLayerNet):
     init: Callable | str = None
     apply: Callable | str = None
     label: str = "own"
-    kernel_fn: Callable | str | None = None
+    kernel_fn: Callable | str | SingleLayerNet | None = None
     kernel_width: int = 1024
     kernel_nets: int = 4096
     kernel_seed: int = 12345
@@ -359,7 +363,11 @@ class JaxNetwork(SingleLayerNet):
                  kernel_width=1024, kernel_nets=4096, kernel_seed=12345,
                  two_point_exact=False):
         for what, fn in (("init", init), ("apply", apply), ("kernel", kernel)):
-            if what == "kernel" and fn is None:
+            if what == "kernel" and (fn is None or isinstance(fn, SingleLayerNet)):
+                if fn is not None and fn.d_in != d_in:
+                    raise NNGPInputError(
+                        f"kernel: the ensemble {fn!r} has d_in={fn.d_in}, the network {d_in}"
+                    )
                 continue
             if isinstance(fn, str):
                 _import_path(fn, what)
@@ -405,8 +413,8 @@ class JaxNetwork(SingleLayerNet):
         # the net that wrote it (and shares the sampler's compilation cache with it).
         fns = []
         for value in (self.init, self.apply, self.kernel_fn):
-            fns.append(value if value is None or isinstance(value, str)
-                       else (_path_of(value) or value))
+            plain = value is None or isinstance(value, (str, SingleLayerNet))
+            fns.append(value if plain else (_path_of(value) or value))
         return (*fns, self.label, self.d_in, self.sigma_b, self.kernel_width,
                 self.kernel_nets, self.kernel_seed, self.declared_two_point_exact)
 
@@ -436,6 +444,9 @@ class JaxNetwork(SingleLayerNet):
             if fn is None:
                 out[what] = None
                 continue
+            if isinstance(fn, SingleLayerNet):
+                out[what] = fn.to_dict()
+                continue
             path = getattr(self, {"kernel": "kernel_fn"}.get(what, what))
             path = path if isinstance(path, str) else _path_of(fn)
             if path is None:
@@ -461,6 +472,11 @@ class JaxNetwork(SingleLayerNet):
         missing = [k for k in ("init", "apply") if not d.get(k)]
         if missing:
             raise NNGPInputError(f"JaxNetwork description lacks {missing}")
+        d = dict(d)
+        if isinstance(d.get("kernel"), dict):
+            from .ensembles import ensemble_from_dict
+
+            d["kernel"] = ensemble_from_dict(d["kernel"])
         return cls(**{k: d[k] for k in keys if k in d})
 
     # --- finite-width networks ------------------------------------------------------------
@@ -491,6 +507,8 @@ class JaxNetwork(SingleLayerNet):
         return super().kernel(X, Y)
 
     def _kernel(self, X, Y):
+        if isinstance(self.kernel_fn, SingleLayerNet):
+            return self.kernel_fn._kernel(X, Y)
         if self.kernel_fn is not None:
             return jnp.asarray(self._fn("kernel")(X, Y))
         FX, FY = self._kernel_networks(X), self._kernel_networks(Y)

@@ -529,6 +529,14 @@ def test_jax_network_saves_by_import_path_and_refuses_closures(tmp_path):
     assert loaded.net == stats.net
     np.testing.assert_array_equal(loaded.correlator(2, 2), stats.correlator(2, 2))
 
+    # An ensemble as the kernel: exact, saved with the network.
+    exact = JaxNetwork(erf_init, erf_apply, 1, name="my_erf", kernel=ErfNet(), sigma_b=1.0,
+                       two_point_exact=True)
+    np.testing.assert_array_equal(exact.kernel(X), ErfNet().kernel(X))
+    assert ensemble_from_dict(exact.to_dict()) == exact
+    with pytest.raises(NNGPInputError, match="d_in"):
+        JaxNetwork(erf_init, erf_apply, 1, kernel=ErfNet(d_in=2))
+
     def local_apply(params, X):  # a closure: no import path resolves to it
         return erf_apply(params, X)
 
