@@ -496,6 +496,13 @@ class JaxNetwork(SingleLayerNet):
 
         return jax.vmap(one)(keys)
 
+    def parameter_count(self, width: int) -> int:
+        """Numbers in one network's parameters (``jax.eval_shape`` of ``init``; no draw)."""
+        init = self._fn("init")
+        shapes = jax.eval_shape(lambda key: init(key, int(width)), jax.random.PRNGKey(0))
+        return int(sum(np.prod(leaf.shape, dtype=np.int64)
+                       for leaf in jax.tree_util.tree_leaves(shapes)))
+
     # --- kernel -----------------------------------------------------------------------------
     def _kernel_networks(self, X):
         """(M, n) outputs of the fixed kernel networks, in float64."""

@@ -127,6 +127,16 @@ def _ensemble(net) -> SingleLayerNet:
     return net
 
 
+def _memory_d_in(net, width: int) -> int:
+    """The d_in at which the single-layer memory model (width·(d_in + 2) random numbers per
+    network) counts a net that declares ``parameter_count(width)``: a deep MLP or a user's
+    network draws ~depth·N² of them, and sizing its batches by d_in would exhaust memory."""
+    count = getattr(net, "parameter_count", None)
+    if count is None:
+        return net.d_in
+    return max(net.d_in, -(-(int(count(width)) - 1) // width) - 2)
+
+
 def _widths(widths) -> tuple[int, ...]:
     if widths is None or isinstance(widths, (str, bytes)):
         raise NNGPInputError(
@@ -190,7 +200,7 @@ def check_memory(net: SingleLayerNet, k: int, batches: dict, devices) -> None:
         if free is None:
             continue
         for width, batch in batches.items():
-            need = sharing * batch_bytes(width, batch, k, net.d_in)
+            need = sharing * batch_bytes(width, batch, k, _memory_d_in(net, width))
             if need <= free:
                 continue
             where = (f"on each of {sharing} CPU devices sharing the host's memory"
@@ -276,7 +286,8 @@ def plan_run(net: SingleLayerNet, X, widths, n_nets: int, *, orders=(2, 4, 6), s
     k = len(X)
     batches, shards = [], []
     for width in widths:
-        want = default_batch_size(width, k, net.d_in) if batch_size is None else batch_size
+        want = (default_batch_size(width, k, _memory_d_in(net, width)) if batch_size is None
+                else batch_size)
         batch, shard = _batch_and_shard(want, batch_size, shard_size, n_nets, k, max(orders))
         batches.append(batch)
         shards.append(shard)
@@ -401,7 +412,7 @@ def network_sums(net: SingleLayerNet, X, width: int, seed: int, start: int, coun
         )
     _check_monomials(len(X), orders, covariance)
     if batch_size is None:
-        batch = default_batch_size(width, len(X), net.d_in)
+        batch = default_batch_size(width, len(X), _memory_d_in(net, width))
     else:
         batch = _checks.positive_int("batch_size", batch_size)
     batch, _ = _resolve_batch(batch, count, len(X), max(orders))

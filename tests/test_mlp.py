@@ -175,3 +175,15 @@ def test_forward_pass_is_one_network_per_key():
     parts = np.concatenate([np.asarray(net.network_outputs(keys[i:i + 3], X2, 5))
                             for i in range(0, 12, 3)])
     np.testing.assert_allclose(whole, parts, rtol=1e-6)
+
+
+def test_default_batches_count_the_hidden_weights():
+    # A depth-3 net of width 1000 draws 2·10⁶ numbers per network, not 3·10³: its default
+    # batch (about 16 MiB of forward-pass memory) must be ~700 times smaller than Erf-net's.
+    from nngp_ppl.sampling import _memory_d_in, batch_bytes, plan_run
+
+    deep, shallow = MLP(3, "relu", 1), ErfNet()
+    assert plan_run(deep, X1, [1000], 4096).batch_size(1000) == 8
+    assert plan_run(shallow, X1, [1000], 4096).batch_size(1000) >= 128
+    assert batch_bytes(1000, 8, 3, _memory_d_in(deep, 1000)) >= 4 * 8 * deep.parameter_count(1000)
+    assert _memory_d_in(shallow, 1000) == 1 and _memory_d_in(MLP(1, "erf", 2), 50) == 2
