@@ -187,3 +187,18 @@ def test_default_batches_count_the_hidden_weights():
     assert plan_run(shallow, X1, [1000], 4096).batch_size(1000) >= 128
     assert batch_bytes(1000, 8, 3, _memory_d_in(deep, 1000)) >= 4 * 8 * deep.parameter_count(1000)
     assert _memory_d_in(shallow, 1000) == 1 and _memory_d_in(MLP(1, "erf", 2), 50) == 2
+
+
+def test_growth_exponents_of_deep_kernels():
+    """Analytic: the ReLU recursion with σ_b = 0 is homogeneous of degree 1 in each input at
+    every depth (K(x, t y) = t K(x, y), t > 0), so γ = d_in + 4; the Erf kernel is bounded
+    and tends to a direction-dependent constant, so γ = d_in (physics.md §8)."""
+    from nngp_ppl.eft import asymptotic_exponent
+
+    relu, erf = MLP(2, "relu", 2, 1.0, 0.0), MLP(3, "erf", 2, 1.0, 0.5)
+    x, y = np.array([[0.3, -0.2]]), np.array([[1.0, 0.4]])
+    np.testing.assert_allclose(kernel(relu, np.vstack([x, 7.0 * y]))[0, 1],
+                               7.0 * kernel(relu, np.vstack([x, y]))[0, 1], rtol=1e-12)
+    assert relu.kernel_growth("full") == 1.0 and asymptotic_exponent(relu, "full") == 6.0
+    assert erf.kernel_growth("bias_subtracted") == 0.0
+    assert asymptotic_exponent(erf, "bias_subtracted") == 2.0
