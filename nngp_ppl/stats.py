@@ -132,17 +132,7 @@ def monomial_count(k: int, orders, covariance: bool = True) -> int:
     return total
 
 
-def _codes(rows: np.ndarray, k: int) -> np.ndarray:
-    """Injective integer code of sorted rows (base-k digits), increasing in lexicographic order."""
-    weights = k ** np.arange(rows.shape[-1] - 1, -1, -1, dtype=np.int64)
-    return rows @ weights
-
-
-def rows_of(k: int, sorted_rows: np.ndarray) -> np.ndarray:
-    """Row numbers of already sorted multisets in :func:`~nngp_ppl.tuples.distinct_tuples`."""
-    m = sorted_rows.shape[-1]
-    table = _codes(_tuples.distinct_tuples(k, m), k)
-    return np.searchsorted(table, _codes(sorted_rows, k))
+rows_of = _tuples.rows_of
 
 
 @cache

@@ -101,3 +101,15 @@ def set_partitions(n: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
                 yield part[:i] + ((first,) + block,) + part[i + 1 :]
 
     return tuple(rec(tuple(range(n))))
+
+
+def rows_of(k: int, sorted_rows) -> np.ndarray:
+    """Row numbers of already sorted multisets (one per row, over k inputs) in
+    :func:`distinct_tuples` ``(k, m)``: base-k codes are increasing in the lexicographic order
+    the table is built in, so a binary search finds each. Zero-size multisets give row 0."""
+    sorted_rows = np.asarray(sorted_rows)
+    m = sorted_rows.shape[-1]
+    if m == 0:
+        return np.zeros(sorted_rows.shape[:-1], dtype=np.int64)
+    weights = k ** np.arange(m - 1, -1, -1, dtype=np.int64)
+    return np.searchsorted(distinct_tuples(k, m) @ weights, sorted_rows @ weights)

@@ -722,16 +722,6 @@ def second_order_expression(n: int, couplings=("lambda", "kappa"),
     return f"δ²G{n} = " + "\n    ".join(terms)
 
 
-def _multiset_rows(sorted_rows: np.ndarray, k: int) -> np.ndarray:
-    """Row numbers in ``distinct_tuples(k, m)`` of already sorted multisets (vectorised)."""
-    m = sorted_rows.shape[1]
-    if m == 0:
-        return np.zeros(len(sorted_rows), dtype=np.int64)
-    digits = k ** np.arange(m - 1, -1, -1)
-    table = _tuples.distinct_tuples(k, m) @ digits
-    return np.searchsorted(table, sorted_rows @ digits)
-
-
 def _second_order_entries(diagram: SecondOrderDiagram, K: np.ndarray):
     """(canonical key, columns (T_n,), values (T_n,)): tuple t picks the entry
     u * T_m2 + v of the key's integral, u and v the multisets of its inputs on the two
@@ -746,7 +736,7 @@ def _second_order_entries(diagram: SecondOrderDiagram, K: np.ndarray):
     value = np.full(len(rows), float(diagram.coefficient))
     for a, b in diagram.pairs:
         value = value * K[rows[:, a], rows[:, b]]
-    u, v = (_multiset_rows(np.sort(rows[:, list(att)], axis=1), k) for att in (att1, att2))
+    u, v = (_tuples.rows_of(k, np.sort(rows[:, list(att)], axis=1)) for att in (att1, att2))
     return key, u * T2 + v, value
 
 

@@ -74,19 +74,9 @@ def connected_correlator_tuples(moments: Mapping[int, np.ndarray], n: int, k: in
         for block in part:
             sub = np.sort(rows[:, list(block)], axis=1)
             m = np.asarray(moments[len(block)], dtype=np.float64)
-            term = term * m[_tuple_rows(sub, k)]
+            term = term * m[_tuples.rows_of(k, sub)]
         total += term
     return total
-
-
-def _tuple_rows(sorted_rows: np.ndarray, k: int) -> np.ndarray:
-    """Row numbers of already sorted multisets (one per row) in distinct_tuples(k, m)."""
-    m = sorted_rows.shape[1]
-    if m == 0:
-        return np.zeros(len(sorted_rows), dtype=np.int64)
-    weights = k ** np.arange(m - 1, -1, -1)
-    table = _tuples.distinct_tuples(k, m) @ weights
-    return np.searchsorted(table, sorted_rows @ weights)
 
 
 def connected_correlator(moments: Mapping[int, np.ndarray], n: int) -> np.ndarray:
