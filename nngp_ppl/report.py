@@ -580,10 +580,17 @@ def fig_connected(runs) -> object:
 
 
 def _signed_errorbar(ax, x, draws, color, label, marker="s"):
-    """Median and 90% interval of ``draws`` (S, len(x)) with their signs (symlog axes)."""
+    """Median and 90% interval of ``draws`` (S, len(x)) with their signs (symlog axes);
+    returns the lowest interval end."""
     lo, med, hi = np.nanquantile(draws, [0.05, 0.5, 0.95], axis=0)
     ax.errorbar(x, med, yerr=[med - lo, hi - med], fmt=marker, color=color, ms=5, capsize=3,
                 label=label)
+    return float(np.nanmin(lo))
+
+
+def _symlog_floor(ax, lowest: float):
+    """Show the negative half of a symlog axis only as far as something drawn reaches it."""
+    ax.set_ylim(bottom=0.0 if lowest >= 0 else 3.0 * lowest)
 
 
 def fig_lambda(runs, six_point_cutoff) -> object:
@@ -609,8 +616,8 @@ def fig_lambda(runs, six_point_cutoff) -> object:
         post = run.posterior["posterior"].to_dataset()
         pc = post["cutoff"].values
         d = sign * post["lambda"].sel(width=width).transpose("chain", "draw", "cutoff").values
-        _signed_errorbar(ax, pc, d.reshape(-1, len(pc)), run.color,
-                         "posterior median, 90% interval")
+        lowest = _signed_errorbar(ax, pc, d.reshape(-1, len(pc)), run.color,
+                                  "posterior median, 90% interval")
         gamma = float(fit.attrs["gamma_analytic"])
         anchor = np.abs(fit["lambda_mean"].sel(width=width).values[-1])
         ax.plot(cut, anchor * (cut / cut[-1]) ** (-gamma), ":", color="tab:red", lw=1.3,
@@ -623,6 +630,7 @@ def fig_lambda(runs, six_point_cutoff) -> object:
         # Signed values on a symmetric-log axis: a posterior that reaches the other sign is
         # drawn there, not folded back as |value|.
         ax.set_yscale("symlog", linthresh=float(np.nanmin(np.abs(ex[ex != 0]))) / 3)
+        _symlog_floor(ax, lowest)
         ax.set_xlabel("cutoff Λ")
         ax.set_ylabel(r"$-\lambda(\Lambda)$ (symlog)" if sign < 0
                       else r"$\lambda(\Lambda)$ (symlog)")
@@ -661,9 +669,10 @@ def fig_beta(runs) -> object:
         ax = axes[0, j]
         point = -sign * fit["beta"].sel(width=width).values
         ax.plot(cut, point, "-", color="k", lw=1.5, label="point estimate dλ̄/d log Λ")
-        _signed_errorbar(ax, pc, -sign * beta, run.color, "posterior, 90%")
+        lowest = _signed_errorbar(ax, pc, -sign * beta, run.color, "posterior, 90%")
         ax.set_xscale("log")
         ax.set_yscale("symlog", linthresh=float(np.nanmin(np.abs(point[point != 0]))) / 3)
+        _symlog_floor(ax, min(lowest, float(np.nanmin(point))))
         ax.set_xlabel("cutoff Λ")
         ax.set_ylabel(("−" if sign > 0 else "") + r"$\beta(\Lambda)$ (symlog), "
                       "β = dλ/d log Λ = −γλ")

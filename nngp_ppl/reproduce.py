@@ -171,8 +171,10 @@ PRESETS = {
         infer_cutoffs=(10.0, 100.0, 1000.0),
         six_point_cutoff=10.0,
         num_chains=4,
-        num_samples=500,
-        num_warmup=300,
+        # R-hat's own scatter at 4 x 500 draws reaches the gate's 1.01 (measured 1.012 on
+        # an Erf posterior with bulk ESS 4600); 4 x 1000 keeps it well below.
+        num_samples=1000,
+        num_warmup=500,
         rg_dims=(),
         rg_width=20,
         infer_widths={"erf": (5, 20), "relu": (5, 20), "gauss": (20, 100)},
