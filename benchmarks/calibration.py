@@ -38,6 +38,7 @@ CASES = [
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=100)
+    ap.add_argument("--first-seed", type=int, default=1000)
     ap.add_argument("--n-nets", type=int, default=100_000)
     ap.add_argument("--cutoffs", default="10,100")
     ap.add_argument("--cases", default="all", help="comma-separated indices into CASES")
@@ -60,7 +61,8 @@ def main(argv=None):
         t0 = time.perf_counter()
         net = nn.make_ensemble(ensemble, sigma_b=sigma_b)
         rows = calibrate(net, nn.paper_inputs(ensemble, d_in=1), width, couplings, cutoffs,
-                         seeds=range(1000, 1000 + args.seeds), n_nets=args.n_nets,
+                         seeds=range(args.first_seed, args.first_seed + args.seeds),
+                         n_nets=args.n_nets,
                          covariance=args.noise, num_samples=args.num_samples,
                          num_warmup=args.num_warmup, batch=args.batch)
         for row in rows:
