@@ -15,6 +15,7 @@ from functools import cache
 import jax
 import numpy as np
 import pytest
+from gaussian_sites import joint_covariance
 
 import nngp_ppl as nn
 from nngp_ppl import tuples
@@ -130,11 +131,7 @@ def _isserlis(cov: np.ndarray):
 
 def _brute_force(net, X, sites, weights, n, k, propagator):
     """-(d/dg) at g=0 of <f(x_t1)..f(x_tn)>: the exact first-order term on distinct tuples."""
-    Kxx = np.asarray(net.kernel(X))
-    shift = net.sigma_b**2 if propagator == "bias_subtracted" else 0.0
-    Kxy = np.asarray(net.kernel(X, sites)) - shift
-    Kyy = np.asarray(net.kernel(sites)) - shift
-    cov = np.block([[Kxx, Kxy], [Kxy.T, Kyy]])
+    cov = joint_covariance(net, X, sites, propagator)
     moment = _isserlis(cov)
     kx = len(X)
     out = []

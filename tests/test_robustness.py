@@ -133,20 +133,28 @@ def test_unwritable_output_is_refused_before_sampling(tmp_path, capsys, no_sampl
 # ---------------------------------------------------------------------------------------------
 # tracebacks, crashes, hangs
 # ---------------------------------------------------------------------------------------------
-def test_show_on_a_damaged_header_prints_one_line_only(tmp_path, monkeypatch):
-    path = tmp_path / "run.nc"
-    synthetic_stats().to_netcdf(path)
+def assert_damaged_header_reads_as_one_error(path, load, match, monkeypatch):
+    """Flip a byte inside the HDF5 object header (h5netcdf fails half-way through opening):
+    ``load(path)`` raises one NNGPInputError matching ``match`` and leaves no
+    "Exception ignored in: File.close" behind."""
+    import gc
+
     raw = bytearray(path.read_bytes())
-    raw[100] ^= 0xFF  # inside the HDF5 object header: h5netcdf fails half-way through open
+    raw[100] ^= 0xFF
     path.write_bytes(bytes(raw))
     reported = []
     monkeypatch.setattr(sys, "unraisablehook", reported.append)
-    with pytest.raises(NNGPInputError, match="not a readable"):
-        CorrelatorStats.from_netcdf(path)
-    import gc
-
+    with pytest.raises(NNGPInputError, match=match):
+        load(path)
     gc.collect()
-    assert reported == []  # no "Exception ignored in: File.close" after the error
+    assert reported == []
+
+
+def test_show_on_a_damaged_header_prints_one_line_only(tmp_path, monkeypatch):
+    path = tmp_path / "run.nc"
+    synthetic_stats().to_netcdf(path)
+    assert_damaged_header_reads_as_one_error(path, CorrelatorStats.from_netcdf,
+                                             "not a readable", monkeypatch)
 
 
 @pytest.mark.parametrize("fn", ["gp_correlator", "gp_correlator_tuples"])
@@ -387,17 +395,8 @@ def test_a_checkpoint_with_a_damaged_header_prints_one_line_only(tmp_path, monke
 
     path = tmp_path / "run.nc.partial"
     ShardLedger(plan_run(NET, X, [3], 20, orders=(2,))).save(path)
-    raw = bytearray(path.read_bytes())
-    raw[100] ^= 0xFF
-    path.write_bytes(bytes(raw))
-    reported = []
-    monkeypatch.setattr(sys, "unraisablehook", reported.append)
-    with pytest.raises(NNGPInputError, match="not a readable checkpoint.*start the run over"):
-        ShardLedger.load(path)
-    import gc
-
-    gc.collect()
-    assert reported == []
+    assert_damaged_header_reads_as_one_error(
+        path, ShardLedger.load, "not a readable checkpoint.*start the run over", monkeypatch)
 
 
 def test_a_lattice_field_too_large_for_memory_is_refused(tmp_path, capsys, monkeypatch):

@@ -19,6 +19,7 @@ from functools import cache
 
 import numpy as np
 import pytest
+from gaussian_sites import joint_covariance
 from scipy import integrate
 
 import nngp_ppl as nn
@@ -130,11 +131,7 @@ def _moment_function(cov: np.ndarray):
 def _brute_second_order(net, X, sites, weights, n, orders, propagator):
     """(T_n, nc, nc): ½ ∂_c ∂_d <f(x_t1)..f(x_tn)> at g = 0 for
     S = S_GP + Σ_j w_j Σ_c g_c φ_j^k_c."""
-    Kxx = np.asarray(net.kernel(X))
-    shift = net.sigma_b**2 if propagator == "bias_subtracted" else 0.0
-    Kxy = np.asarray(net.kernel(X, sites)) - shift
-    Kyy = np.asarray(net.kernel(sites)) - shift
-    cov = np.block([[Kxx, Kxy], [Kxy.T, Kyy]])
+    cov = joint_covariance(net, X, sites, propagator)
     moment = _moment_function(cov)
     kx, ns = len(X), len(sites)
 
@@ -270,11 +267,7 @@ def _counterterm_model(net, X, sites, weights, k, propagator):
     δ1, δ2 (on the vertex sites) solved so that the 2-pt function of every variable stays
     the GP covariance to O(g²) — K exact, as in the networks. Returns a function
     tuple -> (c1, c2) and the residual 2-pt coefficients (which must vanish)."""
-    Kxx = np.asarray(net.kernel(X))
-    shift = net.sigma_b**2 if propagator == "bias_subtracted" else 0.0
-    Kxy = np.asarray(net.kernel(X, sites)) - shift
-    Kyy = np.asarray(net.kernel(sites)) - shift
-    C = np.block([[Kxx, Kxy], [Kxy.T, Kyy]])
+    C = joint_covariance(net, X, sites, propagator)
     moment = _moment_function(C)
     kx, ns = len(X), len(sites)
     V = kx + ns
