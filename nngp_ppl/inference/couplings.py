@@ -236,7 +236,7 @@ def infer_couplings(
     thin = max(1, num_samples // predictive_draws)
     derived = _derive(theory, runs, design, proj, cutoffs, thin, seed)
     elpd = _compare_models(theory, runs, cutoffs, thin) if compare else None
-    dt = _datatree(theory, runs, derived, elpd, widths, cutoffs, thin, attrs={
+    dt = _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs={
         "propagator": propagator,
         "prior_width": float(prior_width),
         "covariance": noise,
@@ -399,6 +399,8 @@ def _compare_models(theory, runs, cutoffs, thin) -> dict:
         if name != "gp":
             sub = EFTTheory.build(theory.net, theory.X, MODELS[name], None, theory.data_orders,
                                   theory.propagator, theory.max_cutoff)
+            if (sub.couplings, sub.orders) == (theory.couplings, theory.orders):
+                sub = theory  # the fitted model itself: its compiled design is already built
             design, proj, _, _ = sub.designs(cutoffs)
         for i, run in enumerate(runs):
             r = _thinned(run["r"], thin)
@@ -424,14 +426,13 @@ def _compare_models(theory, runs, cutoffs, thin) -> dict:
     return {"models": names, "elpd": elpd, "se": se}
 
 
-def _datatree(theory, runs, derived, elpd, widths, cutoffs, thin, attrs):
+def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs):
     import arviz_base
 
     from .. import __version__
 
     couplings, orders, data_orders = theory.couplings, theory.orders, theory.data_orders
     splits = np.cumsum(theory.blocks)[:-1]
-    design, _, _, _ = theory.designs(cutoffs)
     posterior = {name: derived["g"][..., c] for c, name in enumerate(couplings)}
     posterior["spread"] = derived["spread"]
     posterior["deviation"] = np.stack([run["deviation"] for run in runs], axis=2)
