@@ -438,6 +438,7 @@ def _exact_action(run: RunSpec, preset: Preset):
                 "lambda_mean_exact": (
                     ("propagator", "width", "cutoff"), lam,
                     {"long_name": "mean over tuples of -(G4_exact - G4_GP)/(24 I_t)"}),
+                **_exact_slopes(curve, data, cut, lam),
             },
             coords={"curve_width": np.asarray(curve, np.int64),
                     "width": np.asarray(run.widths, np.int64), "cutoff": cut,
@@ -449,6 +450,66 @@ def _exact_action(run: RunSpec, preset: Preset):
         write_netcdf(ds, out / exact_file(run.key))
 
     return action
+
+
+def _exact_slopes(curve, data: dict, cutoffs, lam) -> dict:
+    """Log-log slopes the report shows, stored so that the report recomputes nothing.
+
+    ``{q}_slope``: slope of log q against log N over the curve widths N >= 10 (NaN with fewer
+    than two), for q = m4, m6, c4, c6 (expected -1, -1, -1, -2; physics.md §3).
+    ``gamma_fit_exact``: -slope of log|λ̄_exact| against log Λ over all cutoffs, the paper's
+    regression on the exact G4 (NaN with one cutoff; physics.md §8).
+    """
+    from .eft import log_slope
+
+    out = {}
+    large = np.asarray([w >= 10 for w in curve])
+    for q in ("m4", "m6", "c4", "c6"):
+        slope = np.nan
+        if large.sum() >= 2:
+            slope = float(log_slope(np.log(np.asarray(curve, float)[large]),
+                                    np.log(np.abs(data[f"{q}_exact"][large])))[0])
+        out[f"{q}_slope"] = ((), slope, {"long_name": f"d log {q} / d log N, widths >= 10"})
+    gamma = np.full(lam.shape[:2], np.nan)
+    if len(cutoffs) > 1:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gamma = -log_slope(np.log(np.asarray(cutoffs, float)), np.log(np.abs(lam)))[0]
+    out["gamma_fit_exact"] = (("propagator", "width"), gamma,
+                              {"long_name": "-d log|lambda_mean_exact| / d log cutoff"})
+    return out
+
+
+def _sampled_deviation(stats) -> dict:
+    r"""m_n, its statistical background and c_n of the sampled correlators, per width.
+
+    :math:`m_n = \langle |G_n - G_{n,GP}| / |G_{n,GP}| \rangle_t`, the background
+    :math:`\langle \delta G_n / |G_{n,GP}| \rangle_t` (naive standard error) and
+    :math:`c_n = \langle |\kappa_n| / |G_{n,GP}| \rangle_t` with :math:`\kappa_n` the
+    connected function of the sampled moments (physics.md §3, §7), for n = 4, 6. Stored in
+    the fit file so that the report only reads them.
+    """
+    from .stats import normalised_deviation
+    from .theory.wick import connected_correlator_tuples, gp_correlator_tuples
+
+    K = np.asarray(stats.net.kernel(stats.X))
+    gp = {n: gp_correlator_tuples(K, n) for n in (4, 6)}
+    out = {"n_nets": (("width",), np.asarray([stats.n_nets(w) for w in stats.widths]),
+                      {"long_name": "networks per width"})}
+    for n in (4, 6):
+        sampled, background, connected = [], [], []
+        for w in stats.widths:
+            sampled.append(normalised_deviation(stats.correlator_tuples(n, w), gp[n]))
+            background.append(normalised_deviation(gp[n] + stats.stderr_tuples(n, w), gp[n]))
+            moments = {m: stats.correlator_tuples(m, w) for m in (2, 4, 6)}
+            kappa = connected_correlator_tuples(moments, n, stats.k)
+            connected.append(float(np.mean(np.abs(kappa) / np.abs(gp[n]))))
+        out[f"m{n}_sampled"] = (("width",), np.asarray(sampled),
+                                {"long_name": f"<|G{n} - G{n}_GP| / |G{n}_GP|>, sampled"})
+        out[f"m{n}_background"] = (("width",), np.asarray(background),
+                                   {"long_name": f"<stderr(G{n}) / |G{n}_GP|>"})
+        out[f"c{n}_sampled"] = (("width",), np.asarray(connected),
+                                {"long_name": f"<|kappa_{n}| / |G{n}_GP|>, sampled"})
+    return out
 
 
 _EXACT_NAMES = {
@@ -467,6 +528,7 @@ def _fit_action(run: RunSpec, preset: Preset, propagator: str):
         stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
         ds = eft.fit_dataset(stats, np.asarray(preset.fit_cutoffs), propagator,
                              couplings=("lambda", "kappa"))
+        ds = ds.assign(_sampled_deviation(stats))
         eft.write_fit(ds, out / fit_file(run.key, propagator), out / run_file(run.key))
 
     return action
@@ -553,7 +615,8 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
             f"exact_{r.key}", f"exact finite-width correlators, {r.label}", (),
             (exact_file(r.key),),
             {"net": r.net().to_dict(), "X": r.inputs().tolist(), "widths": list(r.widths),
-             "cutoffs": list(preset.fit_cutoffs), "propagators": list(r.propagators)},
+             "cutoffs": list(preset.fit_cutoffs), "propagators": list(r.propagators),
+             "slopes": True},
             _exact_action(r, preset)))
     for r in runs:
         for p in r.propagators:
@@ -562,7 +625,7 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
                 f"point estimates, {r.label}, propagator {p}, {len(preset.fit_cutoffs)} "
                 "cutoffs", (run_file(r.key),), (fit_file(r.key, p),),
                 {"cutoffs": list(preset.fit_cutoffs), "propagator": p,
-                 "format": _eft.FIT_VERSION},
+                 "format": _eft.FIT_VERSION, "sampled_deviation": True},
                 _fit_action(r, preset, p)))
     for r in runs:
         out.append(Stage(

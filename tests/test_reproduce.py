@@ -289,3 +289,57 @@ def test_reproduce_arguments_are_checked_before_the_directory_is_made(tmp_path, 
     with pytest.raises(NNGPInputError, match=r"^out must be a directory path"):
         reproduce(TINY, None, log=_quiet)
     assert not (tmp_path / "new").exists()
+
+
+def _refuse_physics(monkeypatch):
+    """Make every function of the theory modules, problem.py and eft.py raise (except the
+    fit file's reader), and every ensemble's kernel: the report must not need any of them."""
+    import importlib
+    import inspect
+
+    from nngp_ppl import ensembles, networks
+
+    readers = {"load_fit", "file_identity"}
+    names = ["nngp_ppl.eft", "nngp_ppl.problem", "nngp_ppl.stats"] + [
+        f"nngp_ppl.theory.{m}" for m in ("diagrams", "exact", "lattice", "quadrature",
+                                         "second_order", "wick")]
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the report called the theory")
+
+    patched = 0
+    for name in names:
+        module = importlib.import_module(name)
+        for attr, obj in vars(module).items():
+            if (inspect.isfunction(obj) and obj.__module__ == name and attr not in readers
+                    and not (name == "nngp_ppl.stats" and attr[0].isupper())):
+                monkeypatch.setattr(module, attr, refuse)
+                patched += 1
+    for module in (ensembles, networks):
+        for obj in vars(module).values():
+            if inspect.isclass(obj) and "kernel" in vars(obj):
+                monkeypatch.setattr(obj, "kernel", refuse)
+                patched += 1
+    return patched
+
+
+def test_the_report_reads_stored_results_and_computes_no_physics(study, monkeypatch):
+    from nngp_ppl.report import write_report
+    from nngp_ppl.reproduce import plan_dict
+
+    out, _ = study
+    before = json.loads((out / "summary.json").read_text())
+    (out / "report.md").unlink()
+    assert _refuse_physics(monkeypatch) > 50
+    from nngp_ppl.theory import wick
+
+    with pytest.raises(AssertionError, match="called the theory"):
+        wick.gp_correlator_tuples(np.eye(2), 4)  # the patch is in force
+    write_report(out, plan_dict(TINY), timings=before["timings_s"],
+                 warnings=before["warnings"])
+    after = json.loads((out / "summary.json").read_text())
+    for key in ("created", "machine"):
+        before.pop(key), after.pop(key)
+    assert after == before
+    report = (out / "report.md").read_text()
+    assert "## 6. Diagnostics gate" in report and "figures/six_point.png" in report

@@ -1,0 +1,321 @@
+"""``report.md``, rendered from the summary dict alone (:mod:`nngp_ppl.report.summary`).
+
+:func:`render_report` joins one named step per section; each step takes the summary (or
+its runs and preset) and returns markdown lines. Figures are referenced by file name
+(:data:`~nngp_ppl.report.figures.FIGURES`); every number shown is a value of the summary,
+so ``report.md`` and ``summary.json`` cannot disagree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .summary import nearest, orders_text
+
+
+def _f(x, spec=".3g") -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return str(x)
+    return format(x, spec)
+
+
+def _table(header, rows) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _header(summary: dict) -> list[str]:
+    p = summary["preset"]
+    L = [f"# {summary['title']}", ""]
+    L += [f"Preset **{p['name']}**: {p['n_nets']:,} networks per width, widths "
+          f"{', '.join(map(str, p['widths']))} (d_in = 1), seed {p['seed']}; point estimates "
+          f"at {len(p['fit_cutoffs'])} cutoffs Λ = {_f(min(p['fit_cutoffs']))} … "
+          f"{_f(max(p['fit_cutoffs']))}; posteriors at Λ = "
+          f"{', '.join(_f(c) for c in p['infer_cutoffs'])} with {p['num_chains']} chains × "
+          f"{p['num_samples']} draws ({p['num_warmup']} warm-up), noise model "
+          f"'{p.get('covariance', 'gp')}'. nngp_ppl "
+          f"{summary['nngp_ppl_version']}, JAX {summary['machine']['jax']} on "
+          f"{', '.join(summary['machine']['devices'])}; created {summary['created']}.", ""]
+    total = sum(v for v in summary["timings_s"].values() if v)
+    if total:
+        L += [f"Compute time of the stages (as last run): {total:.0f} s.", ""]
+    return L
+
+
+def _conventions(summary: dict) -> list[str]:
+    conv, runs = summary["conventions"], summary["runs"]
+    L = ["## Conventions", ""]
+    labels = {"action": "action", "sign": "sign", "propagator": "propagator",
+              "rule_4_5": "rule 4.5", "per_tuple_coupling": "per-tuple coupling",
+              "cutoffs": "cutoffs", "posterior_model": "posterior model", "m_n": "m_n",
+              "c_n": "c_n", "diagnostics_gate": "diagnostics gate"}
+    L += [f"- **{label}**: {conv[k]}" for k, label in labels.items()]
+    L += ["", "Ensembles and inputs (the authors', physics.md §9):", ""]
+    L += _table(["run", "ensemble", "σ_b", "d_in", "inputs", "widths", "posterior widths"],
+                [[k, r["label"], _f(r["sigma_b"]), r["d_in"],
+                  "; ".join(",".join(_f(v) for v in x) for x in r["inputs"]),
+                  ",".join(map(str, r["widths"])), ",".join(map(str, r["infer_widths"]))]
+                 for k, r in runs.items()])
+    return L
+
+
+def _deviation_section(runs: dict) -> list[str]:
+    L = ["## 1. Deviation from the Gaussian process against width", "",
+         "![m_n against N](figures/deviation_vs_width.png)", "",
+         "Sampled m_n next to the exact finite-width value and the statistical background "
+         "(z = (sampled − exact) / background):", ""]
+    rows = []
+    for r in runs.values():
+        if r["role"] != "main":
+            continue
+        d = r["deviation"]
+        for i, w in enumerate(d["widths"]):
+            rows.append([r["label"], w] + [
+                _f(d[f"m{n}_{q}"][i], ".2f" if q == "z" else ".3g")
+                for n in (4, 6) for q in ("sampled", "exact", "background", "z")])
+    L += _table(["ensemble", "N", "m4 sampled", "m4 exact", "m4 background", "z4",
+                 "m6 sampled", "m6 exact", "m6 background", "z6"], rows)
+    L += ["![connected correlators](figures/connected_vs_width.png)", "",
+          "Slopes of log c_n and log m_n against log N from the exact oracle (widths ≥ 10):",
+          ""]
+    rows = [[r["label"]] + [_f(r["exact_curve"].get(f"{q}_slope"), ".3f")
+                            for q in ("m4", "m6", "c4", "c6")]
+            for r in runs.values() if r["role"] == "main"]
+    L += _table(["ensemble", "m4 slope", "m6 slope", "c4 slope (−1)", "c6 slope (−2)"], rows)
+    return L
+
+
+def _settings(r: dict) -> tuple:
+    po = r["posterior"]
+    return (tuple(po["orders"]), tuple(po["data_orders"]), po["noise"], po["likelihood"])
+
+
+def _coupling_settings(runs: dict) -> list[str]:
+    """One line per distinct posterior setting, generated from the stored attributes."""
+    L = []
+    for setting in sorted({_settings(r) for r in runs.values()}):
+        orders, data_orders, noise, lik = setting
+        names = [r["label"] for r in runs.values() if _settings(r) == setting]
+        L += [f"- {', '.join(names)}: couplings from the {orders_text(orders)} function; "
+              f"the posterior conditions on the {orders_text(data_orders)} function; noise "
+              f"model '{noise}', {lik} likelihood."]
+    return L
+
+
+def _coupling_table(runs: dict) -> list[str]:
+    rows = []
+    for r in runs.values():
+        if r["role"] == "dim":
+            continue
+        po = r["posterior"]
+        fit = r["fit"][po["propagator"]]
+        w = r["ngp_width"] if r["ngp_width"] in po["widths"] else po["widths"][0]
+        i, fi = po["widths"].index(w), fit["widths"].index(w)
+        for j, c in enumerate(po["cutoffs"]):
+            jc = nearest(fit["cutoffs"], c)
+            rows.append([r["label"], w, _f(c), _f(fit["lambda_mean"][fi][jc]),
+                         _f(po["lambda_exact"][i][j]), _f(po["lambda_median"][i][j]),
+                         f"[{_f(po['lambda_q05'][i][j])}, {_f(po['lambda_q95'][i][j])}]",
+                         "yes" if po["exact_inside90"][i][j] else "**no**",
+                         _f(po["z_exact"][i][j], ".2f"), _f(po["spread_median"][i][j])])
+    misses, total = [], 0
+    for r in runs.values():
+        po = r["posterior"]
+        for i, w in enumerate(po["widths"]):
+            for j, c in enumerate(po["cutoffs"]):
+                total += 1
+                if not po["exact_inside90"][i][j]:
+                    misses.append(f"{r['label']} N={w} Λ={_f(c)} (z = "
+                                  f"{_f(po['z_exact'][i][j], '.2f')})")
+    L = _table(["ensemble", "N", "Λ", "λ̄ sampled", "λ̄ exact", "posterior median",
+                "90% interval", "exact in 90%", "z(exact)", "spread"], rows)
+    L += [f"Over all {total} posteriors (every width and cutoff) the 90% interval contains "
+          f"the exact λ̄ in {total - len(misses)}. "
+          + ("Missed: " + "; ".join(misses) + ". The posteriors of one run share their "
+             "networks, so misses come in groups; the calibration over independent seeds "
+             "is in `benchmarks/calibration.py` (docs/comparison.md)."
+             if misses else ""), ""]
+    return L
+
+
+def _elpd_table(runs: dict) -> list[str]:
+    L = ["Models ranked by PSIS-LOO ELPD (GP only, λ, λ + κ; each correlator under its "
+         "noise and the model's stated discrepancy; higher is better) — the Bayesian answer "
+         "to 'is first order enough here?':", ""]
+    rows, models = [], []
+    for r in runs.values():
+        po = r["posterior"]
+        if "elpd" not in po:
+            continue
+        models = po["elpd_models"]
+        for i, w in enumerate(po["widths"]):
+            for j, c in enumerate(po["cutoffs"]):
+                vals = np.asarray(po["elpd"][i][j], dtype=float)
+                errs = np.asarray(po["elpd_se"][i][j], dtype=float)
+                rows.append([r["label"], w, _f(c)]
+                            + [f"{v:.1f} ± {e:.1f}" for v, e in zip(vals, errs, strict=True)]
+                            + [models[int(np.nanargmax(vals))]])
+    if rows:
+        L += _table(["ensemble", "N", "Λ"] + [f"ELPD {m}" for m in models] + ["best"], rows)
+    return L
+
+
+def _couplings_section(runs: dict) -> list[str]:
+    L = ["## 2. The quartic coupling at a cutoff", "",
+         "![lambda against cutoff](figures/lambda_vs_cutoff.png)", ""]
+    L += _coupling_settings(runs)
+    first = next(iter(runs.values()))["posterior"]
+    L += ["", f"The estimand (stored in each posterior file): {first['estimand']}. The paper's "
+          "λ̄ of the sampled G4 is its plug-in estimate; 'λ̄ exact' is the estimand itself, "
+          "evaluated on the exact finite-width correlators. 'spread' is the model "
+          "discrepancy — the rms over tuples of λ_t − λ, posterior median — which the "
+          "interval does not contain by design. At the NGP width of each ensemble:", ""]
+    return L + _coupling_table(runs) + _elpd_table(runs)
+
+
+def _gamma_row(r: dict) -> list:
+    fit = r["fit"][r["propagators"][0]]
+    b = r["beta"]
+    w = r["ngp_width"] if r["ngp_width"] in b["widths"] else b["widths"][0]
+    i, fi = b["widths"].index(w), fit["widths"].index(w)
+
+    def interval(name, spec=".4f"):
+        return (f"{_f(b[name + '_median'][i], spec)} [{_f(b[name + '_q05'][i], spec)}, "
+                f"{_f(b[name + '_q95'][i], spec)}]")
+
+    return [r["label"], w, _f(fit["gamma_fit"][fi], ".4f"),
+            _f(fit["gamma_fit_exact"][r["widths"].index(w)], ".4f"), interval("gamma_data"),
+            _f(b["gamma_systematic"][i], ".2g"), interval("gamma"),
+            f"{_f(b['gamma_slope_median'][i], '.4f')} ± {_f(b['gamma_slope_sd'][i], '.2g')}",
+            _f(b["gamma_analytic"], "g")]
+
+
+def _running_section(runs: dict, p: dict) -> list[str]:
+    L = ["## 3. Running with the cutoff: β-function and exponent γ", "",
+         "![beta function](figures/beta_function.png)", "",
+         "![gamma against d_in](figures/rg_dimension.png)", "",
+         "γ with λ ∝ Λ^−γ: the paper's regression of log|λ̄| on log Λ over all "
+         f"{len(p['fit_cutoffs'])} cutoffs (sampled and exact G4); the posterior of the "
+         "asymptotic γ from the networks alone (each draw's estimand differentiated in log Λ "
+         "and extrapolated) and with the extrapolation's systematic error added; the "
+         "posterior of the regression slope over the posterior's cutoffs; and the analytic "
+         "exponent (physics.md §8). With one coupling γ depends on the data only through how "
+         "the non-Gaussianity is shared between tuples (γ is their λ_t-weighted mean "
+         "exponent), so its interval from the networks is narrow; the systematic one is the "
+         "extrapolation's, not the networks'.", ""]
+    L += _table(["ensemble", "N", "γ fit (sampled)", "γ fit (exact G4)",
+                 "γ networks [90%]", "extrapolation syst.", "γ networks + syst. [90%]",
+                 "slope over cutoffs ± sd", "analytic"], [_gamma_row(r) for r in runs.values()])
+    for r in runs.values():
+        if "bias_subtracted" in r["fit"]:
+            bs = r["fit"]["bias_subtracted"]
+            fi = bs["widths"].index(r["ngp_width"])
+            L += [f"With the bias-subtracted propagator K − σ_b² on the vertex legs "
+                  f"({r['label']}, N = {r['ngp_width']}) λ̄ stops running: fitted "
+                  f"γ = {_f(bs['gamma_fit'][fi], '.4f')} (analytic "
+                  f"{_f(bs['gamma_analytic'], 'g')}); λ̄ = "
+                  f"{_f(bs['lambda_mean'][fi][0])} at Λ = {_f(bs['cutoffs'][0])} and "
+                  f"{_f(bs['lambda_mean'][fi][-1])} at Λ = {_f(bs['cutoffs'][-1])}.", ""]
+    relu0 = next((r for r in runs.values() if r["ensemble"] == "relu" and r["sigma_b"] == 0
+                  and r["d_in"] == 1), None)
+    relu1 = next((r for r in runs.values() if r["role"] == "sigma_b"), None)
+    if relu0 and relu1:
+        L += ["ReLU-net with σ_b = 0 on positive one-dimensional inputs is degenerate "
+              "(f(x) = x·S for a single random S): every λ_t is the same and runs exactly as "
+              "Λ^−5. The authors' RG script meant σ_b = 0 but ran σ_b = 1 (a `==` typo); "
+              "both are shown, labelled by σ_b.", ""]
+    return L
+
+
+def _six_point_section(runs: dict, p: dict) -> list[str]:
+    L = ["## 4. Predicting the 6-pt function from the 4-pt coupling", "",
+         "![six-point prediction](figures/six_point.png)", "",
+         f"At Λ = {_f(p['six_point_cutoff'])}: m_6 of the GP, of GP + ΔG6(λ̄) (the "
+         "paper's check, κ = 0) and of GP + ΔG6 at the posterior-mean λ; improvement = "
+         "m6(GP) / m6(EFT); background = ⟨stderr / |G6_GP|⟩:", ""]
+    rows = []
+    for r in runs.values():
+        if r["role"] == "dim":
+            continue
+        s = r["six_point"]
+        rows.append([r["label"], s["width"], _f(s["m6_gp"]), _f(s["m6_eft_point"]),
+                     _f(s["improvement_point"], ".2f"), _f(s["m6_eft_posterior"]),
+                     _f(s["improvement_posterior"], ".2f"), _f(s["m6_background"])])
+    L += _table(["ensemble", "N", "m6 GP", "m6 EFT (λ̄)", "improvement", "m6 EFT (posterior)",
+                 "improvement", "background"], rows)
+    return L
+
+
+def _posterior_vs_point_section(runs: dict, p: dict) -> list[str]:
+    L = ["## 5. Posterior against point estimates, per width", "",
+         "![posterior vs point](figures/posterior_vs_point.png)", "",
+         f"At Λ = {_f(p['six_point_cutoff'])}, every width with a posterior: the posterior, "
+         "its plug-in point estimate B r̂ (the estimand's map of the sampled correlators) with "
+         "its standard deviation under the noise model, the paper's λ̄ of the sampled G4, and "
+         "the exact λ̄:", ""]
+    rows = []
+    for r in runs.values():
+        po = r["posterior"]
+        j = nearest(po["cutoffs"], p["six_point_cutoff"])
+        fit = r["fit"][po["propagator"]]
+        jc = nearest(fit["cutoffs"], po["cutoffs"][j])
+        for i, w in enumerate(po["widths"]):
+            rows.append([r["label"], w, _f(po["lambda_median"][i][j]),
+                         _f(po["lambda_sd"][i][j]),
+                         f"{_f(po['plugin'][i][j])} ± {_f(po['plugin_sd'][i][j], '.2g')}",
+                         _f(fit["lambda_mean"][fit["widths"].index(w)][jc]),
+                         _f(po["lambda_exact"][i][j]), _f(po["z_exact"][i][j], ".2f"),
+                         "yes" if po["exact_inside90"][i][j] else "**no**"])
+    L += _table(["ensemble", "N", "posterior median", "posterior sd", "plug-in B r̂ ± sd",
+                 "λ̄ sampled", "λ̄ exact", "z(exact)", "exact in 90%"], rows)
+    return L
+
+
+def _diagnostics_section(summary: dict) -> list[str]:
+    L = ["## 6. Diagnostics gate", "", f"{summary['conventions']['diagnostics_gate']}.", ""]
+    rows = []
+    for r in summary["runs"].values():
+        g = r["posterior"]["gate"]
+        rows.append([r["label"], "PASSED" if g["passed"] else "**FAILED**",
+                     f"{g['n_posteriors'] - g['n_failed']}/{g['n_posteriors']}",
+                     _f(g["max_r_hat"], ".4f"), _f(g["min_ess_bulk"], ".0f"),
+                     _f(g["min_ess_tail"], ".0f"), g["divergences"],
+                     "; ".join(f"N={w}, Λ={_f(c)}" for w, c in g["failures"]) or "–"])
+    L += _table(["ensemble", "gate", "passed (N, Λ)", "max R-hat", "min bulk ESS",
+                 "min tail ESS", "divergences", "failing (N, Λ)"], rows)
+    warn_lines = [f"- `{stage}`: " + " ".join(s.strip() for s in w.splitlines())
+                  for stage, texts in summary["warnings"].items() for w in texts]
+    if warn_lines:
+        L += ["Warnings raised while computing (also in `manifest.json`):", ""]
+        L += warn_lines + [""]
+    return L
+
+
+def _timings_section(summary: dict) -> list[str]:
+    L = []
+    if summary["timings_s"]:
+        L += ["## 7. Stage timings", ""]
+        L += _table(["stage", "seconds"], [[k, _f(v, ".1f")]
+                                           for k, v in summary["timings_s"].items()])
+    L += ["Every number above is in `summary.json`; the data behind the figures are the "
+          "netCDF files beside this report (see docs/file_formats.md).", ""]
+    return L
+
+
+def render_report(summary: dict) -> str:
+    """The markdown report, from the summary alone (figures referenced by file name)."""
+    runs, p = summary["runs"], summary["preset"]
+    L = _header(summary) + _conventions(summary)
+    L += _deviation_section(runs)
+    L += _couplings_section(runs)
+    L += _running_section(runs, p)
+    L += _six_point_section(runs, p)
+    L += _posterior_vs_point_section(runs, p)
+    L += _diagnostics_section(summary)
+    L += _timings_section(summary)
+    return "\n".join(L)
