@@ -41,6 +41,7 @@ enable_x64()
 from ._checks import NNGPInputError  # noqa: E402
 from .ensembles import (  # noqa: E402
     ActivationNet,
+    Ensemble,
     ErfNet,
     GaussNet,
     ReLUNet,
@@ -72,6 +73,7 @@ __all__ = [
     "GaussNet",
     "ReLUNet",
     "SingleLayerNet",
+    "Ensemble",
     "ActivationNet",
     "MLP",
     "JaxNetwork",

@@ -61,7 +61,7 @@ import numpy as np
 
 from . import tuples as _tuples
 from .checkpoint import ShardSums
-from .ensembles import SingleLayerNet, network_keys
+from .ensembles import Ensemble, network_keys
 from .stats import TAIL_POWERS, accumulated_orders, rows_of
 
 #: Most networks per chunk of the monomial accumulation. With k = 6 inputs the products of
@@ -181,7 +181,7 @@ def _monomial_sums(f, plan: _Plan):
 
 
 @lru_cache(maxsize=32)
-def _compiled_step(net: SingleLayerNet, width: int, batch: int, chunk: int, plan: _Plan):
+def _compiled_step(net: Ensemble, width: int, batch: int, chunk: int, plan: _Plan):
     """jit-compiled ``step(totals, X, seed, start, n_valid) -> totals + batch sums``.
 
     The forward pass runs on the whole batch; the monomial sums run over chunks of
@@ -282,7 +282,7 @@ class _ShardJob:
         )
 
 
-def shard_sums(net: SingleLayerNet, X, width: int, seed: int, start: int, count: int, *,
+def shard_sums(net: Ensemble, X, width: int, seed: int, start: int, count: int, *,
                orders, covariance: bool, batch: int, progress=None, device=None) -> ShardSums:
     """Sums over networks ``start .. start+count-1`` at a resolved batch size (no checks).
 

@@ -40,7 +40,7 @@ import numpy as np
 from . import tuples as _tuples
 from ._checks import NNGPInputError
 from ._io import atomic_path, load_netcdf
-from .ensembles import SingleLayerNet, ensemble_from_dict
+from .ensembles import Ensemble, ensemble_from_dict
 from .stats import TAIL_POWERS, CorrelatorStats, accumulated_orders, content_checksum
 
 #: ``nngp_ppl_format`` attribute of a checkpoint file.
@@ -71,7 +71,7 @@ class RunPlan:
     nested tuples so that plans compare and serialise exactly.
     """
 
-    net: SingleLayerNet
+    net: Ensemble
     X: tuple
     widths: tuple[int, ...]
     n_nets: int

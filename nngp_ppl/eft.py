@@ -375,10 +375,10 @@ def asymptotic_exponent(net, propagator: str = "full", legs: int = 4, loops: int
     """
     _lattice.check_propagator(propagator)
     # The ensemble says how its kernel grows (analytic for the three nets above, measured
-    # from the kernel otherwise: SingleLayerNet.kernel_growth), no name lookup.
+    # from the kernel otherwise: Ensemble.kernel_growth), no name lookup.
     growth = getattr(net, "kernel_growth", None)
     if growth is None:
-        raise NNGPInputError(f"net must be a SingleLayerNet ensemble, got {net!r}")
+        raise NNGPInputError(f"net must be an nngp_ppl.Ensemble, got {net!r}")
     p = growth(propagator)
     return 0.0 if p is None else float(net.d_in + p * (legs + 2 * loops))
 

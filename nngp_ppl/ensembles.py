@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -45,7 +47,217 @@ from ._checks import NNGPInputError
 
 
 @dataclass(frozen=True)
-class SingleLayerNet:
+class Ensemble:
+    r"""The ensemble protocol: what every stage of the package asks of a network ensemble.
+
+    An ensemble is a frozen dataclass of hyperparameters (``d_in`` first). It is a JAX
+    pytree with no leaves: the whole object is static auxiliary data, as equinox treats
+    non-array fields, so it can be passed into ``jax.jit`` / ``jax.vmap``-ed functions and
+    compiles once per distinct set of hyperparameters (it must be hashable, which a
+    frozen dataclass is). Every subclass is registered as such a pytree automatically.
+
+    A subclass provides
+
+    * ``network_outputs(keys, X, width, dtype)`` — the forward pass: outputs
+      (len(keys), n) of one freshly drawn network per PRNG key (parameter sampling and
+      evaluation in one pure, traceable function; the sampler jit-compiles it);
+    * ``traced_kernel(X, Y)`` — the GP (NNGP) kernel :math:`K(x, y)` on ``jnp`` arrays,
+      traceable (the vertex integrals jit and vmap it); :meth:`kernel` wraps it for NumPy;
+
+    and may override
+
+    * :meth:`kernel_constant` — the constant part :math:`c` of K that the
+      ``bias_subtracted`` vertex propagator :math:`\tilde K = K - c` removes (an exactly
+      Gaussian output bias carries no interaction; physics.md §6). Default 0;
+    * :meth:`kernel_growth` — the exponent p of :math:`\tilde K(x, y) \sim |y|^p`,
+      which sets the β-function exponent γ (physics.md §8). Default: measured from the
+      kernel by :func:`kernel_growth_numeric`;
+    * ``two_point_exact`` — whether E[f f'] = K at every width (rule 4.5 of physics.md §6).
+      Default False (the package cannot know); single-layer nets say True;
+    * ``exact_moments`` / ``exact_max_order`` — the capability of an exact finite-width
+      moment oracle in :mod:`nngp_ppl.theory.exact` (None / 0: none; the noise model then
+      uses the sampled covariance);
+    * ``parameter_count(width)`` — random numbers per network, for batch sizing;
+    * ``to_dict`` / ``from_description`` — serialisation. By default the fields, under
+      the registered ``name`` (:func:`register_ensemble`) or else the class's import path
+      ``"package.module:Class"``; a class with neither (defined in a function or in a
+      script run as ``__main__``) is refused on saving with a message saying how to
+      register it. A file never reloads silently as another class.
+
+    Minimal example (a single-layer cosine net, :math:`E[\cos u \cos v] =
+    e^{-(a+b)/2}\cosh c` for :math:`(u, v)` of variances a, b and covariance c)::
+
+        @nngp_ppl.register_ensemble
+        @dataclass(frozen=True)
+        class CosNet(nngp_ppl.Ensemble):
+            sigma_w: float = 1.0
+            name: ClassVar[str] = "cos_net"
+            two_point_exact: ClassVar[bool] = True
+
+            def network_outputs(self, keys, X, width, dtype=jnp.float32):
+                def one(key):
+                    kw, ka = jax.random.split(key)
+                    w = jax.random.normal(kw, (width, self.d_in), dtype)
+                    a = jax.random.normal(ka, (width,), dtype)
+                    z = (self.sigma_w / self.d_in**0.5) * (w @ X.T.astype(dtype))
+                    return (a / width**0.5) @ jnp.cos(z)
+                return jax.vmap(one)(keys)
+
+            def traced_kernel(self, X, Y):
+                s = self.sigma_w**2 / self.d_in
+                a, b = s * jnp.sum(X * X, 1), s * jnp.sum(Y * Y, 1)
+                return jnp.exp(-(a[:, None] + b[None, :]) / 2) * jnp.cosh(s * X @ Y.T)
+
+    (``tests/test_protocol.py`` runs such a class through sample, fit, infer and flow.)
+    """
+
+    name: ClassVar[str] = "net"
+    #: Which exact finite-width moment oracle (nngp_ppl.theory.exact) covers this ensemble:
+    #: "lognormal", "price", "cones", "quadrature", or None (no oracle; sample instead).
+    exact_moments: ClassVar[str | None] = None
+    #: Highest correlator order that oracle supports (0 without one).
+    exact_max_order: ClassVar[int] = 0
+    #: Whether the finite-width 2-pt function equals K at every width (rule 4.5).
+    two_point_exact: ClassVar[bool] = False
+
+    d_in: int = 1
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _register_pytree(cls)
+
+    def __post_init__(self):
+        object.__setattr__(self, "d_in", _checks.positive_int("d_in", self.d_in))
+
+    # --- the protocol ----------------------------------------------------------------------
+    def network_outputs(self, keys, X, width: int, dtype=jnp.float32):
+        """Outputs (len(keys), n) of the networks drawn from ``keys`` (one key per network)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define network_outputs(keys, X, width, dtype)")
+
+    def traced_kernel(self, X, Y):
+        """GP kernel on validated jnp arrays (n, d_in), (m, d_in) -> (n, m); traceable."""
+        raise NotImplementedError(f"{type(self).__name__} must define traced_kernel(X, Y)")
+
+    def _kernel(self, X, Y):
+        # The name this hook had before the protocol was public.
+        return self.traced_kernel(X, Y)
+
+    def kernel_constant(self) -> float:
+        """The constant part c of K removed by the ``bias_subtracted`` propagator (0 here)."""
+        return 0.0
+
+    def kernel_length_scale(self) -> float:
+        """Length over which K varies near the inputs (sizes the vertex-integral panels):
+        sqrt(d_in) here, for inputs of unit scale."""
+        return math.sqrt(self.d_in)
+
+    @property
+    def zero_mean(self) -> bool:
+        return True
+
+    def _require_zero_mean(self, what: str):
+        """Refuse ``what`` for an ensemble whose closed forms assume zero means (no-op here)."""
+
+    def kernel(self, X, Y=None) -> np.ndarray:
+        """GP kernel K(x, y) as an (n, m) NumPy array; rows of X and Y are inputs of
+        dimension d_in (:meth:`traced_kernel` on validated inputs)."""
+        self._require_zero_mean("kernel")
+        X = _checks.inputs("X", X, self.d_in)
+        Y = X if Y is None else _checks.inputs("Y", Y, self.d_in)
+        return np.asarray(self.traced_kernel(jnp.asarray(X), jnp.asarray(Y)))
+
+    def kernel_growth(self, propagator: str = "full") -> float | None:
+        r"""Exponent p of the vertex propagator's growth, :math:`\tilde K(x, y) \sim |y|^p`.
+
+        :math:`\tilde K = K` (``"full"``) or :math:`K - c` with c = :meth:`kernel_constant`
+        (``"bias_subtracted"``); None when it decays faster than any power (then the
+        vertex integral converges and the coupling stops running). This sets the
+        β-function exponent :math:`\gamma = d_{in} + p\,(\text{legs} + 2\,\text{loops})`
+        (physics.md §8). Default: measured by :func:`kernel_growth_numeric`; the
+        closed-form ensembles override it with their analytic value.
+        """
+        return kernel_growth_numeric(self, propagator)
+
+    def sample_outputs(self, seed: int, X, width: int, n_nets: int, dtype=jnp.float32):
+        """(n_nets, n) outputs of ``n_nets`` freshly drawn networks of the given width.
+
+        Network j uses the key ``fold_in(fold_in(PRNGKey(seed), width), j)``, the same
+        networks the streaming sampler draws for this seed.
+        """
+        X = _checks.inputs("X", X, self.d_in)
+        width = _checks.positive_int("width", width)
+        n_nets = _checks.positive_int("n_nets", n_nets)
+        keys = network_keys(seed, width, 0, n_nets)
+        return np.asarray(self.network_outputs(keys, X, width, dtype))
+
+    # --- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain description, e.g. for file provenance: ``{"ensemble": "erf", ...}``.
+
+        The ``ensemble`` entry is the class's registered ``name``, or else its import path
+        ``"package.module:Class"``. Refused (NNGPInputError) for a class that would not
+        reload as itself: one with neither, e.g. a subclass defined inside a function that
+        inherits its parent's name.
+        """
+        return {"ensemble": _saved_name(self), **self._fields_dict()}
+
+    def _fields_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_description(cls, d: dict):
+        """Inverse of :meth:`to_dict` (without its ``ensemble`` entry): the class's fields."""
+        fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        return cls(**{k: v for k, v in d.items() if k in fields})
+
+
+def _register_pytree(cls) -> None:
+    # No leaves: the ensemble itself is the (hashable) static auxiliary data.
+    jax.tree_util.register_pytree_node(cls, lambda net: ((), net), lambda net, _: net)
+
+
+_register_pytree(Ensemble)
+
+
+def _class_path(cls) -> str | None:
+    """``"module:qualname"`` when importing it gives ``cls`` back, else None."""
+    module, qualname = getattr(cls, "__module__", None), getattr(cls, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname:
+        return None
+    try:
+        obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return None
+    return f"{module}:{qualname}" if obj is cls else None
+
+
+def _saved_name(net) -> str:
+    """The ``ensemble`` entry under which ``net`` reloads as its own class (or refusal)."""
+    cls = type(net)
+    owner = ENSEMBLES.get(net.name)
+    if owner is cls:
+        return net.name
+    path = _class_path(cls)
+    if path is not None:
+        return path
+    if owner is None:
+        why = f"its name {net.name!r} is not registered and it has no import path"
+    else:
+        why = (f"its name {net.name!r} belongs to {owner.__name__}, so it would reload as "
+               "that class")
+    raise NNGPInputError(
+        f"{cls.__name__} cannot be saved: {why}. Give the class its own "
+        "`name: ClassVar[str] = \"...\"` and register it with "
+        "nngp_ppl.register_ensemble(cls) before saving or loading, or define it at the top "
+        "level of an importable module (it is then saved by its import path)"
+    )
+
+
+@dataclass(frozen=True)
+class SingleLayerNet(Ensemble):
     """Hyperparameters of a single-hidden-layer ensemble (see the module docstring).
 
     Subclasses fix the activation and supply the closed-form kernel.
@@ -57,41 +269,31 @@ class SingleLayerNet:
     mu_w: float = 0.0
     mu_b: float = 0.0
 
-    name: ClassVar[str] = "net"
-    #: Which exact finite-width moment oracle (nngp_ppl.theory.exact) covers this ensemble:
-    #: "lognormal", "price", "cones", "quadrature", or None (no oracle; sample instead).
-    exact_moments: ClassVar[str | None] = None
-    #: Highest correlator order that oracle supports (0 without one).
-    exact_max_order: ClassVar[int] = 0
+    #: One hidden layer: the output is a sum of N independent neurons plus b_1, so
+    #: E[f f'] = K exactly at every width.
+    two_point_exact: ClassVar[bool] = True
 
     def __post_init__(self):
-        object.__setattr__(self, "d_in", _checks.positive_int("d_in", self.d_in))
+        super().__post_init__()
         for field in ("sigma_w", "sigma_b"):
             value = _checks.finite_float(field, getattr(self, field), minimum=0.0)
             object.__setattr__(self, field, value)
         for field in ("mu_w", "mu_b"):
             object.__setattr__(self, field, _checks.finite_float(field, getattr(self, field)))
 
-    # --- hyperparameters -------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        """Plain description, e.g. for file provenance: ``{"ensemble": "erf", ...}``.
+    def kernel_constant(self) -> float:
+        """σ_b², the variance of the output bias b_1 (exactly Gaussian, no interaction)."""
+        return float(self.sigma_b) ** 2
 
-        Refused (NNGPInputError) for a class that would not reload as itself: one whose
-        ``name`` is not registered to it, e.g. a subclass that inherits its parent's name.
-        """
-        owner = ENSEMBLES.get(self.name)
-        if owner is not type(self):
-            if owner is None:
-                why = f"its name {self.name!r} is not registered"
-            else:
-                why = (f"its name {self.name!r} belongs to {owner.__name__}, so it would "
-                       "reload as that class")
-            raise NNGPInputError(
-                f"{type(self).__name__} cannot be saved: {why}. Give the class its own "
-                "`name: ClassVar[str] = \"...\"` and register it with "
-                "nngp_ppl.register_ensemble(cls) before saving or loading"
-            )
-        return {"ensemble": self.name, **dataclasses.asdict(self)}
+    def kernel_length_scale(self) -> float:
+        """sqrt(d_in)/σ_W (1/σ_W replaced by 1 at σ_W = 0): the input distance over which
+        the pre-activation m(x, y) = σ_b² + σ_W² x·y/d_in changes by O(1)."""
+        sw = self.sigma_w if self.sigma_w > 0 else 1.0
+        return math.sqrt(self.d_in) / sw
+
+    def parameter_count(self, width: int) -> int:
+        """Random numbers drawn per network: w (N d_in), β (N), a (N), b_1."""
+        return int(width) * (self.d_in + 2) + 1
 
     @property
     def zero_mean(self) -> bool:
@@ -116,20 +318,6 @@ class SingleLayerNet:
         X = jnp.asarray(X)
         return self.sigma_b**2 + self.sigma_w**2 * jnp.sum(X * X, axis=-1) / self.d_in
 
-    def kernel(self, X, Y=None) -> np.ndarray:
-        """GP kernel K(x, y) as an (n, m) NumPy array; rows of X and Y are inputs of dimension d_in.
-
-        Exact two-point function of the ensemble at every width (zero means).
-        """
-        self._require_zero_mean("kernel")
-        X = _checks.inputs("X", X, self.d_in)
-        Y = X if Y is None else _checks.inputs("Y", Y, self.d_in)
-        return np.asarray(self._kernel(jnp.asarray(X), jnp.asarray(Y)))
-
-    def _kernel(self, X, Y):
-        """Kernel on validated jnp arrays; traceable, so lattice code can jit and vmap it."""
-        raise NotImplementedError
-
     def activation(self, z, var):
         """σ(z) for pre-activations z whose variance is ``var`` (only Gauss-net uses it)."""
         raise NotImplementedError
@@ -138,18 +326,6 @@ class SingleLayerNet:
         # The forward pass's hook: ActivationNet keeps its activation in a field of the
         # same name as the method above, so it overrides this instead.
         return self.activation(z, var)
-
-    def kernel_growth(self, propagator: str = "full") -> float | None:
-        r"""Exponent p of the vertex propagator's growth, :math:`\tilde K(x, y) \sim |y|^p`.
-
-        :math:`\tilde K = K` (``"full"``) or :math:`K - \sigma_b^2`
-        (``"bias_subtracted"``); None when it decays faster than any power (then the
-        vertex integral converges and the coupling stops running). This sets the
-        β-function exponent :math:`\gamma = d_{in} + p\,(\text{legs} + 2\,\text{loops})`
-        (physics.md §8). Default: measured by :func:`kernel_growth_numeric`; the
-        closed-form ensembles override it with their analytic value.
-        """
-        return kernel_growth_numeric(self, propagator)
 
     # --- finite-width networks --------------------------------------------------------------
     def network_outputs(self, keys, X, width: int, dtype=jnp.float32):
@@ -178,18 +354,6 @@ class SingleLayerNet:
 
         return jax.vmap(one)(keys)
 
-    def sample_outputs(self, seed: int, X, width: int, n_nets: int, dtype=jnp.float32):
-        """(n_nets, n) outputs of ``n_nets`` freshly drawn networks of the given width.
-
-        Network j uses the key ``fold_in(fold_in(PRNGKey(seed), width), j)``, the same
-        networks the streaming sampler draws for this seed.
-        """
-        X = _checks.inputs("X", X, self.d_in)
-        width = _checks.positive_int("width", width)
-        n_nets = _checks.positive_int("n_nets", n_nets)
-        keys = network_keys(seed, width, 0, n_nets)
-        return np.asarray(self.network_outputs(keys, X, width, dtype))
-
 
 def _check_propagator(propagator: str) -> str:
     from .theory.lattice import check_propagator
@@ -208,7 +372,7 @@ def _growth_cached(net, propagator: str, integer: bool):
     dirs = [np.eye(d)[i] * sign for i in range(d) for sign in (1.0, -1.0)]
     if d > 1:
         dirs += [np.ones(d) / np.sqrt(d), -np.ones(d) / np.sqrt(d)]
-    shift = net.sigma_b**2 if propagator == "bias_subtracted" else 0.0
+    shift = net.kernel_constant() if propagator == "bias_subtracted" else 0.0
     t = np.array(GROWTH_DISTANCES)
     ratio = t[1] / t[0]
     best = None
@@ -265,7 +429,7 @@ class ErfNet(SingleLayerNet):
     exact_moments: ClassVar[str | None] = "price"
     exact_max_order: ClassVar[int] = 12
 
-    def _kernel(self, X, Y):
+    def traced_kernel(self, X, Y):
         mxy = self.preactivation_cov(X, Y)
         vx = 1.0 + 2.0 * self.preactivation_var(X)
         vy = 1.0 + 2.0 * self.preactivation_var(Y)
@@ -300,7 +464,7 @@ class ReLUNet(SingleLayerNet):
     exact_moments: ClassVar[str | None] = "cones"
     exact_max_order: ClassVar[int] = 12
 
-    def _kernel(self, X, Y):
+    def traced_kernel(self, X, Y):
         mxy = self.preactivation_cov(X, Y)
         norm = jnp.sqrt(self.preactivation_var(X)[:, None] * self.preactivation_var(Y)[None, :])
         safe = jnp.where(norm > 0, norm, 1.0)
@@ -339,7 +503,7 @@ class GaussNet(SingleLayerNet):
     exact_moments: ClassVar[str | None] = "lognormal"
     exact_max_order: ClassVar[int] = 12
 
-    def _kernel(self, X, Y):
+    def traced_kernel(self, X, Y):
         d2 = (
             jnp.sum(X * X, axis=1)[:, None]
             + jnp.sum(Y * Y, axis=1)[None, :]
@@ -526,7 +690,7 @@ class ActivationNet(SingleLayerNet):
         """σ as a vectorised NumPy function (for the quadrature oracle)."""
         return self._spec.numpy_fn
 
-    def _kernel(self, X, Y):
+    def traced_kernel(self, X, Y):
         from .theory.quadrature import pair_expectation
 
         mxy = self.preactivation_cov(X, Y)
@@ -542,17 +706,19 @@ class ActivationNet(SingleLayerNet):
         return self.sigma_b**2 + self.sigma_w**2 * E
 
 
-ENSEMBLES: dict[str, type[SingleLayerNet]] = {"erf": ErfNet, "relu": ReLUNet, "gauss": GaussNet}
+ENSEMBLES: dict[str, type[Ensemble]] = {"erf": ErfNet, "relu": ReLUNet, "gauss": GaussNet}
 
 
-def register_ensemble(cls: type[SingleLayerNet]) -> type[SingleLayerNet]:
-    """Make a custom ensemble class save and reload as itself (usable as a decorator).
+def register_ensemble(cls: type[Ensemble]) -> type[Ensemble]:
+    """Make a custom ensemble class save and reload as itself by its ``name`` (usable as a
+    decorator; registered names are also what ``nngp-ppl sample --ensemble`` accepts).
 
-    The class must subclass :class:`SingleLayerNet` and define its own ``name``, not taken
-    by another class or by an activation.
+    The class must subclass :class:`Ensemble` and define its own ``name``, not taken by
+    another class or by an activation. (A class defined at the top level of an importable
+    module needs no registration: it is saved by its import path.)
     """
-    if not (isinstance(cls, type) and issubclass(cls, SingleLayerNet)):
-        raise NNGPInputError(f"register_ensemble needs a SingleLayerNet subclass, got {cls!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Ensemble)):
+        raise NNGPInputError(f"register_ensemble needs an Ensemble subclass, got {cls!r}")
     name = cls.__dict__.get("name")
     if not isinstance(name, str) or not name:
         raise NNGPInputError(
@@ -560,45 +726,69 @@ def register_ensemble(cls: type[SingleLayerNet]) -> type[SingleLayerNet]:
             "registered (an inherited name would make it reload as its parent)"
         )
     owner = ENSEMBLES.get(name)
-    if (owner is not None and owner is not cls) or name in ACTIVATIONS:
+    if (owner is not None and owner is not cls) or name in ACTIVATIONS or ":" in name:
         raise NNGPInputError(f"ensemble name {name!r} is already taken; choose another name")
     ENSEMBLES[name] = cls
     return cls
 
 
-def make_ensemble(name: str, **hyper) -> SingleLayerNet:
-    """Ensemble by name: ``erf``, ``relu``, ``gauss``, a registered class, or an activation
-    name (``tanh``, ``gelu``, ``sin``, ``softplus``, registered ones) for ActivationNet."""
+def ensemble_class(name: str) -> type[Ensemble] | None:
+    """The class saved as ``name``: a registered name or an import path
+    ``"package.module:Class"`` (an :class:`Ensemble` subclass); None for an unknown name."""
+    key = str(name)
+    if ":" not in key:
+        return ENSEMBLES.get(key.lower())
+    module, _, qualname = key.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise NNGPInputError(
+            f"ensemble {key!r} cannot be imported ({err}); make its module importable (on "
+            "PYTHONPATH) or register the class with nngp_ppl.register_ensemble"
+        ) from None
+    if not (isinstance(obj, type) and issubclass(obj, Ensemble)):
+        raise NNGPInputError(f"ensemble {key!r} is not an nngp_ppl.Ensemble subclass")
+    return obj
+
+
+def make_ensemble(name: str, **hyper) -> Ensemble:
+    """Ensemble by name: ``erf``, ``relu``, ``gauss``, ``mlp``, a registered class or an
+    import path ``"package.module:Class"``, or an activation name (``tanh``, ``gelu``,
+    ``sin``, ``softplus``, registered ones) for ActivationNet."""
+    cls = ensemble_class(name)
+    if cls is not None:
+        return cls(**hyper)
     key = str(name).lower()
-    if key in ENSEMBLES:
-        return ENSEMBLES[key](**hyper)
     if key in ACTIVATIONS:
         return ActivationNet(activation=key, **hyper)
     raise NNGPInputError(
-        f"ensemble must be one of {sorted(ENSEMBLES)} or an activation in "
-        f"{sorted(ACTIVATIONS)}, got {name!r} (register a custom one first, also before "
-        "loading a file that names it: nngp_ppl.register_ensemble / register_activation)"
+        f"ensemble must be one of {sorted(ENSEMBLES)}, an activation in "
+        f"{sorted(ACTIVATIONS)} or an import path 'package.module:Class', got {name!r} "
+        "(register a custom one first, also before loading a file that names it: "
+        "nngp_ppl.register_ensemble / register_activation)"
     )
 
 
-def ensemble_from_dict(d: dict) -> SingleLayerNet:
-    """Inverse of :meth:`SingleLayerNet.to_dict`."""
+def ensemble_from_dict(d: dict) -> Ensemble:
+    """Inverse of :meth:`Ensemble.to_dict`: the class its ``ensemble`` entry names (by
+    registration or import path) reads the rest (:meth:`Ensemble.from_description`)."""
     d = dict(d)
     name = d.pop("ensemble")
-    key = str(name).lower()
-    # Classes whose fields are not the single-layer hyperparameters (MLP, JaxNetwork)
-    # read their own description.
-    reader = getattr(ENSEMBLES.get(key), "from_description", None)
-    if reader is not None:
-        return reader(d)
-    # An ActivationNet's activation is its ensemble name; a file where they differ is
-    # damaged, not a choice between them.
-    activation = d.pop("activation", None)
-    if activation is not None and str(activation).lower() != key:
-        raise NNGPInputError(
-            f"ensemble description is inconsistent: ensemble {name!r} but activation "
-            f"{activation!r}"
-        )
-    cls = ENSEMBLES.get(key, ActivationNet if key in ACTIVATIONS else SingleLayerNet)
-    fields = {f.name for f in dataclasses.fields(cls)} - {"activation"}
+    cls = ensemble_class(name)
+    activation = d.get("activation")
+    if cls is None or (activation is not None and "activation" not in
+                       {f.name for f in dataclasses.fields(cls)}):
+        # An ActivationNet's activation is its ensemble name; a file where they differ is
+        # damaged, not a choice between them.
+        if activation is not None and str(activation).lower() != str(name).lower():
+            raise NNGPInputError(
+                f"ensemble description is inconsistent: ensemble {name!r} but activation "
+                f"{activation!r}"
+            )
+    if cls is not None:
+        return cls.from_description(d)
+    d.pop("activation", None)
+    fields = {f.name for f in dataclasses.fields(ActivationNet)} - {"activation"}
     return make_ensemble(name, **{k: v for k, v in d.items() if k in fields})

@@ -192,7 +192,7 @@ class MLP(SingleLayerNet):
         warn_two_point(self)
         return super().kernel(X, Y)
 
-    def _kernel(self, X, Y):
+    def traced_kernel(self, X, Y):
         mxy = self.preactivation_cov(X, Y)
         vx = self.preactivation_var(X)
         vy = self.preactivation_var(Y)
@@ -513,9 +513,9 @@ class JaxNetwork(SingleLayerNet):
         warn_two_point(self)
         return super().kernel(X, Y)
 
-    def _kernel(self, X, Y):
+    def traced_kernel(self, X, Y):
         if isinstance(self.kernel_fn, SingleLayerNet):
-            return self.kernel_fn._kernel(X, Y)
+            return self.kernel_fn.traced_kernel(X, Y)
         if self.kernel_fn is not None:
             return jnp.asarray(self._fn("kernel")(X, Y))
         FX, FY = self._kernel_networks(X), self._kernel_networks(Y)

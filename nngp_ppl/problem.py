@@ -288,19 +288,7 @@ def exact_noise_available(net, data_orders) -> bool:
     """Whether the exact oracle reaches the moments the noise model needs (2 × max order)."""
     from .theory import exact
 
-    need = 2 * max(data_orders)
-    cap = getattr(exact, "max_exact_order", None)
-    if cap is not None:
-        return cap(net) >= need
-    return exact.MAX_ORDER.get(getattr(net, "name", ""), 0) >= need and isinstance(
-        net, _oracle_classes()
-    )
-
-
-def _oracle_classes():
-    from .ensembles import ErfNet, GaussNet, ReLUNet
-
-    return (ErfNet, GaussNet, ReLUNet)
+    return exact.max_exact_order(net) >= 2 * max(data_orders)
 
 
 def choose_noise(kind: str, net, data_orders, stats=None, widths=None, orders=None) -> str:

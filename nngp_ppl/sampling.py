@@ -54,7 +54,7 @@ from ._shard import (  # noqa: F401  (shard_sums, _ShardJob: the kernel's public
     widest_fitting,
 )
 from .checkpoint import RunPlan, ShardLedger, remove_stale_temporaries
-from .ensembles import SingleLayerNet
+from .ensembles import Ensemble
 from .stats import MAX_MONOMIALS, CorrelatorStats, check_tails, monomial_count
 
 #: Network indices are uint32 in :func:`nngp_ppl.ensembles.network_keys`.
@@ -119,10 +119,11 @@ MAX_WIDTH = 2**32 - 1
 # ---------------------------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------------------------
-def _ensemble(net) -> SingleLayerNet:
-    if not isinstance(net, SingleLayerNet):
+def _ensemble(net) -> Ensemble:
+    if not isinstance(net, Ensemble):
         raise NNGPInputError(
-            f"net must be an ensemble (ErfNet, ReLUNet, GaussNet), got {type(net).__name__}"
+            f"net must be an ensemble (an nngp_ppl.Ensemble such as ErfNet, ActivationNet, "
+            f"MLP), got {type(net).__name__}"
         )
     return net
 
@@ -185,7 +186,7 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.3g} GiB"
 
 
-def check_memory(net: SingleLayerNet, k: int, batches: dict, devices) -> None:
+def check_memory(net: Ensemble, k: int, batches: dict, devices) -> None:
     """Refuse, before any allocation, a width whose batch does not fit in device memory.
 
     ``batches`` maps width -> batch size. CPU devices share the host's memory and run
@@ -254,7 +255,7 @@ def _batch_and_shard(want: int, given_batch, shard_size, n_nets: int, k: int,
     )
 
 
-def plan_run(net: SingleLayerNet, X, widths, n_nets: int, *, orders=(2, 4, 6), seed: int = 0,
+def plan_run(net: Ensemble, X, widths, n_nets: int, *, orders=(2, 4, 6), seed: int = 0,
              start: int = 0, covariance: bool = True, batch_size: int | None = None,
              shard_size: int | None = None) -> RunPlan:
     """The shard layout :func:`sample_correlators` uses for these arguments (validated).
@@ -380,7 +381,7 @@ def executor_for(devices=None, dask=None):
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
-def network_sums(net: SingleLayerNet, X, width: int, seed: int, start: int, count: int, *,
+def network_sums(net: Ensemble, X, width: int, seed: int, start: int, count: int, *,
                  orders=(2, 4, 6), covariance: bool = True, batch_size: int | None = None,
                  progress=None):
     """Float64 monomial sums over networks ``start .. start+count-1`` at one width.
@@ -422,7 +423,7 @@ def network_sums(net: SingleLayerNet, X, width: int, seed: int, start: int, coun
     return sums.moments, sums.squares
 
 
-def sample_correlators(net: SingleLayerNet, X, widths, n_nets: int, orders=(2, 4, 6),
+def sample_correlators(net: Ensemble, X, widths, n_nets: int, orders=(2, 4, 6),
                        seed: int = 0, batch_size: int | None = None, progress: bool = True,
                        *, start: int = 0, covariance: bool = True,
                        shard_size: int | None = None, devices=None, dask=None,

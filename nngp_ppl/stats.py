@@ -77,7 +77,7 @@ from . import _checks
 from . import tuples as _tuples
 from ._checks import NNGPInputError
 from ._io import atomic_path, content_checksum, load_netcdf, output_file, verify_checksum
-from .ensembles import SingleLayerNet, ensemble_from_dict
+from .ensembles import Ensemble, ensemble_from_dict
 
 #: Value of the ``nngp_ppl_format`` attribute that marks a correlator-statistics file.
 FILE_FORMAT = "nngp_ppl.CorrelatorStats"
@@ -218,7 +218,7 @@ class CorrelatorStats:
 
     Parameters
     ----------
-    net : SingleLayerNet
+    net : Ensemble
         The ensemble the networks were drawn from.
     X : array (k, d_in)
         The inputs :math:`x_1..x_k`.
@@ -243,9 +243,10 @@ class CorrelatorStats:
 
     def __init__(self, net, X, orders, seed, moments, ranges, *, squares=None,
                  covariance: bool = True, tails=None):
-        if not isinstance(net, SingleLayerNet):
+        if not isinstance(net, Ensemble):
             raise NNGPInputError(
-                f"net must be an ensemble (ErfNet, ReLUNet, GaussNet), got {type(net).__name__}"
+                f"net must be an ensemble (an nngp_ppl.Ensemble such as ErfNet, "
+                f"ActivationNet, MLP), got {type(net).__name__}"
             )
         self._net = net
         X = _checks.inputs("X", X, net.d_in).copy()
@@ -308,7 +309,7 @@ class CorrelatorStats:
 
     # --- description -----------------------------------------------------------------------
     @property
-    def net(self) -> SingleLayerNet:
+    def net(self) -> Ensemble:
         return self._net
 
     @property

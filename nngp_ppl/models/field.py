@@ -50,6 +50,7 @@ first order unreliable above :data:`PERTURBATIVE_SPREAD` = 0.2.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -180,7 +181,7 @@ class FieldLattice:
         pts = np.concatenate([X, lattice.points])
         K = np.asarray(net.kernel(pts), dtype=np.float64)
         if propagator == "bias_subtracted":
-            K = K - net.sigma_b**2
+            K = K - net.kernel_constant()
         # The kernel is exact, not estimated: floor only what float64 cannot factorise (a
         # smooth kernel on a fine lattice is numerically singular).
         chol, n_floored = stable_cholesky(K, "the kernel on inputs and lattice sites", 1e-12)
@@ -194,7 +195,7 @@ class FieldLattice:
 
     def arrays(self, lam, kappa) -> FieldArrays:
         lam, kappa = check_bounded(lam, kappa)
-        bias = self.net.sigma_b if self.propagator == "bias_subtracted" else 0.0
+        bias = _bias_sd(self.net) if self.propagator == "bias_subtracted" else 0.0
         return FieldArrays(
             chol=jnp.asarray(self.chol),
             weights=jnp.asarray(self.lattice.weights),
@@ -208,8 +209,14 @@ class FieldLattice:
         return functools.partial(
             field_model,
             n_inputs=self.n_inputs,
-            free_bias=self.propagator == "bias_subtracted" and self.net.sigma_b > 0,
+            free_bias=self.propagator == "bias_subtracted" and _bias_sd(self.net) > 0,
         )
+
+
+def _bias_sd(net) -> float:
+    """Standard deviation of the free Gaussian bias: sqrt of the constant part of K that
+    the bias-subtracted propagator removes (the ensemble's ``kernel_constant``)."""
+    return math.sqrt(float(net.kernel_constant()))
 
 
 def field_model(arrays: FieldArrays, n_inputs: int, free_bias: bool = False):
@@ -320,7 +327,7 @@ def sample_field(
     num_chains, num_samples, num_warmup, seed, target_accept = _nuts_settings(
         num_chains, num_samples, num_warmup, seed, target_accept)
     arrays = field.arrays(lam, kappa)
-    free_bias = field.propagator == "bias_subtracted" and field.net.sigma_b > 0
+    free_bias = field.propagator == "bias_subtracted" and _bias_sd(field.net) > 0
     run = _runner(field.n_inputs, free_bias, num_chains, num_warmup, num_samples)
     key_init, key_run = jax.random.split(jax.random.PRNGKey(seed))
     dim = field.chol.shape[0] + int(free_bias)
@@ -331,7 +338,7 @@ def sample_field(
     n = field.chol.shape[0]
     f = np.einsum("ij,cdj->cdi", field.chol[: field.n_inputs], x[..., :n])
     if free_bias:
-        f = f + field.net.sigma_b * x[..., n:]
+        f = f + _bias_sd(field.net) * x[..., n:]
     return f, {"diverging": np.asarray(diverging), "n_steps": np.asarray(n_steps)}
 
 
@@ -390,10 +397,10 @@ def field_correlators(
         means[n] = prod.mean(axis=(0, 1))
         if n not in orders:
             continue
-        data[f"G{n}"] = ([f"tuple{n}"], means[n])
-        data[f"G{n}_mcse"] = ([f"tuple{n}"], arviz_stats.mcse(prod))
-        data[f"G{n}_gp"] = ([f"tuple{n}"], gp_correlator_tuples(K, n))
-        data[f"tuples{n}"] = ([f"tuple{n}", f"leg{n}"], np.asarray(rows))
+        data[f"G{n}"] = ([f"tuple_{n}"], means[n])
+        data[f"G{n}_mcse"] = ([f"tuple_{n}"], arviz_stats.mcse(prod))
+        data[f"G{n}_gp"] = ([f"tuple_{n}"], gp_correlator_tuples(K, n))
+        data[f"tuples_{n}"] = ([f"tuple_{n}", f"position_{n}"], np.asarray(rows))
         worst_rhat = max(worst_rhat, float(np.nanmax(arviz_stats.rhat(prod))))
         worst_ess = min(worst_ess, float(np.nanmin(arviz_stats.ess(prod, method="bulk"))))
     if 4 in orders:
@@ -412,8 +419,8 @@ def field_correlators(
             gauss += gab * gcd
             lin -= gab * f[..., rows[:, c]] * f[..., rows[:, d]]
             lin -= gcd * f[..., rows[:, a]] * f[..., rows[:, b]]
-        data["connected4"] = (["tuple4"], means[4] - gauss)
-        data["connected4_mcse"] = (["tuple4"], arviz_stats.mcse(lin))
+        data["connected4"] = (["tuple_4"], means[4] - gauss)
+        data["connected4_mcse"] = (["tuple_4"], arviz_stats.mcse(lin))
     if 4 in orders:
         from ..theory.diagrams import first_order_design
 
@@ -426,8 +433,8 @@ def field_correlators(
             field.net, field.X, 4, None, ("lambda", "kappa"), field.propagator,
             drop_two_point=True, lattice=field.lattice,
         )[0]
-        data["G4_first_order"] = (["tuple4"], data["G4_gp"][1] + full @ g)
-        data["connected4_first_order"] = (["tuple4"], conn @ g)
+        data["G4_first_order"] = (["tuple_4"], data["G4_gp"][1] + full @ g)
+        data["connected4_first_order"] = (["tuple_4"], conn @ g)
         spread = interaction_spread(field, lam, kappa, seed=seed)
         extra_attrs = {"interaction_sd": spread,
                        "first_order_reliable": int(spread <= PERTURBATIVE_SPREAD)}

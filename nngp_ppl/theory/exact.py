@@ -109,14 +109,11 @@ from .._checks import NNGPInputError
 from ..ensembles import SingleLayerNet
 from . import quadrature as _quadrature
 
-#: Highest order each ensemble's exact oracle supports. Gauss-net moments are closed form
-#: and ReLU cone quadrature costs little per order (d_in = 3, n = 12: a few seconds). The Erf
-#: Price recursion nests n/2 - 1 one-dimensional integrals (n = 6: ~1 s for six inputs, n = 8:
-#: 240 s), so orders above ``ERF_PRICE_MAX_ORDER`` use the trapezoid quadrature instead.
-MAX_ORDER = {"gauss": 12, "relu": 12, "erf": 12}
-# Name-keyed for older callers; the capability itself is ``net.exact_max_order`` (see
-# :func:`max_exact_order`), which also covers ActivationNet and registered ensembles.
-MAX_ORDER.update({name: 12 for name in ("tanh", "gelu", "sin", "softplus")})
+# The highest order of each oracle is the ensemble's own capability, ``exact_max_order``
+# (:func:`max_exact_order`), never a lookup by name. Gauss-net moments are closed form and
+# ReLU cone quadrature costs little per order (d_in = 3, n = 12: a few seconds). The Erf
+# Price recursion nests n/2 - 1 one-dimensional integrals (n = 6: ~1 s for six inputs, n = 8:
+# 240 s), so orders above ``ERF_PRICE_MAX_ORDER`` use the trapezoid quadrature instead.
 
 #: Highest Erf order computed by Price's theorem (round-off accurate); above: quadrature.
 ERF_PRICE_MAX_ORDER = 6

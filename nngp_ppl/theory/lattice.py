@@ -221,13 +221,15 @@ def _grid(rules):
 
 def _propagator(net, propagator: str):
     """Traceable (K(X, Y), K(y, y)) for the chosen vertex-leg propagator."""
-    shift = net.sigma_b**2 if propagator == "bias_subtracted" else 0.0
+    # The ensemble says which constant the bias-subtracted propagator removes
+    # (Ensemble.kernel_constant: σ_b² for the nets with an output bias b_1).
+    shift = float(net.kernel_constant()) if propagator == "bias_subtracted" else 0.0
 
     def cross(X, Y):
-        return net._kernel(X, Y) - shift
+        return net.traced_kernel(X, Y) - shift
 
     def diag(Y):
-        return jax.vmap(lambda y: net._kernel(y[None, :], y[None, :])[0, 0])(Y) - shift
+        return jax.vmap(lambda y: net.traced_kernel(y[None, :], y[None, :])[0, 0])(Y) - shift
 
     return cross, diag
 
@@ -381,10 +383,10 @@ def _loops(loops) -> int:
 
 
 def kernel_scale(net) -> float:
-    """Length over which the kernel varies near the inputs: sqrt(d_in)/σ_W, where the
-    pre-activation m(x, y) = σ_b² + σ_W² x·y/d_in changes by O(1)."""
-    sw = net.sigma_w if net.sigma_w > 0 else 1.0
-    return float(np.clip(math.sqrt(net.d_in) / sw, 1e-3, 1e3))
+    """Length over which the kernel varies near the inputs, as the ensemble states it
+    (:meth:`nngp_ppl.Ensemble.kernel_length_scale`; sqrt(d_in)/σ_W for the single-layer
+    nets, where the pre-activation m(x, y) = σ_b² + σ_W² x·y/d_in changes by O(1))."""
+    return float(np.clip(net.kernel_length_scale(), 1e-3, 1e3))
 
 
 def _rule_params(d_in: int, nodes, ratio):

@@ -104,13 +104,13 @@ def _check_key(key) -> TwoVertexKey:
 
 
 def _propagator(net, propagator: str):
-    shift = net.sigma_b**2 if propagator == "bias_subtracted" else 0.0
+    shift = float(net.kernel_constant()) if propagator == "bias_subtracted" else 0.0
 
     def cross(A, B):
-        return net._kernel(A, B) - shift
+        return net.traced_kernel(A, B) - shift
 
     def diag(Y):
-        return jax.vmap(lambda y: net._kernel(y[None, :], y[None, :])[0, 0])(Y) - shift
+        return jax.vmap(lambda y: net.traced_kernel(y[None, :], y[None, :])[0, 0])(Y) - shift
 
     return cross, diag
 
