@@ -30,10 +30,18 @@ from ._checks import NNGPInputError
 #: Root attribute holding the SHA-256 digest of a file's content.
 CHECKSUM_ATTR = "checksum"
 
-#: ``nngp_ppl_format`` and layout version of a coupling posterior (``nngp-ppl infer``).
-POSTERIOR_FORMAT, POSTERIOR_VERSION = "nngp_ppl.CouplingPosterior", 2
+#: ``nngp_ppl_format`` and layout version of a coupling posterior (``nngp-ppl infer``);
+#: version 3 named its dimensions by the common scheme (``tuple_n``, ``position_n``,
+#: ``observation_col``; docs/file_formats.md).
+POSTERIOR_FORMAT, POSTERIOR_VERSION = "nngp_ppl.CouplingPosterior", 3
 #: ``nngp_ppl_format`` and layout version of a β-function posterior (``nngp-ppl flow``).
 BETA_FORMAT, BETA_VERSION = "nngp_ppl.BetaFunction", 2
+#: ``nngp_ppl_format`` and layout version of a lattice file (``nngp-ppl lattice``); version 2
+#: named its dimensions by the common scheme.
+LATTICE_FORMAT, LATTICE_VERSION = "nngp_ppl.LatticeCorrelators", 2
+#: ``nngp_ppl_format`` and layout version of a reproduction's exact summary; version 2 added
+#: the stored slopes (``m4_slope`` …, ``gamma_fit_exact``) the report reads.
+EXACT_FORMAT, EXACT_VERSION = "nngp_ppl.ExactSummary", 2
 
 
 @contextlib.contextmanager
@@ -332,7 +340,7 @@ def read_netcdf(path, *, name: str, what: str, tree: bool = False, file_format=N
             if got_v != version:
                 raise NNGPInputError(
                     f"{name}: {path} has file layout version {got_v}; this nngp_ppl reads "
-                    f"version {version}"
+                    f"version {version}: re-run the command that wrote it"
                 )
     verify_checksum(obj, name=name, path=path, what=what)
     return obj

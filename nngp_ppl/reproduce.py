@@ -443,11 +443,11 @@ def _exact_action(run: RunSpec, preset: Preset):
             coords={"curve_width": np.asarray(curve, np.int64),
                     "width": np.asarray(run.widths, np.int64), "cutoff": cut,
                     "propagator": list(run.propagators)},
-            attrs={"nngp_ppl_format": "nngp_ppl.ExactSummary", "ensemble":
-                   json.dumps(net.to_dict()), "inputs": json.dumps(X.tolist()),
+            attrs={"ensemble": json.dumps(net.to_dict()), "inputs": json.dumps(X.tolist()),
                    "source": "nngp_ppl.theory.exact (finite-width oracle, no sampling noise)"},
         )
-        write_netcdf(ds, out / exact_file(run.key))
+        write_netcdf(ds, out / exact_file(run.key), file_format=_io.EXACT_FORMAT,
+                     version=_io.EXACT_VERSION)
 
     return action
 
@@ -616,7 +616,7 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
             (exact_file(r.key),),
             {"net": r.net().to_dict(), "X": r.inputs().tolist(), "widths": list(r.widths),
              "cutoffs": list(preset.fit_cutoffs), "propagators": list(r.propagators),
-             "slopes": True},
+             "format": _io.EXACT_VERSION},
             _exact_action(r, preset)))
     for r in runs:
         for p in r.propagators:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -158,3 +159,178 @@ def test_console_entry_point_reports_errors_without_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "not a readable netCDF" in proc.stderr
+
+
+# --- infer and flow through the CLI: noise models, --rcond, --plot, the files' contents -------
+ERF3 = np.array([[-0.8], [0.3], [1.1]])
+WIDTH, N_NETS = 20, 10_000
+
+
+@pytest.fixture(scope="module")
+def erf_run(tmp_path_factory):
+    """10⁴ Erf-nets at N = 20 on three inputs, with the estimator covariance."""
+    path = tmp_path_factory.mktemp("erf") / "run.nc"
+    stats = sample_correlators(nngp_ppl.ErfNet(), ERF3, widths=[WIDTH], n_nets=N_NETS,
+                               orders=(2, 4, 6), seed=2, progress=False)
+    stats.to_netcdf(path)
+    return stats, path
+
+
+def _floored(cov, rcond):
+    """The covariance with its correlation matrix's eigenvalues floored at rcond × the
+    largest (the documented regularisation of nngp_ppl.models.couplings.stable_cholesky)."""
+    sd = np.sqrt(np.diag(cov))
+    e, V = np.linalg.eigh(cov / np.outer(sd, sd))
+    return ((V * np.maximum(e, rcond * e[-1])) @ V.T) * np.outer(sd, sd)
+
+
+def _exact_estimator_covariance(width, n_nets, orders):
+    """Cov(Ĝ_s, Ĝ_t) = (G_{s∪t} − G_s G_t) / n of the products on the tuples of ``orders``
+    (stacked), from Erf-net's exact finite-width correlators up to twice the highest order
+    (multiset unions joined by hand)."""
+    from nngp_ppl.tuples import distinct_tuples, tuple_row
+
+    net, k = nngp_ppl.ErfNet(), len(ERF3)
+    g = {m: exact_correlator_tuples(net, ERF3, width, m)
+         for m in {a + b for a in orders for b in orders} | set(orders)}
+    rows = [list(t) for n in orders for t in distinct_tuples(k, n)]
+    means = np.array([g[len(s)][tuple_row(k, s)] for s in rows])
+    joint = np.array([[g[len(s) + len(t)][tuple_row(k, s + t)] for t in rows] for s in rows])
+    return (joint - np.outer(means, means)) / n_nets
+
+
+INFER = ["--cutoffs", "10,100", "--chains", "2", "--samples", "300", "--warmup", "200",
+         "--seed", "1", "--no-progress", "--allow-failed-gate"]
+
+
+def _dims(tree) -> set[str]:
+    return {d for node in tree.subtree for d in node.to_dataset().dims}
+
+
+@pytest.mark.parametrize("noise, rcond", [("exact", "1e-6"), ("sample", "1e-2")])
+def test_infer_noise_models_and_rcond_through_the_cli(erf_run, tmp_path, capsys, noise,
+                                                        rcond):
+    """--covariance exact and sample: the stored noise factor L Lᵀ is the exact estimator
+    covariance (built here from the exact 4- and 8-pt functions) or the run's sampled one,
+    regularised with the given --rcond (1e-2 floors eigenvalues the default 1e-6 keeps);
+    --plot draws the posterior figure; every dimension follows the common naming scheme."""
+    from nngp_ppl import _io
+
+    stats, run = erf_run
+    post, fig = tmp_path / "post.nc", tmp_path / "post.png"
+    assert main(["infer", str(run), "--covariance", noise, "--rcond", rcond, "--plot",
+                 str(fig), "-o", str(post), *INFER]) == 0
+    assert f"noise model {noise}" in capsys.readouterr().out
+    dt = _io.read_netcdf(post, name="p", what="posterior", tree=True,
+                         file_format=_io.POSTERIOR_FORMAT, version=_io.POSTERIOR_VERSION)
+    assert dt.attrs["covariance"] == noise
+    assert float(dt.attrs["covariance_rcond"]) == float(rcond)
+    L = dt["constant_data"]["scale_tril"].values[0]
+    orders = [int(n) for n in json.loads(dt.attrs["data_orders"])]
+    cov = (_exact_estimator_covariance(WIDTH, N_NETS, orders) if noise == "exact"
+           else stats.covariance(WIDTH, orders=orders))
+    np.testing.assert_allclose(L @ L.T, _floored(cov, float(rcond)), rtol=1e-8,
+                               atol=1e-10 * np.abs(cov).max())
+    if noise == "sample":
+        assert int(dt["constant_data"]["floored"].values[0]) > 0
+        assert not np.allclose(L @ L.T, _floored(cov, 1e-6), rtol=1e-3)
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.stat().st_size > 10_000
+    dims = _dims(dt)
+    assert {"tuple_4", "position_4", "observation", "observation_col"} <= dims
+    assert not [d for d in dims if re.fullmatch(r"(tuple|leg|tuples)\d+|.*_", d)], dims
+
+
+def test_flow_writes_beta_and_gamma_of_the_posteriors_own_draws(erf_run, tmp_path, capsys):
+    """The β file: γ_local = −β/λ draw by draw against the posterior file's λ, the analytic
+    γ = d_in = 1 of Erf-net, the --reference-cutoff it was asked for, and the checksum."""
+    from nngp_ppl import _io
+
+    _, run = erf_run
+    post, beta = tmp_path / "post.nc", tmp_path / "beta.nc"
+    assert main(["infer", str(run), "-o", str(post), *INFER]) == 0
+    assert main(["flow", str(post), "-o", str(beta), "--reference-cutoff", "10"]) == 0
+    capsys.readouterr()
+    p = _io.read_netcdf(post, name="p", what="posterior", tree=True)["posterior"]
+    b = _io.read_netcdf(beta, name="b", what="beta", tree=True,
+                        file_format=_io.BETA_FORMAT, version=_io.BETA_VERSION)
+    bp = b["posterior"].to_dataset()
+    lam = p["lambda"].transpose("chain", "draw", "width", "cutoff").values
+    beta_l = bp["beta"].sel(coupling="lambda").transpose("chain", "draw", "width",
+                                                         "cutoff").values
+    assert lam.shape == beta_l.shape == (2, 300, 1, 2)
+    gamma_local = bp["gamma_local"].transpose("chain", "draw", "width", "cutoff").values
+    # flow differentiates the posterior's float32 deviation draws, so -β/λ holds to float32
+    # precision of the largest |λ| (2^-20 leaves a factor 8 over its 2^-23 rounding).
+    np.testing.assert_allclose(gamma_local * lam, -beta_l, rtol=0,
+                               atol=2.0**-20 * np.abs(lam).max() * np.abs(gamma_local).max())
+    assert np.all(np.sign(gamma_local) == np.sign(-beta_l / lam))
+    assert float(b["constant_data"]["gamma_analytic"]) == 1.0
+    assert float(b.attrs["reference_cutoff"]) == 10.0
+    assert np.all(np.isfinite(bp["gamma"].values))
+
+
+def test_a_posterior_of_an_older_layout_is_refused_with_what_to_do(erf_run, tmp_path,
+                                                                    capsys):
+    import arviz_base
+
+    from nngp_ppl import _io
+
+    old = arviz_base.from_dict({"posterior": {"lambda": np.ones((2, 5, 1, 1))}},
+                               dims={"lambda": ["width", "cutoff"]},
+                               coords={"width": [5], "cutoff": [10.0]})
+    path = tmp_path / "old.nc"
+    _io.write_netcdf(old, path, file_format=_io.POSTERIOR_FORMAT,
+                     version=_io.POSTERIOR_VERSION - 1)
+    assert main(["flow", str(path), "-o", str(tmp_path / "beta.nc")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert (f"layout version {_io.POSTERIOR_VERSION - 1}; this nngp_ppl reads version "
+            f"{_io.POSTERIOR_VERSION}: re-run the command that wrote it") in err
+
+
+# --- lattice through the CLI: --kind and --propagator reach the file -------------------------
+def _first_order_connected4(lattice, lam, propagator):
+    """Connected 4-pt function at first order in λ (κ = 0) on a quadrature rule: the single
+    vertex joined to the four external points, −24 λ Σ_j w_j Π_a K̃(x_a, y_j), with
+    K̃ = K (full) or K − σ_b² (bias_subtracted); Gauss-net σ_W = 1, σ_b = 0.5."""
+    from nngp_ppl.tuples import distinct_tuples
+
+    X = np.array([[0.0], [0.6]])
+    K = nngp_ppl.GaussNet(sigma_w=1.0, sigma_b=0.5).kernel(
+        np.concatenate([X, lattice.points]))[:2, 2:]
+    if propagator == "bias_subtracted":
+        K = K - 0.25
+    legs = np.prod(K[distinct_tuples(2, 4)], axis=1)  # (T, P)
+    return -24.0 * lam * legs @ lattice.weights
+
+
+@pytest.mark.parametrize("kind, propagator", [("uniform", "full"),
+                                              ("gauss_legendre", "bias_subtracted")])
+def test_lattice_kind_and_propagator_reach_the_file(tmp_path, capsys, kind, propagator):
+    import xarray as xr
+
+    from nngp_ppl.theory.lattice import box_lattice
+
+    out = tmp_path / "lat.nc"
+    assert main(["lattice", "--ensemble", "gauss", "--sigma-w", "1", "--sigma-b", "0.5",
+                 "--inputs=0,0.6", "--cutoff", "1", "--sites", "4", "--kind", kind,
+                 "--propagator", propagator, "--lambda", "0.002", "--chains", "2",
+                 "--samples", "100", "--warmup", "100", "-o", str(out)]) == 0
+    capsys.readouterr()
+    ds = xr.load_dataset(out, engine="h5netcdf")
+    assert ds.attrs["propagator"] == propagator
+    X = np.array([[0.0], [0.6]])
+    lattices = {"uniform": box_lattice(1, 1.0, "uniform", split_points=X, n_sites=4),
+                "gauss_legendre": box_lattice(1, 1.0, "gauss_legendre", split_points=X,
+                                              nodes=4)}
+    assert ds.attrs["lattice_sites"] == len(lattices[kind])
+    got = ds["connected4_first_order"].values
+    np.testing.assert_allclose(got, _first_order_connected4(lattices[kind], 0.002, propagator),
+                               rtol=1e-10)
+    other_kind = "gauss_legendre" if kind == "uniform" else "uniform"
+    other_prop = "full" if propagator == "bias_subtracted" else "bias_subtracted"
+    for lattice, prop in ((lattices[other_kind], propagator), (lattices[kind], other_prop)):
+        assert np.max(np.abs(got - _first_order_connected4(lattice, 0.002, prop))) > (
+            1e-3 * np.max(np.abs(got)))
+    assert {"tuple_4", "position_4"} <= set(ds.dims) and "tuples_4" in ds
+    assert ds.attrs["nngp_ppl_format_version"] == 2

@@ -202,10 +202,10 @@ def _lattice_table(reliable: int):
     t = np.array([[0, 0, 0, 0], [0, 0, 1, 1]])
     ones = np.ones(2)
     return xr.Dataset(
-        {"G4": ("tuple4", ones), "G4_mcse": ("tuple4", ones), "G4_gp": ("tuple4", ones),
-         "G4_first_order": ("tuple4", ones), "connected4": ("tuple4", ones),
-         "connected4_mcse": ("tuple4", ones), "connected4_first_order": ("tuple4", ones),
-         "tuples4": (("tuple4", "leg4"), t)},
+        {"G4": ("tuple_4", ones), "G4_mcse": ("tuple_4", ones), "G4_gp": ("tuple_4", ones),
+         "G4_first_order": ("tuple_4", ones), "connected4": ("tuple_4", ones),
+         "connected4_mcse": ("tuple_4", ones), "connected4_first_order": ("tuple_4", ones),
+         "tuples_4": (("tuple_4", "position_4"), t)},
         attrs={"lambda": -0.01, "kappa": 0.001, "lattice": "Lattice(...)",
                "propagator": "full", "divergences": 0, "max_r_hat": 1.0,
                "min_ess_bulk": 900.0, "interaction_sd": 0.42,

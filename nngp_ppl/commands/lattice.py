@@ -75,8 +75,8 @@ def print_table(ds, out=None) -> None:
     print(f"{'tuple':>10} {'G4 lattice':>12} {'± MC':>9} {'G4 Wick':>12} "
           f"{'G4 1st ord' + mark:>12} {'conn4':>11} {'± MC':>9} {'conn4 1st' + mark:>11}",
           file=out)
-    for t in range(ds.sizes["tuple4"]):
-        idx = ",".join(str(int(i)) for i in ds["tuples4"].values[t])
+    for t in range(ds.sizes["tuple_4"]):
+        idx = ",".join(str(int(i)) for i in ds["tuples_4"].values[t])
         print(f"{idx:>10} {float(ds['G4'][t]):>12.5g} {float(ds['G4_mcse'][t]):>9.2g} "
               f"{float(ds['G4_gp'][t]):>12.5g} {float(ds['G4_first_order'][t]):>12.5g} "
               f"{float(ds['connected4'][t]):>11.4g} {float(ds['connected4_mcse'][t]):>9.2g} "
@@ -91,7 +91,7 @@ def print_table(ds, out=None) -> None:
 def run(args) -> int:
     from .. import __version__
     from .._checks import fits_in_memory
-    from .._io import write_netcdf
+    from .._io import LATTICE_FORMAT, LATTICE_VERSION, write_netcdf
     from ..models.field import FieldLattice, field_correlators
     from ..theory.lattice import box_lattice
     from .infer import _output
@@ -144,6 +144,6 @@ def run(args) -> int:
               f"wall's region is undersampled and the tails may be biased; rerun with a "
               f"--target-accept closer to 1 than {target_accept:g} (smaller steps)",
               file=sys.stderr)
-    write_netcdf(ds, out, file_format="nngp_ppl.LatticeCorrelators", version=1)
+    write_netcdf(ds, out, file_format=LATTICE_FORMAT, version=LATTICE_VERSION)
     print(f"wrote {out}")
     return 0

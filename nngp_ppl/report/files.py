@@ -38,7 +38,8 @@ class StudyRun:
 
         return self.cached("exact", lambda: _io.read_netcdf(
             self.out / self.spec["files"]["exact"], name="exact file",
-            what="exact finite-width summary", file_format="nngp_ppl.ExactSummary"))
+            what="exact finite-width summary", file_format=_io.EXACT_FORMAT,
+            version=_io.EXACT_VERSION))
 
     def fit(self, propagator="full"):
         from ..eft import load_fit
