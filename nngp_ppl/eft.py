@@ -49,6 +49,7 @@ import numpy as np
 
 from . import _checks
 from . import tuples as _tuples
+from . import two_point as _two_point
 from ._checks import NNGPInputError
 from .theory import diagrams as _diagrams
 from .theory import lattice as _lattice
@@ -142,24 +143,51 @@ def _design(net, X, n, lam, names, propagator, cache):
 # --- per-tuple and mean couplings -----------------------------------------------------------
 
 
+def free_correlators(net, X, data, orders, width=None, two_point: str = "auto"):
+    """The free part the fits subtract, on the stacked distinct tuples of ``orders``:
+    ``(values (T,), mode, jacobian (T, T_2) or None)``.
+
+    ``two_point`` (:func:`nngp_ppl.two_point.resolve`): ``"kernel"`` gives Wick sums of K
+    (rule 4.5), ``"measured"`` Wick sums of the 2-pt function held by ``data`` (a
+    CorrelatorStats at ``width``, or a mapping with key 2), with their Jacobian for the
+    noise; ``"auto"`` picks ``"measured"`` for an ensemble whose 2-pt function is not K.
+    """
+    k = X.shape[0]
+    G2 = _two_point.two_point_matrix(data, k, _stats_width(data, width) if _is_stats(data)
+                                     else None)
+    mode = _two_point.resolve(net, two_point, G2 is not None)
+    if mode == "kernel":
+        K = _two_point.kernel(net, X)
+        return np.concatenate([gp_correlator_tuples(K, n) for n in orders]), mode, None
+    values, jac = _two_point.free_part(G2, orders)
+    return values, mode, jac
+
+
 def coupling_per_tuple(net, X, G4, cutoffs, propagator: str = "full", *, width=None,
-                       _cache=None):
+                       two_point: str = "auto", _cache=None):
     """:math:`\\lambda_t(\\Lambda)` for every distinct 4-tuple: array (C, T_4) (module docstring).
 
-    ``G4`` is a CorrelatorStats (give ``width``), a (T_4,) vector or a full (k,)^4 array.
+    ``G4`` is a CorrelatorStats (give ``width``), a (T_4,) vector, a full (k,)^4 array or a
+    mapping ``{2: G2, 4: G4}``. The free part subtracted is chosen by ``two_point``
+    (:func:`free_correlators`): Wick(K), or Wick(Ĝ2) of the data for an ensemble whose
+    2-pt function is not K.
     """
     net, X = _net_and_inputs(G4, net, X)
     X, lam = _setup(net, X, cutoffs)
     k = X.shape[0]
     g4 = observed_tuples(G4, 4, k, width, "G4")
-    delta = g4 - gp_correlator_tuples(np.asarray(net.kernel(X)), 4)
-    design = _design(net, X, 4, lam, ("lambda",), propagator, _cache)[..., 0]
+    free, mode, _ = free_correlators(net, X, G4, (4,), width, two_point)
+    delta = g4 - free
+    with _two_point.handled():
+        design = _design(net, X, 4, lam, ("lambda",), propagator, _cache)[..., 0]
     return delta[None, :] / design  # design = -24 I_t
 
 
-def mean_coupling(net, X, G4, cutoffs, propagator: str = "full", *, width=None) -> np.ndarray:
+def mean_coupling(net, X, G4, cutoffs, propagator: str = "full", *, width=None,
+                  two_point: str = "auto") -> np.ndarray:
     """:math:`\\bar\\lambda(\\Lambda)`, the mean of :func:`coupling_per_tuple` over tuples, (C,)."""
-    return coupling_per_tuple(net, X, G4, cutoffs, propagator, width=width).mean(axis=1)
+    return coupling_per_tuple(net, X, G4, cutoffs, propagator, width=width,
+                              two_point=two_point).mean(axis=1)
 
 
 # --- joint weighted least squares -----------------------------------------------------------
@@ -175,6 +203,7 @@ class CouplingFit(NamedTuple):
     chi2: np.ndarray  # (C,) weighted residual sum of squares under the fit's weights
     dof: int
     weighting: str  # "diagonal", "full" or "relative"
+    two_point: str = "kernel"  # the free part subtracted: Wick of K or of the measured G2
 
     @property
     def stderr(self) -> np.ndarray:
@@ -215,15 +244,24 @@ def fit_couplings(
     weighting: str | None = None,
     propagator: str = "full",
     rcond: float = 1e-10,
+    two_point: str = "auto",
     _cache=None,
 ) -> CouplingFit:
     r"""Fit the couplings to the stacked 4- and 6-pt deviations at each cutoff.
 
-    Model: :math:`y = G_{exp} - G_{GP} = A(\Lambda)\, g`, with the first-order design
-    :math:`A` (rule 4.5 applied). ``data`` is a CorrelatorStats (``width`` selects the
-    width; its estimator covariance of the stacked ``orders`` is used unless
-    ``covariance`` is given) or a mapping ``{4: G4, 6: G6}`` of plain arrays (then ``net``
-    and ``X`` are required).
+    Model: :math:`y = G_{exp} - G_{free} = A(\Lambda)\, g`, with the first-order design
+    :math:`A` (rule 4.5 applied). The free part (``two_point``, :func:`free_correlators`)
+    is :math:`\mathrm{Wick}(K)`, or for an ensemble whose 2-pt function is not K
+    (``two_point_exact`` False, e.g. deep MLPs) :math:`\mathrm{Wick}(\hat G_2)` of the
+    measured 2-pt function at that width, whose noise and covariance with the 4-/6-pt
+    estimates are then propagated into the covariance (:mod:`nngp_ppl.two_point`); a
+    ``covariance`` given explicitly is taken as that of :math:`y` already. Where the
+    free part is :math:`\mathrm{Wick}(\hat K)` of a Monte Carlo kernel, its error
+    :math:`J_K\Sigma_K J_K^\top` is added to the covariance.
+
+    ``data`` is a CorrelatorStats (``width`` selects the width; its estimator covariance
+    of the stacked ``orders`` is used unless ``covariance`` is given) or a mapping
+    ``{2: G2, 4: G4, 6: G6}`` of plain arrays (then ``net`` and ``X`` are required).
 
     ``weighting``:
 
@@ -250,17 +288,24 @@ def fit_couplings(
     if orders == (2,):
         raise NNGPInputError("orders must include 4 or 6: the 2-pt function is not corrected")
     k = X.shape[0]
-    K = np.asarray(net.kernel(X))
-    y, gp, blocks = [], [], []
-    for n in orders:
-        y.append(observed_tuples(data, n, k, width, f"G{n}"))
-        gp.append(gp_correlator_tuples(K, n))
-        blocks.append(_design(net, X, n, lam, names, propagator, _cache))
-    y, gp = np.concatenate(y), np.concatenate(gp)
+    gp, mode, jac = free_correlators(net, X, data, orders, width, two_point)
+    if mode == "measured" and 2 in orders:
+        raise NNGPInputError("orders must not include 2 when the measured 2-pt function is "
+                             "the free part (its deviation vanishes identically)")
+    y, blocks = [], []
+    with _two_point.handled():
+        for n in orders:
+            y.append(observed_tuples(data, n, k, width, f"G{n}"))
+            blocks.append(_design(net, X, n, lam, names, propagator, _cache))
+    y = np.concatenate(y)
     A = np.concatenate(blocks, axis=1)  # (C, T, nc)
     resid = y - gp
     if covariance is None and _is_stats(data) and getattr(data, "has_covariance", True):
-        covariance = data.covariance(_stats_width(data, width), orders=orders)
+        w = _stats_width(data, width)
+        if mode == "measured":  # Ĝ2 and Ĝ4/Ĝ6 come from the same networks
+            covariance = _two_point.propagate(data.covariance(w, orders=(2, *orders)), jac)
+        else:
+            covariance = data.covariance(w, orders=orders)
     cov = None
     if covariance is not None:
         cov = np.asarray(covariance, dtype=np.float64)
@@ -269,6 +314,8 @@ def fit_couplings(
                 f"covariance must be a finite ({len(y)}, {len(y)}) matrix over the stacked "
                 f"tuples of orders {orders}, got shape {cov.shape}"
             )
+        if mode == "kernel":  # a Monte Carlo K in the free part adds its own error
+            cov = cov + _two_point.kernel_noise(net, X, orders)
     if weighting is None:
         weighting = "diagonal" if cov is not None else "relative"
     if weighting not in WEIGHTINGS:
@@ -316,7 +363,7 @@ def fit_couplings(
         chi2.append(float(np.sum((wr - WA @ coef) ** 2)))
     dof = int(np.count_nonzero(np.any(W != 0, axis=1)) - len(names))
     return CouplingFit(names, lam, np.array(values), np.array(covs), np.array(chi2), dof,
-                       weighting)
+                       weighting, mode)
 
 
 # --- the 6-pt check -------------------------------------------------------------------------
@@ -337,15 +384,20 @@ class SixPointCheck(NamedTuple):
 
 
 def six_point_check(net, X, G4, G6, cutoffs, propagator: str = "full", *,
-                    width=None, _cache=None) -> SixPointCheck:
-    """The paper's 6-pt test (§7): G6 against GP and against GP + ΔG6(λ̄) with κ = 0."""
+                    width=None, two_point: str = "auto", _cache=None) -> SixPointCheck:
+    """The paper's 6-pt test (§7): G6 against GP and against GP + ΔG6(λ̄) with κ = 0.
+
+    "GP" is the free part of :func:`free_correlators` (``two_point``): Wick(K), or Wick(Ĝ2)
+    of the 2-pt function in ``G4`` for an ensemble whose 2-pt function is not K."""
     net, X = _net_and_inputs(G4, net, X)
     X, lam = _setup(net, X, cutoffs)
     k = X.shape[0]
     g6 = observed_tuples(G6, 6, k, width, "G6")
-    lbar = coupling_per_tuple(net, X, G4, lam, propagator, width=width, _cache=_cache).mean(1)
-    gp = gp_correlator_tuples(np.asarray(net.kernel(X)), 6)
-    design = _design(net, X, 6, lam, ("lambda",), propagator, _cache)[..., 0]
+    gp, mode, _ = free_correlators(net, X, G4, (6,), width, two_point)
+    lbar = coupling_per_tuple(net, X, G4, lam, propagator, width=width, two_point=mode,
+                              _cache=_cache).mean(1)
+    with _two_point.handled():
+        design = _design(net, X, 6, lam, ("lambda",), propagator, _cache)[..., 0]
     pred = gp[None, :] + lbar[:, None] * design
     scale = np.abs(gp)
     m6_gp = float(np.mean(np.abs(g6 - gp) / scale))
@@ -411,22 +463,25 @@ def log_slope(logx: np.ndarray, logy: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def running(net, X, G4, cutoffs, propagator: str = "full", *, width=None,
-            fit_from: float | None = None, _cache=None) -> Running:
+            fit_from: float | None = None, two_point: str = "auto", _cache=None) -> Running:
     """Running of the quartic coupling with the cutoff (module docstring, physics.md §8).
 
     The regression of :math:`\\log|\\bar\\lambda|` on :math:`\\log\\Lambda` uses the cutoffs
-    >= ``fit_from`` (all of them by default; at least two are needed).
+    >= ``fit_from`` (all of them by default; at least two are needed). ``two_point``: the
+    free part subtracted (:func:`free_correlators`).
     """
     net, X = _net_and_inputs(G4, net, X)
     X, lam = _setup(net, X, cutoffs)
     k = X.shape[0]
-    lam_t = coupling_per_tuple(net, X, G4, lam, propagator, width=width, _cache=_cache)
+    lam_t = coupling_per_tuple(net, X, G4, lam, propagator, width=width, two_point=two_point,
+                               _cache=_cache)
     key = ("exponents", propagator, tuple(lam.tolist()))
     if _cache is not None and key in _cache:
         gamma_t = _cache[key]
     else:
         rows = _tuples.distinct_tuples(k, 4)
-        gamma_t = _lattice.vertex_integral_exponents(net, X, rows, lam, propagator)
+        with _two_point.handled():
+            gamma_t = _lattice.vertex_integral_exponents(net, X, rows, lam, propagator)
         if _cache is not None:
             _cache[key] = gamma_t
     beta = np.mean(-gamma_t * lam_t, axis=1)
@@ -461,12 +516,14 @@ def file_identity(path) -> str:
 
 
 def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
-                couplings=("lambda", "kappa"), fit_from: float | None = None):
+                couplings=("lambda", "kappa"), fit_from: float | None = None,
+                two_point: str = "auto"):
     """All point estimates for every width of a CorrelatorStats, as an xarray Dataset.
 
     Per width and cutoff: λ̄ and the per-tuple λ_t, the joint (λ, κ) fit with standard
     errors and χ², the 6-pt check (m6 of GP and EFT, improvement), β and the local γ; per
-    width the fitted γ; the analytic γ as an attribute.
+    width the fitted γ; the analytic γ as an attribute. ``two_point``: the free part
+    subtracted (:func:`free_correlators`), recorded in the attribute ``two_point``.
     """
     import xarray as xr
 
@@ -495,28 +552,31 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
     gamma_fit = np.full(len(widths), np.nan)
     gamma_fit_err = np.full(len(widths), np.nan)
     dof, weighting = 0, "diagonal"
+    mode = _two_point.resolve(stats.net, two_point, 2 in stats.orders)
     cache: dict = {}
-    for n in (4, 6):  # every design the fits below need, computed once
-        _design(stats.net, X, n, lam, tuple(dict.fromkeys(("lambda",) + names)), propagator,
-                cache)
+    with _two_point.handled():
+        for n in (4, 6):  # every design the fits below need, computed once
+            _design(stats.net, X, n, lam, tuple(dict.fromkeys(("lambda",) + names)),
+                    propagator, cache)
     for i, w in enumerate(widths):
         run = None
         if len(lam) >= 2:
             run = running(stats.net, X, stats, lam, propagator, width=w, fit_from=fit_from,
-                          _cache=cache)
-        lt = coupling_per_tuple(stats.net, X, stats, lam, propagator, width=w, _cache=cache)
+                          two_point=mode, _cache=cache)
+        lt = coupling_per_tuple(stats.net, X, stats, lam, propagator, width=w,
+                                two_point=mode, _cache=cache)
         lam_tuple[i] = lt
         out["lambda_mean"][i] = lt.mean(axis=1)
         if run is not None:
             out["beta"][i], out["gamma_local"][i] = run.beta, run.gamma_local
             gamma_fit[i], gamma_fit_err[i] = run.gamma_fit, run.gamma_fit_stderr
         check = six_point_check(stats.net, X, stats, stats, lam, propagator, width=w,
-                                _cache=cache)
+                                two_point=mode, _cache=cache)
         out["m6_gp"][i] = check.m6_gp
         out["m6_eft"][i] = check.m6_eft
         out["improvement6"][i] = check.improvement
         fit = fit_couplings(stats, lam, width=w, couplings=names, propagator=propagator,
-                            _cache=cache)
+                            two_point=mode, _cache=cache)
         fit_vals[i], fit_err[i], out["chi2"][i] = fit.values, fit.stderr, fit.chi2
         dof, weighting = fit.dof, fit.weighting
     wdim, cdim = ("width", "cutoff")
@@ -555,7 +615,11 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
         "fit_from": "all cutoffs" if fit_from is None else float(fit_from),
         "sign_convention": "P ~ exp(-S), S = S_GP + int_box (lambda f^4 + kappa f^6); "
                            "lambda < 0 means heavier-than-Gaussian tails",
-        "rule_4_5": "2-pt corrections dropped (K is the exact 2-pt function)",
+        "rule_4_5": "2-pt corrections dropped" + (
+            " (K is the exact 2-pt function)" if mode == "kernel" else
+            " (the measured finite-width 2-pt function is the free part)"),
+        "two_point": mode,
+        "free_part": _two_point.DESCRIPTION[mode],
         "vertex_integrals": "composite Gauss-Legendre on [-cutoff, cutoff]^d_in "
                             "(nngp_ppl.theory.lattice)",
         "fit_weighting": (

@@ -9,8 +9,10 @@ model and its name).
 
 The estimand
 ------------
-With :math:`r = G - G_{GP}` the noise-free non-Gaussian deviations on the distinct tuples of
-the fitted orders, :math:`D(\Lambda)` the first-order design (physics.md §6, rule 4.5,
+With :math:`r = G - G_{free}` the noise-free non-Gaussian deviations on the distinct tuples
+of the fitted orders (:math:`G_{free}` the Wick sums of K, or, for an ensemble whose
+finite-width 2-pt function is not K, of that 2-pt function: :mod:`nngp_ppl.two_point`),
+:math:`D(\Lambda)` the first-order design (physics.md §6, rule 4.5,
 :math:`\Delta G = D g`) and the fixed scales :math:`s_t(\Lambda) = |D_{t\lambda}(\Lambda)|`
 (the size of λ's first-order correction to tuple t), the coupling at cutoff Λ is
 
@@ -228,12 +230,20 @@ class EFTTheory:
         resid = (deviation - couplings @ design.T) / s
         return np.sqrt(np.mean(resid[..., self.fitted] ** 2, axis=-1))
 
-    def exact_deviation(self, width: int) -> np.ndarray:
-        """r = G - G_GP of the exact finite-width correlators (needs the exact oracle)."""
+    def exact_deviation(self, width: int, two_point: str = "kernel") -> np.ndarray:
+        """r = G - G_free of the exact finite-width correlators (needs the exact oracle);
+        G_free is Wick(K) (``two_point="kernel"``) or Wick of the exact finite-width 2-pt
+        function (``"measured"``: the estimand of a fit that subtracts the measured one,
+        :mod:`nngp_ppl.two_point`)."""
         from .theory.exact import exact_correlator_tuples
+        from .tuples import expand
+        from .two_point import free_part
 
         G = np.concatenate([exact_correlator_tuples(self.net, self.X, width, n)
                             for n in self.data_orders])
+        if two_point == "measured":
+            G2 = expand(exact_correlator_tuples(self.net, self.X, width, 2), self.k, 2)
+            return G - free_part(G2, self.data_orders)[0]
         return G - self.gp
 
 

@@ -17,6 +17,7 @@ as one batch of the compiled sampler.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import json
@@ -26,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import two_point as _two_point
 from .._checks import NNGPInputError, finite_float, inputs, positive_int
 from ..models.couplings import (
     NORMAL_DF,
@@ -154,6 +156,7 @@ def infer_couplings(
     compare: bool = True,
     predictive_draws: int = 100,
     progress: bool = False,
+    two_point: str = "auto",
 ):
     r"""Posterior of the couplings at every width and cutoff, as an ArviZ DataTree.
 
@@ -182,6 +185,14 @@ def infer_couplings(
         ``elpd_best``).
     predictive_draws : draws per chain kept in the pointwise groups (``log_likelihood``,
         ``posterior_predictive``, ``prior``, ``prior_predictive``), thinned evenly.
+    two_point : the free part of the deviations :math:`r = G - G_{free}`
+        (:func:`nngp_ppl.two_point.resolve`): ``"kernel"`` (Wick sums of K, rule 4.5),
+        ``"measured"`` (Wick sums of the sampled 2-pt function at each width, its noise
+        and covariance with G4/G6 propagated into the noise model) or ``"auto"`` (measured
+        for an ensemble whose 2-pt function is not K). Stored in the attribute
+        ``two_point``, the free part per width in ``constant_data/free_part``. With
+        ``"kernel"`` and a Monte Carlo kernel its error is added to the noise model
+        (attribute ``kernel_noise``).
 
     Returns
     -------
@@ -196,7 +207,7 @@ def infer_couplings(
       pointwise log density of the correlators of all conditioned orders under
       :math:`\hat G_t \sim \mathcal N((G_{GP} + D(\Lambda) g)_t, \Sigma_{tt})`;
     * ``posterior_predictive``: ``G4`` (and ``G6``) replicated at each draw, dims (chain,
-      draw, width, cutoff, tuple_N) — for a λ-only fit the 6-pt block is its out-of-sample
+      draw, width, cutoff, tupleN) — for a λ-only fit the 6-pt block is its out-of-sample
       prediction; ``prior`` and ``prior_predictive`` alike;
     * ``observed_data``: ``G4``, ``G6`` and standard errors per width;
     * ``constant_data``: inputs, GP correlators, designs, the noise factor, the point
@@ -212,12 +223,16 @@ def infer_couplings(
     setup = _validate(stats, net, X, cutoffs, couplings, widths, orders, num_chains,
                       num_samples, num_warmup, prior_width, covariance, predictive_draws)
     stats, net, X, cutoffs, couplings, widths, orders, data_orders, noise = setup
+    mode = _two_point.resolve(net, two_point, 2 in stats.orders)
     theory = EFTTheory.build(net, X, couplings, orders, data_orders, propagator,
                              max_cutoff=max(cutoffs))
-    design, proj, _, _ = theory.designs(cutoffs)
+    with _two_point.handled():  # resolve() has warned where K stands in for G2
+        design, proj, _, _ = theory.designs(cutoffs)
+        theory.gp  # noqa: B018  (cached here, used below as the GP reference)
     _warn_heavy_tails(stats, widths)
 
-    runs = [_width_data(stats, theory, width, noise, rcond) for width in widths]
+    with _two_point.handled():
+        runs = [_width_data(stats, theory, width, noise, rcond, mode) for width in widths]
     arrays = [latent_arrays(run["residual"], run["tril"], prior_width, run["df"])
               for run in runs]
     batch = type(arrays[0])(*(jnp.stack(f) for f in zip(*arrays, strict=True)))
@@ -235,7 +250,8 @@ def infer_couplings(
 
     thin = max(1, num_samples // predictive_draws)
     derived = _derive(theory, runs, design, proj, cutoffs, thin, seed)
-    elpd = _compare_models(theory, runs, cutoffs, thin) if compare else None
+    with _two_point.handled():
+        elpd = _compare_models(theory, runs, cutoffs, thin) if compare else None
     dt = _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs={
         "propagator": propagator,
         "prior_width": float(prior_width),
@@ -247,6 +263,9 @@ def infer_couplings(
         "num_warmup": num_warmup,
         "predictive_thin": thin,
         "stats_seed": int(getattr(stats, "seed", -1)),
+        "two_point": mode,
+        "free_part": _two_point.DESCRIPTION[mode],
+        "kernel_noise": _kernel_noise_note(runs),
     })
     gate = _diag.diagnostics_gate(dt, warn=True)
     dt.attrs["diagnostics_passed"] = int(gate.passed)
@@ -312,19 +331,44 @@ def _warn_heavy_tails(stats, widths):
             check_tails(stats, warn=True, stacklevel=4)
 
 
-def _width_data(stats, theory, width, noise, rcond) -> dict:
-    """Observed correlators, their deviations and the noise factor of one width."""
+def _width_data(stats, theory, width, noise, rcond, mode="kernel") -> dict:
+    """Observed correlators, their deviations from the free part (``mode``,
+    :mod:`nngp_ppl.two_point`) and the noise factor of one width."""
     y = np.concatenate([np.asarray(stats.correlator_tuples(n, width), dtype=np.float64)
                         for n in theory.data_orders])
     n_nets = int(stats.n_nets(width))
     if n_nets < 2:
         raise NNGPInputError(f"width {width} has {n_nets} network(s): the noise of the "
                              "correlators needs at least two")
-    cov = noise_covariance(noise, theory, width, n_nets, stats)
+    kernel_var = np.zeros(len(y))
+    if mode == "measured":
+        G2 = _two_point.two_point_matrix(stats, theory.k, width)
+        free, jac = _two_point.free_part(G2, theory.data_orders)
+        # Ĝ2 comes from the same networks: the noise of (Ĝ2, Ĝ), propagated.
+        joint = dataclasses.replace(theory, data_orders=(2, *theory.data_orders))
+        cov = _two_point.propagate(noise_covariance(noise, joint, width, n_nets, stats), jac)
+    else:
+        free = theory.gp
+        cov = noise_covariance(noise, theory, width, n_nets, stats)
+        extra = _two_point.kernel_noise(theory.net, theory.X, theory.data_orders)
+        kernel_var = np.diag(extra).copy()
+        cov = cov + extra
     tril, floored = stable_cholesky(cov, f"covariance at width {width}", rcond)
     df, neff = likelihood_df(stats, width, theory.orders, noise)
-    return {"observed": y, "residual": y - theory.gp, "tril": tril, "floored": floored,
-            "n_nets": n_nets, "df": df, "n_eff": neff}
+    return {"observed": y, "residual": y - free, "free": free, "tril": tril,
+            "floored": floored, "n_nets": n_nets, "df": df, "n_eff": neff,
+            "kernel_var": kernel_var}
+
+
+def _kernel_noise_note(runs) -> str:
+    """The attribute that says whether a Monte Carlo kernel's error entered the noise."""
+    if not any(np.any(run["kernel_var"] > 0) for run in runs):
+        return "none (the free part does not use a Monte Carlo kernel)"
+    ratio = max(float(np.median(run["kernel_var"] / np.sum(run["tril"] ** 2, axis=1)))
+                for run in runs)
+    return ("J Sigma_K J^T of the Monte Carlo kernel's Wick sums added to the noise "
+            f"covariance (nngp_ppl.two_point.kernel_noise); median share of the variance "
+            f"{ratio:.3g}")
 
 
 def _thinned(a, thin):
@@ -351,7 +395,7 @@ def _derive(theory, runs, design, proj, cutoffs, thin, seed) -> dict:
              for j in range(len(cutoffs))], axis=2))
         noise = rng.standard_normal(mean.shape) @ L.T
         noise += rng.standard_normal(mean.shape) * tau[..., None] * scale
-        out["ppc"].append(theory.gp + mean + noise)
+        out["ppc"].append(run["free"] + mean + noise)
         prior_r = (rng.standard_normal(gt.shape[:2] + (rhat.size,)) * run["prior_scale"]) @ L.T
         out["prior_g"].append(np.einsum("lct,abt->ablc", proj, prior_r))
         out["prior_pred"].append(prior_r + rng.standard_normal(prior_r.shape) @ L.T)
@@ -452,11 +496,11 @@ def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs)
         np.split(derived["prior_pred"], splits, axis=-1), strict=True,
     ):
         observed[f"G{n}"], observed[f"G{n}_se"] = y, err
-        dims[f"G{n}"] = dims[f"G{n}_se"] = ["width", f"tuple_{n}"]
-        const[f"G{n}_gp"], dims[f"G{n}_gp"] = g0, [f"tuple_{n}"]
-        const[f"design{n}"], dims[f"design{n}"] = des, ["cutoff", f"tuple_{n}", "coupling"]
-        const[f"tuples_{n}"] = np.asarray(distinct_tuples(theory.k, n))
-        dims[f"tuples_{n}"] = [f"tuple_{n}", f"position_{n}"]
+        dims[f"G{n}"] = dims[f"G{n}_se"] = ["width", f"tuple{n}"]
+        const[f"G{n}_gp"], dims[f"G{n}_gp"] = g0, [f"tuple{n}"]
+        const[f"design{n}"], dims[f"design{n}"] = des, ["cutoff", f"tuple{n}", "coupling"]
+        const[f"tuples{n}"] = np.asarray(distinct_tuples(theory.k, n))
+        dims[f"tuples{n}"] = [f"tuple{n}", f"leg{n}"]
         ppc[f"G{n}"] = rep.astype(np.float32)
         prior_pred[f"deviation{n}"] = pri.astype(np.float32)
     const.update(
@@ -469,10 +513,11 @@ def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs)
         point_estimate=derived["ghat"],
         point_sd=derived["gsd"],
         fitted=theory.fitted.astype(np.int8),
+        free_part=np.stack([run["free"] for run in runs]),
     )
     dims.update(
         inputs=["input", "input_dim"],
-        scale_tril=["width", "observation", "observation_col"],
+        scale_tril=["width", "observation", "observation_"],
         floored=["width"],
         n_nets=["width"],
         likelihood_df=["width"],
@@ -480,13 +525,14 @@ def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs)
         point_estimate=["width", "cutoff", "coupling"],
         point_sd=["width", "cutoff", "coupling"],
         fitted=["observation"],
+        free_part=["width", "observation"],
     )
     groups = {"posterior": posterior, "sample_stats": sstats, "observed_data": observed,
               "constant_data": const}
     pdims = {}
     for n in data_orders:
-        pdims[f"G{n}"] = ["width", "cutoff", f"tuple_{n}"]
-        pdims[f"deviation{n}"] = ["width", f"tuple_{n}"]
+        pdims[f"G{n}"] = ["width", "cutoff", f"tuple{n}"]
+        pdims[f"deviation{n}"] = ["width", f"tuple{n}"]
     pointwise = {
         "posterior_predictive": ppc,
         "log_likelihood": {"correlators": derived["loglik"].astype(np.float32)},
@@ -509,8 +555,11 @@ def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs)
         "data_orders": json.dumps(list(data_orders)),
         "couplings": json.dumps(list(couplings)),
         "estimand": "g*(cutoff) = argmin_g sum_t ((r_t - D_t g)/|D_t,lambda|)^2 over the "
-        "distinct tuples of the fitted orders, r = G_exact - G_GP (for lambda alone the "
-        "equal-weight mean of lambda_t, the paper's lambda-bar); see nngp_ppl.problem",
+        "distinct tuples of the fitted orders, r = G_exact - G_free (G_free: Wick sums of "
+        + ("K" if attrs.get("two_point", "kernel") == "kernel" else
+           "the exact finite-width 2-pt function")
+        + "; for lambda alone the equal-weight mean of lambda_t, the paper's lambda-bar); "
+        "see nngp_ppl.problem",
         "sampler": "numpyro NUTS on the latent deviations, whitened, diagonal mass, "
         "chains vmapped",
         "model": "nngp_ppl.models.coupling_model",
