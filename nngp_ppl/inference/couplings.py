@@ -207,7 +207,7 @@ def infer_couplings(
       pointwise log density of the correlators of all conditioned orders under
       :math:`\hat G_t \sim \mathcal N((G_{GP} + D(\Lambda) g)_t, \Sigma_{tt})`;
     * ``posterior_predictive``: ``G4`` (and ``G6``) replicated at each draw, dims (chain,
-      draw, width, cutoff, tupleN) — for a λ-only fit the 6-pt block is its out-of-sample
+      draw, width, cutoff, tuple_N) — for a λ-only fit the 6-pt block is its out-of-sample
       prediction; ``prior`` and ``prior_predictive`` alike;
     * ``observed_data``: ``G4``, ``G6`` and standard errors per width;
     * ``constant_data``: inputs, GP correlators, designs, the noise factor, the point
@@ -496,11 +496,11 @@ def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs)
         np.split(derived["prior_pred"], splits, axis=-1), strict=True,
     ):
         observed[f"G{n}"], observed[f"G{n}_se"] = y, err
-        dims[f"G{n}"] = dims[f"G{n}_se"] = ["width", f"tuple{n}"]
-        const[f"G{n}_gp"], dims[f"G{n}_gp"] = g0, [f"tuple{n}"]
-        const[f"design{n}"], dims[f"design{n}"] = des, ["cutoff", f"tuple{n}", "coupling"]
-        const[f"tuples{n}"] = np.asarray(distinct_tuples(theory.k, n))
-        dims[f"tuples{n}"] = [f"tuple{n}", f"leg{n}"]
+        dims[f"G{n}"] = dims[f"G{n}_se"] = ["width", f"tuple_{n}"]
+        const[f"G{n}_gp"], dims[f"G{n}_gp"] = g0, [f"tuple_{n}"]
+        const[f"design{n}"], dims[f"design{n}"] = des, ["cutoff", f"tuple_{n}", "coupling"]
+        const[f"tuples_{n}"] = np.asarray(distinct_tuples(theory.k, n))
+        dims[f"tuples_{n}"] = [f"tuple_{n}", f"position_{n}"]
         ppc[f"G{n}"] = rep.astype(np.float32)
         prior_pred[f"deviation{n}"] = pri.astype(np.float32)
     const.update(
@@ -517,7 +517,7 @@ def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs)
     )
     dims.update(
         inputs=["input", "input_dim"],
-        scale_tril=["width", "observation", "observation_"],
+        scale_tril=["width", "observation", "observation_col"],
         floored=["width"],
         n_nets=["width"],
         likelihood_df=["width"],
@@ -531,8 +531,8 @@ def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs)
               "constant_data": const}
     pdims = {}
     for n in data_orders:
-        pdims[f"G{n}"] = ["width", "cutoff", f"tuple{n}"]
-        pdims[f"deviation{n}"] = ["width", f"tuple{n}"]
+        pdims[f"G{n}"] = ["width", "cutoff", f"tuple_{n}"]
+        pdims[f"deviation{n}"] = ["width", f"tuple_{n}"]
     pointwise = {
         "posterior_predictive": ppc,
         "log_likelihood": {"correlators": derived["loglik"].astype(np.float32)},
