@@ -372,12 +372,9 @@ def field_correlators(
     acceptance, and with order 4 ``interaction_sd`` (:func:`interaction_spread`) and
     ``first_order_reliable`` (1 when it is at most :data:`PERTURBATIVE_SPREAD`, else 0).
     """
-    import arviz_stats
     import xarray as xr
 
     from .._checks import orders as _orders
-    from ..theory.wick import gp_correlator_tuples
-    from ..tuples import distinct_tuples, pairings
 
     orders = _orders("orders", orders)
     lam, kappa = check_bounded(lam, kappa)
@@ -387,59 +384,14 @@ def field_correlators(
         field, lam, kappa, num_chains=num_chains, num_samples=num_samples,
         num_warmup=num_warmup, seed=seed, target_accept=target_accept,
     )
-    k = field.n_inputs
-    K = np.asarray(field.net.kernel(field.X))
-    data, worst_rhat, worst_ess = {}, 1.0, np.inf
-    means = {}
-    for n in sorted(set(orders) | ({2} if 4 in orders else set())):
-        rows = distinct_tuples(k, n)
-        prod = np.prod(f[..., rows], axis=-1)  # (chain, draw, T)
-        means[n] = prod.mean(axis=(0, 1))
-        if n not in orders:
-            continue
-        data[f"G{n}"] = ([f"tuple_{n}"], means[n])
-        data[f"G{n}_mcse"] = ([f"tuple_{n}"], arviz_stats.mcse(prod))
-        data[f"G{n}_gp"] = ([f"tuple_{n}"], gp_correlator_tuples(K, n))
-        data[f"tuples_{n}"] = ([f"tuple_{n}", f"position_{n}"], np.asarray(rows))
-        worst_rhat = max(worst_rhat, float(np.nanmax(arviz_stats.rhat(prod))))
-        worst_ess = min(worst_ess, float(np.nanmin(arviz_stats.ess(prod, method="bulk"))))
+    data, means, worst_rhat, worst_ess = _moments(field, f, orders)
+    extra_attrs = {}
     if 4 in orders:
-        rows = distinct_tuples(k, 4)
-        G2 = np.asarray(means[2])
-        full2 = np.zeros((k, k))
-        r2 = distinct_tuples(k, 2)
-        full2[r2[:, 0], r2[:, 1]] = G2
-        full2[r2[:, 1], r2[:, 0]] = G2
-        prod = np.prod(f[..., rows], axis=-1)
-        gauss = np.zeros(len(rows))
-        lin = prod.copy()
-        for (a, b), (c, d) in pairings(4):
-            gab = full2[rows[:, a], rows[:, b]]
-            gcd = full2[rows[:, c], rows[:, d]]
-            gauss += gab * gcd
-            lin -= gab * f[..., rows[:, c]] * f[..., rows[:, d]]
-            lin -= gcd * f[..., rows[:, a]] * f[..., rows[:, b]]
-        data["connected4"] = (["tuple_4"], means[4] - gauss)
-        data["connected4_mcse"] = (["tuple_4"], arviz_stats.mcse(lin))
-    if 4 in orders:
-        from ..theory.diagrams import first_order_design
-
-        g = np.array([lam, kappa])
-        full = first_order_design(
-            field.net, field.X, 4, None, ("lambda", "kappa"), field.propagator,
-            drop_two_point=False, lattice=field.lattice,
-        )[0]
-        conn = first_order_design(
-            field.net, field.X, 4, None, ("lambda", "kappa"), field.propagator,
-            drop_two_point=True, lattice=field.lattice,
-        )[0]
-        data["G4_first_order"] = (["tuple_4"], data["G4_gp"][1] + full @ g)
-        data["connected4_first_order"] = (["tuple_4"], conn @ g)
+        data.update(_connected4(f, means, field.n_inputs))
+        data.update(_first_order(field, lam, kappa, data["G4_gp"][1]))
         spread = interaction_spread(field, lam, kappa, seed=seed)
         extra_attrs = {"interaction_sd": spread,
                        "first_order_reliable": int(spread <= PERTURBATIVE_SPREAD)}
-    else:
-        extra_attrs = {}
     return xr.Dataset(
         data,
         attrs={
@@ -461,3 +413,70 @@ def field_correlators(
             **extra_attrs,
         },
     )
+
+
+def _moments(field: FieldLattice, f, orders):
+    """Per order n: the mean of the products over the draws, its Monte Carlo error and the
+    Wick sum of the free kernel on the distinct tuples; also the worst R-hat and bulk ESS of
+    the products. The 2-pt means are kept for the connected 4-pt function."""
+    import arviz_stats
+
+    from ..theory.wick import gp_correlator_tuples
+    from ..tuples import distinct_tuples
+
+    k = field.n_inputs
+    K = np.asarray(field.net.kernel(field.X))
+    data, means, worst_rhat, worst_ess = {}, {}, 1.0, np.inf
+    for n in sorted(set(orders) | ({2} if 4 in orders else set())):
+        rows = distinct_tuples(k, n)
+        prod = np.prod(f[..., rows], axis=-1)  # (chain, draw, T)
+        means[n] = prod.mean(axis=(0, 1))
+        if n not in orders:
+            continue
+        data[f"G{n}"] = ([f"tuple_{n}"], means[n])
+        data[f"G{n}_mcse"] = ([f"tuple_{n}"], arviz_stats.mcse(prod))
+        data[f"G{n}_gp"] = ([f"tuple_{n}"], gp_correlator_tuples(K, n))
+        data[f"tuples_{n}"] = ([f"tuple_{n}", f"position_{n}"], np.asarray(rows))
+        worst_rhat = max(worst_rhat, float(np.nanmax(arviz_stats.rhat(prod))))
+        worst_ess = min(worst_ess, float(np.nanmin(arviz_stats.ess(prod, method="bulk"))))
+    return data, means, worst_rhat, worst_ess
+
+
+def _connected4(f, means, k: int) -> dict:
+    r"""``connected4`` :math:`= G_4 - \sum_{3\,\text{pairings}} G_2 G_2` with the model's own
+    :math:`G_2`, and its delta-method Monte Carlo error ``connected4_mcse`` (the error of the
+    per-draw linearisation :math:`\prod f - \sum (G_{ab} f_c f_d + G_{cd} f_a f_b)`)."""
+    import arviz_stats
+
+    from ..tuples import distinct_tuples, pairings
+
+    rows = distinct_tuples(k, 4)
+    full2 = np.zeros((k, k))
+    r2 = distinct_tuples(k, 2)
+    full2[r2[:, 0], r2[:, 1]] = means[2]
+    full2[r2[:, 1], r2[:, 0]] = means[2]
+    prod = np.prod(f[..., rows], axis=-1)
+    gauss = np.zeros(len(rows))
+    lin = prod.copy()
+    for (a, b), (c, d) in pairings(4):
+        gab = full2[rows[:, a], rows[:, b]]
+        gcd = full2[rows[:, c], rows[:, d]]
+        gauss += gab * gcd
+        lin -= gab * f[..., rows[:, c]] * f[..., rows[:, d]]
+        lin -= gcd * f[..., rows[:, a]] * f[..., rows[:, b]]
+    return {"connected4": (["tuple_4"], means[4] - gauss),
+            "connected4_mcse": (["tuple_4"], arviz_stats.mcse(lin))}
+
+
+def _first_order(field: FieldLattice, lam: float, kappa: float, g4_gp) -> dict:
+    """First-order perturbation theory on the field's own lattice: ``G4_first_order`` keeps
+    the two-point corrections of rule 4.5 (the lattice model has no counterterms),
+    ``connected4_first_order`` is the connected diagrams alone."""
+    from ..theory.diagrams import first_order_design
+
+    g = np.array([lam, kappa])
+    full, conn = (first_order_design(
+        field.net, field.X, 4, None, ("lambda", "kappa"), field.propagator,
+        drop_two_point=drop, lattice=field.lattice)[0] for drop in (False, True))
+    return {"G4_first_order": (["tuple_4"], g4_gp + full @ g),
+            "connected4_first_order": (["tuple_4"], conn @ g)}
