@@ -20,7 +20,8 @@ what that does to λ̄. Per width it fits λ̄ at a cutoff Λ with
 
 * from G4 - Wick(K), the paper's recipe (rule 4.5: K taken as the exact 2-pt function);
 * from the connected 4-pt function G4 - Wick(Ĝ2) of the sampled data (the 2-pt shift
-  removed), by handing ``mean_coupling`` the 4-pt vector G4 - Wick(Ĝ2) + Wick(K).
+  removed): ``two_point="measured"``, what every fit does by default for a network whose
+  2-pt function is not K (``two_point_exact=False``).
 
 The connected one scales as 1/N (N·λ̄ roughly constant); the difference between the two
 is the 2-pt shift that rule 4.5 would absorb into λ̄.
@@ -43,7 +44,6 @@ import numpy as np
 
 import nngp_ppl
 from nngp_ppl import eft
-from nngp_ppl.theory.wick import gp_correlator_tuples
 
 SIGMA_W, SIGMA_B = 1.5, 0.5
 
@@ -101,19 +101,19 @@ def main(argv=None):
     stats = nngp_ppl.sample_correlators(net, X, widths, n_nets, orders=(2, 4), seed=6,
                                         progress=not args.small)
     k = len(X)
-    wick_K = gp_correlator_tuples(K, 4)
     rows = []
     print(f"\nλ̄ at cutoff {args.cutoff:g}, {n_nets} networks per width")
     print("    N   max|G2-K|/se   λ̄ (G4 - Wick K)   λ̄ (connected)   N·λ̄ (connected)")
     for width in widths:
         G2 = stats.correlator(2, width)
         shift = np.max(np.abs(G2 - K) / stats.stderr(2, width))
-        G4 = stats.correlator_tuples(4, width)
-        connected_plus_wick_K = G4 - gp_correlator_tuples(G2, 4) + wick_K
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", nngp_ppl.TwoPointWarning)
-            lam_rule45 = eft.mean_coupling(net, X, stats, args.cutoff, width=width)[0]
-            lam_conn = eft.mean_coupling(net, X, connected_plus_wick_K, args.cutoff)[0]
+            lam_rule45 = eft.mean_coupling(net, X, stats, args.cutoff, width=width,
+                                           two_point="kernel")[0]
+        # the default for a net whose 2-pt function is not K: subtract Wick(Ĝ2)
+        lam_conn = eft.mean_coupling(net, X, stats, args.cutoff, width=width,
+                                     two_point="measured")[0]
         rows.append({"N": width, "shift_z": float(shift), "lambda_rule45": float(lam_rule45),
                      "lambda_connected": float(lam_conn)})
         print(f"  {width:3d}   {shift:11.1f}   {lam_rule45:15.4e}   {lam_conn:14.4e}   "
