@@ -343,3 +343,23 @@ def test_the_report_reads_stored_results_and_computes_no_physics(study, monkeypa
     assert after == before
     report = (out / "report.md").read_text()
     assert "## 6. Diagnostics gate" in report and "figures/six_point.png" in report
+
+
+@pytest.mark.parametrize("name, change", [
+    ("exact_relu.nc", ("m4_slope", -3.0)),
+    ("fit_relu.nc", ("m4_sampled", 0.5)),
+])
+def test_the_report_refuses_an_edited_stored_number(study, name, change):
+    """The numbers the report reads instead of recomputing are checksummed with their file:
+    one edited value is refused, not reported."""
+    import h5netcdf
+
+    from nngp_ppl.report import write_report
+    from nngp_ppl.reproduce import plan_dict
+
+    out, _ = study
+    var, value = change
+    with h5netcdf.File(out / name, "a") as f:
+        f[var][...] = value
+    with pytest.raises(NNGPInputError, match="damaged or edited"):
+        write_report(out, plan_dict(TINY))
