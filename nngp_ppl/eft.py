@@ -300,22 +300,48 @@ def fit_couplings(
     y = np.concatenate(y)
     A = np.concatenate(blocks, axis=1)  # (C, T, nc)
     resid = y - gp
+    cov = _fit_covariance(data, covariance, width, mode, jac, net, X, orders, len(y))
+    weighting, W = _fit_weights(weighting, cov, gp, rcond, names)
+    values, covs, chi2 = [], [], []
+    for c in range(len(lam)):
+        coef, ccov, W_c, x2 = _solve_at_cutoff(A[c], resid, W, cov, weighting, names)
+        values.append(coef)
+        covs.append(ccov)
+        chi2.append(x2)
+        W = W_c
+    dof = int(np.count_nonzero(np.any(W != 0, axis=1)) - len(names))
+    return CouplingFit(names, lam, np.array(values), np.array(covs), np.array(chi2), dof,
+                       weighting, mode)
+
+
+
+def _fit_covariance(data, covariance, width, mode, jac, net, X, orders, n_obs):
+    """The covariance of y = G_exp - G_free the fit weights with: as given, else the run's
+    estimator covariance of the stacked orders (with the measured 2-pt function's noise
+    propagated when it is the free part), plus a Monte Carlo kernel's own error; None
+    where the data carry none."""
     if covariance is None and _is_stats(data) and getattr(data, "has_covariance", True):
         w = _stats_width(data, width)
         if mode == "measured":  # Ĝ2 and Ĝ4/Ĝ6 come from the same networks
             covariance = _two_point.propagate(data.covariance(w, orders=(2, *orders)), jac)
         else:
             covariance = data.covariance(w, orders=orders)
-    cov = None
-    if covariance is not None:
-        cov = np.asarray(covariance, dtype=np.float64)
-        if cov.shape != (len(y), len(y)) or not np.all(np.isfinite(cov)):
-            raise NNGPInputError(
-                f"covariance must be a finite ({len(y)}, {len(y)}) matrix over the stacked "
-                f"tuples of orders {orders}, got shape {cov.shape}"
-            )
-        if mode == "kernel":  # a Monte Carlo K in the free part adds its own error
-            cov = cov + _two_point.kernel_noise(net, X, orders)
+    if covariance is None:
+        return None
+    cov = np.asarray(covariance, dtype=np.float64)
+    if cov.shape != (n_obs, n_obs) or not np.all(np.isfinite(cov)):
+        raise NNGPInputError(
+            f"covariance must be a finite ({n_obs}, {n_obs}) matrix over the stacked "
+            f"tuples of orders {orders}, got shape {cov.shape}"
+        )
+    if mode == "kernel":  # a Monte Carlo K in the free part adds its own error
+        cov = cov + _two_point.kernel_noise(net, X, orders)
+    return cov
+
+
+def _fit_weights(weighting, cov, gp, rcond, names):
+    """The weighting (its default resolved and checked) and its weight matrix W; for
+    ``"estimand"`` W depends on the cutoff and is set per cutoff (None here)."""
     if weighting is None:
         weighting = "diagonal" if cov is not None else "relative"
     if weighting not in WEIGHTINGS:
@@ -326,45 +352,42 @@ def fit_couplings(
         raise NNGPInputError(f"weighting={weighting!r} needs a covariance (a CorrelatorStats "
                              "sampled with covariance, or covariance=...)")
     if weighting == "estimand":
-        from .problem import estimand_projection
-    elif weighting == "full":
-        W = _whitener(cov, rcond)
-    elif weighting == "diagonal":
+        return weighting, None
+    if weighting == "full":
+        return weighting, _whitener(cov, rcond)
+    if weighting == "diagonal":
         var = np.diag(cov).copy()
         floor = rcond * max(var.max(), 0.0)
         if not np.any(var > floor):
             raise NNGPInputError("covariance has no positive variance: nothing to weight the "
                                  "fit with (too few networks?)")
-        W = np.diag(np.where(var > floor, 1.0 / np.sqrt(np.where(var > floor, var, 1.0)), 0.0))
-    else:
-        W = np.diag(1.0 / np.where(gp != 0, np.abs(gp), 1.0))
-    values, covs, chi2 = [], [], []
-    for c in range(len(lam)):
-        if weighting == "estimand":
-            W = np.diag(1.0 / np.abs(A[c][:, names.index("lambda")]))
-            B = estimand_projection(A[c], np.ones(len(resid), bool), names.index("lambda"))
-            coef = B @ resid
-            values.append(coef)
-            covs.append(B @ cov @ B.T if cov is not None
-                        else np.full((len(names), len(names)), np.nan))
-            chi2.append(float(np.sum((W @ (resid - A[c] @ coef)) ** 2)))
-            continue
-        wr = W @ resid
-        WA = W @ A[c]
-        B = np.linalg.pinv(WA) @ W  # ĝ = B y
-        coef = B @ resid
-        values.append(coef)
-        if weighting == "full":
-            covs.append(np.linalg.pinv(WA.T @ WA))
-        elif weighting == "diagonal":
-            covs.append(B @ cov @ B.T)
-        else:
-            covs.append(np.full((len(names), len(names)), np.nan))
-        chi2.append(float(np.sum((wr - WA @ coef) ** 2)))
-    dof = int(np.count_nonzero(np.any(W != 0, axis=1)) - len(names))
-    return CouplingFit(names, lam, np.array(values), np.array(covs), np.array(chi2), dof,
-                       weighting, mode)
+        return weighting, np.diag(
+            np.where(var > floor, 1.0 / np.sqrt(np.where(var > floor, var, 1.0)), 0.0))
+    return weighting, np.diag(1.0 / np.where(gp != 0, np.abs(gp), 1.0))
 
+
+def _solve_at_cutoff(A, resid, W, cov, weighting, names):
+    """The couplings ĝ = B y at one cutoff (design A), their covariance (sandwich B Σ Bᵀ,
+    GLS, or NaN) and the weighted χ²; returns W too (the estimand's depends on A)."""
+    nan = np.full((len(names), len(names)), np.nan)
+    if weighting == "estimand":
+        from .problem import estimand_projection
+
+        W = np.diag(1.0 / np.abs(A[:, names.index("lambda")]))
+        B = estimand_projection(A, np.ones(len(resid), bool), names.index("lambda"))
+        coef = B @ resid
+        ccov = B @ cov @ B.T if cov is not None else nan
+        return coef, ccov, W, float(np.sum((W @ (resid - A @ coef)) ** 2))
+    WA = W @ A
+    B = np.linalg.pinv(WA) @ W  # ĝ = B y
+    coef = B @ resid
+    if weighting == "full":
+        ccov = np.linalg.pinv(WA.T @ WA)
+    elif weighting == "diagonal":
+        ccov = B @ cov @ B.T
+    else:
+        ccov = nan
+    return coef, ccov, W, float(np.sum((W @ resid - WA @ coef) ** 2))
 
 # --- the 6-pt check -------------------------------------------------------------------------
 
@@ -527,8 +550,6 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
     """
     import xarray as xr
 
-    from . import __version__
-
     if not _is_stats(stats):
         raise NNGPInputError("stats must be a CorrelatorStats (see nngp_ppl.sample_correlators)")
     missing = [n for n in (4, 6) if n not in stats.orders]
@@ -604,14 +625,22 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
     }
     coords = {"width": ("width", np.asarray(widths, np.int64)),
               "cutoff": ("cutoff", lam), "coupling": ("coupling", list(names))}
-    attrs = {
+    attrs = _fit_attrs(stats.net, X, propagator, fit_from, mode, weighting)
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _fit_attrs(net, X, propagator, fit_from, mode, weighting) -> dict:
+    """Provenance and conventions of a fit file (docs/file_formats.md)."""
+    from . import __version__
+
+    return {
         "nngp_ppl_format": FIT_FORMAT,
         "nngp_ppl_format_version": FIT_VERSION,
         "nngp_ppl_version": __version__,
-        "ensemble": json.dumps(stats.net.to_dict()),
+        "ensemble": json.dumps(net.to_dict()),
         "inputs": json.dumps(np.asarray(X).tolist()),
         "propagator": propagator,
-        "gamma_analytic": asymptotic_exponent(stats.net, propagator),
+        "gamma_analytic": asymptotic_exponent(net, propagator),
         "fit_from": "all cutoffs" if fit_from is None else float(fit_from),
         "sign_convention": "P ~ exp(-S), S = S_GP + int_box (lambda f^4 + kappa f^6); "
                            "lambda < 0 means heavier-than-Gaussian tails",
@@ -629,7 +658,6 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
             "relative: 1/G_GP^2 per tuple (the run kept no covariance; no errors)"
         ),
     }
-    return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
 def write_fit(ds, path, run_path) -> Path:
