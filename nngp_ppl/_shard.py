@@ -16,28 +16,49 @@ the products to stay in cache.
 
 Monomial sums without outer products
 ------------------------------------
-Within a batch (rows b = networks, float64):
+Within a chunk (columns b = networks; the network axis is the contiguous one):
 
-* orders 2..max(orders) are *materialised*: the pair products :math:`P_{(a,c)} = f_a f_c`
-  (a <= c), then each m-tuple t = (t_1..t_m) as its (m-2)-tuple tail times its leading
-  pair, :math:`M_m[:, t] = M_{m-2}[:, (t_3..t_m)]\, P[:, (t_1, t_2)]` (one gather and one
-  multiply per monomial);
+* orders 2..max(orders) are *materialised* in float64: the pair products
+  :math:`P_{(a,c)} = f_a f_c` (a <= c), then each m-tuple t = (t_1..t_m) as its
+  (m-2)-tuple tail times its leading pair, :math:`M_m[t] = M_{m-2}[(t_3..t_m)]\,
+  P[(t_1, t_2)]` (one row gather and one multiply per monomial), and summed in float64;
 * an order m > max(orders) (only needed for the covariance) is never materialised. A
-  sorted m-tuple splits uniquely into a p-prefix and a q-suffix (p + q = m) with
-  last(prefix) <= first(suffix); grouping prefixes by their last index d,
+  sorted m-tuple splits uniquely into a p-prefix and a q-suffix (p = 2 floor(m/4),
+  q = m - p) with last(prefix) <= first(suffix); grouping prefixes by their last index d,
 
-  .. math:: \sum_b M_m[b, (s,t)] = \sum_b M_p[b, s]\, M_q[b, t]
-     = (M_p[:, \{s: \mathrm{last}(s) = d\}]^T\, M_q[:, \{t: \mathrm{first}(t) \ge d\}])_{st},
+  .. math:: \sum_b M_m[(s,t), b] = \sum_b M_p[s, b]\, M_q[t, b]
+     = (M_p[\{s: \mathrm{last}(s) = d\}]\, M_q[\{t: \mathrm{first}(t) \ge d\}]^T)_{st},
 
-  a matrix product per d with exactly one multiply-add per monomial and network.
+  a matrix product per d with exactly one multiply-add per monomial and network
+  (:func:`_dot_blocks` stacks the prefixes of every m with the same q, and merges
+  neighbouring d where fewer, squarer products run faster; the wanted entries are picked
+  out of the summed products once per shard, :func:`_assemble_moments`).
 
-Cost: for k = 6 inputs and orders (2, 4, 6) that is 11 087 float64 multiply-adds per
-network. On a 2-core CPU this is small next to the forward pass at N = 1000, comparable to
-it at N = 100, and dominant at N <= 10 (see ``benchmarks/sampler.py``); ``covariance=False``
-keeps only the 609 observables and their squares. Both also keep the tail sums
+These products run in float32 with exact power-of-two scaling: per chunk and input a, the
+outputs are divided by :math:`2^{e_a}` with :math:`e_a` the binary exponent of
+:math:`\max_b |f_a|`, so every scaled factor is below 1 in magnitude and no product can
+overflow (a float32 order-12 product of unscaled outputs overflows at
+:math:`|f| \gtrsim 10^{3.2}` and underflows below :math:`10^{-3.2}`); the chunk's sum is
+scaled back in float64 and added to the float64 running totals. The rounding error of
+one chunk's sum of C terms is at most :math:`(C + 2)\,u \sum_b |\text{term}_b|` with
+:math:`u = 2^{-24}` (one rounding of each operand, C of the summation; Higham,
+*Accuracy and Stability of Numerical Algorithms*, §3.1), and typically
+:math:`\sim\sqrt{C}\,u` (measured ~3e-7 of :math:`\sum|\text{term}|` at C = 128). That
+is the size of the float32 round-off every network output already carries, and far below
+the statistical error of a covariance estimated from any feasible number of networks
+(relative :math:`\sqrt{2/n} > 10^{-4}` for n < 10^8); the estimates themselves (orders
+<= max(orders)) stay float64 throughout. Measured on 2 CPU cores (k = 6, N = 10): the
+float32 products halve the cost of the covariance orders against float64 ones, since
+XLA:CPU's matrix library runs these thin products 2-3x faster in float32.
+
+Cost: for k = 6 inputs and orders (2, 4, 6) the monomials are 11 087 (609 materialised,
+10 478 by products). On a 2-core CPU the accumulation is small next to the forward pass at
+N = 1000, comparable to it at N = 100, and dominant at N <= 10 (``benchmarks/sampler.py``
+measures it against the forward pass and against a floor: a plain square matrix product
+with the same number of multiply-adds; docs/scaling.md); ``covariance=False`` keeps only the
+609 observables and their squares. Both also keep the tail sums
 :math:`\sum_j X^3, \sum_j X^4` of the 609 observables (the heavy-tail check of
-:mod:`nngp_ppl.stats`); measured A/B at N = 100 on 2 loaded cores, they add about 10% to a
-covariance run and 15-40% to a ``covariance=False`` run, and nothing visible at N = 1000.
+:mod:`nngp_ppl.stats`).
 
 Memory
 ------
@@ -66,7 +87,8 @@ from .stats import TAIL_POWERS, accumulated_orders, rows_of
 
 #: Most networks per chunk of the monomial accumulation. With k = 6 inputs the products of
 #: a 128-network chunk take 128 * 609 * 8 B = 0.6 MiB, so they stay in a 1 MiB L2 cache;
-#: more inputs get smaller chunks (:func:`_chunk_size`).
+#: more inputs get smaller chunks (:func:`_chunk_size`). (Measured, k = 6, 2 CPU cores:
+#: 64 and 128 are equally fast, 256 and 512 about 40% slower.)
 CHUNK = 128
 
 #: Bytes of materialised products a chunk aims at (a typical L2 cache).
@@ -75,44 +97,6 @@ CHUNK_BYTES = 2**20
 # ---------------------------------------------------------------------------------------------
 # static monomial plan
 # ---------------------------------------------------------------------------------------------
-def _first_index_starts(k: int, m: int) -> tuple[int, ...]:
-    """starts[c] = first row of distinct_tuples(k, m) whose first index is >= c (c = 0..k)."""
-    rows = _tuples.distinct_tuples(k, m)
-    return tuple(int(np.searchsorted(rows[:, 0], c)) for c in range(k + 1))
-
-
-@dataclass(frozen=True)
-class _Split:
-    """Order m = p + q via prefix/suffix matrix products (module docstring)."""
-
-    m: int
-    p: int
-    q: int
-    blocks: tuple[tuple[tuple[int, ...], int], ...]  # (prefix rows with last == d, suffix start)
-    order: tuple[int, ...]  # concatenated block entries -> lexicographic row of the m-tuple
-
-
-@cache
-def _split(k: int, p: int, q: int) -> _Split:
-    prefixes = _tuples.distinct_tuples(k, p)
-    suffixes = _tuples.distinct_tuples(k, q)
-    starts = _first_index_starts(k, q)
-    blocks, joined = [], []
-    for d in range(k):
-        rows = np.flatnonzero(prefixes[:, -1] == d)
-        if len(rows) == 0 or starts[d] == len(suffixes):
-            continue
-        blocks.append((tuple(int(r) for r in rows), starts[d]))
-        tail = suffixes[starts[d]:]
-        joined.append(np.concatenate(
-            [np.repeat(prefixes[rows], len(tail), axis=0), np.tile(tail, (len(rows), 1))], axis=1
-        ))
-    position = rows_of(k, np.concatenate(joined))  # already sorted rows: prefix <= suffix
-    order = np.empty_like(position)
-    order[position] = np.arange(len(position))
-    return _Split(p + q, p, q, tuple(blocks), tuple(int(i) for i in order))
-
-
 @dataclass(frozen=True)
 class _Plan:
     """What one batch step computes: hashable, so it can key the compiled-step cache."""
@@ -129,6 +113,16 @@ class _Plan:
     def accumulated(self) -> tuple[int, ...]:
         return accumulated_orders(self.orders, self.covariance)
 
+    @property
+    def materialised(self) -> tuple[int, ...]:
+        """Orders built product by product: 2, 4, .., max(orders)."""
+        return tuple(range(2, self.max_order + 1, 2))
+
+    @property
+    def split(self) -> tuple[int, ...]:
+        """Accumulated orders above max(orders): sums of prefix-suffix matrix products."""
+        return tuple(m for m in self.accumulated if m > self.max_order)
+
 
 @cache
 def _parents(k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,47 +131,195 @@ def _parents(k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     return rows_of(k, rows[:, 2:]), rows_of(k, rows[:, :2])
 
 
-def _materialise(f, k: int, max_order: int) -> dict[int, jnp.ndarray]:
-    """{m: (B, T_m)} products over the distinct m-tuples, m = 2, 4, .., max_order."""
+def _halves(m: int) -> tuple[int, int]:
+    """(p, q) of the prefix-suffix split of order m: p = 2 floor(m/4) even, p <= q."""
+    p = 2 * (m // 4)
+    return p, m - p
+
+
+#: Cost model of one matrix product in :func:`_dot_blocks`, in multiply-adds per network:
+#: a fixed cost per product (one library call per chunk, ~1-2 us on a 2-core CPU, i.e.
+#: about this many multiply-adds of a 128-network chunk) ...
+DOT_OVERHEAD = 100
+#: ... and a product whose shorter side has fewer rows than this runs below the library's
+#: full rate, in proportion (a matrix-vector product is memory-bound). Both were read off
+#: measured XLA:CPU (YNNPACK) rates for the shapes that occur here; they only choose how
+#: the blocks are grouped, never what is computed.
+DOT_FULL_RATE_SIDE = 16
+
+
+def _dot_cost(rows: int, cols: int) -> float:
+    return DOT_OVERHEAD + rows * cols * max(1.0, DOT_FULL_RATE_SIDE / max(1, min(rows, cols)))
+
+
+@dataclass(frozen=True)
+class _Dots:
+    """The prefix-suffix matrix products of a plan's split orders (module docstring).
+
+    ``stack``: rows of the concatenated materialised products ``[M_2; M_4; ..]`` that form
+    the prefix stack, grouped so that each product's prefix rows are one contiguous slice;
+    ``blocks``: per product ``(q, row_lo, row_hi, col_start)``: it is
+    ``stack[row_lo:row_hi] @ M_q[col_start:].T``; ``extract``: per split order, per
+    product, ``(flat positions in the product, rows of the m-tuples they are)`` -- the
+    entries with last(prefix) <= first(suffix), each m-tuple exactly once.
+    """
+
+    stack: np.ndarray
+    blocks: tuple[tuple[int, int, int, int], ...]
+    extract: dict
+
+
+def _groupings(k: int):
+    """Every split of the indices 0..k-1 into runs of consecutive values."""
+    for cuts in range(2 ** (k - 1)):
+        groups, lo = [], 0
+        for d in range(1, k):
+            if cuts >> (d - 1) & 1:
+                groups.append((lo, d - 1))
+                lo = d
+        groups.append((lo, k - 1))
+        yield groups
+
+
+@cache
+def _dot_blocks(plan: _Plan) -> _Dots:
+    r"""Plan the products of :func:`_monomial_sums` for ``plan.split``.
+
+    For a suffix order q the prefixes of every split order m = p + q are stacked; the
+    prefixes whose last index lies in a run [d1, d2] of consecutive values are multiplied
+    by the suffixes whose first index is >= d1. A run of one value computes exactly the
+    wanted sums; a longer run computes some products twice (a tuple whose last prefix index
+    exceeds its first suffix index) in exchange for fewer, squarer products, which the
+    matrix library runs faster. The runs are chosen by the cost model :func:`_dot_cost`.
+    """
+    k = plan.k
+    mats = plan.materialised
+    offset = dict(zip(mats, np.cumsum([0] + [len(_tuples.distinct_tuples(k, m))
+                                             for m in mats]).tolist(), strict=False))
+    by_q: dict[int, list[int]] = {}
+    for m in plan.split:
+        by_q.setdefault(_halves(m)[1], []).append(m)
+    stack, blocks, extract = [], [], {m: [] for m in plan.split}
+    for q, ms in sorted(by_q.items()):
+        suffixes = _tuples.distinct_tuples(k, q)
+        first_start = [int(np.searchsorted(suffixes[:, 0], d)) for d in range(k)]
+        prefixes = {m: _tuples.distinct_tuples(k, _halves(m)[0]) for m in ms}
+
+        last = np.concatenate([prefixes[m][:, -1] for m in ms])
+        shapes = {(d1, d2): (int(np.sum((last >= d1) & (last <= d2))),
+                             len(suffixes) - first_start[d1])
+                  for d1 in range(k) for d2 in range(d1, k)}
+        best = min(_groupings(k), key=lambda gs: sum(_dot_cost(*shapes[g]) for g in gs))
+        for d1, d2 in best:
+            row_lo = len(stack)
+            t = suffixes[first_start[d1]:]
+            for m in ms:
+                p = _halves(m)[0]
+                pre = prefixes[m]
+                rows = np.flatnonzero((pre[:, -1] >= d1) & (pre[:, -1] <= d2))
+                s = pre[rows]
+                ii, jj = np.nonzero(s[:, -1][:, None] <= t[:, 0][None, :])
+                flat = (len(stack) - row_lo + ii) * len(t) + jj
+                joined = np.concatenate([s[ii], t[jj]], axis=1)  # already sorted
+                extract[m].append((len(blocks), flat, rows_of(k, joined)))
+                stack.extend((offset[p] + rows).tolist())
+            blocks.append((q, row_lo, len(stack), first_start[d1]))
+    for m in plan.split:  # every m-tuple exactly once
+        got = np.sort(np.concatenate([dest for _, _, dest in extract[m]]))
+        assert np.array_equal(got, np.arange(len(_tuples.distinct_tuples(k, m))))
+    return _Dots(np.asarray(stack, np.int64), tuple(blocks), extract)
+
+
+#: Operand and accumulation type of the prefix-suffix products within a chunk (module
+#: docstring: float32 with exact power-of-two scaling; the running totals are float64).
+DOT_DTYPE = jnp.float32
+
+
+@cache
+def _counts(k: int, m: int) -> np.ndarray:
+    """(T_m, k) int32: how often each input index occurs in each distinct m-tuple."""
+    rows = _tuples.distinct_tuples(k, m)
+    return np.stack([np.sum(rows == a, axis=1) for a in range(k)], axis=1).astype(np.int32)
+
+
+def _materialise(F, k: int, max_order: int) -> dict[int, jnp.ndarray]:
+    """{m: (T_m, C)} products over the distinct m-tuples, m = 2, 4, .., max_order.
+
+    ``F`` is (k, C): networks along the last (contiguous) axis, so that every gather below
+    copies whole rows and the matrix products contract the contiguous axis of both
+    operands (the layout XLA:CPU's matrix library runs fastest: measured 2-3x over
+    contracting the leading axis).
+    """
     pairs = _tuples.distinct_tuples(k, 2)
-    P = f[:, pairs[:, 0]] * f[:, pairs[:, 1]]
+    P = jnp.take(F, pairs[:, 0], axis=0) * jnp.take(F, pairs[:, 1], axis=0)
     out = {2: P}
     for m in range(4, max_order + 1, 2):
         tail, lead = _parents(k, m)
-        # One gather each (cheap to compile, unlike a concatenation of per-pair slices).
-        out[m] = jnp.take(out[m - 2], tail, axis=1) * jnp.take(P, lead, axis=1)
+        out[m] = jnp.take(out[m - 2], tail, axis=0) * jnp.take(P, lead, axis=0)
     return out
 
 
-def _monomial_sums(f, plan: _Plan):
-    """Batch sums (over axis 0 of ``f``, shape (B, k) float64) of the plan's monomials.
+def _monomial_sums(F, plan: _Plan):
+    """Chunk sums (over axis 1 of ``F``, shape (k, C) float64) of the plan's monomials.
 
-    Returns (moments, squares, tails): tuples of (T_m,) arrays for ``plan.accumulated``;
-    with ``covariance=False`` the squares of each order (else an empty tuple); and the
-    (2, T_n) power sums p = 3, 4 of each measured order (:mod:`nngp_ppl.stats`, heavy tails).
+    Returns (moments, products, squares, tails): (T_m,) sums of each materialised order;
+    the raw prefix-suffix products of :func:`_dot_blocks` (their wanted entries are picked
+    out once per shard, :func:`_assemble_moments`); with ``covariance=False`` the squares
+    of each measured order (else an empty tuple); and the (2, T_n) power sums p = 3, 4 of
+    each measured order (:mod:`nngp_ppl.stats`, heavy tails).
     """
-    mats = _materialise(f, plan.k, plan.max_order)
-    moments = []
-    for m in plan.accumulated:
-        if m in mats:
-            moments.append(jnp.sum(mats[m], axis=0))
-            continue
-        p = 2 * (m // 4)  # balanced split with p, q even and <= max_order
-        sp = _split(plan.k, p, m - p)
-        parts = [
-            jnp.dot(jnp.take(mats[sp.p], np.asarray(rows), axis=1).T, mats[sp.q][:, start:],
-                    precision=jax.lax.Precision.HIGHEST).ravel()
-            for rows, start in sp.blocks
-        ]
-        moments.append(jnp.concatenate(parts)[np.asarray(sp.order)])
+    # Power-of-two scales per input (exact): scaled outputs are below 1 in magnitude, so no
+    # float32 product of them can overflow. Scaling commutes with rounding, so the float64
+    # sums below equal unscaled ones bit for bit (short of float64 under- or overflow).
+    _, e = jnp.frexp(jnp.max(jnp.abs(F), axis=1))
+    e = e.astype(jnp.float64)
+    mats = _materialise(F * jnp.exp2(-e)[:, None], plan.k, plan.max_order)
+    exps = {m: jnp.asarray(_counts(plan.k, m), jnp.float64) @ e for m in plan.materialised}
+
+    scale = {m: jnp.exp2(exps[m]) for m in plan.materialised}  # exact powers of two
+
+    def unscaled(sums, m, power=1):
+        return sums * scale[m] ** power
+
+    moments = tuple(unscaled(jnp.sum(mats[m], axis=1), m) for m in plan.materialised)
+    products = ()
+    if plan.split:
+        dots = _dot_blocks(plan)
+        narrow = {m: mats[m].astype(DOT_DTYPE) for m in plan.materialised}
+        stack = jnp.take(jnp.concatenate([narrow[m] for m in plan.materialised]), dots.stack,
+                         axis=0)
+        stack_scale = jnp.take(jnp.concatenate([scale[m] for m in plan.materialised]),
+                               dots.stack)
+        products = tuple(
+            jnp.dot(stack[lo:hi], narrow[q][start:].T,
+                    precision=jax.lax.Precision.HIGHEST,
+                    preferred_element_type=DOT_DTYPE).astype(jnp.float64)
+            * (stack_scale[lo:hi, None] * scale[q][None, start:])
+            for q, lo, hi, start in dots.blocks
+        )
     squares = () if plan.covariance else tuple(
-        jnp.sum(mats[n] * mats[n], axis=0) for n in plan.orders
+        unscaled(jnp.sum(mats[n] * mats[n], axis=1), n, 2) for n in plan.orders
     )
     tails = []
     for n in plan.orders:
         sq = mats[n] * mats[n]
-        tails.append(jnp.stack([jnp.sum(sq * mats[n], axis=0), jnp.sum(sq * sq, axis=0)]))
-    return tuple(moments), squares, tuple(tails)
+        tails.append(jnp.stack([unscaled(jnp.sum(sq * mats[n], axis=1), n, 3),
+                                unscaled(jnp.sum(sq * sq, axis=1), n, 4)]))
+    return moments, products, squares, tuple(tails)
+
+
+def _assemble_moments(plan: _Plan, moments, products) -> dict[int, np.ndarray]:
+    """{m: (T_m,) float64} for ``plan.accumulated`` from a step's running totals."""
+    out = {m: np.asarray(v, np.float64) for m, v in zip(plan.materialised, moments,
+                                                        strict=True)}
+    if plan.split:
+        flat = [np.asarray(p, np.float64).ravel() for p in products]
+        for m, parts in _dot_blocks(plan).extract.items():
+            v = np.empty(len(_tuples.distinct_tuples(plan.k, m)))
+            for block, positions, rows in parts:
+                v[rows] = flat[block][positions]
+            out[m] = v
+    return {m: out[m] for m in plan.accumulated}
 
 
 @lru_cache(maxsize=32)
@@ -195,11 +337,12 @@ def _compiled_step(net: Ensemble, width: int, batch: int, chunk: int, plan: _Pla
         keys = network_keys(seed, width, start, batch)
         f = net.network_outputs(keys, X, width, jnp.float32).astype(jnp.float64)
         f = jnp.where((jnp.arange(batch) < n_valid)[:, None], f, 0.0)
+        chunks = f.reshape(batch // chunk, chunk, plan.k).transpose(0, 2, 1)
 
-        def add_chunk(carry, fc):
-            return jax.tree.map(jnp.add, carry, _monomial_sums(fc, plan)), None
+        def add_chunk(carry, F):
+            return jax.tree.map(jnp.add, carry, _monomial_sums(F, plan)), None
 
-        totals, _ = jax.lax.scan(add_chunk, totals, f.reshape(batch // chunk, chunk, plan.k))
+        totals, _ = jax.lax.scan(add_chunk, totals, chunks)
         return totals
 
     return jax.jit(step)
@@ -217,8 +360,10 @@ def _zero_totals(plan: _Plan):
     def size(m):
         return len(_tuples.distinct_tuples(k, m))
 
+    blocks = _dot_blocks(plan).blocks if plan.split else ()
     return (
-        tuple(jnp.zeros(size(m)) for m in plan.accumulated),
+        tuple(jnp.zeros(size(m)) for m in plan.materialised),
+        tuple(jnp.zeros((hi - lo, size(q) - start)) for q, lo, hi, start in blocks),
         () if plan.covariance else tuple(jnp.zeros(size(n)) for n in plan.orders),
         tuple(jnp.zeros((len(TAIL_POWERS), size(n))) for n in plan.orders),
     )
@@ -271,11 +416,10 @@ class _ShardJob:
 
     def result(self) -> ShardSums:
         self.retire(0)
-        moments, squares, tails = self._totals
+        moments, products, squares, tails = self._totals
         p = self._plan
         return ShardSums(
-            moments={m: np.asarray(v, np.float64) for m, v in zip(p.accumulated, moments,
-                                                                  strict=True)},
+            moments=_assemble_moments(p, moments, products),
             squares=None if p.covariance else {
                 n: np.asarray(v, np.float64) for n, v in zip(p.orders, squares, strict=True)},
             tails={n: np.asarray(v, np.float64) for n, v in zip(p.orders, tails, strict=True)},

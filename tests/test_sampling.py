@@ -17,7 +17,7 @@ import pytest
 import scipy.stats
 
 import nngp_ppl
-from nngp_ppl import NNGPInputError, sample_correlators
+from nngp_ppl import NNGPInputError, _shard, sample_correlators
 from nngp_ppl.sampling import default_batch_size, network_sums
 from nngp_ppl.stats import observable_rows
 from nngp_ppl.theory.exact import exact_correlator_tuples
@@ -182,6 +182,43 @@ def test_covariance_diagonal_is_stderr_squared():
     np.testing.assert_allclose(np.diag(stats.covariance(10)), diag, rtol=1e-10)
 
 
+@pytest.mark.parametrize(("k", "orders"), [(6, (2, 4, 6)), (3, (2, 6)), (2, (4,)), (1, (2, 4, 6)),
+                                         (4, (6,))])
+def test_monomial_kernel_against_float64_brute_force(k, orders):
+    """One chunk of the kernel against exact float64 products, orders 2..2 max(orders).
+
+    Outputs span 1e-4..1e4 across inputs (plus one all-zero input and zero rows, like a
+    masked batch): unscaled float32 order-12 products of these overflow and underflow, so
+    this checks the power-of-two scaling. Bounds (_shard docstring): the materialised
+    orders are float64, |err| <= 1e-13 sum|terms|; the covariance-only orders are float32
+    sums of C terms, |err| <= (C + 2) u sum|terms| with u = 2^-24.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    C = 128
+    rng = np.random.default_rng(k)
+    scales = np.logspace(-4, 4, k) if k > 1 else np.array([1e3])
+    F = rng.standard_normal((k, C)) * scales[:, None]
+    F = F.astype(np.float32).astype(np.float64)  # the sampler's outputs are float32
+    F[:, -3:] = 0.0  # masked rows
+    if k >= 4:
+        F[1] = 0.0  # an input whose outputs vanish (binary exponent of 0)
+    plan = _shard._Plan(k, orders, True)
+    moments, products, _, _ = jax.jit(lambda F: _shard._monomial_sums(F, plan))(jnp.asarray(F))
+    got = _shard._assemble_moments(plan, moments, products)
+    assert tuple(got) == plan.accumulated
+    for m, sums in got.items():
+        terms = np.prod(F.T[:, distinct_tuples(k, m)], axis=2)
+        exact, size = terms.sum(axis=0), np.abs(terms).sum(axis=0)
+        rel = 1e-13 if m <= max(orders) else (C + 2) * 2.0**-24
+        assert np.all(np.abs(sums - exact) <= rel * size), m
+    if k == 6:  # the case the scaling is for: unscaled float32 products leave the range
+        with np.errstate(over="ignore", under="ignore"):
+            f32 = np.prod(F.T.astype(np.float32)[:, distinct_tuples(k, 12)], axis=2)
+        assert np.isinf(f32).any() and ((f32 == 0) & (terms != 0)).any()
+
+
 def test_same_seed_same_sums_whatever_the_batch_size():
     # 3000 is a multiple of neither: both runs end with a masked partial batch. Network j
     # is the same network in both; XLA may sum its N neurons in another order for another
@@ -198,8 +235,17 @@ def test_disjoint_runs_merge_into_one_big_run():
     first, rest = small_run(1000), small_run(2000, start=1000)
     merged = rest.merge(first)
     assert merged.n_nets(SMALL_N) == 3000 and merged.network_ranges(SMALL_N) == ((0, 3000),)
+    _, f = brute_force_observables(3000)
     for m, s in big.moment_sums(SMALL_N).items():
-        np.testing.assert_allclose(merged.moment_sums(SMALL_N)[m], s, rtol=1e-12)
+        if m <= 6:  # the measured orders: float64 products, equal up to summation order
+            np.testing.assert_allclose(merged.moment_sums(SMALL_N)[m], s, rtol=1e-12)
+        else:
+            # Covariance-only orders are float32 products per chunk (_shard docstring); the
+            # two runs cut the networks into different chunks, so each may be off by the
+            # float32 bound (C + 2) u sum|terms| and the difference by twice that.
+            terms = np.abs(np.prod(f[:, distinct_tuples(len(SMALL_X), m)], axis=2)).sum(0)
+            bound = 2 * (_shard.CHUNK + 2) * 2.0**-24 * terms
+            assert np.all(np.abs(merged.moment_sums(SMALL_N)[m] - s) <= bound)
     with pytest.raises(NNGPInputError, match="counted twice"):
         merged.merge(first)
 
