@@ -46,6 +46,8 @@ def main(argv=None):
     ap.add_argument("--num-samples", type=int, default=500)
     ap.add_argument("--num-warmup", type=int, default=300)
     ap.add_argument("--batch", type=int, default=25, help="seeds per compiled NUTS call")
+    ap.add_argument("--order", default="1", help="perturbative order(s): 1, 2 or 1,2 (the "
+                    "orders share the posterior draws of r)")
     ap.add_argument("--quick", action="store_true", help="10 seeds x 2e4 networks")
     args = ap.parse_args(argv)
     if args.quick:
@@ -55,8 +57,9 @@ def main(argv=None):
     se = (0.09 / args.seeds) ** 0.5
     print(f"{args.seeds} seeds x {args.n_nets:,} networks, cutoffs {cutoffs}; binomial "
           f"standard error of a 0.90 coverage: {se:.3f}")
-    print(f"{'case':22s} {'cutoff':>7s} {'quantity':>13s} {'noise':>12s} {'cover90':>7s} "
-          f"{'mean_z':>7s} {'sd_z':>6s} {'sharp':>6s} {'tails':>5s}", flush=True)
+    pert = tuple(int(o) for o in args.order.split(","))
+    print(f"{'case':22s} {'ord':>3s} {'cutoff':>7s} {'quantity':>13s} {'noise':>12s} "
+          f"{'cover90':>7s} {'mean_z':>7s} {'sd_z':>6s} {'sharp':>6s} {'tails':>5s}", flush=True)
     for label, ensemble, sigma_b, width, couplings in cases:
         t0 = time.perf_counter()
         net = nn.make_ensemble(ensemble, sigma_b=sigma_b)
@@ -64,9 +67,9 @@ def main(argv=None):
                          seeds=range(args.first_seed, args.first_seed + args.seeds),
                          n_nets=args.n_nets,
                          covariance=args.noise, num_samples=args.num_samples,
-                         num_warmup=args.num_warmup, batch=args.batch)
+                         num_warmup=args.num_warmup, batch=args.batch, order=pert)
         for row in rows:
-            print(f"{label:22s} {row['cutoff']:7g} {row['quantity']:>13s} "
+            print(f"{label:22s} {row['order']:3d} {row['cutoff']:7g} {row['quantity']:>13s} "
                   f"{row['noise']:>12s} {row['cover']:7.3f} {row['mean_z']:+7.3f} "
                   f"{row['sd_z']:6.3f} {row['sharp']:6.3f} {str(row['tails']):>5s}",
                   flush=True)

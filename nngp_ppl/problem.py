@@ -80,6 +80,16 @@ def coupling_names(couplings) -> tuple[str, ...]:
     return couplings
 
 
+def perturbative_order(order) -> int:
+    """Validated perturbative order of the EFT prediction: 1 (first order in the couplings,
+    the paper's) or 2 (adds the λ² two-vertex diagrams, consistent at O(1/N²);
+    :mod:`nngp_ppl.estimators`)."""
+    if isinstance(order, bool) or order not in (1, 2):
+        raise NNGPInputError(f"order must be 1 or 2 (the perturbative order in the "
+                             f"couplings), got {order!r}")
+    return int(order)
+
+
 def default_orders(couplings, available) -> tuple[int, ...]:
     """The paper's choice: λ alone from the 4-pt function (the 6-pt function then tests the
     prediction out of sample); κ needs the 6-pt function as well."""
@@ -132,10 +142,12 @@ class EFTTheory:
     data_orders: tuple[int, ...]
     propagator: str
     max_cutoff: float
+    order: int = 1
 
     @classmethod
     def build(cls, net, X, couplings=("lambda",), orders=None, data_orders=None,
-              propagator: str = "full", max_cutoff: float | None = None) -> EFTTheory:
+              propagator: str = "full", max_cutoff: float | None = None,
+              order: int = 1) -> EFTTheory:
         from .theory.lattice import check_propagator
 
         X = _checks.inputs("X", X, net.d_in)
@@ -155,7 +167,8 @@ class EFTTheory:
         check_propagator(propagator)
         extent = float(np.max(np.abs(X)))
         max_cutoff = float(max_cutoff) if max_cutoff is not None else max(10.0, 4 * extent)
-        return cls(net, X, couplings, orders, data_orders, propagator, max_cutoff)
+        order = perturbative_order(order)
+        return cls(net, X, couplings, orders, data_orders, propagator, max_cutoff, order)
 
     # --- fixed pieces -------------------------------------------------------------------
     @property
@@ -212,6 +225,36 @@ class EFTTheory:
         parts = [self.at(c) for c in cutoffs]
         return tuple(np.stack(p) for p in zip(*parts, strict=True))
 
+    def second_designs(self, cutoffs, *, slope: bool = False) -> np.ndarray:
+        r"""Second-order design of the data orders, (L, T, C, C):
+        :math:`D_{2,t\lambda\lambda} = \tfrac12\partial_\lambda^2 G_t` (rule 4.5: the λ²
+        bubbles and exchange of :func:`nngp_ppl.theory.diagrams.second_order_design`); with
+        ``slope``, its derivative :math:`\partial D_2/\partial\log\Lambda`. Every other
+        entry is 0.
+
+        Only λ² enters: it is O(1/N²) like κ, while λκ (1/N³) and κ² (1/N⁴) are of the
+        order of the three-vertex terms (λ³, λ²κ) that are not computed, so keeping them
+        would not be a consistent truncation. They are not small on the lattice either:
+        for the Erf-net at N = 5 and Λ = 100, κ² D2_κκ at the first-order κ is comparable
+        to the whole deviation (measured), the cutoff growth of the two κ self-loops."""
+        import json
+
+        key = (json.dumps(self.net.to_dict(), sort_keys=True), self.X.tobytes(), self.X.shape,
+               self.data_orders, self.propagator,
+               tuple(float(c) for c in np.atleast_1d(cutoffs)), bool(slope))
+        a = _lambda_squared_design(key, self.net, self.X)  # (L, T)
+        c = self.couplings.index("lambda")
+        full = np.zeros(a.shape + (len(self.couplings),) * 2)
+        full[..., c, c] = a
+        return full
+
+    def estimator(self, cutoffs):
+        """The estimand's map at ``cutoffs`` at this theory's perturbative order
+        (:mod:`nngp_ppl.estimators`)."""
+        from .estimators import estimand
+
+        return estimand(self, cutoffs)
+
     def scales(self, design, *, fitted_only: bool = True) -> np.ndarray:
         """s_t = |D_tλ| (..., T); with ``fitted_only``, 1 off the fitted observations."""
         s = np.abs(design[..., self.couplings.index("lambda")])
@@ -245,6 +288,29 @@ class EFTTheory:
             G2 = expand(exact_correlator_tuples(self.net, self.X, width, 2), self.k, 2)
             return G - free_part(G2, self.data_orders)[0]
         return G - self.gp
+
+
+_LAMBDA_SQUARED: dict = {}
+
+
+def _lambda_squared_design(key, net, X) -> np.ndarray:
+    """λ² coefficients of the data orders (L, T) or their cutoff slopes, cached on ``key``
+    (ensemble, inputs, orders, propagator, cutoffs, slope): the λ-only and λ + κ models of
+    one posterior share them."""
+    from .theory.diagrams import second_order_design, second_order_design_slope
+
+    if key in _LAMBDA_SQUARED:
+        return _LAMBDA_SQUARED[key]
+    if len(_LAMBDA_SQUARED) >= 32:
+        _LAMBDA_SQUARED.pop(next(iter(_LAMBDA_SQUARED)))
+    _, _, _, data_orders, propagator, cutoffs, slope = key
+    fn = second_order_design_slope if slope else second_order_design
+    parts = [fn(net, X, n, np.asarray(cutoffs), ("lambda",), propagator)[..., 0, 0]
+             for n in data_orders]
+    out = np.concatenate(parts, axis=1)
+    out.setflags(write=False)
+    _LAMBDA_SQUARED[key] = out
+    return out
 
 
 def estimand_projection(design, fitted, lam: int = 0, *, xp=np):

@@ -45,9 +45,12 @@ from ..problem import (
 def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), *,
               seeds=range(100), n_nets: int = 100_000, prob: float = 0.9,
               covariance: str = "auto", num_samples: int = 500, num_warmup: int = 300,
-              batch: int = 25) -> list[dict]:
-    """Coverage of the posteriors over ``seeds`` (module docstring); one dict per cutoff and
-    quantity."""
+              batch: int = 25, order=1) -> list[dict]:
+    """Coverage of the posteriors over ``seeds`` (module docstring); one dict per
+    perturbative order, cutoff and quantity. ``order``: 1, 2 or (1, 2) — the orders share
+    the NUTS draws of r and differ only in the estimand's map (:mod:`nngp_ppl.estimators`),
+    each judged against its own estimand on the exact correlators."""
+    from ..problem import perturbative_order
     from ..sampling import sample_correlators
     from ..stats import HeavyTailWarning
     from .couplings import sample_latent
@@ -56,12 +59,16 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
     if len(seeds) < 2:
         raise NNGPInputError("seeds must hold at least two seeds to measure a coverage")
     n_nets = positive_int("n_nets", n_nets)
+    pert = tuple(perturbative_order(o) for o in np.atleast_1d(order))
     theory = EFTTheory.build(net, X, couplings, None, None if "kappa" in couplings else (4,),
                              max_cutoff=max(cutoffs))
     orders = theory.data_orders
     exact_r = theory.exact_deviation(width)
-    _, B, _, dB = theory.designs(cutoffs)
-    target = np.concatenate([B @ exact_r, dB @ exact_r], axis=-1)  # (L, 2C)
+    ests = [EFTTheory.build(net, X, couplings, None, orders, max_cutoff=max(cutoffs),
+                            order=o).estimator(cutoffs) for o in pert]
+    # (order, L, 2C): the couplings and their running on the exact correlators.
+    target = np.stack([np.concatenate([e.couplings(exact_r), e.beta(exact_r)], axis=-1)
+                       for e in ests])
     names = list(theory.couplings) + [f"beta_{c}" for c in theory.couplings]
     exact_tril, used, tails = None, set(), False
     means, sds, inside = [], [], []
@@ -99,9 +106,10 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
         r, _ = sample_latent(stacked, np.stack(trils), jax.random.PRNGKey(0),
                              num_samples=num_samples, num_warmup=num_warmup,
                              problem_ids=chunk)
-        q = np.concatenate([np.einsum("lct,pabt->pablc", B, r),
-                            np.einsum("lct,pabt->pablc", dB, r)], axis=-1)
-        flat = q.reshape(len(chunk), -1, *q.shape[-2:])
+        flat = r.reshape(len(chunk), -1, r.shape[-1])  # (seed, draw, T)
+        flat = np.stack([np.concatenate([e.couplings(flat), e.beta(flat)], axis=-1)
+                         for e in ests], axis=1)  # (seed, order, draw, L, 2C)
+        flat = np.moveaxis(flat, 2, 1)  # (seed, draw, order, L, 2C)
         lo_q, hi_q = np.quantile(flat, [(1 - prob) / 2, (1 + prob) / 2], axis=1)
         means.append(flat.mean(axis=1))
         sds.append(flat.std(axis=1))
@@ -109,13 +117,16 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
     means, sds, inside = (np.concatenate(a) for a in (means, sds, inside))
     z = (means - target) / sds
     rows = []
-    for j, cut in enumerate(cutoffs):
-        for c, name in enumerate(names):
-            rows.append({
-                "cutoff": float(cut), "quantity": name, "target": float(target[j, c]),
-                "cover": float(inside[:, j, c].mean()),
-                "mean_z": float(z[:, j, c].mean()), "sd_z": float(z[:, j, c].std(ddof=1)),
-                "sharp": float(sds[:, j, c].mean() / means[:, j, c].std(ddof=1)),
-                "noise": "+".join(sorted(used)), "tails": bool(tails), "seeds": len(seeds),
-            })
+    for o, po in enumerate(pert):
+        for j, cut in enumerate(cutoffs):
+            for c, name in enumerate(names):
+                at = (slice(None), o, j, c)
+                rows.append({
+                    "order": po, "cutoff": float(cut), "quantity": name,
+                    "target": float(target[o, j, c]), "cover": float(inside[at].mean()),
+                    "mean_z": float(z[at].mean()), "sd_z": float(z[at].std(ddof=1)),
+                    "sharp": float(sds[at].mean() / means[at].std(ddof=1)),
+                    "noise": "+".join(sorted(used)), "tails": bool(tails),
+                    "seeds": len(seeds),
+                })
     return rows

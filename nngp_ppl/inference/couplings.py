@@ -51,8 +51,22 @@ from ..tuples import distinct_tuples
 # numpyro's names for NUTS diagnostics -> ArviZ's names in sample_stats.
 _EXTRA_FIELDS = ("diverging", "acceptance_rate", "n_steps", "step_size", "energy", "lp")
 
+#: The declared estimand at each perturbative order (:mod:`nngp_ppl.problem`,
+#: :mod:`nngp_ppl.estimators`), as stored in the ``estimand`` attribute.
+ESTIMANDS = {
+    1: "g*(cutoff) = argmin_g sum_t ((r_t - D_t g)/|D_t,lambda|)^2 over the distinct tuples "
+    "of the fitted orders, r = G_exact - G_free (G_free: Wick sums of {free}; for lambda "
+    "alone the equal-weight mean of lambda_t, the paper's lambda-bar); see nngp_ppl.problem",
+    2: "g*(cutoff) = B(cutoff) [r - lambda1^2 d2]: the first-order estimand's map B applied "
+    "to the deviations with the two-vertex (lambda^2) diagrams d2 removed at the "
+    "leading-order lambda1 = (B r)_lambda (consistent at O(1/N^2)), r = G_exact - G_free "
+    "(G_free: Wick sums of {free}); see nngp_ppl.estimators",
+}
+
 #: The models ranked by expected log predictive density (ELPD): name -> couplings.
 MODELS = {"gp": (), "lambda": ("lambda",), "lambda+kappa": ("lambda", "kappa")}
+#: Every coupling a compared model may have (``constant_data/model_couplings``).
+MODEL_COUPLINGS = ("lambda", "kappa")
 
 
 @functools.lru_cache(maxsize=16)
@@ -157,6 +171,7 @@ def infer_couplings(
     predictive_draws: int = 100,
     progress: bool = False,
     two_point: str = "auto",
+    order: int = 1,
 ):
     r"""Posterior of the couplings at every width and cutoff, as an ArviZ DataTree.
 
@@ -225,9 +240,9 @@ def infer_couplings(
     stats, net, X, cutoffs, couplings, widths, orders, data_orders, noise = setup
     mode = _two_point.resolve(net, two_point, 2 in stats.orders)
     theory = EFTTheory.build(net, X, couplings, orders, data_orders, propagator,
-                             max_cutoff=max(cutoffs))
+                             max_cutoff=max(cutoffs), order=order)
     with _two_point.handled():  # resolve() has warned where K stands in for G2
-        design, proj, _, _ = theory.designs(cutoffs)
+        est = theory.estimator(cutoffs)
         theory.gp  # noqa: B018  (cached here, used below as the GP reference)
     _warn_heavy_tails(stats, widths)
 
@@ -249,10 +264,10 @@ def infer_couplings(
                    prior_scale=float(batch.prior_scale[p]))
 
     thin = max(1, num_samples // predictive_draws)
-    derived = _derive(theory, runs, design, proj, cutoffs, thin, seed)
+    derived = _derive(theory, runs, est, thin, seed)
     with _two_point.handled():
-        elpd = _compare_models(theory, runs, cutoffs, thin) if compare else None
-    dt = _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs={
+        elpd = _compare_models(theory, runs, est, thin) if compare else None
+    dt = _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs={
         "propagator": propagator,
         "prior_width": float(prior_width),
         "covariance": noise,
@@ -375,32 +390,34 @@ def _thinned(a, thin):
     return a[:, ::thin]
 
 
-def _derive(theory, runs, design, proj, cutoffs, thin, seed) -> dict:
-    """Couplings, spread, pointwise log likelihood, predictive and prior draws per width."""
+def _derive(theory, runs, est, thin, seed) -> dict:
+    """Couplings, spread, pointwise log likelihood, predictive and prior draws per width,
+    through the estimand's map ``est`` (:mod:`nngp_ppl.estimators`, first or second order)."""
     fit = theory.fitted
     rng = np.random.default_rng([seed, 1])
-    out = {name: [] for name in ("g", "spread", "loglik", "ppc", "prior_g", "prior_pred",
-                                 "ghat", "gsd")}
+    out = {name: [] for name in ("g", "spread", "share", "loglik", "ppc", "prior_g",
+                                 "prior_pred", "ghat", "gsd")}
+    scale = est.scales  # (L, T)
     for run in runs:
         r, L, rhat = run["r"], run["tril"], run["residual"]
-        g = np.einsum("lct,abt->ablc", proj, r)  # (ch, dr, L, C)
+        g = est.couplings(r)  # (ch, dr, L, C)
         out["g"].append(g)
-        out["spread"].append(np.stack([theory.spread(r, g[:, :, j], design[j])
-                                       for j in range(len(cutoffs))], axis=-1))
+        out["spread"].append(est.spread(r, g))
+        out["share"].append(est.second_order_share(g))
         gt, tau = _thinned(g, thin), _thinned(out["spread"][-1], thin)
-        mean = np.einsum("ltc,ablc->ablt", design, gt)  # predicted deviations
-        scale = theory.scales(design, fitted_only=False)  # (L, T)
+        mean = est.predict(gt)  # predicted deviations (ch, dr', L, T)
         out["loglik"].append(np.stack(
             [_pointwise_loglik(L, rhat, mean[:, :, j], tau[:, :, j], scale[j])
-             for j in range(len(cutoffs))], axis=2))
+             for j in range(len(est.cutoffs))], axis=2))
         noise = rng.standard_normal(mean.shape) @ L.T
         noise += rng.standard_normal(mean.shape) * tau[..., None] * scale
         out["ppc"].append(run["free"] + mean + noise)
         prior_r = (rng.standard_normal(gt.shape[:2] + (rhat.size,)) * run["prior_scale"]) @ L.T
-        out["prior_g"].append(np.einsum("lct,abt->ablc", proj, prior_r))
+        out["prior_g"].append(est.couplings(prior_r))
         out["prior_pred"].append(prior_r + rng.standard_normal(prior_r.shape) @ L.T)
-        out["ghat"].append(proj @ rhat)  # (L, C)
-        cov = np.einsum("lct,ts,lds->lcd", proj, L @ L.T, proj)
+        out["ghat"].append(est.couplings(rhat))  # (L, C)
+        J = est.jacobian(rhat)  # (L, C, T): the plug-in estimate's sensitivity to the data
+        cov = np.einsum("lct,ts,lds->lcd", J, L @ L.T, J)
         out["gsd"].append(np.sqrt(np.diagonal(cov, axis1=1, axis2=2)))
         run["deviation"] = r[..., fit].astype(np.float32)
     return {k: np.stack(v, axis=2) if k not in ("ghat", "gsd") else np.stack(v) for k, v
@@ -425,8 +442,18 @@ def _pointwise_loglik(L, rhat, mean, spread, scale):
     return -0.5 * (rhat - mean) ** 2 / var - 0.5 * np.log(2 * np.pi * var)
 
 
-def _compare_models(theory, runs, cutoffs, thin) -> dict:
-    """PSIS-LOO ELPD of the GP, λ and λ + κ models per width and cutoff (arviz-stats).
+def _model_names(theory) -> list[str]:
+    """The models ranked by ELPD: GP, λ, λ + κ (with the 6-pt function); at second order
+    also both at second order (suffix ``@2``), on the same data."""
+    names = [m for m, c in MODELS.items() if "kappa" not in c or 6 in theory.data_orders]
+    if theory.order == 2:
+        names += [f"{m}@2" for m in names if m != "gp"]
+    return names
+
+
+def _compare_models(theory, runs, est, thin) -> dict:
+    """PSIS-LOO ELPD of the GP, λ and λ + κ models (and, for a second-order posterior, both
+    at second order) per width and cutoff (arviz-stats).
 
     All are evaluated on the same data (every conditioned order, each correlator under its
     marginal noise) from the same posterior of :math:`r`; each model maps it through its own
@@ -435,31 +462,41 @@ def _compare_models(theory, runs, cutoffs, thin) -> dict:
     import arviz_base
     import arviz_stats
 
-    names = [m for m, c in MODELS.items() if not c or (
-        "kappa" not in c or 6 in theory.data_orders)]
+    cutoffs = est.cutoffs
+    names = _model_names(theory)
     elpd = np.full((len(runs), len(cutoffs), len(names)), np.nan)
     se = np.full_like(elpd, np.nan)
+    # Each model's couplings (posterior mean and sd; NaN where it has none), so that models
+    # can be compared coupling by coupling and their predictions drawn (e.g. the connected
+    # 6-pt function of nngp_ppl.connected).
+    gmean = np.full(elpd.shape + (len(MODEL_COUPLINGS),), np.nan)
+    gsd = np.full_like(gmean, np.nan)
     for m, name in enumerate(names):
         if name != "gp":
-            sub = EFTTheory.build(theory.net, theory.X, MODELS[name], None, theory.data_orders,
-                                  theory.propagator, theory.max_cutoff)
-            if (sub.couplings, sub.orders) == (theory.couplings, theory.orders):
-                sub = theory  # the fitted model itself: its compiled design is already built
-            design, proj, _, _ = sub.designs(cutoffs)
+            base, _, order = name.partition("@")
+            sub = EFTTheory.build(theory.net, theory.X, MODELS[base], None, theory.data_orders,
+                                  theory.propagator, theory.max_cutoff, int(order or 1))
+            if (sub.couplings, sub.orders, sub.order) == (theory.couplings, theory.orders,
+                                                          theory.order):
+                sub_est = est  # the fitted model itself: its designs are already built
+            else:
+                sub_est = sub.estimator(cutoffs)
         for i, run in enumerate(runs):
+            if name == "gp":
+                ll = _pointwise_loglik(run["tril"], run["residual"], 0.0, 0.0, 0.0)
+                elpd[i, :, m] = float(np.sum(ll))
+                se[i, :, m] = float(np.sqrt(ll.size * np.var(ll)))
+                continue
             r = _thinned(run["r"], thin)
+            g = sub_est.couplings(r)
+            for c, cname in enumerate(sub.couplings):
+                gmean[i, :, m, MODEL_COUPLINGS.index(cname)] = g[..., c].mean(axis=(0, 1))
+                gsd[i, :, m, MODEL_COUPLINGS.index(cname)] = g[..., c].std(axis=(0, 1))
+            mean, tau = sub_est.predict(g), sub_est.spread(r, g)
             for j in range(len(cutoffs)):
-                if name == "gp":
-                    ll = _pointwise_loglik(run["tril"], run["residual"], 0.0, 0.0, 0.0)
-                    elpd[i, j, m] = float(np.sum(ll))
-                    se[i, j, m] = float(np.sqrt(ll.size * np.var(ll)))
-                    continue
-                g = r @ proj[j].T
-                mean = g @ design[j].T
-                tau = sub.spread(r, g, design[j])
-                ll = _pointwise_loglik(run["tril"], run["residual"], mean, tau,
-                                       sub.scales(design[j], fitted_only=False))
-                dt = arviz_base.from_dict({"posterior": {"mu": mean[..., 0]},
+                ll = _pointwise_loglik(run["tril"], run["residual"], mean[:, :, j],
+                                       tau[:, :, j], sub_est.scales[j])
+                dt = arviz_base.from_dict({"posterior": {"mu": mean[:, :, j, 0]},
                                            "log_likelihood": {"correlators": ll}})
                 with warnings.catch_warnings():
                     # Pareto-k warnings are reported in the table, not repeated per cell.
@@ -467,10 +504,11 @@ def _compare_models(theory, runs, cutoffs, thin) -> dict:
                     res = arviz_stats.loo(dt, var_name="correlators")
                 elpd[i, j, m] = float(res.elpd)
                 se[i, j, m] = float(res.se)
-    return {"models": names, "elpd": elpd, "se": se}
+    return {"models": names, "elpd": elpd, "se": se, "couplings_mean": gmean,
+            "couplings_sd": gsd}
 
 
-def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs):
+def _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs):
     import arviz_base
 
     from .. import __version__
@@ -479,10 +517,13 @@ def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs)
     splits = np.cumsum(theory.blocks)[:-1]
     posterior = {name: derived["g"][..., c] for c, name in enumerate(couplings)}
     posterior["spread"] = derived["spread"]
+    if theory.order == 2:
+        posterior["second_order_share"] = derived["share"]
     posterior["deviation"] = np.stack([run["deviation"] for run in runs], axis=2)
+    design = est.D
     sstats = {name: np.stack([run["sstats"][name] for run in runs], axis=-1)
               for name in _EXTRA_FIELDS}
-    dims = {name: ["width", "cutoff"] for name in (*couplings, "spread")}
+    dims = {name: ["width", "cutoff"] for name in (*couplings, "spread", "second_order_share")}
     dims["deviation"] = ["width", "fit_observation"]
     dims.update({name: ["width"] for name in _EXTRA_FIELDS})
     observed, const, ppc, prior_pred = {}, {}, {}, {}
@@ -499,6 +540,11 @@ def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs)
         dims[f"G{n}"] = dims[f"G{n}_se"] = ["width", f"tuple_{n}"]
         const[f"G{n}_gp"], dims[f"G{n}_gp"] = g0, [f"tuple_{n}"]
         const[f"design{n}"], dims[f"design{n}"] = des, ["cutoff", f"tuple_{n}", "coupling"]
+        if theory.order == 2:
+            lam = couplings.index("lambda")
+            const[f"design2_{n}"] = np.split(est.D2[..., lam, lam], splits, axis=1)[
+                data_orders.index(n)]
+            dims[f"design2_{n}"] = ["cutoff", f"tuple_{n}"]
         const[f"tuples_{n}"] = np.asarray(distinct_tuples(theory.k, n))
         dims[f"tuples_{n}"] = [f"tuple_{n}", f"position_{n}"]
         ppc[f"G{n}"] = rep.astype(np.float32)
@@ -544,6 +590,10 @@ def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs)
     if elpd is not None:
         const["elpd"], const["elpd_se"] = elpd["elpd"], elpd["se"]
         dims["elpd"] = dims["elpd_se"] = ["width", "cutoff", "model"]
+        const["model_couplings"] = elpd["couplings_mean"]
+        const["model_couplings_sd"] = elpd["couplings_sd"]
+        dims["model_couplings"] = dims["model_couplings_sd"] = [
+            "width", "cutoff", "model", "model_coupling"]
         best = np.asarray(elpd["models"])[np.nanargmax(elpd["elpd"], axis=-1)]
         elpd_best = json.dumps({f"{w}/{c:g}": str(best[i, j]) for i, w in enumerate(widths)
                                 for j, c in enumerate(cutoffs)})
@@ -554,12 +604,9 @@ def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs)
         "orders": json.dumps(list(orders)),
         "data_orders": json.dumps(list(data_orders)),
         "couplings": json.dumps(list(couplings)),
-        "estimand": "g*(cutoff) = argmin_g sum_t ((r_t - D_t g)/|D_t,lambda|)^2 over the "
-        "distinct tuples of the fitted orders, r = G_exact - G_free (G_free: Wick sums of "
-        + ("K" if attrs.get("two_point", "kernel") == "kernel" else
-           "the exact finite-width 2-pt function")
-        + "; for lambda alone the equal-weight mean of lambda_t, the paper's lambda-bar); "
-        "see nngp_ppl.problem",
+        "estimand": ESTIMANDS[theory.order].format(free="K" if attrs.get(
+            "two_point", "kernel") == "kernel" else "the exact finite-width 2-pt function"),
+        "order": theory.order,
         "sampler": "numpyro NUTS on the latent deviations, whitened, diagonal mass, "
         "chains vmapped",
         "model": "nngp_ppl.models.coupling_model",
@@ -577,6 +624,7 @@ def _datatree(theory, design, runs, derived, elpd, widths, cutoffs, thin, attrs)
         "cutoff": np.asarray(cutoffs),
         "coupling": list(couplings),
         "model": list(elpd["models"]) if elpd is not None else [],
+        "model_coupling": list(MODEL_COUPLINGS),
     }
     main = arviz_base.from_dict(groups, dims={**dims}, coords=coords,
                                 attrs={"/": root_attrs})

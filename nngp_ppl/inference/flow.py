@@ -65,12 +65,13 @@ def _read_posterior(posterior):
         propagator = str(attrs["propagator"])
         X = np.asarray(const["inputs"].values)
         deviation = np.asarray(post["deviation"].values, dtype=np.float64)
+        order = int(attrs.get("order", 1))
     except (KeyError, TypeError, ValueError) as err:
         raise NNGPInputError(
             "posterior must be a coupling posterior written by infer_couplings (nngp-ppl "
             f"infer); this one lacks {err}"
         ) from None
-    return post, attrs, net, couplings, orders, propagator, X, deviation
+    return post, attrs, net, couplings, orders, propagator, X, deviation, order
 
 
 def beta_function(posterior, *, reference_cutoff=None, seed: int = 0, coupling: str = "lambda"):
@@ -94,7 +95,7 @@ def beta_function(posterior, *, reference_cutoff=None, seed: int = 0, coupling: 
 
     from .. import __version__
 
-    post, attrs, net, couplings, orders, propagator, X, r = _read_posterior(posterior)
+    post, attrs, net, couplings, orders, propagator, X, r, order = _read_posterior(posterior)
     if coupling not in couplings:
         raise NNGPInputError(f"coupling must be one of the fitted couplings {couplings}")
     cutoffs = np.asarray(post["cutoff"].values, dtype=np.float64)
@@ -113,20 +114,19 @@ def beta_function(posterior, *, reference_cutoff=None, seed: int = 0, coupling: 
     extent = float(np.max(np.abs(X)))
     probe = np.array([ref, ref / 2, ref / 4])
     theory = EFTTheory.build(net, X, couplings, orders, orders, propagator,
-                             max_cutoff=float(cutoffs.max()))
-    _, B, _, dB = theory.designs(cutoffs)
-    g = np.einsum("lct,abwt->abwlc", B, r)
-    beta = np.einsum("lct,abwt->abwlc", dB, r)
+                             max_cutoff=float(cutoffs.max()), order=order)
+    est = theory.estimator(cutoffs)
+    g = est.couplings(r)  # (chain, draw, width, cutoff, coupling)
+    beta = est.beta(r, g)
     with np.errstate(divide="ignore", invalid="ignore"):
         gamma_local = -beta[..., ci] / g[..., ci]
-    gamma_probe = np.empty(r.shape[:3] + (3,))
-    for q, c in enumerate(probe):
-        if c < extent:
-            gamma_probe[..., q] = np.nan
-            continue
-        _, Bp, _, dBp = theory.at(c)
+    gamma_probe = np.full(r.shape[:3] + (3,), np.nan)
+    inside = [q for q, c in enumerate(probe) if c >= extent]
+    if inside:
+        est_p = theory.estimator(probe[inside])
+        gp = est_p.couplings(r)
         with np.errstate(divide="ignore", invalid="ignore"):
-            gamma_probe[..., q] = -(r @ dBp[ci]) / (r @ Bp[ci])
+            gamma_probe[..., inside] = -est_p.beta(r, gp)[..., ci] / gp[..., ci]
 
     rng = np.random.default_rng(seed)
     gamma_data, systematic, converged = _extrapolate(gamma_probe)
@@ -185,12 +185,11 @@ def beta_function(posterior, *, reference_cutoff=None, seed: int = 0, coupling: 
                 "ensemble": attrs["ensemble"],
                 "couplings": json.dumps(list(couplings)),
                 "orders": json.dumps(list(orders)),
+                "order": order,
                 "propagator": propagator,
                 "gamma_coupling": coupling,
                 "reference_cutoff": ref,
-                "method": "each posterior draw of the noise-free deviations r gives "
-                "g(cutoff) = B(cutoff) r at every cutoff; beta = dB/dlog(cutoff) r by JAX "
-                "forward mode; gamma: Aitken extrapolation from cutoff/4, /2, /1",
+                "method": METHODS[order],
                 "interval_sources": json.dumps({
                     "beta": "networks (posterior of r)",
                     "gamma_local": "networks (posterior of r)",
@@ -203,6 +202,19 @@ def beta_function(posterior, *, reference_cutoff=None, seed: int = 0, coupling: 
             }
         },
     )
+
+
+#: How β is computed at each perturbative order (the β file's ``method`` attribute).
+METHODS = {
+    1: "each posterior draw of the noise-free deviations r gives g(cutoff) = B(cutoff) r at "
+    "every cutoff; beta = dB/dlog(cutoff) r by JAX forward mode; gamma: Aitken "
+    "extrapolation from cutoff/4, /2, /1",
+    2: "each posterior draw of the noise-free deviations r gives the second-order estimand "
+    "g(cutoff) (nonlinear least squares, nngp_ppl.estimators); beta = dg/dlog(cutoff) by "
+    "the implicit-function theorem on its stationarity condition, with the cutoff slopes "
+    "of the first- and second-order designs; gamma: Aitken extrapolation from cutoff/4, "
+    "/2, /1",
+}
 
 
 def _extrapolate(gamma_probe):

@@ -1,0 +1,164 @@
+"""The second-order estimand (nngp_ppl.estimators) against exact oracles.
+
+* A deviation that *is* a second-order EFT prediction, r = D1 g + λ² d2 (exact designs of
+  the Erf-net, paper inputs), with couplings scaled as the 1/N expansion says: the
+  second-order estimand's error falls one power of 1/N faster than the first-order one's.
+* The closed-form β equals the finite-difference derivative of the estimand itself in
+  log Λ; the closed-form data sensitivity ∂g*/∂r equals finite differences.
+* The λ² term's share of the prediction falls as 1/N on exact finite-width correlators.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nngp_ppl as nn
+from nngp_ppl._checks import NNGPInputError
+from nngp_ppl.problem import EFTTheory
+
+X = np.array([[-1.0], [-0.6], [-0.2], [0.2], [0.6], [1.0]])
+CUTOFFS = (10.0, 100.0)
+
+
+@pytest.fixture(scope="module", params=[("lambda",), ("lambda", "kappa")], ids=["l", "lk"])
+def theory(request):
+    return EFTTheory.build(nn.ErfNet(d_in=1, sigma_b=1.0), X, request.param, None, (4, 6),
+                           max_cutoff=max(CUTOFFS), order=2)
+
+
+@pytest.fixture(scope="module")
+def estimand(theory):
+    return theory.estimator(CUTOFFS)
+
+
+def test_consistent_to_second_order_on_a_second_order_deviation(theory, estimand):
+    # Couplings of the size the Erf-net has at N = 5 at each cutoff (they run with Λ),
+    # scaled as the 1/N expansion says (λ by ε, κ by ε²). For a deviation that *is* the
+    # second-order prediction, the first-order estimand misses by O(ε²) (the λ² term) and
+    # the second-order one by O(ε³) (it evaluates λ² at the leading-order λ): halving ε
+    # divides the errors by 4 and by 8.
+    base = estimand.couplings(theory.exact_deviation(5))  # (L, C)
+    powers = np.array([1, 2])[: len(theory.couplings)]
+    linear = EFTTheory.build(theory.net, X, theory.couplings, None, (4, 6),
+                             max_cutoff=max(CUTOFFS)).estimator(CUTOFFS)
+    errors = []
+    for eps in (1 / 16, 1 / 32, 1 / 64):
+        truth = base * eps**powers
+        r = estimand.predict(truth)  # (L, T): one second-order deviation per cutoff
+        rows = []
+        for est in (linear, estimand):
+            got = np.stack([est.couplings(r[j])[j] for j in range(len(CUTOFFS))])
+            rows.append(np.abs(got[:, 0] - truth[:, 0]) / np.abs(truth[:, 0]))  # λ, relative
+        errors.append(rows)
+    errors = np.asarray(errors)  # (eps, estimand, L)
+    ratio = errors[:-1] / errors[1:]
+    # Relative errors: first order ∝ ε (ratio 2), second order ∝ ε² (ratio 4), up to the
+    # next order's share (ε = 1/16 of the N = 5 couplings is N ≈ 80).
+    np.testing.assert_allclose(ratio[:, 0], 2.0, rtol=0.1)
+    np.testing.assert_allclose(ratio[:, 1], 4.0, rtol=0.1)
+    assert np.all(errors[:, 1] < errors[:, 0])
+
+
+def test_beta_is_the_cutoff_derivative_of_the_estimand(theory, estimand):
+    r = theory.exact_deviation(5)
+    h = 1e-4
+    up = theory.estimator([c * np.exp(h) for c in CUTOFFS]).couplings(r)
+    down = theory.estimator([c * np.exp(-h) for c in CUTOFFS]).couplings(r)
+    fd = (up - down) / (2 * h)
+    # Central differences: O(h²) ~ 1e-8 relative truncation, and the D2 slope's own
+    # Richardson error (second_order_design_slope); 1e-5 of each coupling's largest entry
+    # covers both.
+    assert np.all(np.abs(estimand.beta(r) - fd) <= 1e-5 * np.abs(fd).max(axis=0))
+
+
+def test_sensitivity_is_the_data_derivative(theory, estimand):
+    r = theory.exact_deviation(5)
+    rng = np.random.default_rng(0)
+    dr = 1e-4 * np.abs(r).max() * rng.standard_normal(r.shape) * theory.fitted
+    fd = (estimand.couplings(r + dr) - estimand.couplings(r - dr)) / 2
+    lin = np.einsum("lct,t->lc", estimand.jacobian(r), dr)
+    np.testing.assert_allclose(lin, fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max())
+
+
+def test_second_order_share_falls_as_one_over_width(theory, estimand):
+    # λ ~ 1/N: the λ² term's share of the first-order one falls ∝ 1/N at large N, by 10
+    # between N = 1000 and N = 10⁴ up to the O(1/N²) part of the fitted λ (which at N = 5
+    # dominates the joint fit's λ, and is still ~25% of it at N = 100 and Λ = 100): asked
+    # 8 to 12.
+    share = [estimand.second_order_share(estimand.couplings(theory.exact_deviation(w)))
+             for w in (1000, 10_000)]
+    assert np.all(share[0] > 0)
+    np.testing.assert_allclose(share[0] / share[1], 10.0, rtol=0.2)
+
+
+def test_order_is_validated():
+    with pytest.raises(NNGPInputError, match="order must be 1 or 2"):
+        EFTTheory.build(nn.ErfNet(d_in=1), X, order=3)
+
+
+# --- the second-order posterior, its flow and the connected 6-pt comparison -----------------
+@pytest.fixture(scope="module")
+def second_order_posterior():
+    net = nn.ErfNet(d_in=1, sigma_b=1.0)
+    stats = nn.sample_correlators(net, X, [5], 20_000, orders=(2, 4, 6), seed=3,
+                                  progress=False)
+    dt = nn.infer_couplings(stats, cutoffs=(10.0,), couplings=("lambda", "kappa"),
+                            order=2, num_samples=300, num_warmup=300, seed=1)
+    return stats, dt
+
+
+def test_second_order_posterior_targets_the_second_order_estimand(second_order_posterior):
+    stats, dt = second_order_posterior
+    assert dt.attrs["order"] == 2 and "lambda^2" in dt.attrs["estimand"]
+    models = [str(m) for m in dt["constant_data"]["model"].values]
+    assert models == ["gp", "lambda", "lambda+kappa", "lambda@2", "lambda+kappa@2"]
+    theory = EFTTheory.build(stats.net, X, ("lambda", "kappa"), None, (4, 6),
+                             max_cutoff=10.0, order=2)
+    target = theory.estimator((10.0,)).couplings(theory.exact_deviation(5))[0]
+    post = dt["posterior"]
+    for c, name in enumerate(("lambda", "kappa")):
+        draws = post[name].values.ravel()
+        # The exact target inside the central 99% interval (a fixed seed; a calibrated
+        # posterior misses it with probability 0.01).
+        lo, hi = np.quantile(draws, [0.005, 0.995])
+        assert lo <= target[c] <= hi, (name, lo, target[c], hi)
+    # The stored model couplings of the fitted model are its posterior means.
+    mc = dt["constant_data"]["model_couplings"].sel(model="lambda+kappa@2").isel(
+        width=0, cutoff=0).values
+    np.testing.assert_allclose(mc, [post["lambda"].values[:, ::3].mean(),
+                                    post["kappa"].values[:, ::3].mean()], rtol=0.05)
+    share = post["second_order_share"].values
+    assert np.all(np.isfinite(share)) and np.all(share >= 0)
+
+
+def test_second_order_flow(second_order_posterior):
+    _, dt = second_order_posterior
+    beta = nn.beta_function(dt)
+    assert beta.attrs["order"] == 2 and "second-order" in beta.attrs["method"]
+    est = EFTTheory.build(nn.ErfNet(d_in=1, sigma_b=1.0), X, ("lambda", "kappa"), None,
+                          (4, 6), max_cutoff=10.0, order=2).estimator((10.0,))
+    r = dt["posterior"]["deviation"].values[:, :5, 0].astype(np.float64)
+    np.testing.assert_allclose(beta["posterior"]["beta"].values[:, :5, 0],
+                               est.beta(r), rtol=1e-9)
+
+
+def test_connected_six_point_against_the_exact_cumulant(second_order_posterior):
+    from nngp_ppl.connected import connected_six_point, sampled_connected
+    from nngp_ppl.theory.exact import exact_cumulant_tuples
+
+    stats, dt = second_order_posterior
+    ds = connected_six_point(stats, dt, 10.0)
+    exact = exact_cumulant_tuples(stats.net, X, 5, 6)
+    np.testing.assert_allclose(float(ds["rms"].sel(width=5, source="exact")),
+                               np.linalg.norm(exact) / np.sqrt(exact.size), rtol=1e-12)
+    sampled, se = sampled_connected(stats, 5)
+    # The sampled cumulant scatters about the exact one by about the 6-pt moment's standard
+    # error (which dominates its noise): every tuple within 4.5 of it (Bonferroni over 462).
+    assert np.max(np.abs(sampled - exact) / se) < 4.5
+    # A least-squares fit of the one κ contact term to the exact κ6 is a projection: it
+    # leaves at most all of it, and adding the fixed exchange in front changes that.
+    fit = ds["misfit"].sel(width=5)
+    assert 0 < float(fit.sel(source="contact_fit")) <= 1
+    assert float(fit.sel(source="exchange_contact_fit")) != float(
+        fit.sel(source="contact_fit"))
