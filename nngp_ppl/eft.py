@@ -204,6 +204,8 @@ class CouplingFit(NamedTuple):
     dof: int
     weighting: str  # "diagonal", "full" or "relative"
     two_point: str = "kernel"  # the free part subtracted: Wick of K or of the measured G2
+    kernel_variance: np.ndarray | None = None  # (C, n_couplings): a Monte Carlo K's share
+    kernel_error: str = "none (exact kernel)"  # which parts of a Monte Carlo K's error
 
     @property
     def stderr(self) -> np.ndarray:
@@ -255,9 +257,13 @@ def fit_couplings(
     (``two_point_exact`` False, e.g. deep MLPs) :math:`\mathrm{Wick}(\hat G_2)` of the
     measured 2-pt function at that width, whose noise and covariance with the 4-/6-pt
     estimates are then propagated into the covariance (:mod:`nngp_ppl.two_point`); a
-    ``covariance`` given explicitly is taken as that of :math:`y` already. Where the
-    free part is :math:`\mathrm{Wick}(\hat K)` of a Monte Carlo kernel, its error
-    :math:`J_K\Sigma_K J_K^\top` is added to the covariance.
+    ``covariance`` given explicitly is taken as that of :math:`y` already. A Monte Carlo
+    kernel (:class:`nngp_ppl.JaxNetwork` without a formula) adds its own error: for λ
+    alone on the 4-pt function (weighting ``"estimand"`` or ``"diagonal"``) through the
+    design and the free part jointly, linearised per kernel network
+    (:func:`nngp_ppl.two_point.kernel_coupling_variance`, the field ``kernel_variance``);
+    otherwise through a :math:`\mathrm{Wick}(\hat K)` free part only,
+    :math:`J_K\Sigma_K J_K^\top` (the field ``kernel_error`` says which).
 
     ``data`` is a CorrelatorStats (``width`` selects the width; its estimator covariance
     of the stacked ``orders`` is used unless ``covariance`` is given) or a mapping
@@ -300,22 +306,42 @@ def fit_couplings(
     y = np.concatenate(y)
     A = np.concatenate(blocks, axis=1)  # (C, T, nc)
     resid = y - gp
-    cov = _fit_covariance(data, covariance, width, mode, jac, net, X, orders, len(y))
+    # A Monte Carlo kernel's error: for λ alone on the 4-pt function through the design and
+    # the free part jointly (coupling space, per cutoff); otherwise through Wick(K̂) only.
+    mc_kernel = _two_point.kernel_entry_covariance(net, X) is not None
+    joint = mc_kernel and names == ("lambda",) and orders == (4,)
+    cov = _fit_covariance(data, covariance, width, mode, jac, net, X, orders, len(y),
+                          kernel_noise=not joint)
     weighting, W = _fit_weights(weighting, cov, gp, rcond, names)
-    values, covs, chi2 = [], [], []
+    joint = joint and weighting in ("estimand", "diagonal")
+    values, covs, chi2, kvar = [], [], [], []
     for c in range(len(lam)):
         coef, ccov, W_c, x2 = _solve_at_cutoff(A[c], resid, W, cov, weighting, names)
+        kvar.append(np.zeros(len(names)))
+        if joint:
+            weights = None if weighting == "estimand" else np.diag(W) ** 2
+            kvar[-1][0] = _two_point.kernel_coupling_variance(net, X, lam[c], resid, weights,
+                                                              mode, propagator)
         values.append(coef)
-        covs.append(ccov)
+        covs.append(ccov + np.diag(kvar[-1]))
         chi2.append(x2)
         W = W_c
     dof = int(np.count_nonzero(np.any(W != 0, axis=1)) - len(names))
+    kernel_error = (
+        "none (exact kernel)" if not mc_kernel
+        else "design and free part, linearised per kernel network" if joint
+        else "free part only (J Sigma_K J^T); the design's error is propagated for lambda "
+             "alone on the 4-pt function with weighting 'estimand' or 'diagonal'"
+        if mode == "kernel" else
+        "not propagated: the design's error is propagated for lambda alone on the 4-pt "
+        "function with weighting 'estimand' or 'diagonal'")
     return CouplingFit(names, lam, np.array(values), np.array(covs), np.array(chi2), dof,
-                       weighting, mode)
+                       weighting, mode, np.array(kvar), kernel_error)
 
 
 
-def _fit_covariance(data, covariance, width, mode, jac, net, X, orders, n_obs):
+def _fit_covariance(data, covariance, width, mode, jac, net, X, orders, n_obs,
+                    kernel_noise=True):
     """The covariance of y = G_exp - G_free the fit weights with: as given, else the run's
     estimator covariance of the stacked orders (with the measured 2-pt function's noise
     propagated when it is the free part), plus a Monte Carlo kernel's own error; None
@@ -334,7 +360,7 @@ def _fit_covariance(data, covariance, width, mode, jac, net, X, orders, n_obs):
             f"covariance must be a finite ({n_obs}, {n_obs}) matrix over the stacked "
             f"tuples of orders {orders}, got shape {cov.shape}"
         )
-    if mode == "kernel":  # a Monte Carlo K in the free part adds its own error
+    if mode == "kernel" and kernel_noise:  # a Monte Carlo K in the free part adds its error
         cov = cov + _two_point.kernel_noise(net, X, orders)
     return cov
 

@@ -210,3 +210,101 @@ def kernel_noise(net, X, orders) -> np.ndarray:
     if SK is None:
         return np.zeros((jac.shape[0], jac.shape[0]))
     return jac @ SK @ jac.T
+
+
+def kernel_influence(net, X, cutoff, propagator: str = "full"):
+    r"""Influence of each Monte Carlo kernel network on the 4-leg vertex integrals and on the
+    Wick sums of :math:`\hat K`, or None for an exact kernel.
+
+    :math:`\hat K = \frac1M\sum_j u_j`, :math:`u_j(x, y) = f_j(x) f_j(y)`; a smooth functional
+    F of :math:`\hat K` has the linearised (delta-method) variance
+    :math:`\mathrm{Var}\,F \approx \frac1M \mathrm{Var}_j\, F'[u_j]`. For
+    :math:`I_t = \int_{box}\prod_{i=1}^4 \tilde K(x_{t_i}, y)\,dy` (the λ design of the 4-pt
+    function is :math:`-24 I_t`; :math:`\tilde K` is K or K − c, and :math:`u_j` the same
+    for both),
+
+    .. math:: I_t'[u_j] = \sum_{i=1}^{4} f_j(x_{t_i}) \int_{box} f_j(y)
+        \prod_{i' \ne i} \tilde K(x_{t_{i'}}, y)\, dy,
+
+    on the composite Gauss–Legendre rule of :func:`nngp_ppl.theory.lattice.box_lattice`
+    (split at the inputs, panels of the kernel's length scale); and for the 4-pt Wick sums
+    :math:`\mathrm{Wick}_4'[u_j] = J_K\, u_j(x_a, x_b)` (:func:`wick_jacobian`). Returns
+    ``(I (T_4,), dI (M, T_4), dWick (M, T_4))``.
+    """
+    if getattr(net, "kernel_fn", True) is not None or not hasattr(net, "_kernel_networks"):
+        return None
+    import jax.numpy as jnp
+
+    from .theory import lattice as _lattice
+
+    X = np.asarray(X, dtype=np.float64)
+    lat = _lattice.box_lattice(net.d_in, float(cutoff), split_points=X,
+                               scale=_lattice.kernel_scale(net))
+    FX = np.asarray(net._kernel_networks(jnp.asarray(X)), np.float64)  # (M, k)
+    FY = np.asarray(net._kernel_networks(jnp.asarray(lat.points)), np.float64)  # (M, P)
+    shift = net.kernel_constant() if propagator == "bias_subtracted" else 0.0
+    return influence_from_outputs(FX, FY, lat.weights, shift)
+
+
+def influence_from_outputs(FX, FY, weights, shift: float = 0.0):
+    """:func:`kernel_influence` from the kernel networks' outputs at the k inputs (M, k) and
+    at the quadrature nodes (M, P) with their weights (P,); ``shift`` is the constant the
+    propagator removes."""
+    M = FX.shape[0]
+    Kxy = FX.T @ FY / M - shift  # (k, P)
+    rows = distinct_tuples(FX.shape[1], 4)
+    I = np.prod(Kxy[rows], axis=1) @ weights
+    dI = np.zeros((M, len(rows)))
+    FYw = FY * weights
+    for i in range(4):
+        others = np.prod(Kxy[np.delete(rows, i, axis=1)], axis=1)  # (T, P)
+        dI += FX[:, rows[:, i]] * (FYw @ others.T)
+    pairs = distinct_tuples(FX.shape[1], 2)
+    K = FX.T @ FX / M
+    dW = (FX[:, pairs[:, 0]] * FX[:, pairs[:, 1]]) @ wick_jacobian(K, 4).T
+    return I, dI, dW
+
+
+def kernel_coupling_variance(net, X, cutoff, deviation, weights=None, mode="measured",
+                             propagator: str = "full", influence=None) -> float:
+    r""":math:`\mathrm{Var}_j(\psi_j)/M` of :func:`kernel_coupling_influence` (0 for an exact
+    kernel)."""
+    psi = kernel_coupling_influence(net, X, cutoff, deviation, weights, mode, propagator,
+                                    influence)
+    return 0.0 if psi is None else float(np.var(psi, ddof=1) / len(psi))
+
+
+def kernel_coupling_influence(net, X, cutoff, deviation, weights=None, mode="measured",
+                              propagator: str = "full", influence=None):
+    r"""Influence :math:`\psi_j` (M,) of each Monte Carlo kernel network on a λ-only coupling
+    fitted to the 4-pt deviations at one cutoff (None for an exact kernel), through the
+    design and, where the free part is :math:`\mathrm{Wick}(\hat K)` (``mode="kernel"``),
+    the baseline; its linearised variance is :math:`\mathrm{Var}_j(\psi_j)/M`.
+
+    The coupling is :math:`g = \sum_t w_t D_t r_t / \sum_t w_t D_t^2` with
+    :math:`D_t = -24 I_t`: ``weights`` ``None`` means the estimand's :math:`w_t = 1/D_t^2`
+    (:math:`g = \frac1T\sum_t r_t/D_t`, the paper's λ̄), otherwise fixed per-tuple weights
+    (``1/Var``, the diagonal fit). With :math:`\psi_j = \sum_t (\partial g/\partial D_t)
+    D_t'[u_j] - (\partial g/\partial r_t)\,\mathrm{Wick}_t'[u_j]`,
+    :math:`\mathrm{Var}_K\, g = \mathrm{Var}_j(\psi_j)/M` (:func:`kernel_influence`, or
+    its result passed as ``influence``).
+    """
+    inf = kernel_influence(net, X, cutoff, propagator) if influence is None else influence
+    if inf is None:
+        return None
+    I, dI, dW = inf
+    D = -24.0 * I
+    r = np.asarray(deviation, dtype=np.float64)
+    if weights is None:  # the weights 1/D² move with D: g = mean_t r_t / D_t
+        dg_dD = -r / (len(D) * D**2)
+        dg_dr = 1.0 / (len(D) * D)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        norm = np.sum(w * D**2)
+        g = np.sum(w * D * r) / norm
+        dg_dD = w * (r - 2.0 * g * D) / norm
+        dg_dr = w * D / norm
+    psi = (-24.0 * dI) @ dg_dD
+    if mode == "kernel":
+        psi = psi - dW @ dg_dr
+    return psi
