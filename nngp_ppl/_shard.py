@@ -51,6 +51,10 @@ the statistical error of a covariance estimated from any feasible number of netw
 float32 products halve the cost of the covariance orders against float64 ones, since
 XLA:CPU's matrix library runs these thin products 2-3x faster in float32.
 
+The tail sums :math:`\sum_b X^3, \sum_b X^4` of the measured observables, which only
+judge the standard errors (:func:`nngp_ppl.stats.check_tails`), are summed per chunk in
+float32 the same way (:data:`TAIL_DTYPE`).
+
 Cost: for k = 6 inputs and orders (2, 4, 6) the monomials are 11 087 (609 materialised,
 10 478 by products). On a 2-core CPU the accumulation is small next to the forward pass at
 N = 1000, comparable to it at N = 100, and dominant at N <= 10 (``benchmarks/sampler.py``
@@ -143,7 +147,9 @@ def _halves(m: int) -> tuple[int, int]:
 DOT_OVERHEAD = 100
 #: ... and a product whose shorter side has fewer rows than this runs below the library's
 #: full rate, in proportion (a matrix-vector product is memory-bound). Both were read off
-#: measured XLA:CPU (YNNPACK) rates for the shapes that occur here; they only choose how
+#: measured XLA:CPU (YNNPACK) rates for the shapes that occur here, and checked in place
+#: (k = 6, 2 CPU cores): the 6 products they choose beat the 12 one-d-each products by
+#: 10-25% and 3-5 squarer ones (2-4x the multiply-adds) by 25-60%. They only choose how
 #: the blocks are grouped, never what is computed.
 DOT_FULL_RATE_SIDE = 16
 
@@ -234,6 +240,12 @@ def _dot_blocks(plan: _Plan) -> _Dots:
 #: docstring: float32 with exact power-of-two scaling; the running totals are float64).
 DOT_DTYPE = jnp.float32
 
+#: Type of the per-chunk tail sums (X^3, X^4 of the measured observables, a diagnostic of
+#: the standard errors only): float32 of the scaled products, error at most
+#: (C + 4) u sum|term| per chunk; measured 15-20% off the full-covariance accumulation at
+#: k = 6 against float64 ones.
+TAIL_DTYPE = jnp.float32
+
 
 @cache
 def _counts(k: int, m: int) -> np.ndarray:
@@ -302,9 +314,10 @@ def _monomial_sums(F, plan: _Plan):
     )
     tails = []
     for n in plan.orders:
-        sq = mats[n] * mats[n]
-        tails.append(jnp.stack([unscaled(jnp.sum(sq * mats[n], axis=1), n, 3),
-                                unscaled(jnp.sum(sq * sq, axis=1), n, 4)]))
+        x = mats[n].astype(TAIL_DTYPE)
+        sq = x * x
+        tails.append(jnp.stack([unscaled(jnp.sum(sq * x, axis=1).astype(jnp.float64), n, 3),
+                                unscaled(jnp.sum(sq * sq, axis=1).astype(jnp.float64), n, 4)]))
     return moments, products, squares, tuple(tails)
 
 

@@ -191,7 +191,8 @@ def test_monomial_kernel_against_float64_brute_force(k, orders):
     masked batch): unscaled float32 order-12 products of these overflow and underflow, so
     this checks the power-of-two scaling. Bounds (_shard docstring): the materialised
     orders are float64, |err| <= 1e-13 sum|terms|; the covariance-only orders are float32
-    sums of C terms, |err| <= (C + 2) u sum|terms| with u = 2^-24.
+    sums of C terms, |err| <= (C + 2) u sum|terms| with u = 2^-24; the tail sums X^3, X^4
+    are float32 too, (C + 4) u sum|terms| (one more rounding per power).
     """
     import jax
     import jax.numpy as jnp
@@ -205,8 +206,14 @@ def test_monomial_kernel_against_float64_brute_force(k, orders):
     if k >= 4:
         F[1] = 0.0  # an input whose outputs vanish (binary exponent of 0)
     plan = _shard._Plan(k, orders, True)
-    moments, products, _, _ = jax.jit(lambda F: _shard._monomial_sums(F, plan))(jnp.asarray(F))
+    moments, products, _, tails = jax.jit(lambda F: _shard._monomial_sums(F, plan))(
+        jnp.asarray(F))
     got = _shard._assemble_moments(plan, moments, products)
+    for n, tail in zip(orders, tails, strict=True):  # float32: (C + 4) u sum|terms|
+        X = np.prod(F.T[:, distinct_tuples(k, n)], axis=2)
+        for row, p in enumerate((3, 4)):
+            bound = (C + 4) * 2.0**-24 * np.sum(np.abs(X) ** p, axis=0)
+            assert np.all(np.abs(np.asarray(tail)[row] - np.sum(X**p, axis=0)) <= bound)
     assert tuple(got) == plan.accumulated
     for m, sums in got.items():
         terms = np.prod(F.T[:, distinct_tuples(k, m)], axis=2)
