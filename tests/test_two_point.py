@@ -243,3 +243,32 @@ def test_kernel_error_widens_the_fit_and_vanishes_with_many_networks():
     # from K̂ at M = 4096 is a few % off the exact design: measured 9.5 % in the variance).
     np.testing.assert_allclose(many.covariance[0, 0, 0] - many.kernel_variance[0, 0],
                                ref.covariance[0, 0, 0], rtol=0.2)
+
+
+def test_posterior_carries_the_kernel_error():
+    """The posterior of λ with a 64-network Monte Carlo kernel is wider than with the exact
+    kernel (same networks) by the linearised kernel variance of the point fit:
+    sd² ≈ sd_exact² + Var_K within 15 % in sd (NUTS error of 2 x 400 draws, ~4 %, and the
+    few-% design difference of the statistical part); the attributes say so."""
+    from nngp_ppl.inference.couplings import infer_couplings
+
+    exact = nn.JaxNetwork(erf1_init, erf1_apply, 1, name="my_erf1", sigma_b=1.0,
+                          kernel=nn.ErfNet(), two_point_exact=True)
+    sd, kw = {}, dict(cutoffs=[5.0], num_chains=2, num_samples=400, num_warmup=300,
+                      compare=False, two_point="measured")
+    for name, net in (("mc", _mc_erf(64)), ("exact", exact)):
+        stats = nn.sample_correlators(net, X3, [3], 20_000, orders=(2, 4), seed=2,
+                                      progress=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dt = infer_couplings(stats, **kw)
+        sd[name] = float(dt.posterior["lambda"].values.std())
+        if name == "mc":
+            assert dt.attrs["kernel_noise"].startswith("design: linearised")
+            fit = eft.fit_couplings(stats, [5.0], width=3, couplings=("lambda",), orders=(4,),
+                                    weighting="estimand", two_point="measured")
+            kvar = fit.kernel_variance[0, 0]
+        else:
+            assert dt.attrs["kernel_noise"].startswith("none")
+    assert kvar > sd["exact"] ** 2  # the kernel error dominates here
+    np.testing.assert_allclose(sd["mc"], np.sqrt(sd["exact"] ** 2 + kvar), rtol=0.15)

@@ -59,7 +59,8 @@ ESTIMANDS = {
     "alone the equal-weight mean of lambda_t, the paper's lambda-bar); see nngp_ppl.problem",
     2: "g*(cutoff) = B(cutoff) [r - lambda1^2 d2]: the first-order estimand's map B applied "
     "to the deviations with the two-vertex (lambda^2) diagrams d2 removed at the "
-    "leading-order lambda1 = (B r)_lambda (consistent at O(1/N^2)), r = G_exact - G_free "
+    "leading-order lambda1 = lambda-bar of the 4-pt function (consistent at O(1/N^2)), "
+    "r = G_exact - G_free "
     "(G_free: Wick sums of {free}); see nngp_ppl.estimators",
 }
 
@@ -265,6 +266,7 @@ def infer_couplings(
 
     thin = max(1, num_samples // predictive_draws)
     derived = _derive(theory, runs, est, thin, seed)
+    kernel_design = _kernel_design_error(theory, runs, derived, cutoffs, seed)
     with _two_point.handled():
         elpd = _compare_models(theory, runs, est, thin) if compare else None
     dt = _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs={
@@ -280,7 +282,7 @@ def infer_couplings(
         "stats_seed": int(getattr(stats, "seed", -1)),
         "two_point": mode,
         "free_part": _two_point.DESCRIPTION[mode],
-        "kernel_noise": _kernel_noise_note(runs),
+        "kernel_noise": _kernel_noise_note(runs, kernel_design),
     })
     gate = _diag.diagnostics_gate(dt, warn=True)
     dt.attrs["diagnostics_passed"] = int(gate.passed)
@@ -375,15 +377,49 @@ def _width_data(stats, theory, width, noise, rcond, mode="kernel") -> dict:
             "kernel_var": kernel_var}
 
 
-def _kernel_noise_note(runs) -> str:
-    """The attribute that says whether a Monte Carlo kernel's error entered the noise."""
-    if not any(np.any(run["kernel_var"] > 0) for run in runs):
-        return "none (the free part does not use a Monte Carlo kernel)"
-    ratio = max(float(np.median(run["kernel_var"] / np.sum(run["tril"] ** 2, axis=1)))
-                for run in runs)
-    return ("J Sigma_K J^T of the Monte Carlo kernel's Wick sums added to the noise "
-            f"covariance (nngp_ppl.two_point.kernel_noise); median share of the variance "
-            f"{ratio:.3g}")
+def _kernel_noise_note(runs, design: str = "") -> str:
+    """The attribute that says whether and where a Monte Carlo kernel's error entered."""
+    notes = [design] if design else []
+    if any(np.any(run["kernel_var"] > 0) for run in runs):
+        ratio = max(float(np.median(run["kernel_var"] / np.sum(run["tril"] ** 2, axis=1)))
+                    for run in runs)
+        notes.insert(0, "free part: J Sigma_K J^T of the Monte Carlo kernel's Wick sums "
+                     "added to the noise covariance (nngp_ppl.two_point.kernel_noise); "
+                     f"median share of the variance {ratio:.3g}")
+    return "; ".join(notes) or "none (exact kernel)"
+
+
+def _kernel_design_error(theory, runs, derived, cutoffs, seed) -> str:
+    r"""A Monte Carlo kernel's error through the design, for λ alone on the 4-pt function at
+    first order: per width the influence :math:`\psi_{jl}` of each kernel network on the
+    estimand at every cutoff (:func:`nngp_ppl.two_point.kernel_coupling_influence`, at the
+    observed deviations), whose covariance :math:`\mathrm{Cov}_j(\psi)/M` (L, L) is added
+    to the λ draws as correlated Gaussian jitter (one draw per posterior draw, the same
+    kernel error at every cutoff) and to the point estimate's s.d. (``point_sd``). The
+    design depends on the cutoff, so this part cannot enter the per-width noise model of
+    r; its correlation with a Wick(K̂) free part's error is dropped. Returns the note."""
+    net, X = theory.net, theory.X
+    if _two_point.kernel_entry_covariance(net, X) is None:
+        return ""
+    if (theory.couplings, theory.orders, getattr(theory, "order", 1)) != (("lambda",), (4,), 1):
+        return ("design: not propagated (propagated for lambda alone on the 4-pt function at "
+                "first order)")
+    rng = np.random.default_rng([seed, 3])
+    sd = []
+    for i, run in enumerate(runs):
+        dev = run["residual"][theory.fitted]
+        psi = np.stack([_two_point.kernel_coupling_influence(
+            net, X, c, dev, None, "measured", theory.propagator) for c in cutoffs], axis=1)
+        cov = np.atleast_2d(np.cov(psi, rowvar=False)) / len(psi)
+        g = derived["g"]  # (chain, draw, width, cutoff, coupling)
+        jitter = rng.multivariate_normal(np.zeros(len(cutoffs)), cov, g.shape[:2],
+                                         method="eigh")
+        g[:, :, i, :, 0] += jitter
+        derived["gsd"][i, :, 0] = np.sqrt(derived["gsd"][i, :, 0] ** 2 + np.diag(cov))
+        sd.append(np.sqrt(np.diag(cov)))
+    return ("design: linearised per kernel network, added to the lambda draws as jitter "
+            "correlated across cutoffs (largest s.d. "
+            f"{max(float(np.max(s)) for s in sd):.3g})")
 
 
 def _thinned(a, thin):
