@@ -29,6 +29,7 @@ says how to register it (:func:`register_ensemble`, :func:`register_activation`)
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import importlib
@@ -201,6 +202,17 @@ class Ensemble:
         inherits its parent's name.
         """
         return {"ensemble": _saved_name(self), **self._fields_dict()}
+
+    def describe(self) -> str:
+        """One line for logs and reports, e.g. ``erf-net (d_in=1, sigma_w=1.0, sigma_b=1.0)``:
+        the name and the hyperparameters (zero means and the name itself left out)."""
+        shown = []
+        for k, v in self._fields_dict().items():
+            if (k in ("mu_w", "mu_b") and v == 0.0) or v == self.name:
+                continue
+            if isinstance(v, (int, float, str, bool)):
+                shown.append(f"{k}={v}")
+        return f"{self.name}-net ({', '.join(shown)})"
 
     def _fields_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -691,19 +703,56 @@ class ActivationNet(SingleLayerNet):
         return self._spec.numpy_fn
 
     def traced_kernel(self, X, Y):
-        from .theory.quadrature import pair_expectation
-
         mxy = self.preactivation_cov(X, Y)
         vx = jnp.broadcast_to(self.preactivation_var(X)[:, None], mxy.shape)
         vy = jnp.broadcast_to(self.preactivation_var(Y)[None, :], mxy.shape)
         h = self.numpy_activation()
 
         def callback(a, b, c):
-            return pair_expectation(h, a, b, c).astype(np.float64)
+            return _cached_pair_expectation(h, a, b, c)
 
         shape = jax.ShapeDtypeStruct(mxy.shape, jnp.float64)
         E = jax.pure_callback(callback, shape, vx, vy, mxy, vmap_method="broadcast_all")
         return self.sigma_b**2 + self.sigma_w**2 * E
+
+
+#: Memo of quadrature kernel blocks: (activation, a, b, c bytes) -> E[h h'].
+_PAIR_CACHE: collections.OrderedDict = collections.OrderedDict()
+#: Bytes of arrays the memo may hold (keys and values together).
+PAIR_CACHE_BYTES = 256 * 2**20
+_pair_cache_bytes = 0
+
+
+def _cached_pair_expectation(h, a, b, c) -> np.ndarray:
+    """:func:`~nngp_ppl.theory.quadrature.pair_expectation` of one block, memoised.
+
+    The quadrature costs about a millisecond per pair far out in a cutoff box (its node
+    count grows with the standard deviation), and every stage of a study asks for the same
+    blocks again: the vertex integrals of one box at one cutoff are evaluated by the exact
+    stage, the fits of both propagators (the same K before the constant is removed), the
+    posterior and the flow. The callback receives the same (a, b, c) arrays each time, so a
+    block is integrated once per process. Least recently used blocks are dropped beyond
+    :data:`PAIR_CACHE_BYTES`.
+    """
+    global _pair_cache_bytes
+    from .theory.quadrature import pair_expectation
+
+    a, b, c = (np.ascontiguousarray(v, dtype=np.float64) for v in (a, b, c))
+    key = (h, a.shape, a.tobytes(), b.tobytes(), c.tobytes())
+    hit = _PAIR_CACHE.get(key)
+    if hit is not None:
+        _PAIR_CACHE.move_to_end(key)
+        return hit
+    out = pair_expectation(h, a, b, c).astype(np.float64)
+    out.setflags(write=False)
+    size = 4 * a.nbytes
+    if size <= PAIR_CACHE_BYTES:
+        _PAIR_CACHE[key] = out
+        _pair_cache_bytes += size
+        while _pair_cache_bytes > PAIR_CACHE_BYTES:
+            old_key, _ = _PAIR_CACHE.popitem(last=False)
+            _pair_cache_bytes -= 4 * len(old_key[2])
+    return out
 
 
 ENSEMBLES: dict[str, type[Ensemble]] = {"erf": ErfNet, "relu": ReLUNet, "gauss": GaussNet}
@@ -732,35 +781,56 @@ def register_ensemble(cls: type[Ensemble]) -> type[Ensemble]:
     return cls
 
 
-def ensemble_class(name: str) -> type[Ensemble] | None:
-    """The class saved as ``name``: a registered name or an import path
-    ``"package.module:Class"`` (an :class:`Ensemble` subclass); None for an unknown name."""
-    key = str(name)
-    if ":" not in key:
-        return ENSEMBLES.get(key.lower())
-    module, _, qualname = key.partition(":")
+def _import_object(path: str):
+    """The object named by ``"package.module:qualname"``."""
+    module, _, qualname = path.partition(":")
     try:
         obj = importlib.import_module(module)
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError, ValueError) as err:
         raise NNGPInputError(
-            f"ensemble {key!r} cannot be imported ({err}); make its module importable (on "
+            f"ensemble {path!r} cannot be imported ({err}); make its module importable (on "
             "PYTHONPATH) or register the class with nngp_ppl.register_ensemble"
         ) from None
+    return obj
+
+
+def ensemble_class(name: str) -> type[Ensemble] | None:
+    """The class saved as ``name``: a registered name or an import path
+    ``"package.module:Class"`` (an :class:`Ensemble` subclass); None for an unknown name."""
+    key = str(name)
+    if ":" not in key:
+        return ENSEMBLES.get(key.lower())
+    obj = _import_object(key)
     if not (isinstance(obj, type) and issubclass(obj, Ensemble)):
         raise NNGPInputError(f"ensemble {key!r} is not an nngp_ppl.Ensemble subclass")
     return obj
 
 
 def make_ensemble(name: str, **hyper) -> Ensemble:
-    """Ensemble by name: ``erf``, ``relu``, ``gauss``, ``mlp``, a registered class or an
-    import path ``"package.module:Class"``, or an activation name (``tanh``, ``gelu``,
-    ``sin``, ``softplus``, registered ones) for ActivationNet."""
-    cls = ensemble_class(name)
+    """Ensemble by name: ``erf``, ``relu``, ``gauss``, ``mlp``, a registered class, an
+    activation name (``tanh``, ``gelu``, ``sin``, ``softplus``, registered ones) for
+    ActivationNet, or an import path ``"package.module:obj"`` where ``obj`` is an
+    :class:`Ensemble` subclass or a factory function returning an ensemble (e.g. a
+    :class:`~nngp_ppl.JaxNetwork`); ``hyper`` are passed to the class or the factory."""
+    key = str(name)
+    if ":" in key:
+        obj = _import_object(key)
+        if not (isinstance(obj, type) and issubclass(obj, Ensemble)) and callable(obj):
+            try:
+                net = obj(**hyper)
+            except TypeError as err:
+                raise NNGPInputError(f"ensemble factory {key!r}: {err}") from None
+            if not isinstance(net, Ensemble):
+                raise NNGPInputError(
+                    f"ensemble factory {key!r} must return an nngp_ppl.Ensemble, got "
+                    f"{type(net).__name__}")
+            return net
+    cls = ensemble_class(key)
     if cls is not None:
         return cls(**hyper)
-    key = str(name).lower()
+    key = key.lower()
     if key in ACTIVATIONS:
         return ActivationNet(activation=key, **hyper)
     raise NNGPInputError(

@@ -408,6 +408,11 @@ class JaxNetwork(SingleLayerNet):
     def __repr__(self):
         return f"JaxNetwork(name={self.label!r}, d_in={self.d_in})"
 
+    def describe(self) -> str:
+        kernel = "Monte Carlo kernel" if self.kernel_fn is None else "given kernel"
+        return (f"own network {self.label!r} (d_in={self.d_in}, sigma_b={self.sigma_b}, "
+                f"{kernel})")
+
     def _identity(self) -> tuple:
         # A function and its import path are the same network: a reloaded file equals
         # the net that wrote it (and shares the sampler's compilation cache with it).

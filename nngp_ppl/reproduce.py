@@ -49,7 +49,7 @@ from . import _checks, _io
 from ._checks import NNGPInputError
 from ._io import atomic_path
 from ._lock import exclusive_lock
-from .presets import PAPER_CUTOFFS, PAPER_WIDTHS
+from .presets import PAPER_WIDTHS
 
 #: The correlator orders every run measures (the 2-pt function enters the connected ones).
 ORDERS = (2, 4, 6)
@@ -69,35 +69,62 @@ class RunSpec:
 
     key: str
     ensemble: str
-    sigma_b: float
+    sigma_b: float | None
     d_in: int
     widths: tuple[int, ...]
     infer_widths: tuple[int, ...]
     ngp_width: int
     role: str = "main"
     propagators: tuple[str, ...] = ("full",)
+    #: Further constructor arguments of the ensemble, as sorted (name, value) pairs.
+    params: tuple = ()
+    #: The inputs: "paper" (the authors' set for this ensemble and d_in) or the points.
+    points: str | tuple = "paper"
+    #: Perturbative order of the fit and the posteriors.
+    order: int = 1
+    #: Name of the ensemble in the report (default "<ensemble>-net").
+    title: str | None = None
 
     def net(self):
+        """The ensemble, built from its description (a name, a registered class or an
+        import path, with ``d_in``, ``sigma_b`` when given, and ``params``)."""
         from .ensembles import make_ensemble
 
-        return make_ensemble(self.ensemble, d_in=self.d_in, sigma_b=self.sigma_b)
+        hyper = dict(self.params, d_in=self.d_in)
+        if self.sigma_b is not None:
+            hyper["sigma_b"] = self.sigma_b
+        return make_ensemble(self.ensemble, **hyper)
 
     def inputs(self) -> np.ndarray:
-        from .presets import paper_inputs
+        if isinstance(self.points, str):
+            from .presets import paper_inputs
 
-        return paper_inputs(self.ensemble, self.d_in)
+            return paper_inputs(self.ensemble, self.d_in)
+        return np.asarray(self.points, dtype=np.float64).reshape(-1, self.d_in)
 
     @property
     def label(self) -> str:
-        names = {"erf": "Erf", "relu": "ReLU", "gauss": "Gauss"}
-        dim = f", d_in={self.d_in}" if self.d_in != 1 else ""
-        return f"{names[self.ensemble]}-net (σ_b={self.sigma_b:g}{dim})"
+        title = self.title or f"{self.ensemble.rsplit(':', 1)[-1]}-net"
+        parts = [] if self.sigma_b is None else [f"σ_b={self.sigma_b:g}"]
+        parts += [f"d_in={self.d_in}"] if self.d_in != 1 else []
+        return f"{title} ({', '.join(parts)})" if parts else title
+
+    def has_exact(self) -> bool:
+        """Whether the ensemble's exact oracle reaches the 6-pt function (the exact stage):
+        the capability it declares (``exact_moments``, ``exact_max_order``)."""
+        net = self.net()
+        return (getattr(net, "exact_moments", None) is not None
+                and int(getattr(net, "exact_max_order", 0)) >= max(ORDERS))
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Sizes of a reproduction. ``quick`` fits the demo's budget; ``paper`` is the paper's
-    scale (physics.md §9). Change a field with :func:`dataclasses.replace`."""
+    """A study: its sizes and its runs (:mod:`nngp_ppl.study` reads one from TOML).
+    ``quick`` fits the demo's budget; ``paper`` is the paper's scale (physics.md §9);
+    both are TOML files shipped in ``nngp_ppl/studies/``. Change a field with
+    :func:`dataclasses.replace`: runs without their own ``widths`` sample the study's,
+    ``infer_widths`` (by run key) overrides the runs' own, and each run's ``ngp_width``
+    is the sampled width nearest the one it names."""
 
     name: str
     n_nets: int
@@ -109,8 +136,6 @@ class Preset:
     num_chains: int
     num_samples: int
     num_warmup: int
-    rg_dims: tuple[int, ...]
-    rg_width: int
     infer_widths: dict = field(default_factory=dict, hash=False)
     seed: int = 0
     only: tuple[str, ...] = ()
@@ -118,27 +143,23 @@ class Preset:
     #: the exact finite-width moments, or the sampled ones with a Student-t likelihood where
     #: the tails are heavy.
     covariance: str = "auto"
+    #: The runs as the study file gives them (unresolved: see the class docstring).
+    run_table: tuple[RunSpec, ...] = ()
+
+    @property
+    def rg_dims(self) -> tuple[int, ...]:
+        """Input dimensions of the RG study (runs of role ``dim``)."""
+        return tuple(sorted({r.d_in for r in self.run_table if r.role == "dim"}))
 
     def runs(self) -> tuple[RunSpec, ...]:
         """The ensembles of the study, in report order."""
-        w = self.widths
-        iw = self.infer_widths
-
-        def pick(key, default):
-            return tuple(iw.get(key, default))
-
-        runs = [
-            RunSpec("erf", "erf", 1.0, 1, w, pick("erf", w), _closest(w, 5)),
-            RunSpec("relu", "relu", 0.0, 1, w, pick("relu", w), _closest(w, 20)),
-            RunSpec("relu_sb1", "relu", 1.0, 1, (self.rg_width,), (self.rg_width,),
-                    self.rg_width, role="sigma_b"),
-            RunSpec("gauss", "gauss", 1.0, 1, w, pick("gauss", w), _closest(w, 100),
-                    propagators=("full", "bias_subtracted")),
-        ]
-        for d in self.rg_dims:
-            for ens, sb in (("erf", 1.0), ("relu", 0.0), ("gauss", 1.0)):
-                runs.append(RunSpec(f"{ens}_d{d}", ens, sb, d, (self.rg_width,),
-                                    (self.rg_width,), self.rg_width, role="dim"))
+        runs = []
+        for t in self.run_table:
+            w = tuple(t.widths or self.widths)
+            infer = tuple(self.infer_widths.get(t.key, t.infer_widths or w))
+            runs.append(dataclasses.replace(
+                t, widths=w, infer_widths=infer,
+                ngp_width=_closest(w, t.ngp_width or infer[0])))
         if self.only:
             unknown = sorted(set(self.only) - {r.key for r in runs})
             if unknown:
@@ -152,58 +173,50 @@ class Preset:
         d = dataclasses.asdict(self)
         d["infer_widths"] = {k: list(v) for k, v in self.infer_widths.items()}
         d["only"] = list(self.only)
+        d["run_table"] = [_run_dict(r) for r in self.run_table]
         return d
+
+
+def _run_dict(run: RunSpec) -> dict:
+    d = dataclasses.asdict(run)
+    d["params"] = dict(run.params)
+    return d
 
 
 def _closest(widths, target: int) -> int:
     return int(min(widths, key=lambda w: (abs(np.log(w / target)), w)))
 
 
-PRESETS = {
-    # Sized for `make demo` on a 2-core CPU: 1e5 networks at four widths, three cutoffs
-    # for the posteriors (21 for the point estimates: they cost little), short NUTS runs.
-    "quick": Preset(
-        name="quick",
-        n_nets=100_000,
-        chunk=100_000,
-        widths=(2, 5, 20, 100),
-        fit_cutoffs=tuple(float(c) for c in PAPER_CUTOFFS),
-        infer_cutoffs=(10.0, 100.0, 1000.0),
-        six_point_cutoff=10.0,
-        num_chains=4,
-        # R-hat's own scatter at 4 x 500 draws reaches the gate's 1.01 (measured 1.012 on
-        # an Erf posterior with bulk ESS 4600); 4 x 1000 keeps it well below.
-        num_samples=1000,
-        num_warmup=500,
-        rg_dims=(),
-        rg_width=20,
-        infer_widths={"erf": (5, 20), "relu": (5, 20), "gauss": (20, 100)},
-    ),
-    # The paper's scale: 1e6 networks per width in ten parts (the authors' ten chunks),
-    # the ten widths, the 21 RG cutoffs, d_in = 2 and 3 for the RG study.
-    "paper": Preset(
-        name="paper",
-        n_nets=1_000_000,
-        chunk=100_000,
-        widths=tuple(PAPER_WIDTHS),
-        fit_cutoffs=tuple(float(c) for c in PAPER_CUTOFFS),
-        infer_cutoffs=(7.0, 10.0, 20.0, 50.0, 100.0, 500.0, 1000.0, 1e4, 1e5),
-        six_point_cutoff=10.0,
-        num_chains=4,
-        num_samples=1000,
-        num_warmup=500,
-        rg_dims=(2, 3),
-        rg_width=20,
-    ),
-}
+class _Shipped(dict):
+    """The studies shipped in ``nngp_ppl/studies/``, read on first use."""
+
+    def __missing__(self, name):
+        from .study import shipped_study
+
+        self[name] = shipped_study(name)
+        return self[name]
+
+    def __contains__(self, name):
+        from .study import SHIPPED
+
+        return name in SHIPPED
+
+
+#: ``quick`` and ``paper``: the TOML files of ``nngp_ppl/studies/`` (see :mod:`nngp_ppl.study`).
+PRESETS = _Shipped()
 
 
 def get_preset(preset) -> Preset:
-    """A :class:`Preset` from its name (``quick``, ``paper``) or itself."""
+    """A :class:`Preset` from its name (``quick``, ``paper``), a TOML study file's path
+    (``*.toml``), or itself."""
     if isinstance(preset, Preset):
         return preset
+    if isinstance(preset, (str, Path)) and str(preset).endswith(".toml"):
+        from .study import load_study
+
+        return load_study(preset)
     if preset not in PRESETS:
-        raise NNGPInputError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        raise NNGPInputError(f"preset must be one of ['paper', 'quick'], got {preset!r}")
     return PRESETS[preset]
 
 
@@ -244,7 +257,8 @@ def plan_dict(preset: Preset) -> dict:
             "infer_widths": list(r.infer_widths), "ngp_width": r.ngp_width,
             "inputs": r.inputs().tolist(), "propagators": list(r.propagators),
             "files": {
-                "run": run_file(r.key), "exact": exact_file(r.key),
+                "run": run_file(r.key),
+                "exact": exact_file(r.key) if r.has_exact() else None,
                 "fit": {p: fit_file(r.key, p) for p in r.propagators},
                 "posterior": posterior_file(r.key), "beta": beta_file(r.key),
             },
@@ -610,7 +624,9 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
              "n_nets": preset.n_nets, "chunk": preset.chunk, "seed": preset.seed,
              "orders": list(ORDERS), "format": _stats.FILE_VERSION},
             _sample_action(r, preset, progress, log)))
-    for r in runs:
+    # The exact stage where the ensemble has an oracle up to the 6-pt function (a
+    # capability it declares: exact_moments / exact_max_order), none otherwise.
+    for r in (r for r in runs if r.has_exact()):
         out.append(Stage(
             f"exact_{r.key}", f"exact finite-width correlators, {r.label}", (),
             (exact_file(r.key),),
@@ -645,7 +661,8 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
             (posterior_file(r.key),), (beta_file(r.key),), {}, _flow_action(r)))
     inputs = []
     for r in runs:
-        inputs += [run_file(r.key), exact_file(r.key), posterior_file(r.key), beta_file(r.key)]
+        inputs += [run_file(r.key), *([exact_file(r.key)] if r.has_exact() else []),
+                   posterior_file(r.key), beta_file(r.key)]
         inputs += [fit_file(r.key, p) for p in r.propagators]
     out.append(Stage("report", "figures, summary.json and report.md", tuple(inputs),
                      report_outputs(preset), {"preset": preset.to_dict()},

@@ -175,8 +175,7 @@ def run(args) -> int:
     ds = eft.fit_dataset(stats, cutoffs, args.propagator, widths=widths,
                          couplings=couplings, fit_from=fit_from)
     net = stats.net
-    print(f"{run_path}: {net.name}-net (d_in={net.d_in}, sigma_w={net.sigma_w}, "
-          f"sigma_b={net.sigma_b}), {stats.k} inputs")
+    print(f"{run_path}: {net.describe()}, {stats.k} inputs")
     print_table(ds)
     eft.write_fit(ds, out_path, run_path)
     print(f"wrote {out_path}")

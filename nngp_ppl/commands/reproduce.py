@@ -1,9 +1,13 @@
-"""``nngp-ppl reproduce``: the paper end to end — sample, exact, fit, infer, flow, report.
+"""``nngp-ppl reproduce``: a whole study — sample, exact, fit, infer, flow, report.
 
 Example::
 
     nngp-ppl reproduce --preset quick --out demo_out
     nngp-ppl reproduce --preset paper --out paper_out        # hours on a CPU; resumable
+    nngp-ppl reproduce --config examples/tanh_2d.toml --out tanh_out   # your own study
+
+``--config`` reads a study described as data (TOML: ensembles, inputs, widths, cutoffs;
+schema in :mod:`nngp_ppl.study`); the presets are two such files shipped with the package.
 
 Writes every stage's file into the output directory, then ``report.md``, ``summary.json``
 and ``figures/*.png`` (see :mod:`nngp_ppl.reproduce`). Rerunning resumes: stages whose
@@ -45,9 +49,15 @@ def register(subparsers) -> None:
         help="rerun the paper's experiments with posteriors; write a report (resumable)",
         description=__doc__.splitlines()[0].split(": ", 1)[1],
     )
-    p.add_argument("--preset", default="quick", metavar="NAME",
-                   help="quick (minutes on a laptop) or paper (1e6 networks per width, ten "
-                        "widths, d_in = 1, 2, 3); default quick")
+    src = p.add_mutually_exclusive_group()
+    # No default here: argparse ignores a conflict whose value equals the default, so
+    # "--preset quick --config s.toml" would pass silently; run() supplies "quick".
+    src.add_argument("--preset", default=None, metavar="NAME",
+                     help="quick (minutes on a laptop) or paper (1e6 networks per width, ten "
+                          "widths, d_in = 1, 2, 3); default quick")
+    src.add_argument("--config", default=None, metavar="STUDY.toml",
+                     help="a study described in TOML (ensembles, inputs, widths, cutoffs; "
+                          "see nngp_ppl.study); instead of --preset")
     add_common_options(p, default_out=None)
     p.add_argument("--n-nets", default=None, metavar="COUNT",
                    help="override the preset's networks per width (e.g. 1e4 to time a "
@@ -62,7 +72,10 @@ def register(subparsers) -> None:
 def execute(preset_name: str, args, *, n_nets=None, seed=None, only=None) -> int:
     from ..reproduce import check_preset_overrides, get_preset, reproduce
 
-    preset = get_preset(preset_name.strip().lower())
+    if str(preset_name).endswith(".toml"):
+        preset = get_preset(preset_name)
+    else:
+        preset = get_preset(preset_name.strip().lower())
     preset = check_preset_overrides(
         preset,
         n_nets=None if n_nets is None else _count("--n-nets", n_nets, minimum=1),
@@ -82,10 +95,16 @@ def execute(preset_name: str, args, *, n_nets=None, seed=None, only=None) -> int
 
 def run(args) -> int:
     try:
-        return execute(args.preset, args, n_nets=args.n_nets, seed=args.seed, only=args.only)
+        if args.config is not None:
+            if not str(args.config).endswith(".toml"):
+                raise NNGPInputError(f"config must be a .toml file, got {args.config!r}")
+            study = args.config
+        else:
+            study = "quick" if args.preset is None else args.preset
+        return execute(study, args, n_nets=args.n_nets, seed=args.seed, only=args.only)
     except NNGPInputError as err:
         msg = str(err)
-        if msg.startswith(("preset ", "only ", "redo", "out ", "out:")):
+        if msg.startswith(("preset ", "only ", "redo", "out ", "out:", "config")):
             msg = "--" + msg
         raise NNGPInputError(msg) from None
 

@@ -38,9 +38,17 @@ _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 def add_ensemble_arguments(p) -> None:
     """The options that :func:`ensemble_and_inputs` reads: ensemble, σ's, inputs or preset."""
     p.add_argument("--ensemble", required=True, metavar="NAME",
-                   help="network ensemble: erf, relu, gauss, or an activation "
-                        "(tanh, gelu, sin, softplus: ActivationNet)")
+                   help="network ensemble: erf, relu, gauss, an activation (tanh, gelu, "
+                        "sin, softplus: ActivationNet), mlp (with --depth, --activation), "
+                        "a registered one, or your own as package.module:obj (an "
+                        "nngp_ppl.Ensemble class or a function returning an ensemble, e.g. "
+                        "a JaxNetwork; called with d_in and the options given)")
     p.add_argument("--d-in", default="1", metavar="D", help="input dimension (default 1)")
+    p.add_argument("--depth", default=None, metavar="L",
+                   help="hidden layers of an mlp (default 2)")
+    p.add_argument("--activation", default=None, metavar="NAME",
+                   help="activation of an mlp: erf, relu, tanh, gelu, sin, softplus or a "
+                        "registered one (default erf)")
     p.add_argument("--sigma-w", default=None, metavar="S",
                    help="weight scale sigma_W >= 0 (default 1)")
     p.add_argument("--sigma-b", default=None, metavar="S",
@@ -170,14 +178,27 @@ def ensemble_and_inputs(args):
         hyper["sigma_w"] = _real("--sigma-w", args.sigma_w)
     if args.sigma_b is not None:
         hyper["sigma_b"] = _real("--sigma-b", args.sigma_b)
+    if getattr(args, "depth", None) is not None:
+        hyper["depth"] = _integer("--depth", args.depth, minimum=1)
+    if getattr(args, "activation", None) is not None:
+        hyper["activation"] = args.activation.strip()
     try:
         net = make_ensemble(args.ensemble, **hyper)
     except NNGPInputError as err:
         raise NNGPInputError(_option_names(str(err))) from None
+    except TypeError as err:
+        # A class without one of the options given (e.g. --depth for erf).
+        raise NNGPInputError(f"--ensemble {args.ensemble}: {err}") from None
+    # Every later stage reads the ensemble back from the run file: refuse now, before
+    # sampling, one that could not be saved (e.g. a JaxNetwork of closures).
+    try:
+        net.to_dict()
+    except NNGPInputError as err:
+        raise NNGPInputError(f"--ensemble: {err}") from None
     if args.preset is not None:
         if args.preset.strip().lower() != "paper":
             raise NNGPInputError(f"--preset must be 'paper', got {args.preset!r}")
-        X = paper_inputs(net.name, d_in)
+        X = paper_inputs(args.ensemble, d_in)
     else:
         X = parse_inputs(args.inputs, d_in)
     check_kernel(net, X)
@@ -194,7 +215,7 @@ def check_kernel(net, X) -> None:
     K = np.asarray(net.kernel(X), dtype=np.float64)
     if not np.all(np.isfinite(K)):
         raise NNGPInputError(
-            f"--inputs: the {net.name} kernel is not finite on these inputs "
+            f"--inputs: the {net.describe()} kernel is not finite on these inputs "
             f"(largest |x| = {np.max(np.abs(X)):g}); use inputs of moderate size"
         )
 
@@ -282,9 +303,8 @@ def _sample(args, net, X, widths, n_nets, orders, seed, batch, shard, devices, o
         checkpoint.unlink(missing_ok=True)
         remove_stale_temporaries(checkpoint)
     dt = time.perf_counter() - t0
-    hyp = ", ".join(f"{k}={getattr(net, k)}" for k in ("d_in", "sigma_w", "sigma_b"))
     print(
-        f"wrote {out}: {net.name}-net ({hyp}), {stats.k} inputs, widths "
+        f"wrote {out}: {net.describe()}, {stats.k} inputs, widths "
         f"{','.join(map(str, stats.widths))}, {n_nets} networks each, seed {seed}, "
         f"{dt:.1f} s",
         file=sys.stdout,
@@ -296,7 +316,8 @@ _OPTIONS = {"ensemble": "--ensemble", "d_in": "--d-in", "sigma_w": "--sigma-w",
             "sigma_b": "--sigma-b", "batch_size": "--batch-size", "n_nets": "--n-nets",
             "widths": "--widths", "orders": "--orders", "seed": "--seed", "X": "--inputs",
             "shard_size": "--shard-size", "devices": "--devices", "dask": "--dask",
-            "checkpoint": "--checkpoint", "resume": "--resume"}
+            "checkpoint": "--checkpoint", "resume": "--resume", "depth": "--depth",
+            "activation": "--activation"}
 
 
 def _option_names(message: str) -> str:

@@ -65,9 +65,8 @@ def run(args) -> int:
 
     stats = CorrelatorStats.from_netcdf(args.file)
     net = stats.net
-    hyp = ", ".join(f"{k}={getattr(net, k)}" for k in ("d_in", "sigma_w", "sigma_b"))
     out = sys.stdout
-    print(f"{args.file}: {net.name}-net ({hyp}), {stats.k} inputs, seed {stats.seed}, "
+    print(f"{args.file}: {net.describe()}, {stats.k} inputs, seed {stats.seed}, "
           f"orders {','.join(map(str, stats.orders))}", file=out)
     orders = [n for n in SHOWN_ORDERS if n in stats.orders]
     if not orders:

@@ -209,8 +209,10 @@ def fig_lambda(runs, six_point_cutoff) -> object:
         ax.set_ylabel(r"$-\lambda(\Lambda)$ (symlog)" if sign < 0
                       else r"$\lambda(\Lambda)$ (symlog)")
         note = ""
-        if run.spec["ensemble"] == "relu" and run.spec["sigma_b"] == 0 and run.spec["d_in"] == 1:
-            note = "\ndegenerate: f(x) = x·S, λ$_t$ equal, ∝ Λ$^{-5}$"
+        # Read from the data, not the ensemble's name: every tuple's λ_t the same at every
+        # cutoff (ReLU-net, σ_b = 0, positive inputs in d_in = 1: f(x) = x·S).
+        if lt.shape[1] > 1 and np.allclose(lt, lt[:, :1], rtol=1e-6, atol=0.0):
+            note = f"\ndegenerate: λ$_t$ equal, ∝ Λ$^{{-{gamma:g}}}$"
         elif run.spec["role"] == "sigma_b":
             note = "\nwhat the authors' RG script ran (σ_b = 1)"
         ax.set_title(f"{run.label}, N = {width}{note}", fontsize=9.5)
@@ -288,10 +290,12 @@ def fig_rg_dimension(runs) -> object:
     """γ against d_in: posterior, point estimate and analytic, per ensemble."""
     fig, axes = _figure(1, 1, size=(7.0, 4.2))
     ax = axes[0, 0]
-    offsets = {"erf": -0.12, "relu": 0.0, "gauss": 0.12}
     seen = set()
     if not _by_role(runs, "main", "dim"):
         return _placeholder("γ against d_in")
+    # Side by side at each d_in, in the order the study lists its ensembles.
+    order = list(dict.fromkeys(r.spec["ensemble"] for r in _by_role(runs, "main", "dim")))
+    offsets = {e: 0.12 * (i - (len(order) - 1) / 2) for i, e in enumerate(order)}
     for run in _by_role(runs, "main", "dim"):
         ens, d = run.spec["ensemble"], run.spec["d_in"]
         width = run.infer_width(run.spec["ngp_width"])

@@ -16,16 +16,21 @@ import numpy as np
 
 from .._checks import NNGPInputError
 
+#: Colours of the paper's three nets, as in its figures; every other ensemble takes the next
+#: free colour of :data:`_CYCLE` in the order the study lists its ensembles (cosmetic only).
 _COLORS = {"erf": "tab:blue", "relu": "tab:red", "gauss": "tab:green"}
+_CYCLE = ("tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan", "tab:pink",
+          "tab:gray")
 
 
 class StudyRun:
     """The files of one run, loaded lazily and cached."""
 
-    def __init__(self, out: Path, spec: dict):
+    def __init__(self, out: Path, spec: dict, color: str | None = None):
         self.out, self.spec = out, spec
         self.key = spec["key"]
         self._cache = {}
+        self._color = color or _COLORS.get(spec["ensemble"], _CYCLE[0])
 
     def cached(self, name, loader):
         if name not in self._cache:
@@ -71,7 +76,7 @@ class StudyRun:
 
     @property
     def color(self) -> str:
-        return _COLORS[self.spec["ensemble"]]
+        return self._color
 
     def infer_width(self, width: int) -> int:
         """``width`` if it has a posterior, else the closest width that has one."""
@@ -80,7 +85,10 @@ class StudyRun:
 
 
 def study_runs(out: Path, plan: dict) -> list[StudyRun]:
-    return [StudyRun(out, spec) for spec in plan["runs"]]
+    others = [e for e in dict.fromkeys(s["ensemble"] for s in plan["runs"])
+              if e not in _COLORS]
+    colors = {e: _CYCLE[i % len(_CYCLE)] for i, e in enumerate(others)}
+    return [StudyRun(out, spec, colors.get(spec["ensemble"])) for spec in plan["runs"]]
 
 
 def deviation(run: StudyRun) -> dict:

@@ -221,9 +221,12 @@ def _running_section(runs: dict, p: dict) -> list[str]:
                   f"{_f(bs['gamma_analytic'], 'g')}); λ̄ = "
                   f"{_f(bs['lambda_mean'][fi][0])} at Λ = {_f(bs['cutoffs'][0])} and "
                   f"{_f(bs['lambda_mean'][fi][-1])} at Λ = {_f(bs['cutoffs'][-1])}.", ""]
-    relu0 = next((r for r in runs.values() if r["ensemble"] == "relu" and r["sigma_b"] == 0
-                  and r["d_in"] == 1), None)
+    # The authors' bias run (role sigma_b) beside the main run of the same ensemble at
+    # σ_b = 0 in d_in = 1: chosen by role, not by the ensemble's name.
     relu1 = next((r for r in runs.values() if r["role"] == "sigma_b"), None)
+    relu0 = next((r for r in runs.values() if relu1 and r["role"] == "main"
+                  and r["ensemble"] == relu1["ensemble"] and r["sigma_b"] == 0
+                  and r["d_in"] == 1), None)
     if relu0 and relu1:
         L += ["ReLU-net with σ_b = 0 on positive one-dimensional inputs is degenerate "
               "(f(x) = x·S for a single random S): every λ_t is the same and runs exactly as "

@@ -1,0 +1,312 @@
+"""Studies as data: a TOML file describes what :func:`nngp_ppl.reproduce.reproduce` runs.
+
+``nngp-ppl reproduce --config study.toml`` samples, computes the exact finite-width
+correlators where the ensemble has an oracle, fits, infers, runs the flow and writes the
+report for any ensembles, inputs, widths, cutoffs and couplings the file names. The
+paper's ``quick`` and ``paper`` presets are two such files shipped with the package
+(``nngp_ppl/studies/quick.toml``, ``paper.toml``); ``examples/tanh_2d.toml`` is a user's
+study. The schema (every key is checked; an unknown or mistyped key is refused with its
+name)::
+
+    name = "tanh_2d"                 # required: the study's name (shown in the report)
+    n_nets = 20000                   # required: networks per width
+    widths = [2, 5, 20]              # required: hidden widths (or "paper": the ten)
+    fit_cutoffs = [10, 100, 1000]    # required: point-estimate cutoffs (or "paper": 21)
+    infer_cutoffs = [10, 100]        # required: posterior cutoffs
+    six_point_cutoff = 10.0          # default: the first infer cutoff
+    chunk = 100000                   # networks per resumable part (default min(1e5, n_nets))
+    seed = 0
+    num_chains = 4                   # NUTS chains, draws and warm-up per posterior
+    num_samples = 1000
+    num_warmup = 500
+    covariance = "auto"              # noise model: auto, exact, sample, gp
+
+    [infer_widths]                   # optional overrides by run key
+    erf = [5, 20]
+
+    [[run]]                          # one per sampled ensemble, in report order
+    key = "tanh"                     # required: names its files (letters, digits, _)
+    ensemble = "tanh"                # required: erf, relu, gauss, mlp, an activation
+                                     # (tanh, gelu, sin, softplus, registered ones), a
+                                     # registered class or "package.module:Class"
+    title = "tanh-net"               # label in the report (default "<ensemble>-net")
+    d_in = 2
+    sigma_b = 1.0                    # optional: passed to the ensemble when given
+    inputs = [[0.5, 0.5], [1, 0.5]]  # or "paper" (the authors' inputs: erf/relu/gauss)
+    widths = [2, 5, 20]              # default: the study's widths
+    infer_widths = [5, 20]           # widths with posteriors (default: all sampled)
+    ngp_width = 5                    # width of the λ(Λ) figures: the nearest sampled one
+    role = "main"                    # main (N sweep), sigma_b, dim (RG in d_in > 1)
+    propagators = ["full"]           # point-fit conventions; the first one is inferred
+    order = 1                        # perturbative order of fit/infer
+    [run.params]                     # further constructor arguments of the ensemble
+    sigma_w = 1.5
+
+Validation happens when the file is read, before any work: the TOML syntax (``tomllib``),
+every key's type and range, run keys unique, inferred widths among the sampled ones, the
+ensemble constructible from its description and saveable to a file (so that every later
+stage can read it back), the inputs of dimension ``d_in``. Errors are
+:class:`~nngp_ppl.NNGPInputError` naming the file, the run and the key.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from ._checks import NNGPInputError
+
+#: Top-level keys: (required, kind).
+STUDY_KEYS = {
+    "name": (True, "name"), "n_nets": (True, "count"), "widths": (True, "widths"),
+    "fit_cutoffs": (True, "cutoffs"), "infer_cutoffs": (True, "cutoffs"),
+    "six_point_cutoff": (False, "positive"), "chunk": (False, "count"),
+    "seed": (False, "seed"), "num_chains": (False, "count"), "num_samples": (False, "count"),
+    "num_warmup": (False, "count"), "covariance": (False, "covariance"),
+    "infer_widths": (False, "width_table"), "run": (True, "runs"),
+}
+#: Keys of one ``[[run]]`` table: (required, kind).
+RUN_KEYS = {
+    "key": (True, "name"), "ensemble": (True, "text"), "title": (False, "text"),
+    "d_in": (False, "count"), "sigma_b": (False, "nonnegative"), "inputs": (False, "inputs"),
+    "widths": (False, "widths"), "infer_widths": (False, "widths"),
+    "ngp_width": (False, "count"), "role": (False, "role"),
+    "propagators": (False, "propagators"), "order": (False, "order"),
+    "params": (False, "table"),
+}
+ROLES = ("main", "sigma_b", "dim")
+COVARIANCES = ("auto", "exact", "sample", "gp")
+SHIPPED = ("quick", "paper")
+
+
+def _where(source, run=None, key=None) -> str:
+    at = str(source)
+    if run is not None:
+        at += f": [[run]] {run}"
+    if key is not None:
+        at += f": {key}"
+    return at
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(float(v)))
+
+
+def _value(kind: str, v, where: str):
+    """``v`` checked against ``kind`` (raises NNGPInputError naming ``where``)."""
+    from .presets import PAPER_CUTOFFS, PAPER_WIDTHS
+
+    def bad(what):
+        raise NNGPInputError(f"{where} must be {what}, got {v!r}")
+
+    if kind == "name":
+        if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", v):
+            bad("a name of letters, digits, '_', '-' or '.'")
+        return v
+    if kind == "text":
+        if not isinstance(v, str) or not v.strip():
+            bad("a non-empty string")
+        return v.strip()
+    if kind in ("count", "seed"):
+        lo = 0 if kind == "seed" else 1
+        if not _is_int(v) or v < lo:
+            bad(f"an integer >= {lo}")
+        return int(v)
+    if kind in ("positive", "nonnegative"):
+        if not _is_real(v) or v < 0 or (kind == "positive" and v == 0):
+            bad("a positive number" if kind == "positive" else "a number >= 0")
+        return float(v)
+    if kind == "widths":
+        if v == "paper":
+            return tuple(PAPER_WIDTHS)
+        if (not isinstance(v, list) or not v or not all(_is_int(w) and w >= 1 for w in v)
+                or len(set(v)) != len(v)):
+            bad('a list of distinct positive integers (or "paper")')
+        return tuple(int(w) for w in v)
+    if kind == "cutoffs":
+        if v == "paper":
+            return tuple(float(c) for c in PAPER_CUTOFFS)
+        if (not isinstance(v, list) or not v or not all(_is_real(c) and c > 0 for c in v)
+                or len(set(v)) != len(v)):
+            bad('a list of distinct positive numbers (or "paper")')
+        return tuple(float(c) for c in v)
+    if kind == "covariance":
+        if v not in COVARIANCES:
+            bad(f"one of {list(COVARIANCES)}")
+        return v
+    if kind == "role":
+        if v not in ROLES:
+            bad(f"one of {list(ROLES)}")
+        return v
+    if kind == "propagators":
+        from .theory.lattice import PROPAGATORS
+
+        if (not isinstance(v, list) or not v or not all(p in PROPAGATORS for p in v)
+                or len(set(v)) != len(v)):
+            bad(f"a list of distinct propagators from {list(PROPAGATORS)}")
+        return tuple(v)
+    if kind == "order":
+        allowed = supported_orders()
+        if not _is_int(v) or v not in allowed:
+            bad(f"one of {list(allowed)} (the perturbative orders infer_couplings supports)")
+        return int(v)
+    if kind == "inputs":
+        if v == "paper":
+            return "paper"
+        points = [[p] if _is_real(p) else p for p in v] if isinstance(v, list) else None
+        if (not points or not all(isinstance(p, list) and p and all(_is_real(c) for c in p)
+                                  for p in points)
+                or len({len(p) for p in points}) != 1):
+            bad('"paper" or a list of points (numbers for d_in = 1, else lists of d_in '
+                'numbers of one length)')
+        return tuple(tuple(float(c) for c in p) for p in points)
+    if kind in ("table", "width_table"):
+        if not isinstance(v, dict):
+            bad("a table")
+        if kind == "width_table":
+            return {k: _value("widths", w, f"{where}.{k}") for k, w in v.items()}
+        return dict(v)
+    raise AssertionError(kind)
+
+
+def supported_orders() -> tuple[int, ...]:
+    """Perturbative orders a run may ask for: 1, and 2 once ``infer_couplings`` takes
+    ``order=`` (asked of its signature, so the schema follows the inference code)."""
+    from .inference import infer_couplings
+
+    return (1, 2) if "order" in inspect.signature(infer_couplings).parameters else (1,)
+
+
+def _closest(widths, target: int) -> int:
+    return int(min(widths, key=lambda w: (abs(math.log(w / target)), w)))
+
+
+def _check_keys(table: dict, allowed: dict, where: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise NNGPInputError(
+            f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})")
+    missing = [k for k, (req, _) in allowed.items() if req and k not in table]
+    if missing:
+        raise NNGPInputError(f"{where}: missing required key {missing[0]!r}")
+
+
+def _run(table, i: int, source, study: dict):
+    from .ensembles import make_ensemble
+    from .reproduce import RunSpec
+
+    if not isinstance(table, dict):
+        raise NNGPInputError(f"{_where(source, i)} must be a table")
+    label = table.get("key", i)
+    where = _where(source, f"{i} ({label})" if label != i else i)
+    _check_keys(table, RUN_KEYS, where)
+    v = {k: _value(RUN_KEYS[k][1], table[k], f"{where}: {k}") for k in table}
+    d_in = v.get("d_in", 1)
+    widths = v.get("widths", ())
+    infer = v.get("infer_widths", ())
+    sampled = widths or study["widths"]
+    if infer and not set(infer) <= set(sampled):
+        raise NNGPInputError(
+            f"{where}: infer_widths must be among the sampled widths {list(sampled)}, got "
+            f"{list(infer)}")
+    params = v.get("params", {})
+    clash = sorted({"d_in", "sigma_b"} & set(params))
+    if clash:
+        raise NNGPInputError(f"{where}: params.{clash[0]} belongs at the run level "
+                             f"({clash[0]} = ...)")
+    for k, p in params.items():
+        if not (_is_real(p) or isinstance(p, (str, bool))):
+            raise NNGPInputError(f"{where}: params.{k} must be a number, string or boolean, "
+                                 f"got {p!r}")
+    spec = RunSpec(
+        key=v["key"], ensemble=v["ensemble"], sigma_b=v.get("sigma_b"), d_in=d_in,
+        widths=widths, infer_widths=infer, ngp_width=v.get("ngp_width", 0),
+        role=v.get("role", "main"), propagators=v.get("propagators", ("full",)),
+        params=tuple(sorted(params.items())), points=v.get("inputs", "paper"),
+        order=v.get("order", 1), title=v.get("title"),
+    )
+    # Build the ensemble and its inputs now, so a wrong description fails before any work.
+    try:
+        hyper = dict(spec.params, d_in=d_in)
+        if spec.sigma_b is not None:
+            hyper["sigma_b"] = spec.sigma_b
+        net = make_ensemble(spec.ensemble, **hyper)
+        net.to_dict()
+    except (NNGPInputError, TypeError) as err:
+        raise NNGPInputError(f"{where}: ensemble {spec.ensemble!r}: {err}") from None
+    if spec.points == "paper":
+        from .presets import PAPER_INPUTS
+
+        if (str(spec.ensemble).lower(), d_in) not in PAPER_INPUTS:
+            raise NNGPInputError(
+                f"{where}: inputs = \"paper\" exists only for erf, relu and gauss with "
+                f"d_in = 1, 2, 3; give inputs = [[...], ...] for ensemble {spec.ensemble!r}")
+    elif len(spec.points[0]) != d_in:
+        raise NNGPInputError(
+            f"{where}: inputs has points of dimension {len(spec.points[0])}, d_in is {d_in}")
+    return spec
+
+
+def load_study(path):
+    """A :class:`~nngp_ppl.reproduce.Preset` from the TOML study at ``path`` (see the module
+    docstring for the schema)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise NNGPInputError(f"config: cannot read {path} ({err.strerror})") from None
+    return study_from_text(text, path)
+
+
+def study_from_text(text: str, source="study"):
+    """:func:`load_study` on TOML text (``source`` names it in errors)."""
+    from .reproduce import Preset
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise NNGPInputError(f"{source}: not valid TOML ({err})") from None
+    _check_keys(data, STUDY_KEYS, str(source))
+    v = {k: _value(STUDY_KEYS[k][1], data[k], _where(source, key=k))
+         for k in data if k != "run"}
+    if not isinstance(data["run"], list) or not data["run"]:
+        raise NNGPInputError(f"{source}: run must be one or more [[run]] tables")
+    runs = tuple(_run(t, i, source, v) for i, t in enumerate(data["run"], 1))
+    keys = [r.key for r in runs]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise NNGPInputError(f"{source}: run key {dup[0]!r} is used twice; keys name files")
+    unknown = sorted(set(v.get("infer_widths", {})) - set(keys))
+    if unknown:
+        raise NNGPInputError(f"{_where(source, key='infer_widths')}: no run {unknown[0]!r} "
+                             f"(runs: {', '.join(keys)})")
+    n_nets = v["n_nets"]
+    if n_nets < 2 or n_nets > 2**32:
+        raise NNGPInputError(f"{_where(source, key='n_nets')} must be in 2..2**32, got "
+                             f"{n_nets}")
+    infer_cutoffs = v["infer_cutoffs"]
+    return Preset(
+        name=v["name"], n_nets=n_nets, chunk=v.get("chunk", min(100_000, n_nets)),
+        widths=v["widths"], fit_cutoffs=v["fit_cutoffs"], infer_cutoffs=infer_cutoffs,
+        six_point_cutoff=v.get("six_point_cutoff", infer_cutoffs[0]),
+        num_chains=v.get("num_chains", 4), num_samples=v.get("num_samples", 1000),
+        num_warmup=v.get("num_warmup", 500), infer_widths=v.get("infer_widths", {}),
+        seed=v.get("seed", 0), covariance=v.get("covariance", "auto"), run_table=runs,
+    )
+
+
+def shipped_study(name: str):
+    """The study shipped with the package as ``nngp_ppl/studies/<name>.toml``."""
+    if name not in SHIPPED:
+        raise NNGPInputError(f"preset must be one of {list(SHIPPED)}, got {name!r}")
+    ref = resources.files("nngp_ppl").joinpath("studies", f"{name}.toml")
+    return study_from_text(ref.read_text(), f"nngp_ppl/studies/{name}.toml")

@@ -1,0 +1,145 @@
+"""Studies as data: TOML study files, the shipped presets, validation, ``reproduce --config``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from nngp_ppl import NNGPInputError
+from nngp_ppl.cli import main
+from nngp_ppl.reproduce import PRESETS, get_preset, plan_dict, stages
+from nngp_ppl.study import load_study, study_from_text, supported_orders
+
+DATA = Path(__file__).resolve().parent / "data"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize("name", ["quick", "paper"])
+def test_shipped_presets_give_the_plan_the_hard_coded_presets_gave(name):
+    """preset_plans.json was written by the hard-coded presets (before they became TOML):
+    every run (ensemble, inputs, widths, roles, files), every stage and every size."""
+    before = json.loads((DATA / "preset_plans.json").read_text())[name]
+    preset = get_preset(name)
+    plan = json.loads(json.dumps(plan_dict(preset)))
+    assert [{k: r[k] for k in before["runs"][0]} for r in plan["runs"]] == before["runs"]
+    assert [[s.name, list(s.inputs), list(s.outputs)] for s in stages(preset)] == \
+        before["stages"]
+    assert {k: plan["preset"][k] for k in before["preset"]} == \
+        json.loads(json.dumps(before["preset"]))
+
+
+def test_a_replaced_preset_still_resizes_its_runs():
+    """Runs without their own widths follow the study's; infer_widths overrides by key."""
+    tiny = dataclasses.replace(PRESETS["quick"], widths=(2, 20), infer_widths={"relu": (20,)},
+                               only=("erf", "relu"))
+    erf, relu = tiny.runs()
+    assert erf.widths == (2, 20) and relu.widths == (2, 20)
+    assert relu.infer_widths == (20,)
+    assert erf.ngp_width == 2  # the sampled width nearest the file's ngp_width = 5
+
+
+BASE = """
+name = "t"
+n_nets = 1000
+widths = [2, 5]
+fit_cutoffs = [10, 100]
+infer_cutoffs = [10]
+"""
+RUN = """
+[[run]]
+key = "a"
+ensemble = "tanh"
+inputs = [0.5, 1.0]
+"""
+
+
+def test_a_minimal_study_gets_the_defaults():
+    p = study_from_text(BASE + RUN)
+    (r,) = p.runs()
+    assert (p.chunk, p.seed, p.num_chains, p.six_point_cutoff) == (1000, 0, 4, 10.0)
+    assert r.widths == (2, 5) and r.infer_widths == (2, 5) and r.order == 1
+    assert r.inputs().shape == (2, 1) and r.net().to_dict()["ensemble"] == "tanh"
+    assert r.label == "tanh-net"
+    assert [s.name for s in stages(p)] == ["sample_a", "exact_a", "fit_a", "infer_a",
+                                           "flow_a", "report"]
+
+
+def test_an_ensemble_without_an_oracle_has_no_exact_stage():
+    text = BASE + RUN.replace('"tanh"', '"mlp"') + "[run.params]\ndepth = 2\nactivation = 'tanh'\n"
+    p = study_from_text(text)
+    (r,) = p.runs()
+    assert r.net().depth == 2 and not r.has_exact()
+    names = [s.name for s in stages(p)]
+    assert "exact_a" not in names and "sample_a" in names
+    assert plan_dict(p)["runs"][0]["files"]["exact"] is None
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    (BASE + RUN + "widht = 3\n", "unknown key 'widht'"),
+    (BASE.replace('name = "t"\n', "") + RUN, "missing required key 'name'"),
+    (BASE.replace("n_nets = 1000", "n_nets = 1.5") + RUN, "n_nets must be an integer"),
+    (BASE.replace("[2, 5]", "[2, -5]") + RUN, "widths must be a list of distinct positive"),
+    (BASE.replace("[10, 100]", '"many"') + RUN, "fit_cutoffs must be a list"),
+    (BASE + RUN.replace('"tanh"', '"swish"'), "[[run]] 1 (a): ensemble 'swish'"),
+    (BASE + RUN + "infer_widths = [7]\n", "infer_widths must be among the sampled"),
+    (BASE + RUN + "order = 3\n", "order must be one of"),
+    (BASE + RUN + 'role = "other"\n', "role must be one of"),
+    (BASE + RUN + 'propagators = ["half"]\n', "propagators must be a list"),
+    (BASE + RUN.replace("[0.5, 1.0]", "[[0.5, 1.0], [1.0]]"), "inputs must be"),
+    (BASE + RUN.replace("[0.5, 1.0]", '"paper"'), 'inputs = "paper" exists only'),
+    (BASE + RUN + "d_in = 2\n", "inputs has points of dimension 1, d_in is 2"),
+    (BASE + RUN + RUN, "run key 'a' is used twice"),
+    (BASE + RUN + "[run.params]\ndepth = 2\n", "ensemble 'tanh'"),
+    (BASE + RUN + "[run.params]\nd_in = 2\n", "params.d_in belongs at the run level"),
+    (BASE + "[infer_widths]\nb = [2]\n" + RUN, "infer_widths: no run 'b'"),
+    (BASE + "run = 3\n", "run must be one or more"),
+    ("name = \n", "not valid TOML"),
+])
+def test_bad_studies_are_refused_naming_the_key(text, words):
+    with pytest.raises(NNGPInputError) as err:
+        study_from_text(text, "s.toml")
+    assert words in str(err.value) and str(err.value).startswith("s.toml"), str(err.value)
+
+
+def test_order_follows_what_infer_couplings_accepts():
+    import inspect
+
+    from nngp_ppl.inference import infer_couplings
+
+    takes = "order" in inspect.signature(infer_couplings).parameters
+    assert supported_orders() == ((1, 2) if takes else (1,))
+    if not takes:
+        with pytest.raises(NNGPInputError, match="order must be one of"):
+            study_from_text(BASE + RUN + "order = 2\n")
+
+
+def test_the_cli_reads_a_config_and_refuses_a_bad_one(tmp_path, capsys):
+    good = tmp_path / "s.toml"
+    good.write_text(BASE + RUN)
+    assert main(["reproduce", "--config", str(good), "--dry-run", "--out",
+                 str(tmp_path / "o")]) == 0
+    text = capsys.readouterr().out
+    assert "preset t ->" in text and "would run   sample_a" in text
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BASE + RUN + "widht = 3\n")
+    for argv, words in [
+        (["--config", str(bad)], "unknown key 'widht'"),
+        (["--config", str(tmp_path / "none.toml")], "--config: cannot read"),
+        (["--config", str(good), "--preset", "quick"], "not allowed with"),
+    ]:
+        try:
+            code = main(["reproduce", *argv, "--dry-run", "--out", str(tmp_path / "o")])
+        except SystemExit as exc:  # argparse's own usage errors
+            code = exc.code
+        assert code == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
+
+
+def test_the_example_study_is_valid():
+    p = load_study(EXAMPLES / "tanh_2d.toml")
+    (r,) = p.runs()
+    assert r.d_in == 2 and r.net().name == "tanh" and r.has_exact()
