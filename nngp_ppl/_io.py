@@ -42,6 +42,8 @@ LATTICE_FORMAT, LATTICE_VERSION = "nngp_ppl.LatticeCorrelators", 2
 #: ``nngp_ppl_format`` and layout version of a reproduction's exact summary; version 2 added
 #: the stored slopes (``m4_slope`` …, ``gamma_fit_exact``) the report reads.
 EXACT_FORMAT, EXACT_VERSION = "nngp_ppl.ExactSummary", 2
+#: The connected 6-pt comparison of a second-order stage (nngp_ppl.connected).
+SIXPOINT_FORMAT, SIXPOINT_VERSION = "nngp_ppl.ConnectedSixPoint", 1
 
 
 @contextlib.contextmanager

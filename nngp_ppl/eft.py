@@ -206,6 +206,7 @@ class CouplingFit(NamedTuple):
     two_point: str = "kernel"  # the free part subtracted: Wick of K or of the measured G2
     kernel_variance: np.ndarray | None = None  # (C, n_couplings): a Monte Carlo K's share
     kernel_error: str = "none (exact kernel)"  # which parts of a Monte Carlo K's error
+    order: int = 1  # perturbative order of the prediction (nngp_ppl.estimators)
 
     @property
     def stderr(self) -> np.ndarray:
@@ -247,6 +248,7 @@ def fit_couplings(
     propagator: str = "full",
     rcond: float = 1e-10,
     two_point: str = "auto",
+    order: int = 1,
     _cache=None,
 ) -> CouplingFit:
     r"""Fit the couplings to the stacked 4- and 6-pt deviations at each cutoff.
@@ -312,6 +314,9 @@ def fit_couplings(
     joint = mc_kernel and names == ("lambda",) and orders == (4,)
     cov = _fit_covariance(data, covariance, width, mode, jac, net, X, orders, len(y),
                           kernel_noise=not joint)
+    if order != 1:
+        return _second_order_fit(net, X, names, orders, propagator, lam, resid, cov,
+                                 weighting, mode, order)
     weighting, W = _fit_weights(weighting, cov, gp, rcond, names)
     joint = joint and weighting in ("estimand", "diagonal")
     values, covs, chi2, kvar = [], [], [], []
@@ -338,6 +343,32 @@ def fit_couplings(
     return CouplingFit(names, lam, np.array(values), np.array(covs), np.array(chi2), dof,
                        weighting, mode, np.array(kvar), kernel_error)
 
+
+def _second_order_fit(net, X, names, orders, propagator, lam, resid, cov, weighting, mode,
+                      order) -> CouplingFit:
+    r"""``fit_couplings(..., order=2)``: the second-order estimand
+    :math:`g^* = B\,[r - ar\lambda_1^2 d_2]` (:mod:`nngp_ppl.estimators`) at every cutoff,
+    its covariance :math:`J\Sigma J^	op` with the closed-form sensitivity J, and the
+    χ² of the second-order prediction under the estimand's weights."""
+    from .problem import EFTTheory, perturbative_order
+
+    perturbative_order(order)
+    if weighting not in (None, "estimand"):
+        raise NNGPInputError("weighting must be 'estimand' (or None) with order=2: the "
+                             f"second-order fit is the posteriors' estimand; got {weighting!r}")
+    if "lambda" not in names:
+        raise NNGPInputError("order=2 needs lambda among the couplings (its square enters)")
+    theory = EFTTheory.build(net, X, names, orders, orders, propagator,
+                             max_cutoff=float(np.max(lam)), order=order)
+    est = theory.estimator(lam)
+    values = est.couplings(resid)  # (C, nc)
+    J = est.jacobian(resid)  # (C, nc, T)
+    covs = (np.einsum("lct,ts,lds->lcd", J, cov, J) if cov is not None
+            else np.full((len(lam), len(names), len(names)), np.nan))
+    chi2 = np.sum(((resid - est.predict(values)) / est.scales) ** 2, axis=-1)
+    return CouplingFit(names, lam, values, covs, chi2, int(len(resid) - len(names)),
+                       "estimand", mode, np.zeros_like(values), "not propagated at order 2",
+                       order)
 
 
 def _fit_covariance(data, covariance, width, mode, jac, net, X, orders, n_obs,
@@ -433,25 +464,48 @@ class SixPointCheck(NamedTuple):
 
 
 def six_point_check(net, X, G4, G6, cutoffs, propagator: str = "full", *,
-                    width=None, two_point: str = "auto", _cache=None) -> SixPointCheck:
+                    width=None, two_point: str = "auto", order: int = 1,
+                    _cache=None) -> SixPointCheck:
     """The paper's 6-pt test (§7): G6 against GP and against GP + ΔG6(λ̄) with κ = 0.
 
     "GP" is the free part of :func:`free_correlators` (``two_point``): Wick(K), or Wick(Ĝ2)
-    of the 2-pt function in ``G4`` for an ensemble whose 2-pt function is not K."""
+    of the 2-pt function in ``G4`` for an ensemble whose 2-pt function is not K. With
+    ``order=2`` λ̄ is the second-order estimand on the 4-pt function (its λ² bubbles
+    removed) and the prediction adds the λ̄² diagrams of the 6-pt function (exchange and
+    the disconnected second-order terms; :mod:`nngp_ppl.estimators`): the tree-level 6-pt
+    prediction with κ = 0."""
     net, X = _net_and_inputs(G4, net, X)
     X, lam = _setup(net, X, cutoffs)
     k = X.shape[0]
     g6 = observed_tuples(G6, 6, k, width, "G6")
     gp, mode, _ = free_correlators(net, X, G4, (6,), width, two_point)
-    lbar = coupling_per_tuple(net, X, G4, lam, propagator, width=width, two_point=mode,
-                              _cache=_cache).mean(1)
-    with _two_point.handled():
-        design = _design(net, X, 6, lam, ("lambda",), propagator, _cache)[..., 0]
-    pred = gp[None, :] + lbar[:, None] * design
+    if order != 1:
+        lbar, pred = _second_order_six_point(net, X, G4, g6, gp, lam, propagator, width,
+                                             mode, order)
+    else:
+        lbar = coupling_per_tuple(net, X, G4, lam, propagator, width=width, two_point=mode,
+                                  _cache=_cache).mean(1)
+        with _two_point.handled():
+            design = _design(net, X, 6, lam, ("lambda",), propagator, _cache)[..., 0]
+        pred = gp[None, :] + lbar[:, None] * design
     scale = np.abs(gp)
     m6_gp = float(np.mean(np.abs(g6 - gp) / scale))
     m6_eft = np.mean(np.abs(g6[None, :] - pred) / scale[None, :], axis=1)
     return SixPointCheck(lam, lbar, gp, pred, m6_gp, m6_eft)
+
+
+def _second_order_six_point(net, X, G4, g6, gp6, lam, propagator, width, mode, order):
+    """(λ̄ at second order (C,), the GP + second-order 6-pt prediction (C, T_6))."""
+    from .problem import EFTTheory
+
+    k = X.shape[0]
+    free4, _, _ = free_correlators(net, X, G4, (4,), width, mode)
+    r = np.concatenate([observed_tuples(G4, 4, k, width, "G4") - free4, g6 - gp6])
+    theory = EFTTheory.build(net, X, ("lambda",), (4,), (4, 6), propagator,
+                             max_cutoff=float(np.max(lam)), order=order)
+    est = theory.estimator(lam)
+    g = est.couplings(r)  # (C, 1)
+    return g[:, 0], gp6[None, :] + est.predict(g)[:, len(free4):]
 
 
 # --- running --------------------------------------------------------------------------------
@@ -566,8 +620,14 @@ def file_identity(path) -> str:
 
 def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
                 couplings=("lambda", "kappa"), fit_from: float | None = None,
-                two_point: str = "auto"):
+                two_point: str = "auto", order: int = 1):
     """All point estimates for every width of a CorrelatorStats, as an xarray Dataset.
+
+    ``order=2`` adds the second-order estimates (:mod:`nngp_ppl.estimators`): the joint
+    ``fit`` becomes the second-order estimand (weights 1/|D_tλ|), and ``lambda_mean2``,
+    ``m6_eft2`` and ``improvement6_2`` are λ̄ with its λ² bubbles removed and the 6-pt
+    check with the λ̄² diagrams (:func:`six_point_check`); the first-order λ̄ and 6-pt
+    check stay beside them.
 
     Per width and cutoff: λ̄ and the per-tuple λ_t, the joint (λ, κ) fit with standard
     errors and χ², the 6-pt check (m6 of GP and EFT, improvement), β and the local γ; per
@@ -599,6 +659,8 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
     gamma_fit = np.full(len(widths), np.nan)
     gamma_fit_err = np.full(len(widths), np.nan)
     dof, weighting = 0, "diagonal"
+    second = {key: np.full(shape, np.nan) for key in
+              ("lambda_mean2", "m6_eft2", "improvement6_2")}
     mode = _two_point.resolve(stats.net, two_point, 2 in stats.orders)
     cache: dict = {}
     with _two_point.handled():
@@ -623,9 +685,15 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
         out["m6_eft"][i] = check.m6_eft
         out["improvement6"][i] = check.improvement
         fit = fit_couplings(stats, lam, width=w, couplings=names, propagator=propagator,
-                            two_point=mode, _cache=cache)
+                            two_point=mode, order=order, _cache=cache)
         fit_vals[i], fit_err[i], out["chi2"][i] = fit.values, fit.stderr, fit.chi2
         dof, weighting = fit.dof, fit.weighting
+        if order == 2:
+            check2 = six_point_check(stats.net, X, stats, stats, lam, propagator, width=w,
+                                     two_point=mode, order=2)
+            second["lambda_mean2"][i] = check2.lambda_mean
+            second["m6_eft2"][i] = check2.m6_eft
+            second["improvement6_2"][i] = check2.improvement
     wdim, cdim = ("width", "cutoff")
     data = {
         "lambda_mean": ((wdim, cdim), out["lambda_mean"],
@@ -649,9 +717,20 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
         "fit_chi2": ((wdim, cdim), out["chi2"], {"long_name": f"chi^2 with {dof} dof"}),
         "tuples_4": (("tuple_4", "position_4"), np.asarray(_tuples.distinct_tuples(k, 4)), {}),
     }
+    if order == 2:
+        data.update({
+            "lambda_mean2": ((wdim, cdim), second["lambda_mean2"],
+                             {"long_name": "second-order lambda-bar: B [r4 - lambda1^2 d2]"}),
+            "m6_eft2": ((wdim, cdim), second["m6_eft2"],
+                        {"long_name": "<|G6 - G6_GP - dG6(lambda_mean2) - lambda_mean2^2 "
+                                      "d2_6| / |G6_GP|>"}),
+            "improvement6_2": ((wdim, cdim), second["improvement6_2"],
+                               {"long_name": "m6_gp / m6_eft2"}),
+        })
     coords = {"width": ("width", np.asarray(widths, np.int64)),
               "cutoff": ("cutoff", lam), "coupling": ("coupling", list(names))}
     attrs = _fit_attrs(stats.net, X, propagator, fit_from, mode, weighting)
+    attrs["order"] = int(order)
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
@@ -681,6 +760,8 @@ def _fit_attrs(net, X, propagator, fit_from, mode, weighting) -> dict:
             "diagonal: weights 1/Var per tuple, coupling errors by the sandwich with the full "
             "estimator covariance of the stacked 4- and 6-pt tuples"
             if weighting == "diagonal" else
+            "estimand: weights 1/|D_t,lambda| per tuple, the second-order estimand of "
+            "nngp_ppl.estimators, errors J Sigma J^T" if weighting == "estimand" else
             "relative: 1/G_GP^2 per tuple (the run kept no covariance; no errors)"
         ),
     }

@@ -243,6 +243,13 @@ def beta_file(key: str) -> str:
     return f"beta_{key}.nc"
 
 
+def second_order_files(key: str) -> dict:
+    """The files of a run's second-order stage: the (λ, κ) posterior at order 2, its
+    β-functions and the connected 6-pt comparison (:mod:`nngp_ppl.connected`)."""
+    return {"posterior2": f"posterior2_{key}.nc", "beta2": f"beta2_{key}.nc",
+            "sixpoint": f"sixpoint_{key}.nc"}
+
+
 def part_file(key: str, width: int, start: int, stop: int) -> str:
     return f"parts/{key}/N{width:05d}_{start:010d}-{stop:010d}.nc"
 
@@ -261,6 +268,7 @@ def plan_dict(preset: Preset) -> dict:
                 "exact": exact_file(r.key) if r.has_exact() else None,
                 "fit": {p: fit_file(r.key, p) for p in r.propagators},
                 "posterior": posterior_file(r.key), "beta": beta_file(r.key),
+                **(second_order_files(r.key) if r.order == 2 else {}),
             },
         })
     return {"preset": preset.to_dict(), "runs": runs}
@@ -567,6 +575,41 @@ def _infer_action(run: RunSpec, preset: Preset, progress: bool, log):
     return action
 
 
+def second_order_cutoffs(preset: Preset) -> list[float]:
+    """The second-order stage's cutoffs: the posteriors' and the 6-pt check's."""
+    return sorted({*map(float, preset.infer_cutoffs), float(preset.six_point_cutoff)})
+
+
+def _second_order_action(run: RunSpec, preset: Preset, progress: bool):
+    """A run with ``order = 2``: the joint (λ, κ) posterior at second order (its ELPD table
+    ranks GP, λ and λ + κ at both orders on the same draws), its β-functions, and the
+    connected 6-pt function against N with the contact, exchange and exchange + contact
+    descriptions; the first-order files are left as they are."""
+    def action(out: Path):
+        from .connected import connected_six_point
+        from .inference import beta_function, infer_couplings
+        from .stats import CorrelatorStats
+
+        files = second_order_files(run.key)
+        stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
+        dt = infer_couplings(
+            stats, cutoffs=second_order_cutoffs(preset), couplings=("lambda", "kappa"),
+            widths=run.infer_widths, num_chains=preset.num_chains,
+            num_samples=preset.num_samples, num_warmup=preset.num_warmup,
+            seed=preset.seed, propagator=run.propagators[0], progress=progress,
+            covariance=preset.covariance, order=2,
+        )
+        write_netcdf(dt, out / files["posterior2"], file_format=_io.POSTERIOR_FORMAT,
+                     version=_io.POSTERIOR_VERSION)
+        write_netcdf(beta_function(dt), out / files["beta2"], file_format=_io.BETA_FORMAT,
+                     version=_io.BETA_VERSION)
+        write_netcdf(connected_six_point(stats, dt, float(preset.six_point_cutoff)),
+                     out / files["sixpoint"], file_format=_io.SIXPOINT_FORMAT,
+                     version=_io.SIXPOINT_VERSION)
+
+    return action
+
+
 def _flow_action(run: RunSpec):
     def action(out: Path):
         from .inference import beta_function
@@ -601,8 +644,10 @@ def _report_action(preset: Preset, records: Callable[[], dict]):
 
 def report_outputs(preset: Preset) -> tuple[str, ...]:
     from .report import FIGURES
+    from .report.second_order import FIGURE
 
-    return ("report.md", "summary.json") + tuple(f"figures/{f}" for f in FIGURES)
+    extra = (FIGURE,) if any(r.order == 2 for r in get_preset(preset).runs()) else ()
+    return ("report.md", "summary.json") + tuple(f"figures/{f}" for f in (*FIGURES, *extra))
 
 
 def stages(preset: Preset, *, progress: bool = True, log=print,
@@ -659,10 +704,24 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
         out.append(Stage(
             f"flow_{r.key}", f"β-function posterior, {r.label}",
             (posterior_file(r.key),), (beta_file(r.key),), {}, _flow_action(r)))
+    for r in (r for r in runs if r.order == 2):
+        out.append(Stage(
+            f"second_order_{r.key}",
+            f"second order (λ, κ), {r.label}: posterior, β-functions, connected 6-pt",
+            (run_file(r.key),), tuple(second_order_files(r.key).values()),
+            {"cutoffs": second_order_cutoffs(preset), "widths": list(r.infer_widths),
+             "chains": preset.num_chains, "samples": preset.num_samples,
+             "warmup": preset.num_warmup, "seed": preset.seed,
+             "propagator": r.propagators[0], "covariance": preset.covariance,
+             "six_point_cutoff": float(preset.six_point_cutoff),
+             "format": [_io.POSTERIOR_VERSION, _io.SIXPOINT_VERSION]},
+            _second_order_action(r, preset, progress)))
     inputs = []
     for r in runs:
         inputs += [run_file(r.key), *([exact_file(r.key)] if r.has_exact() else []),
                    posterior_file(r.key), beta_file(r.key)]
+        if r.order == 2:
+            inputs += list(second_order_files(r.key).values())
         inputs += [fit_file(r.key, p) for p in r.propagators]
     out.append(Stage("report", "figures, summary.json and report.md", tuple(inputs),
                      report_outputs(preset), {"preset": preset.to_dict()},

@@ -162,3 +162,49 @@ def test_connected_six_point_against_the_exact_cumulant(second_order_posterior):
     assert 0 < float(fit.sel(source="contact_fit")) <= 1
     assert float(fit.sel(source="exchange_contact_fit")) != float(
         fit.sel(source="contact_fit"))
+
+
+# --- point fits at second order ----------------------------------------------------------------
+def test_second_order_lambda_bar_differs_from_first_order_at_order_one_over_n():
+    # On exact correlators λ̄₂/λ̄ - 1 is the λ² bubble's share, O(1/N): it falls by 10
+    # from N = 100 to N = 1000 (asked 9 to 11; the O(1/N²) remainder is ~1% here).
+    from nngp_ppl import eft
+    from nngp_ppl.theory.exact import exact_correlator_tuples
+
+    net = nn.ErfNet(d_in=1, sigma_b=1.0)
+    shift = []
+    for width in (100, 1000):
+        data = {n: exact_correlator_tuples(net, X, width, n) for n in (2, 4, 6)}
+        first = eft.six_point_check(net, X, data, data, CUTOFFS, two_point="kernel")
+        second = eft.six_point_check(net, X, data, data, CUTOFFS, two_point="kernel",
+                                     order=2)
+        fit = eft.fit_couplings(data, CUTOFFS, net=net, X=X, couplings=("lambda",),
+                                orders=(4,), two_point="kernel", order=2)
+        np.testing.assert_allclose(fit.values[:, 0], second.lambda_mean, rtol=1e-12)
+        shift.append(second.lambda_mean / first.lambda_mean - 1)
+    assert np.all(np.abs(shift[0]) > 0)
+    np.testing.assert_allclose(shift[0] / shift[1], 10.0, rtol=0.1)
+
+
+def test_fit_cli_order_two(tmp_path, capsys):
+    from nngp_ppl.cli import main
+
+    run = tmp_path / "run.nc"
+    assert main(["sample", "--ensemble", "erf", "--preset", "paper", "--widths", "5",
+                 "--n-nets", "2000", "--no-progress", "-o", str(run)]) == 0
+    out = tmp_path / "fit.nc"
+    assert main(["fit", str(run), "--cutoffs", "10,100", "--order", "2", "-o",
+                 str(out)]) == 0
+    assert "second order: λ̄₂" in capsys.readouterr().out
+    import xarray as xr
+
+    ds = xr.open_dataset(out, engine="h5netcdf")
+    assert int(ds.attrs["order"]) == 2 and "estimand" in ds.attrs["fit_weighting"]
+    assert np.all(np.isfinite(ds["lambda_mean2"].values))
+    ds.close()
+    assert main(["fit", str(run), "--cutoffs", "10", "--order", "3", "-o",
+                 str(tmp_path / "x.nc")]) == 2
+    assert "--order must be 1 or 2" in capsys.readouterr().err
+    assert main(["infer", str(run), "--cutoffs", "10", "--order", "3", "-o",
+                 str(tmp_path / "y.nc")]) == 2
+    assert "--order must be 1 or 2" in capsys.readouterr().err

@@ -41,6 +41,10 @@ def register(subparsers) -> None:
                    help="couplings of the joint fit (default lambda,kappa)")
     p.add_argument("--fit-from", default=None, metavar="Λ",
                    help="regress log|λ̄| on log Λ over cutoffs >= this (default: all)")
+    p.add_argument("--order", default="1", metavar="P",
+                   help="perturbative order: 1 (the paper's) or 2 (the joint fit becomes the "
+                        "second-order estimand, and λ̄ and the 6-pt check at second order "
+                        "are added: λ̄₂, m6 EFT₂, impr6₂)")
     p.add_argument("-o", "--output", metavar="FIT.nc", help="output netCDF file")
     p.add_argument("--verify", metavar="FIT.nc", default=None,
                    help="only check that FIT.nc was made from RUN.nc (exit 2 if not)")
@@ -123,7 +127,9 @@ def print_table(ds, out=None) -> None:
     out = sys.stdout if out is None else out
     names = [str(c) for c in ds["coupling"].values]
     print(f"propagator {ds.attrs['propagator']}; λ̄ = mean_t -(G4 - G4_GP)_t / (24 ∫ Π K); "
-          f"fit = weighted least squares of ({', '.join(names)}) on 4- and 6-pt data; "
+          f"fit = weighted least squares of ({', '.join(names)}) on 4- and 6-pt data"
+          + (" (the second-order estimand)" if int(ds.attrs.get("order", 1)) == 2 else "")
+          + "; "
           "impr6 = m6(GP) / m6(GP + ΔG6(λ̄))", file=out)
     head = f"{'width':>6} {'cutoff':>9} {'λ̄':>11}"
     for c in names:
@@ -141,6 +147,12 @@ def print_table(ds, out=None) -> None:
                      f" {float(ds['improvement6'][i, j]):>8.3f}"
                      f" {float(ds['gamma_local'][i, j]):>8.3f}")
             print(line, file=out)
+        if "lambda_mean2" in ds:
+            for j, c in enumerate(ds["cutoff"].values):
+                print(f"{'':>6} {c:>9.3g} second order: λ̄₂ "
+                      f"{_fmt(float(ds['lambda_mean2'][i, j]))}, m6 EFT₂ "
+                      f"{float(ds['m6_eft2'][i, j]):.3e}, impr6₂ "
+                      f"{float(ds['improvement6_2'][i, j]):.3f}", file=out)
         g, e = float(ds["gamma_fit"][i]), float(ds["gamma_fit_stderr"][i])
         fitted = "n/a (one cutoff)" if not np.isfinite(g) else (
             f"{g:.4f}" + (f" ± {e:.1e}" if np.isfinite(e) else ""))
@@ -169,11 +181,14 @@ def run(args) -> int:
     cutoffs = _cutoffs(args.cutoffs)
     couplings = tuple(c.strip() for c in args.couplings.split(",") if c.strip())
     fit_from = _float("--fit-from", args.fit_from)
+    order = _float("--order", args.order)
+    if order not in (1, 2):
+        raise NNGPInputError(f"--order must be 1 or 2, got {args.order!r}")
     widths = _widths(args.widths)
     stats = CorrelatorStats.from_netcdf(run_path)
     widths = usable_widths(stats, widths)
     ds = eft.fit_dataset(stats, cutoffs, args.propagator, widths=widths,
-                         couplings=couplings, fit_from=fit_from)
+                         couplings=couplings, fit_from=fit_from, order=int(order))
     net = stats.net
     print(f"{run_path}: {net.describe()}, {stats.k} inputs")
     print_table(ds)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_path
+from . import second_order
 from .files import deviation, six_point, study_runs
 from .summary import orders_text, six_point_summary
 
@@ -432,4 +433,6 @@ def make_figures(out, plan: dict, *, runs=None) -> list[Path]:
     paths = []
     for name in FIGURES:
         paths.append(_save(makers[name](), out / "figures" / name))
+    if any(second_order.files(run) for run in runs):
+        paths.append(_save(second_order.figure(runs), out / "figures" / second_order.FIGURE))
     return paths

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import second_order
 from .files import StudyRun, deviation, six_point, study_runs
 
 
@@ -215,6 +216,7 @@ def _run_entry(run: StudyRun, preset: dict) -> dict:
     entry["posterior"] = posterior_summary(run)
     entry["beta"] = beta_summary(run)
     entry["six_point"] = six_point_summary(run, float(preset["six_point_cutoff"]))
+    entry["second_order"] = second_order.summary(run)
     return entry
 
 
