@@ -1,0 +1,1 @@
+"""A user's own ensembles, importable when ``examples/`` is on ``PYTHONPATH`` (example 07)."""
