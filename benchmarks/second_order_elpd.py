@@ -51,6 +51,11 @@ def main(argv=None):
             dt = nn.infer_couplings(stats, cutoffs=cutoffs, couplings=("lambda", "kappa"),
                                     order=2, num_samples=500, num_warmup=300,
                                     seed=args.seed)
+        from nngp_ppl.inference import diagnostics_gate
+
+        gate = diagnostics_gate(dt, warn=False)
+        if not gate.passed:
+            print("gate failures:", gate.failures)
         const = dt["constant_data"]
         models = [str(m) for m in const["model"].values]
         share = dt["posterior"]["second_order_share"].median(("chain", "draw")).values

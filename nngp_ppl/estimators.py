@@ -90,11 +90,13 @@ class LinearEstimand:
         resid = (np.asarray(r)[..., None, :] - self.predict(g)) / self.scales
         return np.sqrt(np.mean(resid[..., fit] ** 2, axis=-1))
 
-    def second_order_share(self, g) -> np.ndarray:
-        r"""(..., L): rms over the fitted tuples of the second-order term over the first,
-        :math:`\|g^\top D_2 g / s\| / \|D_1 g / s\|` (0 at first order): how far from a
-        small correction the second order is."""
-        return np.zeros(np.shape(g)[:-1])
+    def second_order_share(self, r) -> np.ndarray:
+        r"""(..., L): how far from a small correction the second order is at deviations r:
+        :math:`\|\lambda_1^2 d_2/s\| / \|\lambda_1 D_{1\lambda}/s\| = |\lambda_1|\,
+        \|d_2/s\|/\|D_{1\lambda}/s\|` over the fitted tuples, the λ² term the estimand
+        removes against the first-order term of the same leading-order λ (∝ 1/N; 0 at
+        first order)."""
+        return np.zeros(np.shape(r)[:-1] + (len(self.cutoffs),))
 
 
 class QuadraticEstimand(LinearEstimand):
@@ -150,11 +152,13 @@ class QuadraticEstimand(LinearEstimand):
         Bd2 = np.einsum("lct,lt->lc", self.B, self.d2)
         return self.B - 2 * np.einsum("l,lc,lt->lct", lam1, Bd2, self.B1)
 
-    def second_order_share(self, g) -> np.ndarray:
+    def second_order_share(self, r) -> np.ndarray:
         fit = self.theory.fitted
-        first = LinearEstimand.predict(self, g)[..., fit] / self.scales[:, fit]
-        second = g[..., self.lam, None] ** 2 * self.d2[:, fit] / self.scales[:, fit]
-        return np.sqrt(np.sum(second**2, axis=-1) / np.sum(first**2, axis=-1))
+        lam1, _ = self._leading(r)
+        s = self.scales[:, fit]
+        ratio = (np.linalg.norm(self.d2[:, fit] / s, axis=-1)
+                 / np.linalg.norm(self.D[:, fit, self.lam] / s, axis=-1))  # (L,)
+        return np.abs(lam1) * ratio
 
 
 def estimand(theory, cutoffs) -> LinearEstimand:

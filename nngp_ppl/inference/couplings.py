@@ -439,7 +439,7 @@ def _derive(theory, runs, est, thin, seed) -> dict:
         g = est.couplings(r)  # (ch, dr, L, C)
         out["g"].append(g)
         out["spread"].append(est.spread(r, g))
-        out["share"].append(est.second_order_share(g))
+        out["share"].append(est.second_order_share(r))
         gt, tau = _thinned(g, thin), _thinned(out["spread"][-1], thin)
         mean = est.predict(gt)  # predicted deviations (ch, dr', L, T)
         out["loglik"].append(np.stack(
