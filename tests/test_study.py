@@ -87,6 +87,12 @@ def test_an_ensemble_without_an_oracle_has_no_exact_stage():
     names = [s.name for s in stages(p)]
     assert "exact_a" not in names and "sample_a" in names
     assert plan_dict(p)["runs"][0]["files"]["exact"] is None
+    # The report still needs the exact file: such a study is refused before any work.
+    from nngp_ppl.reproduce import reproduce
+
+    with pytest.raises(NNGPInputError, match="run 'a': its ensemble has no exact"):
+        reproduce(p, "never_written", progress=False, log=lambda _: None)
+    assert not Path("never_written").exists()
 
 
 @pytest.mark.parametrize(("text", "words"), [
