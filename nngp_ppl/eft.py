@@ -288,6 +288,9 @@ def fit_couplings(
     * ``"estimand"``: weights :math:`1/D_{t\lambda}^2`, the declared estimand of the
       posteriors (:func:`nngp_ppl.problem.estimand_projection`; λ alone: the paper's
       λ̄), with the sandwich covariance when a covariance is given (NaN otherwise).
+
+    ``order=2``: the second-order estimand of :mod:`nngp_ppl.estimators` (weighting
+    ``"estimand"``; the λ² diagrams removed at the leading-order λ̄), errors J Σ Jᵀ.
     """
     net, X = _net_and_inputs(data, net, X)
     X, lam = _setup(net, X, cutoffs)
@@ -311,7 +314,8 @@ def fit_couplings(
     # A Monte Carlo kernel's error: for λ alone on the 4-pt function through the design and
     # the free part jointly (coupling space, per cutoff); otherwise through Wick(K̂) only.
     mc_kernel = _two_point.kernel_entry_covariance(net, X) is not None
-    joint = mc_kernel and names == ("lambda",) and orders == (4,)
+    joint = (mc_kernel and names == ("lambda",) and orders == (4,) and order == 1
+             and weighting in (None, "estimand", "diagonal"))
     cov = _fit_covariance(data, covariance, width, mode, jac, net, X, orders, len(y),
                           kernel_noise=not joint)
     if order != 1:
@@ -319,6 +323,16 @@ def fit_couplings(
                                  weighting, mode, order)
     weighting, W = _fit_weights(weighting, cov, gp, rcond, names)
     joint = joint and weighting in ("estimand", "diagonal")
+    values, covs, chi2, kvar, W = _solve_cutoffs(A, resid, W, cov, weighting, names, joint,
+                                                 net, X, lam, mode, propagator)
+    dof = int(np.count_nonzero(np.any(W != 0, axis=1)) - len(names))
+    return CouplingFit(names, lam, values, covs, chi2, dof, weighting, mode, kvar,
+                       _kernel_error(mc_kernel, joint, mode))
+
+
+def _solve_cutoffs(A, resid, W, cov, weighting, names, joint, net, X, lam, mode, propagator):
+    """The first-order fit at every cutoff: values, covariances (with a Monte Carlo
+    kernel's design error where ``joint``), χ², that error's variances, and the last W."""
     values, covs, chi2, kvar = [], [], [], []
     for c in range(len(lam)):
         coef, ccov, W_c, x2 = _solve_at_cutoff(A[c], resid, W, cov, weighting, names)
@@ -331,17 +345,19 @@ def fit_couplings(
         covs.append(ccov + np.diag(kvar[-1]))
         chi2.append(x2)
         W = W_c
-    dof = int(np.count_nonzero(np.any(W != 0, axis=1)) - len(names))
-    kernel_error = (
-        "none (exact kernel)" if not mc_kernel
-        else "design and free part, linearised per kernel network" if joint
-        else "free part only (J Sigma_K J^T); the design's error is propagated for lambda "
-             "alone on the 4-pt function with weighting 'estimand' or 'diagonal'"
-        if mode == "kernel" else
-        "not propagated: the design's error is propagated for lambda alone on the 4-pt "
-        "function with weighting 'estimand' or 'diagonal'")
-    return CouplingFit(names, lam, np.array(values), np.array(covs), np.array(chi2), dof,
-                       weighting, mode, np.array(kvar), kernel_error)
+    return np.array(values), np.array(covs), np.array(chi2), np.array(kvar), W
+
+
+def _kernel_error(mc_kernel: bool, joint: bool, mode: str) -> str:
+    """Which parts of a Monte Carlo kernel's error a fit carries (``kernel_error``)."""
+    if not mc_kernel:
+        return "none (exact kernel)"
+    if joint:
+        return "design and free part, linearised per kernel network"
+    where = ("lambda alone on the 4-pt function with weighting 'estimand' or 'diagonal'")
+    if mode == "kernel":
+        return f"free part only (J Sigma_K J^T); the design's error is propagated for {where}"
+    return f"not propagated: the design's error is propagated for {where}"
 
 
 def _second_order_fit(net, X, names, orders, propagator, lam, resid, cov, weighting, mode,
@@ -623,31 +639,17 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
                 two_point: str = "auto", order: int = 1):
     """All point estimates for every width of a CorrelatorStats, as an xarray Dataset.
 
-    ``order=2`` adds the second-order estimates (:mod:`nngp_ppl.estimators`): the joint
-    ``fit`` becomes the second-order estimand (weights 1/|D_tλ|), and ``lambda_mean2``,
-    ``m6_eft2`` and ``improvement6_2`` are λ̄ with its λ² bubbles removed and the 6-pt
-    check with the λ̄² diagrams (:func:`six_point_check`); the first-order λ̄ and 6-pt
-    check stay beside them.
-
     Per width and cutoff: λ̄ and the per-tuple λ_t, the joint (λ, κ) fit with standard
     errors and χ², the 6-pt check (m6 of GP and EFT, improvement), β and the local γ; per
     width the fitted γ; the analytic γ as an attribute. ``two_point``: the free part
     subtracted (:func:`free_correlators`), recorded in the attribute ``two_point``.
+    ``order=2``: the joint ``fit`` is the second-order estimand, and ``lambda_mean2``,
+    ``m6_eft2``, ``improvement6_2`` (λ̄ and the 6-pt check at second order,
+    :func:`six_point_check`) are added beside the first-order ones.
     """
     import xarray as xr
 
-    if not _is_stats(stats):
-        raise NNGPInputError("stats must be a CorrelatorStats (see nngp_ppl.sample_correlators)")
-    missing = [n for n in (4, 6) if n not in stats.orders]
-    if missing:
-        raise NNGPInputError(f"stats must hold the 4- and 6-pt functions; orders {missing} "
-                             f"were not measured")
-    _lattice.check_propagator(propagator)
-    names = _diagrams.coupling_names(couplings)
-    X, lam = _setup(stats.net, stats.X, cutoffs)
-    widths = stats.widths if widths is None else _checks.positive_ints("widths", widths)
-    for w in widths:
-        _stats_width(stats, w)
+    names, X, lam, widths = _fit_dataset_inputs(stats, cutoffs, propagator, widths, couplings)
     k = X.shape[0]
     T4 = len(_tuples.distinct_tuples(k, 4))
     shape = (len(widths), len(lam))
@@ -691,9 +693,9 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
         if order == 2:
             check2 = six_point_check(stats.net, X, stats, stats, lam, propagator, width=w,
                                      two_point=mode, order=2)
-            second["lambda_mean2"][i] = check2.lambda_mean
-            second["m6_eft2"][i] = check2.m6_eft
-            second["improvement6_2"][i] = check2.improvement
+            for key, v in zip(second, (check2.lambda_mean, check2.m6_eft, check2.improvement),
+                              strict=True):
+                second[key][i] = v
     wdim, cdim = ("width", "cutoff")
     data = {
         "lambda_mean": ((wdim, cdim), out["lambda_mean"],
@@ -718,20 +720,38 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
         "tuples_4": (("tuple_4", "position_4"), np.asarray(_tuples.distinct_tuples(k, 4)), {}),
     }
     if order == 2:
-        data.update({
-            "lambda_mean2": ((wdim, cdim), second["lambda_mean2"],
-                             {"long_name": "second-order lambda-bar: B [r4 - lambda1^2 d2]"}),
-            "m6_eft2": ((wdim, cdim), second["m6_eft2"],
-                        {"long_name": "<|G6 - G6_GP - dG6(lambda_mean2) - lambda_mean2^2 "
-                                      "d2_6| / |G6_GP|>"}),
-            "improvement6_2": ((wdim, cdim), second["improvement6_2"],
-                               {"long_name": "m6_gp / m6_eft2"}),
-        })
+        data.update({k: ((wdim, cdim), v, {"long_name": _SECOND_ORDER_NAMES[k]})
+                     for k, v in second.items()})
     coords = {"width": ("width", np.asarray(widths, np.int64)),
               "cutoff": ("cutoff", lam), "coupling": ("coupling", list(names))}
     attrs = _fit_attrs(stats.net, X, propagator, fit_from, mode, weighting)
     attrs["order"] = int(order)
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _fit_dataset_inputs(stats, cutoffs, propagator, widths, couplings):
+    """Checked (coupling names, inputs, cutoffs, widths) of :func:`fit_dataset`."""
+    if not _is_stats(stats):
+        raise NNGPInputError("stats must be a CorrelatorStats (see nngp_ppl.sample_correlators)")
+    missing = [n for n in (4, 6) if n not in stats.orders]
+    if missing:
+        raise NNGPInputError(f"stats must hold the 4- and 6-pt functions; orders {missing} "
+                             f"were not measured")
+    _lattice.check_propagator(propagator)
+    names = _diagrams.coupling_names(couplings)
+    X, lam = _setup(stats.net, stats.X, cutoffs)
+    widths = stats.widths if widths is None else _checks.positive_ints("widths", widths)
+    for w in widths:
+        _stats_width(stats, w)
+    return names, X, lam, widths
+
+
+#: The fit file's second-order variables (``fit --order 2``).
+_SECOND_ORDER_NAMES = {
+    "lambda_mean2": "second-order lambda-bar: B [r4 - lambda1^2 d2]",
+    "m6_eft2": "<|G6 - G6_GP - dG6(lambda_mean2) - lambda_mean2^2 d2_6| / |G6_GP|>",
+    "improvement6_2": "m6_gp / m6_eft2",
+}
 
 
 def _fit_attrs(net, X, propagator, fit_from, mode, weighting) -> dict:
