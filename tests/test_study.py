@@ -79,7 +79,7 @@ def test_a_minimal_study_gets_the_defaults():
                                            "flow_a", "report"]
 
 
-def test_an_ensemble_without_an_oracle_has_no_exact_stage():
+def test_an_ensemble_without_an_oracle_has_no_exact_stage(tmp_path):
     text = BASE + RUN.replace('"tanh"', '"mlp"') + "[run.params]\ndepth = 2\nactivation = 'tanh'\n"
     p = study_from_text(text)
     (r,) = p.runs()
@@ -91,8 +91,8 @@ def test_an_ensemble_without_an_oracle_has_no_exact_stage():
     from nngp_ppl.reproduce import reproduce
 
     with pytest.raises(NNGPInputError, match="run 'a': its ensemble has no exact"):
-        reproduce(p, "never_written", progress=False, log=lambda _: None)
-    assert not Path("never_written").exists()
+        reproduce(p, tmp_path / "never_written", progress=False, log=lambda _: None)
+    assert not (tmp_path / "never_written").exists()
 
 
 @pytest.mark.parametrize(("text", "words"), [
