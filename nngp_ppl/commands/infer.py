@@ -181,8 +181,7 @@ def run(args) -> int:
         )
     net = stats.net
     attrs = dt.attrs
-    print(f"{run_path}: {net.name}-net (d_in={net.d_in}, sigma_w={net.sigma_w}, "
-          f"sigma_b={net.sigma_b}), {stats.k} inputs; propagator {attrs['propagator']}; "
+    print(f"{run_path}: {net.describe()}, {stats.k} inputs; propagator {attrs['propagator']}; "
           f"couplings from orders {json.loads(attrs['orders'])}, conditioned on orders "
           f"{json.loads(attrs['data_orders'])}; noise model {attrs['covariance']} "
           f"({attrs['likelihood']} likelihood); perturbative order {attrs['order']}")
