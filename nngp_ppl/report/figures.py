@@ -200,7 +200,8 @@ def fig_lambda(runs, six_point_cutoff) -> object:
         if "bias_subtracted" in run.spec["propagators"]:
             bs = run.fit("bias_subtracted")
             ax.plot(cut, np.abs(bs["lambda_mean"].sel(width=width).values), "-",
-                    color="tab:cyan", lw=1.5, label=r"|λ̄| with K − σ$_b^2$ (γ → 0)")
+                    color="tab:cyan", lw=1.5, label=r"|λ̄| with K − σ$_b^2$ (analytic γ = "
+                    f"{float(bs.attrs['gamma_analytic']):g})")
         ax.set_xscale("log")
         # Signed values on a symmetric-log axis: a posterior that reaches the other sign is
         # drawn there, not folded back as |value|.
