@@ -19,7 +19,7 @@ ensemble has an oracle) and with the sampled one (the cumulant of the sampled mo
 * ``first_order``: κ contact alone, κ from the first-order λ + κ model (the paper's
   treatment: κ absorbs the exchange);
 * ``exchange``: :math:`\bar\lambda^2 E` alone, λ from the first-order λ model (λ̄);
-* ``exchange_kappa``: both, (λ, κ) from the second-order λ + κ model.
+* ``exchange_kappa``: both, λ̄ as above and κ from the second-order λ + κ model.
 
 The couplings are the posterior means that :func:`nngp_ppl.infer_couplings` stores for
 every compared model (``constant_data/model_couplings``); the second-order models are
@@ -46,11 +46,13 @@ import numpy as np
 
 from ._checks import NNGPInputError
 
-#: Rows of the comparison: name -> (the posterior model whose couplings it uses, label).
+#: Rows of the comparison: name -> (the posterior model whose λ enters as λ² E, the model
+#: whose κ enters as κ c6 (None: the term is absent), label). The exchange takes λ̄ (the
+#: λ-only first-order model), the leading-order λ the second-order estimand removes.
 PREDICTIONS = {
-    "first_order": ("lambda+kappa", "κ contact (first order)"),
-    "exchange": ("lambda", "λ̄² exchange"),
-    "exchange_kappa": ("lambda+kappa@2", "exchange + κ (second order)"),
+    "first_order": (None, "lambda+kappa", "κ contact (first order)"),
+    "exchange": ("lambda", None, "λ̄² exchange"),
+    "exchange_kappa": ("lambda", "lambda+kappa@2", "exchange + κ (second order)"),
 }
 
 
@@ -130,7 +132,7 @@ def connected_six_point(stats, posterior, cutoff: float):
         raise NNGPInputError(f"cutoff must be one of the posterior's cutoffs "
                              f"{cutoffs.tolist()}, got {cutoff}")
     models = [str(m) for m in mc["model"].values]
-    missing = [m for m, _ in PREDICTIONS.values() if m not in models]
+    missing = [m for p in PREDICTIONS.values() for m in p[:2] if m and m not in models]
     if missing:
         raise NNGPInputError(f"posterior lacks the models {missing} (draw it with "
                              "couplings=('lambda', 'kappa'), order=2 and the 6-pt function)")
@@ -152,12 +154,15 @@ def connected_six_point(stats, posterior, cutoff: float):
         exact = exact_cumulant_tuples(net, X, w, 6) if has_exact else None
         ref = exact if has_exact else sampled
         values = {"exact": exact, "sampled": sampled}
-        for name, (model, _) in PREDICTIONS.items():
-            g = mc.sel(width=w, model=model).isel(cutoff=j)
-            lam = float(g.sel(model_coupling="lambda"))
-            kap = float(g.sel(model_coupling="kappa"))
-            values[name] = ((kap * c6 if name != "exchange" else 0.0)
-                            + (lam**2 * E if name != "first_order" else 0.0))
+        for name, (lam_model, kap_model, _) in PREDICTIONS.items():
+            at = mc.sel(width=w).isel(cutoff=j)
+            values[name] = 0.0 * c6
+            if lam_model:
+                lam = float(at.sel(model=lam_model, model_coupling="lambda"))
+                values[name] = values[name] + lam**2 * E
+            if kap_model:
+                kap = float(at.sel(model=kap_model, model_coupling="kappa"))
+                values[name] = values[name] + kap * c6
         if has_exact:
             values.update(_exact_descriptions(net, X, w, float(cutoffs[j]), propagator, c6, E))
         for s, name in enumerate(sources):
@@ -173,9 +178,10 @@ def connected_six_point(stats, posterior, cutoff: float):
         coords={"width": widths, "source": sources},
         attrs={"cutoff": float(cutoffs[j]), "reference": "exact" if has_exact else "sampled",
                "propagator": propagator, "n_tuples": T,
-               "couplings_from": json.dumps({k: v[0] for k, v in PREDICTIONS.items()}),
+               "couplings_from": json.dumps({k: {"lambda": v[0], "kappa": v[1]}
+                                             for k, v in PREDICTIONS.items()}),
                "labels": json.dumps({"exact": "exact", "sampled": "sampled",
-                                     **{k: v[1] + " (posterior)"
+                                     **{k: v[2] + " (posterior)"
                                         for k, v in PREDICTIONS.items()},
                                      **EXACT_DESCRIPTIONS})},
     )

@@ -381,7 +381,7 @@ def _second_order_fit(net, X, names, orders, propagator, lam, resid, cov, weight
     J = est.jacobian(resid)  # (C, nc, T)
     covs = (np.einsum("lct,ts,lds->lcd", J, cov, J) if cov is not None
             else np.full((len(lam), len(names), len(names)), np.nan))
-    chi2 = np.sum(((resid - est.predict(values)) / est.scales) ** 2, axis=-1)
+    chi2 = np.sum(((resid - est.predict(values, resid)) / est.scales) ** 2, axis=-1)
     return CouplingFit(names, lam, values, covs, chi2, int(len(resid) - len(names)),
                        "estimand", mode, np.zeros_like(values), "not propagated at order 2",
                        order)
@@ -521,7 +521,7 @@ def _second_order_six_point(net, X, G4, g6, gp6, lam, propagator, width, mode, o
                              max_cutoff=float(np.max(lam)), order=order)
     est = theory.estimator(lam)
     g = est.couplings(r)  # (C, 1)
-    return g[:, 0], gp6[None, :] + est.predict(g)[:, len(free4):]
+    return g[:, 0], gp6[None, :] + est.predict(g, r)[:, len(free4):]
 
 
 # --- running --------------------------------------------------------------------------------

@@ -71,8 +71,9 @@ class LinearEstimand:
         """(..., T) deviations -> (..., L, C) couplings."""
         return np.einsum("lct,...t->...lc", self.B, np.asarray(r, dtype=np.float64))
 
-    def predict(self, g) -> np.ndarray:
-        """(..., L, C) couplings -> (..., L, T) predicted deviations m(g)."""
+    def predict(self, g, r=None) -> np.ndarray:
+        """(..., L, C) couplings -> (..., L, T) predicted deviations m(g) (``r``, the
+        deviations the couplings came from, matters only at second order)."""
         return np.einsum("ltc,...lc->...lt", self.D, g)
 
     def beta(self, r, g=None) -> np.ndarray:
@@ -87,7 +88,7 @@ class LinearEstimand:
         r"""Model discrepancy τ (..., L): rms over the fitted tuples of
         :math:`(r_t - m_t(g))/s_t`."""
         fit = self.theory.fitted
-        resid = (np.asarray(r)[..., None, :] - self.predict(g)) / self.scales
+        resid = (np.asarray(r)[..., None, :] - self.predict(g, r)) / self.scales
         return np.sqrt(np.mean(resid[..., fit] ** 2, axis=-1))
 
     def second_order_share(self, r) -> np.ndarray:
@@ -127,8 +128,12 @@ class QuadraticEstimand(LinearEstimand):
         """Cutoff slope of d2 (L, T) (only the β-functions need it)."""
         return self.theory.second_designs(self.cutoffs, slope=True)[..., self.lam, self.lam]
 
-    def predict(self, g) -> np.ndarray:
-        return super().predict(g) + g[..., self.lam, None] ** 2 * self.d2
+    def predict(self, g, r=None) -> np.ndarray:
+        """m = D1 g + λ² d2. Given the deviations r that g came from, λ² is the leading-order
+        λ₁(r)² the estimand removed, so that r - m is exactly the first-order residual of
+        r - λ₁² d2 (consistent at O(1/N²)); without r, the fitted λ's square."""
+        lam2 = (g[..., self.lam] ** 2 if r is None else self._leading(r)[0] ** 2)
+        return super().predict(g) + lam2[..., None] * self.d2
 
     def _leading(self, r):
         """λ⁽¹⁾ (..., L) and the deviations with its λ² term removed (..., L, T)."""

@@ -190,10 +190,8 @@ def infer_couplings(
         conditions on every sampled order among (4, 6), so that the models can be
         compared on the same data.
     propagator : ``"full"`` (K on vertex legs) or ``"bias_subtracted"`` (K - σ_b²).
-    covariance : the noise model (:func:`nngp_ppl.problem.noise_covariance`):
-        ``"auto"`` (default) picks ``"exact"`` (exact finite-width moments) where the oracle
-        reaches twice the highest order, else ``"sample"`` (the stored sample moments),
-        else ``"gp"`` with a warning; the choice is stored in the attribute ``covariance``.
+    covariance : the noise model (:func:`nngp_ppl.problem.choose_noise`): ``"auto"``
+        (default), ``"exact"``, ``"sample"`` or ``"gp"``; stored as ``covariance``.
     rcond : eigenvalue floor of the covariance's correlation matrix, relative to its
         largest eigenvalue (:func:`~nngp_ppl.models.stable_cholesky`); it only widens.
     compare : rank the GP, λ and (with the 6-pt function) λ + κ models by PSIS-LOO ELPD
@@ -201,37 +199,26 @@ def infer_couplings(
         ``elpd_best``).
     predictive_draws : draws per chain kept in the pointwise groups (``log_likelihood``,
         ``posterior_predictive``, ``prior``, ``prior_predictive``), thinned evenly.
-    two_point : the free part of the deviations :math:`r = G - G_{free}`
-        (:func:`nngp_ppl.two_point.resolve`): ``"kernel"`` (Wick sums of K, rule 4.5),
-        ``"measured"`` (Wick sums of the sampled 2-pt function at each width, its noise
-        and covariance with G4/G6 propagated into the noise model) or ``"auto"`` (measured
-        for an ensemble whose 2-pt function is not K). Stored in the attribute
-        ``two_point``, the free part per width in ``constant_data/free_part``. With
-        ``"kernel"`` and a Monte Carlo kernel its error is added to the noise model
-        (attribute ``kernel_noise``).
+    two_point : the free part of :math:`r = G - G_{free}` (:mod:`nngp_ppl.two_point`):
+        ``"kernel"`` (Wick sums of K, rule 4.5), ``"measured"`` (of the sampled 2-pt
+        function, its noise propagated) or ``"auto"`` (measured where the 2-pt function is
+        not K); a Monte Carlo kernel's error enters the noise (attribute ``kernel_noise``).
+
+    order : perturbative order of the estimand (:mod:`nngp_ppl.estimators`): 1, or 2
+        (the λ² diagrams removed at the leading-order λ̄; adds ``second_order_share`` and
+        ranks every model at both orders).
 
     Returns
     -------
-    DataTree with groups
-
-    * ``posterior``: each coupling and ``spread`` (the model discrepancy τ, in coupling
-      units) with dims (chain, draw, width, cutoff), and ``deviation`` (chain, draw, width,
-      fit_observation), the noise-free deviations of the fitted orders (what
-      :func:`~nngp_ppl.beta_function` differentiates);
-    * ``sample_stats``: NUTS diagnostics per (chain, draw, width);
-    * ``log_likelihood``: ``correlators`` (chain, draw, width, cutoff, observation), the
-      pointwise log density of the correlators of all conditioned orders under
-      :math:`\hat G_t \sim \mathcal N((G_{GP} + D(\Lambda) g)_t, \Sigma_{tt})`;
-    * ``posterior_predictive``: ``G4`` (and ``G6``) replicated at each draw, dims (chain,
-      draw, width, cutoff, tuple_N) — for a λ-only fit the 6-pt block is its out-of-sample
-      prediction; ``prior`` and ``prior_predictive`` alike;
-    * ``observed_data``: ``G4``, ``G6`` and standard errors per width;
-    * ``constant_data``: inputs, GP correlators, designs, the noise factor, the point
-      estimates :math:`B\hat r` with their standard deviations, the ELPD table;
-
-    and provenance at the root, including ``estimand``, ``covariance`` (the noise model
-    used), ``orders`` and ``data_orders``. The diagnostics gate
-    (:func:`~nngp_ppl.inference.diagnostics_gate`) is applied; its verdict is the root
+    DataTree (layout: docs/file_formats.md, "Posterior file"): ``posterior`` — each coupling
+    and ``spread`` (the model discrepancy τ) per (chain, draw, width, cutoff), and
+    ``deviation``, the noise-free deviations r of the fitted orders (what
+    :func:`~nngp_ppl.beta_function` differentiates); ``sample_stats`` (NUTS, per width);
+    ``log_likelihood``, ``posterior_predictive``, ``prior``, ``prior_predictive`` (thinned);
+    ``observed_data``; ``constant_data`` (inputs, free part, designs, noise factor, plug-in
+    estimates, ELPD table, every model's couplings); provenance at the root, including
+    ``estimand``, ``order``, ``covariance``, ``orders`` and ``data_orders``. The diagnostics
+    gate (:func:`~nngp_ppl.inference.diagnostics_gate`) is applied; its verdict is the root
     attribute ``diagnostics_passed`` and a failure warns, naming width and cutoff.
     """
     from . import diagnostics as _diag
@@ -240,19 +227,41 @@ def infer_couplings(
                       num_samples, num_warmup, prior_width, covariance, predictive_draws)
     stats, net, X, cutoffs, couplings, widths, orders, data_orders, noise = setup
     mode = _two_point.resolve(net, two_point, 2 in stats.orders)
-    theory = EFTTheory.build(net, X, couplings, orders, data_orders, propagator,
-                             max_cutoff=max(cutoffs), order=order)
-    with _two_point.handled():  # resolve() has warned where K stands in for G2
-        est = theory.estimator(cutoffs)
-        theory.gp  # noqa: B018  (cached here, used below as the GP reference)
+    theory, est = _theory(net, X, couplings, orders, data_orders, propagator, cutoffs, order)
     _warn_heavy_tails(stats, widths)
 
     with _two_point.handled():
         runs = [_width_data(stats, theory, width, noise, rcond, mode) for width in widths]
+    _sample_widths(runs, widths, prior_width, seed, num_chains, num_samples, num_warmup,
+                   _checks_progress(progress))
+
+    thin = max(1, num_samples // predictive_draws)
+    derived = _derive(theory, runs, est, thin, seed)
+    kernel_design = _kernel_design_error(theory, runs, derived, cutoffs, seed)
+    with _two_point.handled():
+        elpd = _compare_models(theory, runs, est, thin) if compare else None
+    dt = _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs={
+        "propagator": propagator, "prior_width": float(prior_width), "covariance": noise,
+        "covariance_rcond": float(rcond), "seed": int(seed), "num_chains": num_chains,
+        "num_samples": num_samples, "num_warmup": num_warmup, "predictive_thin": thin,
+        "stats_seed": int(getattr(stats, "seed", -1)), "two_point": mode,
+        "free_part": _two_point.DESCRIPTION[mode],
+        "kernel_noise": _kernel_noise_note(runs, kernel_design),
+    })
+    gate = _diag.diagnostics_gate(dt, warn=True)
+    dt.attrs["diagnostics_passed"] = int(gate.passed)
+    return dt
+
+
+# --- steps ----------------------------------------------------------------------------------
+def _sample_widths(runs, widths, prior_width, seed, num_chains, num_samples, num_warmup,
+                   progress) -> None:
+    """One batched NUTS call over the widths; each run gains its draws of r (chain, draw,
+    T), its NUTS statistics and its prior scale."""
     arrays = [latent_arrays(run["residual"], run["tril"], prior_width, run["df"])
               for run in runs]
     batch = type(arrays[0])(*(jnp.stack(f) for f in zip(*arrays, strict=True)))
-    if _checks_progress(progress):
+    if progress:
         print(f"NUTS: {len(widths)} width(s) x {num_chains} chains, "
               f"{num_warmup} + {num_samples} steps, {batch.whitened.shape[1]} latent "
               "correlators ...", flush=True)
@@ -264,32 +273,7 @@ def infer_couplings(
         run.update(r=r[p], sstats={n: v[p] for n, v in sstats.items()},
                    prior_scale=float(batch.prior_scale[p]))
 
-    thin = max(1, num_samples // predictive_draws)
-    derived = _derive(theory, runs, est, thin, seed)
-    kernel_design = _kernel_design_error(theory, runs, derived, cutoffs, seed)
-    with _two_point.handled():
-        elpd = _compare_models(theory, runs, est, thin) if compare else None
-    dt = _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs={
-        "propagator": propagator,
-        "prior_width": float(prior_width),
-        "covariance": noise,
-        "covariance_rcond": float(rcond),
-        "seed": int(seed),
-        "num_chains": num_chains,
-        "num_samples": num_samples,
-        "num_warmup": num_warmup,
-        "predictive_thin": thin,
-        "stats_seed": int(getattr(stats, "seed", -1)),
-        "two_point": mode,
-        "free_part": _two_point.DESCRIPTION[mode],
-        "kernel_noise": _kernel_noise_note(runs, kernel_design),
-    })
-    gate = _diag.diagnostics_gate(dt, warn=True)
-    dt.attrs["diagnostics_passed"] = int(gate.passed)
-    return dt
 
-
-# --- steps ----------------------------------------------------------------------------------
 def _validate(stats, net, X, cutoffs, couplings, widths, orders, num_chains, num_samples,
               num_warmup, prior_width, covariance, predictive_draws):
     stats = _load_stats(stats)
@@ -337,6 +321,16 @@ def _validate(stats, net, X, cutoffs, couplings, widths, orders, num_chains, num
     finite_float("prior_width", prior_width, minimum=0.0)
     noise = choose_noise(covariance, net, data_orders, stats, widths, orders)
     return stats, net, X, cutoffs, couplings, widths, orders, data_orders, noise
+
+
+def _theory(net, X, couplings, orders, data_orders, propagator, cutoffs, order):
+    """The problem's theory and its estimand's map at the cutoffs."""
+    theory = EFTTheory.build(net, X, couplings, orders, data_orders, propagator,
+                             max_cutoff=max(cutoffs), order=order)
+    with _two_point.handled():  # resolve() has warned where K stands in for G2
+        est = theory.estimator(cutoffs)
+        theory.gp  # noqa: B018  (cached here, used below as the GP reference)
+    return theory, est
 
 
 def _warn_heavy_tails(stats, widths):
@@ -441,7 +435,7 @@ def _derive(theory, runs, est, thin, seed) -> dict:
         out["spread"].append(est.spread(r, g))
         out["share"].append(est.second_order_share(r))
         gt, tau = _thinned(g, thin), _thinned(out["spread"][-1], thin)
-        mean = est.predict(gt)  # predicted deviations (ch, dr', L, T)
+        mean = est.predict(gt, _thinned(r, thin))  # predicted deviations (ch, dr', L, T)
         out["loglik"].append(np.stack(
             [_pointwise_loglik(L, rhat, mean[:, :, j], tau[:, :, j], scale[j])
              for j in range(len(est.cutoffs))], axis=2))
@@ -528,7 +522,7 @@ def _compare_models(theory, runs, est, thin) -> dict:
             for c, cname in enumerate(sub.couplings):
                 gmean[i, :, m, MODEL_COUPLINGS.index(cname)] = g[..., c].mean(axis=(0, 1))
                 gsd[i, :, m, MODEL_COUPLINGS.index(cname)] = g[..., c].std(axis=(0, 1))
-            mean, tau = sub_est.predict(g), sub_est.spread(r, g)
+            mean, tau = sub_est.predict(g, r), sub_est.spread(r, g)
             for j in range(len(cutoffs)):
                 ll = _pointwise_loglik(run["tril"], run["residual"], mean[:, :, j],
                                        tau[:, :, j], sub_est.scales[j])
@@ -547,9 +541,7 @@ def _compare_models(theory, runs, est, thin) -> dict:
 def _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs):
     import arviz_base
 
-    from .. import __version__
-
-    couplings, orders, data_orders = theory.couplings, theory.orders, theory.data_orders
+    couplings, data_orders = theory.couplings, theory.data_orders
     splits = np.cumsum(theory.blocks)[:-1]
     posterior = {name: derived["g"][..., c] for c, name in enumerate(couplings)}
     posterior["spread"] = derived["spread"]
@@ -622,18 +614,50 @@ def _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs):
         "prior_predictive": prior_pred,
     }
     pdims["correlators"] = ["width", "cutoff", "observation"]
-    elpd_best = ""
-    if elpd is not None:
-        const["elpd"], const["elpd_se"] = elpd["elpd"], elpd["se"]
-        dims["elpd"] = dims["elpd_se"] = ["width", "cutoff", "model"]
-        const["model_couplings"] = elpd["couplings_mean"]
-        const["model_couplings_sd"] = elpd["couplings_sd"]
-        dims["model_couplings"] = dims["model_couplings_sd"] = [
-            "width", "cutoff", "model", "model_coupling"]
-        best = np.asarray(elpd["models"])[np.nanargmax(elpd["elpd"], axis=-1)]
-        elpd_best = json.dumps({f"{w}/{c:g}": str(best[i, j]) for i, w in enumerate(widths)
-                                for j, c in enumerate(cutoffs)})
-    root_attrs = {
+    elpd_best = _elpd_groups(elpd, const, dims, widths, cutoffs)
+    root_attrs = _root_attrs(theory, runs, elpd, elpd_best, attrs)
+    coords = {
+        "width": np.asarray(widths),
+        "cutoff": np.asarray(cutoffs),
+        "coupling": list(couplings),
+        "model": list(elpd["models"]) if elpd is not None else [],
+        "model_coupling": list(MODEL_COUPLINGS),
+    }
+    main = arviz_base.from_dict(groups, dims={**dims}, coords=coords,
+                                attrs={"/": root_attrs})
+    # The pointwise groups keep every thin-th draw: their own draw coordinate says which.
+    draws = np.arange(0, runs[0]["r"].shape[1], thin)
+    extra = arviz_base.from_dict(
+        pointwise, dims={**pdims, **{c: ["width", "cutoff"] for c in couplings}},
+        coords={**coords, "draw": draws},
+    )
+    for name in pointwise:
+        main[name] = extra[name]
+    return main
+
+
+def _elpd_groups(elpd, const, dims, widths, cutoffs) -> str:
+    """Put the ELPD table and every model's couplings into ``const``/``dims``; returns the
+    ``elpd_best`` attribute (JSON: the best model per width/cutoff; "" without a table)."""
+    if elpd is None:
+        return ""
+    const["elpd"], const["elpd_se"] = elpd["elpd"], elpd["se"]
+    dims["elpd"] = dims["elpd_se"] = ["width", "cutoff", "model"]
+    const["model_couplings"] = elpd["couplings_mean"]
+    const["model_couplings_sd"] = elpd["couplings_sd"]
+    dims["model_couplings"] = dims["model_couplings_sd"] = [
+        "width", "cutoff", "model", "model_coupling"]
+    best = np.asarray(elpd["models"])[np.nanargmax(elpd["elpd"], axis=-1)]
+    return json.dumps({f"{w}/{c:g}": str(best[i, j]) for i, w in enumerate(widths)
+                       for j, c in enumerate(cutoffs)})
+
+
+def _root_attrs(theory, runs, elpd, elpd_best, attrs) -> dict:
+    """Provenance and settings at the root of the posterior DataTree."""
+    from .. import __version__
+
+    couplings, orders, data_orders = theory.couplings, theory.orders, theory.data_orders
+    return {
         "title": "nngp_ppl coupling posterior",
         "nngp_ppl_version": __version__,
         "ensemble": json.dumps(theory.net.to_dict()),
@@ -655,24 +679,6 @@ def _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs):
         "created": datetime.datetime.now(datetime.UTC).isoformat(),
         **attrs,
     }
-    coords = {
-        "width": np.asarray(widths),
-        "cutoff": np.asarray(cutoffs),
-        "coupling": list(couplings),
-        "model": list(elpd["models"]) if elpd is not None else [],
-        "model_coupling": list(MODEL_COUPLINGS),
-    }
-    main = arviz_base.from_dict(groups, dims={**dims}, coords=coords,
-                                attrs={"/": root_attrs})
-    # The pointwise groups keep every thin-th draw: their own draw coordinate says which.
-    draws = np.arange(0, runs[0]["r"].shape[1], thin)
-    extra = arviz_base.from_dict(
-        pointwise, dims={**pdims, **{c: ["width", "cutoff"] for c in couplings}},
-        coords={**coords, "draw": draws},
-    )
-    for name in pointwise:
-        main[name] = extra[name]
-    return main
 
 
 def _cutoffs(cutoffs) -> tuple[float, ...]:

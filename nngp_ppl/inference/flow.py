@@ -10,12 +10,15 @@ map of the noise-free deviations :math:`r = G - G_{GP}`; each posterior draw :ma
 .. math:: \beta_s(\Lambda) = \frac{dB}{d\log\Lambda}(\Lambda)\, r_s ,
 
 computed by JAX forward mode through the vertex integrals (whose cutoff derivative is the
-exact surface term). For one coupling, :math:`\lambda_s(\Lambda) = \frac1T\sum_t
-r_{s,t}/D_t(\Lambda)` and :math:`\gamma = -\beta/\lambda` is the :math:`\lambda_t`-weighted
-mean of the per-tuple exponents :math:`\gamma_t = d\log I_t/d\log\Lambda`: its posterior
-spread comes from the networks through how the non-Gaussianity is shared between tuples,
-and is small where every tuple runs alike (at large Λ, where all :math:`\gamma_t \to` the
-same power).
+exact surface term). A posterior drawn at second order (``infer_couplings(..., order=2)``,
+attribute ``order``) gives each draw the second-order trajectory
+:math:`g_s(\Lambda) = B(\Lambda)[r_s - \lambda_1(\Lambda)^2 d_2(\Lambda)]` and its
+closed-form derivative instead (:mod:`nngp_ppl.estimators`).
+For one coupling, :math:`\lambda_s(\Lambda) = \frac1T\sum_t r_{s,t}/D_t(\Lambda)` and
+:math:`\gamma = -\beta/\lambda` is the :math:`\lambda_t`-weighted mean of the per-tuple
+exponents :math:`\gamma_t = d\log I_t/d\log\Lambda`: its posterior spread comes from the
+networks through how the non-Gaussianity is shared between tuples, and is small where
+every tuple runs alike (at large Λ, where all :math:`\gamma_t \to` the same power).
 
 The asymptotic exponent. Along each draw's trajectory the local exponent is evaluated at
 :math:`\Lambda_r, \Lambda_r/2, \Lambda_r/4` (:math:`\Lambda_r` the reference, by default
@@ -91,9 +94,7 @@ def beta_function(posterior, *, reference_cutoff=None, seed: int = 0, coupling: 
     extrapolation details; the root attribute ``interval_sources`` says where each spread
     comes from.
     """
-    import arviz_base
 
-    from .. import __version__
 
     post, attrs, net, couplings, orders, propagator, X, r, order = _read_posterior(posterior)
     if coupling not in couplings:
@@ -142,6 +143,20 @@ def beta_function(posterior, *, reference_cutoff=None, seed: int = 0, coupling: 
                 stacklevel=2,
             )
     gamma_slope = _neg_slope(np.log(cutoffs), g[..., ci])
+
+    return _beta_tree(
+        net, propagator, attrs, couplings, orders, order, coupling, ref, widths, cutoffs,
+        probe, beta, gamma_local, gamma, gamma_data, gamma_slope, gamma_probe, systematic,
+        converged)
+
+
+def _beta_tree(net, propagator, attrs, couplings, orders, order, coupling, ref, widths,
+               cutoffs, probe, beta, gamma_local, gamma, gamma_data, gamma_slope,
+               gamma_probe, systematic, converged):
+    """The β file's DataTree (docs/file_formats.md)."""
+    import arviz_base
+
+    from .. import __version__
 
     dims = {
         "beta": ["width", "cutoff", "coupling"],
