@@ -8,7 +8,10 @@ Bayesian versions beside the paper's point estimates, and writes a report
 ===========================  ==============================================================
 ``run_<key>.nc``             correlator statistics (:class:`~nngp_ppl.CorrelatorStats`)
 ``parts/<key>/N*_*.nc``      the same, one width and network range each (resume unit)
-``exact_<key>.nc``           exact finite-width m_n, connected functions, λ̄ of the exact G4
+``exact_<key>.nc``           exact finite-width m_n, connected functions, λ̄ of the exact G4;
+                             only for an ensemble with an oracle up to the 6-pt function
+                             (without one, e.g. a deep MLP or a user's JaxNetwork, the
+                             report shows the sampled values and posteriors alone and says so)
 ``fit_<key>[_bs].nc``        point estimates (:func:`nngp_ppl.eft.fit_dataset`); ``_bs``:
                              propagator K - σ_b² on the vertex legs
 ``posterior_<key>.nc``       coupling posteriors (:func:`nngp_ppl.inference.infer_couplings`)
@@ -109,12 +112,22 @@ class RunSpec:
         parts += [f"d_in={self.d_in}"] if self.d_in != 1 else []
         return f"{title} ({', '.join(parts)})" if parts else title
 
+    def exact_oracle(self) -> dict:
+        """The exact-moment capability the ensemble declares (``exact_moments``: which
+        oracle of :mod:`nngp_ppl.theory.exact`, or None; ``exact_max_order``) and the order
+        the exact stage needs (the highest of :data:`ORDERS`); the report states it for a
+        run without an exact file."""
+        net = self.net()
+        moments = getattr(net, "exact_moments", None)
+        return {"moments": None if moments is None else str(moments),
+                "max_order": int(getattr(net, "exact_max_order", 0)),
+                "needed_order": max(ORDERS)}
+
     def has_exact(self) -> bool:
         """Whether the ensemble's exact oracle reaches the 6-pt function (the exact stage):
         the capability it declares (``exact_moments``, ``exact_max_order``)."""
-        net = self.net()
-        return (getattr(net, "exact_moments", None) is not None
-                and int(getattr(net, "exact_max_order", 0)) >= max(ORDERS))
+        oracle = self.exact_oracle()
+        return oracle["moments"] is not None and oracle["max_order"] >= oracle["needed_order"]
 
 
 @dataclass(frozen=True)
@@ -263,6 +276,7 @@ def plan_dict(preset: Preset) -> dict:
             "d_in": r.d_in, "role": r.role, "widths": list(r.widths),
             "infer_widths": list(r.infer_widths), "ngp_width": r.ngp_width,
             "inputs": r.inputs().tolist(), "propagators": list(r.propagators),
+            "exact_oracle": r.exact_oracle(),
             "files": {
                 "run": run_file(r.key),
                 "exact": exact_file(r.key) if r.has_exact() else None,
@@ -739,14 +753,6 @@ def reproduce(preset="quick", out="demo_out", *, redo=(), progress: bool = True,
     :class:`ReproduceResult`; the report is ``out/report.md``.
     """
     preset = get_preset(preset)
-    # The report reads every run's exact-summary file; until it can do without one, a study
-    # with an ensemble that has no exact oracle is refused here, before hours of work.
-    lacking = [r.key for r in preset.runs() if not r.has_exact()]
-    if lacking:
-        raise NNGPInputError(
-            f"run {lacking[0]!r}: its ensemble has no exact finite-width oracle (exact_moments "
-            "up to the 6-pt function), which the report still needs; run sample, fit, infer "
-            "and flow on it with the nngp-ppl commands instead")
     # Checked before the directory and the lock exist: "no" is a true string, and a log that
     # cannot be called would fail only after the first stage's work.
     for name, value in (("progress", progress), ("dry_run", dry_run)):

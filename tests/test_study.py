@@ -87,12 +87,15 @@ def test_an_ensemble_without_an_oracle_has_no_exact_stage(tmp_path):
     names = [s.name for s in stages(p)]
     assert "exact_a" not in names and "sample_a" in names
     assert plan_dict(p)["runs"][0]["files"]["exact"] is None
-    # The report still needs the exact file: such a study is refused before any work.
+    assert plan_dict(p)["runs"][0]["exact_oracle"] == {"moments": None, "max_order": 0,
+                                                      "needed_order": 6}
+    # Accepted by reproduce (the report shows such a run without the exact comparison,
+    # tests/test_report_no_oracle.py): a dry run lists the stages, the exact one absent.
     from nngp_ppl.reproduce import reproduce
 
-    with pytest.raises(NNGPInputError, match="run 'a': its ensemble has no exact"):
-        reproduce(p, tmp_path / "never_written", progress=False, log=lambda _: None)
-    assert not (tmp_path / "never_written").exists()
+    result = reproduce(p, tmp_path / "study", dry_run=True, progress=False,
+                       log=lambda _: None)
+    assert list(result.status) == ["sample_a", "fit_a", "infer_a", "flow_a", "report"]
 
 
 @pytest.mark.parametrize(("text", "words"), [

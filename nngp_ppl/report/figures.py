@@ -3,7 +3,9 @@
 Each ``fig_*`` takes the runs of :func:`~nngp_ppl.report.files.study_runs` and returns a
 matplotlib ``Figure`` with an Agg canvas (no pyplot state); a figure whose kind of run the
 study lacks (see ``--only``) is a placeholder saying so. Nothing is recomputed: the curves
-are the exact file's, the points the fit, posterior and β files'.
+are the exact file's, the points the fit, posterior and β files'. A run without an exact
+oracle (no exact file) gets what exists — sampled points, posteriors — and an empty legend
+entry saying that its exact curve is missing, so the absence is visible, not silent.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ def _grid(n, size):
     return fig, list(axes.flat)[:n]
 
 
+def _no_exact_entry(ax, color, what="exact curve"):
+    """A legend entry with nothing drawn: the run has no exact oracle, so no ``what``."""
+    ax.plot([], [], "-", color=color, alpha=0.0, label=f"{what}: none (no exact oracle)")
+
+
 def _width_ticks(ax, widths):
     """Label a log width axis at the widths themselves (few widths: no minor clutter)."""
     from matplotlib.ticker import NullFormatter
@@ -96,8 +103,11 @@ def fig_deviation(runs) -> object:
         ex = run.exact
         for i, n in enumerate((4, 6)):
             ax = axes[i, j]
-            ax.plot(ex["curve_width"].values, ex[f"m{n}_exact"].values, "-", color=run.color,
-                    label="exact (finite-width oracle)")
+            if ex is None:
+                _no_exact_entry(ax, run.color)
+            else:
+                ax.plot(ex["curve_width"].values, ex[f"m{n}_exact"].values, "-",
+                        color=run.color, label="exact (finite-width oracle)")
             ax.plot(dev["widths"], dev[f"m{n}_sampled"], "o", color=run.color, ms=6,
                     label=f"sampled ({dev['n_nets'][0]:.0e} nets)")
             ax.plot(dev["widths"], dev[f"m{n}_background"], "x--", color="0.45", lw=1,
@@ -126,11 +136,17 @@ def fig_connected(runs) -> object:
         ax = axes[0, j]
         dev = deviation(run)
         ex = run.exact
-        wc = ex["curve_width"].values.astype(float)
         for n, power in ((4, 1), (6, 2)):
             color, name = styles[n]
-            ce = ex[f"c{n}_exact"].values
-            ax.plot(wc, ce, "-", color=color, label=f"{name}, exact")
+            if ex is None:
+                # The guides then hang from the sampled points, the only curve there is.
+                wc = np.asarray(dev["widths"], float)
+                ce = np.abs(np.asarray(dev[f"c{n}_sampled"], float))
+                _no_exact_entry(ax, color, f"{name}, exact")
+            else:
+                wc = ex["curve_width"].values.astype(float)
+                ce = ex[f"c{n}_exact"].values
+                ax.plot(wc, ce, "-", color=color, label=f"{name}, exact")
             ax.plot(dev["widths"], dev[f"c{n}_sampled"], "o", color=color, mfc="none",
                     label=f"{name}, sampled")
             ax.plot(dev["widths"], dev[f"m{n}_background"], "x:", color=color, lw=1,
@@ -185,9 +201,15 @@ def fig_lambda(runs, six_point_cutoff) -> object:
                     label=r"|λ$_t$| per 4-tuple (sampled)" if t == 0 else None)
         ax.plot(cut, np.abs(fit["lambda_mean"].sel(width=width).values), "-", color="k",
                 lw=1.8, label=r"|λ̄| sampled")
-        ex = run.exact["lambda_mean_exact"].sel(propagator=run.spec["propagators"][0],
-                                                 width=width).values
-        ax.plot(cut, np.abs(ex), "--", color="tab:orange", lw=1.5, label=r"|λ̄| exact G$_4$")
+        if run.has_exact:
+            ex = run.exact["lambda_mean_exact"].sel(propagator=run.spec["propagators"][0],
+                                                     width=width).values
+            ax.plot(cut, np.abs(ex), "--", color="tab:orange", lw=1.5,
+                    label=r"|λ̄| exact G$_4$")
+        else:
+            # The symlog scale below is then set by the sampled λ̄.
+            ex = fit["lambda_mean"].sel(width=width).values
+            _no_exact_entry(ax, "tab:orange", r"|λ̄| exact G$_4$")
         post = run.posterior["posterior"].to_dataset()
         pc = post["cutoff"].values
         d = sign * post["lambda"].sel(width=width).transpose("chain", "draw", "cutoff").values
@@ -394,10 +416,13 @@ def fig_posterior_vs_point(runs, cutoff) -> object:
         fw = fit["width"].values.astype(int)
         lm = fit["lambda_mean"].values[:, jc] * fw
         ax.plot(fw * 1.06, lm, "o", mfc="none", color="k", label="λ̄ (paper's estimator)")
-        ex = run.exact["lambda_mean_exact"].sel(propagator=run.spec["propagators"][0])
-        ew = ex["width"].values.astype(int)
-        ax.plot(ew, ex.values[:, jc] * ew, ".-", color="tab:orange",
-                label="λ̄ of the exact G₄")
+        if run.has_exact:
+            ex = run.exact["lambda_mean_exact"].sel(propagator=run.spec["propagators"][0])
+            ew = ex["width"].values.astype(int)
+            ax.plot(ew, ex.values[:, jc] * ew, ".-", color="tab:orange",
+                    label="λ̄ of the exact G₄")
+        else:
+            _no_exact_entry(ax, "tab:orange", "λ̄ of the exact G₄")
         const = run.posterior["constant_data"].to_dataset()
         gls = const["point_estimate"].sel(coupling="lambda", cutoff=c).values * widths
         orders = orders_text(json.loads(run.posterior.attrs["orders"]))

@@ -5,6 +5,11 @@ Nothing here computes physics: every number comes from a file an earlier stage o
 the fit file the point estimates and the sampled m_n and c_n, the posterior and β files the
 draws and the design of the 6-pt check). Each file is read once and checked as its reader
 checks it (format, version, checksum).
+
+A run whose ensemble has no exact finite-width oracle (a deep MLP, a user's JaxNetwork) has
+no exact file: its plan entry says so (``files["exact"] is None``, ``exact_oracle`` the
+capability the ensemble declares), :attr:`StudyRun.has_exact` is False, :attr:`StudyRun.exact`
+is None, and every exact value below is None (never a stand-in number).
 """
 
 from __future__ import annotations
@@ -38,9 +43,18 @@ class StudyRun:
         return self._cache[name]
 
     @property
+    def has_exact(self) -> bool:
+        """Whether the run has an exact-summary file (its ensemble has an oracle up to the
+        6-pt function; the plan says so, nothing is recomputed)."""
+        return self.spec["files"].get("exact") is not None
+
+    @property
     def exact(self):
+        """The exact-summary file, or None for a run without an exact oracle."""
         from .. import _io
 
+        if not self.has_exact:
+            return None
         return self.cached("exact", lambda: _io.read_netcdf(
             self.out / self.spec["files"]["exact"], name="exact file",
             what="exact finite-width summary", file_format=_io.EXACT_FORMAT,
@@ -93,7 +107,8 @@ def study_runs(out: Path, plan: dict) -> list[StudyRun]:
 
 def deviation(run: StudyRun) -> dict:
     """m_n and c_n per sampled width (n = 4, 6): sampled and background from the fit file,
-    exact from the exact file's curve, and z = (sampled - exact) / background."""
+    exact from the exact file's curve, and z = (sampled - exact) / background; the exact
+    values and z are None for a run without an exact oracle."""
     return run.cached("deviation", lambda: _deviation(run))
 
 
@@ -101,14 +116,17 @@ def _deviation(run: StudyRun) -> dict:
     fit, ex = run.fit(run.spec["propagators"][0]), run.exact
     widths = [int(w) for w in fit["width"].values]
     out = {"widths": widths, "n_nets": [int(n) for n in fit["n_nets"].values]}
-    curve = [int(w) for w in ex["curve_width"].values]
+    curve = [] if ex is None else [int(w) for w in ex["curve_width"].values]
     for n in (4, 6):
         for q in ("m", "c"):
             out[f"{q}{n}_sampled"] = fit[f"{q}{n}_sampled"].values.tolist()
+            if ex is None:
+                out[f"{q}{n}_exact"] = [None] * len(widths)
+                continue
             exact = dict(zip(curve, ex[f"{q}{n}_exact"].values.tolist(), strict=True))
             out[f"{q}{n}_exact"] = [exact[w] for w in widths]
         out[f"m{n}_background"] = fit[f"m{n}_background"].values.tolist()
-        out[f"m{n}_z"] = [(s - e) / b for s, e, b in zip(
+        out[f"m{n}_z"] = [None if e is None else (s - e) / b for s, e, b in zip(
             out[f"m{n}_sampled"], out[f"m{n}_exact"], out[f"m{n}_background"], strict=True)]
     return out
 

@@ -51,9 +51,19 @@ def orders_text(orders) -> str:
 
 
 def exact_summary(run: StudyRun) -> dict:
-    """The exact oracle's m_n, c_n curves against N and their stored log-log slopes."""
+    """The exact oracle's m_n, c_n curves against N and their stored log-log slopes.
+
+    ``available`` says whether the run has an exact file; ``oracle`` is the capability its
+    ensemble declares (from the plan: ``moments``, ``max_order``, ``needed_order``), which
+    the report states for a run without one, whose curves and slopes are then None."""
     ex = run.exact
-    out = {"widths": [int(w) for w in ex["curve_width"].values]}
+    out = {"available": ex is not None, "oracle": run.spec.get("exact_oracle")}
+    if ex is None:
+        out["widths"] = []
+        for q in ("m4", "m6", "c4", "c6"):
+            out[q], out[f"{q}_slope"] = None, None
+        return out
+    out["widths"] = [int(w) for w in ex["curve_width"].values]
     for q in ("m4", "m6", "c4", "c6"):
         out[q] = ex[f"{q}_exact"].values.tolist()
         out[f"{q}_slope"] = float(ex[f"{q}_slope"])
@@ -61,17 +71,25 @@ def exact_summary(run: StudyRun) -> dict:
 
 
 def fit_summary(run: StudyRun) -> dict:
-    """The point estimates per propagator, with γ of the exact λ̄ from the exact file."""
+    """The point estimates per propagator, with γ of the exact λ̄ from the exact file (None
+    per width and cutoff for a run without an exact oracle)."""
     out = {}
     ex = run.exact
     for p in run.spec["propagators"]:
         fit = run.fit(p)
         names = [str(c) for c in fit["coupling"].values]
+        if ex is None:
+            # NaN becomes null in summary.json and "–" in the report: absent, not a number.
+            lam_exact = np.full(fit["lambda_mean"].shape, np.nan)
+            gamma_exact = np.full(fit.sizes["width"], np.nan)
+        else:
+            lam_exact = ex["lambda_mean_exact"].sel(propagator=p).values
+            gamma_exact = ex["gamma_fit_exact"].sel(propagator=p).values
         entry = {
             "widths": [int(w) for w in fit["width"].values],
             "cutoffs": fit["cutoff"].values.tolist(),
-            "lambda_mean_exact": ex["lambda_mean_exact"].sel(propagator=p).values,
-            "gamma_fit_exact": ex["gamma_fit_exact"].sel(propagator=p).values,
+            "lambda_mean_exact": lam_exact,
+            "gamma_fit_exact": gamma_exact,
             "gamma_analytic": float(fit.attrs["gamma_analytic"]),
         }
         for name in ("lambda_mean", "beta", "gamma_local", "gamma_fit", "gamma_fit_stderr",
@@ -104,7 +122,8 @@ def gate_summary(run: StudyRun) -> dict:
 
 
 def posterior_summary(run: StudyRun) -> dict:
-    """The posterior's couplings beside the exact estimand, its settings read from the file."""
+    """The posterior's couplings beside the exact estimand, its settings read from the file
+    (the exact estimand, its z and coverage are None for a run without an exact oracle)."""
     dt = run.posterior
     post = dt["posterior"].to_dataset()
     const = dt["constant_data"].to_dataset()
@@ -115,12 +134,17 @@ def posterior_summary(run: StudyRun) -> dict:
     widths = [int(w) for w in post["width"].values]
     cutoffs = [float(c) for c in post["cutoff"].values]
     propagator = str(attrs.get("propagator", "full"))
-    # The estimand on the exact correlators, from the exact-summary file of the run.
-    ex = run.exact["lambda_mean_exact"].sel(propagator=propagator)
-    exact = np.array([[float(ex.sel(width=w).values[nearest(ex["cutoff"].values, c)])
-                       for c in cutoffs] for w in widths])
     q05, q50, q95 = np.quantile(flat, [0.05, 0.5, 0.95], axis=0)
     mean, sd = flat.mean(axis=0), flat.std(axis=0, ddof=1)
+    if run.has_exact:
+        # The estimand on the exact correlators, from the exact-summary file of the run.
+        ex = run.exact["lambda_mean_exact"].sel(propagator=propagator)
+        exact = np.array([[float(ex.sel(width=w).values[nearest(ex["cutoff"].values, c)])
+                           for c in cutoffs] for w in widths])
+        inside = (q05 <= exact) & (exact <= q95)
+    else:
+        exact = np.full(mean.shape, np.nan)
+        inside = np.full(mean.shape, None, dtype=object)
     out = {
         "widths": widths,
         "cutoffs": cutoffs,
@@ -131,6 +155,8 @@ def posterior_summary(run: StudyRun) -> dict:
         "noise": str(attrs["covariance"]),
         "likelihood": str(attrs["likelihood"]),
         "estimand": str(attrs["estimand"]),
+        "two_point": str(attrs.get("two_point", "kernel")),
+        "free_part": str(attrs.get("free_part", "")),
         "lambda_mean": mean,
         "lambda_sd": sd,
         "lambda_q05": q05,
@@ -138,7 +164,7 @@ def posterior_summary(run: StudyRun) -> dict:
         "lambda_q95": q95,
         "lambda_exact": exact,
         "z_exact": (mean - exact) / sd,
-        "exact_inside90": (q05 <= exact) & (exact <= q95),
+        "exact_inside90": inside,
         "plugin": const["point_estimate"].sel(coupling="lambda").values,
         "plugin_sd": const["point_sd"].sel(coupling="lambda").values,
         "spread_median": np.median(spread.reshape(-1, *spread.shape[2:]), axis=0),

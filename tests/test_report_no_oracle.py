@@ -1,0 +1,168 @@
+"""``reproduce`` and its report for an ensemble without an exact finite-width oracle (issue 10).
+
+A two-hidden-layer erf MLP declares no exact-moment oracle (``exact_moments = None``), so the
+study has no exact stage and no exact file. It still runs sample → fit → infer → flow →
+report; every section says that the exact comparison is unavailable for the run and shows
+the sampled values and posteriors alone, and every figure is drawn.
+
+Physics oracle: the report's sampled m_4 = ⟨|G4 − G4_GP| / |G4_GP|⟩_t is recomputed here from
+the run file's stored moment sums with an independent GP: the depth-2 erf NNGP kernel from
+the arcsin recursion written out below (Williams 1997 for E[erf(u) erf(v)]), and the 4-pt
+Wick sum over the three pairings written out by hand. Both are deterministic functions of
+stored data, so they must agree to round-off.
+
+Size: 2,000 networks at widths 4 and 16, two fit cutoffs, one posterior cutoff, 2 chains ×
+100 draws (about 35 s on two shared cores). The posteriors are far too short to pass the
+diagnostics gate; nothing here reads them as physics.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from nngp_ppl import CorrelatorStats
+from nngp_ppl.report import FIGURES
+from nngp_ppl.reproduce import plan_dict, reproduce
+from nngp_ppl.study import study_from_text
+
+SIGMA_W, SIGMA_B, DEPTH = 1.0, 0.5, 2
+INPUTS = [-1.0, -0.3, 0.4, 1.0]
+STUDY = f"""
+name = "mlp_no_oracle"
+n_nets = 2000
+widths = [4, 16]
+fit_cutoffs = [5, 20]
+infer_cutoffs = [5]
+six_point_cutoff = 5.0
+num_chains = 2
+num_samples = 100
+num_warmup = 100
+
+[[run]]
+key = "mlp"
+ensemble = "mlp"
+sigma_b = {SIGMA_B}
+inputs = {INPUTS}
+
+[run.params]
+depth = {DEPTH}
+activation = "erf"
+sigma_w = {SIGMA_W}
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    preset = study_from_text(STUDY)
+    out = tmp_path_factory.mktemp("no_oracle")
+    result = reproduce(preset, out, progress=False, log=lambda _line: None)
+    summary = json.loads((out / "summary.json").read_text())
+    return preset, out, result, summary
+
+
+def _erf_mlp_kernel(x, sigma_w, sigma_b, depth):
+    """K of a depth-``depth`` erf MLP on scalar inputs, by the layer recursion
+    m ← σ_b² + σ_w² (2/π) arcsin(2m / sqrt((1 + 2v)(1 + 2v'))), starting from the
+    pre-activation covariance σ_b² + σ_w² x x' (d_in = 1)."""
+    x = np.asarray(x, float)
+    m = sigma_b**2 + sigma_w**2 * np.outer(x, x)
+    for _ in range(depth):
+        v = np.diag(m).copy()
+        m = sigma_b**2 + sigma_w**2 * (2 / np.pi) * np.arcsin(
+            2 * m / np.sqrt(np.outer(1 + 2 * v, 1 + 2 * v)))
+    return m
+
+
+def _wick4(K, t):
+    a, b, c, d = t
+    return K[a, b] * K[c, d] + K[a, c] * K[b, d] + K[a, d] * K[b, c]
+
+
+def test_the_study_runs_every_stage_but_the_exact_one_and_draws_every_figure(study):
+    preset, out, result, summary = study
+    assert list(result.status) == ["sample_mlp", "fit_mlp", "infer_mlp", "flow_mlp", "report"]
+    assert set(result.status.values()) == {"ran"}
+    assert not list(out.glob("exact_*.nc"))
+    assert plan_dict(preset)["runs"][0]["files"]["exact"] is None
+    for name in FIGURES:
+        path = out / "figures" / name
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert summary["figures"] == [f"figures/{name}" for name in FIGURES]
+    # Rerunning finds everything up to date: the missing exact file is not a missing input.
+    again = reproduce(preset, out, progress=False, log=lambda _line: None)
+    assert set(again.status.values()) == {"skipped"}
+
+
+def test_the_report_says_the_exact_comparison_is_unavailable(study):
+    _, out, _, summary = study
+    run = summary["runs"]["mlp"]
+    # What the ensemble declares, as the report states it.
+    assert run["exact_curve"]["available"] is False
+    assert run["exact_curve"]["oracle"] == {"moments": None, "max_order": 0, "needed_order": 6}
+    report = (out / "report.md").read_text()
+    label = run["label"]
+    assert f"**{label}: no exact finite-width oracle.**" in report
+    assert "declares no exact-moment oracle; the exact stage needs order 6" in report
+    # Sections 1 (twice), 2, 3 and 5 each say it for this run.
+    assert report.count(f"*{label}: exact comparison unavailable") == 5
+    assert "the 90% interval contains the exact" not in report  # no coverage claim
+    # Every exact number is absent (null), never a stand-in; the sampled ones are there.
+    dev, po = run["deviation"], run["posterior"]
+    for n in (4, 6):
+        assert dev[f"m{n}_exact"] == [None, None] and dev[f"m{n}_z"] == [None, None]
+        assert all(np.isfinite(dev[f"m{n}_sampled"]))
+    assert po["lambda_exact"] == [[None], [None]] and po["exact_inside90"] == [[None], [None]]
+    assert all(np.isfinite(np.asarray(po["lambda_median"], float)).ravel())
+    assert run["fit"]["full"]["gamma_fit_exact"] == [None, None]
+    assert all(run["exact_curve"][f"{q}_slope"] is None for q in ("m4", "m6", "c4", "c6"))
+    # The deep MLP's 2-pt function is not K: the stored free part is stated.
+    assert po["two_point"] == "measured"
+    assert f"- {label}: 2-pt function 'measured' — free part:" in report
+
+
+def test_the_reported_sampled_m4_is_the_run_files_against_an_independent_gp(study):
+    _, out, _, summary = study
+    dev = summary["runs"]["mlp"]["deviation"]
+    stats = CorrelatorStats.from_netcdf(out / "run_mlp.nc")
+    K = _erf_mlp_kernel(INPUTS, SIGMA_W, SIGMA_B, DEPTH)
+    # Our own list of the distinct 4-tuples, in the lexicographic order the file uses.
+    tuples = list(itertools.combinations_with_replacement(range(len(INPUTS)), 4))
+    gp = np.array([_wick4(K, t) for t in tuples])
+    assert dev["widths"] == [4, 16] and dev["n_nets"] == [2000, 2000]
+    for i, w in enumerate(dev["widths"]):
+        g4 = stats.moment_sums(w)[4] / stats.n_nets(w)
+        assert g4.shape == gp.shape
+        m4 = float(np.mean(np.abs(g4 - gp) / np.abs(gp)))
+        assert dev["m4_sampled"][i] == pytest.approx(m4, rel=1e-10)
+        # The background: the stored standard errors over |G4_GP|.
+        background = float(np.mean(stats.stderr_tuples(4, w) / np.abs(gp)))
+        assert dev["m4_background"][i] == pytest.approx(background, rel=1e-10)
+
+
+def test_the_report_of_a_run_without_an_oracle_computes_no_physics(study, monkeypatch,
+                                                                   tmp_path):
+    """As tests/test_reproduce.py checks for a run with an exact file: with every theory
+    function and kernel made to raise, the report is rewritten identically."""
+    from test_reproduce import _refuse_physics
+
+    from nngp_ppl.report import write_report
+
+    preset, src, _, summary = study
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    before = copy.deepcopy(summary)
+    (out / "report.md").unlink()
+    assert _refuse_physics(monkeypatch) > 50
+    write_report(out, plan_dict(preset), timings=before["timings_s"],
+                 warnings=before["warnings"])
+    after = json.loads((out / "summary.json").read_text())
+    for key in ("created", "machine"):
+        before.pop(key), after.pop(key)
+    assert after == before
+    assert "exact comparison unavailable" in (out / "report.md").read_text()
