@@ -1,8 +1,10 @@
-"""Your own JAX network as an ensemble: sample it, measure its kernel, fit the quartic coupling.
+"""Your own JAX network as an ensemble: sample it, measure its kernel, fit the quartic coupling,
+and run its whole study (with the report) through ``nngp-ppl reproduce --config``.
 
 Any pair ``init(key, width) -> params`` and ``apply(params, X) -> f`` is an ensemble
 (``nngp_ppl.JaxNetwork``): the streaming sampler draws one network per key, exactly as for
-the built-in nets. Here: a two-hidden-layer tanh network, written as a user would,
+the built-in nets. Here: a two-hidden-layer tanh network, written as a user would in
+``examples/own_nets/deep_tanh.py``,
 
     f(x) = a · tanh(W2 tanh(W1 x + b1) + b2) + c,
     W1 ~ N(0, σ²/d_in), W2 ~ N(0, σ²/N), a ~ N(0, σ²/N), biases ~ N(0, σ_b²).
@@ -26,51 +28,67 @@ what that does to λ̄. Per width it fits λ̄ at a cutoff Λ with
 The connected one scales as 1/N (N·λ̄ roughly constant); the difference between the two
 is the 2-pt shift that rule 4.5 would absorb into λ̄.
 
-To save runs of such a network to files, put ``init`` and ``apply`` in an importable module
-and name them by path: ``JaxNetwork("mynets.deep:init", "mynets.deep:apply", d_in=1)``; a
-function defined in a script (as here) cannot be reloaded, and saving it is refused.
+Saving to files needs ``init`` and ``apply`` importable by path: ``own_nets.deep_tanh``
+has them as module-level functions, and its factory ``network()`` is what a study file
+names. The last step writes such a study and runs it as a shell would::
 
-Run:  python examples/06_own_network.py [--small] [--cutoff 5]
+    export PYTHONPATH=examples                 # where own_nets lives
+    nngp-ppl reproduce --config deep_tanh.toml --out deep_tanh_study
+
+(sample, fit, infer, flow and the report; no exact stage, since no exact finite-width
+oracle exists for this network, and the report says so run by run). A closure, or a
+function defined in a script run as ``__main__``, cannot be reloaded: saving one is refused.
+
+Run:  python examples/06_own_network.py [--small] [--cutoff 5] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import tempfile
 import warnings
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 import nngp_ppl
 from nngp_ppl import eft
 
-SIGMA_W, SIGMA_B = 1.5, 0.5
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # what PYTHONPATH=examples does in a shell
+    sys.path.insert(0, str(HERE))
 
+from own_nets.deep_tanh import SIGMA_B, SIGMA_W, apply, init  # noqa: E402
 
-def init(key, width):
-    """One network of width N, d_in = 1."""
-    k = jax.random.split(key, 6)
-    return {
-        "W1": SIGMA_W * jax.random.normal(k[0], (width, 1)),
-        "b1": SIGMA_B * jax.random.normal(k[1], (width,)),
-        "W2": SIGMA_W / jnp.sqrt(width) * jax.random.normal(k[2], (width, width)),
-        "b2": SIGMA_B * jax.random.normal(k[3], (width,)),
-        "a": SIGMA_W / jnp.sqrt(width) * jax.random.normal(k[4], (width,)),
-        "c": SIGMA_B * jax.random.normal(k[5], ()),
-    }
+#: The study of step 3: the factory ``own_nets.deep_tanh:network`` (JaxNetwork with the
+#: MLP-recursion kernel), five inputs, two widths, one cutoff.
+STUDY = """\
+name = "deep_tanh"
+n_nets = {n_nets}
+widths = [{widths}]
+fit_cutoffs = [{cutoff}]
+infer_cutoffs = [{cutoff}]
+six_point_cutoff = {cutoff}
+num_chains = 2
+num_samples = {samples}
+num_warmup = {samples}
 
-
-def apply(params, X):
-    h = jnp.tanh(X @ params["W1"].T + params["b1"])
-    h = jnp.tanh(h @ params["W2"].T + params["b2"])
-    return h @ params["a"] + params["c"]
+[[run]]
+key = "deep_tanh"
+ensemble = "own_nets.deep_tanh:network"
+title = "own deep tanh"
+inputs = [-1.0, -0.5, 0.0, 0.5, 1.0]
+"""
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="few networks (tests)")
     parser.add_argument("--cutoff", type=float, default=5.0, help="cutoff Λ (default 5)")
+    parser.add_argument("--out", default=None,
+                        help="directory of the study (default: a temporary one)")
     args = parser.parse_args(argv)
 
     X = np.array([[-1.0], [-0.5], [0.0], [0.5], [1.0]])
@@ -90,10 +108,13 @@ def main(argv=None):
           f"{mc.kernel_width}: standard error up to {np.max(K_se) / np.max(K):.1%} of max K; "
           f"max |K_mc - K_MLP| / se = {kernel_z:.2f}")
     print(f"  warning: {str(caught[0].message)[:110]}...")
+    print(f"  saved by import path: {mc.to_dict()['init']}, {mc.to_dict()['apply']}")
+    closure = nngp_ppl.JaxNetwork(lambda key, width: init(key, width), apply, d_in=1,
+                                  name="tanh2")
     try:
-        mc.to_dict()
+        closure.to_dict()
     except nngp_ppl.NNGPInputError as err:
-        print(f"  saving refused, as it should be: {str(err)[:100]}...")
+        print(f"  a closure's saving is refused, as it should be: {str(err)[:90]}...")
 
     # 2. The same network with the exact kernel, sampled and fitted.
     net = nngp_ppl.JaxNetwork(init, apply, d_in=1, name="tanh2", sigma_b=SIGMA_B,
@@ -119,7 +140,24 @@ def main(argv=None):
         print(f"  {width:3d}   {shift:11.1f}   {lam_rule45:15.4e}   {lam_conn:14.4e}   "
               f"{width * lam_conn:14.4e}")
     assert k == K.shape[0]
-    return {"rows": rows, "kernel_z": kernel_z}
+
+    # 3. The whole study as data: every stage and the report, as `nngp-ppl reproduce`.
+    from nngp_ppl.cli import main as nngp_ppl_cli
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="nngp_deep_tanh_"))
+    out.mkdir(parents=True, exist_ok=True)
+    study = out / "deep_tanh.toml"
+    study.write_text(STUDY.format(n_nets=2000 if args.small else 100_000,
+                                  widths=", ".join(map(str, widths)), cutoff=args.cutoff,
+                                  samples=100 if args.small else 1000))
+    argv = ["reproduce", "--config", str(study), "--out", str(out / "study"),
+            "--no-progress"]
+    print("\n$ PYTHONPATH=examples nngp-ppl " + " ".join(argv), flush=True)
+    code = nngp_ppl_cli(argv)
+    if code not in (0, None):
+        raise SystemExit(f"nngp-ppl reproduce exited with {code}")
+    summary = json.loads((out / "study" / "summary.json").read_text())
+    return {"rows": rows, "kernel_z": kernel_z, "study": out / "study", "summary": summary}
 
 
 if __name__ == "__main__":

@@ -126,6 +126,17 @@ def test_06_own_network():
     # N = 4 and 8 is 2 up to O(1/N) corrections and noise (measured 1.71 with this seed).
     assert small["lambda_connected"] < 0 and large["lambda_connected"] < 0
     assert 1.3 < small["lambda_connected"] / large["lambda_connected"] < 3.0
+    # The same network's study ran through `reproduce --config` (no exact stage): every
+    # figure drawn, and the report says the exact comparison is unavailable for it.
+    from nngp_ppl.report import FIGURES
+
+    study = out["study"]
+    assert not list(study.glob("exact_*.nc"))
+    assert all((study / "figures" / f).stat().st_size > 0 for f in FIGURES)
+    assert "*own deep tanh: exact comparison unavailable" in (study / "report.md").read_text()
+    run = out["summary"]["runs"]["deep_tanh"]
+    assert run["exact_curve"]["available"] is False
+    assert run["posterior"]["two_point"] == "measured"  # K is not its 2-pt function
 
 
 def test_07_own_ensemble_cli(tmp_path):
