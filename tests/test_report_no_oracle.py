@@ -124,6 +124,7 @@ def test_the_report_says_the_exact_comparison_is_unavailable(study):
     # The deep MLP's 2-pt function is not K: the stored free part is stated.
     assert po["two_point"] == "measured"
     assert f"- {label}: 2-pt function 'measured' — free part:" in report
+    assert f"For {label} K is not the finite-width 2-pt function" in report
 
 
 def test_the_reported_sampled_m4_is_the_run_files_against_an_independent_gp(study):

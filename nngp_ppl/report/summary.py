@@ -5,6 +5,8 @@ renders the report from it alone, so that the two cannot disagree. The only arit
 is on stored values: quantiles and means of stored draws, the diagnostics gate's R-hat and
 ESS of the stored chains, and m_6 of the stored 6-pt predictions against the stored
 experiment; no kernel, Wick sum, diagram or fit is evaluated (physics.md §3, §7, §8).
+For a run without an exact file (its ensemble has no exact oracle) every exact value is
+None (``null`` in the JSON) and ``exact_curve`` records the capability the ensemble declares.
 """
 
 from __future__ import annotations
@@ -285,7 +287,9 @@ def conventions() -> dict:
                       "Gauss-net is also fitted with K - sigma_b^2 (the paper's revised "
                       "EFT, 'bias_subtracted')",
         "rule_4_5": "diagrams in which the vertex corrects the 2-pt function are dropped (K "
-                    "is the exact 2-pt function at every width)",
+                    "is the exact 2-pt function at every width for one hidden layer; where "
+                    "it is not, e.g. a deep MLP, the free part is the Wick sum of the "
+                    "measured 2-pt function instead, stated per run in section 2)",
         "per_tuple_coupling": "lambda_t = -(G4_exp - G4_GP)_t / (24 int_box prod_a K(x_a,y) "
                               "dy); lambda_bar = mean over the distinct 4-tuples",
         "cutoffs": "vertex integrals over the box [-L, L]^d_in by composite Gauss-Legendre "
