@@ -167,3 +167,30 @@ def test_the_report_of_a_run_without_an_oracle_computes_no_physics(study, monkey
         before.pop(key), after.pop(key)
     assert after == before
     assert "exact comparison unavailable" in (out / "report.md").read_text()
+
+
+def test_a_study_mixing_runs_with_and_without_an_oracle_counts_coverage_only_where_defined(
+        study):
+    """render_report on the summary with a second run that has exact values (a copy of the
+    MLP run given exact λ̄ at both widths, one inside its 90% interval and one outside): the
+    coverage sentence counts only that run's two posteriors, and only the run without an
+    oracle gets the 'unavailable' notes."""
+    from nngp_ppl.report import render_report
+
+    summary = copy.deepcopy(study[3])
+    run = summary["runs"]["mlp"]
+    other = copy.deepcopy(run)
+    other["label"] = "with-oracle"
+    other["exact_curve"]["available"] = True
+    po = other["posterior"]
+    inside = [po["lambda_median"][0][0], po["lambda_q95"][1][0] + 1.0]  # in, out
+    po["lambda_exact"] = [[inside[0]], [inside[1]]]
+    po["exact_inside90"] = [[True], [False]]
+    po["z_exact"] = [[0.0], [1.0]]
+    summary["runs"]["other"] = other
+    report = render_report(summary)
+    assert ("Over all 2 posteriors of the runs with an exact oracle (every width and cutoff) "
+            "the 90% interval contains the exact λ̄ in 1.") in report
+    assert "Missed: with-oracle N=16" in report and "Missed: " + run["label"] not in report
+    assert report.count("exact comparison unavailable") == 5
+    assert "*with-oracle: exact comparison unavailable" not in report
