@@ -37,6 +37,7 @@ import time
 import numpy as np
 
 import nngp_ppl as nn
+from nngp_ppl.connected import six_point_diagrams
 from nngp_ppl.eft import mean_coupling
 from nngp_ppl.theory import diagrams as dg
 from nngp_ppl.theory.exact import exact_correlator_tuples, exact_cumulant_tuples
@@ -60,13 +61,10 @@ def _norm(v):
 def designs(net, X, cutoffs, propagator="full"):
     """Per cutoff: I6c = -720 ∫ΠK (κ contact, (C, T6)), E = λ² exchange (C, T6),
     D1_4 (C, T4, 2), D2_4 (C, T4, 2, 2)."""
-    (contact,) = [d for d in dg.first_order_diagrams(6, 6) if len(d.attached) == 6]
-    c6 = np.atleast_2d(contact.evaluate(net, X, np.asarray(cutoffs), propagator))
-    E = dg.second_order_design(net, X, 6, cutoffs, ("lambda",), propagator,
-                               topologies=("exchange",))
+    c6, E = six_point_diagrams(net, X, cutoffs, propagator)
     D1 = dg.first_order_design(net, X, 4, cutoffs, ("lambda", "kappa"), propagator)
     D2 = dg.second_order_design(net, X, 4, cutoffs, ("lambda", "kappa"), propagator)
-    return c6, E[:, :, 0, 0], D1, D2
+    return c6, E, D1, D2
 
 
 def lstsq(a, b):

@@ -80,15 +80,16 @@ def _exact_descriptions(net, X, width, cutoff, propagator, c6, E) -> dict:
     }
 
 
-def six_point_diagrams(net, X, cutoff: float, propagator: str = "full"):
-    """(contact, exchange) on the distinct 6-tuples at ``cutoff``: the coefficients of κ
-    and of λ² in the connected 6-pt function (module docstring)."""
+def six_point_diagrams(net, X, cutoffs, propagator: str = "full"):
+    """(contact, exchange), each (L, T_6) on the distinct 6-tuples at ``cutoffs``: the
+    coefficients of κ and of λ² in the connected 6-pt function (module docstring)."""
     from .theory import diagrams as dg
 
+    cutoffs = np.atleast_1d(np.asarray(cutoffs, dtype=np.float64))
     (contact,) = [d for d in dg.first_order_diagrams(6, 6) if len(d.attached) == 6]
-    c6 = np.asarray(contact.evaluate(net, X, np.asarray([cutoff]), propagator)).reshape(-1)
-    E = dg.second_order_design(net, X, 6, [cutoff], ("lambda",), propagator,
-                               topologies=("exchange",))[0, :, 0, 0]
+    c6 = np.atleast_2d(contact.evaluate(net, X, cutoffs, propagator))
+    E = dg.second_order_design(net, X, 6, cutoffs, ("lambda",), propagator,
+                               topologies=("exchange",))[..., 0, 0]
     return c6, E
 
 
@@ -138,7 +139,7 @@ def connected_six_point(stats, posterior, cutoff: float):
                              "couplings=('lambda', 'kappa'), order=2 and the 6-pt function)")
     net, X = stats.net, np.asarray(stats.X, dtype=np.float64).reshape(stats.k, -1)
     propagator = str(posterior.attrs.get("propagator", "full"))
-    c6, E = six_point_diagrams(net, X, float(cutoffs[j]), propagator)
+    c6, E = (a[0] for a in six_point_diagrams(net, X, cutoffs[j], propagator))
     widths = [int(w) for w in mc["width"].values]
     has_exact = max_exact_order(net) >= 6
     sources = ["exact", "sampled", *PREDICTIONS]
