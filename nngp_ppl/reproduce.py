@@ -576,17 +576,20 @@ def _infer_action(run: RunSpec, preset: Preset, progress: bool, log):
         from .stats import CorrelatorStats
 
         stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
-        dt = infer_couplings(
-            stats, cutoffs=preset.infer_cutoffs, couplings=("lambda",),
-            widths=run.infer_widths, num_chains=preset.num_chains,
-            num_samples=preset.num_samples, num_warmup=preset.num_warmup,
-            seed=preset.seed, propagator=run.propagators[0], progress=progress,
-            covariance=preset.covariance,
-        )
+        dt = infer_couplings(stats, cutoffs=preset.infer_cutoffs, couplings=("lambda",),
+                             **_sampler_arguments(run, preset, progress))
         write_netcdf(dt, out / posterior_file(run.key), file_format=_io.POSTERIOR_FORMAT,
                      version=_io.POSTERIOR_VERSION)
 
     return action
+
+
+def _sampler_arguments(run: RunSpec, preset: Preset, progress: bool) -> dict:
+    """What every posterior of a run shares: widths, NUTS sizes, seed, propagator, noise."""
+    return dict(widths=run.infer_widths, num_chains=preset.num_chains,
+                num_samples=preset.num_samples, num_warmup=preset.num_warmup,
+                seed=preset.seed, propagator=run.propagators[0], progress=progress,
+                covariance=preset.covariance)
 
 
 def second_order_cutoffs(preset: Preset) -> list[float]:
@@ -606,13 +609,9 @@ def _second_order_action(run: RunSpec, preset: Preset, progress: bool):
 
         files = second_order_files(run.key)
         stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
-        dt = infer_couplings(
-            stats, cutoffs=second_order_cutoffs(preset), couplings=("lambda", "kappa"),
-            widths=run.infer_widths, num_chains=preset.num_chains,
-            num_samples=preset.num_samples, num_warmup=preset.num_warmup,
-            seed=preset.seed, propagator=run.propagators[0], progress=progress,
-            covariance=preset.covariance, order=2,
-        )
+        dt = infer_couplings(stats, cutoffs=second_order_cutoffs(preset),
+                             couplings=("lambda", "kappa"), order=2,
+                             **_sampler_arguments(run, preset, progress))
         write_netcdf(dt, out / files["posterior2"], file_format=_io.POSTERIOR_FORMAT,
                      version=_io.POSTERIOR_VERSION)
         write_netcdf(beta_function(dt), out / files["beta2"], file_format=_io.BETA_FORMAT,
