@@ -197,7 +197,27 @@ class EFTTheory:
         return np.concatenate([gp_correlator_tuples(self.kernel, n) for n in self.data_orders])
 
     @functools.cached_property
+    def _identity(self):
+        """What the theory's arrays depend on, as a hashable key (None for an ensemble that
+        cannot describe itself, e.g. a closure-built JaxNetwork: nothing is shared then)."""
+        import json
+
+        try:
+            net = json.dumps(self.net.to_dict(), sort_keys=True)
+        except (NNGPInputError, TypeError, ValueError):
+            return None
+        return (net, self.X.tobytes(), self.X.shape, self.couplings, self.orders,
+                self.data_orders, self.propagator, self.max_cutoff)
+
+    @functools.cached_property
     def _design_fn(self):
+        # Theories that agree in everything the design depends on share one compiled
+        # function (the ELPD's models, calibration's orders, a second-order estimand's
+        # leading λ̄): compiling the vertex integrals is the costly part.
+        key = None if self._identity is None else ("design", *self._identity)
+        return _cached(key, self._compile_design)
+
+    def _compile_design(self):
         design = design_function(self.net, self.X, self.data_orders, self.couplings,
                                  self.propagator, self.max_cutoff)
         fitted = jnp.asarray(self.fitted)
@@ -237,12 +257,12 @@ class EFTTheory:
         would not be a consistent truncation. They are not small on the lattice either:
         for the Erf-net at N = 5 and Λ = 100, κ² D2_κκ at the first-order κ is comparable
         to the whole deviation (measured), the cutoff growth of the two κ self-loops."""
-        import json
-
-        key = (json.dumps(self.net.to_dict(), sort_keys=True), self.X.tobytes(), self.X.shape,
-               self.data_orders, self.propagator,
-               tuple(float(c) for c in np.atleast_1d(cutoffs)), bool(slope))
-        a = _lambda_squared_design(key, self.net, self.X)  # (L, T)
+        cut = tuple(float(c) for c in np.atleast_1d(cutoffs))
+        # The λ² coefficients do not depend on the couplings fitted: key without them.
+        key = None if self._identity is None else (
+            "lambda2", *self._identity[:3], *self._identity[5:7], cut, bool(slope))
+        a = _cached(key, lambda: _lambda_squared_design(self.net, self.X, self.data_orders,
+                                                        self.propagator, cut, slope))
         c = self.couplings.index("lambda")
         full = np.zeros(a.shape + (len(self.couplings),) * 2)
         full[..., c, c] = a
@@ -290,26 +310,30 @@ class EFTTheory:
         return G - self.gp
 
 
-_LAMBDA_SQUARED: dict = {}
+#: Arrays and compiled functions shared between equal theories (:func:`_cached`).
+_SHARED: dict = {}
 
 
-def _lambda_squared_design(key, net, X) -> np.ndarray:
-    """λ² coefficients of the data orders (L, T) or their cutoff slopes, cached on ``key``
-    (ensemble, inputs, orders, propagator, cutoffs, slope): the λ-only and λ + κ models of
-    one posterior share them."""
+def _cached(key, make):
+    """``make()``, kept under ``key`` (the 32 most recent; ``key=None``: not kept)."""
+    if key is None:
+        return make()
+    if key not in _SHARED:
+        if len(_SHARED) >= 32:
+            _SHARED.pop(next(iter(_SHARED)))
+        _SHARED[key] = make()
+    return _SHARED[key]
+
+
+def _lambda_squared_design(net, X, data_orders, propagator, cutoffs, slope) -> np.ndarray:
+    """λ² coefficients of the data orders (L, T), or their cutoff slopes."""
     from .theory.diagrams import second_order_design, second_order_design_slope
 
-    if key in _LAMBDA_SQUARED:
-        return _LAMBDA_SQUARED[key]
-    if len(_LAMBDA_SQUARED) >= 32:
-        _LAMBDA_SQUARED.pop(next(iter(_LAMBDA_SQUARED)))
-    _, _, _, data_orders, propagator, cutoffs, slope = key
     fn = second_order_design_slope if slope else second_order_design
     parts = [fn(net, X, n, np.asarray(cutoffs), ("lambda",), propagator)[..., 0, 0]
              for n in data_orders]
     out = np.concatenate(parts, axis=1)
     out.setflags(write=False)
-    _LAMBDA_SQUARED[key] = out
     return out
 
 
