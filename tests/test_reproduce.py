@@ -323,23 +323,30 @@ def _refuse_physics(monkeypatch):
     return patched
 
 
-def test_the_report_reads_stored_results_and_computes_no_physics(study, monkeypatch):
+def rewrite_report_without_physics(out, plan, monkeypatch) -> tuple[dict, dict]:
+    """Delete report.md, make every theory function and kernel raise, write the report
+    again from the stored files; returns the summaries (before, after) without the fields
+    that change between writes (creation time, machine)."""
     from nngp_ppl.report import write_report
-    from nngp_ppl.reproduce import plan_dict
+    from nngp_ppl.theory import wick
 
-    out, _ = study
     before = json.loads((out / "summary.json").read_text())
     (out / "report.md").unlink()
     assert _refuse_physics(monkeypatch) > 50
-    from nngp_ppl.theory import wick
-
     with pytest.raises(AssertionError, match="called the theory"):
         wick.gp_correlator_tuples(np.eye(2), 4)  # the patch is in force
-    write_report(out, plan_dict(TINY), timings=before["timings_s"],
-                 warnings=before["warnings"])
+    write_report(out, plan, timings=before["timings_s"], warnings=before["warnings"])
     after = json.loads((out / "summary.json").read_text())
     for key in ("created", "machine"):
         before.pop(key), after.pop(key)
+    return before, after
+
+
+def test_the_report_reads_stored_results_and_computes_no_physics(study, monkeypatch):
+    from nngp_ppl.reproduce import plan_dict
+
+    out, _ = study
+    before, after = rewrite_report_without_physics(out, plan_dict(TINY), monkeypatch)
     assert after == before
     report = (out / "report.md").read_text()
     assert "## 6. Diagnostics gate" in report and "figures/six_point.png" in report
