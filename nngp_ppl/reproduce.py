@@ -276,6 +276,8 @@ def plan_dict(preset: Preset) -> dict:
             "d_in": r.d_in, "role": r.role, "widths": list(r.widths),
             "infer_widths": list(r.infer_widths), "ngp_width": r.ngp_width,
             "inputs": r.inputs().tolist(), "propagators": list(r.propagators),
+            # Whether the inputs are the authors' set (physics.md §9) or the study's own.
+            "inputs_source": "paper" if isinstance(r.points, str) else "study",
             "exact_oracle": r.exact_oracle(),
             "files": {
                 "run": run_file(r.key),

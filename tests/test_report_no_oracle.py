@@ -112,6 +112,11 @@ def test_the_report_says_the_exact_comparison_is_unavailable(study):
     # Sections 1 (twice), 2, 3 and 5 each say it for this run.
     assert report.count(f"*{label}: exact comparison unavailable") == 5
     assert "the 90% interval contains the exact" not in report  # no coverage claim
+    # Settings sentences follow the study, not the paper: its own inputs, its d_in.
+    assert run["inputs_source"] == "study"
+    assert "Ensembles and inputs (the study's own):" in report
+    assert "the authors'" not in report
+    assert f"(d_in = {run['d_in']})" in report.split("\n")[2]
     # Every exact number is absent (null), never a stand-in; the sampled ones are there.
     dev, po = run["deviation"], run["posterior"]
     for n in (4, 6):

@@ -350,6 +350,9 @@ def test_the_report_reads_stored_results_and_computes_no_physics(study, monkeypa
     assert after == before
     report = (out / "report.md").read_text()
     assert "## 6. Diagnostics gate" in report and "figures/six_point.png" in report
+    # The settings sentences come from the plan: the preset's paper inputs, d_in = 1.
+    assert "Ensembles and inputs (the authors', physics.md §9):" in report
+    assert "(d_in = 1)" in report.split("\n")[2]
 
 
 @pytest.mark.parametrize("name, change", [

@@ -63,9 +63,12 @@ def _no_oracle_note(runs: dict, shown: str, roles=None) -> list[str]:
 
 def _header(summary: dict) -> list[str]:
     p = summary["preset"]
+    # The input dimensions of the runs that sweep the study's widths (role "main").
+    dims = sorted({r["d_in"] for r in summary["runs"].values() if r["role"] == "main"})
+    dim_text = f" (d_in = {', '.join(map(str, dims))})" if dims else ""
     L = [f"# {summary['title']}", ""]
     L += [f"Preset **{p['name']}**: {p['n_nets']:,} networks per width, widths "
-          f"{', '.join(map(str, p['widths']))} (d_in = 1), seed {p['seed']}; point estimates "
+          f"{', '.join(map(str, p['widths']))}{dim_text}, seed {p['seed']}; point estimates "
           f"at {len(p['fit_cutoffs'])} cutoffs Λ = {_f(min(p['fit_cutoffs']))} … "
           f"{_f(max(p['fit_cutoffs']))}; posteriors at Λ = "
           f"{', '.join(_f(c) for c in p['infer_cutoffs'])} with {p['num_chains']} chains × "
@@ -88,13 +91,26 @@ def _conventions(summary: dict) -> list[str]:
               "c_n": "c_n", "diagnostics_gate": "diagnostics gate"}
     L += [f"- **{label}**: {conv[k]}" for k, label in labels.items()]
     L += [""] + _oracle_lines(runs)
-    L += ["Ensembles and inputs (the authors', physics.md §9):", ""]
+    L += [_inputs_sentence(runs), ""]
     L += _table(["run", "ensemble", "σ_b", "d_in", "inputs", "widths", "posterior widths"],
                 [[k, r["label"], _f(r["sigma_b"]), r["d_in"],
                   "; ".join(",".join(_f(v) for v in x) for x in r["inputs"]),
                   ",".join(map(str, r["widths"])), ",".join(map(str, r["infer_widths"]))]
                  for k, r in runs.items()])
     return L
+
+
+def _inputs_sentence(runs: dict) -> str:
+    """Where each run's inputs come from, as the plan stored it."""
+    paper = [k for k, r in runs.items() if r.get("inputs_source") == "paper"]
+    own = [k for k, r in runs.items() if r.get("inputs_source") == "study"]
+    if paper and not own:
+        return "Ensembles and inputs (the authors', physics.md §9):"
+    if own and not paper:
+        return "Ensembles and inputs (the study's own):"
+    parts = ([f"the authors' (physics.md §9) for {', '.join(paper)}"] if paper else []) + (
+        [f"the study's own for {', '.join(own)}"] if own else [])
+    return "Ensembles and inputs" + (f" (inputs: {'; '.join(parts)}):" if parts else ":")
 
 
 def _deviation_section(runs: dict) -> list[str]:

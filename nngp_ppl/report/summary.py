@@ -237,6 +237,7 @@ def _run_entry(run: StudyRun, preset: dict) -> dict:
     entry = {k: run.spec[k] for k in ("label", "ensemble", "sigma_b", "d_in", "role",
                                       "widths", "infer_widths", "ngp_width", "inputs",
                                       "propagators")}
+    entry["inputs_source"] = run.spec.get("inputs_source")
     entry["n_nets"] = int(preset["n_nets"])
     entry["deviation"] = deviation(run)
     entry["exact_curve"] = exact_summary(run)
