@@ -120,9 +120,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cpu_devices_per_core() -> int | None:
+    """Give JAX one CPU device per available core, unless a count was chosen.
+
+    The sampler runs whole shards on every local device at once
+    (:class:`nngp_ppl.sampling.LocalExecutor`), and its sums do not depend on the device
+    count, bit for bit (the shards are added in shard order). With a single CPU device the
+    forward pass uses the cores through XLA's intra-op threads, which keep them only
+    partly busy: one device per core gave 1.00x, 1.17x and 1.26x the networks
+    per second on 2 cores at N = 10, 100 and 1000 (``benchmarks/devices.py``;
+    docs/scaling.md). The other stages run on the default device as before. A count set
+    by ``JAX_NUM_CPU_DEVICES`` or ``XLA_FLAGS=--xla_force_host_platform_device_count=n``
+    is kept, and so is a backend that is already running. Returns the count set, or None.
+    """
+    if (os.environ.get("JAX_NUM_CPU_DEVICES")
+            or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")):
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if cores < 2:
+        return None
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", cores)
+    except RuntimeError:  # JAX has computed something already: keep its devices
+        return None
+    return cores
+
+
 def main(argv=None) -> int:
+    """The ``nngp-ppl`` command: parse ``argv`` (default: the process's own arguments),
+    run the subcommand, return its exit status. Run as the program itself (no ``argv``),
+    it first gives JAX one CPU device per core (:func:`cpu_devices_per_core`); a call
+    from Python with an explicit ``argv`` leaves the caller's JAX set-up alone."""
     from ._checks import NNGPInputError
 
+    if argv is None:
+        cpu_devices_per_core()
     parser = build_parser()
     args = parser.parse_args(argv)
     stdout, sys.stdout = sys.stdout, _PipeSafeStdout(sys.stdout)

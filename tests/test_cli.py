@@ -334,3 +334,37 @@ def test_lattice_kind_and_propagator_reach_the_file(tmp_path, capsys, kind, prop
             1e-3 * np.max(np.abs(got)))
     assert {"tuple_4", "position_4"} <= set(ds.dims) and "tuples_4" in ds
     assert ds.attrs["nngp_ppl_format_version"] == 2
+
+
+_DEVICES = ("from nngp_ppl import cli; print(cli.cpu_devices_per_core()); "
+            "import jax; print(len(jax.devices()))")
+
+
+@pytest.mark.parametrize("env", [{}, {"JAX_NUM_CPU_DEVICES": "1"},
+                                 {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}])
+def test_the_command_gives_jax_one_cpu_device_per_core_unless_told(env):
+    """The program (not a call of main() with argv from Python) asks for one CPU device per
+    available core; a count the user set is kept."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    proc = subprocess.run([sys.executable, "-c", _DEVICES], env={**base, **env,
+                          "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    set_count, devices = proc.stdout.split()
+    cores = len(os.sched_getaffinity(0))
+    if not env:
+        assert (set_count, int(devices)) == ((str(cores), cores) if cores > 1 else ("None", 1))
+    else:
+        assert set_count == "None" and int(devices) == (1 if "JAX_NUM_CPU_DEVICES" in env else 3)
+
+
+def test_main_called_with_argv_leaves_jax_alone(monkeypatch):
+    calls = []
+    monkeypatch.setattr("nngp_ppl.cli.cpu_devices_per_core", lambda: calls.append(1))
+    with pytest.raises(SystemExit):  # argparse exits after printing the version
+        main(["--version"])
+    assert calls == []
+    monkeypatch.setattr(sys, "argv", ["nngp-ppl", "--version"])
+    with pytest.raises(SystemExit):
+        main()
+    assert calls == [1]
