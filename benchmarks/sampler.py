@@ -3,7 +3,9 @@
 For each (ensemble, width) on the paper's six inputs it measures, in the same run:
 
 * ``sampler``: :func:`nngp_ppl.sampling.network_sums` with the full estimator covariance
-  (orders 2, 4, 6 and the 11 087 monomials of orders 2..12), default batch size;
+  (orders 2, 4, 6 and the 11 087 monomials of orders 2..12), default batch size, with the
+  CPU's default accumulation kernel (C, :mod:`nngp_ppl._native`, where it builds);
+* ``xla``: the same with the XLA kernel (``NNGP_PPL_KERNEL=xla``), which GPUs use;
 * ``no-cov``: the same with ``covariance=False`` (orders 2, 4, 6 and their squares);
 * ``floor``: draw the parameters and evaluate the networks, no correlators (the same
   jit-compiled forward pass and batch size, outputs summed so nothing is optimised away);
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -156,6 +159,19 @@ def interleaved_times(fns: dict, counts: dict, repeats: int) -> dict:
     return {key: (min(wall[key]), min(cpu[key])) for key in fns}
 
 
+def with_kernel(kernel, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with ``NNGP_PPL_KERNEL=kernel`` (read when a shard starts)."""
+    old = os.environ.get("NNGP_PPL_KERNEL")
+    os.environ["NNGP_PPL_KERNEL"] = kernel
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        if old is None:
+            del os.environ["NNGP_PPL_KERNEL"]
+        else:
+            os.environ["NNGP_PPL_KERNEL"] = old
+
+
 def measure(name, width, n_nets, n_numpy, repeats):
     jax, jnp, nngp_ppl, network_keys, default_batch_size, network_sums = _setup()
     net = nngp_ppl.make_ensemble(name, **ENSEMBLE_ARGS[name])
@@ -198,13 +214,39 @@ def measure(name, width, n_nets, n_numpy, repeats):
         "sampler": lambda: network_sums(net, X, width, 0, 0, n_nets, batch_size=batch),
         "no-cov": lambda: network_sums(net, X, width, 0, 0, n_nets, batch_size=batch,
                                        covariance=False),
-        "numpy": lambda: numpy_stats(name, X, width, n_numpy, batch=max(64, min(batch, 1024)),
-                                     sigma_w=net.sigma_w, sigma_b=net.sigma_b),
+        "xla": lambda: with_kernel("xla", network_sums, net, X, width, 0, 0, n_nets,
+                                   batch_size=batch),
     }
     counts = {"floor": n_nets, "mm64": mm_calls * FLOOR_COLUMNS,
               "mm32": mm_calls * FLOOR_COLUMNS, "sampler": n_nets,
-              "no-cov": n_nets, "numpy": n_numpy}
-    return batch, interleaved_times(fns, counts, repeats)
+              "no-cov": n_nets, "xla": n_nets}
+    times = interleaved_times(fns, counts, repeats)
+    times["numpy"] = numpy_times(name, width, n_numpy, max(64, min(batch, 1024)), repeats)
+    return batch, times
+
+
+def numpy_child(name, width, n_numpy, batch, repeats):
+    """Time the NumPy baseline in this (child) process; print its (wall, cpu) s/network."""
+    _, _, nngp_ppl, *_ = _setup()
+    net = nngp_ppl.make_ensemble(name, **ENSEMBLE_ARGS[name])
+    X = nngp_ppl.paper_inputs(name)
+    t = interleaved_times({"numpy": lambda: numpy_stats(
+        name, X, width, n_numpy, batch=batch, sigma_w=net.sigma_w, sigma_b=net.sigma_b)},
+        {"numpy": n_numpy}, repeats)
+    print(json.dumps(t["numpy"]))
+
+
+def numpy_times(name, width, n_numpy, batch, repeats):
+    """The NumPy baseline's (wall, cpu) seconds per network, measured in a child process.
+
+    NumPy's BLAS threads keep spinning for a while after each call, and that CPU time
+    would be charged to whatever this process times next (measured: it doubled the CPU
+    time of the float64 floor); in its own process it disturbs nothing.
+    """
+    proc = subprocess.run(
+        [sys.executable, __file__, "--numpy-child", name, str(width), str(n_numpy),
+         str(batch), str(repeats)], capture_output=True, text=True, check=True)
+    return tuple(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,13 +276,16 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="Erf-net only, smaller runs")
     parser.add_argument("--memory-child", nargs=3, metavar=("ENSEMBLE", "WIDTH", "N_NETS"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--numpy-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.numpy_child:
+        name, *rest = args.numpy_child
+        numpy_child(name, *map(int, rest))
+        return 0
     if args.memory_child:
         name, width, n = args.memory_child
         memory_child(name, int(width), int(n))
         return 0
-
-    import os
 
     ensembles = ["erf"] if args.quick else ["erf", "relu", "gauss"]
     widths = [10, 100, 1000] if args.quick else [2, 10, 100, 1000]
@@ -264,10 +309,12 @@ def main(argv=None):
                 r["speedup", clock] = t["numpy"][i] / t["sampler"][i]
                 r["acc", clock] = t["sampler"][i] / t["floor"][i] - 1
                 r["acc_nc", clock] = t["no-cov"][i] / t["floor"][i] - 1
+                r["acc_xla", clock] = t["xla"][i] / t["floor"][i] - 1
                 # the accumulation's own time per network against the bookkeeping floor
                 r["bk64", clock] = (t["sampler"][i] - t["floor"][i]) / t["mm64"][i]
                 r["bk32", clock] = (t["sampler"][i] - t["floor"][i]) / t["mm32"][i]
             r["acc_us"] = 1e6 * (t["sampler"][1] - t["floor"][1])
+            r["xla_us"] = 1e6 * (t["xla"][1] - t["floor"][1])
             r["mm_us"] = 1e6 * t["mm64"][1], 1e6 * t["mm32"][1]
             results.append((name, width, r))
             print(f"{name:>8} {width:>5} {batch:>6} {1 / t['sampler'][0]:>9.3g} "
@@ -290,6 +337,12 @@ def main(argv=None):
             print(f"  {name}-net N={width}: accumulation {r['acc', 'cpu']:+.0%} over the floor "
                   f"with full covariance ({verdict}), {r['acc_nc', 'cpu']:+.0%} with "
                   f"covariance=False ({verdict_nc}); target <= 30%")
+
+    print("\nthe XLA kernel (NNGP_PPL_KERNEL=xla; what GPUs use), same rounds, CPU time:")
+    for name, width, r in results:
+        print(f"  {name}-net N={width}: accumulation {r['acc_xla', 'cpu']:+.0%} over the floor "
+              f"(wall {r['acc_xla', 'wall']:+.0%}), {r['xla_us']:.2f} us/net: "
+              f"{r['xla_us'] / r['acc_us']:.1f}x the default kernel's {r['acc_us']:.2f}")
 
     ops = bookkeeping_ops(6)
     print(f"\nbookkeeping floor (k = 6): {ops['monomials']:,} monomial sums + tail sums of "

@@ -1,5 +1,11 @@
 r"""The pure shard kernel: float64 monomial sums over one index range of networks.
 
+Two implementations compute the same sums. On CPU devices :func:`shard_job` uses the C
+kernel of :mod:`nngp_ppl._native` (JAX draws and evaluates the networks, the host adds
+their monomials, batch i while the device computes batch i + 1), which needs about half
+the CPU time per network; on GPUs, and on CPUs without a C compiler, it uses the XLA
+kernel described below, which runs entirely on the device.
+
 :func:`shard_sums` is the unit of work of a sampling run: the sums over networks
 ``start .. start+count-1`` at one width, computed from zero totals, a pure function of its
 arguments (each network has its own PRNG key, :func:`nngp_ppl.ensembles.network_keys`).
@@ -84,6 +90,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _native
 from . import tuples as _tuples
 from .checkpoint import ShardSums
 from .ensembles import Ensemble, network_keys
@@ -382,7 +389,7 @@ def _zero_totals(plan: _Plan):
     )
 
 
-class _ShardJob:
+class _Job:
     """One shard's batches on one device: dispatch asynchronously, at most two in flight.
 
     All arguments are committed to ``device`` (``None``: JAX's default placement), so the
@@ -390,31 +397,43 @@ class _ShardJob:
     kind, which makes a shard's sums bitwise independent of the device it ran on.
     """
 
-    def __init__(self, net, X, width, seed, start, count, plan: _Plan, batch, chunk,
-                 device=None):
+    def __init__(self, X, seed, start, count, plan: _Plan, batch, device=None):
         self.count = count
         self._batch, self._start = batch, start
         self._plan = plan
-        self._step = _compiled_step(net, width, batch, chunk, plan)
-        if device is None:
-            self._put = lambda a: a
-        else:
-            self._put = lambda a: jax.device_put(a, device)
-        self._totals = self._put(_zero_totals(plan))
+        self._put = (lambda a: a) if device is None else (lambda a: jax.device_put(a, device))
         self._X = self._put(jnp.asarray(X))
         self._seed = self._put(jnp.asarray(seed, dtype=jnp.int64))
         self._offsets = iter(range(0, count, batch))
         self._inflight: deque = deque()
 
-    def dispatch(self) -> bool:
-        """Queue the next batch on the device; False once every batch is queued."""
+    def _next_batch(self):
+        """((first network, valid rows) on the device, valid rows) of the next batch, or
+        None once every batch is queued."""
         offset = next(self._offsets, None)
         if offset is None:
-            return False
+            return None
         n_valid = min(self._batch, self.count - offset)
-        self._totals = self._step(self._totals, self._X, self._seed,
-                                  self._put(jnp.asarray(self._start + offset, jnp.uint32)),
-                                  self._put(jnp.asarray(n_valid, jnp.int32)))
+        return (self._put(jnp.asarray(self._start + offset, jnp.uint32)),
+                self._put(jnp.asarray(n_valid, jnp.int32))), n_valid
+
+
+class _ShardJob(_Job):
+    """A shard summed by the XLA kernel on its device (:func:`_compiled_step`)."""
+
+    def __init__(self, net, X, width, seed, start, count, plan: _Plan, batch, chunk,
+                 device=None):
+        super().__init__(X, seed, start, count, plan, batch, device)
+        self._step = _compiled_step(net, width, batch, chunk, plan)
+        self._totals = self._put(_zero_totals(plan))
+
+    def dispatch(self) -> bool:
+        """Queue the next batch on the device; False once every batch is queued."""
+        nxt = self._next_batch()
+        if nxt is None:
+            return False
+        args, n_valid = nxt
+        self._totals = self._step(self._totals, self._X, self._seed, *args)
         self._inflight.append((self._totals, n_valid))
         return True
 
@@ -439,6 +458,64 @@ class _ShardJob:
         )
 
 
+@lru_cache(maxsize=32)
+def _compiled_outputs(net: Ensemble, width: int, batch: int):
+    """jit-compiled ``outputs(X, seed, start, n_valid) -> (batch, k)`` float32 network
+    outputs, rows past ``n_valid`` zero (for the host kernel, :mod:`nngp_ppl._native`)."""
+
+    def outputs(X, seed, start, n_valid):
+        keys = network_keys(seed, width, start, batch)
+        f = net.network_outputs(keys, X, width, jnp.float32)
+        return jnp.where((jnp.arange(batch) < n_valid)[:, None], f, 0.0)
+
+    return jax.jit(outputs)
+
+
+class _HostShardJob(_Job):
+    """A shard on a CPU device: JAX draws and evaluates, :mod:`nngp_ppl._native` sums.
+
+    The host adds batch i while the device computes batch i + 1 (at most two in flight),
+    so the forward pass and the accumulation run on different cores.
+    """
+
+    def __init__(self, net, X, width, seed, start, count, plan: _Plan, batch, lib,
+                 device=None):
+        super().__init__(X, seed, start, count, plan, batch, device)
+        self._step = _compiled_outputs(net, width, batch)
+        self._sums = _native.HostSums(lib, plan.k, plan.orders, plan.split, plan.covariance)
+
+    def dispatch(self) -> bool:
+        nxt = self._next_batch()
+        if nxt is None:
+            return False
+        args, n_valid = nxt
+        self._inflight.append((self._step(self._X, self._seed, *args), n_valid))
+        return True
+
+    def retire(self, keep: int) -> int:
+        done = 0
+        while len(self._inflight) > keep:
+            f, n_valid = self._inflight.popleft()
+            self._sums.add(np.asarray(f)[:n_valid])
+            done += n_valid
+        return done
+
+    def result(self) -> ShardSums:
+        self.retire(0)
+        return self._sums.result()
+
+
+def shard_job(net, X, width, seed, start, count, plan: _Plan, batch, chunk, device=None):
+    """The job that sums one shard on ``device``: the C kernel on a CPU device where it
+    builds (:mod:`nngp_ppl._native`), else the XLA kernel."""
+    where = device if device is not None else (jax.config.jax_default_device
+                                               or jax.devices()[0])
+    lib = _native.library() if getattr(where, "platform", where) == "cpu" else None
+    if lib is not None:
+        return _HostShardJob(net, X, width, seed, start, count, plan, batch, lib, device)
+    return _ShardJob(net, X, width, seed, start, count, plan, batch, chunk, device)
+
+
 def shard_sums(net: Ensemble, X, width: int, seed: int, start: int, count: int, *,
                orders, covariance: bool, batch: int, progress=None, device=None) -> ShardSums:
     """Sums over networks ``start .. start+count-1`` at a resolved batch size (no checks).
@@ -449,7 +526,7 @@ def shard_sums(net: Ensemble, X, width: int, seed: int, start: int, count: int, 
     orders = tuple(orders)
     plan = _Plan(len(X), orders, bool(covariance))
     chunk = min(_chunk_size(len(X), max(orders)), batch)
-    job = _ShardJob(net, X, width, seed, start, count, plan, batch, chunk, device)
+    job = shard_job(net, X, width, seed, start, count, plan, batch, chunk, device)
     while job.dispatch():
         done = job.retire(1)
         if progress is not None and done:

@@ -41,7 +41,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import _checks
+from . import _checks, _native
 from ._checks import NNGPInputError
 from ._shard import (  # noqa: F401  (shard_sums, _ShardJob: the kernel's public face here)
     CHUNK,
@@ -50,6 +50,7 @@ from ._shard import (  # noqa: F401  (shard_sums, _ShardJob: the kernel's public
     _ShardJob,
     available_bytes,
     batch_bytes,
+    shard_job,
     shard_sums,
     widest_fitting,
 )
@@ -338,6 +339,7 @@ class LocalExecutor:
         self.devices = local_devices(devices)
 
     def check(self, plan: RunPlan) -> None:
+        _native.kernel_choice()  # a bad NNGP_PPL_KERNEL is refused before any work
         check_memory(plan.net, plan.k, {w: plan.batch_size(w) for w in plan.widths},
                      self.devices)
 
@@ -353,8 +355,8 @@ class LocalExecutor:
                     start, count = plan.shards(width)[index]
                     batch = plan.batch_size(width)
                     chunk = min(_chunk_size(plan.k, splan.max_order), batch)
-                    job = _ShardJob(plan.net, X, width, plan.seed, start, count, splan, batch,
-                                    chunk, device)
+                    job = shard_job(plan.net, X, width, plan.seed, start, count, splan,
+                                    batch, chunk, device)
                     active[slot] = ((width, index), job)
             for slot, entry in enumerate(active):
                 if entry is None:

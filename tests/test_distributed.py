@@ -54,13 +54,13 @@ CHILD = textwrap.dedent("""
 
     warnings.simplefilter("ignore")
     used = []
-    real_init = sampling._ShardJob.__init__
+    real_job = sampling.shard_job
 
-    def init(self, *args, **kwargs):
-        real_init(self, *args, **kwargs)
-        used.append(args[-1].id)  # the device the shard was committed to
+    def job(*args, **kwargs):
+        used.append(args[-1].id)  # the device the shard is committed to
+        return real_job(*args, **kwargs)
 
-    sampling._ShardJob.__init__ = init
+    sampling.shard_job = job
     spec = json.loads(sys.argv[1])
     stats = nngp_ppl.sample_correlators(nngp_ppl.GaussNet(**spec["net"]), spec["X"],
                                         spec["widths"], spec["n_nets"], **spec["kw"])

@@ -247,9 +247,11 @@ def test_disjoint_runs_merge_into_one_big_run():
         if m <= 6:  # the measured orders: float64 products, equal up to summation order
             np.testing.assert_allclose(merged.moment_sums(SMALL_N)[m], s, rtol=1e-12)
         else:
-            # Covariance-only orders are float32 products per chunk (_shard docstring); the
-            # two runs cut the networks into different chunks, so each may be off by the
-            # float32 bound (C + 2) u sum|terms| and the difference by twice that.
+            # Covariance-only orders are float32 products summed per chunk of C networks
+            # (the XLA kernel, _shard docstring) or per block of 16 (the C kernel,
+            # _native docstring); the two runs cut the networks differently, so each may
+            # be off by the float32 bound (C + 2) u sum|terms| (the larger of the two) and
+            # the difference by twice that.
             terms = np.abs(np.prod(f[:, distinct_tuples(len(SMALL_X), m)], axis=2)).sum(0)
             bound = 2 * (_shard.CHUNK + 2) * 2.0**-24 * terms
             assert np.all(np.abs(merged.moment_sums(SMALL_N)[m] - s) <= bound)
