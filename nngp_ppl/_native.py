@@ -193,12 +193,6 @@ def _warn_once(error: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # tables
 # ---------------------------------------------------------------------------------------------
-def _first_start(k: int, q: int) -> list[int]:
-    """Row (in lexicographic order) of the first q-tuple with first index >= d, d = 0..k."""
-    first = _tuples.distinct_tuples(k, q)[:, 0]
-    return [int(np.searchsorted(first, d)) for d in range(k + 1)]
-
-
 @dataclass(frozen=True)
 class Tables:
     """What :func:`nngp_accumulate` needs for one plan, and how to read its sums back.
@@ -231,11 +225,6 @@ class Tables:
         return self.k + self.padded_rows + 8
 
 
-def _halves(m: int) -> tuple[int, int]:
-    p = 2 * (m // 4)
-    return p, m - p
-
-
 @cache
 def tables(k: int, orders: tuple[int, ...], split: tuple[int, ...]) -> Tables:
     """The C kernel's tables for k inputs, measured ``orders`` and covariance-only orders
@@ -247,23 +236,21 @@ def tables(k: int, orders: tuple[int, ...], split: tuple[int, ...]) -> Tables:
     mseg = [(k + a * k - a * (a - 1) // 2, a, k - a, a) for a in range(k)]  # order 2
     pairs = _tuples.distinct_tuples(k, 2)
     for m in mats[1:]:
-        start, pos = _first_start(k, m - 2), offset[m]
+        start, pos = _tuples.first_index_starts(k, m - 2), offset[m]
         for i, (_, b) in enumerate(pairs):
             n = size[m - 2] - start[b]
             mseg.append((k + pos, k + offset[m - 2] + start[b], n, k + offset[2] + i))
             pos += n
         assert pos == offset[m] + size[m]
-    counts = np.concatenate([
-        np.stack([np.sum(_tuples.distinct_tuples(k, m) == a, axis=1) for a in range(k)], axis=1)
-        for m in mats]).astype(np.int64)
+    counts = np.concatenate([_tuples.index_counts(k, m) for m in mats]).astype(np.int64)
 
     # Each tile row: acc[row, j] += sum_b (scalar column)_b (column t0 + j)_b, j < npad;
     # (scalar row, first column row, npad, m, wanted j, rows of those m-tuples).
     tile_rows = []
     for m in split:
-        p, q = _halves(m)
+        p, q = _tuples.prefix_suffix_orders(m)
         pre, suf = _tuples.distinct_tuples(k, p), _tuples.distinct_tuples(k, q)
-        start = _first_start(k, q)
+        start = _tuples.first_index_starts(k, q)
         for d in range(k):
             sel = np.flatnonzero(pre[:, -1] == d)
             n = size[q] - start[d]

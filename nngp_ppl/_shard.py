@@ -2,9 +2,9 @@ r"""The pure shard kernel: float64 monomial sums over one index range of network
 
 Two implementations compute the same sums. On CPU devices :func:`shard_job` uses the C
 kernel of :mod:`nngp_ppl._native` (JAX draws and evaluates the networks, the host adds
-their monomials, batch i while the device computes batch i + 1), which needs about half
-the CPU time per network; on GPUs, and on CPUs without a C compiler, it uses the XLA
-kernel described below, which runs entirely on the device.
+their monomials, batch i while the device computes batch i + 1), which needs 2-4x less
+CPU time per network (``benchmarks/sampler.py``); on GPUs, and on CPUs without a C
+compiler, it uses the XLA kernel described below, which runs entirely on the device.
 
 :func:`shard_sums` is the unit of work of a sampling run: the sums over networks
 ``start .. start+count-1`` at one width, computed from zero totals, a pure function of its
@@ -142,12 +142,6 @@ def _parents(k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     return rows_of(k, rows[:, 2:]), rows_of(k, rows[:, :2])
 
 
-def _halves(m: int) -> tuple[int, int]:
-    """(p, q) of the prefix-suffix split of order m: p = 2 floor(m/4) even, p <= q."""
-    p = 2 * (m // 4)
-    return p, m - p
-
-
 #: Cost model of one matrix product in :func:`_dot_blocks`, in multiply-adds per network:
 #: a fixed cost per product (one library call per chunk, ~1-2 us on a 2-core CPU, i.e.
 #: about this many multiply-adds of a 128-network chunk) ...
@@ -211,12 +205,12 @@ def _dot_blocks(plan: _Plan) -> _Dots:
                                              for m in mats]).tolist(), strict=False))
     by_q: dict[int, list[int]] = {}
     for m in plan.split:
-        by_q.setdefault(_halves(m)[1], []).append(m)
+        by_q.setdefault(_tuples.prefix_suffix_orders(m)[1], []).append(m)
     stack, blocks, extract = [], [], {m: [] for m in plan.split}
     for q, ms in sorted(by_q.items()):
         suffixes = _tuples.distinct_tuples(k, q)
-        first_start = [int(np.searchsorted(suffixes[:, 0], d)) for d in range(k)]
-        prefixes = {m: _tuples.distinct_tuples(k, _halves(m)[0]) for m in ms}
+        first_start = _tuples.first_index_starts(k, q)
+        prefixes = {m: _tuples.distinct_tuples(k, _tuples.prefix_suffix_orders(m)[0]) for m in ms}
 
         last = np.concatenate([prefixes[m][:, -1] for m in ms])
         shapes = {(d1, d2): (int(np.sum((last >= d1) & (last <= d2))),
@@ -227,7 +221,7 @@ def _dot_blocks(plan: _Plan) -> _Dots:
             row_lo = len(stack)
             t = suffixes[first_start[d1]:]
             for m in ms:
-                p = _halves(m)[0]
+                p = _tuples.prefix_suffix_orders(m)[0]
                 pre = prefixes[m]
                 rows = np.flatnonzero((pre[:, -1] >= d1) & (pre[:, -1] <= d2))
                 s = pre[rows]
@@ -252,13 +246,6 @@ DOT_DTYPE = jnp.float32
 #: (C + 4) u sum|term| per chunk; measured 15-20% off the full-covariance accumulation at
 #: k = 6 against float64 ones.
 TAIL_DTYPE = jnp.float32
-
-
-@cache
-def _counts(k: int, m: int) -> np.ndarray:
-    """(T_m, k) int32: how often each input index occurs in each distinct m-tuple."""
-    rows = _tuples.distinct_tuples(k, m)
-    return np.stack([np.sum(rows == a, axis=1) for a in range(k)], axis=1).astype(np.int32)
 
 
 def _materialise(F, k: int, max_order: int) -> dict[int, jnp.ndarray]:
@@ -293,7 +280,8 @@ def _monomial_sums(F, plan: _Plan):
     _, e = jnp.frexp(jnp.max(jnp.abs(F), axis=1))
     e = e.astype(jnp.float64)
     mats = _materialise(F * jnp.exp2(-e)[:, None], plan.k, plan.max_order)
-    exps = {m: jnp.asarray(_counts(plan.k, m), jnp.float64) @ e for m in plan.materialised}
+    exps = {m: jnp.asarray(_tuples.index_counts(plan.k, m), jnp.float64) @ e
+            for m in plan.materialised}
 
     scale = {m: jnp.exp2(exps[m]) for m in plan.materialised}  # exact powers of two
 
@@ -342,6 +330,13 @@ def _assemble_moments(plan: _Plan, moments, products) -> dict[int, np.ndarray]:
     return {m: out[m] for m in plan.accumulated}
 
 
+def _masked_outputs(net: Ensemble, width: int, batch: int, X, seed, start, n_valid):
+    """(batch, k) float32 outputs of networks ``start ..``, rows past ``n_valid`` zero (all
+    monomials have order >= 2, so a zero row adds nothing)."""
+    f = net.network_outputs(network_keys(seed, width, start, batch), X, width, jnp.float32)
+    return jnp.where((jnp.arange(batch) < n_valid)[:, None], f, 0.0)
+
+
 @lru_cache(maxsize=32)
 def _compiled_step(net: Ensemble, width: int, batch: int, chunk: int, plan: _Plan):
     """jit-compiled ``step(totals, X, seed, start, n_valid) -> totals + batch sums``.
@@ -354,9 +349,7 @@ def _compiled_step(net: Ensemble, width: int, batch: int, chunk: int, plan: _Pla
     """
 
     def step(totals, X, seed, start, n_valid):
-        keys = network_keys(seed, width, start, batch)
-        f = net.network_outputs(keys, X, width, jnp.float32).astype(jnp.float64)
-        f = jnp.where((jnp.arange(batch) < n_valid)[:, None], f, 0.0)
+        f = _masked_outputs(net, width, batch, X, seed, start, n_valid).astype(jnp.float64)
         chunks = f.reshape(batch // chunk, chunk, plan.k).transpose(0, 2, 1)
 
         def add_chunk(carry, F):
@@ -417,6 +410,19 @@ class _Job:
         return (self._put(jnp.asarray(self._start + offset, jnp.uint32)),
                 self._put(jnp.asarray(n_valid, jnp.int32))), n_valid
 
+    def _finish(self, value, n_valid: int) -> None:
+        """Wait for one dispatched batch (and, on the host, add it)."""
+        raise NotImplementedError
+
+    def retire(self, keep: int) -> int:
+        """Wait until at most ``keep`` batches are in flight; return the networks finished."""
+        done = 0
+        while len(self._inflight) > keep:
+            value, n_valid = self._inflight.popleft()
+            self._finish(value, n_valid)
+            done += n_valid
+        return done
+
 
 class _ShardJob(_Job):
     """A shard summed by the XLA kernel on its device (:func:`_compiled_step`)."""
@@ -437,14 +443,8 @@ class _ShardJob(_Job):
         self._inflight.append((self._totals, n_valid))
         return True
 
-    def retire(self, keep: int) -> int:
-        """Wait until at most ``keep`` batches are in flight; return the networks finished."""
-        done = 0
-        while len(self._inflight) > keep:
-            totals, n_valid = self._inflight.popleft()
-            jax.block_until_ready(totals)
-            done += n_valid
-        return done
+    def _finish(self, value, n_valid: int) -> None:
+        jax.block_until_ready(value)
 
     def result(self) -> ShardSums:
         self.retire(0)
@@ -464,9 +464,7 @@ def _compiled_outputs(net: Ensemble, width: int, batch: int):
     outputs, rows past ``n_valid`` zero (for the host kernel, :mod:`nngp_ppl._native`)."""
 
     def outputs(X, seed, start, n_valid):
-        keys = network_keys(seed, width, start, batch)
-        f = net.network_outputs(keys, X, width, jnp.float32)
-        return jnp.where((jnp.arange(batch) < n_valid)[:, None], f, 0.0)
+        return _masked_outputs(net, width, batch, X, seed, start, n_valid)
 
     return jax.jit(outputs)
 
@@ -492,13 +490,8 @@ class _HostShardJob(_Job):
         self._inflight.append((self._step(self._X, self._seed, *args), n_valid))
         return True
 
-    def retire(self, keep: int) -> int:
-        done = 0
-        while len(self._inflight) > keep:
-            f, n_valid = self._inflight.popleft()
-            self._sums.add(np.asarray(f)[:n_valid])
-            done += n_valid
-        return done
+    def _finish(self, value, n_valid: int) -> None:
+        self._sums.add(np.asarray(value)[:n_valid])
 
     def result(self) -> ShardSums:
         self.retire(0)

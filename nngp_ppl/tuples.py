@@ -113,3 +113,25 @@ def rows_of(k: int, sorted_rows) -> np.ndarray:
         return np.zeros(sorted_rows.shape[:-1], dtype=np.int64)
     weights = k ** np.arange(m - 1, -1, -1, dtype=np.int64)
     return np.searchsorted(distinct_tuples(k, m) @ weights, sorted_rows @ weights)
+
+
+def prefix_suffix_orders(m: int) -> tuple[int, int]:
+    """(p, q) of the prefix-suffix split of a monomial order m (the sampler's kernels,
+    :mod:`nngp_ppl._shard`): p = 2 floor(m/4), even, and p <= q = m - p."""
+    p = 2 * (m // 4)
+    return p, m - p
+
+
+@cache
+def first_index_starts(k: int, q: int) -> tuple[int, ...]:
+    """Row of the first q-tuple whose first index is >= d in :func:`distinct_tuples`
+    ``(k, q)``, for d = 0..k (lexicographic order: those tuples are the rows from there on)."""
+    first = distinct_tuples(k, q)[:, 0]
+    return tuple(int(np.searchsorted(first, d)) for d in range(k + 1))
+
+
+@cache
+def index_counts(k: int, m: int) -> np.ndarray:
+    """(T_m, k) int32: how often each input index occurs in each distinct m-tuple."""
+    rows = distinct_tuples(k, m)
+    return np.stack([np.sum(rows == a, axis=1) for a in range(k)], axis=1).astype(np.int32)
