@@ -54,7 +54,6 @@ insertion. With :math:`D1` and :math:`D2` the two designs,
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -69,63 +68,50 @@ from .. import _checks
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
 from . import lattice as _lattice
+from . import operators as _operators
 from . import second_order as _second_order
 from .wick import gp_correlator
 
-COUPLING_ORDERS = {"lambda": 4, "kappa": 6}
-_SYMBOLS = {4: "λ", 6: "κ"}
+COUPLING_ORDERS = _operators.ALIASES
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 # Literal enumeration visits (n + k - 1)!! matchings: 135135 at n + k = 14.
 _MAX_LEGS = 14
 _MAX_N = 10
 
 
-# --- couplings ------------------------------------------------------------------------------
+# --- couplings: the records of nngp_ppl.theory.operators ----------------------------------
 
 
 def check_vertex_order(k_vertex) -> int:
-    """An even vertex order >= 4 (odd couplings vanish by the f -> -f symmetry)."""
-    if isinstance(k_vertex, bool) or not isinstance(k_vertex, (int, np.integer)):
-        raise NNGPInputError(f"k_vertex must be an even integer >= 4, got {k_vertex!r}")
-    if k_vertex < 4 or k_vertex % 2:
-        raise NNGPInputError(
-            f"k_vertex must be an even integer >= 4 (odd couplings vanish by the f -> -f "
-            f"symmetry of zero-mean ensembles; k = 2 is a mass term already in the GP), "
-            f"got {k_vertex}"
-        )
+    """A vertex order k >= 1: the local operator f^k, odd or even.
+
+    Odd k (f³, f⁵) break f -> -f and give odd correlators and a 1-pt function (module
+    docstring: the 1-pt function); k = 1 is a source and k = 2 a mass term, whose diagrams
+    are all tadpoles or 2-pt insertions."""
+    if isinstance(k_vertex, bool) or not isinstance(k_vertex, (int, np.integer)) \
+            or k_vertex < 1:
+        raise NNGPInputError(f"k_vertex must be an integer >= 1 (the legs of the local "
+                             f"vertex f^k), got {k_vertex!r}")
     return int(k_vertex)
 
 
-def coupling_order(name: str) -> int:
-    """Vertex order k of a coupling: ``"lambda"`` -> 4, ``"kappa"`` -> 6, ``"g8"`` -> 8."""
-    if isinstance(name, str):
-        if name in COUPLING_ORDERS:
-            return COUPLING_ORDERS[name]
-        match = re.fullmatch(r"g(\d+)", name)
-        if match and int(match.group(1)) >= 8 and int(match.group(1)) % 2 == 0:
-            return int(match.group(1))
-    raise NNGPInputError(
-        f"coupling names must be 'lambda' (the f^4 vertex), 'kappa' (f^6) or 'g<k>' for an "
-        f"even k >= 8; got {name!r}"
-    )
+def coupling_order(name) -> int:
+    """Vertex order k of a coupling: ``"lambda"`` -> 4, ``"kappa"`` -> 6, ``"g3"`` -> 3
+    (:func:`nngp_ppl.theory.operators.coupling_order`)."""
+    return _operators.require_local(_operators.operator(name), "diagrams").legs
 
 
 def coupling_names(couplings) -> tuple[str, ...]:
-    """Validated, duplicate-free tuple of coupling names (a single name is accepted)."""
-    if isinstance(couplings, str):
-        couplings = (couplings,)
-    names = tuple(couplings)
-    if not names:
-        raise NNGPInputError("couplings must name at least one coupling, e.g. ('lambda',)")
+    """Validated, duplicate-free tuple of coupling names (a single name is accepted):
+    :func:`nngp_ppl.theory.operators.coupling_names`, the package's one validation."""
+    names = _operators.coupling_names(couplings)
     for name in names:
         coupling_order(name)
-    if len(set(names)) != len(names):
-        raise NNGPInputError(f"couplings must not repeat a name, got {names}")
     return names
 
 
 def coupling_symbol(k_vertex: int) -> str:
-    return _SYMBOLS.get(k_vertex, f"g{k_vertex}")
+    return _operators.coupling_symbol(k_vertex)
 
 
 def _check_n(n) -> int:
@@ -166,13 +152,18 @@ class Diagram:
 
     @property
     def coupling(self) -> str:
-        inverse = {v: k for k, v in COUPLING_ORDERS.items()}
-        return inverse.get(self.k_vertex, f"g{self.k_vertex}")
+        return _operators.local(self.k_vertex).name
 
     @property
     def corrects_two_point(self) -> bool:
         """True for the rule-4.5 diagrams: the vertex touches exactly two external points."""
         return len(self.attached) == 2
+
+    @property
+    def external_tadpole(self) -> bool:
+        """True when a connected piece holds exactly one external point (the vertex on one
+        external leg: a factor of the 1-pt function); the centred convention drops it."""
+        return len(self.attached) == 1
 
     def __str__(self) -> str:
         terms = []
@@ -252,12 +243,15 @@ def _contraction_counts(n: int, k: int) -> tuple[tuple[tuple, int], ...]:
     return tuple(sorted(counts.items(), key=lambda kv: (-len(kv[0][0]), kv[0])))
 
 
-def first_order_diagrams(n: int, k_vertex: int, drop_two_point: bool = True) -> list[Diagram]:
+def first_order_diagrams(n: int, k_vertex: int, drop_two_point: bool = True, *,
+                         centred: bool = False) -> list[Diagram]:
     """All labelled first-order diagrams of the n-point function with one k-leg vertex.
 
     Vacuum bubbles are dropped; the 2-pt corrections of rule 4.5 too unless
-    ``drop_two_point=False``. Ordered by the number of legs on the vertex (most first),
-    then lexicographically. ``str()`` of a diagram is e.g. ``-24 λ ∫ K1y K2y K3y K4y``.
+    ``drop_two_point=False``; with ``centred=True`` the tadpoles on an external leg too
+    (the centred moments; module docstring, the 1-pt function). Ordered by the number of
+    legs on the vertex (most first), then lexicographically. ``str()`` of a diagram is
+    e.g. ``-24 λ ∫ K1y K2y K3y K4y``; odd vertices give e.g. ``-3 g₃ ∫ Kyy K1y``.
     """
     n = _check_n(n)
     k = check_vertex_order(k_vertex)
@@ -272,6 +266,8 @@ def first_order_diagrams(n: int, k_vertex: int, drop_two_point: bool = True) -> 
             continue  # vacuum bubble: cancelled by the normalisation <V>
         if drop_two_point and len(attached) == 2:
             continue  # rule 4.5: K is already the exact 2-pt function
+        if centred and len(attached) == 1:
+            continue  # a factor <f>: subtracted with the mean
         out.append(Diagram(-mult, n, k, attached, pairs, loops))
     return out
 
@@ -289,11 +285,12 @@ def group_topologies(diagrams: Sequence[Diagram]) -> list[Topology]:
 
 
 def first_order_expression(n: int, couplings=("lambda", "kappa"),
-                           drop_two_point: bool = True) -> str:
+                           drop_two_point: bool = True, *, centred: bool = False) -> str:
     """Readable first-order correction, e.g. ``ΔG4 = -24 λ ∫ K1y K2y K3y K4y - 360 κ ...``."""
     terms = []
     for name in coupling_names(couplings):
-        topo = group_topologies(first_order_diagrams(n, coupling_order(name), drop_two_point))
+        topo = group_topologies(first_order_diagrams(n, coupling_order(name), drop_two_point,
+                                                     centred=centred))
         terms += [str(t) for t in topo]
     if not terms:
         return f"ΔG{n} = 0"
@@ -321,12 +318,14 @@ def _diagram_matrix(diagram: Diagram, K: np.ndarray) -> np.ndarray:
     return out
 
 
-def _design_matrices(K: np.ndarray, n: int, names: tuple[str, ...], drop_two_point: bool):
+def _design_matrices(K: np.ndarray, n: int, names: tuple[str, ...], drop_two_point: bool,
+                     centred: bool = False):
     """{(m, loops): array (n_couplings, T_n, T_m)}: the design is Σ_key A_key @ I_key."""
     out: dict[tuple[int, int], np.ndarray] = {}
     T_n = len(_tuples.distinct_tuples(K.shape[0], n))
     for j, name in enumerate(names):
-        for diagram in first_order_diagrams(n, coupling_order(name), drop_two_point):
+        for diagram in first_order_diagrams(n, coupling_order(name), drop_two_point,
+                                            centred=centred):
             key = (len(diagram.attached), diagram.loops)
             if key not in out:
                 T_m = math.comb(K.shape[0] + key[0] - 1, key[0])
@@ -335,13 +334,14 @@ def _design_matrices(K: np.ndarray, n: int, names: tuple[str, ...], drop_two_poi
     return out
 
 
-def _prepare(net, X, n, couplings, propagator, drop_two_point):
+def _prepare(net, X, n, couplings, propagator, drop_two_point, centred=False):
     _lattice.check_propagator(propagator)
     n = _check_n(n)
     names = coupling_names(couplings)
     X = _checks.inputs("X", X, net.d_in)
     K = np.asarray(net.kernel(X))
-    return n, names, X, K, _design_matrices(K, n, names, bool(drop_two_point))
+    return n, names, X, K, _design_matrices(K, n, names, bool(drop_two_point),
+                                            _checks.boolean("centred", centred))
 
 
 def first_order_design_function(
@@ -353,6 +353,7 @@ def first_order_design_function(
     drop_two_point: bool = True,
     *,
     max_cutoff: float | None = None,
+    centred: bool = False,
 ):
     """Pure JAX function ``cutoff -> (T_n, n_couplings)`` with
     :math:`\\Delta G^{(n)}_t = \\sum_c g_c\\, D_{tc}(\\Lambda)` on the distinct tuples.
@@ -360,9 +361,11 @@ def first_order_design_function(
     Traceable, vmappable over cutoffs and differentiable in the cutoff (the vertex integrals
     carry their exact surface-term derivative), e.g. for β-functions by automatic
     differentiation. ``max_cutoff`` sizes the quadrature panels (see
-    :func:`nngp_ppl.theory.lattice.vertex_integral_function`).
+    :func:`nngp_ppl.theory.lattice.vertex_integral_function`); ``centred`` as in
+    :func:`first_order_design`.
     """
-    n, names, X, K, mats = _prepare(net, X, n, couplings, propagator, drop_two_point)
+    n, names, X, K, mats = _prepare(net, X, n, couplings, propagator, drop_two_point,
+                                    centred)
     k = X.shape[0]
     T_n = len(_tuples.distinct_tuples(k, n))
     parts = []
@@ -391,6 +394,8 @@ def first_order_design(
     propagator: str = "full",
     drop_two_point: bool = True,
     lattice=None,
+    *,
+    centred: bool = False,
 ) -> np.ndarray:
     """Design array (n_cutoffs, T_n, n_couplings) of the first-order correction.
 
@@ -400,8 +405,15 @@ def first_order_design(
     :math:`f^4` vertex, ``"kappa"`` the :math:`f^6` vertex). ``cutoffs`` is a number or a
     1-d array; with an explicit ``lattice`` (e.g. the uniform lattice of a field model) the
     integrals are its weighted sums and ``cutoffs`` may be ``None``.
+
+    Any local operator ``g<k>`` may be named, odd ones included (``"g3"``: f³). By default
+    the design is of the moments <f(x_1)...f(x_n)> with the 1-pt function a prediction of
+    the odd couplings (tadpoles kept); ``centred=True`` gives the centred moments
+    <Π_a (f(x_a) - <f(x_a)>)>
+    (expansion around the mean; module docstring, the 1-pt function).
     """
-    n, names, X, K, mats = _prepare(net, X, n, couplings, propagator, drop_two_point)
+    n, names, X, K, mats = _prepare(net, X, n, couplings, propagator, drop_two_point,
+                                    centred)
     k = X.shape[0]
     T_n = len(_tuples.distinct_tuples(k, n))
     if lattice is None:
@@ -476,12 +488,14 @@ def ngp_correlator(net, X, n: int, couplings, cutoff, propagator: str = "full",
 # linked-cluster theorem at second order).
 
 
-TOPOLOGIES = ("exchange", "bubble", "melon", "disconnected", "leg", "loop", "two_point")
+TOPOLOGIES = ("exchange", "bubble", "melon", "disconnected", "leg", "loop", "two_point",
+              "tadpole")
 """Second-order topologies: ``exchange`` (one line between the vertices), ``bubble`` (two),
-``melon`` (three or more), ``disconnected`` (none: a product of two first-order pieces), and
+``melon`` (three or more), ``disconnected`` (none: a product of two first-order pieces),
 the 2-pt insertions that rule 4.5 drops: ``leg`` (a vertex on an external leg), ``loop`` (a
 vertex on the other vertex's self-loop), ``two_point`` (a correction of a line between two
-external points)."""
+external points), and, with an odd vertex, ``tadpole`` (an odd vertex joined to the rest by
+one line: a 1-pt insertion on an external point or on the other vertex)."""
 TWO_POINT_TOPOLOGIES = ("leg", "loop", "two_point")
 _MAX_N_SECOND = 8
 
@@ -495,14 +509,19 @@ def _check_n_second(n) -> int:
 
 def _topology(m1: int, m2: int, lines: int) -> str:
     """Topology of a linked two-vertex diagram. A 2-pt insertion is a set of vertices joined
-    to the rest of the diagram by exactly two lines: both vertices (m1 + m2 = 2), or one
-    vertex with m_i + lines = 2 (2 externals: two_point; 1 external and 1 line: leg;
-    2 lines: loop)."""
-    if m1 + m2 == 2:
+    to the rest of the diagram by exactly two lines: both vertices (m1 + m2 = 2, joined to
+    each other), or one vertex with m_i + lines = 2 (2 externals: two_point; 1 external
+    and 1 line: leg; 2 lines: loop). A tadpole is one vertex joined to the rest by one line
+    (m_i + lines = 1; only an odd vertex can be: m_i + lines = k_i mod 2). Two unjoined
+    tadpoles (m1 = m2 = 1, no line) are the product of two 1-pt functions, no 2-pt
+    insertion."""
+    if m1 + m2 == 2 and lines:
         return "two_point"
     for m in (m1, m2):
         if m + lines == 2:
             return {2: "two_point", 1: "leg", 0: "loop"}[m]
+    if 1 in (m1 + lines, m2 + lines):
+        return "tadpole"
     if lines == 0:
         return "disconnected"
     return {1: "exchange", 2: "bubble"}.get(lines, "melon")
@@ -540,9 +559,16 @@ class SecondOrderDiagram:
         return self.topology in TWO_POINT_TOPOLOGIES
 
     @property
+    def external_tadpole(self) -> bool:
+        """True when a connected piece of the diagram holds exactly one external point (a
+        factor of the 1-pt function); the centred convention drops it. With a line
+        between them the two vertices are one piece, else each is its own."""
+        m1, m2 = (len(a) for a in self.attached)
+        return m1 + m2 == 1 if self.lines else 1 in (m1, m2)
+
+    @property
     def couplings(self) -> tuple[str, str]:
-        inverse = {v: k for k, v in COUPLING_ORDERS.items()}
-        return tuple(inverse.get(k, f"g{k}") for k in self.k_vertices)
+        return tuple(_operators.local(k).name for k in self.k_vertices)
 
     @property
     def key(self):
@@ -616,7 +642,8 @@ def _two_vertex_counts(n: int, k1: int, k2: int) -> tuple[tuple[tuple, int], ...
 
 
 def second_order_diagrams(n: int, k_vertices=(4, 4), drop_two_point: bool = True,
-                          topologies=None) -> list[SecondOrderDiagram]:
+                          topologies=None, *, centred: bool = False
+                          ) -> list[SecondOrderDiagram]:
     """All labelled two-vertex diagrams of the n-point function (module section above).
 
     ``k_vertices`` = (4, 4) for λ², (4, 6) for λκ, (6, 6) for κ². Diagrams with a vacuum
@@ -626,8 +653,10 @@ def second_order_diagrams(n: int, k_vertices=(4, 4), drop_two_point: bool = True
     2-pt counterterms cancel the whole self-energy order by order and any line dressed
     with one — external leg, internal line or self-loop — is cancelled with it (the
     skeleton expansion with the exact propagator K). ``topologies`` keeps only the named
-    ones. For equal vertices each mirror pair is listed once (see
-    :class:`SecondOrderDiagram`).
+    ones. ``centred=True`` drops the diagrams with a connected piece on one external
+    point (:attr:`SecondOrderDiagram.external_tadpole`; the centred moments). For equal
+    vertices each mirror pair is listed once (see :class:`SecondOrderDiagram`). Odd
+    vertices are allowed: (3, 3) for g₃², (3, 4) for g₃λ, ...
     """
     n = _check_n_second(n)
     if isinstance(k_vertices, (str, bytes)) or not hasattr(k_vertices, "__len__") or \
@@ -651,6 +680,8 @@ def second_order_diagrams(n: int, k_vertices=(4, 4), drop_two_point: bool = True
             continue  # the mirror image of a listed diagram (same integral)
         d = SecondOrderDiagram(mult, n, (k1, k2), (att1, att2), pairs, (l1, l2), lines)
         if drop_two_point and d.corrects_two_point:
+            continue
+        if centred and d.external_tadpole:
             continue
         if topologies is not None and d.topology not in topologies:
             continue
@@ -709,14 +740,14 @@ def _pairs_of(names: tuple[str, ...]):
 
 
 def second_order_expression(n: int, couplings=("lambda", "kappa"),
-                            drop_two_point: bool = True) -> str:
+                            drop_two_point: bool = True, *, centred: bool = False) -> str:
     """Readable second-order term, e.g. ``δ²G4 = +288 λ² ∫∫ Σ_3 Kay Kby Kyz² Kcz Kdz ...``
     (y, z the two vertex positions; each term labelled with its topology)."""
     names = coupling_names(couplings)
     terms = []
     for _, _, ka, kb in _pairs_of(names):
         terms += [str(t) for t in group_second_order(
-            second_order_diagrams(n, (ka, kb), drop_two_point))]
+            second_order_diagrams(n, (ka, kb), drop_two_point, centred=centred))]
     if not terms:
         return f"δ²G{n} = 0"
     return f"δ²G{n} = " + "\n    ".join(terms)
@@ -749,7 +780,7 @@ def _second_order_matrix(diagram: SecondOrderDiagram, K: np.ndarray):
     return key, _sparse.csr_matrix((vals, (np.arange(len(cols)), cols)), shape=shape)
 
 
-def _second_order_matrices(K, n, names, drop_two_point, topologies):
+def _second_order_matrices(K, n, names, drop_two_point, topologies, centred=False):
     """{key: sparse (nc nc T_n, T_m1 T_m2)}: row (i nc + j) T_n + t holds the D2[t, i, j]
     coefficients of the key's integrals, D2[i, i] the g_i² coefficient and
     D2[i, j] = D2[j, i] half the g_i g_j coefficient. Memoised: fits at many widths share
@@ -757,11 +788,11 @@ def _second_order_matrices(K, n, names, drop_two_point, topologies):
     topologies = None if topologies is None else (
         (topologies,) if isinstance(topologies, str) else tuple(topologies))
     return _second_order_matrices_cached(K.tobytes(), K.shape[0], n, names, drop_two_point,
-                                         topologies)
+                                         topologies, centred)
 
 
 @lru_cache(maxsize=32)
-def _second_order_matrices_cached(kbytes, k, n, names, drop_two_point, topologies):
+def _second_order_matrices_cached(kbytes, k, n, names, drop_two_point, topologies, centred):
     K = np.frombuffer(kbytes, dtype=np.float64).reshape(k, k)
     nc = len(names)
     T_n = math.comb(k + n - 1, n)
@@ -769,7 +800,8 @@ def _second_order_matrices_cached(kbytes, k, n, names, drop_two_point, topologie
     for i, j, ka, kb in _pairs_of(names):
         half = 1.0 if i == j else 0.5
         targets = [(i, j)] if i == j else [(i, j), (j, i)]
-        for d in second_order_diagrams(n, (ka, kb), drop_two_point, topologies):
+        for d in second_order_diagrams(n, (ka, kb), drop_two_point, topologies,
+                                       centred=centred):
             key, cols, vals = _second_order_entries(d, K)
             for a, b in targets:
                 parts.setdefault(key, []).append(
@@ -794,6 +826,7 @@ def second_order_design(
     lattice=None,
     *,
     topologies=None,
+    centred: bool = False,
 ) -> np.ndarray:
     """Quadratic design array (n_cutoffs, T_n, n_couplings, n_couplings).
 
@@ -811,14 +844,17 @@ def second_order_design(
     ``drop_two_point=False``), each integrated over both vertex positions by
     :func:`nngp_ppl.theory.second_order.two_vertex_integrals`; ``topologies`` restricts
     the sum (e.g. ``("exchange",)``). With an explicit ``lattice`` both vertices run over
-    its points and ``cutoffs`` may be ``None``.
+    its points and ``cutoffs`` may be ``None``. Odd couplings (``"g3"``, ``"g5"``) are
+    allowed; ``centred=True`` gives the design of the centred moments (module docstring,
+    the 1-pt function).
     """
     _lattice.check_propagator(propagator)
     n = _check_n_second(n)
     names = coupling_names(couplings)
     X = _checks.inputs("X", X, net.d_in)
     K = np.asarray(net.kernel(X))
-    mats = _second_order_matrices(K, n, names, bool(drop_two_point), topologies)
+    mats = _second_order_matrices(K, n, names, bool(drop_two_point), topologies,
+                                  _checks.boolean("centred", centred))
     k = X.shape[0]
     T_n = len(_tuples.distinct_tuples(k, n))
     if lattice is None:

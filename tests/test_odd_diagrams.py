@@ -1,0 +1,244 @@
+"""Diagrams with odd vertices (f³, f⁵, and f, f² too) against brute force.
+
+The discretised Gaussian model of tests/gaussian_sites.py: the outputs at three inputs and
+the field at two or three explicit vertex sites as one joint Gaussian, with
+S = S_GP + Σ_j w_j Σ_c g_c φ_j^{k_c}. Its exact Taylor coefficients in the couplings,
+-∂_c <Π f> and ½ ∂_c ∂_d <Π f> at g = 0, come from the quotient <F e^{-gV}> / <e^{-gV}>
+expanded to second order, every Gaussian moment from its own Isserlis recursion: no
+diagram, no linked-cluster argument. With 2-pt insertions kept the designs must equal them
+to 1e-10 relative, for every pair of operators up to f⁶ and the 1- to 6-pt functions; the
+centred designs (expansion around the mean) must equal the same for the centred moments
+<Π (f - <f>)>, built here from the moments by the binomial expansion.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import cache
+
+import numpy as np
+import pytest
+from gaussian_sites import joint_covariance
+
+import nngp_ppl as nn
+from nngp_ppl import tuples
+from nngp_ppl.theory import diagrams as dg
+from nngp_ppl.theory.lattice import Lattice
+
+NET = nn.ErfNet(d_in=1, sigma_w=1.3, sigma_b=0.8)
+X = np.array([[-0.7], [0.2], [0.9]])
+
+
+def _moment_function(cov: np.ndarray):
+    """<Π_i φ_i^{c_i}> of a centred Gaussian for a count vector c (Isserlis recursion)."""
+    V = cov.shape[0]
+
+    @cache
+    def moment(counts: tuple[int, ...]) -> float:
+        total = sum(counts)
+        if total == 0:
+            return 1.0
+        if total % 2:
+            return 0.0
+        i = next(j for j in range(V) if counts[j])
+        c = list(counts)
+        c[i] -= 1
+        out = 0.0
+        for j in range(V):
+            if c[j]:
+                d = c.copy()
+                d[j] -= 1
+                out += c[j] * cov[i, j] * moment(tuple(d))
+        return out
+
+    return moment
+
+
+class Series:
+    """A function of the couplings to second order: c0 + c1·g + gᵀ c2 g (c2 symmetric)."""
+
+    def __init__(self, c0, c1, c2):
+        self.c0, self.c1, self.c2 = float(c0), np.asarray(c1), np.asarray(c2)
+
+    def __mul__(self, other):
+        outer = np.outer(self.c1, other.c1)
+        return Series(self.c0 * other.c0, self.c0 * other.c1 + other.c0 * self.c1,
+                      self.c0 * other.c2 + other.c0 * self.c2 + (outer + outer.T) / 2)
+
+    def __add__(self, other):
+        return Series(self.c0 + other.c0, self.c1 + other.c1, self.c2 + other.c2)
+
+    def scaled(self, s):
+        return Series(s * self.c0, s * self.c1, s * self.c2)
+
+
+def _brute_moments(sites, weights, orders, propagator):
+    """tuple of input indices -> Series of <Π f> under S_GP + Σ_j w_j Σ_c g_c φ_j^{k_c}."""
+    moment = _moment_function(joint_covariance(NET, X, sites, propagator))
+    kx = len(X)
+
+    def m(t, extra=()):  # extra: (site, power) pairs
+        c = [0] * (kx + len(sites))
+        for i in t:
+            c[int(i)] += 1
+        for j, p in extra:
+            c[kx + j] += p
+        return moment(tuple(c))
+
+    def expectations(t):
+        """<F>, <F V_c>, <F V_c V_d> with V_c = Σ_j w_j φ_j^{k_c}."""
+        ws = list(enumerate(weights))
+        one = np.array([sum(w * m(t, ((j, k),)) for j, w in ws) for k in orders])
+        two = np.array([[sum(w * v * m(t, ((j, ka), (i, kb))) for j, w in ws for i, v in ws)
+                         for kb in orders] for ka in orders])
+        return m(t), one, two
+
+    Z0, Z1, Z2 = expectations(())
+    # 1/Z = 1 + <V>·g + gᵀ(<V><V>ᵀ - ½<VV>)g, since Z = 1 - <V>·g + ½ gᵀ<VV>g.
+    Zinv = Series(1.0, Z1, np.outer(Z1, Z1) - Z2 / 2)
+
+    @cache
+    def series(t):
+        N0, N1, N2 = expectations(t)
+        return Series(N0, -N1, N2 / 2) * Zinv
+
+    return series
+
+
+def _centred(series, t):
+    """Series of <Π_a (f_a - <f_a>)> from the moments: Σ_S (-1)^|S| Π_{a∈S} <f_a> <Π_rest f>."""
+    total = None
+    for r in range(len(t) + 1):
+        for S in itertools.combinations(range(len(t)), r):
+            term = series(tuple(sorted(t[b] for b in range(len(t)) if b not in S)))
+            for a in S:
+                term = term * series((t[a],))
+            term = term.scaled((-1) ** r)
+            total = term if total is None else total + term
+    return total
+
+
+SITES = np.array([[-1.1], [0.5]])
+WEIGHTS = np.array([0.3, 0.5])
+ORDERS = (1, 2, 3, 4, 5, 6)
+NAMES = ("g1", "g2", "g3", "lambda", "g5", "kappa")
+
+
+@pytest.fixture(scope="module", params=["full", "bias_subtracted"])
+def brute(request):
+    return request.param, _brute_moments(SITES, WEIGHTS, ORDERS, request.param)
+
+
+def _compare(engine, exact):
+    """Relative to each coupling (pair)'s largest entry, as the entries of one design differ
+    by orders of magnitude (κ² ~ 1e5 g₁²); entries that vanish exactly (a linear source does
+    not change the covariance) are round-off in the brute force's subtractions, so they
+    are compared to 1e-6 of the largest entry of the whole design."""
+    if not np.abs(exact).max() > 0:  # the centred 1-pt function
+        np.testing.assert_array_equal(engine, 0.0)
+        return
+    scale = np.maximum(np.abs(exact).max(axis=0), 1e-6 * np.abs(exact).max())
+    np.testing.assert_allclose(engine / scale, exact / scale, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("centred", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
+def test_designs_equal_brute_force_with_odd_vertices(brute, n, centred):
+    """-∂_c and ½ ∂_c ∂_d of <Π f> (or of the centred moments), every operator f..f⁶."""
+    propagator, series = brute
+    rows = [tuple(int(i) for i in t) for t in tuples.distinct_tuples(len(X), n)]
+    exact = [(_centred(series, t) if centred else series(t)) for t in rows]
+    lattice = Lattice(SITES, WEIGHTS)
+    d1 = dg.first_order_design(NET, X, n, None, NAMES, propagator, drop_two_point=False,
+                               lattice=lattice, centred=centred)[0]
+    d2 = dg.second_order_design(NET, X, n, None, NAMES, propagator, drop_two_point=False,
+                                lattice=lattice, centred=centred)[0]
+    _compare(d1, np.array([s.c1 for s in exact]))
+    _compare(d2, np.array([s.c2 for s in exact]))
+    # Parity: an operator pair with k_c + k_d + n odd has no diagram, and the brute force
+    # finds zero too; the rest must not all vanish (the comparison is not empty), except
+    # the centred 1-pt function, zero by construction.
+    ks = np.array(ORDERS)
+    odd2 = (ks[:, None] + ks[None, :] + n) % 2 == 1
+    assert np.all(d2[:, odd2] == 0) and np.all(d1[:, (ks + n) % 2 == 1] == 0)
+    assert (np.abs(d2[:, ~odd2]).max() > 0) == (not centred or n > 1)
+
+
+def test_one_point_function_at_first_order_is_the_tadpoles():
+    """ΔG1 = -3 g₃ ∫ K1y Kyy - 15 g₅ ∫ K1y Kyy² (physics.md §6b), on a lattice by hand."""
+    assert dg.first_order_expression(1, ("g3", "g5")) == \
+        "ΔG1 = -3 g₃ ∫ Kyy K1y - 15 g₅ ∫ Kyy² K1y"
+    lattice = Lattice(SITES, WEIGHTS)
+    Kxy = np.asarray(NET.kernel(X, SITES))
+    Kyy = np.diag(np.asarray(NET.kernel(SITES)))
+    design = dg.first_order_design(NET, X, 1, None, ("g3", "g5"), lattice=lattice)[0]
+    np.testing.assert_allclose(design[:, 0], -3 * Kxy @ (WEIGHTS * Kyy), rtol=1e-13)
+    np.testing.assert_allclose(design[:, 1], -15 * Kxy @ (WEIGHTS * Kyy**2), rtol=1e-13)
+    assert dg.first_order_expression(1, ("g3",), centred=True) == "ΔG1 = 0"
+
+
+def test_three_and_five_point_functions_at_first_order():
+    assert dg.first_order_expression(3, ("g3",)) == \
+        "ΔG3 = -6 g₃ ∫ K1y K2y K3y - 3 g₃ ∫ Kyy Σ_3 Kay Kbc"
+    assert dg.first_order_expression(3, ("g3",), centred=True) == "ΔG3 = -6 g₃ ∫ K1y K2y K3y"
+    five = dg.first_order_expression(5, ("g5",), centred=True)
+    assert five == "ΔG5 = -120 g₅ ∫ K1y K2y K3y K4y K5y - 60 g₅ ∫ Kyy Σ_10 Kay Kby Kcy Kde"
+    # Even orders get nothing from one odd vertex.
+    assert dg.first_order_expression(4, ("g3", "g5")) == "ΔG4 = 0"
+
+
+def test_g3_squared_exchange_in_the_four_point_function():
+    """With rule 4.5 and the mean subtracted, g₃² gives the 4-pt function the three
+    exchange channels alone, 36 g₃² ∫∫ K1y K2y Kyz K3z K4z + 2 perms (3·2 ways to put x1, x2
+    on y, 3·2 for x3, x4 on z, the mirror counted by the ½ of the expansion)."""
+    expr = dg.second_order_expression(4, ("g3",), centred=True)
+    assert expr == "δ²G4 = +36 g₃² ∫∫ Σ_3 Kay Kby Kyz Kcz Kdz  [exchange]"
+    lattice = Lattice(SITES, WEIGHTS)
+    Kxy = np.asarray(NET.kernel(X, SITES))
+    Kyz = np.asarray(NET.kernel(SITES))
+    d2 = dg.second_order_design(NET, X, 4, None, ("g3",), lattice=lattice, centred=True)
+    rows = tuples.distinct_tuples(len(X), 4)
+    W = WEIGHTS[:, None] * WEIGHTS[None, :] * Kyz
+
+    def channel(a, b, c, d):
+        return (Kxy[a] * Kxy[b]) @ W @ (Kxy[c] * Kxy[d])
+
+    hand = [36 * (channel(a, b, c, d) + channel(a, c, b, d) + channel(a, d, b, c))
+            for a, b, c, d in rows]
+    np.testing.assert_allclose(d2[0, :, 0, 0], hand, rtol=1e-13)
+
+
+def test_topologies_of_odd_vertices():
+    """Two unjoined tadpoles are a product of 1-pt functions, not a 2-pt insertion; a
+    tadpole on a vertex that touches two external points is one (it corrects K)."""
+    by_top = {}
+    for d in dg.second_order_diagrams(2, (3, 3), drop_two_point=False):
+        by_top.setdefault(d.topology, []).append(d)
+    assert set(by_top) == {"tadpole", "two_point"}
+    (tad,) = by_top["tadpole"]
+    assert (tad.lines, tad.loops, tad.external_tadpole) == (0, (1, 1), True)
+    assert all(d.lines > 0 for d in by_top["two_point"])
+    # (3, 4): the quartic vertex with three legs out and a g₃ tadpole on the fourth is a
+    # genuine 3-pt vertex: kept by rule 4.5 and by the centred convention.
+    kept = dg.second_order_diagrams(3, (3, 4), centred=True)
+    assert any(d.topology == "tadpole" and d.attached == ((), (0, 1, 2)) for d in kept)
+    # Even vertices never make tadpoles.
+    for ks in ((4, 4), (4, 6), (6, 6)):
+        assert not any(d.topology == "tadpole" or d.external_tadpole
+                       for n in (2, 4, 6) for d in dg.second_order_diagrams(
+                           n, ks, drop_two_point=False))
+
+
+def test_bad_vertex_orders_and_names():
+    for bad in (0, -3, 4.0, True, "3"):
+        with pytest.raises(nn.NNGPInputError, match="k_vertex"):
+            dg.first_order_diagrams(3, bad)
+    with pytest.raises(nn.NNGPInputError, match="k_vertex"):
+        dg.second_order_diagrams(3, (3, 0))
+    for bad in ("g0", "g", "mu", "g03", "G3"):
+        with pytest.raises(nn.NNGPInputError, match="coupling names"):
+            dg.first_order_expression(3, (bad,))
+    with pytest.raises(nn.NNGPInputError, match="repeat"):
+        dg.first_order_expression(4, ("lambda", "g4"))
+    with pytest.raises(nn.NNGPInputError, match="centred"):
+        dg.first_order_design(NET, X, 3, 10.0, ("g3",), centred="yes")
