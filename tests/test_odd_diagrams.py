@@ -242,3 +242,107 @@ def test_bad_vertex_orders_and_names():
         dg.first_order_expression(4, ("lambda", "g4"))
     with pytest.raises(nn.NNGPInputError, match="centred"):
         dg.first_order_design(NET, X, 3, 10.0, ("g3",), centred="yes")
+
+
+# --- rule 4.5 with odd vertices: counterterms keep the covariance, not the mean -------------
+
+
+def _poly_mul(p, q):
+    out = {}
+    for a, ca in p.items():
+        for b, cb in q.items():
+            key = tuple(x + y for x, y in zip(a, b, strict=True))
+            out[key] = out.get(key, 0.0) + ca * cb
+    return out
+
+
+def _poly_add(*ps):
+    out = {}
+    for p in ps:
+        for a, c in p.items():
+            out[a] = out.get(a, 0.0) + c
+    return out
+
+
+def _covariance_counterterm_model(ops, propagator):
+    """Exact O(t) and O(t²) coefficients of <f(x_t1)..f(x_tn)> in the discretised model
+    S = S_GP + t Σ_j w_j Σ_c a_c φ_j^{k_c} + ½ φᵀ(t δ1 + t² δ2)φ (``ops``: (k_c, a_c)), the
+    quadratic counterterms on the vertex sites solved so that the *covariance* of every
+    variable stays the GP's to O(t²) — K exact, the mean left to the theory (the source
+    convention). Returns tuple -> (c1, c2) and the largest residual covariance
+    coefficient (which must vanish)."""
+    C = joint_covariance(NET, X, SITES, propagator)
+    moment = _moment_function(C)
+    kx, ns = len(X), len(SITES)
+    V = kx + ns
+
+    def unit(*idx):
+        c = [0] * V
+        for i in idx:
+            c[i] += 1
+        return {tuple(c): 1.0}
+
+    def quad(delta):
+        return _poly_add(*[{k: 0.5 * delta[a, b] for k in unit(kx + a, kx + b)}
+                           for a in range(ns) for b in range(ns)])
+
+    def E(p):
+        return sum(c * moment(a) for a, c in p.items())
+
+    vertex = _poly_add(*[{k: WEIGHTS[j] * a for k in unit(*[kx + j] * kc)}
+                         for j in range(ns) for kc, a in ops])
+
+    def coefficients(F, A, B):
+        N0, N1 = E(F), -E(_poly_mul(F, A))
+        N2 = 0.5 * E(_poly_mul(F, _poly_mul(A, A))) - E(_poly_mul(F, B))
+        Z1, Z2 = -E(A), 0.5 * E(_poly_mul(A, A)) - E(B)
+        return N1 - N0 * Z1, N2 - N1 * Z1 - N0 * Z2 + N0 * Z1**2
+
+    def covariance(a, b, A, B):
+        (ab1, ab2), (a1, _), (b1, _) = (coefficients(unit(*i), A, B) for i in ((a, b), (a,),
+                                                                                (b,)))
+        return ab1, ab2 - a1 * b1  # the means vanish at t = 0
+
+    inv = np.linalg.inv(C[kx:, kx:])
+    zero = np.zeros((ns, ns))
+    T1 = np.array([[covariance(kx + a, kx + b, vertex, {})[0] for b in range(ns)]
+                   for a in range(ns)])
+    A = _poly_add(vertex, quad(inv @ T1 @ inv))
+    T2 = np.array([[covariance(kx + a, kx + b, A, quad(zero))[1] for b in range(ns)]
+                   for a in range(ns)])
+    B = quad(inv @ T2 @ inv)
+    residual = max(abs(c) for a in range(V) for b in range(V) for c in covariance(a, b, A, B))
+    return (lambda t: coefficients(unit(*t), A, B)), residual
+
+
+@pytest.mark.parametrize("ops, propagator", [(((3, 1.0),), "full"),
+                                             (((3, 1.0), (4, 0.6)), "bias_subtracted"),
+                                             (((3, 0.8), (5, 0.3)), "full")])
+def test_rule_4_5_with_odd_vertices_equals_a_model_with_exact_covariance(ops, propagator):
+    """Rule 4.5 with odd vertices (drop 2-pt insertions, keep every tadpole) against a model
+    whose counterterms keep the covariance exact: its O(t) and O(t²) coefficients must be
+    a·D1 and aᵀ D2 a for the 1- to 5-pt functions. This decides the classification: two
+    unjoined tadpoles (<f><f>) stay, a tadpole on a vertex with two external legs (a
+    correction of the covariance through the mean) goes."""
+    model, residual = _covariance_counterterm_model(ops, propagator)
+    names = tuple(dg.coupling_names(f"g{k}")[0] for k, _ in ops)
+    a = np.array([c for _, c in ops])
+    lattice = Lattice(SITES, WEIGHTS)
+    missed = 0.0
+    for n in range(1, 6):
+        d1 = dg.first_order_design(NET, X, n, None, names, propagator, lattice=lattice)[0]
+        d2 = dg.second_order_design(NET, X, n, None, names, propagator, lattice=lattice)[0]
+        kept = dg.second_order_design(NET, X, n, None, names, propagator,
+                                      drop_two_point=False, lattice=lattice)[0]
+        c = np.array([model(tuple(int(i) for i in t))
+                      for t in tuples.distinct_tuples(len(X), n)])
+        # Coefficients that vanish (by parity, or as 2-pt pieces that rule 4.5 drops) are
+        # round-off in the model's subtractions: the scale floor is the terms' O(1) size.
+        scale = np.maximum(np.abs(c).max(axis=0), 1.0)
+        assert residual <= 1e-12 * scale.max()
+        np.testing.assert_allclose(d1 @ a, c[:, 0], rtol=0, atol=1e-11 * scale[0])
+        np.testing.assert_allclose(np.einsum("tij,i,j->t", d2, a, a), c[:, 1], rtol=0,
+                                   atol=1e-10 * scale[1])
+        missed = max(missed, np.abs(np.einsum("tij,i,j->t", kept, a, a) - c[:, 1]).max()
+                     / scale[1])
+    assert missed > 0.1  # the dropped 2-pt insertions matter
