@@ -41,6 +41,31 @@ Results (physics.md §6, reproduced term by term in tests/test_diagrams.py)::
 The correction is linear in the couplings, so the engine returns a *design*: per cutoff,
 per distinct tuple and per coupling, the coefficient of that coupling.
 
+Operators (:mod:`nngp_ppl.theory.operators`). Any local operator :math:`g_k f^k`, k >= 1,
+may be named (``"g3"``, ``"lambda"`` = ``"g4"``, ``"g5"``, ``"kappa"`` = ``"g6"``). Odd k
+break f -> -f: with one odd vertex only odd correlators are corrected, e.g.
+``ΔG3 = -6 g₃ ∫ K1y K2y K3y - 3 g₃ ∫ Kyy Σ_3 Kay Kbc``.
+
+The 1-pt function. The expansion is around the zero-mean GP, and the designs are of the
+moments :math:`\langle f(x_1)\cdots f(x_n)\rangle`. Convention (default): the 1-pt
+function is *a prediction of the odd couplings*, a source the vertices create — the
+tadpoles ``ΔG1 = -3 g₃ ∫ Kyy K1y - 15 g₅ ∫ Kyy² K1y`` — and every tadpole stays in
+every correlator: on an external point (a factor :math:`\langle f\rangle`, e.g.
+``-3 g₃ ∫ Kyy Kay Kbc`` in G3; two unjoined tadpoles, ``+9 g₃² ∫∫ Kyy Kay Kzz Kbz``, in
+G2) and on a vertex (a vertex of k legs with one leg on :math:`\langle f\rangle` acts as
+a (k-1)-leg vertex, e.g. the g₃λ term of G3 with λ's vertex on three points). Rule 4.5
+keeps K the exact *covariance*: it drops the 2-pt insertions — including a tadpole on a
+vertex that touches two external points, a correction of the covariance through the
+mean — and never a tadpole by itself (tests/test_odd_diagrams.py checks this against a
+model whose counterterms keep the covariance exact). The alternative, ``centred=True``,
+*expands around the mean* :math:`f = \langle f\rangle + \phi`: the designs are of the
+centred moments :math:`\langle \prod_a (f(x_a) - \langle f(x_a)\rangle)\rangle`, which
+drops exactly the diagrams with a connected piece on one external point
+(:attr:`Diagram.external_tadpole`), while tadpoles on vertices stay (they are the shifted
+vertices :math:`k g_k \langle f\rangle \phi^{k-1}` of :math:`S[\langle f\rangle + \phi]`);
+then the 4-pt function at :math:`g_3^2` is the three exchange channels alone,
+``+36 g₃² ∫∫ Σ_3 Kay Kby Kyz Kcz Kdz``. Both are checked against full Wick sums.
+
 Second order (two vertices; :func:`second_order_diagrams`, :func:`second_order_design`).
 :math:`\tfrac12 \partial_c\partial_d G` at :math:`g = 0` is the sum over the Wick
 contractions of the n external legs with a :math:`k_c`- and a :math:`k_d`-leg vertex in
