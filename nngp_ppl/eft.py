@@ -53,6 +53,7 @@ from . import two_point as _two_point
 from ._checks import NNGPInputError
 from .theory import diagrams as _diagrams
 from .theory import lattice as _lattice
+from .theory import operators as _operators
 from .theory.wick import gp_correlator_tuples
 
 FIT_FORMAT = "nngp_ppl.EFTFit"
@@ -296,6 +297,7 @@ def fit_couplings(
     X, lam = _setup(net, X, cutoffs)
     names = _diagrams.coupling_names(couplings)
     orders = _checks.orders("orders", orders)
+    _operators.check_visible(names, orders)
     if orders == (2,):
         raise NNGPInputError("orders must include 4 or 6: the 2-pt function is not corrected")
     k = X.shape[0]
@@ -738,7 +740,7 @@ def _fit_dataset_inputs(stats, cutoffs, propagator, widths, couplings):
         raise NNGPInputError(f"stats must hold the 4- and 6-pt functions; orders {missing} "
                              f"were not measured")
     _lattice.check_propagator(propagator)
-    names = _diagrams.coupling_names(couplings)
+    names = _operators.check_visible(_diagrams.coupling_names(couplings), (4, 6))
     X, lam = _setup(stats.net, stats.X, cutoffs)
     widths = stats.widths if widths is None else _checks.positive_ints("widths", widths)
     for w in widths:

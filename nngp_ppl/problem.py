@@ -53,6 +53,7 @@ import numpy as np
 
 from . import _checks
 from ._checks import NNGPInputError
+from .theory import operators as _operators
 from .theory.wick import gp_correlator_tuples
 from .tuples import distinct_tuples
 
@@ -64,20 +65,15 @@ NOISE_MODELS = ("exact", "sample", "gp")
 
 
 def coupling_names(couplings) -> tuple[str, ...]:
-    """Validated couplings: ``("lambda",)`` or ``("lambda", "kappa")``.
+    """Validated couplings of a fit: ``("lambda",)`` or ``("lambda", "kappa")``.
 
-    κ alone is refused: λ ~ 1/N is the leading coupling, so an action with κ and without λ
-    describes no finite-width ensemble, and the estimand's scales are λ's sensitivities.
+    The one validation of coupling names (:func:`nngp_ppl.theory.operators.coupling_names`)
+    restricted to the bases a fit to :data:`FIT_ORDERS` holds: nested by the operators'
+    expected size, so κ alone is refused (λ ~ 1/N is the leading coupling, an action with κ
+    and without λ describes no finite-width ensemble, and the estimand's scales are λ's
+    sensitivities), and odd operators need odd correlators.
     """
-    if isinstance(couplings, str):
-        couplings = tuple(c.strip() for c in couplings.split(",") if c.strip())
-    couplings = tuple(couplings)
-    if couplings not in (("lambda",), ("lambda", "kappa")):
-        raise NNGPInputError(
-            "couplings must be ('lambda',) or ('lambda', 'kappa'): kappa ~ 1/N^2 is only "
-            "meaningful beside the leading lambda ~ 1/N; got " + repr(couplings)
-        )
-    return couplings
+    return _operators.coupling_names(couplings, fit_orders=FIT_ORDERS)
 
 
 def perturbative_order(order) -> int:

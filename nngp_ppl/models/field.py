@@ -61,6 +61,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from .._checks import NNGPInputError, finite_float, inputs
+from ..theory import operators as _operators
 from .couplings import stable_cholesky
 
 FIELD_PROPAGATORS = ("full", "bias_subtracted")
@@ -77,6 +78,28 @@ PERTURBATIVE_SPREAD = 0.2
 #: abort the process instead of raising.
 MAX_FIELD_POINTS = 4096
 
+#: The operators of the sampled action, in the order of :attr:`FieldArrays.couplings`.
+FIELD_OPERATORS = _operators.operators(("lambda", "kappa"))
+_LEGS = tuple(op.legs for op in FIELD_OPERATORS)
+
+
+def bounded_below(couplings) -> bool:
+    r"""Whether :math:`\sum_c g_c f^{k_c}` is bounded below: the operator of most legs
+    with a non-zero coupling has an even number of them and a positive coupling (or every
+    coupling is zero). ``couplings`` maps coupling names to values."""
+    live = [(_operators.operator(n).legs, float(g)) for n, g in couplings.items() if g != 0]
+    if not live:
+        return True
+    k, g = max(live)
+    return k % 2 == 0 and g > 0
+
+
+def interaction_density(couplings, legs, sites):
+    r""":math:`\sum_c g_c\, \mathcal O_c(f_j)` per site: each operator's lattice density
+    (:meth:`nngp_ppl.theory.operators.Operator.density`) times its coupling."""
+    return sum(couplings[c] * _operators.local(k).density(sites)
+               for c, k in enumerate(legs))
+
 
 def check_bounded(lam, kappa) -> tuple[float, float]:
     """Validated couplings of an action that is bounded below, else a clear error.
@@ -85,7 +108,7 @@ def check_bounded(lam, kappa) -> tuple[float, float]:
     """
     lam = finite_float("lambda", lam)
     kappa = finite_float("kappa", kappa)
-    if kappa < 0 or (kappa == 0 and lam < 0):
+    if not bounded_below({"lambda": lam, "kappa": kappa}):
         raise NNGPInputError(
             f"the action with lambda={lam:g}, kappa={kappa:g} is unbounded below "
             "(exp(-S) cannot be normalised): lambda < 0 needs kappa > 0, and kappa must not be "
@@ -117,11 +140,10 @@ def interaction_spread(field, lam, kappa, *, n_draws: int = 1 << 14, seed: int =
     one (module docstring). Estimated from ``n_draws`` exact GP draws (relative error about
     :math:`1/\sqrt{2 n}` for a normal V, under 1% by default; seeded, so reproducible).
     """
-    lam, kappa = check_bounded(lam, kappa)
+    g = np.asarray(check_bounded(lam, kappa))
     z = np.random.default_rng(seed).standard_normal((n_draws, field.chol.shape[0]))
     sites = z @ field.chol[field.n_inputs:].T
-    f2 = sites * sites
-    V = (f2 * f2 * (lam + kappa * f2)) @ np.asarray(field.lattice.weights)
+    V = interaction_density(g, _LEGS, sites) @ np.asarray(field.lattice.weights)
     return float(np.std(V))
 
 
@@ -131,8 +153,7 @@ class FieldArrays(NamedTuple):
     chol: jnp.ndarray  # (k + P, k + P) Cholesky factor of the free kernel on inputs + sites
     weights: jnp.ndarray  # (P,) lattice weights w_j
     bias_sd: jnp.ndarray  # () sd of the free output bias (0 for the full propagator)
-    lam: jnp.ndarray  # ()
-    kappa: jnp.ndarray  # ()
+    couplings: jnp.ndarray  # (len(FIELD_OPERATORS),): λ, κ
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,8 +221,7 @@ class FieldLattice:
             chol=jnp.asarray(self.chol),
             weights=jnp.asarray(self.lattice.weights),
             bias_sd=jnp.asarray(float(bias)),
-            lam=jnp.asarray(lam),
-            kappa=jnp.asarray(kappa),
+            couplings=jnp.asarray([lam, kappa]),
         )
 
     @property
@@ -224,17 +244,17 @@ def field_model(arrays: FieldArrays, n_inputs: int, free_bias: bool = False):
 
     Sites: ``z`` (standard normal, k + P), ``b1`` (the free output bias in units of σ_b,
     only with ``free_bias``: the bias-subtracted propagator), the factor ``interaction``
-    :math:`= -\sum_j w_j(\lambda f_j^4 + \kappa f_j^6)`, and the deterministic ``f``, the
-    field at the k inputs.
+    :math:`= -\sum_j w_j \sum_c g_c \mathcal O_c(f_j)` over :data:`FIELD_OPERATORS`
+    (:math:`\lambda f_j^4 + \kappa f_j^6`), and the deterministic ``f``, the field at the
+    k inputs.
     """
     n = arrays.chol.shape[0]
     z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([n]).to_event(1))
     field = arrays.chol @ z
     sites = field[n_inputs:]
-    f2 = sites * sites
     numpyro.factor(
         "interaction",
-        -jnp.sum(arrays.weights * f2 * f2 * (arrays.lam + arrays.kappa * f2)),
+        -jnp.sum(arrays.weights * interaction_density(arrays.couplings, _LEGS, sites)),
     )
     out = field[:n_inputs]
     if free_bias:
