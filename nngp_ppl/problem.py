@@ -158,8 +158,10 @@ class EFTTheory:
             raise NNGPInputError(
                 f"orders must be a non-empty subset of {data_orders}, got {orders}"
             )
-        if "kappa" in couplings and 6 not in orders:
-            raise NNGPInputError("fitting kappa needs the 6-pt function: orders must include 6")
+        for op in _operators.operators(couplings):
+            if op.legs > max(orders):  # its contact diagram needs a k-pt function
+                raise NNGPInputError(f"fitting {op.name} needs the {op.legs}-pt function: "
+                                     f"orders must include {op.legs}")
         check_propagator(propagator)
         extent = float(np.max(np.abs(X)))
         max_cutoff = float(max_cutoff) if max_cutoff is not None else max(10.0, 4 * extent)

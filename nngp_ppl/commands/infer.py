@@ -108,14 +108,14 @@ def _figure(option: str, text: str, *inputs: Path) -> Path:
 
 
 def _couplings(text: str) -> tuple[str, ...]:
-    couplings = tuple(c.strip() for c in text.split(",") if c.strip())
-    if couplings not in (("lambda",), ("lambda", "kappa"), ("kappa", "lambda")):
+    from ..problem import coupling_names
+
+    try:
+        return coupling_names(text)
+    except NNGPInputError as err:
         raise NNGPInputError(
-            f"--couplings must be lambda or lambda,kappa, got {text!r}: the posterior always "
-            "holds the quartic coupling λ, which carries the leading 1/N deviation; κ alone "
-            "would have to explain it"
-        )
-    return ("lambda",) if couplings == ("lambda",) else ("lambda", "kappa")
+            f"--couplings must be lambda or lambda,kappa (g4, g6), got {text!r}: {err}"
+        ) from None
 
 
 #: Float64 values of one NUTS draw per (width, cutoff) besides the per-observation groups:

@@ -496,7 +496,7 @@ def _first_order(field: FieldLattice, lam: float, kappa: float, g4_gp) -> dict:
 
     g = np.array([lam, kappa])
     full, conn = (first_order_design(
-        field.net, field.X, 4, None, ("lambda", "kappa"), field.propagator,
+        field.net, field.X, 4, None, tuple(op.name for op in FIELD_OPERATORS), field.propagator,
         drop_two_point=drop, lattice=field.lattice)[0] for drop in (False, True))
     return {"G4_first_order": (["tuple_4"], g4_gp + full @ g),
             "connected4_first_order": (["tuple_4"], conn @ g)}

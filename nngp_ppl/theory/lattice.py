@@ -3,9 +3,10 @@ r"""The cutoff box :math:`[-\Lambda, \Lambda]^{d_{in}}` and the vertex integrals
 The effective action of physics.md §5 integrates its interaction over the box
 
 .. math:: S = S_{GP} + \int_{[-\Lambda,\Lambda]^{d_{in}}} d^{d_{in}}y\,
-    \big(\lambda f(y)^4 + \kappa f(y)^6\big),
+    \sum_c g_c f(y)^{k_c}
 
-and every first-order Feynman diagram (physics.md §6) reduces to a *vertex integral*
+(λ = g₄, κ = g₆, odd k too: :mod:`nngp_ppl.theory.operators`), and every first-order
+Feynman diagram (physics.md §6) reduces to a *vertex integral*
 
 .. math:: I_t^{(\ell)}(\Lambda) = \int_{[-\Lambda,\Lambda]^{d_{in}}} d^{d_{in}}y\;
     \prod_{a \in t} \tilde K(x_a, y)\; \tilde K(y, y)^{\ell}

@@ -108,7 +108,8 @@ class Operator:
     @property
     def size_power(self) -> float:
         """p in the expected size g ~ N^-p of the coupling: (legs - 2) / 2 (module
-        docstring)."""
+        docstring). A counting for k >= 3; the source (k = 1) and mass (k = 2) terms are
+        fixed by the GP's mean and kernel, and the value says nothing about them."""
         return (self.legs - 2) / 2
 
     @property
