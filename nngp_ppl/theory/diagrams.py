@@ -909,10 +909,11 @@ def second_order_design_slope(
     *,
     topologies=None,
     rel_step: float = 1e-4,
+    centred: bool = False,
 ) -> np.ndarray:
     r""":math:`\partial D2 / \partial \log\Lambda`, shape (n_cutoffs, T_n, n_c, n_c), for
     the second-order flow (β-functions at second order; D1's slope is exact, see
-    :func:`first_order_design_function`).
+    :func:`first_order_design_function`); ``centred`` as in :func:`second_order_design`.
 
     Central differences in :math:`\log\Lambda` with steps h and 2h (h = ``rel_step``),
     Richardson-extrapolated, so the truncation error is O(h⁴); the two-vertex integrals are
@@ -930,7 +931,7 @@ def second_order_design_slope(
                              f"step {h:g} to take the slope; got {lam.tolist()}")
     steps = np.concatenate([lam * np.exp(s * h) for s in (1, -1, 2, -2)])
     D = second_order_design(net, X, n, steps, couplings, propagator, drop_two_point,
-                            topologies=topologies)
+                            topologies=topologies, centred=centred)
     D = D.reshape(4, len(lam), -1)
     s1 = (D[0] - D[1]) / (2 * h)
     s2 = (D[2] - D[3]) / (4 * h)
