@@ -33,8 +33,8 @@ one validation function for coupling names; layers that fit only some bases rest
 through it (``fit_orders``), with one message.
 
 Adding a local operator is nothing: every ``g<k>`` has its record (:func:`operator`); a
-named alias is one entry of :data:`ALIASES`. A new *kind* of operator (e.g. derivative
-couplings) is one :class:`Kind` in :data:`KINDS` (its leg factor: what replaces the
+named alias is an entry of :data:`ALIASES` (and its symbol). A new *kind* of operator
+(e.g. derivative couplings) is one :class:`Kind` in :data:`KINDS` (its leg factor: what replaces the
 propagator :math:`\tilde K(x, y)` on a vertex leg) plus its records; the diagram engine and
 the vertex integrals exist for the local kind, and refuse any other by name
 (:func:`require_local`).
