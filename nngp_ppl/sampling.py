@@ -271,7 +271,7 @@ def plan_run(net: Ensemble, X, widths, n_nets: int, *, orders=(2, 4, 6), seed: i
     X = _checks.inputs("X", X, net.d_in)
     widths = _widths(widths)
     n_nets = _checks.positive_int("n_nets", n_nets)
-    orders = _checks.orders("orders", orders)
+    orders = _checks.orders("orders", orders, odd=True)
     seed = _checks.seed("seed", seed)
     start = _nonnegative_int("start", start)
     if batch_size is not None:
@@ -403,7 +403,7 @@ def network_sums(net: Ensemble, X, width: int, seed: int, start: int, count: int
     seed = _checks.seed("seed", seed)
     start = _nonnegative_int("start", start)
     count = _checks.positive_int("count", count)
-    orders = _checks.orders("orders", orders)
+    orders = _checks.orders("orders", orders, odd=True)
     covariance = _flag("covariance", covariance)
     if progress is not None and not callable(progress):
         raise NNGPInputError(

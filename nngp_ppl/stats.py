@@ -117,7 +117,7 @@ def accumulated_orders(orders, covariance: bool = True) -> tuple[int, ...]:
 
     With ``covariance=False`` only the orders themselves (squares are kept separately).
     """
-    orders = _checks.orders("orders", orders)
+    orders = _checks.orders("orders", orders, odd=True)
     if not covariance:
         return orders
     return tuple(sorted(set(orders) | {a + b for a in orders for b in orders}))
@@ -252,7 +252,7 @@ class CorrelatorStats:
         X = _checks.inputs("X", X, net.d_in).copy()
         X.setflags(write=False)
         self._X = X
-        self._orders = _checks.orders("orders", orders)
+        self._orders = _checks.orders("orders", orders, odd=True)
         self._seed = _checks.seed("seed", seed)
         self._covariance = bool(covariance)
         self._acc = accumulated_orders(self._orders, self._covariance)
@@ -365,7 +365,7 @@ class CorrelatorStats:
     def _orders_arg(self, orders) -> tuple[int, ...]:
         if orders is None:
             return self._orders
-        orders = _checks.orders("orders", orders)
+        orders = _checks.orders("orders", orders, odd=True)
         missing = [n for n in orders if n not in self._orders]
         if missing:
             raise NNGPInputError(
