@@ -577,7 +577,7 @@ class CorrelatorStats:
         its O(n_nets^-1/2) standard error at the sample sizes where the delta method holds.
         Every order 1..n must have been measured, except that odd orders not measured are
         taken as exactly zero (the f -> -f symmetry of zero-mean ensembles, which
-        :func:`nngp_ppl.symmetry.parity_test` checks from data) and listed in
+        :func:`nngp_ppl.inference.symmetry.parity_test` checks from data) and listed in
         ``assumed_zero``. Needs a run with ``covariance=True``.
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 6:
