@@ -320,7 +320,8 @@ class SingleLayerNet(Ensemble):
         if not self.zero_mean:
             raise NNGPInputError(
                 f"{what} is the closed form for mu_w = mu_b = 0, but this {type(self).__name__} "
-                f"has mu_w={self.mu_w}, mu_b={self.mu_b}; use sampling for non-zero means"
+                f"has mu_w={self.mu_w}, mu_b={self.mu_b}; for non-zero means use "
+                "nngp_ppl.theory.exact (mean_function, limit_kernel, exact_correlator) or sampling"
             )
 
     # --- kernels ---------------------------------------------------------------------------

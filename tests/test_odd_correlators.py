@@ -99,3 +99,82 @@ def test_xla_kernel_odd_orders_against_brute_force(k, orders):
                                                                              strict=True)]
     moments = _shard._assemble_moments(plan, total[0], total[1])
     _check_sums(moments, F, orders, (chunk + 2) * U32)
+
+
+# ---------------------------------------------------------------------------------------------
+# connected correlators
+# ---------------------------------------------------------------------------------------------
+def test_cumulant_jacobian_matches_finite_differences_and_wick_cumulants():
+    from nngp_ppl.stats import cumulants_with_jacobian
+    from nngp_ppl.theory.wick import connected_correlator_tuples
+
+    k, n = 3, 5
+    rng = np.random.default_rng(0)
+    moments = {m: rng.standard_normal(len(distinct_tuples(k, m))) for m in range(1, n + 1)}
+    kappa, jac = cumulants_with_jacobian(moments, k, n)
+    np.testing.assert_allclose(kappa, connected_correlator_tuples(moments, n, k), rtol=1e-12,
+                               atol=1e-12)
+    sizes = [len(moments[m]) for m in range(1, n + 1)]
+    flat = np.concatenate([moments[m] for m in range(1, n + 1)])
+
+    def cumulant(v):
+        parts = np.split(v, np.cumsum(sizes)[:-1])
+        return cumulants_with_jacobian(dict(zip(range(1, n + 1), parts, strict=True)), k, n)[0]
+
+    eps = 1e-6
+    numeric = np.stack([(cumulant(flat + eps * e) - cumulant(flat - eps * e)) / (2 * eps)
+                        for e in np.eye(len(flat))], axis=1)
+    np.testing.assert_allclose(jac, numeric, atol=1e-7)
+
+
+def test_connected_needs_even_orders_and_takes_missing_odd_ones_as_zero():
+    from nngp_ppl import ErfNet, sample_correlators
+
+    X = np.array([[0.3], [1.0]])
+    stats = sample_correlators(ErfNet(), X, [4], 256, orders=(2, 4), seed=0, progress=False)
+    conn = stats.connected(4, 4)
+    assert conn.orders == (2, 4) and conn.assumed_zero == (1, 3)
+    with pytest.raises(NNGPInputError, match=r"orders \[6\] were not measured"):
+        stats.connected(6, 4)
+    with pytest.raises(NNGPInputError, match="1..6"):
+        stats.connected(7, 4)
+
+
+@pytest.mark.slow
+def test_propagated_errors_of_connected_correlators_are_calibrated_over_seeds():
+    """z = (kappa_hat - kappa_exact) / stderr over 60 seeds, every tuple of kappa_1..kappa_4
+    of a non-zero-mean Erf-net: mean within 4.5 sd/sqrt(seeds) of 0 (pooled over tuples
+    it would be tighter, but tuples share draws) and sd within [0.75, 1.3]."""
+    from nngp_ppl import ErfNet, sample_correlators
+    from nngp_ppl.theory.exact import exact_cumulant_tuples
+
+    net, X, width, seeds = ErfNet(mu_w=0.5, mu_b=0.3), np.array([[-0.6], [0.8]]), 3, 60
+    exact = {n: exact_cumulant_tuples(net, X, width, n) for n in range(1, 5)}
+    z = {n: [] for n in exact}
+    for s in range(seeds):
+        stats = sample_correlators(net, X, [width], 2048, orders=(1, 2, 3, 4), seed=100 + s,
+                                   progress=False)
+        for n in exact:
+            c = stats.connected(n, width)
+            z[n].append((c.values - exact[n]) / c.stderr)
+    for n, zs in z.items():
+        zs = np.array(zs)
+        assert np.all(np.abs(zs.mean(0)) <= 4.5 / np.sqrt(seeds)), (n, zs.mean(0))
+        assert np.all((zs.std(0) >= 0.75) & (zs.std(0) <= 1.3)), (n, zs.std(0))
+
+
+def test_odd_order_statistics_round_trip_through_files_and_merge(tmp_path):
+    from nngp_ppl import CorrelatorStats, ErfNet, sample_correlators
+
+    X = np.array([[0.3], [1.0]])
+    a = sample_correlators(ErfNet(mu_b=0.1), X, [2], 128, orders=(1, 3), seed=0,
+                           progress=False)
+    b = sample_correlators(ErfNet(mu_b=0.1), X, [2], 128, orders=(1, 3), seed=0, start=128,
+                           progress=False)
+    back = CorrelatorStats.from_netcdf(a.to_netcdf(tmp_path / "odd.nc"))
+    assert back.orders == (1, 3) and back.accumulated_orders == (1, 2, 3, 4, 6)
+    np.testing.assert_array_equal(back.covariance(2), a.covariance(2))
+    both = back.merge(b)
+    whole = sample_correlators(ErfNet(mu_b=0.1), X, [2], 256, orders=(1, 3), seed=0,
+                               progress=False)
+    np.testing.assert_allclose(both.mean_vector(2), whole.mean_vector(2), rtol=1e-12)
