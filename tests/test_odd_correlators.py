@@ -178,3 +178,24 @@ def test_odd_order_statistics_round_trip_through_files_and_merge(tmp_path):
     whole = sample_correlators(ErfNet(mu_b=0.1), X, [2], 256, orders=(1, 3), seed=0,
                                progress=False)
     np.testing.assert_allclose(both.mean_vector(2), whole.mean_vector(2), rtol=1e-12)
+
+
+@needs_c
+def test_c_and_xla_kernels_sample_the_same_odd_order_sums(monkeypatch):
+    """A whole run with each kernel, orders 1..6 of a non-zero-mean net: the same networks,
+    so the sums agree to float64 round-off for the measured orders and to the XLA
+    kernel's float32 bound, 2 (CHUNK + 2) u sum|terms|, for the covariance-only ones."""
+    from nngp_ppl import ErfNet, ensembles, sample_correlators
+
+    net, X, width, n = ErfNet(mu_b=0.2), np.array([[-0.5], [0.2], [1.0]]), 5, 1000
+    runs = {}
+    for kernel in ("c", "xla"):
+        monkeypatch.setenv("NNGP_PPL_KERNEL", kernel)
+        runs[kernel] = sample_correlators(net, X, width, n, orders=(1, 2, 3, 4, 5, 6),
+                                          progress=False, seed=4)
+    f = np.abs(np.asarray(net.network_outputs(ensembles.network_keys(4, width, 0, n), X,
+                                              width, np.float32), np.float64))
+    for m, s in runs["c"].moment_sums(width).items():
+        size = np.prod(f[:, distinct_tuples(len(X), m)], axis=2).sum(axis=0)
+        rel = 1e-12 if m <= 6 else 2 * (_shard.CHUNK + 2) * U32
+        assert np.all(np.abs(s - runs["xla"].moment_sums(width)[m]) <= rel * size), m
