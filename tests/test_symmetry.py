@@ -91,3 +91,13 @@ def test_bad_input_is_refused_with_clear_messages():
     nocov = _stats(ErfNet(), 128, 1, covariance=False)
     with pytest.raises(NNGPInputError, match="covariance=True"):
         parity_test(nocov, 3)
+
+
+def test_show_prints_the_symmetry_verdict_of_a_run_with_odd_orders(tmp_path, capsys):
+    from nngp_ppl.cli import main
+
+    path = _stats(ErfNet(mu_b=0.3), 1024, 2, orders=(1, 3, 4)).to_netcdf(tmp_path / "odd.nc")
+    assert main(["show", "--no-exact", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "symmetry, N=3: f -> -f rejected at the 5% level" in out
+    assert "non-zero means: no zero-mean GP" in out
