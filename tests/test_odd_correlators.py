@@ -199,3 +199,30 @@ def test_c_and_xla_kernels_sample_the_same_odd_order_sums(monkeypatch):
         size = np.prod(f[:, distinct_tuples(len(X), m)], axis=2).sum(axis=0)
         rel = 1e-12 if m <= 6 else 2 * (_shard.CHUNK + 2) * U32
         assert np.all(np.abs(s - runs["xla"].moment_sums(width)[m]) <= rel * size), m
+
+
+def test_an_interrupted_odd_order_run_resumes_to_the_identical_sums(tmp_path, monkeypatch):
+    from nngp_ppl import ErfNet, sample_correlators
+    from nngp_ppl.checkpoint import ShardLedger
+
+    net, X, ck = ErfNet(mu_b=0.2), np.array([[-0.8], [0.1], [0.9]]), tmp_path / "odd.partial"
+    kw = dict(orders=(1, 3, 4), seed=5, batch_size=64, shard_size=64, progress=False)
+    whole = sample_correlators(net, X, [7], 384, **kw)
+    real_save, saves = ShardLedger.save, []
+
+    def crash_after_two(self, path):
+        real_save(self, path)
+        saves.append(path)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ShardLedger, "save", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        sample_correlators(net, X, [7], 384, checkpoint=ck, **kw)
+    monkeypatch.setattr(ShardLedger, "save", real_save)
+    resumed = sample_correlators(net, X, [7], 384, checkpoint=ck, resume=True, **kw)
+    assert resumed.accumulated_orders == (1, 2, 3, 4, 5, 6, 7, 8)
+    for m, s in whole.moment_sums(7).items():
+        assert np.array_equal(s, resumed.moment_sums(7)[m]), m
+    for n, s in whole.tail_sums(7).items():
+        assert np.array_equal(s, resumed.tail_sums(7)[n]), n
