@@ -442,8 +442,12 @@ def sample_correlators(net: Ensemble, X, widths, n_nets: int, orders=(2, 4, 6),
         Hidden widths N.
     n_nets : int
         Networks per width. One network gives no noise estimate (a warning says so).
-    orders : even ints <= 6
-        Correlator orders :math:`G^{(n)}` to measure.
+    orders : ints in 1..6
+        Correlator orders :math:`G^{(n)}` to measure (default 2, 4, 6). Odd orders give the
+        1-pt function and the odd correlators, which vanish for zero-mean ensembles
+        (:func:`nngp_ppl.inference.symmetry.parity_test` checks that from data); with an
+        odd order every order 1..max is built, and the accumulation costs in proportion
+        to the monomials (orders 1..6: 1.67x those of 2, 4, 6; ``benchmarks/sampler.py``).
     seed : int
         Network j at width N uses ``network_keys(seed, N, j)``; results do not depend on
         ``batch_size`` (beyond round-off).
