@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 from scipy import integrate, special
 
-from nngp_ppl import ErfNet, GaussNet, NNGPInputError, ReLUNet, sample_correlators
+from nngp_ppl import (
+    ActivationNet,
+    ErfNet,
+    GaussNet,
+    NNGPInputError,
+    ReLUNet,
+    sample_correlators,
+)
 from nngp_ppl.stats import HeavyTailWarning
 from nngp_ppl.theory.exact import (
     exact_correlator_tuples,
@@ -88,16 +95,18 @@ def test_relu_with_non_zero_means_is_refused_with_a_clear_message():
 # n_nets even at tame sigmas, so there the warning is expected and only the exact oracle,
 # worst tuple, judges (physics.md §4).
 CASES = [
-    (ErfNet(mu_w=0.5, mu_b=0.3), np.array([[-1.0], [0.2], [1.0]]), 3, 40_000, 3, True),
+    (ErfNet(mu_w=0.5, mu_b=0.3), np.array([[-1.0], [0.2], [1.0]]), 3, 40_000, 3, True, True),
     (GaussNet(sigma_w=0.4, sigma_b=0.2, mu_w=0.5, mu_b=0.3),
-     np.array([[-0.5], [0.1], [0.6]]), 3, 40_000, 4, False),
+     np.array([[-0.5], [0.1], [0.6]]), 3, 40_000, 4, False, True),
+    (ActivationNet("tanh", mu_w=-0.4, mu_b=0.3), np.array([[-0.7], [0.9]]), 2, 40_000, 5,
+     True, False),
 ]
 
 
-@pytest.mark.parametrize(("net", "X", "width", "n_nets", "seed", "tame"), CASES,
-                         ids=["erf", "gauss"])
+@pytest.mark.parametrize(("net", "X", "width", "n_nets", "seed", "tame", "resolved"), CASES,
+                         ids=["erf", "gauss", "tanh"])
 def test_exact_oracle_matches_sampling_for_odd_and_even_orders(net, X, width, n_nets, seed,
-                                                               tame):
+                                                               tame, resolved):
     with warnings.catch_warnings():
         warnings.simplefilter("error" if tame else "ignore", HeavyTailWarning)
         stats = sample_correlators(net, X, [width], n_nets, orders=(1, 2, 3, 4, 5, 6),
@@ -109,6 +118,7 @@ def test_exact_oracle_matches_sampling_for_odd_and_even_orders(net, X, width, n_
         conn = stats.connected(n, width)
         kz = (conn.values - exact_cumulant_tuples(net, X, width, n)) / conn.stderr
         assert np.max(np.abs(kz)) <= 4.5, (n, kz)
-    # the odd connected 3-pt function is resolved: the comparison has power
+    # where the odd connected 3-pt function is resolved, the comparison has power (for
+    # tanh it is about 2 standard errors at these settings: only the z-bound is tested)
     k3 = stats.connected(3, width)
-    assert np.max(np.abs(k3.values / k3.stderr)) > 3
+    assert np.max(np.abs(k3.values / k3.stderr)) > 3 or not resolved
