@@ -6,7 +6,8 @@
  *
  *   1. each network's row of the scratch matrix MT (NB x TP, float64) holds its k outputs
  *      (columns 0..k-1) and then its T materialised products (orders 2, 4, .., columns
- *      k..k+T-1), built in lexicographic tuple order from segments: a segment multiplies
+ *      k..k+T-1; with odd orders 1, 2, 3, .., order 1 a copy of the outputs), built in
+ *      lexicographic tuple order from segments: a segment multiplies
  *      one earlier column (the leading pair's product, or an output) into a contiguous run
  *      of earlier columns (the tails whose first index is >= the pair's second index);
  *   2. each product column's sum, sum of cubes and of fourth powers (and of squares) over
@@ -120,7 +121,8 @@ HALF(1)
 int64_t nngp_block_size(void) { return NB; }
 
 /* f: B x k float32 outputs (row-major), each input a scaled by scale[a] (an exact power
- * of two); mseg: 4 per segment (dst column, src column, length, scalar column); grp: 5 per
+ * of two); mseg: 4 per segment (dst column, src column, length, scalar column, or -1 for
+ * a plain copy: the order-1 products of plans with odd orders); grp: 5 per
  * group (first prefix entry, prefix count, first suffix column, npad, acc offset); prefix:
  * the prefixes' product columns, group by group. The batch's sums go to buf, laid out as
  * [mom (TV) | cubes (TV) | fourth powers (TV) | squares (TV, if with_squares) | acc (nacc)]
@@ -152,7 +154,7 @@ void nngp_accumulate(int64_t B, int64_t k, const float *restrict f,
             const int64_t col = mseg[4 * s + 3];
             for (int b = 0; b < NB; b++) {
                 double *row = MT + b * TP;
-                const double x = row[col];
+                const double x = col < 0 ? 1.0 : row[col]; /* col -1: a copy (order 1) */
                 for (int64_t j = 0; j < len; j += 8) store8(row + dst + j, x * load8(row + src + j));
             }
         }

@@ -103,19 +103,24 @@ def inputs(name: str, X, d_in: int | None = None) -> np.ndarray:
     return arr
 
 
-def orders(name: str, values: Iterable[int], *, max_order: int = 6) -> tuple[int, ...]:
-    """Correlator orders: positive even integers <= ``max_order``, sorted, unique."""
+def orders(name: str, values: Iterable[int], *, max_order: int = 6,
+           odd: bool = False) -> tuple[int, ...]:
+    """Correlator orders, sorted and unique: even integers in 2..``max_order``, or with
+    ``odd=True`` any integers in 1..``max_order`` (odd correlators, the 1-pt function;
+    what the sampler and its statistics accept, while fits of the even effective action
+    keep the default)."""
     if isinstance(values, (int, np.integer)):
         values = [values]
+    allowed = (f"integers in 1..{max_order}" if odd else
+               f"even integers in 2..{max_order}")
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise NNGPInputError(f"{name} must be even integers in 2..{max_order}, got {v!r}")
-        if v < 2 or v > max_order or v % 2:
-            raise NNGPInputError(
-                f"{name} must be even integers in 2..{max_order} (odd correlators vanish "
-                f"for zero-mean weights), got {v}"
-            )
+            raise NNGPInputError(f"{name} must be {allowed}, got {v!r}")
+        if v < 1 or v > max_order or (v % 2 and not odd):
+            why = "" if odd else (" (odd correlators vanish for zero-mean weights; the "
+                                  "sampler and its statistics measure them)")
+            raise NNGPInputError(f"{name} must be {allowed}{why}, got {v}")
         out.append(int(v))
     if not out:
         raise NNGPInputError(f"{name} must name at least one order, got none")

@@ -197,7 +197,8 @@ def _warn_once(error: str) -> None:
 class Tables:
     """What :func:`nngp_accumulate` needs for one plan, and how to read its sums back.
 
-    Products (rows) are the materialised orders 2, 4, .., max(orders), each in
+    Products (rows) are the materialised orders (2, 4, .., max(orders); 1, 2, ..,
+    max(orders) when an order is odd, :func:`nngp_ppl.tuples.materialised_orders`), each in
     lexicographic tuple order, concatenated (``offset[m]``: first row of order m); the C
     kernel stores row r at column k + r of its scratch rows.
     """
@@ -229,13 +230,17 @@ class Tables:
 def tables(k: int, orders: tuple[int, ...], split: tuple[int, ...]) -> Tables:
     """The C kernel's tables for k inputs, measured ``orders`` and covariance-only orders
     ``split`` (:class:`nngp_ppl._shard._Plan`)."""
-    mats = tuple(range(2, max(orders) + 1, 2))
+    mats = _tuples.materialised_orders(orders)
+    odd = _tuples.has_odd(orders)
     size = {m: len(_tuples.distinct_tuples(k, m)) for m in mats}
     offset = dict(zip(mats, np.cumsum([0] + [size[m] for m in mats]).tolist(), strict=False))
     rows = sum(size.values())
-    mseg = [(k + a * k - a * (a - 1) // 2, a, k - a, a) for a in range(k)]  # order 2
+    # Order 1 (plans with odd orders): a copy of the outputs (scalar column -1: factor 1).
+    mseg = [(k + offset[1], 0, k, -1)] if odd else []
+    if 2 in offset:
+        mseg += [(k + offset[2] + a * k - a * (a - 1) // 2, a, k - a, a) for a in range(k)]
     pairs = _tuples.distinct_tuples(k, 2)
-    for m in mats[1:]:
+    for m in (m for m in mats if m >= 3):
         start, pos = _tuples.first_index_starts(k, m - 2), offset[m]
         for i, (_, b) in enumerate(pairs):
             n = size[m - 2] - start[b]
@@ -248,7 +253,7 @@ def tables(k: int, orders: tuple[int, ...], split: tuple[int, ...]) -> Tables:
     # (scalar row, first column row, npad, m, wanted j, rows of those m-tuples).
     tile_rows = []
     for m in split:
-        p, q = _tuples.prefix_suffix_orders(m)
+        p, q = _tuples.prefix_suffix_orders(m, odd)
         pre, suf = _tuples.distinct_tuples(k, p), _tuples.distinct_tuples(k, q)
         start = _tuples.first_index_starts(k, q)
         for d in range(k):

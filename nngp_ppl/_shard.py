@@ -16,7 +16,7 @@ it (:class:`nngp_ppl.sampling.LocalExecutor` on local JAX devices,
 
 The per-batch step is one jit-compiled pure function of ``(totals, X, seed, start,
 n_valid)`` at a static (width, batch size); a short final batch reuses it with the unused
-rows masked to zero (all monomials have order >= 2, so a zero row adds nothing). Within a
+rows masked to zero (every monomial has order >= 1, so a zero row adds nothing). Within a
 batch the monomials are accumulated over chunks of :data:`CHUNK` networks, small enough for
 the products to stay in cache.
 
@@ -125,9 +125,19 @@ class _Plan:
         return accumulated_orders(self.orders, self.covariance)
 
     @property
+    def odd(self) -> bool:
+        """Whether an odd order is measured: then every order 1..max(orders) is built."""
+        return _tuples.has_odd(self.orders)
+
+    @property
     def materialised(self) -> tuple[int, ...]:
-        """Orders built product by product: 2, 4, .., max(orders)."""
-        return tuple(range(2, self.max_order + 1, 2))
+        """Orders built product by product: 2, 4, .., max(orders), or 1, 2, .., max(orders)
+        with an odd order (:func:`nngp_ppl.tuples.materialised_orders`)."""
+        return _tuples.materialised_orders(self.orders)
+
+    def split_orders(self, m: int) -> tuple[int, int]:
+        """(p, q) of the prefix-suffix split of order m for this plan."""
+        return _tuples.prefix_suffix_orders(m, self.odd)
 
     @property
     def split(self) -> tuple[int, ...]:
@@ -205,12 +215,12 @@ def _dot_blocks(plan: _Plan) -> _Dots:
                                              for m in mats]).tolist(), strict=False))
     by_q: dict[int, list[int]] = {}
     for m in plan.split:
-        by_q.setdefault(_tuples.prefix_suffix_orders(m)[1], []).append(m)
+        by_q.setdefault(plan.split_orders(m)[1], []).append(m)
     stack, blocks, extract = [], [], {m: [] for m in plan.split}
     for q, ms in sorted(by_q.items()):
         suffixes = _tuples.distinct_tuples(k, q)
         first_start = _tuples.first_index_starts(k, q)
-        prefixes = {m: _tuples.distinct_tuples(k, _tuples.prefix_suffix_orders(m)[0]) for m in ms}
+        prefixes = {m: _tuples.distinct_tuples(k, plan.split_orders(m)[0]) for m in ms}
 
         last = np.concatenate([prefixes[m][:, -1] for m in ms])
         shapes = {(d1, d2): (int(np.sum((last >= d1) & (last <= d2))),
@@ -221,7 +231,7 @@ def _dot_blocks(plan: _Plan) -> _Dots:
             row_lo = len(stack)
             t = suffixes[first_start[d1]:]
             for m in ms:
-                p = _tuples.prefix_suffix_orders(m)[0]
+                p = plan.split_orders(m)[0]
                 pre = prefixes[m]
                 rows = np.flatnonzero((pre[:, -1] >= d1) & (pre[:, -1] <= d2))
                 s = pre[rows]
@@ -248,8 +258,10 @@ DOT_DTYPE = jnp.float32
 TAIL_DTYPE = jnp.float32
 
 
-def _materialise(F, k: int, max_order: int) -> dict[int, jnp.ndarray]:
-    """{m: (T_m, C)} products over the distinct m-tuples, m = 2, 4, .., max_order.
+def _materialise(F, k: int, max_order: int, odd: bool = False) -> dict[int, jnp.ndarray]:
+    """{m: (T_m, C)} products over the distinct m-tuples, m = 2, 4, .., max_order (and with
+    ``odd`` also m = 1, 3, ..: the odd chain grows from the outputs, M_1 = F, as the even
+    one from the pairs).
 
     ``F`` is (k, C): networks along the last (contiguous) axis, so that every gather below
     copies whole rows and the matrix products contract the contiguous axis of both
@@ -259,7 +271,9 @@ def _materialise(F, k: int, max_order: int) -> dict[int, jnp.ndarray]:
     pairs = _tuples.distinct_tuples(k, 2)
     P = jnp.take(F, pairs[:, 0], axis=0) * jnp.take(F, pairs[:, 1], axis=0)
     out = {2: P}
-    for m in range(4, max_order + 1, 2):
+    if odd:
+        out[1] = F
+    for m in range(3 if odd else 4, max_order + 1, 1 if odd else 2):
         tail, lead = _parents(k, m)
         out[m] = jnp.take(out[m - 2], tail, axis=0) * jnp.take(P, lead, axis=0)
     return out
@@ -279,7 +293,7 @@ def _monomial_sums(F, plan: _Plan):
     # sums below equal unscaled ones bit for bit (short of float64 under- or overflow).
     _, e = jnp.frexp(jnp.max(jnp.abs(F), axis=1))
     e = e.astype(jnp.float64)
-    mats = _materialise(F * jnp.exp2(-e)[:, None], plan.k, plan.max_order)
+    mats = _materialise(F * jnp.exp2(-e)[:, None], plan.k, plan.max_order, plan.odd)
     exps = {m: jnp.asarray(_tuples.index_counts(plan.k, m), jnp.float64) @ e
             for m in plan.materialised}
 
@@ -331,8 +345,8 @@ def _assemble_moments(plan: _Plan, moments, products) -> dict[int, np.ndarray]:
 
 
 def _masked_outputs(net: Ensemble, width: int, batch: int, X, seed, start, n_valid):
-    """(batch, k) float32 outputs of networks ``start ..``, rows past ``n_valid`` zero (all
-    monomials have order >= 2, so a zero row adds nothing)."""
+    """(batch, k) float32 outputs of networks ``start ..``, rows past ``n_valid`` zero
+    (every monomial has order >= 1, so a zero row adds nothing)."""
     f = net.network_outputs(network_keys(seed, width, start, batch), X, width, jnp.float32)
     return jnp.where((jnp.arange(batch) < n_valid)[:, None], f, 0.0)
 
@@ -364,6 +378,7 @@ def _compiled_step(net: Ensemble, width: int, batch: int, chunk: int, plan: _Pla
 def _chunk_size(k: int, max_order: int) -> int:
     """Networks per accumulation chunk: the materialised products in about CHUNK_BYTES."""
     materialised = sum(math.comb(k + m - 1, m) for m in range(2, max_order + 1, 2))
+    # (plans with odd orders materialise the odd orders too, under 2x these bytes)
     return int(min(CHUNK, max(8, CHUNK_BYTES // (8 * materialised) // 8 * 8)))
 
 

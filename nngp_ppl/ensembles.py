@@ -6,10 +6,15 @@
 
     w_{i\\alpha} \\sim \\mathcal N(\\mu_W, \\sigma_W^2/d_{in}),\\;
     \\beta_i \\sim \\mathcal N(\\mu_b, \\sigma_b^2),\\;
-    a_i \\sim \\mathcal N(\\mu_W, \\sigma_W^2/N),\\;
+    a_i \\sim \\mathcal N(\\mu_W/N, \\sigma_W^2/N),\\;
     b_1 \\sim \\mathcal N(\\mu_b, \\sigma_b^2),
 
-all independent (Halverson, Maiti, Stoner, arXiv:2008.08601, §2; physics.md §1). The
+all independent (Halverson, Maiti, Stoner, arXiv:2008.08601, §2; physics.md §1), except
+that the output weights' mean is :math:`\\mu_W/N` rather than :math:`\\mu_W`: then the
+mean function :math:`E f(x) = \\mu_b + \\mu_W E[\\sigma(z(x))]` is the same at every
+width and the ensemble has an N -> infinity limit, a GP with that mean (with mean
+:math:`\\mu_W` each of the N neurons adds :math:`\\mu_W E\\sigma`, and the mean grows like N).
+The exact finite-width oracle for non-zero means is :mod:`nngp_ppl.theory.exact`. The
 pre-activation covariance is :math:`m(x, x') = \\sigma_b^2 + \\sigma_W^2\\, x\\cdot x'/d_{in}`
 and for zero means the output two-point function is the GP kernel at *every* width,
 :math:`K(x,x') = \\sigma_b^2 + \\sigma_W^2\\, E[\\sigma(z)\\sigma(z')]`.
@@ -315,7 +320,8 @@ class SingleLayerNet(Ensemble):
         if not self.zero_mean:
             raise NNGPInputError(
                 f"{what} is the closed form for mu_w = mu_b = 0, but this {type(self).__name__} "
-                f"has mu_w={self.mu_w}, mu_b={self.mu_b}; use sampling for non-zero means"
+                f"has mu_w={self.mu_w}, mu_b={self.mu_b}; for non-zero means use "
+                "nngp_ppl.theory.exact (mean_function, limit_kernel, exact_correlator) or sampling"
             )
 
     # --- kernels ---------------------------------------------------------------------------
@@ -359,7 +365,8 @@ class SingleLayerNet(Ensemble):
             # would silently promote it to float64 under x64 (3x slower on CPU).
             w0 = self.mu_w + float(self.sigma_w / np.sqrt(self.d_in)) * w0
             b0 = self.mu_b + self.sigma_b * b0
-            a = self.mu_w + float(self.sigma_w / np.sqrt(width)) * a
+            # Output weights' mean mu_W / N: the N -> infinity limit exists (module docstring).
+            a = float(self.mu_w / width) + float(self.sigma_w / np.sqrt(width)) * a
             b1 = self.mu_b + self.sigma_b * b1
             z = w0 @ X.T + b0[:, None]  # (width, n)
             return a @ self._activate(z, var[None, :]) + b1

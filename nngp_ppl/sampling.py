@@ -271,7 +271,7 @@ def plan_run(net: Ensemble, X, widths, n_nets: int, *, orders=(2, 4, 6), seed: i
     X = _checks.inputs("X", X, net.d_in)
     widths = _widths(widths)
     n_nets = _checks.positive_int("n_nets", n_nets)
-    orders = _checks.orders("orders", orders)
+    orders = _checks.orders("orders", orders, odd=True)
     seed = _checks.seed("seed", seed)
     start = _nonnegative_int("start", start)
     if batch_size is not None:
@@ -403,7 +403,7 @@ def network_sums(net: Ensemble, X, width: int, seed: int, start: int, count: int
     seed = _checks.seed("seed", seed)
     start = _nonnegative_int("start", start)
     count = _checks.positive_int("count", count)
-    orders = _checks.orders("orders", orders)
+    orders = _checks.orders("orders", orders, odd=True)
     covariance = _flag("covariance", covariance)
     if progress is not None and not callable(progress):
         raise NNGPInputError(
@@ -442,8 +442,12 @@ def sample_correlators(net: Ensemble, X, widths, n_nets: int, orders=(2, 4, 6),
         Hidden widths N.
     n_nets : int
         Networks per width. One network gives no noise estimate (a warning says so).
-    orders : even ints <= 6
-        Correlator orders :math:`G^{(n)}` to measure.
+    orders : ints in 1..6
+        Correlator orders :math:`G^{(n)}` to measure (default 2, 4, 6). Odd orders give the
+        1-pt function and the odd correlators, which vanish for zero-mean ensembles
+        (:func:`nngp_ppl.inference.symmetry.parity_test` checks that from data); with an
+        odd order every order 1..max is built, and the accumulation costs in proportion
+        to the monomials (orders 1..6: 1.67x those of 2, 4, 6; ``benchmarks/sampler.py``).
     seed : int
         Network j at width N uses ``network_keys(seed, N, j)``; results do not depend on
         ``batch_size`` (beyond round-off).

@@ -70,6 +70,7 @@ import math
 import warnings
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -117,7 +118,7 @@ def accumulated_orders(orders, covariance: bool = True) -> tuple[int, ...]:
 
     With ``covariance=False`` only the orders themselves (squares are kept separately).
     """
-    orders = _checks.orders("orders", orders)
+    orders = _checks.orders("orders", orders, odd=True)
     if not covariance:
         return orders
     return tuple(sorted(set(orders) | {a + b for a in orders for b in orders}))
@@ -207,6 +208,70 @@ def _normalise_ranges(ranges) -> tuple[tuple[int, int], ...]:
     return tuple((a, b) for a, b in out)
 
 
+class ConnectedCorrelator(NamedTuple):
+    """A sampled connected n-point function (joint cumulant) with propagated errors.
+
+    ``values``, ``stderr``: (T_n,) on :func:`~nngp_ppl.tuples.distinct_tuples` ``(k, n)``;
+    ``covariance``: (T_n, T_n); ``orders``: the moment orders it was built from (orders
+    taken as zero are not among them: ``assumed_zero``).
+    """
+
+    order: int
+    values: np.ndarray
+    stderr: np.ndarray
+    covariance: np.ndarray
+    orders: tuple[int, ...]
+    assumed_zero: tuple[int, ...]
+
+
+@cache
+def _partition_terms(k: int, n: int, present: tuple[int, ...]):
+    """Per set partition of n points whose block sizes are all in ``present``: its
+    coefficient (-1)^(r-1) (r-1)! and, per block, (block size, (T_n,) rows of the block's
+    sub-multiset of each n-tuple in ``distinct_tuples(k, size)``)."""
+    rows = _tuples.distinct_tuples(k, n)
+    out = []
+    for part in _tuples.set_partitions(n):
+        if any(len(b) not in present for b in part):
+            continue
+        r = len(part)
+        blocks = tuple((len(b), _tuples.rows_of(k, np.sort(rows[:, list(b)], axis=1)))
+                       for b in part)
+        out.append((math.factorial(r - 1) * (-1.0) ** (r - 1), blocks))
+    return tuple(out)
+
+
+def cumulants_with_jacobian(moments: dict, k: int, n: int):
+    r"""Joint cumulants :math:`\kappa_n` from moments, and their Jacobian.
+
+    .. math:: \kappa_n(t) = \sum_\pi (-1)^{|\pi|-1} (|\pi|-1)! \prod_{B\in\pi} G_{t_B},
+        \qquad \frac{\partial \kappa_n(t)}{\partial G_s} = \sum_\pi (-1)^{|\pi|-1}
+        (|\pi|-1)! \sum_{B\in\pi:\, t_B = s} \prod_{B'\ne B} G_{t_{B'}}
+
+    over the set partitions π of the n positions of the tuple t (Leonov & Shiryaev;
+    physics.md §4); :math:`t_B` is the sub-multiset of t on block B. ``moments``:
+    {order: (T_order,)} on distinct tuples; orders absent are zero (partitions with such
+    a block drop out). Returns (κ (T_n,), J (T_n, Σ_m T_m)) with the columns of J in the
+    order of ``sorted(moments)`` (:func:`observable_rows`).
+    """
+    present = tuple(sorted(moments))
+    size = {m: len(_tuples.distinct_tuples(k, m)) for m in present}
+    offset = dict(zip(present, np.cumsum([0] + [size[m] for m in present]).tolist(),
+                      strict=False))
+    T = len(_tuples.distinct_tuples(k, n))
+    kappa = np.zeros(T)
+    jac = np.zeros((T, sum(size.values())))
+    idx = np.arange(T)
+    for coeff, blocks in _partition_terms(k, n, present):
+        vals = [np.asarray(moments[m], np.float64)[r] for m, r in blocks]
+        kappa += coeff * np.prod(vals, axis=0)
+        for j, (m, r) in enumerate(blocks):
+            others = np.prod([v for i, v in enumerate(vals) if i != j], axis=0) \
+                if len(vals) > 1 else np.ones(T)
+            np.add.at(jac, (idx, offset[m] + r), coeff * others)
+    return kappa, jac
+
+
 # ---------------------------------------------------------------------------------------------
 # the statistics object
 # ---------------------------------------------------------------------------------------------
@@ -222,8 +287,8 @@ class CorrelatorStats:
         The ensemble the networks were drawn from.
     X : array (k, d_in)
         The inputs :math:`x_1..x_k`.
-    orders : tuple of even ints <= 6
-        The correlator orders measured.
+    orders : tuple of ints in 1..6
+        The correlator orders measured (odd ones: the 1-pt function and odd correlators).
     seed : int
         The seed the network keys derive from (:func:`nngp_ppl.ensembles.network_keys`).
     moments : {width: {order: (T_order,) float64}}
@@ -252,7 +317,7 @@ class CorrelatorStats:
         X = _checks.inputs("X", X, net.d_in).copy()
         X.setflags(write=False)
         self._X = X
-        self._orders = _checks.orders("orders", orders)
+        self._orders = _checks.orders("orders", orders, odd=True)
         self._seed = _checks.seed("seed", seed)
         self._covariance = bool(covariance)
         self._acc = accumulated_orders(self._orders, self._covariance)
@@ -365,7 +430,7 @@ class CorrelatorStats:
     def _orders_arg(self, orders) -> tuple[int, ...]:
         if orders is None:
             return self._orders
-        orders = _checks.orders("orders", orders)
+        orders = _checks.orders("orders", orders, odd=True)
         missing = [n for n in orders if n not in self._orders]
         if missing:
             raise NNGPInputError(
@@ -498,6 +563,40 @@ class CorrelatorStats:
         if count < 2:
             return np.full_like(c, np.nan)
         return c / ((count - 1) * count)
+
+    def connected(self, n, width) -> ConnectedCorrelator:
+        r"""The sampled connected n-point function (joint cumulant), with errors.
+
+        .. math:: \hat\kappa_n = \kappa_n(\hat G_1, .., \hat G_n),\qquad
+            \mathrm{Cov}(\hat\kappa_n) \approx J\,\Sigma\,J^T
+
+        (delta method): :math:`\kappa_n` the set-partition polynomial of the moments
+        (:func:`cumulants_with_jacobian`), J its Jacobian at the estimates and
+        :math:`\Sigma` :meth:`covariance` of the moment estimates it uses. The plug-in
+        estimate carries an O(1/n_nets) bias (the k-statistics would remove it), far below
+        its O(n_nets^-1/2) standard error at the sample sizes where the delta method holds.
+        Every order 1..n must have been measured, except that odd orders not measured are
+        taken as exactly zero (the f -> -f symmetry of zero-mean ensembles, which
+        :func:`nngp_ppl.inference.symmetry.parity_test` checks from data) and listed in
+        ``assumed_zero``. Needs a run with ``covariance=True``.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 6:
+            raise NNGPInputError(f"n must be a connected-correlator order in 1..6, got {n!r}")
+        n, width = int(n), self._width(width)
+        missing = [m for m in range(1, n + 1) if m not in self._orders]
+        even_missing = [m for m in missing if m % 2 == 0]
+        if even_missing:
+            raise NNGPInputError(
+                f"n: the connected {n}-point function needs the moments of every order "
+                f"1..{n} (odd ones may be left out and taken as zero), but orders "
+                f"{even_missing} were not measured (measured: {self._orders})")
+        used = tuple(m for m in range(1, n + 1) if m in self._orders)
+        count = self.n_nets(width)
+        moments = {m: self._moments[width][m] / count for m in used}
+        kappa, jac = cumulants_with_jacobian(moments, self.k, n)
+        cov = jac @ self.covariance(width, used) @ jac.T
+        return ConnectedCorrelator(n, kappa, np.sqrt(np.clip(np.diag(cov), 0.0, None)), cov,
+                                   used, tuple(missing))
 
     # --- combining -------------------------------------------------------------------------
     def merge(self, other: CorrelatorStats) -> CorrelatorStats:

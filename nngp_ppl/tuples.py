@@ -115,11 +115,32 @@ def rows_of(k: int, sorted_rows) -> np.ndarray:
     return np.searchsorted(distinct_tuples(k, m) @ weights, sorted_rows @ weights)
 
 
-def prefix_suffix_orders(m: int) -> tuple[int, int]:
+def prefix_suffix_orders(m: int, odd: bool = False) -> tuple[int, int]:
     """(p, q) of the prefix-suffix split of a monomial order m (the sampler's kernels,
-    :mod:`nngp_ppl._shard`): p = 2 floor(m/4), even, and p <= q = m - p."""
+    :mod:`nngp_ppl._shard`), p <= q.
+
+    Even-only plans (``odd=False``: orders 2, 4, .. materialised) split as p = 2 floor(m/4),
+    even, q = m - p. Plans with an odd order materialise every order 1..max(orders)
+    (:func:`materialised_orders`), so any split works; they take p = floor(m/2),
+    q = ceil(m/2), which keeps q <= max(orders) for every m <= 2 max(orders).
+    """
+    if odd:
+        return m // 2, m - m // 2
     p = 2 * (m // 4)
     return p, m - p
+
+
+def has_odd(orders) -> bool:
+    """Whether a plan measures an odd order (and so materialises every order)."""
+    return any(int(n) % 2 for n in orders)
+
+
+def materialised_orders(orders) -> tuple[int, ...]:
+    """Orders the sampler's kernels build product by product: 2, 4, .., max(orders) for
+    even-only ``orders``; 1, 2, .., max(orders) when some order is odd (the odd products
+    grow from the outputs as the even ones from the pairs: M_m = M_(m-2)[tail] P[lead])."""
+    top = max(orders)
+    return tuple(range(1, top + 1)) if has_odd(orders) else tuple(range(2, top + 1, 2))
 
 
 @cache

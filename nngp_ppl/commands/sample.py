@@ -73,7 +73,8 @@ def register(subparsers) -> None:
     p.add_argument("--n-nets", required=True, metavar="COUNT",
                    help="networks per width, e.g. 100000 or 1e5")
     p.add_argument("--orders", default="2,4,6", metavar="n,n,...",
-                   help="even correlator orders <= 6 (default 2,4,6)")
+                   help="correlator orders in 1..6; odd ones measure the 1-pt function and "
+                        "odd correlators (default 2,4,6)")
     p.add_argument("--seed", default="0", metavar="SEED", help="random seed (default 0)")
     p.add_argument("--batch-size", default=None, metavar="B",
                    help="networks per compiled step (default: from width and inputs)")

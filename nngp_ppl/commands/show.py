@@ -12,6 +12,9 @@ and the statistical background :math:`\langle \delta G / |G_{GP}| \rangle` with 
 standard error δG ("noise"). Sampled ≈ exact ± noise means the sampler agrees with the
 theory; exact ≫ noise means the finite-width effect is resolved. A 1/N fall of m_4 and a
 1/N² fall of m_6 are the connected 4- and 6-point scalings.
+
+A run that measured odd orders (and kept the covariance) also gets, per width, the verdict
+of the f -> -f test on its odd correlators (:func:`nngp_ppl.inference.symmetry.parity_test`).
 """
 
 from __future__ import annotations
@@ -68,9 +71,17 @@ def run(args) -> int:
     out = sys.stdout
     print(f"{args.file}: {net.describe()}, {stats.k} inputs, seed {stats.seed}, "
           f"orders {','.join(map(str, stats.orders))}", file=out)
+    if stats.has_covariance and any(n % 2 for n in stats.orders):
+        from ..inference.symmetry import parity_test
+
+        for w in stats.widths:
+            print(f"symmetry, N={w}: {parity_test(stats, w).verdict}", file=out)
     orders = [n for n in SHOWN_ORDERS if n in stats.orders]
     if not orders:
         print("no 4- or 6-point functions in this run; nothing to compare", file=out)
+        return 0
+    if not getattr(net, "zero_mean", True):
+        print("non-zero means: no zero-mean GP to compare m_n with", file=out)
         return 0
     exact = not args.no_exact
     rows = deviation_table(stats, exact=exact)

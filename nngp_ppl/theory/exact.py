@@ -48,6 +48,44 @@ logarithm and exponential follow from the Euler operator :math:`\sum_j t_j\parti
 :math:`d\,L_d = d\,A_d - \sum_{e<d} e\, L_e A_{d-e}` for :math:`L = \log A` and
 :math:`d\, B_d = \sum_{e\le d} e\, L_e B_{d-e}` for :math:`B = e^L`.
 
+Non-zero means
+--------------
+With means (physics.md §1, in the parametrisation of :mod:`nngp_ppl.ensembles`):
+:math:`a_i \sim \mathcal N(\mu_a, s^2)`, :math:`\mu_a = \mu_W/N`, :math:`s^2 = \sigma_W^2/N`;
+first-layer weights of mean :math:`\mu_W` and biases of mean :math:`\mu_b`, so the
+pre-activations :math:`z_j = \nu_j + \phi_j\cdot u` have means
+:math:`\nu_j = \mu_W \sum_\alpha x_{j\alpha} + \mu_b` and the same covariance
+:math:`C = \Phi\Phi^T`; :math:`b_1 \sim \mathcal N(\mu_b, \sigma_b^2)`. Still
+:math:`a_i` is independent of :math:`h_i`, so :math:`E[Y_S] = E[a^{|S|}]\, M_S` with
+
+.. math:: E[a^d] = \sum_{j=0}^{\lfloor d/2\rfloor} \binom{d}{2j}\, \mu_a^{d-2j}\, s^{2j}\,
+    (2j-1)!! ,
+
+the non-central Gaussian moments, now non-zero for odd d too, and :math:`M_S` the
+Gaussian integral with the mean shift: Gauss-net
+:math:`M_S = \exp(m\cdot\nu + \tfrac12 m^T C m - m\cdot\mathrm{diag}\,C)` (its activation
+divides by :math:`e^{v(x)}`, v the variance), Erf-net and ActivationNet the trapezoid
+quadrature at :math:`z = \nu + \Phi u` (:func:`nngp_ppl.theory.quadrature.gaussian_moments`
+with ``shift``; Price's theorem is not used off zero mean). ReLU's cone method needs zero
+means and is refused. The cumulants of every degree d >= 1 follow as before from
+:math:`\log\Phi`, and :math:`b_1` adds :math:`\mu_b` to :math:`\kappa_1` and
+:math:`\sigma_b^2` to :math:`\kappa_2`:
+
+.. math:: \kappa_1 = \mu_b + \mu_W M_1, \qquad
+    \kappa_2 = \sigma_b^2 + \sigma_W^2 M_{12} + \frac{\mu_W^2}{N}\,(M_{12} - M_1 M_2),
+    \qquad \kappa_n = \begin{cases} O(N^{1-n/2}) & n \ge 4 \text{ even} \\
+    O(N^{-(n-1)/2}) & n \ge 3 \text{ odd} \end{cases}
+
+(an odd cumulant's leading term carries one :math:`\mu_a = \mu_W/N` and n - 1 factors
+:math:`s`: :math:`\kappa_3 = O(1/N)` like :math:`\kappa_4`, :math:`\kappa_5 = O(1/N^2)`
+like :math:`\kappa_6`). The mean is the same at every width, the 2-pt cumulant tends to
+the limit kernel :math:`K = \sigma_b^2 + \sigma_W^2 M_{12}` (:func:`limit_kernel`; the
+mean's :math:`\mu_a^2` adds a 1/N correction, so with :math:`\mu_W \neq 0` the 2-pt
+function is no longer exactly K at finite width), and every higher cumulant vanishes as
+:math:`N\to\infty`: the limit is a GP with mean :func:`mean_function` and kernel
+:func:`limit_kernel`. Checked against plain sampling, odd and even orders
+(``tests/test_nonzero_mean.py``).
+
 Neuron moments
 --------------
 The pre-activations are linear in a standard normal vector,
@@ -148,7 +186,12 @@ def _check_net(net, what: str) -> str:
             f"{type(net).__name__} declares exact_moments='quadrature' but has no "
             "numpy_activation() method giving its activation as a NumPy function"
         )
-    net._require_zero_mean(what)
+    if not net.zero_mean and net.exact_moments == "cones":
+        raise NNGPInputError(
+            f"{what}: the ReLU cone oracle needs zero-mean pre-activations (it uses positive "
+            f"homogeneity), but this {type(net).__name__} has mu_w={net.mu_w}, "
+            f"mu_b={net.mu_b}; non-zero means have exact oracles for Gauss-net, Erf-net and "
+            "ActivationNet, and sampling for ReLU-net")
     return net.name
 
 
@@ -163,6 +206,11 @@ def _check_order(name: str, n, lo: int, hi: int, ensemble: str) -> int:
 
 def _inputs(net: SingleLayerNet, X) -> np.ndarray:
     return _checks.inputs("X", X, net.d_in)
+
+
+def _preactivation_mean(net: SingleLayerNet, X: np.ndarray) -> np.ndarray:
+    """ν_j = E z(x_j) = μ_W Σ_α x_jα + μ_b (first-layer weights and bias of mean μ)."""
+    return net.mu_w * np.sum(X, axis=1) + net.mu_b
 
 
 def _preactivation_factor(net: SingleLayerNet, X: np.ndarray) -> np.ndarray:
@@ -262,10 +310,12 @@ def _series_exp(L: dict[int, np.ndarray], n: int, k: int) -> dict[int, np.ndarra
 # --------------------------------------------------------------------------------------------
 # neuron moments: Gauss-net (closed form)
 # --------------------------------------------------------------------------------------------
-def _gauss_moments(C: np.ndarray, mult: np.ndarray) -> np.ndarray:
-    r"""Log-normal moments :math:`\exp(\tfrac12 m^T C m - m\cdot\mathrm{diag}\,C)`."""
+def _gauss_moments(C: np.ndarray, mult: np.ndarray, nu=None) -> np.ndarray:
+    r"""Log-normal moments :math:`\exp(m\cdot\nu + \tfrac12 m^T C m - m\cdot\mathrm{diag}\,C)`
+    (ν the pre-activation means; the activation's normalisation uses the variance only)."""
     m = mult.astype(np.float64)
-    return np.exp(0.5 * np.einsum("si,ij,sj->s", m, C, m) - m @ np.diag(C))
+    shift = 0.0 if nu is None else m @ nu
+    return np.exp(shift + 0.5 * np.einsum("si,ij,sj->s", m, C, m) - m @ np.diag(C))
 
 
 # --------------------------------------------------------------------------------------------
@@ -592,7 +642,7 @@ def _neuron_moments_cached(net: SingleLayerNet, xbytes: bytes, shape, d: int) ->
     X = np.frombuffer(xbytes, dtype=np.float64).reshape(shape)
     F = _preactivation_factor(net, X)
     if net.exact_moments == "lognormal":
-        out = _gauss_moments(F @ F.T, _multiplicities(len(X), d))
+        out = _gauss_moments(F @ F.T, _multiplicities(len(X), d), _preactivation_mean(net, X))
     elif net.exact_moments == "price":
         out = _erf_moments(F @ F.T, d)
     else:
@@ -606,7 +656,8 @@ def _quadrature_moments_cached(net, xbytes: bytes, shape, degrees: tuple[int, ..
     """M_S of several orders from one trapezoid rule (chosen for the highest order)."""
     X = np.frombuffer(xbytes, dtype=np.float64).reshape(shape)
     F = _preactivation_factor(net, X)
-    out = _quadrature.gaussian_moments(_numpy_activation(net), F, degrees)
+    shift = None if net.zero_mean else _preactivation_mean(net, X)
+    out = _quadrature.gaussian_moments(_numpy_activation(net), F, degrees, shift=shift)
     for v in out.values():
         v.setflags(write=False)
     return out
@@ -619,8 +670,8 @@ def _numpy_activation(net):
 
 
 def _uses_quadrature(net, d: int) -> bool:
-    if net.exact_moments == "price":
-        return d > ERF_PRICE_MAX_ORDER
+    if net.exact_moments == "price":  # Price's recursion is for zero-mean pre-activations
+        return d > ERF_PRICE_MAX_ORDER or not net.zero_mean
     return net.exact_moments == "quadrature"
 
 
@@ -659,17 +710,29 @@ def neuron_moments(net: SingleLayerNet, X, n: int) -> np.ndarray:
 # public: exact cumulants and correlators
 # --------------------------------------------------------------------------------------------
 def _cumulant_series(net, X: np.ndarray, width: int, n: int) -> dict[int, np.ndarray]:
-    """Cumulants κ^f_S (moment normalisation) on distinct tuples for even degrees 2..n."""
+    """Cumulants κ^f_S (moment normalisation) on distinct tuples for degrees 1..n (even
+    degrees only for zero means, where the odd ones vanish); module docstring."""
     k = len(X)
-    degrees = list(range(2, n + 1, 2))
+    degrees = list(range(2, n + 1, 2)) if net.zero_mean else list(range(1, n + 1))
     M = _moments_for(net, X, degrees)
-    s2 = net.sigma_w**2 / width
-    # Series coefficients of Φ(t) = E e^{t·Y}: E[Y_S]/m!, E[a^d] = (d-1)!! (σ_W²/N)^{d/2}.
-    A = {d: M[d] * (_double_factorial(d - 1) * s2 ** (d // 2)) / _factorials(k, d) for d in degrees}
+    # Series coefficients of Φ(t) = E e^{t·Y}: E[Y_S]/m!, E[a^d] the Gaussian moments.
+    A = {d: M[d] * _output_weight_moment(net, width, d) / _factorials(k, d) for d in degrees}
     L = _series_log(A, n, k)
-    kappa = {d: width * L[d] * _factorials(k, d) for d in L if d % 2 == 0}
-    kappa[2] = kappa[2] + net.sigma_b**2
+    kappa = {d: width * L[d] * _factorials(k, d) for d in L
+             if d % 2 == 0 or not net.zero_mean}
+    if n >= 2:
+        kappa[2] = kappa[2] + net.sigma_b**2
+    if not net.zero_mean:
+        kappa[1] = kappa[1] + net.mu_b
     return kappa
+
+
+def _output_weight_moment(net, width: int, d: int) -> float:
+    r""":math:`E[a^d]` for :math:`a \sim \mathcal N(\mu_W/N, \sigma_W^2/N)`:
+    :math:`\sum_j \binom{d}{2j} \mu_a^{d-2j} s^{2j} (2j-1)!!`."""
+    mu, var = net.mu_w / width, net.sigma_w**2 / width
+    return float(sum(math.comb(d, 2 * j) * mu ** (d - 2 * j) * var**j * _double_factorial(2 * j - 1)
+                     for j in range(d // 2 + 1)))
 
 
 def _double_factorial(m: int) -> float:
@@ -688,7 +751,7 @@ def exact_cumulant_tuples(net: SingleLayerNet, X, width: int, n: int) -> np.ndar
     width = _checks.positive_int("width", width)
     X = _inputs(net, X)
     k = len(X)
-    if n % 2:
+    if n % 2 and net.zero_mean:
         return np.zeros(len(_tuples.distinct_tuples(k, n)))
     return _cumulant_series(net, X, width, n)[n]
 
@@ -708,7 +771,7 @@ def exact_correlator_tuples(net: SingleLayerNet, X, width: int, n: int) -> np.nd
     k = len(X)
     if n == 0:
         return np.ones(1)
-    if n % 2:
+    if n % 2 and net.zero_mean:
         return np.zeros(len(_tuples.distinct_tuples(k, n)))
     kappa = _cumulant_series(net, X, width, n)
     coeff = {d: v / _factorials(k, d) for d, v in kappa.items()}
@@ -734,3 +797,34 @@ def exact_connected(net: SingleLayerNet, X, width: int, n: int) -> np.ndarray:
     values = exact_cumulant_tuples(net, X, width, n)
     k = len(_inputs(net, X))
     return _tuples.expand(values, k, n)
+
+
+# --------------------------------------------------------------------------------------------
+# public: the N -> infinity limit with non-zero means
+# --------------------------------------------------------------------------------------------
+def mean_function(net: SingleLayerNet, X) -> np.ndarray:
+    r"""The mean :math:`E f(x) = \mu_b + \mu_W M_1(x)`, (k,), exact at every width.
+
+    :math:`M_1(x) = E\,\sigma(z(x))`, z with mean :math:`\nu(x)` (module docstring, non-zero
+    means); zeros for zero-mean ensembles. Ensembles with an exact oracle only.
+    """
+    _check_net(net, "mean_function")
+    X = _inputs(net, X)
+    if net.zero_mean:
+        return np.zeros(len(X))
+    return net.mu_b + net.mu_w * np.array(_moments_for(net, X, [1])[1])
+
+
+def limit_kernel(net: SingleLayerNet, X) -> np.ndarray:
+    r"""The N -> infinity covariance :math:`K(x, x') = \sigma_b^2 + \sigma_W^2 M_2(x, x')`,
+    (k, k), with the pre-activation means of a non-zero-mean ensemble in :math:`M_2`.
+
+    For zero means this is the ensemble's kernel (exact at every width); with
+    :math:`\mu_W \neq 0` the finite-width 2-pt cumulant exceeds it by
+    :math:`(\mu_W^2/N)(M_{12} - M_1 M_2)` (module docstring).
+    """
+    _check_net(net, "limit_kernel")
+    X = _inputs(net, X)
+    k = len(X)
+    m2 = np.array(_moments_for(net, X, [2])[2])
+    return _tuples.expand(net.sigma_b**2 + net.sigma_w**2 * m2, k, 2)

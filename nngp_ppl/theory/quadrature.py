@@ -321,14 +321,18 @@ def _scatter(k: int, D: int, d: int, a: int) -> np.ndarray:
 
 
 def gaussian_moments(
-    activation: Callable, F, degrees, rtol: float = RTOL
+    activation: Callable, F, degrees, rtol: float = RTOL, shift=None
 ) -> dict[int, np.ndarray]:
-    r"""Moments :math:`E[\prod_j h(z_j)^{m_j}]`, z = F u, u ~ N(0, I), for all multisets.
+    r"""Moments :math:`E[\prod_j h(z_j)^{m_j}]`, z = ν + F u, u ~ N(0, I), for all multisets.
 
     ``activation`` is a vectorised numpy function h; ``F`` is (k, D') with rows
-    :math:`\phi_j`; ``degrees`` the total degrees wanted. Returns, per degree d, a float64
-    array on :func:`nngp_ppl.tuples.distinct_tuples` ``(k, d)``. One truncated trapezoid
-    rule (module docstring), chosen for the highest degree, serves all of them.
+    :math:`\phi_j`; ``shift`` the (k,) pre-activation means :math:`\nu_j` (None: zero;
+    non-zero-mean ensembles, :mod:`nngp_ppl.theory.exact`); ``degrees`` the total degrees
+    wanted. Returns, per degree d, a float64 array on
+    :func:`nngp_ppl.tuples.distinct_tuples` ``(k, d)``. One truncated trapezoid rule
+    (module docstring), chosen for the highest degree, serves all of them. A shift
+    translates the integrand along the real axis: the analyticity strip, and so the step,
+    are unchanged, and the parity shortcut is not used.
     """
     degrees = sorted({int(d) for d in degrees})
     F = np.asarray(F, dtype=np.float64)
@@ -337,7 +341,8 @@ def gaussian_moments(
     A = _basis(F)
     steps, R = rule(activation, A, D, rtol)
     # An odd or even h makes every monomial even or odd under u -> -u: half the nodes.
-    sym = parity(activation)
+    shift = np.zeros(k) if shift is None else np.asarray(shift, np.float64).reshape(k)
+    sym = parity(activation) if not np.any(shift) else 0
     r = len(steps)
     ball = math.pi ** (r / 2) / (math.gamma(r / 2 + 1) * 2**r)
     count = float(np.prod(2 * np.floor(R / steps) + 1)) * ball * (0.5 if sym else 1.0)
@@ -353,7 +358,7 @@ def gaussian_moments(
     max_nodes = max(256, _CHUNK_FLOATS // max(n_rows, 1))
     sums = {d: np.zeros(len(_tuples.distinct_tuples(k, d))) for d in degrees}
     for u, w in nodes(steps, R, max_nodes, half=sym != 0):
-        H = np.asarray(activation(u @ A.T), dtype=np.float64).reshape(len(u), k)
+        H = np.asarray(activation(u @ A.T + shift), dtype=np.float64).reshape(len(u), k)
         left = _power_table(H[:, :gl], exps_l, D)
         right = _power_table(H[:, gl:], exps_r, D)
         for d in degrees:
