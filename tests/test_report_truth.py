@@ -97,6 +97,15 @@ def test_a_lambda_model_870_below_the_gp_it_contains_is_flagged():
     assert "-120.0 ± 16.1 |" in row
 
 
+def test_an_unreliable_psis_estimate_is_marked_with_its_pareto_k():
+    runs = {"gelu": _run()}
+    nc = len(runs["gelu"]["posterior"]["cutoffs"])
+    runs["gelu"]["posterior"]["elpd_pareto_k_max"] = [[[0.0, 0.93, 0.4]] * nc]
+    text = "\n".join(md._elpd_table(runs))
+    assert "-358.7 ± 17.7 (k̂ 0.93)" in text and "(k̂ 0.40)" not in text
+    assert "ELPD is unreliable there" in text
+
+
 def test_a_spread_three_times_the_coupling_is_flagged():
     text = _report(spread=3 * 5.9e-5, median=-5.9e-5)
     assert f"{FLAG} (3.0× the coupling)" in text

@@ -289,7 +289,9 @@ def _elpd_table(runs: dict) -> list[str]:
             for j, c in enumerate(po["cutoffs"]):
                 vals = np.asarray(po["elpd"][i][j], dtype=float)
                 errs = np.asarray(po["elpd_se"][i][j], dtype=float)
-                rows.append([r["label"], w, _f(c)] + _elpd_cells(models, vals, errs)
+                ks = (np.asarray(po["elpd_pareto_k_max"][i][j], dtype=float)
+                      if "elpd_pareto_k_max" in po else np.full(len(vals), np.nan))
+                rows.append([r["label"], w, _f(c)] + _elpd_cells(models, vals, errs, ks)
                             + [models[int(np.nanargmax(vals))]])
     if rows:
         L += _table(["ensemble", "N", "Λ"] + [f"ELPD {m}" for m in models] + ["best"], rows)
@@ -298,23 +300,32 @@ def _elpd_table(runs: dict) -> list[str]:
               "(the two models' errors combined) below the GP's. Each contains the GP (at "
               "zero couplings), so a posterior that fits cannot predict much worse than it: "
               "the model's stated discrepancy or its noise model fails there.", ""]
+    if any("k̂" in c for row in rows for c in map(str, row)):
+        L += [f"k̂: the largest Pareto k of that model's PSIS-LOO exceeds {PARETO_K_MAX:g}; its "
+              "ELPD is unreliable there (importance sampling with too heavy a tail).", ""]
     return L
 
 
 #: Standard errors below the GP at which a model that contains the GP fails its check.
 ELPD_SIGMAS = 2.0
+#: Pareto k above which PSIS-LOO is unreliable whatever the number of draws S (Vehtari et
+#: al., JMLR 25(72), 2024; ArviZ's stricter good_k is min(1 - 1/log10 S, 0.7)).
+PARETO_K_MAX = 0.7
 
 
-def _elpd_cells(models, vals, errs) -> list[str]:
-    """ELPD ± se per model, marked where an EFT model is worse than the GP it contains."""
+def _elpd_cells(models, vals, errs, ks) -> list[str]:
+    """ELPD ± se per model, marked where an EFT model is worse than the GP it contains and
+    where its largest Pareto k makes the estimate unreliable."""
     gp = models.index("gp") if "gp" in models else None
     cells = []
-    for m, (v, e) in enumerate(zip(vals, errs, strict=True)):
+    for m, (v, e, k) in enumerate(zip(vals, errs, ks, strict=True)):
         cell = f"{v:.1f} ± {e:.1f}"
         if gp is not None and m != gp and np.isfinite(v):
             gap = vals[gp] - v
             if gap > ELPD_SIGMAS * np.hypot(errs[gp], e):
                 cell = f"**{cell}** {FAIL} ({gap:.0f} below the GP)"
+        if np.isfinite(k) and k > PARETO_K_MAX:
+            cell += f" (k̂ {k:.2f})"
         cells.append(cell)
     return cells
 

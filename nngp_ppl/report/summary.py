@@ -177,6 +177,8 @@ def posterior_summary(run: StudyRun) -> dict:
         out["elpd_models"] = [str(m) for m in const["model"].values]
         out["elpd"] = const["elpd"].values
         out["elpd_se"] = const["elpd_se"].values
+        if "elpd_pareto_k_max" in const:
+            out["elpd_pareto_k_max"] = const["elpd_pareto_k_max"].values
     return out
 
 
