@@ -255,7 +255,7 @@ def fig_lambda(runs, six_point_cutoff) -> object:
         # cutoff (ReLU-net, σ_b = 0, positive inputs in d_in = 1: f(x) = x·S).
         if lt.shape[1] > 1 and np.allclose(lt, lt[:, :1], rtol=1e-6, atol=0.0):
             note = f"\ndegenerate: λ$_t$ equal, ∝ Λ$^{{-{gamma:g}}}$"
-        elif run.spec["role"] == "sigma_b":
+        elif run.spec["role"] == "sigma_b" and run.spec.get("inputs_source") == "paper":
             note = "\nwhat the authors' RG script ran (σ_b = 1)"
         ax.set_title(f"{run.label}, N = {width}{note}", fontsize=9.5)
         ax.grid(True, which="major", alpha=0.3)

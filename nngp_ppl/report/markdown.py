@@ -67,7 +67,7 @@ def _header(summary: dict) -> list[str]:
     dims = sorted({r["d_in"] for r in summary["runs"].values() if r["role"] == "main"})
     dim_text = f" (d_in = {', '.join(map(str, dims))})" if dims else ""
     L = [f"# {summary['title']}", ""]
-    L += [f"Preset **{p['name']}**: {p['n_nets']:,} networks per width, widths "
+    L += [f"Study **{p['name']}**: {p['n_nets']:,} networks per width, widths "
           f"{', '.join(map(str, p['widths']))}{dim_text}, seed {p['seed']}; point estimates "
           f"at {len(p['fit_cutoffs'])} cutoffs Λ = {_f(min(p['fit_cutoffs']))} … "
           f"{_f(max(p['fit_cutoffs']))}; posteriors at Λ = "
@@ -278,7 +278,10 @@ def _coverage_lines(runs: dict) -> list[str]:
 def _elpd_table(runs: dict) -> list[str]:
     L = ["Models ranked by PSIS-LOO ELPD (GP only, λ, λ + κ; each correlator under its "
          "noise and the model's stated discrepancy; higher is better) — the Bayesian answer "
-         "to 'is first order enough here?':", ""]
+         "to 'is first order enough here?'. Each is PSIS-LOO of the model's `log_likelihood` "
+         "variable in the posterior file: `nngp_ppl.inference.model_loo(dt, width=N, "
+         "cutoff=Λ, model=m)` (for the EFT models `az.loo(select_problem(dt, width=N, "
+         "cutoff=Λ), var_name=m)`) gives the number shown (docs/file_formats.md).", ""]
     rows, models = [], []
     for r in runs.values():
         po = r["posterior"]
@@ -411,13 +414,14 @@ def _running_section(runs: dict, p: dict) -> list[str]:
         if "bias_subtracted" in r["fit"]:
             L += [_bias_subtracted_sentence(r), ""]
     # The authors' bias run (role sigma_b) beside the main run of the same ensemble at
-    # σ_b = 0 in d_in = 1: chosen by role, not by the ensemble's name.
-    relu1 = next((r for r in runs.values() if r["role"] == "sigma_b"), None)
+    # σ_b = 0 in d_in = 1, both on the authors' inputs: the sentence is about their script.
+    relu1 = next((r for r in runs.values() if r["role"] == "sigma_b"
+                  and r.get("inputs_source") == "paper"), None)
     relu0 = next((r for r in runs.values() if relu1 and r["role"] == "main"
                   and r["ensemble"] == relu1["ensemble"] and r["sigma_b"] == 0
-                  and r["d_in"] == 1), None)
+                  and r["d_in"] == 1 and r.get("inputs_source") == "paper"), None)
     if relu0 and relu1:
-        L += ["ReLU-net with σ_b = 0 on positive one-dimensional inputs is degenerate "
+        L += [f"{relu0['label']} on the authors' positive one-dimensional inputs is degenerate "
               "(f(x) = x·S for a single random S): every λ_t is the same and runs exactly as "
               "Λ^−5. The authors' RG script meant σ_b = 0 but ran σ_b = 1 (a `==` typo); "
               "both are shown, labelled by σ_b.", ""]
