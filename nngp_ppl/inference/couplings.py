@@ -193,9 +193,9 @@ def infer_couplings(
         (default), ``"exact"``, ``"sample"`` or ``"gp"``; stored as ``covariance``.
     rcond : eigenvalue floor of the covariance's correlation matrix, relative to its
         largest eigenvalue (:func:`~nngp_ppl.models.stable_cholesky`); it only widens.
-    compare : rank the GP, λ and (with the 6-pt function) λ + κ models by PSIS-LOO ELPD
-        at every width and cutoff (``constant_data/elpd``, the root attribute
-        ``elpd_best``).
+    compare : rank the GP, λ and (with the 6-pt function) λ + κ models by the PSIS-LOO ELPD
+        of their ``log_likelihood`` variables (:func:`~nngp_ppl.inference.model_loo`) per
+        width and cutoff (``constant_data/elpd``, the root attribute ``elpd_best``).
     predictive_draws : draws per chain kept in the pointwise groups (``log_likelihood``,
         ``posterior_predictive``, ``prior``, ``prior_predictive``), thinned evenly.
     two_point : the free part of :math:`r = G - G_{free}` (:mod:`nngp_ppl.two_point`):
