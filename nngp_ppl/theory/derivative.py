@@ -83,6 +83,9 @@ from . import diagrams as _diagrams
 from . import lattice as _lattice
 from . import operators as _operators
 
+#: Entries of one (tuples x points) integrand table (32 MiB of float64).
+_CHUNK = 2**22
+
 
 @dataclass(frozen=True)
 class DerivativeDiagram:
@@ -317,8 +320,12 @@ def first_order_design(net, X, n: int, cutoffs, couplings=("gd",), propagator: s
         if not d_list:
             continue
         for i, rule in enumerate(rules):
-            f = leg_factors(net, X, rule.points, propagator)
-            out[i, :, c] = _lattice_design(d_list, K, rows, f, rule.weights)
+            # In chunks of points: the integrands are (tuples x points) tables, and a
+            # d_in = 3 box has ~1.6e6 points.
+            step = max(1, _CHUNK // len(rows))
+            for j in range(0, len(rule), step):
+                f = leg_factors(net, X, rule.points[j:j + step], propagator)
+                out[i, :, c] += _lattice_design(d_list, K, rows, f, rule.weights[j:j + step])
     return out
 
 
