@@ -3,7 +3,10 @@ r"""Trained ensembles: every network of the sampler, trained on a data set, watc
 Network j at width N is drawn with the sampler's key :func:`nngp_ppl.ensembles.network_keys`
 ``(seed, N, j)`` and the same draw as :meth:`nngp_ppl.ensembles.SingleLayerNet.network_outputs`
 (one vector of standard normals split into w, β, a, b_1), so the networks at step 0 are
-exactly the sampler's and so are their correlators, bit for bit (``tests/test_training.py``).
+exactly the sampler's. Step 0 is recorded through the sampler's own compiled programs (its
+forward pass, and its XLA accumulation step where that kernel runs), so its correlators are
+the sampler's bit for bit; the training's forward pass (a different XLA program) agrees with
+it to an ulp of float32 (``tests/test_training.py``).
 Each network is then trained, independently of the others, on the user's data
 :math:`(X_i, Y_i)_{i=1..n}` by full-batch minimisation of the mean squared error
 
@@ -44,6 +47,8 @@ import numpy as np
 from . import _checks, _native
 from ._checks import NNGPInputError
 from ._shard import _assemble_moments, _chunk_size, _monomial_sums, _Plan, _zero_totals
+from ._shard import _compiled_outputs as _sampler_outputs
+from ._shard import _compiled_step as _sampler_step
 from .checkpoint import RunPlan, ShardLedger, ShardSums, remove_stale_temporaries
 from .ensembles import Ensemble, SingleLayerNet, network_keys
 from .stats import CorrelatorStats
@@ -251,20 +256,32 @@ class _Sums:
     """One step's running sums over one shard: the sampler's C kernel on a CPU device,
     else its XLA kernel (:func:`nngp_ppl._shard.shard_job` chooses the same way)."""
 
-    def __init__(self, plan: _Plan, batch: int, device):
+    def __init__(self, net, width: int, plan: _Plan, batch: int, device):
         platform = getattr(device, "platform", "cpu")
         lib = _native.library() if platform == "cpu" else None
         self._plan = plan
+        chunk = min(_chunk_size(plan.k, plan.max_order), batch)
         if lib is not None:
             self._host = _native.HostSums(lib, plan.k, plan.orders, plan.split,
                                           plan.covariance)
+            self._outputs = _sampler_outputs(net, width, batch)
         else:
             self._host = None
-            self._add = _compiled_add(plan, batch, min(_chunk_size(plan.k, plan.max_order),
-                                                       batch))
+            self._add = _compiled_add(plan, batch, chunk)
+            self._step = _sampler_step(net, width, batch, chunk, plan)
             self._totals = jax.device_put(_zero_totals(plan), device)
 
+    def untrained(self, X, seed, first, valid):
+        """Queue the untrained networks exactly as the sampler does (its own compiled
+        programs): outputs to add on the host later, or None when already added."""
+        if self._host is not None:
+            return self._outputs(X, seed, first, valid)
+        self._totals = self._step(self._totals, X, seed, first, valid)
+        return None
+
     def add(self, f, n_valid: int) -> None:
+        if f is None:
+            return
         if self._host is not None:
             self._host.add(np.asarray(f)[:n_valid])
         else:
@@ -297,12 +314,13 @@ class _TrainShard:
         self._setup = setup
         self._put = lambda a: jax.device_put(a, device)
         self._X = self._put(jnp.asarray(plan.inputs, jnp.float32))
+        self._X64 = self._put(jnp.asarray(plan.inputs))
         self._seed = self._put(jnp.asarray(plan.seed, jnp.int64))
         self._init = _compiled_init(net, width, batch, setup)
         self._train = _compiled_train(net, width, batch, setup)
         self._outputs = _compiled_outputs(net, width, batch, setup.parametrisation)
         splan = _Plan(plan.k, plan.orders, plan.covariance)
-        self._sums = [_Sums(splan, batch, device) for _ in setup.steps]
+        self._sums = [_Sums(net, width, splan, batch, device) for _ in setup.steps]
         self._offsets = iter(range(0, count, batch))
         self._inflight: deque = deque()
 
@@ -312,11 +330,14 @@ class _TrainShard:
         if offset is None:
             return False
         n_valid = min(self._batch, self._count - offset)
-        params, state = self._init(self._seed,
-                                   self._put(jnp.asarray(self._start + offset, jnp.uint32)))
+        first = self._put(jnp.asarray(self._start + offset, jnp.uint32))
+        params, state = self._init(self._seed, first)
         valid = self._put(jnp.asarray(n_valid, jnp.int32))
         outs, done = [], 0
-        for step in self._setup.steps:
+        for step, sums in zip(self._setup.steps, self._sums, strict=True):
+            if step == 0:  # the sampler's own programs: its sums, bit for bit
+                outs.append(sums.untrained(self._X64, self._seed, first, valid))
+                continue
             if step > done:
                 params, state = self._train(params, state,
                                             self._put(jnp.asarray(step - done, jnp.int32)))
