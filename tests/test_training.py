@@ -258,3 +258,27 @@ def test_written_out_gradients_are_jax_grad(net, parametrisation):
     got = batch_gradients(net, params, x, y, width, parametrisation)
     for g, w in zip(got, want, strict=True):
         assert np.allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_cli_train_writes_the_stepped_file(tmp_path, capsys):
+    from nngp_ppl.cli import main
+
+    data = tmp_path / "points.csv"
+    data.write_text("x,y\n" + "".join(f"{x},{y}\n" for x, y in zip(X_TRAIN, Y_TRAIN,
+                                                                      strict=True)))
+    out = tmp_path / "trained.nc"
+    argv = ["train", "--ensemble", "erf", "--sigma-b", "0.5", "--inputs=-1,-0.2,0.6",
+            "--widths", "5", "--n-nets", "128", "--data", str(data), "--steps", "0,3",
+            "--learning-rate", "0.5", "--orders", "2,4", "--seed", "3", "--batch-size", "64",
+            "--shard-size", "128", "--no-progress", "-o", str(out)]
+    assert main(argv) == 0
+    got = TrainedCorrelators.from_netcdf(out)
+    want = train_correlators(NET, X, 5, 128, X_TRAIN, Y_TRAIN, [0, 3], 0.5, **KW)
+    assert got.steps == (0, 3) and all(_same(got.at_step(s), want.at_step(s)) for s in (0, 3))
+    assert not (tmp_path / "trained.nc.partial").exists()
+    np.savez(tmp_path / "bad.npz", x=X_TRAIN, y=Y_TRAIN)
+    capsys.readouterr()
+    assert main(argv[:11] + [str(tmp_path / "bad.npz")] + argv[12:]) == 2
+    assert "x_train and y_train" in capsys.readouterr().err
+    assert main(argv[:15] + ["-0.5"] + argv[16:]) == 2
+    assert "--learning-rate" in capsys.readouterr().err
