@@ -221,48 +221,6 @@ def _compiled_outputs(net, width: int, batch: int, parametrisation: str):
     return jax.jit(outputs)
 
 
-def batch_gradients(net, params, x, y, width: int, parametrisation: str):
-    r"""Gradients of :math:`L = \frac{1}{2n}\sum_j (f(x_j) - y_j)^2` for a batch of networks
-    (leading axis of every parameter), written out rather than traced through ``jax.grad``
-    and ``vmap``: elementwise products and sums over (batch, N, n) arrays that XLA fuses
-    (with d_in <= 4 not even the input layer is a matrix product). With
-    :math:`r_j = (f(x_j) - y_j)/n`, :math:`z_{ij} = w_i\cdot x_j + \beta_i`:
-
-    .. math:: \partial_{a_i} L = \sum_j r_j \sigma(z_{ij}),\quad \partial_{b_1} L = \sum_j r_j,
-        \quad \partial_{\beta_i} L = \sum_j r_j a_i \sigma'(z_{ij}),\quad
-        \partial_{w_i} L = \sum_j r_j a_i \sigma'(z_{ij})\, x_j,
-
-    times the forward-pass scales :math:`\sigma/\sqrt{\text{fan-in}}` in the NTK
-    parametrisation (chain rule). Checked against ``jax.grad`` in ``tests/test_training.py``.
-    """
-    mus, scales = _scales(net, width)
-    eff = params
-    if parametrisation == "ntk":
-        eff = tuple(m + s * p for m, s, p in zip(mus, scales, params, strict=True))
-    w, b, a, b1 = eff
-    var = net.preactivation_var(x).astype(x.dtype)
-    d = x.shape[1]
-    if d <= 4:
-        z = b[..., None] + sum(w[:, :, i, None] * x[None, None, :, i] for i in range(d))
-    else:
-        z = jnp.einsum("bid,jd->bij", w, x) + b[..., None]
-    h, dh = jax.jvp(lambda u: net._activate(u, var[None, None, :]), (z,), (jnp.ones_like(z),))
-    f = jnp.sum(a[..., None] * h, axis=1) + b1[:, None]
-    r = (f - y[None, :]) / y.shape[0]
-    g_a = jnp.sum(h * r[:, None, :], axis=2)
-    g_b1 = jnp.sum(r, axis=1)
-    dz = a[..., None] * dh * r[:, None, :]
-    g_b = jnp.sum(dz, axis=2)
-    if d <= 4:
-        g_w = jnp.stack([jnp.sum(dz * x[None, None, :, i], axis=2) for i in range(d)], axis=-1)
-    else:
-        g_w = jnp.einsum("bij,jd->bid", dz, x)
-    grads = (g_w, g_b, g_a, g_b1)
-    if parametrisation == "ntk":
-        grads = tuple(s * g for s, g in zip(scales, grads, strict=True))
-    return grads
-
-
 @lru_cache(maxsize=16)
 def _compiled_train(net, width: int, batch: int, setup: TrainingSetup):
     """``(params, state, n_steps) -> (params, state)`` after ``n_steps`` optimiser steps.
@@ -273,10 +231,14 @@ def _compiled_train(net, width: int, batch: int, setup: TrainingSetup):
     x = jnp.asarray(np.asarray(setup.x_train), jnp.float32)
     y = jnp.asarray(np.asarray(setup.y_train), jnp.float32)
     update = _optimizer(setup)[1]
+    # Per-network gradients, vmapped. (Measured, 2-core CPU, width 100, 16 points: 2.9 us
+    # per network-step against 7 us for the same gradients written out as elementwise
+    # (batch, N, n) products and sums, and 4.7 us for one network's jitted loop.)
+    grads = jax.vmap(jax.grad(lambda p: _loss(net, width, setup, p, x, y)))
 
     def one_step(_, carry):
         p, s = carry
-        g = batch_gradients(net, p, x, y, width, setup.parametrisation)
+        g = grads(p)
         u, s = update(g, s, p)
         return jax.tree.map(jnp.add, p, u), s
 

@@ -238,28 +238,6 @@ def test_training_forward_pass_is_the_samplers_network(net):
         assert np.allclose(mine, theirs, rtol=4e-7, atol=4e-7)
 
 
-@pytest.mark.parametrize("parametrisation", ["ntk", "standard"])
-@pytest.mark.parametrize("net", [NET, ReLUNet(sigma_w=1.1, sigma_b=0.4),
-                                 GaussNet(sigma_w=0.7, sigma_b=0.3),
-                                 nngp_ppl.ActivationNet("tanh", d_in=6, sigma_w=1.2)],
-                         ids=lambda n: f"{n.name}-d{n.d_in}")
-def test_written_out_gradients_are_jax_grad(net, parametrisation):
-    from nngp_ppl.training import _loss, batch_gradients, training_setup
-
-    width, d = 7, net.d_in
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(5, d)), jnp.float32)
-    y = jnp.asarray(rng.normal(size=5), jnp.float32)
-    keys = nngp_ppl.ensembles.network_keys(0, width, 0, 4)
-    params = jax.vmap(lambda k: draw_parameters(net, k, width, parametrisation))(keys)
-    setup = training_setup(net, np.asarray(x), np.asarray(y), [0], 0.1,
-                           parametrisation=parametrisation)
-    want = jax.vmap(jax.grad(lambda p: _loss(net, width, setup, p, x, y)))(params)
-    got = batch_gradients(net, params, x, y, width, parametrisation)
-    for g, w in zip(got, want, strict=True):
-        assert np.allclose(g, w, rtol=1e-4, atol=1e-6)
-
-
 def test_cli_train_writes_the_stepped_file(tmp_path, capsys):
     from nngp_ppl.cli import main
 
