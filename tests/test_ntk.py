@@ -153,3 +153,23 @@ def test_oracle_refuses_bad_input():
         ntk(net, X, parametrisation="mup")
     with pytest.raises(NNGPInputError, match="mu_w"):
         ntk(ErfNet(mu_w=0.1), X)
+
+
+def test_gaussian_moments_with_a_mean_match_monte_carlo_and_wick():
+    from nngp_ppl.theory.ntk import gaussian_moment_tuples
+    from nngp_ppl.theory.wick import gp_correlator_tuples
+    from nngp_ppl.tuples import distinct_tuples
+
+    K = ErfNet().kernel(X[:3])
+    assert np.allclose(gaussian_moment_tuples(np.zeros(3), K, 4), gp_correlator_tuples(K, 4))
+    mu = np.array([0.3, -0.5, 0.8])
+    # exact by brute force: E over a 3-d Gauss-Hermite product rule (degree 7 is exact)
+    t, w = np.polynomial.hermite_e.hermegauss(8)
+    w = w / w.sum()
+    L = np.linalg.cholesky(K)
+    g = np.stack(np.meshgrid(t, t, t, indexing="ij"), -1).reshape(-1, 3)
+    wt = np.einsum("i,j,k->ijk", w, w, w).ravel()
+    f = mu + g @ L.T
+    rows = distinct_tuples(3, 5)
+    brute = np.array([wt @ np.prod(f[:, r], axis=1) for r in rows])
+    assert np.allclose(gaussian_moment_tuples(mu, K, 5), brute, rtol=1e-10)

@@ -254,6 +254,11 @@ def test_cli_train_writes_the_stepped_file(tmp_path, capsys):
     want = train_correlators(NET, X, 5, 128, X_TRAIN, Y_TRAIN, [0, 3], 0.5, **KW)
     assert got.steps == (0, 3) and all(_same(got.at_step(s), want.at_step(s)) for s in (0, 3))
     assert not (tmp_path / "trained.nc.partial").exists()
+    capsys.readouterr()
+    assert main(["show", str(out)]) == 0  # per step: deviation from the oracle's GP
+    shown = capsys.readouterr().out
+    assert "oracle" in shown and "m_4" in shown
+    assert [line.split()[:2] for line in shown.splitlines()[-2:]] == [["0", "5"], ["3", "5"]]
     np.savez(tmp_path / "bad.npz", x=X_TRAIN, y=Y_TRAIN)
     capsys.readouterr()
     assert main(argv[:11] + [str(tmp_path / "bad.npz")] + argv[12:]) == 2

@@ -162,3 +162,53 @@ def _train(net, X, widths, n_nets, x_train, y_train, steps, eta, kw, out, checkp
           f"{','.join(map(str, widths))}, {n_nets} networks each, steps "
           f"{','.join(map(str, result.steps))}, {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def is_trained_file(path) -> bool:
+    """Whether ``path`` is a trained-correlators file (read its format attribute only)."""
+    import h5netcdf
+
+    from ..training import TRAINED_FORMAT
+
+    try:
+        with h5netcdf.File(path, "r") as f:
+            return f.attrs.get("nngp_ppl_format") == TRAINED_FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def show_trained(path, out) -> int:
+    """``nngp-ppl show`` of a trained file: per step and width, the normalised deviation
+    of G_n from the infinite-width trained GP (μ_t, Σ_t; :mod:`nngp_ppl.theory.ntk`), with
+    the statistical background, for every measured order."""
+    from ..stats import normalised_deviation
+    from ..theory.ntk import gaussian_moment_tuples, training_oracle
+    from ..training import TrainedCorrelators
+
+    run = TrainedCorrelators.from_netcdf(path)
+    s, first = run.setup, run.at_step(run.steps[0])
+    print(f"{path}: {first.net.describe()}, {first.k} inputs, seed {first.seed}, trained "
+          f"with {s.optimizer} (learning rate {s.learning_rate:g}, {s.parametrisation} "
+          f"parametrisation) on {s.n_train} points; steps {','.join(map(str, run.steps))}",
+          file=out)
+    if s.optimizer != "gd" or s.parametrisation != "ntk" or not first.net.zero_mean:
+        print("the infinite-width oracle covers gradient descent in the NTK parametrisation "
+              "of zero-mean ensembles only; nothing to compare", file=out)
+        return 0
+    mu, cov = training_oracle(first.net, first.X, np.asarray(s.x_train), s.y_train,
+                              run.steps, s.learning_rate)
+    print("m_n = <|G_n - G_n(oracle GP at step t)| / |G_n(oracle)|> over tuples; noise = "
+          "<stderr / |G_n(oracle)|>", file=out)
+    orders = first.orders
+    print(f"{'step':>7} {'width':>7}" + "".join(f" {f'm_{n}':>10} {'noise':>10}"
+                                                 for n in orders), file=out)
+    for i, step in enumerate(run.steps):
+        st = run.at_step(step)
+        ref = {n: gaussian_moment_tuples(mu[i], cov[i], n) for n in orders}
+        for w in st.widths:
+            cells = "".join(
+                f" {normalised_deviation(st.correlator_tuples(n, w), ref[n]):>10.3e}"
+                f" {normalised_deviation(ref[n] + st.stderr_tuples(n, w), ref[n]):>10.3e}"
+                for n in orders)
+            print(f"{step:>7} {w:>7}{cells}", file=out)
+    return 0

@@ -263,3 +263,29 @@ def training_oracle(net, X, x_train, y_train, steps, learning_rate: float, *,
         cov = K[:k, :k] - B @ K[k:, :k] - K[:k, k:] @ B.T + B @ K[k:, k:] @ B.T
         covs.append((cov + cov.T) / 2)
     return np.asarray(mus), np.asarray(covs)
+
+
+def gaussian_moment_tuples(mu, Sigma, n: int) -> np.ndarray:
+    r""":math:`E[\prod_{a \in t} f(x_a)]` of a Gaussian field with mean ``mu`` (k,) and
+    covariance ``Sigma`` (k, k) on the distinct n-tuples t (:func:`nngp_ppl.tuples.
+    distinct_tuples`): Isserlis with a mean, by the recursion on the first factor
+    :math:`E[f_1 R] = \mu_1 E[R] + \sum_{j} \Sigma_{1j} E[R / f_j]`. The trained
+    ensemble's correlators at infinite width (μ_t, Σ_t of :func:`training_oracle`).
+    """
+    from .. import tuples as _tuples
+
+    mu = np.asarray(mu, np.float64)
+    Sigma = np.asarray(Sigma, np.float64)
+    rows = _tuples.distinct_tuples(len(mu), n)
+
+    @functools.cache
+    def moment(cols: tuple[int, ...]) -> np.ndarray:
+        if not cols:
+            return np.ones(len(rows))
+        first, rest = cols[0], cols[1:]
+        out = mu[rows[:, first]] * moment(rest)
+        for j, c in enumerate(rest):
+            out = out + Sigma[rows[:, first], rows[:, c]] * moment(rest[:j] + rest[j + 1:])
+        return out
+
+    return moment(tuple(range(n)))
