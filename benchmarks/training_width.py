@@ -90,6 +90,9 @@ def main(argv=None):
                 slope = np.polyfit(logN[lo:], np.log(rows[lo:, col]), 1)[0]
                 print(f"step {t:4d} {name:10s} log-log slope over N = "
                       f"{int(rows[lo, 0])}..{int(rows[-1, 0])}: {slope:+.3f}")
+            local = np.diff(np.log(rows[:, col])) / np.diff(logN)
+            print(f"step {t:4d} {name:10s} local slopes between neighbouring N: " +
+                  " ".join(f"{v:+.2f}" for v in local))
 
 
 if __name__ == "__main__":
