@@ -174,7 +174,7 @@ class Ensemble:
         X = _checks.inputs("X", X, self.d_in)
         if Y is None:
             K = np.asarray(self.traced_kernel(jnp.asarray(X), jnp.asarray(X)))
-            check_gram(self, K, len(X))
+            check_gram(self, K, X)
             return K
         Y = _checks.inputs("Y", Y, self.d_in)
         return np.asarray(self.traced_kernel(jnp.asarray(X), jnp.asarray(Y)))
@@ -244,23 +244,27 @@ class Ensemble:
 KERNEL_RTOL = 2.0**-23
 
 
-def check_gram(net, K, n: int) -> None:
-    """Refuse a Gram matrix ``K`` (n, n) of ``net``'s kernel at n inputs unless it is
-    finite, symmetric and positive semi-definite within :data:`KERNEL_RTOL`.
+def check_gram(net, K, X) -> None:
+    """Refuse a Gram matrix ``K`` (n, n) of ``net``'s kernel at the n inputs ``X`` unless it
+    is finite, symmetric and positive semi-definite within :data:`KERNEL_RTOL`.
 
     Positive semi-definiteness is tested by a Cholesky factorisation of
     :math:`K + \\tau I`, :math:`\\tau = n\\,\\mathrm{RTOL}\\max|K|` (it exists iff the
     smallest eigenvalue exceeds -τ); only a failure pays for the eigenvalues it reports.
     """
-    K = np.asarray(K)
+    K, n = np.asarray(K), len(X)
     who = net.describe() if hasattr(net, "describe") else repr(net)
     if K.shape != (n, n):
         raise NNGPInputError(
             f"net: the {who} kernel on {n} inputs must be an ({n}, {n}) matrix, got shape "
             f"{K.shape}")
     K = K.astype(np.float64)
-    if not np.all(np.isfinite(K)):
-        return  # reported with the inputs by the caller that needs it finite (check_kernel)
+    bad = int(np.count_nonzero(~np.isfinite(K)))
+    if bad:
+        raise NNGPInputError(
+            f"net: the {who} kernel is not finite on these inputs ({bad} of the {n}x{n} "
+            f"entries are NaN or infinite; largest |x| = {np.max(np.abs(X)):g}); use inputs "
+            "of moderate size, or check traced_kernel")
     scale = float(np.max(np.abs(K))) if n else 0.0
     tol = n * KERNEL_RTOL * scale
     asym = np.abs(K - K.T)

@@ -109,6 +109,15 @@ class IndefiniteKernelNet(nngp_ppl.ErfNet):
         return 1.0 - (X[:, :1] - Y[:, 0][None, :]) ** 2
 
 
+@dataclass(frozen=True)
+class NaNKernelNet(nngp_ppl.ErfNet):
+    name: ClassVar[str] = "nan_kernel"
+
+    def traced_kernel(self, X, Y):
+        K = super().traced_kernel(X, Y)
+        return jnp.where(X[:, :1] > 0.9, jnp.nan, K)
+
+
 def one_line_error(capsys, code, *, status=2) -> str:
     """The CLI's refusal: the status, one line on stderr, no traceback."""
     err = capsys.readouterr().err
@@ -203,6 +212,7 @@ def test_the_cli_refuses_nonfinite_outputs_in_one_line(tmp_path, capsys):
     (NegativeKernelNet, "not positive semi-definite"),
     (IndefiniteKernelNet, "not positive semi-definite"),
     (AsymmetricKernelNet, "not symmetric"),
+    (NaNKernelNet, r"not finite on these inputs \(4 of the 4x4 entries"),
 ])
 def test_kernels_that_are_not_covariances_are_refused(cls, what):
     # Before: all three passed kernel(), sample, fit and infer.
