@@ -325,8 +325,21 @@ def netcdf_bytes(obj) -> bytes:
     bytes with plain Python I/O (:func:`write_bytes`) turns a full disk into one OSError.
     """
     buf = io.BytesIO()
-    obj.to_netcdf(buf, engine="h5netcdf")
+    with _local_write_lock():
+        obj.to_netcdf(buf, engine="h5netcdf")
     return buf.getvalue()
+
+
+def _local_write_lock():
+    """Make xarray guard the write with a local lock even while a Dask ``distributed``
+    client is active (``--dask``): it would otherwise ask the scheduler for a lock named by
+    the target, which a file object cannot name. The data are in memory: no Dask graph
+    runs, so the scheduler choice changes nothing else."""
+    try:
+        import dask
+    except ImportError:
+        return contextlib.nullcontext()
+    return dask.config.set(scheduler="sync")
 
 
 def write_bytes(tmp, data: bytes, *, target=None, durable: bool = False) -> None:
