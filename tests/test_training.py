@@ -286,3 +286,18 @@ def test_odd_orders_record_the_learned_one_point_function():
         z = (stats.correlator_tuples(1, 200) - mu[i]) / stats.stderr_tuples(1, 200)
         assert np.max(np.abs(z)) <= 4.5, (step, z)
     assert np.min(np.abs(mu[1])) > 10 * np.max(tc.at_step(20).stderr_tuples(1, 200))
+
+
+@pytest.mark.parametrize("kernel", ["c", "xla"])
+def test_diverging_training_is_refused_not_summed(kernel, monkeypatch):
+    """A learning rate far past the stable 2n / max eig(Theta) makes the outputs overflow;
+    both accumulation kernels refuse the batch with one message instead of summing NaN."""
+    from nngp_ppl._checks import NNGPInputError
+    from nngp_ppl.training import train_correlators
+
+    monkeypatch.setenv("NNGP_PPL_KERNEL", kernel)
+    net = ErfNet(d_in=1)
+    X = np.array([[0.2], [0.7]])
+    xt, yt = np.array([[-0.6], [0.5]]), np.array([0.4, -0.3])
+    with pytest.raises(NNGPInputError, match="training diverged.*learning_rate"):
+        train_correlators(net, X, [4], 64, xt, yt, [0, 200], 1e4, progress=False)
