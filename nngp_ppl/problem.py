@@ -69,15 +69,7 @@ def coupling_names(couplings) -> tuple[str, ...]:
     κ alone is refused: λ ~ 1/N is the leading coupling, so an action with κ and without λ
     describes no finite-width ensemble, and the estimand's scales are λ's sensitivities.
     """
-    if isinstance(couplings, str):
-        couplings = tuple(c.strip() for c in couplings.split(",") if c.strip())
-    couplings = tuple(couplings)
-    if couplings not in (("lambda",), ("lambda", "kappa")):
-        raise NNGPInputError(
-            "couplings must be ('lambda',) or ('lambda', 'kappa'): kappa ~ 1/N^2 is only "
-            "meaningful beside the leading lambda ~ 1/N; got " + repr(couplings)
-        )
-    return couplings
+    return _checks.fitted_couplings("couplings", couplings)
 
 
 def perturbative_order(order) -> int:

@@ -108,14 +108,8 @@ def _figure(option: str, text: str, *inputs: Path) -> Path:
 
 
 def _couplings(text: str) -> tuple[str, ...]:
-    couplings = tuple(c.strip() for c in text.split(",") if c.strip())
-    if couplings not in (("lambda",), ("lambda", "kappa"), ("kappa", "lambda")):
-        raise NNGPInputError(
-            f"--couplings must be lambda or lambda,kappa, got {text!r}: the posterior always "
-            "holds the quartic coupling λ, which carries the leading 1/N deviation; κ alone "
-            "would have to explain it"
-        )
-    return ("lambda",) if couplings == ("lambda",) else ("lambda", "kappa")
+    """``--couplings``: the validator ``fit`` and the library share (``--couplings`` named)."""
+    return _checks.fitted_couplings("--couplings", text)
 
 
 #: Float64 values of one NUTS draw per (width, cutoff) besides the per-observation groups:
@@ -152,6 +146,10 @@ def run(args) -> int:
         raise NNGPInputError(f"--rcond must be a number in (0, 1), got {args.rcond!r}")
     widths = _widths(args.widths)
     stats = CorrelatorStats.from_netcdf(run_path)
+    if orders is None:
+        _checks.sampled_orders(str(run_path), stats.orders,
+                               (4, 6) if "kappa" in couplings else (4,),
+                               f"inferring {' and '.join(couplings)}")
     widths = usable_widths(stats, widths)
     n_fits = len(cutoffs) * len(widths)
     # The latent correlators (588 for six inputs with the 6-pt function) per draw and width.

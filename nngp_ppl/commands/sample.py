@@ -218,6 +218,7 @@ def check_kernel(net, X) -> None:
             f"--inputs: the {net.describe()} kernel is not finite on these inputs "
             f"(largest |x| = {np.max(np.abs(X)):g}); use inputs of moderate size"
         )
+    _checks.kernel_scale("--inputs", K, net.describe())
 
 
 def run(args) -> int:
