@@ -154,11 +154,14 @@ def _value(kind: str, v, where: str):
             bad("a positive number" if kind == "positive" else "a number >= 0")
         return float(v)
     if kind == "widths":
+        from .sampling import MAX_WIDTH
+
         if v == "paper":
             return tuple(PAPER_WIDTHS)
-        if (not isinstance(v, list) or not v or not all(_is_int(w) and w >= 1 for w in v)
+        if (not isinstance(v, list) or not v
+                or not all(_is_int(w) and 1 <= w <= MAX_WIDTH for w in v)
                 or len(set(v)) != len(v)):
-            bad('a list of distinct positive integers (or "paper")')
+            bad(f'a list of distinct positive integers up to {MAX_WIDTH} (or "paper")')
         return tuple(int(w) for w in v)
     if kind == "cutoffs":
         if v == "paper":
@@ -311,6 +314,10 @@ def _check_run(preset, run, where: str, source) -> None:
     from .tuples import distinct_tuples
 
     _value("key", run.key, f"{where}: key")
+    if not set(run.infer_widths) <= set(run.widths):  # the [infer_widths] table overrides
+        raise NNGPInputError(
+            f"{_where(source, key='infer_widths')}: {run.key} = {list(run.infer_widths)} must "
+            f"be among the widths the run samples, {list(run.widths)}")
     if run.title is not None:
         _value("text", run.title, f"{where}: title")
     try:

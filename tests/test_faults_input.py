@@ -169,6 +169,12 @@ READ = {
         [("num_samples = 50", "num_samples = 1000000000000")],
         "study.toml: num_chains/num_samples: 2 chains x 1000000000000 draws for run 'erf' "
         "would need about"),
+    "width beyond the PRNG's uint32": (
+        [("widths = [5]", "widths = [5, 4294967296]")],
+        "study.toml: widths must be a list of distinct positive integers up to 4294967295"),
+    "posterior widths not sampled": (
+        [("num_warmup = 50", "num_warmup = 50\n[infer_widths]\nerf = [7]")],
+        "study.toml: infer_widths: erf = [7] must be among the widths the run samples, [5]"),
     "negative seed": (
         [("num_chains = 2", "num_chains = 2\nseed = -1")],
         "study.toml: seed must be an integer >= 0"),
