@@ -103,6 +103,184 @@ def inputs(name: str, X, d_in: int | None = None) -> np.ndarray:
     return arr
 
 
+#: Largest cutoff Λ: the kernel is evaluated on the edge of the box [-Λ, Λ]^d_in, where
+#: beyond this size σ_W² y·y/d_in and its products overflow float64 (the inputs' bound).
+MAX_CUTOFF = MAX_ABS_INPUT
+
+
+def extent(X) -> float:
+    """max |x_i| over the inputs: the smallest cutoff whose box [-Λ, Λ]^d_in holds them all."""
+    return float(np.max(np.abs(np.asarray(X, dtype=np.float64))))
+
+
+def cutoffs(name: str, values, extent: float = 0.0, *, inputs_of: str = "") -> np.ndarray:
+    """Cutoffs as a float64 array (any shape): finite, > 0, at most :data:`MAX_CUTOFF` and
+    at least the inputs' ``extent`` (:func:`extent`), so that the vertex box
+    :math:`[-\\Lambda, \\Lambda]^{d_{in}}` contains every input: the first-order diagrams
+    integrate the vertex over the box, and an input outside it sees no interaction.
+    ``inputs_of`` names whose inputs they are in the message (e.g. ``"run 'erf'"``)."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise NNGPInputError(f"{name} must be a positive real number or array of them, "
+                             f"got {values!r}") from None
+    if arr.size == 0:
+        raise NNGPInputError(f"{name} must contain at least one cutoff, got none")
+    if not np.all(np.isfinite(arr)):
+        raise NNGPInputError(f"{name} must be finite, got {arr.ravel().tolist()}")
+    if np.any(arr <= 0):
+        raise NNGPInputError(f"{name} must be > 0, got {arr.ravel().tolist()}")
+    if np.any(arr > MAX_CUTOFF):
+        raise NNGPInputError(
+            f"{name} must be at most {MAX_CUTOFF:g} (the kernel on the box's edge overflows "
+            f"float64 beyond), got {arr.ravel().tolist()}"
+        )
+    if np.any(arr < extent * (1 - 1e-12)):
+        whose = f" of {inputs_of}" if inputs_of else ""
+        raise NNGPInputError(
+            f"{name} must be at least the inputs' extent max|x_i| = {extent:g}{whose} so that "
+            f"the box [-Λ, Λ]^d_in contains every input; got {arr.ravel().tolist()}"
+        )
+    return arr
+
+
+def sampled_at(stats, net=None, X=None, *, same_net: bool = True):
+    """``(net, X)`` of correlator statistics ``stats``: its own ensemble and inputs, or those
+    given after checking that they are the ones the correlators were sampled from (the
+    theory at other inputs would be compared with these correlators and read as a
+    coupling). ``same_net=False`` lets another description of the ensemble supply the
+    theory (e.g. a Monte Carlo kernel of another size, for the point fits).
+    ``X`` is returned validated, of shape (k, d_in)."""
+    stats_net = getattr(stats, "net", None)
+    net = stats_net if net is None else net
+    if net is None:
+        raise NNGPInputError("net must be given: the statistics name no ensemble")
+    if same_net and stats_net is not None and net != stats_net \
+            and _description(net) != _description(stats_net):
+        raise NNGPInputError(
+            f"net {_description(net)} differs from the ensemble the correlators were "
+            f"sampled from ({_description(stats_net)}); omit net to use theirs"
+        )
+    own = inputs("stats.X", stats.X, net.d_in)
+    if X is None:
+        return net, own
+    X = inputs("X", X, net.d_in)
+    if X.shape != own.shape or not np.allclose(X, own, rtol=1e-6, atol=1e-12):
+        raise NNGPInputError(
+            f"X must be the inputs the correlators were sampled at ({own.tolist()}), got "
+            f"{X.tolist()}; omit X to use theirs"
+        )
+    return net, X
+
+
+def _description(net):
+    """An ensemble's saved description, or its repr where it cannot be saved."""
+    try:
+        return net.to_dict()
+    except (NNGPInputError, AttributeError, TypeError):
+        return repr(net)
+
+
+def sampled_orders(name: str, available, needed, why: str) -> None:
+    """Refuse statistics ``name`` that lack correlator orders ``needed`` (``why`` says what
+    needs them), naming the orders they hold and how to get the rest: the message is about
+    the data, not about an option the user never gave."""
+    have = tuple(int(n) for n in np.atleast_1d(available))
+    missing = [int(n) for n in needed if int(n) not in have]
+    if missing:
+        want = sorted(set(have) | set(int(n) for n in needed) | {2})
+        raise NNGPInputError(
+            f"{name} holds the correlator orders {list(have)} only; {why} needs the "
+            f"{' and '.join(f'{n}-pt' for n in missing)} function{'s' * (len(missing) > 1)}: "
+            f"sample with orders {','.join(map(str, want))}"
+        )
+
+
+def symmetric_matrix(name: str, K, *, rtol: float = 1e-10) -> np.ndarray:
+    """A finite, non-empty, square and symmetric float64 matrix (a kernel on the inputs):
+    ``|K - Kᵀ| <= rtol max|K|`` elementwise, else a clear error naming the largest
+    asymmetry (a kernel is a covariance, symmetric by definition)."""
+    try:
+        K = np.asarray(K, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise NNGPInputError(f"{name} must be a square (k, k) matrix of real numbers") from None
+    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
+        raise NNGPInputError(f"{name} must be a non-empty square (k, k) kernel matrix, got "
+                             f"shape {K.shape}")
+    if not np.all(np.isfinite(K)):
+        raise NNGPInputError(f"{name} must be finite")
+    gap = np.abs(K - K.T)
+    worst = float(gap.max())
+    if worst > rtol * float(np.max(np.abs(K))):
+        i, j = np.unravel_index(int(np.argmax(gap)), gap.shape)
+        raise NNGPInputError(
+            f"{name} must be symmetric (a kernel is a covariance), got {name}[{i},{j}] = "
+            f"{K[i, j]:g} but {name}[{j},{i}] = {K[j, i]:g}"
+        )
+    return K
+
+
+#: Largest σ_W or σ_b, and the largest output size sqrt(K(x, x)) (:func:`kernel_scale`).
+#: The sampler's tail check holds 4th powers of 6-pt products, the 24th power of the
+#: outputs, which overflows float64 beyond about 1e12 (measured: at σ_W = 1e15 on Erf-net
+#: the sums stay finite but the tail check overflows; at 1e30 the sums are inf; at 1e155
+#: σ² overflows a Python float); 1e10 leaves the tails of the outputs room.
+MAX_SIGMA = 1e10
+
+
+def sigma(name: str, value) -> float:
+    """A weight or bias scale σ: finite, in 0 .. :data:`MAX_SIGMA`."""
+    value = finite_float(name, value, minimum=0.0)
+    if value > MAX_SIGMA:
+        raise NNGPInputError(
+            f"{name} must be at most {MAX_SIGMA:g} (outputs scale like {name}, and the "
+            f"sampler's high powers of them overflow float64 beyond), got {value:g}"
+        )
+    return value
+
+
+def nonzero_scales(names: str, *values) -> None:
+    """Refuse an ensemble whose scales ``values`` are all zero: every network's output is
+    then the same constant, the kernel is zero, and every normalised quantity is 0/0."""
+    if all(v == 0 for v in values):
+        raise NNGPInputError(
+            f"zero kernel: {names} all 0 make every network the same constant function "
+            "(nothing to measure); give at least one of them a positive value"
+        )
+
+
+def kernel_scale(name: str, K, what: str) -> None:
+    """Refuse inputs ``name`` on which the kernel ``K`` of ``what`` (an ensemble's
+    description) makes the outputs vanish identically (K(x, x) = 0: every normalised
+    quantity there is 0/0) or too large for float64 (K(x, x) > MAX_SIGMA², the bound of
+    :func:`sigma` on the outputs' size)."""
+    diag = np.diag(np.asarray(K, dtype=np.float64))
+    if np.any(diag <= 0):
+        i = int(np.argmin(diag))
+        raise NNGPInputError(
+            f"{name}: the {what} kernel K(x, x) is {diag[i]:g} at input {i}: every network's "
+            "output there is identically 0 (nothing to measure); move that input or give the "
+            "ensemble a bias (sigma_b > 0)"
+        )
+    if float(diag.max()) > MAX_SIGMA**2:
+        raise NNGPInputError(
+            f"{name}: the {what} kernel reaches K(x, x) = {float(diag.max()):.3g} on these "
+            f"inputs; the sampler's high powers of outputs of that size overflow float64 "
+            f"beyond K = {MAX_SIGMA**2:g}: use smaller inputs or sigma's"
+        )
+
+
+def text(name: str, value, *, max_length: int) -> str:
+    """A non-empty label of at most ``max_length`` characters (stripped)."""
+    if not isinstance(value, str) or not value.strip():
+        raise NNGPInputError(f"{name} must be a non-empty string, got {value!r}")
+    value = value.strip()
+    if len(value) > max_length:
+        raise NNGPInputError(f"{name} must be at most {max_length} characters, got "
+                             f"{len(value):,}")
+    return value
+
+
 def orders(name: str, values: Iterable[int], *, max_order: int = 6,
            odd: bool = False) -> tuple[int, ...]:
     """Correlator orders, sorted and unique: even integers in 2..``max_order``, or with

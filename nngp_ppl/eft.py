@@ -48,6 +48,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _checks
+from . import problem as _problem
 from . import tuples as _tuples
 from . import two_point as _two_point
 from ._checks import NNGPInputError
@@ -119,7 +120,9 @@ def _setup(net, X, cutoffs):
 
 def _net_and_inputs(data, net, X):
     if _is_stats(data):
-        return (data.net if net is None else net), (data.X if X is None else X)
+        # The inputs must be the statistics' own; a net given supplies the theory (e.g. a
+        # Monte Carlo kernel of another size) for the same network.
+        return _checks.sampled_at(data, net, X, same_net=False)
     if net is None or X is None:
         raise NNGPInputError("net and X must be given when the correlators are plain arrays")
     return net, X
@@ -295,7 +298,7 @@ def fit_couplings(
     """
     net, X = _net_and_inputs(data, net, X)
     X, lam = _setup(net, X, cutoffs)
-    names = _diagrams.coupling_names(couplings)
+    names = _problem.coupling_names(couplings)
     orders = _checks.orders("orders", orders)
     _operators.check_visible(names, orders)
     if orders == (2,):
@@ -593,19 +596,9 @@ def running(net, X, G4, cutoffs, propagator: str = "full", *, width=None,
     """
     net, X = _net_and_inputs(G4, net, X)
     X, lam = _setup(net, X, cutoffs)
-    k = X.shape[0]
     lam_t = coupling_per_tuple(net, X, G4, lam, propagator, width=width, two_point=two_point,
                                _cache=_cache)
-    key = ("exponents", propagator, tuple(lam.tolist()))
-    if _cache is not None and key in _cache:
-        gamma_t = _cache[key]
-    else:
-        rows = _tuples.distinct_tuples(k, 4)
-        with _two_point.handled():
-            gamma_t = _lattice.vertex_integral_exponents(net, X, rows, lam, propagator)
-        if _cache is not None:
-            _cache[key] = gamma_t
-    beta = np.mean(-gamma_t * lam_t, axis=1)
+    beta, gamma_local = _beta(net, X, lam, lam_t, propagator, _cache)
     lbar = lam_t.mean(axis=1)
     sel = lam >= (fit_from if fit_from is not None else -np.inf)
     if np.count_nonzero(sel) < 2:
@@ -618,10 +611,28 @@ def running(net, X, G4, cutoffs, propagator: str = "full", *, width=None,
     with np.errstate(divide="ignore", invalid="ignore"):
         slope, err = log_slope(np.log(lam[sel]), np.log(np.abs(lbar[sel])))
         tslope, _ = log_slope(np.log(lam[sel]), np.log(np.abs(lam_t[sel].T)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gamma_local = -beta / lbar
     return Running(lam, lam_t, lbar, beta, gamma_local, float(-slope), float(err), -tslope,
                    asymptotic_exponent(net, propagator), lam[sel])
+
+
+def _beta(net, X, lam, lam_t, propagator, cache) -> tuple[np.ndarray, np.ndarray]:
+    r"""(β, γ_local) at each cutoff from the per-tuple couplings ``lam_t`` (C, T_4):
+    :math:`\beta = d\bar\lambda/d\log\Lambda = \langle -\gamma_t \lambda_t\rangle_t` with
+    the exact surface-term exponents :math:`\gamma_t = d\log I_t/d\log\Lambda` of the vertex
+    integrals (physics.md §8), so one cutoff suffices;
+    :math:`\gamma_{local} = -\beta/\bar\lambda`."""
+    key = ("exponents", propagator, tuple(lam.tolist()))
+    if cache is not None and key in cache:
+        gamma_t = cache[key]
+    else:
+        rows = _tuples.distinct_tuples(X.shape[0], 4)
+        with _two_point.handled():
+            gamma_t = _lattice.vertex_integral_exponents(net, X, rows, lam, propagator)
+        if cache is not None:
+            cache[key] = gamma_t
+    beta = np.mean(-gamma_t * lam_t, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return beta, -beta / lam_t.mean(axis=1)
 
 
 # --- everything the CLI stores --------------------------------------------------------------
@@ -680,8 +691,9 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
                                 two_point=mode, _cache=cache)
         lam_tuple[i] = lt
         out["lambda_mean"][i] = lt.mean(axis=1)
+        # β is a derivative at each cutoff (exact surface terms): one cutoff suffices.
+        out["beta"][i], out["gamma_local"][i] = _beta(stats.net, X, lam, lt, propagator, cache)
         if run is not None:
-            out["beta"][i], out["gamma_local"][i] = run.beta, run.gamma_local
             gamma_fit[i], gamma_fit_err[i] = run.gamma_fit, run.gamma_fit_stderr
         check = six_point_check(stats.net, X, stats, stats, lam, propagator, width=w,
                                 two_point=mode, _cache=cache)
@@ -709,7 +721,10 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
         "gamma_local": ((wdim, cdim), out["gamma_local"],
                         {"long_name": "-beta / lambda_mean"}),
         "gamma_fit": ((wdim,), gamma_fit,
-                      {"long_name": "minus the slope of log|lambda_mean| on log cutoff"}),
+                      {"long_name": "minus the slope of log|lambda_mean| on log cutoff",
+                       **({} if len(lam) >= 2 else {
+                           "comment": "NaN: one cutoff, and the regression needs two "
+                                      "(beta and gamma_local are exact at each cutoff)"})}),
         "gamma_fit_stderr": ((wdim,), gamma_fit_err, {}),
         "m6_gp": ((wdim, cdim), out["m6_gp"], {"long_name": "<|G6 - G6_GP| / |G6_GP|>"}),
         "m6_eft": ((wdim, cdim), out["m6_eft"],
@@ -735,12 +750,10 @@ def _fit_dataset_inputs(stats, cutoffs, propagator, widths, couplings):
     """Checked (coupling names, inputs, cutoffs, widths) of :func:`fit_dataset`."""
     if not _is_stats(stats):
         raise NNGPInputError("stats must be a CorrelatorStats (see nngp_ppl.sample_correlators)")
-    missing = [n for n in (4, 6) if n not in stats.orders]
-    if missing:
-        raise NNGPInputError(f"stats must hold the 4- and 6-pt functions; orders {missing} "
-                             f"were not measured")
+    _checks.sampled_orders("stats", stats.orders, (4, 6),
+                           "fitting lambda and kappa and the 6-pt check")
     _lattice.check_propagator(propagator)
-    names = _operators.check_visible(_diagrams.coupling_names(couplings), (4, 6))
+    names = _operators.check_visible(_problem.coupling_names(couplings), (4, 6))
     X, lam = _setup(stats.net, stats.X, cutoffs)
     widths = stats.widths if widths is None else _checks.positive_ints("widths", widths)
     for w in widths:

@@ -356,8 +356,8 @@ class SingleLayerNet(Ensemble):
     def __post_init__(self):
         super().__post_init__()
         for field in ("sigma_w", "sigma_b"):
-            value = _checks.finite_float(field, getattr(self, field), minimum=0.0)
-            object.__setattr__(self, field, value)
+            object.__setattr__(self, field, _checks.sigma(field, getattr(self, field)))
+        _checks.nonzero_scales("sigma_w = sigma_b =", self.sigma_w, self.sigma_b)
         for field in ("mu_w", "mu_b"):
             object.__setattr__(self, field, _checks.finite_float(field, getattr(self, field)))
 

@@ -64,7 +64,7 @@ FIT_ORDERS = (4, 6)
 NOISE_MODELS = ("exact", "sample", "gp")
 
 
-def coupling_names(couplings) -> tuple[str, ...]:
+def coupling_names(couplings, name: str = "couplings") -> tuple[str, ...]:
     """Validated couplings of a fit: ``("lambda",)`` or ``("lambda", "kappa")``.
 
     The one validation of coupling names (:func:`nngp_ppl.theory.operators.coupling_names`)
@@ -73,7 +73,7 @@ def coupling_names(couplings) -> tuple[str, ...]:
     and without λ describes no finite-width ensemble, and the estimand's scales are λ's
     sensitivities), and odd operators need odd correlators.
     """
-    return _operators.coupling_names(couplings, fit_orders=FIT_ORDERS)
+    return _operators.coupling_names(couplings, fit_orders=FIT_ORDERS, name=name)
 
 
 def perturbative_order(order) -> int:

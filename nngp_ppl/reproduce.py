@@ -158,6 +158,8 @@ class Preset:
     covariance: str = "auto"
     #: The runs as the study file gives them (unresolved: see the class docstring).
     run_table: tuple[RunSpec, ...] = ()
+    #: Where the study was read from (named in errors); not part of its settings.
+    source: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def rg_dims(self) -> tuple[int, ...]:
@@ -187,6 +189,7 @@ class Preset:
         d["infer_widths"] = {k: list(v) for k, v in self.infer_widths.items()}
         d["only"] = list(self.only)
         d["run_table"] = [_run_dict(r) for r in self.run_table]
+        d.pop("source")  # where it was read from changes no result (nor a stage's key)
         return d
 
 
@@ -760,7 +763,11 @@ def reproduce(preset="quick", out="demo_out", *, redo=(), progress: bool = True,
     ``log`` receives one line per event (default: print). Returns a
     :class:`ReproduceResult`; the report is ``out/report.md``.
     """
+    from .study import check_study
+
     preset = get_preset(preset)
+    # Every study key, before any stage: a bad one must not fail after hours of sampling.
+    check_study(preset)
     # Checked before the directory and the lock exist: "no" is a true string, and a log that
     # cannot be called would fail only after the first stage's work.
     for name, value in (("progress", progress), ("dry_run", dry_run)):
@@ -864,6 +871,9 @@ def check_preset_overrides(preset: Preset, *, n_nets=None, seed=None, chunk=None
         changes["only"] = tuple(dict.fromkeys(k for k in names if k))
     if n_nets is not None:
         changes["n_nets"] = _checks.positive_int("n_nets", n_nets)
+        if changes["n_nets"] < 2:
+            raise NNGPInputError(f"n_nets must be at least 2: standard errors and the "
+                                 f"estimator covariance need two networks, got {n_nets}")
         if changes["n_nets"] > 2**32:
             # Refused here, not by the sampler at the first part that crosses the limit
             # after hours of sampling the parts before it.

@@ -42,11 +42,19 @@ name)::
     [run.params]                     # further constructor arguments of the ensemble
     sigma_w = 1.5
 
-Validation happens when the file is read, before any work: the TOML syntax (``tomllib``),
-every key's type and range, run keys unique, inferred widths among the sampled ones, the
-ensemble constructible from its description and saveable to a file (so that every later
-stage can read it back), the inputs of dimension ``d_in``. Errors are
-:class:`~nngp_ppl.NNGPInputError` naming the file, the run and the key.
+Validation happens when the file is read, and again (:func:`check_study`) when
+:func:`~nngp_ppl.reproduce.reproduce` starts, before any stage: the TOML syntax
+(``tomllib``), every key's type and range, run keys unique and at most
+:data:`MAX_KEY_LENGTH` characters (they name files), names and titles at most
+:data:`MAX_TEXT_LENGTH`, at least two NUTS chains, inferred widths among the sampled ones,
+the ensemble constructible from its description and saveable to a file (so that every
+later stage can read it back), the inputs of dimension ``d_in`` within the shared bounds,
+the kernel on them symmetric, nowhere zero and not overflowing; every cutoff (fit, infer,
+6-pt) at least the inputs' extent and within the bound of the vertex integrals;
+``covariance = "exact"`` only for ensembles with an exact oracle; the posterior draws
+within memory. Settings changed in Python (:func:`dataclasses.replace`, the CLI's
+``--n-nets``) are checked the same way. Errors are :class:`~nngp_ppl.NNGPInputError`
+naming the file, the run and the key.
 """
 
 from __future__ import annotations
@@ -55,9 +63,13 @@ import inspect
 import math
 import re
 import tomllib
+import warnings
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
+from . import _checks
 from ._checks import NNGPInputError
 
 #: Top-level keys: (required, kind).
@@ -65,13 +77,13 @@ STUDY_KEYS = {
     "name": (True, "name"), "n_nets": (True, "count"), "widths": (True, "widths"),
     "fit_cutoffs": (True, "cutoffs"), "infer_cutoffs": (True, "cutoffs"),
     "six_point_cutoff": (False, "positive"), "chunk": (False, "count"),
-    "seed": (False, "seed"), "num_chains": (False, "count"), "num_samples": (False, "count"),
+    "seed": (False, "seed"), "num_chains": (False, "chains"), "num_samples": (False, "count"),
     "num_warmup": (False, "count"), "covariance": (False, "covariance"),
     "infer_widths": (False, "width_table"), "run": (True, "runs"),
 }
 #: Keys of one ``[[run]]`` table: (required, kind).
 RUN_KEYS = {
-    "key": (True, "name"), "ensemble": (True, "text"), "title": (False, "text"),
+    "key": (True, "key"), "ensemble": (True, "text"), "title": (False, "text"),
     "d_in": (False, "count"), "sigma_b": (False, "nonnegative"), "inputs": (False, "inputs"),
     "widths": (False, "widths"), "infer_widths": (False, "widths"),
     "ngp_width": (False, "count"), "role": (False, "role"),
@@ -81,6 +93,12 @@ RUN_KEYS = {
 ROLES = ("main", "sigma_b", "dim")
 COVARIANCES = ("auto", "exact", "sample", "gp")
 SHIPPED = ("quick", "paper")
+#: Longest run key: a key names files (``posterior2_<key>.nc``, ``parts/<key>/...`` and
+#: their temporaries), which must stay well inside the 255 bytes a file name may have.
+MAX_KEY_LENGTH = 64
+#: Longest study name, title or ensemble description: labels of the report's tables and
+#: figure legends (a 2 MB title kept the report's layout busy for minutes).
+MAX_TEXT_LENGTH = 200
 
 
 def _where(source, run=None, key=None) -> str:
@@ -90,6 +108,13 @@ def _where(source, run=None, key=None) -> str:
     if key is not None:
         at += f": {key}"
     return at
+
+
+def _run_where(source, i: int, key) -> str:
+    """``<source>: [[run]] <i> (<key>)``, a key too long to repeat cut short."""
+    if isinstance(key, str) and len(key) > 24:
+        key = key[:20] + "..."
+    return _where(source, f"{i} ({key})" if key is not None else i)
 
 
 def _is_int(v) -> bool:
@@ -108,29 +133,35 @@ def _value(kind: str, v, where: str):
     def bad(what):
         raise NNGPInputError(f"{where} must be {what}, got {v!r}")
 
-    if kind == "name":
+    if kind in ("name", "key"):
+        most = MAX_KEY_LENGTH if kind == "key" else MAX_TEXT_LENGTH
         if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", v):
             bad("a name of letters, digits, '_', '-' or '.'")
+        if len(v) > most:
+            raise NNGPInputError(f"{where} must be at most {most} characters"
+                                 + (" (it names the run's files)" if kind == "key" else "")
+                                 + f", got {len(v):,}")
         return v
     if kind == "text":
-        if not isinstance(v, str) or not v.strip():
-            bad("a non-empty string")
-        return v.strip()
-    if kind in ("count", "seed"):
-        lo = 0 if kind == "seed" else 1
+        return _checks.text(where, v, max_length=MAX_TEXT_LENGTH)
+    if kind in ("count", "seed", "chains"):
+        lo = {"seed": 0, "chains": 2}.get(kind, 1)
         if not _is_int(v) or v < lo:
-            bad(f"an integer >= {lo}")
-        return int(v)
+            bad(f"an integer >= {lo}" + (" (R-hat compares chains)" if kind == "chains" else ""))
+        return _checks.seed(where, v) if kind == "seed" else int(v)
     if kind in ("positive", "nonnegative"):
         if not _is_real(v) or v < 0 or (kind == "positive" and v == 0):
             bad("a positive number" if kind == "positive" else "a number >= 0")
         return float(v)
     if kind == "widths":
+        from .sampling import MAX_WIDTH
+
         if v == "paper":
             return tuple(PAPER_WIDTHS)
-        if (not isinstance(v, list) or not v or not all(_is_int(w) and w >= 1 for w in v)
+        if (not isinstance(v, list) or not v
+                or not all(_is_int(w) and 1 <= w <= MAX_WIDTH for w in v)
                 or len(set(v)) != len(v)):
-            bad('a list of distinct positive integers (or "paper")')
+            bad(f'a list of distinct positive integers up to {MAX_WIDTH} (or "paper")')
         return tuple(int(w) for w in v)
     if kind == "cutoffs":
         if v == "paper":
@@ -206,8 +237,7 @@ def _run(table, i: int, source, study: dict):
 
     if not isinstance(table, dict):
         raise NNGPInputError(f"{_where(source, i)} must be a table")
-    label = table.get("key", i)
-    where = _where(source, f"{i} ({label})" if label != i else i)
+    where = _run_where(source, i, table.get("key"))
     _check_keys(table, RUN_KEYS, where)
     v = {k: _value(RUN_KEYS[k][1], table[k], f"{where}: {k}") for k in table}
     d_in = v.get("d_in", 1)
@@ -256,6 +286,95 @@ def _run(table, i: int, source, study: dict):
     return spec
 
 
+def check_study(preset, source=None) -> None:
+    """Validate a whole study before any stage runs, naming ``source`` (the file; default
+    the preset's own ``source``) and the key: every setting that a stage would refuse
+    hours later is refused here, with the same validators the stages use
+    (:mod:`nngp_ppl._checks`). Also checks presets built or changed in Python
+    (:func:`dataclasses.replace`, the CLI's overrides)."""
+    source = source or getattr(preset, "source", None) or f"study {preset.name!r}"
+    at = lambda key: _where(source, key=key)  # noqa: E731
+    _value("name", preset.name, at("name"))
+    if not _is_int(preset.n_nets) or not 2 <= preset.n_nets <= 2**32:
+        raise NNGPInputError(f"{at('n_nets')} must be an integer in 2..2**32 (standard errors "
+                             f"need two networks per width), got {preset.n_nets!r}")
+    for key, kind in (("chunk", "count"), ("num_chains", "chains"), ("num_samples", "count"),
+                      ("num_warmup", "count"), ("seed", "seed"), ("covariance", "covariance")):
+        _value(kind, getattr(preset, key), at(key))
+    index = {t.key: i for i, t in enumerate(preset.run_table, 1)}
+    for run in preset.runs():
+        _check_run(preset, run, _run_where(source, index.get(run.key, 0), run.key), source)
+
+
+def _check_run(preset, run, where: str, source) -> None:
+    """One resolved run of :func:`check_study` (``where`` names it): its key, title,
+    ensemble, inputs and kernel, and the study's cutoffs and noise model as they apply."""
+    from .problem import exact_noise_available
+    from .reproduce import ORDERS
+    from .tuples import distinct_tuples
+
+    _value("key", run.key, f"{where}: key")
+    if not set(run.infer_widths) <= set(run.widths):  # the [infer_widths] table overrides
+        raise NNGPInputError(
+            f"{_where(source, key='infer_widths')}: {run.key} = {list(run.infer_widths)} must "
+            f"be among the widths the run samples, {list(run.widths)}")
+    if run.title is not None:
+        _value("text", run.title, f"{where}: title")
+    try:
+        net = run.net()
+        net.to_dict()
+        X = _checks.inputs("inputs", run.inputs(), net.d_in)
+        with warnings.catch_warnings():  # e.g. K is not an MLP's 2-pt function: the stages say so
+            warnings.simplefilter("ignore")
+            K = _checks.symmetric_matrix("kernel", net.kernel(X))
+        _checks.kernel_scale("inputs", K, net.describe())
+    except (NNGPInputError, TypeError) as err:
+        raise NNGPInputError(f"{where}: {err}") from None
+    extent = _checks.extent(X)
+    whose = f"run {run.key!r}"
+    for key, values in (("fit_cutoffs", preset.fit_cutoffs),
+                        ("infer_cutoffs", preset.infer_cutoffs),
+                        ("six_point_cutoff", preset.six_point_cutoff)):
+        cut = _checks.cutoffs(_where(source, key=key), values, extent, inputs_of=whose)
+        _check_box(net, X, float(np.max(cut)), _where(source, key=key), whose)
+    # What `infer` checks for its own options: the draws of every posterior fit in memory.
+    latent = sum(len(distinct_tuples(len(X), n)) for n in ORDERS[1:])
+    widths = len(run.infer_widths)
+    _checks.fits_in_memory(
+        f"{_where(source, key='num_chains')}/num_samples",
+        8.0 * preset.num_chains * preset.num_samples
+        * (len(preset.infer_cutoffs) * widths * 9 + 2 * latent * widths),
+        f"{preset.num_chains} chains x {preset.num_samples} draws for {whose}",
+        advice="use fewer chains or samples")
+    if preset.covariance == "exact" and not exact_noise_available(net, ORDERS[1:]):
+        raise NNGPInputError(
+            f"{_where(source, key='covariance')}: \"exact\" needs the exact finite-width "
+            f"moments up to order {2 * max(ORDERS)}, which {whose} ({net.describe()}) has no "
+            f"oracle for; use \"auto\", \"sample\" or \"gp\"")
+
+
+def _check_box(net, X, cutoff: float, name: str, whose: str) -> None:
+    """Refuse a cutoff whose vertex box the fits cannot integrate: too many quadrature
+    points (:func:`nngp_ppl.theory.lattice.check_box`), or a kernel so large on the box's
+    corner that the products of six propagators (the 6-pt and κ designs) overflow."""
+    from .theory.lattice import check_box
+
+    try:
+        check_box(net, X, cutoff)
+    except NNGPInputError as err:
+        raise NNGPInputError(f"{name} ({whose}): {str(err).split(': ', 1)[-1]}") from None
+    corner = np.full((1, X.shape[1]), cutoff)
+    with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        k = np.abs(np.asarray(net.kernel(np.vstack([X, corner])), dtype=np.float64))
+        size = np.power(2 * cutoff, X.shape[1]) * np.power(np.max(k), 6)
+    if not np.isfinite(size) or size > 1e300:
+        raise NNGPInputError(
+            f"{name} ({whose}): at cutoff {cutoff:g} the kernel reaches {float(np.max(k)):.3g} "
+            "on the box's corner, so the vertex integrals of six propagators overflow "
+            "float64; use smaller cutoffs")
+
+
 def load_study(path):
     """A :class:`~nngp_ppl.reproduce.Preset` from the TOML study at ``path`` (see the module
     docstring for the schema)."""
@@ -294,14 +413,17 @@ def study_from_text(text: str, source="study"):
         raise NNGPInputError(f"{_where(source, key='n_nets')} must be in 2..2**32, got "
                              f"{n_nets}")
     infer_cutoffs = v["infer_cutoffs"]
-    return Preset(
+    preset = Preset(
         name=v["name"], n_nets=n_nets, chunk=v.get("chunk", min(100_000, n_nets)),
         widths=v["widths"], fit_cutoffs=v["fit_cutoffs"], infer_cutoffs=infer_cutoffs,
         six_point_cutoff=v.get("six_point_cutoff", infer_cutoffs[0]),
         num_chains=v.get("num_chains", 4), num_samples=v.get("num_samples", 1000),
         num_warmup=v.get("num_warmup", 500), infer_widths=v.get("infer_widths", {}),
         seed=v.get("seed", 0), covariance=v.get("covariance", "auto"), run_table=runs,
+        source=str(source),
     )
+    check_study(preset)
+    return preset
 
 
 def shipped_study(name: str):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _checks
 from .._checks import NNGPInputError
 from .sample import add_trusted_ensemble_argument
 
@@ -181,13 +182,17 @@ def run(args) -> int:
         raise NNGPInputError("-o/--output FIT.nc is required")
     out_path = output_file("-o/--output", args.output, inputs=(run_path,))
     cutoffs = _cutoffs(args.cutoffs)
-    couplings = tuple(c.strip() for c in args.couplings.split(",") if c.strip())
+    from ..problem import coupling_names
+
+    couplings = coupling_names(args.couplings, name="--couplings")
     fit_from = _float("--fit-from", args.fit_from)
     order = _float("--order", args.order)
     if order not in (1, 2):
         raise NNGPInputError(f"--order must be 1 or 2, got {args.order!r}")
     widths = _widths(args.widths)
     stats = CorrelatorStats.from_netcdf(run_path)
+    _checks.sampled_orders(str(run_path), stats.orders, (4, 6),
+                           "fitting lambda and kappa and the 6-pt check")
     widths = usable_widths(stats, widths)
     ds = eft.fit_dataset(stats, cutoffs, args.propagator, widths=widths,
                          couplings=couplings, fit_from=fit_from, order=int(order))

@@ -110,14 +110,10 @@ def _figure(option: str, text: str, *inputs: Path) -> Path:
 
 
 def _couplings(text: str) -> tuple[str, ...]:
+    """``--couplings``: the validator ``fit`` and the library share (``--couplings`` named)."""
     from ..problem import coupling_names
 
-    try:
-        return coupling_names(text)
-    except NNGPInputError as err:
-        raise NNGPInputError(
-            f"--couplings must be lambda or lambda,kappa (g4, g6), got {text!r}: {err}"
-        ) from None
+    return coupling_names(text, name="--couplings")
 
 
 #: Float64 values of one NUTS draw per (width, cutoff) besides the per-observation groups:
@@ -154,6 +150,10 @@ def run(args) -> int:
         raise NNGPInputError(f"--rcond must be a number in (0, 1), got {args.rcond!r}")
     widths = _widths(args.widths)
     stats = CorrelatorStats.from_netcdf(run_path)
+    if orders is None:
+        _checks.sampled_orders(str(run_path), stats.orders,
+                               (4, 6) if "kappa" in couplings else (4,),
+                               f"inferring {' and '.join(couplings)}")
     widths = usable_widths(stats, widths)
     n_fits = len(cutoffs) * len(widths)
     # The latent correlators (588 for six inputs with the 6-pt function) per draw and width.

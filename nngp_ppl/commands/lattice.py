@@ -25,7 +25,8 @@ from .sample import add_ensemble_arguments
 #: Library arguments named by this command's own options in error messages (nngp_ppl.cli).
 OPTION_NAMES = {"cutoff": "--cutoff", "n_sites": "--sites", "nodes": "--sites",
                 "num_chains": "--chains", "num_samples": "--samples", "num_warmup": "--warmup",
-                "lattice": "--sites", "target_accept": "--target-accept"}
+                "lattice": "--sites", "target_accept": "--target-accept", "lambda": "--lambda",
+                "kappa": "--kappa"}
 
 
 def register(subparsers) -> None:
@@ -139,8 +140,9 @@ def run(args) -> int:
     print_table(ds)
     if ds.attrs["divergences"]:
         total = ds.attrs["num_chains"] * ds.attrs["num_samples"]
+        wall = "κ f⁶" if kappa > 0 else "λ f⁴"  # the steepest term the action has
         print(f"WARNING: {ds.attrs['divergences']} of {total} NUTS transitions diverged: the "
-              f"step size was too large where trajectories climb the steep κ f⁶ wall, so the "
+              f"step size was too large where trajectories climb the steep {wall} wall, so the "
               f"wall's region is undersampled and the tails may be biased; rerun with a "
               f"--target-accept closer to 1 than {target_accept:g} (smaller steps)",
               file=sys.stderr)

@@ -50,9 +50,10 @@ def add_ensemble_arguments(p) -> None:
                    help="activation of an mlp: erf, relu, tanh, gelu, sin, softplus or a "
                         "registered one (default erf)")
     p.add_argument("--sigma-w", default=None, metavar="S",
-                   help="weight scale sigma_W >= 0 (default 1)")
+                   help="weight scale sigma_W in 0..1e10 (default 1)")
     p.add_argument("--sigma-b", default=None, metavar="S",
-                   help="bias scale sigma_b >= 0 (default 1; 0 for relu, as the paper)")
+                   help="bias scale sigma_b in 0..1e10 (default 1; 0 for relu, as the paper); "
+                        "not both sigmas 0")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--inputs", metavar="POINTS",
                      help='inputs: "-1,-0.2,0.2,1" for d_in = 1; points separated by ";" '
@@ -230,6 +231,7 @@ def check_kernel(net, X) -> None:
             f"--inputs: the {net.describe()} kernel is not finite on these inputs "
             f"(largest |x| = {np.max(np.abs(X)):g}); use inputs of moderate size"
         )
+    _checks.kernel_scale("--inputs", K, net.describe())
 
 
 def run(args) -> int:

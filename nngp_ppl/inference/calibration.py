@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _checks
 from .._checks import NNGPInputError, positive_int
 from ..models.couplings import latent_arrays, stable_cholesky
 from ..problem import (
@@ -55,6 +56,8 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
     from ..stats import HeavyTailWarning
     from .couplings import sample_latent
 
+    X = _checks.inputs("X", X, getattr(net, "d_in", None))
+    cutoffs = tuple(float(c) for c in _checks.cutoffs("cutoffs", cutoffs, _checks.extent(X)))
     seeds = [int(s) for s in seeds]
     if len(seeds) < 2:
         raise NNGPInputError("seeds must hold at least two seeds to measure a coverage")

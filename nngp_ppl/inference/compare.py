@@ -32,6 +32,24 @@ class PointComparison:
         return self.table.to_string(index=False)
 
 
+def _same_problem(posterior, fit) -> None:
+    """Refuse a fit file of another ensemble or other inputs than the posterior's (where both
+    record them): its numbers would be compared as if they estimated the same couplings."""
+    import json
+
+    const = posterior["constant_data"].to_dataset() if "constant_data" in posterior else {}
+    if "inputs" in fit.attrs and "inputs" in const:
+        theirs = np.asarray(json.loads(fit.attrs["inputs"]), dtype=np.float64)
+        ours = np.asarray(const["inputs"].values, dtype=np.float64)
+        if theirs.shape != ours.shape or not np.allclose(theirs, ours, rtol=1e-6, atol=1e-12):
+            raise NNGPInputError(f"fit was made at the inputs {theirs.tolist()}, the posterior "
+                                 f"at {ours.tolist()}; compare a fit of the same run")
+    if "ensemble" in fit.attrs and "ensemble" in posterior.attrs and \
+            json.loads(fit.attrs["ensemble"]) != json.loads(posterior.attrs["ensemble"]):
+        raise NNGPInputError(f"fit is of the ensemble {fit.attrs['ensemble']}, the posterior "
+                             f"of {posterior.attrs['ensemble']}; compare a fit of the same run")
+
+
 def _as_dataset(fit):
     import xarray as xr
 
@@ -107,6 +125,9 @@ def compare_point_estimates(posterior, fit, *, prob: float = 0.9, plot: bool = T
     """
     import pandas as pd
 
+    if not hasattr(posterior, "children") or "posterior" not in posterior.children:
+        raise NNGPInputError("posterior must be the DataTree of infer_couplings (or its file "
+                             f"opened with arviz), got {type(posterior).__name__}")
     post = posterior["posterior"].to_dataset()
     couplings = [c for c in ("lambda", "kappa") if c in post.data_vars]
     if not couplings:
@@ -116,6 +137,7 @@ def compare_point_estimates(posterior, fit, *, prob: float = 0.9, plot: bool = T
         points = {c: (pe.sel(coupling=c), None) for c in couplings}
     else:
         ds = _as_dataset(fit)
+        _same_problem(posterior, ds)
         points = {c: _point_variable(ds, c) for c in couplings}
         points = {c: v for c, v in points.items() if v[0] is not None}
         if not points:

@@ -26,8 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _checks
 from .. import two_point as _two_point
-from .._checks import NNGPInputError, finite_float, inputs, positive_int
+from .._checks import NNGPInputError, finite_float, positive_int
 from ..models.couplings import (
     NORMAL_DF,
     RCOND,
@@ -276,24 +277,15 @@ def _sample_widths(runs, widths, prior_width, seed, num_chains, num_samples, num
 def _validate(stats, net, X, cutoffs, couplings, widths, orders, num_chains, num_samples,
               num_warmup, prior_width, covariance, predictive_draws):
     stats = _load_stats(stats)
-    net = stats.net if net is None else net
-    X = inputs("X", stats.X if X is None else X, net.d_in)
-    stats_X = np.asarray(stats.X, dtype=np.float64).reshape(X.shape[0], -1)
-    if stats_X.shape != X.shape or not np.allclose(stats_X, X, rtol=1e-6, atol=1e-12):
-        raise NNGPInputError(
-            f"X must be the inputs the correlators were sampled at ({stats_X.tolist()}), "
-            f"got {X.tolist()}"
-        )
-    if getattr(stats, "net", None) is not None and stats.net.to_dict() != net.to_dict():
-        raise NNGPInputError(
-            f"net {net.to_dict()} differs from the ensemble the correlators were sampled "
-            f"from ({stats.net.to_dict()})"
-        )
-    cutoffs = _cutoffs(cutoffs)
+    net, X = _checks.sampled_at(stats, net, X)
+    cutoffs = _cutoffs(cutoffs, X)
     couplings = coupling_names(couplings)
     available = tuple(int(n) for n in np.atleast_1d(stats.orders))
     data_orders = tuple(n for n in FIT_ORDERS if n in available)
     if orders is None:
+        # Name what the statistics lack, not the orders option the caller never gave.
+        _checks.sampled_orders("stats", available, (4, 6) if "kappa" in couplings else (4,),
+                               f"inferring {' and '.join(couplings)}")
         orders = default_orders(couplings, data_orders)
     orders = tuple(int(n) for n in np.atleast_1d(orders))
     if not orders or any(n not in data_orders for n in orders):
@@ -702,17 +694,10 @@ def _root_attrs(theory, runs, elpd, elpd_best, attrs) -> dict:
     }
 
 
-def _cutoffs(cutoffs) -> tuple[float, ...]:
-    values = np.atleast_1d(np.asarray(cutoffs, dtype=object))
-    if values.size == 0:
-        raise NNGPInputError("cutoffs must contain at least one positive number")
-    out = []
-    for v in values.ravel():
-        v = finite_float("cutoffs", v, minimum=0.0)
-        if v <= 0:
-            raise NNGPInputError(f"cutoffs must be positive, got {v}")
-        out.append(v)
-    return tuple(dict.fromkeys(out))
+def _cutoffs(cutoffs, X) -> tuple[float, ...]:
+    """Distinct cutoffs, each inside the limits and holding the inputs X in its box."""
+    arr = _checks.cutoffs("cutoffs", cutoffs, _checks.extent(X))
+    return tuple(dict.fromkeys(float(v) for v in arr.ravel()))
 
 
 def _load_stats(stats):

@@ -74,9 +74,9 @@ MAX_AXIS_NODES = 2**16
 #: Most points of a tensor-product box (d_in >= 2): bounds the time of one vertex integral
 #: (the paper's d_in = 3 boxes have 1.5e6-1.7e6).
 MAX_BOX_POINTS = 2**25
-#: Largest cutoff: the kernel is evaluated on the box's edge, where beyond this size
-#: σ_W² y·y/d_in and its products overflow float64 (the same bound as for inputs).
-MAX_CUTOFF = _checks.MAX_ABS_INPUT
+#: Largest cutoff (:data:`nngp_ppl._checks.MAX_CUTOFF`): the kernel is evaluated on the box's
+#: edge, where beyond this size σ_W² y·y/d_in and its products overflow float64.
+MAX_CUTOFF = _checks.MAX_CUTOFF
 
 
 @dataclass(frozen=True, eq=False)
@@ -334,29 +334,9 @@ def _concrete(value):
 
 
 def check_cutoffs(cutoffs, extent: float = 0.0, name: str = "cutoff") -> np.ndarray:
-    """Concrete cutoffs as a float64 array (any shape): finite, > 0 and >= the inputs' extent."""
-    try:
-        arr = np.asarray(cutoffs, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise NNGPInputError(f"{name} must be a positive real number or array of them, "
-                             f"got {cutoffs!r}") from None
-    if arr.size == 0:
-        raise NNGPInputError(f"{name} must contain at least one cutoff, got none")
-    if not np.all(np.isfinite(arr)):
-        raise NNGPInputError(f"{name} must be finite, got {arr.ravel().tolist()}")
-    if np.any(arr <= 0):
-        raise NNGPInputError(f"{name} must be > 0, got {arr.ravel().tolist()}")
-    if np.any(arr > MAX_CUTOFF):
-        raise NNGPInputError(
-            f"{name} must be at most {MAX_CUTOFF:g} (the kernel on the box's edge overflows "
-            f"float64 beyond), got {arr.ravel().tolist()}"
-        )
-    if np.any(arr < extent * (1 - 1e-12)):
-        raise NNGPInputError(
-            f"{name} must be at least the inputs' extent max|x_i| = {extent:g} so that the box "
-            f"[-Λ, Λ]^d_in contains every input; got {arr.ravel().tolist()}"
-        )
-    return arr
+    """Concrete cutoffs as a float64 array (any shape): finite, > 0 and >= the inputs' extent
+    (:func:`nngp_ppl._checks.cutoffs`, the validator every entry point shares)."""
+    return _checks.cutoffs(name, cutoffs, extent)
 
 
 def _rows(rows, k: int) -> np.ndarray:
@@ -415,6 +395,15 @@ def _plans(split_coords: np.ndarray, cutoff_max: float, scale: float, q, r):
             f"{MAX_AXIS_NODES} per axis); use smaller cutoffs or inputs nearer the origin"
         )
     return plans
+
+
+def check_box(net, X, cutoff: float) -> None:
+    """Refuse, before any integration, a box [-Λ, Λ]^d_in around the inputs ``X`` whose
+    composite rule (the default one of :func:`vertex_integrals`) would need more than
+    :data:`MAX_BOX_POINTS` points: the layout is planned, nothing is integrated."""
+    X = _checks.inputs("X", X, net.d_in)
+    q, r = _rule_params(net.d_in, None, None)
+    _plans(X, float(check_cutoffs(cutoff, _checks.extent(X)).max()), kernel_scale(net), q, r)
 
 
 def _finite_integrals(out, lam) -> None:

@@ -215,7 +215,7 @@ def _fit_bases(fit_orders) -> list[tuple[str, ...]]:
     return [tuple(o.name for o in ops[:m]) for m in range(1, len(ops) + 1)]
 
 
-def coupling_names(couplings, *, fit_orders=None) -> tuple[str, ...]:
+def coupling_names(couplings, *, fit_orders=None, name: str = "couplings") -> tuple[str, ...]:
     """The one validation of coupling names: a validated, duplicate-free tuple of names.
 
     ``couplings``: names (``"g3"``, ``"lambda"``, ``"g4"``...), a single name, or a
@@ -224,7 +224,10 @@ def coupling_names(couplings, *, fit_orders=None) -> tuple[str, ...]:
 
     ``fit_orders``: the correlator orders of a coupling fit. Then the basis must also be
     one the fit holds (:func:`_fit_bases`: with orders up to 6, ``("lambda",)`` or
-    ``("lambda", "kappa")``, in any order of naming, returned in order of size).
+    ``("lambda", "kappa")``, in any order of naming, returned in order of size); κ alone is
+    refused: λ ~ 1/N carries the leading deviation of the 4-pt function, so an action with κ
+    and without λ describes no finite-width ensemble. ``name`` is the argument the messages
+    name (``"--couplings"`` on the command line).
     """
     if isinstance(couplings, str):
         couplings = tuple(c.strip() for c in couplings.split(",") if c.strip())
@@ -237,7 +240,10 @@ def coupling_names(couplings, *, fit_orders=None) -> tuple[str, ...]:
                              f"{couplings!r}") from None
     if not raw:
         raise NNGPInputError("couplings must name at least one coupling, e.g. ('lambda',)")
-    names = tuple(operator(c).name for c in raw)
+    try:
+        names = tuple(operator(c).name for c in raw)
+    except NNGPInputError as err:
+        raise NNGPInputError(f"{name}: {err}") from None
     if len(set(names)) != len(names):
         raise NNGPInputError(f"couplings must not repeat a coupling (lambda = g4, kappa = g6), "
                              f"got {raw}")
@@ -247,11 +253,12 @@ def coupling_names(couplings, *, fit_orders=None) -> tuple[str, ...]:
     for basis in bases:
         if set(basis) == set(names):
             return basis
-    shown = " or ".join(repr(b) for b in bases)
+    shown = " or ".join(",".join(b) for b in bases)
+    given = ",".join(str(getattr(c, "name", c)) for c in raw)
     raise NNGPInputError(
-        f"couplings must be {shown} for a fit to the orders {tuple(fit_orders)}: the basis is "
-        f"nested by expected size (g_k ~ N^-(k-2)/2), so it always holds the leading "
-        f"lambda ~ 1/N, and odd operators need odd correlators; got {raw!r}"
+        f"{name} must be {shown}, got {given!r}: for a fit to the orders {tuple(fit_orders)} "
+        f"the basis is nested by expected size (g_k ~ N^-(k-2)/2), so it always holds the "
+        f"leading lambda ~ 1/N, and odd operators need odd correlators"
     )
 
 

@@ -12,17 +12,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .. import _checks
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
 
 
 def _kernel_matrix(K) -> np.ndarray:
-    K = np.asarray(K, dtype=np.float64)
-    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
-        raise NNGPInputError(f"K must be a non-empty square (k, k) kernel matrix, got {K.shape}")
-    if not np.all(np.isfinite(K)):
-        raise NNGPInputError("K must be finite")
-    return K
+    return _checks.symmetric_matrix("K", K)
 
 
 def gp_correlator_tuples(K, n: int) -> np.ndarray:
@@ -85,8 +81,33 @@ def connected_correlator(moments: Mapping[int, np.ndarray], n: int) -> np.ndarra
     See :func:`connected_correlator_tuples` for the formula; orders missing from
     ``moments`` count as zero (odd orders of zero-mean ensembles).
     """
-    if not moments:
-        raise NNGPInputError("moments must map orders to correlator arrays, got none")
+    compressed = _full_moments(moments)
     k = np.asarray(next(iter(moments.values()))).shape[0]
-    compressed = {m: _tuples.compress(v, k, m) for m, v in moments.items()}
     return _tuples.expand(connected_correlator_tuples(compressed, n, k), k, n)
+
+
+def _full_moments(moments) -> dict[int, np.ndarray]:
+    """Full moment arrays ``{m: (k,)*m}`` checked (integer orders 1..12, one k, finite,
+    symmetric under permutations of the points: a moment is) and compressed to tuples."""
+    if not isinstance(moments, Mapping) or not moments:
+        raise NNGPInputError("moments must map orders to correlator arrays, got none")
+    out, k = {}, None
+    for m, values in moments.items():
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= 12:
+            raise NNGPInputError(f"moments must be keyed by orders 1..12, got key {m!r}")
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise NNGPInputError(f"moments[{m}] must be an array of real numbers") from None
+        k = arr.shape[0] if k is None and arr.ndim else k
+        if arr.shape != (k,) * m:
+            raise NNGPInputError(f"moments[{m}] must be a full {(k,) * m} array (the {m}-point "
+                                 f"function of the {k} inputs), got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise NNGPInputError(f"moments[{m}] must be finite")
+        out[int(m)] = _tuples.compress(arr, k, m)
+        if not np.allclose(_tuples.expand(out[int(m)], k, m), arr, rtol=1e-10,
+                           atol=1e-12 * float(np.max(np.abs(arr), initial=0.0))):
+            raise NNGPInputError(f"moments[{m}] must be symmetric under permutations of the "
+                                 "points (a moment is), got an asymmetric array")
+    return out
