@@ -277,7 +277,7 @@ def collect_summary(out, plan: dict, timings: dict | None = None, *, warnings=No
 
 def conventions() -> dict:
     """The conventions every number of the report uses (physics.md §5–§8)."""
-    from ..inference.diagnostics import ESS_MIN, RHAT_MAX
+    from ..inference.diagnostics import GATE_RULE
 
     return {
         "action": "P[f] ~ exp(-S), S = S_GP + int_[-L,L]^d_in (lambda f^4 + kappa f^6) dy, "
@@ -300,8 +300,7 @@ def conventions() -> dict:
                            "the coupling at each cutoff is the declared estimand B(L) r "
                            "(nngp_ppl.problem); the noise model and the orders are read "
                            "from each posterior file (section 2)",
-        "diagnostics_gate": f"R-hat <= {RHAT_MAX}, bulk ESS >= {ESS_MIN}, no divergences, "
-                            "for every width and cutoff",
+        "diagnostics_gate": f"{GATE_RULE}, for every width and cutoff",
         "m_n": "<|G_n - G_n,GP| / |G_n,GP|> over the distinct tuples; background "
                "<stderr / |G_n,GP|>",
         "c_n": "<|kappa_n| / |G_n,GP|> over the distinct tuples (connected n-pt function)",
