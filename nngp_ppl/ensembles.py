@@ -212,7 +212,7 @@ class Ensemble:
                 continue
             if isinstance(v, (int, float, str, bool)):
                 shown.append(f"{k}={v}")
-        return f"{self.name}-net ({', '.join(shown)})"
+        return f"{net_label(self.name)} ({', '.join(shown)})"
 
     def _fields_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -222,6 +222,14 @@ class Ensemble:
         """Inverse of :meth:`to_dict` (without its ``ensemble`` entry): the class's fields."""
         fields = {f.name for f in dataclasses.fields(cls) if f.init}
         return cls(**{k: v for k, v in d.items() if k in fields})
+
+
+def net_label(name: str) -> str:
+    """A readable label for an ensemble name: ``erf`` -> ``erf-net``, but a name that
+    already says it (``sin_net``, ``CosNet``, ``my-net``) as it is, not ``sin_net-net``; an
+    import path ``"pkg.mod:SinNet"`` by its last part."""
+    name = str(name).rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+    return name if name.lower().endswith("net") else f"{name}-net"
 
 
 def _register_pytree(cls) -> None:
