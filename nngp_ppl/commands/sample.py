@@ -195,9 +195,9 @@ def import_from_command_line(name: str) -> None:
     except ModuleNotFoundError as err:
         if err.name is not None and (module == err.name or module.startswith(err.name + ".")):
             raise NNGPInputError(
-                f"--ensemble {name}: no module {module!r} in the working directory ({cwd}) "
-                "or on the Python path; run from the directory that holds it, or put its "
-                "directory on PYTHONPATH") from None
+                f"--ensemble {name}: module {module!r} cannot be imported: it is neither in "
+                f"the working directory ({cwd}) nor on the Python path; run from the "
+                "directory that holds it, or put its directory on PYTHONPATH") from None
         raise NNGPInputError(f"--ensemble {name}: importing {module} failed: {err}") from None
     except Exception as err:  # the user's module raised while importing
         raise NNGPInputError(
