@@ -55,7 +55,13 @@ from .ensembles import (  # noqa: E402
     register_activation,
     register_ensemble,
 )
-from .inference import beta_function, compare_point_estimates, infer_couplings  # noqa: E402
+from .inference import (  # noqa: E402
+    beta_function,
+    calibrate,
+    compare_point_estimates,
+    diagnostics_gate,
+    infer_couplings,
+)
 from .networks import MLP, JaxNetwork, TwoPointWarning  # noqa: E402
 from .presets import PAPER_CUTOFFS, PAPER_WIDTHS, paper_inputs  # noqa: E402
 from .sampling import sample_correlators  # noqa: E402
@@ -105,6 +111,8 @@ __all__ = [
     "box_lattice",
     "vertex_integrals",
     "infer_couplings",
+    "calibrate",
+    "diagnostics_gate",
     "beta_function",
     "compare_point_estimates",
     "enable_x64",

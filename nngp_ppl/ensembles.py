@@ -228,7 +228,7 @@ class Ensemble:
                 continue
             if isinstance(v, (int, float, str, bool)):
                 shown.append(f"{k}={v}")
-        return f"{self.name}-net ({', '.join(shown)})"
+        return f"{net_label(self.name)} ({', '.join(shown)})"
 
     def _fields_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -290,6 +290,14 @@ def check_gram(net, K, X) -> None:
             f"smallest eigenvalue is {low:.6g} (max |K| = {scale:.6g}, tolerance "
             f"{-tol:.3g}); a covariance of network outputs cannot have negative variances, "
             "so check traced_kernel (a sign, a missing term, float32 round-off)") from None
+
+
+def net_label(name: str) -> str:
+    """A readable label for an ensemble name: ``erf`` -> ``erf-net``, but a name that
+    already says it (``sin_net``, ``CosNet``, ``my-net``) as it is, not ``sin_net-net``; an
+    import path ``"pkg.mod:SinNet"`` by its last part."""
+    name = str(name).rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+    return name if name.lower().endswith("net") else f"{name}-net"
 
 
 def _register_pytree(cls) -> None:

@@ -32,9 +32,24 @@ PAPER_CUTOFFS = (7, 10, 15, 20, 30, 40, 50, 70, 100, 200, 500, 1000, 2000, 5000,
 
 
 def paper_inputs(ensemble: str, d_in: int = 1) -> np.ndarray:
-    """The authors' inputs for an ensemble name and input dimension, shape (k, d_in)."""
+    """The authors' inputs for an ensemble name and input dimension, shape (k, d_in).
+
+    The paper has inputs for Erf-, ReLU- and Gauss-nets in d_in = 1, 2, 3 only; for any
+    other ensemble the error names those and the points to pass instead (the Erf-net's,
+    which suit any bounded activation: ``paper_inputs("erf", d_in)``)."""
     key = (str(ensemble).lower(), int(d_in))
     if key not in PAPER_INPUTS:
-        allowed = ", ".join(f"{e}/d_in={d}" for e, d in sorted(PAPER_INPUTS))
-        raise NNGPInputError(f"preset must be one of {allowed}; got {ensemble}/d_in={d_in}")
+        names = sorted({e for e, _ in PAPER_INPUTS})
+        dims = sorted({d for _, d in PAPER_INPUTS})
+        hint = "pass your own inputs X (--inputs)"
+        if ("erf", int(d_in)) in PAPER_INPUTS:
+            pts = np.asarray(PAPER_INPUTS["erf", int(d_in)], dtype=np.float64).reshape(
+                -1, int(d_in))
+            cli = ("," if int(d_in) == 1 else "; ").join(",".join(f"{v:g}" for v in p)
+                                                          for p in pts)
+            hint = (f"use the Erf-net's, paper_inputs('erf', d_in={int(d_in)}) (command "
+                    f"line: --inputs \"{cli}\"), or {hint}")
+        raise NNGPInputError(
+            f"preset: the paper has inputs only for the {', '.join(names)} ensembles with "
+            f"d_in in {dims}, not for {ensemble!r} with d_in={d_in}; {hint}")
     return np.asarray(PAPER_INPUTS[key], dtype=np.float64).reshape(-1, int(d_in))

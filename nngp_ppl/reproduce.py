@@ -107,7 +107,9 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        title = self.title or f"{self.ensemble.rsplit(':', 1)[-1]}-net"
+        from .ensembles import net_label
+
+        title = self.title or net_label(self.ensemble)
         parts = [] if self.sigma_b is None else [f"σ_b={self.sigma_b:g}"]
         parts += [f"d_in={self.d_in}"] if self.d_in != 1 else []
         return f"{title} ({', '.join(parts)})" if parts else title

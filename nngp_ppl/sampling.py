@@ -436,8 +436,10 @@ def sample_correlators(net: Ensemble, X, widths, n_nets: int, orders=(2, 4, 6),
 
     Parameters
     ----------
-    net : ErfNet, ReLUNet or GaussNet
-        The ensemble (hyperparameters σ_W, σ_b, μ_W, μ_b, d_in).
+    net : Ensemble
+        Any :class:`~nngp_ppl.Ensemble`: the single-layer ErfNet, ReLUNet, GaussNet and
+        ActivationNet (any elementwise activation), a deep MLP, a JaxNetwork of your own
+        init/apply, or an Ensemble class of your own (README, "Bring your own ensemble").
     X : array (k, d_in)
         Inputs; a 1-d array is k scalar inputs when d_in = 1.
     widths : int or sequence of int
@@ -457,7 +459,7 @@ def sample_correlators(net: Ensemble, X, widths, n_nets: int, orders=(2, 4, 6),
         Networks per compiled step; default from the width and the number of inputs
         (:func:`default_batch_size`, about 16 MiB of working memory).
     progress : bool
-        Show a tqdm progress bar.
+        Show a tqdm progress bar (on a terminal only: :mod:`nngp_ppl._progress`).
     start : int, keyword-only
         First network index (default 0). Runs over disjoint index ranges with the same
         seed :meth:`~nngp_ppl.CorrelatorStats.merge` into exactly the statistics of one run.
@@ -556,6 +558,9 @@ def _execute(ledger: ShardLedger, executor, checkpoint: Path | None, progress: b
     """Let ``executor`` fill the ledger, saving it after each shard, with a progress bar."""
     from tqdm.auto import tqdm
 
+    from ._progress import on_terminal
+    from .ensembles import net_label
+
     plan = ledger.plan
 
     def on_shard(key, sums):
@@ -564,8 +569,9 @@ def _execute(ledger: ShardLedger, executor, checkpoint: Path | None, progress: b
             ledger.save(checkpoint)
 
     with tqdm(total=plan.n_nets * len(plan.widths), initial=ledger.networks_done(),
-              unit="net", unit_scale=True, disable=not progress, dynamic_ncols=True,
-              desc=f"{plan.net.name}-net") as bar:
+              unit="net", unit_scale=True, disable=not on_terminal(progress),
+              dynamic_ncols=True,
+              desc=net_label(plan.net.name)) as bar:
         executor.run(plan, ledger, bar.update, on_shard)
 
 

@@ -9,9 +9,11 @@ For every width of the run one NUTS posterior of the noise-free correlators
 estimator's noise model) gives the couplings at every cutoff Λ as the declared estimand of
 :mod:`nngp_ppl.problem` (for λ alone the paper's equal-weight mean of the per-tuple
 couplings on the exact correlators). Prints the ArviZ summary, the model discrepancy, the
-models ranked by ELPD (GP, λ, λ + κ) and the diagnostics gate (R-hat <= 1.01, bulk ESS >=
-400, no divergences), and writes an ArviZ DataTree (netCDF). Exits 3 when the gate fails,
-unless ``--allow-failed-gate``. ``nngp-ppl flow`` turns the file into β-functions.
+models ranked by ELPD (GP, λ, λ + κ) and the diagnostics gate (R-hat <= 1.01 or within
+its Monte Carlo error at the measured ESS, bulk ESS >= 400, no divergences:
+:mod:`nngp_ppl.inference.diagnostics`), and writes an ArviZ DataTree (netCDF). Exits 3
+when the gate fails, unless ``--allow-failed-gate``. ``nngp-ppl flow`` turns the file into
+β-functions.
 """
 
 from __future__ import annotations

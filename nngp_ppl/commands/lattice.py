@@ -55,6 +55,8 @@ def register(subparsers) -> None:
                    help="NUTS target acceptance in (0, 1) (default 0.99: smaller steps keep "
                         "trajectories from diverging on the steep κ f⁶ wall)")
     p.add_argument("-o", "--output", required=True, metavar="LAT.nc", help="output netCDF")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (bars are drawn on a terminal only)")
     p.set_defaults(func=run)
 
 
@@ -129,6 +131,7 @@ def run(args) -> int:
         num_warmup=_integer("--warmup", args.warmup, minimum=1),
         seed=_integer("--seed", args.seed, minimum=0),
         target_accept=target_accept,
+        progress=not args.no_progress,
     )
     ds = ds.assign(inputs=(("input", "input_dim"), X))
     ds.attrs.update(

@@ -181,8 +181,50 @@ def parse_inputs(text: str, d_in: int) -> list[list[float]]:
     return points
 
 
+def import_from_command_line(name: str) -> None:
+    """Import the module of ``--ensemble module:obj`` the way ``python -m`` finds a module:
+    the current working directory first, then the Python path.
+
+    The console script ``nngp-ppl`` runs with its own directory, not the working one, on
+    ``sys.path``, so ``--ensemble mymod:MyNet`` beside the user's files would not be found
+    without ``PYTHONPATH=.``. Only a name the user types is looked up here; the working
+    directory is on the path only during this import (a module named inside a file, a run
+    file's ``ensemble`` attribute or a study's, is never looked for there). Already
+    imported modules are left alone; a module that fails while importing is named with
+    its error.
+    """
+    import importlib
+    import os
+
+    module = str(name).partition(":")[0].strip()
+    if ":" not in str(name) or not module or module in sys.modules:
+        return
+    cwd = os.getcwd()
+    added = not any(os.path.abspath(p or os.curdir) == cwd for p in sys.path)
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name is not None and (module == err.name or module.startswith(err.name + ".")):
+            raise NNGPInputError(
+                f"--ensemble {name}: module {module!r} cannot be imported: it is neither in "
+                f"the working directory ({cwd}) nor on the Python path; run from the "
+                "directory that holds it, or put its directory on PYTHONPATH") from None
+        raise NNGPInputError(f"--ensemble {name}: importing {module} failed: {err}") from None
+    except Exception as err:  # the user's module raised while importing
+        raise NNGPInputError(
+            f"--ensemble {name}: importing {module} failed: {type(err).__name__}: {err}"
+        ) from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
 def ensemble_and_inputs(args):
-    """The ensemble and the inputs named by --ensemble, --d-in, --sigma-*, --preset/--inputs."""
+    """The ensemble and the inputs named by --ensemble, --d-in, --sigma-*, --preset/--inputs
+    (a module named by --ensemble is looked for in the working directory first:
+    :func:`import_from_command_line`)."""
     from .. import make_ensemble, paper_inputs
 
     d_in = _integer("--d-in", args.d_in, minimum=1)
@@ -195,6 +237,7 @@ def ensemble_and_inputs(args):
         hyper["depth"] = _integer("--depth", args.depth, minimum=1)
     if getattr(args, "activation", None) is not None:
         hyper["activation"] = args.activation.strip()
+    import_from_command_line(args.ensemble)
     try:
         net = make_ensemble(args.ensemble, **hyper)
     except NNGPInputError as err:

@@ -9,9 +9,11 @@ deviation (physics.md §3)
 three ways: from the sampled correlators ("sampled"), from the exact finite-width
 correlators of :mod:`nngp_ppl.theory.exact` ("exact", what an infinite sample would give),
 and the statistical background :math:`\langle \delta G / |G_{GP}| \rangle` with the naive
-standard error δG ("noise"). Sampled ≈ exact ± noise means the sampler agrees with the
-theory; exact ≫ noise means the finite-width effect is resolved. A 1/N fall of m_4 and a
-1/N² fall of m_6 are the connected 4- and 6-point scalings.
+standard error δG ("noise"). An ensemble without an exact-moment oracle (a deep MLP, a
+JaxNetwork, a class of your own without ``exact_moments``) gets the sampled and noise
+columns and a line saying why the exact one is missing. Sampled ≈ exact ± noise means the
+sampler agrees with the theory; exact ≫ noise means the finite-width effect is resolved. A
+1/N fall of m_4 and a 1/N² fall of m_6 are the connected 4- and 6-point scalings.
 
 A run that measured odd orders (and kept the covariance) also gets, per width, the verdict
 of the f -> -f test on its odd correlators (:func:`nngp_ppl.inference.symmetry.parity_test`).
@@ -39,6 +41,27 @@ def register(subparsers) -> None:
     p.add_argument("--no-exact", action="store_true",
                    help="skip the exact finite-width column (quadrature for erf/relu)")
     p.set_defaults(func=run)
+
+
+def exact_unavailable(net, orders) -> str | None:
+    """Why the exact column cannot be computed for ``net`` at ``orders``, or None: the
+    oracle capability the ensemble declares (``exact_moments``, ``exact_max_order``),
+    checked the way the oracle itself checks it, as ``reproduce`` does."""
+    from .._checks import NNGPInputError
+    from ..theory.exact import _check_net, max_exact_order
+
+    if max_exact_order(net) == 0:
+        return (f"{type(net).__name__} declares no exact-moment oracle (exact_moments = "
+                f"{getattr(net, 'exact_moments', None)!r})")
+    try:
+        _check_net(net, "the exact column")
+    except NNGPInputError as err:
+        return str(err)
+    top = max_exact_order(net)
+    if orders and max(orders) > top:
+        return (f"the ensemble's exact oracle reaches order {top}, not "
+                f"{max(orders)} (exact_max_order)")
+    return None
 
 
 def deviation_table(stats, *, exact: bool = True) -> list[dict]:
@@ -90,6 +113,13 @@ def run(args) -> int:
         print("non-zero means: no zero-mean GP to compare m_n with", file=out)
         return 0
     exact = not args.no_exact
+    why = exact_unavailable(net, orders) if exact else None
+    if why is not None:
+        # Like `reproduce` for a study without an oracle: the sampled values and their
+        # noise alone, and why the exact comparison is missing.
+        print(f"exact comparison unavailable: {why}; showing the sampled values and their "
+              "noise (--no-exact skips this note)", file=out)
+        exact = False
     rows = deviation_table(stats, exact=exact)
     kinds = ["sampled", "exact", "noise"] if exact else ["sampled", "noise"]
     print("m_n = <|G_n - G_GP| / |G_GP|> over tuples; noise = <stderr / |G_GP|>", file=out)

@@ -1,7 +1,10 @@
 """Posterior inference: NUTS runs, ArviZ DataTrees and diagnostics, β-function posteriors.
 
 * :func:`infer_couplings`: coupling posteriors at every width and cutoff.
-* :func:`diagnostics_gate`: R-hat <= 1.01, bulk ESS >= 400, no divergences.
+* :func:`diagnostics_gate`: R-hat within 1.01 or its Monte Carlo error, bulk ESS >= 400,
+  no divergences.
+* :func:`calibrate`: coverage of the posteriors on real sampled networks, with the
+  diagnostics and timing of its NUTS runs.
 * :func:`beta_function`: the running of the couplings and the exponent γ.
 * :func:`compare_point_estimates`: posteriors next to the paper's point estimates.
 * :func:`select_problem`, :func:`model_loo`: one (width, cutoff) of a posterior file for
@@ -9,6 +12,7 @@
 * :mod:`.plots`: figures (matplotlib, Agg; no global state).
 """
 
+from .calibration import calibrate
 from .compare import compare_point_estimates, model_loo, select_problem
 from .couplings import infer_couplings, sample_latent
 from .diagnostics import DiagnosticsWarning, GateResult, diagnostics_gate
@@ -16,6 +20,7 @@ from .flow import asymptotic_exponent, beta_function, design_function
 
 __all__ = [
     "infer_couplings",
+    "calibrate",
     "sample_latent",
     "diagnostics_gate",
     "DiagnosticsWarning",

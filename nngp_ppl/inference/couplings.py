@@ -71,12 +71,16 @@ MODEL_COUPLINGS = ("lambda", "kappa")
 
 
 @functools.lru_cache(maxsize=16)
-def _runner(num_chains, num_warmup, num_samples, student):
-    """Compiled ``(keys (chains,), start (chains, T[+1]), arrays) -> (draws, NUTS statistics)``:
-    numpyro's functional NUTS (``numpyro.infer.hmc.hmc``) on the potential energy of
+def _runner(num_warmup, student):
+    """Compiled NUTS in pieces: ``init(keys (P, chains), start (P, chains, T[+1]), arrays)
+    -> state`` and ``advance(state, arrays, length, keep) -> (state, draws)``, numpyro's
+    functional NUTS (``numpyro.infer.hmc.hmc``) on the potential energy of
     :func:`~nngp_ppl.models.coupling_model` in its unconstrained coordinates (``xi`` and,
-    with a Student-t likelihood, log ``precision``), chains vectorised, warmup and sampling
-    scanned."""
+    with a Student-t likelihood, log ``precision``), problems and chains vectorised,
+    ``length`` steps scanned. A run of warm-up and draws in several ``advance`` calls is
+    the same chain, step for step, as one scan (the state carries the key and the
+    adaptation); the pieces let a progress bar move between them. ``keep=False`` (warm-up)
+    returns no draws."""
     from numpyro.infer.hmc import hmc
     from numpyro.infer.util import potential_energy
 
@@ -91,13 +95,19 @@ def _runner(num_chains, num_warmup, num_samples, student):
 
         return potential
 
-    def one_chain(key, q0, arrays):
-        init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
-        state = init_kernel(q0, num_warmup, dense_mass=False, model_args=(arrays,),
-                            rng_key=key)
+    # One hmc() pair: sample_kernel reads the settings init_kernel stored (num_warmup, tree
+    # depth), Python values, not traced ones.
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
 
+    def init_one(key, q0, arrays):
+        return init_kernel(q0, num_warmup, dense_mass=False, model_args=(arrays,),
+                           rng_key=key)
+
+    def advance_one(state, arrays, length, keep):
         def step(st, _):
             st = sample_kernel(st, model_args=(arrays,))
+            if not keep:
+                return st, None
             stats = (st.diverging, st.accept_prob, st.num_steps, st.adapt_state.step_size,
                      st.energy, -st.potential_energy)
             q = st.z
@@ -105,15 +115,21 @@ def _runner(num_chains, num_warmup, num_samples, student):
                  else latent_draws(arrays, q))
             return st, (z, stats)
 
-        state, _ = jax.lax.scan(step, state, None, length=num_warmup)
-        _, (z, stats) = jax.lax.scan(step, state, None, length=num_samples)
-        return z, stats
+        return jax.lax.scan(step, state, None, length=length)
 
-    return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None)))
+    init = jax.jit(jax.vmap(jax.vmap(init_one, (0, 0, None)), (0, 0, 0)))
+
+    @functools.partial(jax.jit, static_argnums=(2, 3))
+    def advance(state, arrays, length, keep):
+        one = functools.partial(advance_one, length=length, keep=keep)
+        return jax.vmap(jax.vmap(one, (0, None)), (0, 0))(state, arrays)
+
+    return init, advance
 
 
 def sample_latent(arrays, scale_tril, rng_key, *, num_chains: int = 4,
-                  num_samples: int = 1000, num_warmup: int = 500, problem_ids=None):
+                  num_samples: int = 1000, num_warmup: int = 500, problem_ids=None,
+                  progress: bool = False):
     """NUTS draws of the noise-free deviations, :math:`r = L z`.
 
     ``arrays`` is one :class:`~nngp_ppl.models.LatentArrays` or a batch of independent
@@ -122,15 +138,20 @@ def sample_latent(arrays, scale_tril, rng_key, *, num_chains: int = 4,
     (default: p), so a problem's draws do not depend on its companions. A batch with any
     Student-t problem samples all with the scale-mixture model (a normal problem's
     precision then stays at 1 to ~1e-6). Chains start dispersed (2 standard deviations in
-    each whitened direction), so that R-hat can detect chains that have not mixed. Returns
+    each whitened direction), so that R-hat can detect chains that have not mixed.
+    ``progress`` draws a bar of NUTS steps on a terminal (:mod:`nngp_ppl._progress`); the
+    scan then runs in about 30 compiled pieces (:func:`nngp_ppl._progress.run_nuts`), the
+    same draws. Returns
     ``(r, stats)``: r of shape (chain, draw, T), or (P, chain, draw, T) for a batch, and the
     NUTS statistics alike.
     """
+    from .._progress import run_nuts
+
     batched = np.ndim(arrays.whitened) == 2
     if not batched:
         arrays = type(arrays)(*(jnp.asarray(f)[None] for f in arrays))
     student = arrays.student
-    run = _runner(num_chains, num_warmup, num_samples, student)
+    init, advance = _runner(num_warmup, student)
     w = arrays.whitened
     L = np.asarray(scale_tril) if batched else np.asarray(scale_tril)[None]
     ids = range(w.shape[0]) if problem_ids is None else [int(i) for i in problem_ids]
@@ -143,8 +164,10 @@ def sample_latent(arrays, scale_tril, rng_key, *, num_chains: int = 4,
         # The precision starts at 1: for a normal problem in a Student-t batch it is pinned
         # there to ~1e-6, and a dispersed start would begin far out on its Gamma wall.
         starts.append(start.at[:, -1].set(0.0) if student else start)
-    z, stats = jax.vmap(run)(jnp.stack(keys), jnp.stack(starts), arrays)
-    r = np.einsum("pcdt,pst->pcds", np.asarray(z), L)
+    state = init(jnp.stack(keys), jnp.stack(starts), arrays)
+    z, stats = run_nuts(state, lambda st, n, keep: advance(st, arrays, n, keep), num_warmup,
+                        num_samples, progress)
+    r = np.einsum("pcdt,pst->pcds", z, L)
     stats = {n: np.asarray(v) for n, v in zip(_EXTRA_FIELDS, stats, strict=True)}
     if not batched:
         return r[0], {n: v[0] for n, v in stats.items()}
@@ -268,7 +291,7 @@ def _sample_widths(runs, widths, prior_width, seed, num_chains, num_samples, num
     r, sstats = sample_latent(batch, np.stack([run["tril"] for run in runs]),
                               jax.random.PRNGKey(seed), num_chains=num_chains,
                               num_samples=num_samples, num_warmup=num_warmup,
-                              problem_ids=widths)
+                              problem_ids=widths, progress=progress)
     for p, run in enumerate(runs):
         run.update(r=r[p], sstats={n: v[p] for n, v in sstats.items()},
                    prior_scale=float(batch.prior_scale[p]))

@@ -296,14 +296,17 @@ def field_model(arrays: FieldArrays, n_inputs: int, free_bias: bool = False):
 
 
 @functools.lru_cache(maxsize=8)
-def _runner(n_inputs, free_bias, num_chains, num_warmup, num_samples):
-    """Compiled ``(keys (chains,), init (chains, d), arrays, target acceptance) -> (latent
-    draws, stats)``.
+def _runner(n_inputs, free_bias, num_warmup):
+    """Compiled NUTS in pieces: ``init(keys (chains,), x0 (chains, d), arrays, target
+    acceptance) -> state`` and ``advance(state, arrays, length, keep) -> (state, (latent
+    draws, diverging, steps))``.
 
     numpyro's functional NUTS on the potential energy of :func:`field_model`, chains
     vectorised with ``vmap``, warmup and sampling as ``lax.scan``: compiled once per shape,
     so a scan over couplings (model arguments) does not recompile, unlike
-    ``MCMC(chain_method="vectorized")``, which traces again at every run.
+    ``MCMC(chain_method="vectorized")``, which traces again at every run. The scan runs in
+    pieces only to move a progress bar (:func:`nngp_ppl._progress.run_nuts`); the state
+    carries the key and the adaptation, so the pieces make the same chain.
     """
     from numpyro.infer.hmc import hmc
     from numpyro.infer.util import potential_energy
@@ -321,21 +324,33 @@ def _runner(n_inputs, free_bias, num_chains, num_warmup, num_samples):
 
         return potential
 
-    def one_chain(key, x0, arrays, target_accept):
-        init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
-        state = init_kernel(x0, num_warmup, target_accept_prob=target_accept,
-                            model_args=(arrays,), rng_key=key)
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
+
+    def init_one(key, x0, arrays, target_accept):
+        return init_kernel(x0, num_warmup, target_accept_prob=target_accept,
+                           model_args=(arrays,), rng_key=key)
+
+    def advance_one(state, arrays, target_accept, length, keep):
+        # sample_kernel adapts the step size with the target that init_kernel stored; the
+        # target is traced (changing it does not recompile), so init_kernel runs again in
+        # this trace to store this trace's target. Its own result is unused (dead code).
+        init_one(state.rng_key, state.z, arrays, target_accept)
 
         def step(st, _):
             st = sample_kernel(st, model_args=(arrays,))
-            return st, (st.z, st.diverging, st.num_steps)
+            return st, ((st.z, st.diverging, st.num_steps) if keep else None)
 
-        state, _ = jax.lax.scan(step, state, None, length=num_warmup)
-        _, out = jax.lax.scan(step, state, None, length=num_samples)
-        return out
+        return jax.lax.scan(step, state, None, length=length)
 
     # The target acceptance is traced, like the couplings: changing it does not recompile.
-    return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None, None)))
+    init = jax.jit(jax.vmap(init_one, (0, 0, None, None)))
+
+    @functools.partial(jax.jit, static_argnums=(3, 4))
+    def advance(state, arrays, target_accept, length, keep):
+        one = functools.partial(advance_one, length=length, keep=keep)
+        return jax.vmap(one, (0, None, None))(state, arrays, target_accept)
+
+    return init, advance
 
 
 def _nuts_settings(num_chains, num_samples, num_warmup, seed, target_accept):
@@ -369,25 +384,31 @@ def sample_field(
     num_warmup: int = 1000,
     seed: int = 0,
     target_accept: float = TARGET_ACCEPT,
+    progress: bool = False,
 ):
     """NUTS draws of the field at the inputs: an array (chain, draw, k), plus NUTS stats.
 
     Returns ``(f, extra)`` with ``extra`` holding ``diverging`` and ``n_steps`` per draw.
     Chains are vectorised and start near the free theory's typical set (z ~ N(0, 1/4)).
     ``target_accept``: NUTS's target acceptance (module docstring: divergences).
+    ``progress``: a bar of NUTS steps on a terminal (:mod:`nngp_ppl._progress`).
     """
+    from .._progress import run_nuts
+
     num_chains, num_samples, num_warmup, seed, target_accept = _nuts_settings(
         num_chains, num_samples, num_warmup, seed, target_accept)
     check_strength(field, lam, kappa)
     arrays = field.arrays(lam, kappa)
     free_bias = field.propagator == "bias_subtracted" and _bias_sd(field.net) > 0
-    run = _runner(field.n_inputs, free_bias, num_chains, num_warmup, num_samples)
+    init, advance = _runner(field.n_inputs, free_bias, num_warmup)
     key_init, key_run = jax.random.split(jax.random.PRNGKey(seed))
     dim = field.chol.shape[0] + int(free_bias)
     x0 = 0.5 * jax.random.normal(key_init, (num_chains, dim))
-    x, diverging, n_steps = run(jax.random.split(key_run, num_chains), x0, arrays,
-                                jnp.asarray(target_accept))
-    x = np.asarray(x)
+    target = jnp.asarray(target_accept)
+    state = init(jax.random.split(key_run, num_chains), x0, arrays, target)
+    x, diverging, n_steps = run_nuts(
+        state, lambda st, n, keep: advance(st, arrays, target, n, keep), num_warmup,
+        num_samples, progress, desc="NUTS lattice", draw_axis=1)
     n = field.chol.shape[0]
     f = np.einsum("ij,cdj->cdi", field.chol[: field.n_inputs], x[..., :n])
     if free_bias:
@@ -406,6 +427,7 @@ def field_correlators(
     num_warmup: int = 1000,
     seed: int = 0,
     target_accept: float = TARGET_ACCEPT,
+    progress: bool = False,
 ):
     r"""Non-perturbative correlators of the lattice theory, with Monte Carlo errors.
 
@@ -424,6 +446,7 @@ def field_correlators(
     divergences and the worst R-hat and bulk ESS of the products, the NUTS target
     acceptance, and with order 4 ``interaction_sd`` (:func:`interaction_spread`) and
     ``first_order_reliable`` (1 when it is at most :data:`PERTURBATIVE_SPREAD`, else 0).
+    ``progress``: a bar of NUTS steps on a terminal.
     """
     import xarray as xr
 
@@ -435,7 +458,7 @@ def field_correlators(
         num_chains, num_samples, num_warmup, seed, target_accept)
     f, extra = sample_field(
         field, lam, kappa, num_chains=num_chains, num_samples=num_samples,
-        num_warmup=num_warmup, seed=seed, target_accept=target_accept,
+        num_warmup=num_warmup, seed=seed, target_accept=target_accept, progress=progress,
     )
     data, means, worst_rhat, worst_ess = _moments(field, f, orders)
     extra_attrs = {}

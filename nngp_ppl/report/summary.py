@@ -335,7 +335,7 @@ def propagator_sentence(runs: dict) -> str:
 def conventions(runs: dict | None = None) -> dict:
     """The conventions every number of the report uses (physics.md §5–§8); the sign and
     propagator lines are read from ``runs`` (the summary's run entries)."""
-    from ..inference.diagnostics import ESS_MIN, RHAT_MAX
+    from ..inference.diagnostics import GATE_RULE
 
     runs = runs or {}
     return {
@@ -357,8 +357,7 @@ def conventions(runs: dict | None = None) -> dict:
                            "the coupling at each cutoff is the declared estimand B(L) r "
                            "(nngp_ppl.problem); the noise model and the orders are read "
                            "from each posterior file (section 2)",
-        "diagnostics_gate": f"R-hat <= {RHAT_MAX}, bulk ESS >= {ESS_MIN}, no divergences, "
-                            "for every width and cutoff",
+        "diagnostics_gate": f"{GATE_RULE}, for every width and cutoff",
         "m_n": "<|G_n - G_n,GP| / |G_n,GP|> over the distinct tuples; background "
                "<stderr / |G_n,GP|>",
         "c_n": "<|kappa_n| / |G_n,GP|> over the distinct tuples (connected n-pt function)",
