@@ -16,6 +16,9 @@ Bayesian versions beside the paper's point estimates, and writes a report
                              propagator K - σ_b² on the vertex legs
 ``posterior_<key>.nc``       coupling posteriors (:func:`nngp_ppl.inference.infer_couplings`)
 ``beta_<key>.nc``            β-function posteriors (:func:`nngp_ppl.inference.beta_function`)
+``symmetry_<key>.json``      the parity test (f -> -f) per width and the 1- and 3-pt
+                             functions; only for a run with ``symmetries``, ``odd_orders``
+                             or non-zero means (which has no fit/infer/flow stage)
 ``report.md``,               the report, every number in it, and its figures
 ``summary.json``,
 ``figures/*.png``
