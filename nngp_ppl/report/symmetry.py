@@ -49,6 +49,7 @@ def figure(runs):
     against zero and the exact values where stored; one column per run, one row per order,
     the run's widths side by side."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     found = [(run.label, summary(run)) for run in runs]
     cols = [(label, s) for label, s in found if s]
@@ -71,7 +72,10 @@ def figure(runs):
             ax.axhline(0.0, color="0.4", lw=0.8)
             ax.set_xlabel(f"distinct {n}-tuple of inputs")
             ax.set_ylabel(f"G{n}")
-            ax.set_title(f"{label}: {n}-pt function (± 2 s.e.)", fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            tests = ", ".join(f"N = {e['width']}: p = {e['p_value']:.2g}" for e in s["widths"])
+            ax.set_title(f"{label}: {n}-pt function (± 2 s.e.)\nparity test {tests}",
+                         fontsize=8)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=6)
     if not cols:
