@@ -162,3 +162,38 @@ def test_a_study_of_non_zero_mean_runs_alone_is_refused():
     names = [s.name for s in stages(study_from_text(STUDY))]
     assert names == ["sample_sym", "sample_shift", "symmetry_sym", "symmetry_shift",
                      "exact_sym", "fit_sym", "infer_sym", "flow_sym", "report"]
+
+
+def test_the_cli_refuses_a_bad_symmetry_key_before_any_work(tmp_path, capsys):
+    from nngp_ppl.cli import main
+
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(STUDY.replace('symmetries = ["z2"]', 'symmetries = ["Z2"]'))
+    out = tmp_path / "out"
+    assert main(["reproduce", "--config", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: symmetries must be a list of distinct symmetries" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_odd_orders_without_a_declaration_test_but_do_not_warn(tmp_path):
+    """``odd_orders = true`` alone: the stage stores the rejection of the mu_b = 0.3 run (its
+    exact 1-pt function is 0.3, ~10 s.e. from zero at 1,500 networks) and warns nothing,
+    since no symmetry was declared."""
+    import warnings
+
+    from nngp_ppl.reproduce import _symmetry_action, run_file
+    from nngp_ppl.sampling import sample_correlators
+
+    text = STUDY.replace('symmetries = ["z2"]', "odd_orders = true")
+    run = study_from_text(text).runs()[1]
+    assert run.symmetries == () and run.tests_symmetry
+    stats = sample_correlators(run.net(), run.inputs(), [5], 1500, orders=run.orders,
+                               seed=0, progress=False)
+    stats.to_netcdf(tmp_path / run_file(run.key))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _symmetry_action(run)(tmp_path)
+    result = json.loads((tmp_path / "symmetry_shift.json").read_text())
+    assert result["declared"] == [] and not result["declared_rejected"]
+    assert result["widths"][0]["reject"] and result["widths"][0]["p_value"] < 1e-6
