@@ -16,6 +16,9 @@ Bayesian versions beside the paper's point estimates, and writes a report
                              propagator K - σ_b² on the vertex legs
 ``posterior_<key>.nc``       coupling posteriors (:func:`nngp_ppl.inference.infer_couplings`)
 ``beta_<key>.nc``            β-function posteriors (:func:`nngp_ppl.inference.beta_function`)
+``symmetry_<key>.json``      the parity test (f -> -f) per width and the 1- and 3-pt
+                             functions; only for a run with ``symmetries``, ``odd_orders``
+                             or non-zero means (which has no fit/infer/flow stage)
 ``report.md``,               the report, every number in it, and its figures
 ``summary.json``,
 ``figures/*.png``
@@ -56,6 +59,9 @@ from .presets import PAPER_WIDTHS
 
 #: The correlator orders every run measures (the 2-pt function enters the connected ones).
 ORDERS = (2, 4, 6)
+#: The orders of a run that tests f -> -f (``odd_orders`` or a declared symmetry): the odd
+#: correlators are the test's data (:mod:`nngp_ppl.inference.symmetry`).
+ODD_ORDERS = (1, 2, 3, 4, 5, 6)
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,31 @@ class RunSpec:
     order: int = 1
     #: Name of the ensemble in the report (default "<ensemble>-net").
     title: str | None = None
+    #: Declared symmetries (``"z2"``: f -> -f). Nothing is pruned by default; a declared
+    #: symmetry is tested against the data (a rejection warns and the report says so).
+    symmetries: tuple[str, ...] = ()
+    #: Measure the odd orders 1, 3, 5 and run the parity test (implied by ``symmetries``).
+    odd_orders: bool = False
+
+    @property
+    def orders(self) -> tuple[int, ...]:
+        """The orders the sample stage measures: :data:`ODD_ORDERS` for a run that tests
+        f -> -f, else :data:`ORDERS`."""
+        tested = self.odd_orders or self.symmetries or not self.zero_mean
+        return ODD_ORDERS if tested else ORDERS
+
+    @property
+    def tests_symmetry(self) -> bool:
+        """Whether the run has a symmetry stage (the parity test on its odd correlators)."""
+        return 1 in self.orders
+
+    @property
+    def zero_mean(self) -> bool:
+        """Whether the ensemble's parameters have zero means (``zero_mean``; True for an
+        ensemble that does not say). The even-coupling stages (exact summary, fit,
+        posteriors, flow) expand around the zero-mean GP kernel, so a run with non-zero
+        means has only its sample and symmetry stages; its odd couplings are future work."""
+        return bool(getattr(self.net(), "zero_mean", True))
 
     def net(self):
         """The ensemble, built from its description (a name, a registered class or an
@@ -111,6 +142,8 @@ class RunSpec:
 
         title = self.title or net_label(self.ensemble)
         parts = [] if self.sigma_b is None else [f"σ_b={self.sigma_b:g}"]
+        # Non-zero parameter means name a different (symmetry-broken) ensemble.
+        parts += [f"{k}={v:g}" for k, v in self.params if k in ("mu_w", "mu_b") and v]
         parts += [f"d_in={self.d_in}"] if self.d_in != 1 else []
         return f"{title} ({', '.join(parts)})" if parts else title
 
@@ -129,7 +162,8 @@ class RunSpec:
         """Whether the ensemble's exact oracle reaches the 6-pt function (the exact stage):
         the capability it declares (``exact_moments``, ``exact_max_order``)."""
         oracle = self.exact_oracle()
-        return oracle["moments"] is not None and oracle["max_order"] >= oracle["needed_order"]
+        return (oracle["moments"] is not None and oracle["max_order"] >= oracle["needed_order"]
+                and self.zero_mean)
 
 
 @dataclass(frozen=True)
@@ -198,6 +232,7 @@ class Preset:
 def _run_dict(run: RunSpec) -> dict:
     d = dataclasses.asdict(run)
     d["params"] = dict(run.params)
+    d["symmetries"] = list(run.symmetries)
     return d
 
 
@@ -268,14 +303,28 @@ def second_order_files(key: str) -> dict:
             "sixpoint": f"sixpoint_{key}.nc"}
 
 
+def symmetry_file(key: str) -> str:
+    """The symmetry stage's result: the parity test per width and the odd correlators."""
+    return f"symmetry_{key}.json"
+
+
 def part_file(key: str, width: int, start: int, stop: int) -> str:
     return f"parts/{key}/N{width:05d}_{start:010d}-{stop:010d}.nc"
 
 
 def plan_dict(preset: Preset) -> dict:
     """Plain description of the study for :mod:`nngp_ppl.report`: preset and runs with files."""
-    runs = []
+    runs, tested_only = [], []
     for r in preset.runs():
+        if not r.zero_mean:
+            tested_only.append({
+                "key": r.key, "label": r.label, "ensemble": r.ensemble,
+                "sigma_b": r.sigma_b, "d_in": r.d_in, "widths": list(r.widths),
+                "inputs": r.inputs().tolist(), "exact_oracle": r.exact_oracle(),
+                "params": dict(r.params), "symmetries": list(r.symmetries),
+                "orders": list(r.orders),
+                "files": {"run": run_file(r.key), "symmetry": symmetry_file(r.key)}})
+            continue
         runs.append({
             "key": r.key, "label": r.label, "ensemble": r.ensemble, "sigma_b": r.sigma_b,
             "d_in": r.d_in, "role": r.role, "widths": list(r.widths),
@@ -290,9 +339,12 @@ def plan_dict(preset: Preset) -> dict:
                 "fit": {p: fit_file(r.key, p) for p in r.propagators},
                 "posterior": posterior_file(r.key), "beta": beta_file(r.key),
                 **(second_order_files(r.key) if r.order == 2 else {}),
+                **({"symmetry": symmetry_file(r.key)} if r.tests_symmetry else {}),
             },
+            "symmetries": list(r.symmetries), "orders": list(r.orders),
         })
-    return {"preset": preset.to_dict(), "runs": runs}
+    # Runs with non-zero means: sampled and tested for f -> -f only (RunSpec.zero_mean).
+    return {"preset": preset.to_dict(), "runs": runs, "symmetry_runs": tested_only}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,7 +451,8 @@ def write_netcdf(obj, path, *, file_format: str | None = None,
 # ---------------------------------------------------------------------------------------------
 # stage actions
 # ---------------------------------------------------------------------------------------------
-def _part_ok(path: Path, net, X, width: int, start: int, stop: int, seed: int) -> bool:
+def _part_ok(path: Path, net, X, width: int, start: int, stop: int, seed: int,
+             orders=ORDERS) -> bool:
     """Whether a part file holds exactly this slice of networks (else it is resampled)."""
     from .stats import CorrelatorStats
 
@@ -410,7 +463,7 @@ def _part_ok(path: Path, net, X, width: int, start: int, stop: int, seed: int) -
     except NNGPInputError:
         return False
     return (s.net == net and s.X.shape == X.shape and np.array_equal(s.X, X)
-            and s.widths == (width,) and s.seed == seed and s.orders == ORDERS
+            and s.widths == (width,) and s.seed == seed and s.orders == orders
             and s.has_covariance and s.network_ranges(width) == ((start, stop),))
 
 
@@ -427,7 +480,7 @@ def _sample_action(run: RunSpec, preset: Preset, progress: bool, log):
         for w in run.widths:
             for a, b in _chunks(preset.n_nets, preset.chunk):
                 part = out / part_file(run.key, w, a, b)
-                if _part_ok(part, net, X, w, a, b, preset.seed):
+                if _part_ok(part, net, X, w, a, b, preset.seed, run.orders):
                     log(f"        reusing {part.relative_to(out)}")
                     from .stats import CorrelatorStats, check_tails
 
@@ -441,7 +494,7 @@ def _sample_action(run: RunSpec, preset: Preset, progress: bool, log):
                     # The sampler's own checkpoint makes even a part resumable: an
                     # interruption loses at most one shard of it.
                     ckpt = part.with_name(part.name + ".partial")
-                    stats = sample_correlators(net, X, [w], b - a, orders=ORDERS,
+                    stats = sample_correlators(net, X, [w], b - a, orders=run.orders,
                                                seed=preset.seed, start=a, progress=progress,
                                                checkpoint=ckpt, resume=True)
                     stats.to_netcdf(part)
@@ -637,6 +690,67 @@ def _second_order_action(run: RunSpec, preset: Preset, progress: bool):
     return action
 
 
+#: The odd orders the report shows against zero (the 1- and 3-pt functions).
+SHOWN_ODD = (1, 3)
+
+
+def _odd_correlators(stats, run: RunSpec, width: int) -> dict:
+    """The sampled 1- and 3-pt functions on their distinct tuples, with standard errors,
+    and the exact finite-width values where the ensemble's oracle reaches the order
+    (:func:`nngp_ppl.theory.exact.exact_correlator_tuples`: zero for zero means)."""
+    from .theory.exact import exact_correlator_tuples
+    from .tuples import distinct_tuples
+
+    oracle = run.exact_oracle()
+    out = {}
+    for n in SHOWN_ODD:
+        g = stats.correlator_tuples(n, width)
+        se = stats.stderr_tuples(n, width)
+        row = {"tuples": np.asarray(distinct_tuples(stats.k, n)).tolist(),
+               "estimate": g.tolist(), "stderr": se.tolist(), "exact": None,
+               "max_abs_z_zero": float(np.max(np.abs(g) / se))}
+        if oracle["moments"] is not None and oracle["max_order"] >= n:
+            exact = exact_correlator_tuples(stats.net, stats.X, width, n)
+            row["exact"] = exact.tolist()
+            row["max_abs_z_exact"] = float(np.max(np.abs(g - exact) / se))
+        out[str(n)] = row
+    return out
+
+
+def _symmetry_action(run: RunSpec):
+    """The parity test (:func:`nngp_ppl.inference.symmetry.parity_test`) of each width on
+    the run's odd correlators; a declared symmetry the data reject warns
+    (:class:`~nngp_ppl.inference.symmetry.SymmetryWarning`, via
+    :func:`~nngp_ppl.inference.symmetry.check_declared_symmetries`). Writes the tests and
+    the 1- and 3-pt functions to ``symmetry_<key>.json`` so the report only reads them."""
+    def action(out: Path):
+        from .inference.symmetry import check_declared_symmetries, parity_test
+        from .stats import CorrelatorStats
+
+        stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
+        widths = []
+        for w in stats.widths:
+            if run.symmetries:
+                test = check_declared_symmetries(stats, w, run.symmetries)["z2"]
+            else:
+                test = parity_test(stats, w)
+            entry = {k: getattr(test, k) for k in (
+                "statistic", "dof", "p_value", "alpha", "reject", "width", "n_nets",
+                "n_observables")}
+            entry.update(orders=list(test.orders), verdict=test.verdict,
+                         odd=_odd_correlators(stats, run, w))
+            widths.append(entry)
+        result = {"key": run.key, "declared": list(run.symmetries),
+                  "test": "Wald test of f -> -f on the odd correlators "
+                          "(nngp_ppl.inference.symmetry.parity_test)",
+                  "declared_rejected": bool(run.symmetries) and any(
+                      e["reject"] for e in widths),
+                  "basis_comparison": None, "widths": widths}
+        write_text(out / symmetry_file(run.key), json.dumps(result, indent=1))
+
+    return action
+
+
 def _flow_action(run: RunSpec):
     def action(out: Path):
         from .inference import beta_function
@@ -672,8 +786,11 @@ def _report_action(preset: Preset, records: Callable[[], dict]):
 def report_outputs(preset: Preset) -> tuple[str, ...]:
     from .report import FIGURES
     from .report.second_order import FIGURE
+    from .report.symmetry import FIGURE as SYMMETRY_FIGURE
 
-    extra = (FIGURE,) if any(r.order == 2 for r in get_preset(preset).runs()) else ()
+    runs = get_preset(preset).runs()
+    extra = (FIGURE,) if any(r.order == 2 for r in runs) else ()
+    extra += (SYMMETRY_FIGURE,) if any(r.tests_symmetry for r in runs) else ()
     return ("report.md", "summary.json") + tuple(f"figures/{f}" for f in (*FIGURES, *extra))
 
 
@@ -684,9 +801,10 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
     from . import stats as _stats
 
     preset = get_preset(preset)
-    runs = preset.runs()
+    sampled = preset.runs()
+    runs = tuple(r for r in sampled if r.zero_mean)  # the even-coupling stages' runs
     out: list[Stage] = []
-    for r in runs:
+    for r in sampled:
         out.append(Stage(
             f"sample_{r.key}",
             f"sample {r.label}: widths {','.join(map(str, r.widths))}, "
@@ -694,8 +812,17 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
             (), (run_file(r.key),),
             {"net": r.net().to_dict(), "X": r.inputs().tolist(), "widths": list(r.widths),
              "n_nets": preset.n_nets, "chunk": preset.chunk, "seed": preset.seed,
-             "orders": list(ORDERS), "format": _stats.FILE_VERSION},
+             "orders": list(r.orders), "format": _stats.FILE_VERSION},
             _sample_action(r, preset, progress, log)))
+    # Right after sampling: a rejected declaration warns before the long posteriors.
+    for r in (r for r in sampled if r.tests_symmetry):
+        out.append(Stage(
+            f"symmetry_{r.key}",
+            f"parity test (f -> -f) on the odd correlators, {r.label}"
+            + (f"; declared: {', '.join(r.symmetries)}" if r.symmetries else ""),
+            (run_file(r.key),), (symmetry_file(r.key),),
+            {"declared": list(r.symmetries), "shown": list(SHOWN_ODD), "format": 1},
+            _symmetry_action(r)))
     # The exact stage where the ensemble has an oracle up to the 6-pt function (a
     # capability it declares: exact_moments / exact_max_order), none otherwise.
     for r in (r for r in runs if r.has_exact()):
@@ -749,7 +876,11 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
                    posterior_file(r.key), beta_file(r.key)]
         if r.order == 2:
             inputs += list(second_order_files(r.key).values())
+        if r.tests_symmetry:
+            inputs.append(symmetry_file(r.key))
         inputs += [fit_file(r.key, p) for p in r.propagators]
+    inputs += [p for r in sampled if not r.zero_mean
+               for p in (run_file(r.key), symmetry_file(r.key))]
     out.append(Stage("report", "figures, summary.json and report.md", tuple(inputs),
                      report_outputs(preset), {"preset": preset.to_dict()},
                      _report_action(preset, records)))

@@ -20,6 +20,8 @@ name)::
     num_samples = 1000
     num_warmup = 500
     covariance = "auto"              # noise model: auto, exact, sample, gp
+    symmetries = []                  # declared symmetries: [] (default) or ["z2"] (f -> -f)
+    odd_orders = false               # measure odd orders 1, 3, 5 and test f -> -f
 
     [infer_widths]                   # optional overrides by run key
     erf = [5, 20]
@@ -39,6 +41,9 @@ name)::
     role = "main"                    # main (N sweep), sigma_b, dim (RG in d_in > 1)
     propagators = ["full"]           # point-fit conventions; the first one is inferred
     order = 1                        # perturbative order of fit/infer
+    symmetries = ["z2"]              # declared symmetries (default: the study's, else none)
+    odd_orders = true                # measure orders 1..6 and test f -> -f (default: the
+                                     # study's; implied by a declared symmetry)
     [run.params]                     # further constructor arguments of the ensemble
     sigma_w = 1.5
 
@@ -80,6 +85,7 @@ STUDY_KEYS = {
     "seed": (False, "seed"), "num_chains": (False, "chains"), "num_samples": (False, "count"),
     "num_warmup": (False, "count"), "covariance": (False, "covariance"),
     "infer_widths": (False, "width_table"), "run": (True, "runs"),
+    "symmetries": (False, "symmetries"), "odd_orders": (False, "flag"),
 }
 #: Keys of one ``[[run]]`` table: (required, kind).
 RUN_KEYS = {
@@ -89,6 +95,7 @@ RUN_KEYS = {
     "ngp_width": (False, "count"), "role": (False, "role"),
     "propagators": (False, "propagators"), "order": (False, "order"),
     "params": (False, "table"),
+    "symmetries": (False, "symmetries"), "odd_orders": (False, "flag"),
 }
 ROLES = ("main", "sigma_b", "dim")
 COVARIANCES = ("auto", "exact", "sample", "gp")
@@ -132,6 +139,9 @@ def _value(kind: str, v, where: str):
 
     def bad(what):
         raise NNGPInputError(f"{where} must be {what}, got {v!r}")
+
+    if kind in ("symmetries", "flag"):
+        return _symmetry_value(kind, v, where)
 
     if kind in ("name", "key"):
         most = MAX_KEY_LENGTH if kind == "key" else MAX_TEXT_LENGTH
@@ -209,6 +219,23 @@ def _value(kind: str, v, where: str):
     raise AssertionError(kind)
 
 
+def _symmetry_value(kind: str, v, where: str):
+    """The symmetry keys (docs/cli.md, "Symmetries"): ``symmetries``, a list of distinct
+    names from :data:`nngp_ppl.inference.symmetry.SYMMETRIES` (``[]``: none declared), and
+    ``odd_orders``, a boolean."""
+    from .inference.symmetry import SYMMETRIES
+
+    if kind == "flag":
+        if not isinstance(v, bool):
+            raise NNGPInputError(f"{where} must be true or false, got {v!r}")
+        return v
+    if (not isinstance(v, list) or not all(isinstance(x, str) and x in SYMMETRIES for x in v)
+            or len(set(v)) != len(v)):
+        raise NNGPInputError(f"{where} must be a list of distinct symmetries from "
+                             f"{list(SYMMETRIES)} (z2: f -> -f), got {v!r}")
+    return tuple(v)
+
+
 def supported_orders() -> tuple[int, ...]:
     """Perturbative orders a run may ask for: 1, and 2 once ``infer_couplings`` takes
     ``order=`` (asked of its signature, so the schema follows the inference code)."""
@@ -263,6 +290,10 @@ def _run(table, i: int, source, study: dict):
         role=v.get("role", "main"), propagators=v.get("propagators", ("full",)),
         params=tuple(sorted(params.items())), points=v.get("inputs", "paper"),
         order=v.get("order", 1), title=v.get("title"),
+        # A run's own key wins over the study's; declaring a symmetry asks for its test,
+        # so it measures the odd orders too.
+        symmetries=v.get("symmetries", study.get("symmetries", ())),
+        odd_orders=v.get("odd_orders", study.get("odd_orders", False)),
     )
     # Build the ensemble and its inputs now, so a wrong description fails before any work.
     try:
@@ -311,6 +342,7 @@ def _check_run(preset, run, where: str, source) -> None:
     ensemble, inputs and kernel, and the study's cutoffs and noise model as they apply."""
     from .problem import exact_noise_available
     from .reproduce import ORDERS
+    from .theory.exact import limit_kernel
     from .tuples import distinct_tuples
 
     _value("key", run.key, f"{where}: key")
@@ -324,12 +356,18 @@ def _check_run(preset, run, where: str, source) -> None:
         net = run.net()
         net.to_dict()
         X = _checks.inputs("inputs", run.inputs(), net.d_in)
+        zero_mean = bool(getattr(net, "zero_mean", True))
         with warnings.catch_warnings():  # e.g. K is not an MLP's 2-pt function: the stages say so
             warnings.simplefilter("ignore")
-            K = _checks.symmetric_matrix("kernel", net.kernel(X))
+            # non-zero means: the output covariance of the N -> infinity limit (such a run
+            # is only sampled and tested for f -> -f, RunSpec.zero_mean)
+            K = _checks.symmetric_matrix(
+                "kernel", net.kernel(X) if zero_mean else limit_kernel(net, X))
         _checks.kernel_scale("inputs", K, net.describe())
     except (NNGPInputError, TypeError) as err:
         raise NNGPInputError(f"{where}: {err}") from None
+    if not zero_mean:  # no fit, posterior or flow stage reads the cutoffs or the noise model
+        return
     extent = _checks.extent(X)
     whose = f"run {run.key!r}"
     for key, values in (("fit_cutoffs", preset.fit_cutoffs),
@@ -404,6 +442,11 @@ def study_from_text(text: str, source="study"):
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
         raise NNGPInputError(f"{source}: run key {dup[0]!r} is used twice; keys name files")
+    if not any(r.zero_mean for r in runs):
+        # Runs with non-zero means have only sample and symmetry stages (RunSpec.zero_mean);
+        # the report's even-coupling sections need at least one run to describe.
+        raise NNGPInputError(f"{source}: every run has non-zero parameter means (mu_w, mu_b); "
+                             "add at least one zero-mean run")
     unknown = sorted(set(v.get("infer_widths", {})) - set(keys))
     if unknown:
         raise NNGPInputError(f"{_where(source, key='infer_widths')}: no run {unknown[0]!r} "

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_path
-from . import second_order
+from . import second_order, symmetry
 from .files import deviation, six_point, study_runs
 from .summary import orders_text, six_point_summary
 
@@ -476,4 +476,7 @@ def make_figures(out, plan: dict, *, runs=None) -> list[Path]:
         paths.append(_save(makers[name](), out / "figures" / name))
     if any(second_order.files(run) for run in runs):
         paths.append(_save(second_order.figure(runs), out / "figures" / second_order.FIGURE))
+    tested = [*runs, *symmetry.tested_only_runs(out, plan)]
+    if any(symmetry.summary(run) for run in tested):
+        paths.append(_save(symmetry.figure(tested), out / "figures" / symmetry.FIGURE))
     return paths

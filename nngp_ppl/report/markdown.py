@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import second_order
+from . import second_order, symmetry
 from .summary import nearest, orders_text
 
 
@@ -527,6 +527,7 @@ def render_report(summary: dict) -> str:
     L += _six_point_section(runs, p)
     L += _posterior_vs_point_section(runs, p)
     L += second_order.section(runs, _table)
+    L += symmetry.section(runs, _table, summary.get("symmetry_runs", {}))
     L += _diagnostics_section(summary)
     L += _timings_section(summary)
     return "\n".join(L)

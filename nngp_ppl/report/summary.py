@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..study import SHIPPED
-from . import second_order
+from . import second_order, symmetry
 from .files import StudyRun, deviation, six_point, study_runs
 
 
@@ -250,6 +250,7 @@ def _run_entry(run: StudyRun, preset: dict) -> dict:
     entry["beta"] = beta_summary(run)
     entry["six_point"] = six_point_summary(run, float(preset["six_point_cutoff"]))
     entry["second_order"] = second_order.summary(run)
+    entry["symmetry"] = symmetry.summary(run)
     return entry
 
 
@@ -274,6 +275,7 @@ def collect_summary(out, plan: dict, timings: dict | None = None, *, warnings=No
         "preset": preset,
         "conventions": conventions(entries),
         "runs": entries,
+        "symmetry_runs": symmetry.tested_only(out, plan),
         "timings_s": timings or {},
         "warnings": warnings or {},
     }
