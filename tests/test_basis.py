@@ -187,3 +187,22 @@ def test_odd_posterior_on_a_symmetric_net_covers_zero(erf, tmp_path, capsys):
     g3 = np.asarray(dt["posterior"]["g3"]).ravel()
     lo, hi = np.quantile(g3, [0.05, 0.95])
     assert lo < 0 < hi
+
+
+def test_point_fit_with_g3_recovers_a_first_order_theory(erf, odd_theory):
+    """eft.fit_couplings with (g3, lambda) on orders 1, 3, 4 and the estimand weighting: on
+    correlators that are exactly GP + D g (first order by construction) it returns g."""
+    from nngp_ppl import eft
+    from nngp_ppl.theory.wick import gp_correlator_tuples
+    from nngp_ppl.tuples import expand
+
+    K = erf.kernel(X3)
+    g = np.array([3e-3, -2e-4])
+    for cut in (10.0, 100.0):
+        D = odd_theory.at(cut)[0]
+        parts = np.split(D @ g, np.cumsum(odd_theory.blocks)[:-1])
+        data = {2: K} | {n: expand(p + gp_correlator_tuples(K, n), 3, n)
+                         for n, p in zip((1, 3, 4), parts, strict=True)}
+        fit = eft.fit_couplings(data, [cut], net=erf, X=X3, couplings=("g3", "lambda"),
+                                orders=(1, 3, 4), weighting="estimand")
+        np.testing.assert_allclose(fit.values[0], g, rtol=1e-8)
