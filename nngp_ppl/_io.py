@@ -32,8 +32,10 @@ CHECKSUM_ATTR = "checksum"
 
 #: ``nngp_ppl_format`` and layout version of a coupling posterior (``nngp-ppl infer``);
 #: version 3 named its dimensions by the common scheme (``tuple_n``, ``position_n``,
-#: ``observation_col``; docs/file_formats.md).
-POSTERIOR_FORMAT, POSTERIOR_VERSION = "nngp_ppl.CouplingPosterior", 3
+#: ``observation_col``; docs/file_formats.md); version 4 stores every compared model's
+#: pointwise log density in ``log_likelihood`` (the ELPD is PSIS-LOO of those) and moved
+#: the standard errors ``G{n}_se`` from ``observed_data`` to ``constant_data``.
+POSTERIOR_FORMAT, POSTERIOR_VERSION = "nngp_ppl.CouplingPosterior", 4
 #: ``nngp_ppl_format`` and layout version of a β-function posterior (``nngp-ppl flow``).
 BETA_FORMAT, BETA_VERSION = "nngp_ppl.BetaFunction", 2
 #: ``nngp_ppl_format`` and layout version of a lattice file (``nngp-ppl lattice``); version 2

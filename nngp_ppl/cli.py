@@ -19,7 +19,7 @@ import sys
 import threading
 
 # Order here is the order in `nngp-ppl --help`.
-COMMANDS = ["sample", "show", "fit", "infer", "flow", "lattice", "reproduce", "demo"]
+COMMANDS = ["sample", "train", "show", "fit", "infer", "flow", "lattice", "reproduce", "demo"]
 
 #: Library argument -> command-line option, for error messages that start with the argument
 #: ("width must be one of ..." reads "--widths must be one of ..."). A command module may

@@ -523,12 +523,11 @@ class GaussNet(SingleLayerNet):
     exact_max_order: ClassVar[int] = 12
 
     def traced_kernel(self, X, Y):
-        d2 = (
-            jnp.sum(X * X, axis=1)[:, None]
-            + jnp.sum(Y * Y, axis=1)[None, :]
-            - 2.0 * (X @ Y.T)
-        )
-        d2 = jnp.clip(d2, 0.0, None)
+        # |x - y|² from the differences, one input direction at a time: non-negative by
+        # construction. The expanded |x|² + |y|² - 2x·y needed a floor at 0 whose derivative
+        # at coincident points is a tie (JAX gives ½, and 0 where round-off made d2 < 0), so
+        # the derivative operators' self-loops ∂∂'K(y, y) came out halved or zero.
+        d2 = sum((X[:, None, i] - Y[None, :, i]) ** 2 for i in range(X.shape[1]))
         decay = jnp.exp(-(self.sigma_w**2) * d2 / (2 * self.d_in))
         return self.sigma_b**2 + self.sigma_w**2 * decay
 

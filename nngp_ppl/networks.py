@@ -8,9 +8,10 @@ r"""Deep MLPs and a user's own JAX network, as ensembles the whole pipeline can 
     + b^{(\ell)},\qquad f(x) = z^{(L+1)},\quad L = \text{depth},
 
 :math:`W^{(0)} \sim \mathcal N(\mu_W, \sigma_W^2/d_{in})`, :math:`W^{(\ell \ge 1)} \sim
-\mathcal N(\mu_W, \sigma_W^2/N)`, every bias :math:`\sim \mathcal N(\mu_b, \sigma_b^2)`, all
-independent. ``depth = 1`` is the paper's single-layer net (physics.md §1). Its NNGP kernel
-is the layer recursion (Neal 1996; Lee et al. 2018, arXiv:1711.00165, eq. 4)
+\mathcal N(\mu_W/N, \sigma_W^2/N)` (the mean scaled by the fan-in N, as the single-layer
+readout's, so that the N -> ∞ limit exists), every bias :math:`\sim \mathcal N(\mu_b,
+\sigma_b^2)`, all independent. ``depth = 1`` is the paper's single-layer net (physics.md
+§1). Its NNGP kernel is the layer recursion (Neal 1996; Lee et al. 2018, arXiv:1711.00165, eq. 4)
 
 .. math::
 
@@ -232,19 +233,23 @@ class MLP(SingleLayerNet):
         s_hid = float(self.sigma_w / np.sqrt(width))
         mu_w, mu_b, sb = float(self.mu_w), float(self.mu_b), float(self.sigma_b)
 
-        def layer(k, fan_in, fan_out, scale, h):
+        def layer(k, fan_in, fan_out, scale, h, mean):
             kw, kb = jax.random.split(k)
-            W = mu_w + scale * jax.random.normal(kw, (fan_out, fan_in), dtype)
+            W = mean + scale * jax.random.normal(kw, (fan_out, fan_in), dtype)
             b = mu_b + sb * jax.random.normal(kb, (fan_out,), dtype)
             return W @ h + b[:, None]
 
-        z = layer(jax.random.fold_in(key, 0), self.d_in, width, s_in, X.T)  # (width, n)
+        # A layer fed by N neurons has weight mean mu_W / N, as the single-layer readout
+        # (ensembles module docstring): with mean mu_W its pre-activations' mean grows like N
+        # and the ensemble has no N -> infinity limit.
+        mu_hid = mu_w / width
+        z = layer(jax.random.fold_in(key, 0), self.d_in, width, s_in, X.T, mu_w)  # (width, n)
         for ell in range(1, self.depth):
-            z = layer(jax.random.fold_in(key, ell), width, width, s_hid, self._phi(z))
+            z = layer(jax.random.fold_in(key, ell), width, width, s_hid, self._phi(z), mu_hid)
         h = self._phi(z)
 
         def readout():
-            return layer(jax.random.fold_in(key, self.depth), width, 1, s_hid, h)[0]
+            return layer(jax.random.fold_in(key, self.depth), width, 1, s_hid, h, mu_hid)[0]
 
         return h, readout
 

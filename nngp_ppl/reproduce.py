@@ -713,7 +713,7 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
              "chains": preset.num_chains, "samples": preset.num_samples,
              "warmup": preset.num_warmup, "seed": preset.seed,
              "propagator": r.propagators[0], "couplings": ["lambda"],
-             "covariance": preset.covariance},
+             "covariance": preset.covariance, "format": _io.POSTERIOR_VERSION},
             _infer_action(r, preset, progress, log)))
     for r in runs:
         out.append(Stage(

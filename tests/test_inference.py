@@ -31,6 +31,7 @@ from nngp_ppl.inference import (
     infer_couplings,
 )
 from nngp_ppl.inference.calibration import calibrate
+from nngp_ppl.inference.compare import select_problem
 from nngp_ppl.inference.flow import design_function
 from nngp_ppl.inference.plots import plot_beta, plot_coupling_posteriors, plot_running
 from nngp_ppl.problem import EFTTheory
@@ -212,9 +213,12 @@ def test_posterior_file_supports_loo_compare_and_the_arviz_plots(sampled_run, tm
             "prior_predictive", "observed_data", "constant_data"} <= set(lam.children)
     assert lam.attrs["orders"] == "[4]" and lam.attrs["data_orders"] == "[4, 6]"
     assert "G6" in lam["posterior_predictive"].data_vars
-    loo = az.loo(lam)
+    # One problem per (width, cutoff), on the draws the pointwise groups keep; each
+    # compared model's density is a log_likelihood variable named after it.
+    one = {k: select_problem(v, width=5, cutoff=5.0) for k, v in read.items()}
+    loo = az.loo(one["lambda"], var_name="lambda")
     assert np.isfinite(float(loo.elpd))
-    table = az.compare(read)
+    table = az.compare({k: az.loo(v, var_name=k, pointwise=True) for k, v in one.items()})
     assert set(table.index) == set(read)
     # One posterior predictive per cutoff, one NUTS run per width: select them.
     az.plot_ppc_dist(lam.sel(cutoff=5.0), var_names=["G4", "G6"])

@@ -122,3 +122,22 @@ def test_exact_oracle_matches_sampling_for_odd_and_even_orders(net, X, width, n_
     # tanh it is about 2 standard errors at these settings: only the z-bound is tested)
     k3 = stats.connected(3, width)
     assert np.max(np.abs(k3.values / k3.stderr)) > 3 or not resolved
+
+
+def test_depth_one_mlp_with_non_zero_means_is_the_single_layer_ensemble():
+    """MLP scales the readout mean as mu_W / N like the single-layer nets (physics.md §1), so a
+    depth-1 MLP's 1-, 2- and 3-pt functions match ErfNet's exact oracle (|z| <= 4.5, naive
+    standard errors; erf outputs are bounded, so the tails are tame)."""
+    from nngp_ppl import MLP, ErfNet
+
+    X = np.array([[-0.5], [0.4]])
+    width, hyper = 3, {"sigma_w": 1.0, "sigma_b": 0.5, "mu_w": 0.8, "mu_b": 0.2}
+    mlp = MLP(depth=1, activation="erf", d_in=1, **hyper)
+    stats = sample_correlators(mlp, X, [width], 40_000, orders=(1, 2, 3), seed=11,
+                               progress=False)
+    single = ErfNet(d_in=1, **hyper)
+    for n in (1, 2, 3):
+        exact = exact_correlator_tuples(single, X, width, n)
+        z = (stats.correlator_tuples(n, width) - exact) / stats.stderr_tuples(n, width)
+        assert np.max(np.abs(z)) <= 4.5, (n, z)
+    # (mutation check: with the readout mean mu_W instead of mu_W / N the 1-pt z is ~30)

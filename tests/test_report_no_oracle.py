@@ -185,8 +185,9 @@ def test_a_study_mixing_runs_with_and_without_an_oracle_counts_coverage_only_whe
     po["z_exact"] = [[0.0], [1.0]]
     summary["runs"]["other"] = other
     report = render_report(summary)
-    assert ("Over all 2 posteriors of the runs with an exact oracle (every width and cutoff) "
-            "the 90% interval contains the exact λ̄ in 1.") in report
+    assert ("Coverage of the runs with an exact oracle: 2 independent checks — one NUTS run "
+            "per ensemble and width, each for one cutoff with the same draws. The 90% "
+            "intervals contain the exact λ̄ at every cutoff in 1 of the 2 NUTS runs.") in report
     assert "Missed: with-oracle N=16" in report and "Missed: " + run["label"] not in report
     assert report.count("exact comparison unavailable") == 5
     assert "*with-oracle: exact comparison unavailable" not in report

@@ -40,16 +40,31 @@ def register(subparsers) -> None:
 
 
 def _interval(draws) -> str:
+    """Median [5%, 95%] of the draws, and their sd only where it describes them.
+
+    The extrapolated γ of a few draws can lie far out (Aitken's step d·r/(1 − r) for r near
+    its 0.9 limit), so the sd may exceed the whole 90% interval ("1.002 ± 0.012 [1.002,
+    1.002]"). A normal's sd is the 90% interval's width / 3.29; where the draws' sd exceeds
+    twice that, the sd is printed as what it is — the reach of the tail draws — with the
+    largest distance from the median."""
     d = np.asarray(draws, dtype=np.float64).ravel()
     d = d[np.isfinite(d)]
     if d.size == 0:
         return "n/a"
-    lo, hi = np.quantile(d, [0.05, 0.95])
-    return f"{d.mean():.4g} ± {d.std():.2g} [{lo:.4g}, {hi:.4g}]"
+    lo, med, hi = np.quantile(d, [0.05, 0.5, 0.95])
+    text = f"{med:.4g} [{lo:.4g}, {hi:.4g}]"
+    sd = float(d.std())
+    if sd > 2 * (hi - lo) / 3.29:
+        text += (f" (heavy tail: sd {sd:.2g} from the draws outside the interval, "
+                 f"largest |x − median| {np.max(np.abs(d - med)):.2g})")
+    else:
+        text += f", sd {sd:.2g}"
+    return text
 
 
 def print_table(beta, out=None) -> None:
-    """Per width and cutoff: λ, β and the local γ (mean ± sd); per width the exponents."""
+    """Per width and cutoff: λ, β and the local γ (median [90%]); per width the exponents
+    (median [90%], with the sd where the draws are not heavy-tailed)."""
     # Resolved at call time: a default bound at import would pin a replaced stdout.
     out = sys.stdout if out is None else out
     post = beta["posterior"].to_dataset()

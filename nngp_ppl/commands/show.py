@@ -65,7 +65,10 @@ def deviation_table(stats, *, exact: bool = True) -> list[dict]:
 
 def run(args) -> int:
     from ..stats import CorrelatorStats
+    from .train import is_trained_file, show_trained
 
+    if is_trained_file(args.file):  # written by `nngp-ppl train`: one table per step
+        return show_trained(args.file, sys.stdout)
     stats = CorrelatorStats.from_netcdf(args.file)
     net = stats.net
     out = sys.stdout

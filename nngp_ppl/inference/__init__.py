@@ -4,10 +4,12 @@
 * :func:`diagnostics_gate`: R-hat <= 1.01, bulk ESS >= 400, no divergences.
 * :func:`beta_function`: the running of the couplings and the exponent γ.
 * :func:`compare_point_estimates`: posteriors next to the paper's point estimates.
+* :func:`select_problem`, :func:`model_loo`: one (width, cutoff) of a posterior file for
+  ArviZ, and each compared model's PSIS-LOO (the stored ELPD).
 * :mod:`.plots`: figures (matplotlib, Agg; no global state).
 """
 
-from .compare import compare_point_estimates
+from .compare import compare_point_estimates, model_loo, select_problem
 from .couplings import infer_couplings, sample_latent
 from .diagnostics import DiagnosticsWarning, GateResult, diagnostics_gate
 from .flow import asymptotic_exponent, beta_function, design_function
@@ -22,4 +24,6 @@ __all__ = [
     "design_function",
     "asymptotic_exponent",
     "compare_point_estimates",
+    "select_problem",
+    "model_loo",
 ]

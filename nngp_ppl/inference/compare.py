@@ -164,3 +164,119 @@ def compare_point_estimates(posterior, fit, *, prob: float = 0.9, plot: bool = T
 
         figure = plot_running(posterior, points=table)
     return PointComparison(table=table, figure=figure)
+
+
+# --- the ELPD of each compared model, from the stored file --------------------------------
+
+
+def select_problem(posterior, *, width, cutoff):
+    """One (width, cutoff) of a coupling posterior, on the draws its pointwise groups keep.
+
+    A posterior file holds one model-comparison problem per width and cutoff, and its
+    ``log_likelihood`` and ``posterior_predictive`` keep every ``predictive_thin``-th draw.
+    ArviZ reads a whole tree as one problem: ``az.loo(dt)`` would pool every width and
+    cutoff, and the relative efficiency of the draws (ESS / S, which sets the Pareto tail of
+    PSIS) would be the full chains' ESS over the thinned count. This selection is
+    ``dt.sel(width=width, cutoff=cutoff, draw=dt["log_likelihood"]["draw"])``: one problem,
+    every group on the same draws, which ``az.loo``, ``az.compare``, ``az.plot_ppc_dist``
+    and ``az.plot_loo_pit`` read with their default arguments (docs/file_formats.md).
+    """
+    coords = {}
+    for dim, value in (("width", width), ("cutoff", cutoff)):
+        have = np.asarray(posterior["posterior"][dim].values, dtype=np.float64)
+        hit = np.flatnonzero(np.isclose(have, float(value), rtol=1e-9, atol=0.0))
+        if hit.size != 1:
+            raise NNGPInputError(f"{dim} must be one of the posterior's {dim}s "
+                                 f"{have.tolist()}, got {value!r}")
+        coords[dim] = posterior["posterior"][dim].values[hit[0]]
+    if "log_likelihood" not in posterior.children:
+        raise NNGPInputError("the posterior has no log_likelihood group (written by an "
+                             "nngp_ppl older than file layout version 4, or infer_couplings "
+                             "with compare=False)")
+    draws = posterior["log_likelihood"]["draw"].values
+    return posterior.sel(**coords, draw=draws)
+
+
+def _model_names_of(posterior) -> list[str]:
+    import json
+
+    return list(json.loads(posterior.attrs.get("elpd_models", "[]")))
+
+
+def model_loo(posterior, *, width, cutoff, model: str, pointwise: bool = True):
+    """PSIS-LOO of one compared model at one (width, cutoff): ``az.loo`` on
+    :func:`select_problem` with ``var_name=model``, the number the posterior file stores in
+    ``constant_data/elpd`` and the report shows.
+
+    ``model`` is one of the root attribute ``elpd_models`` (``gp``, ``lambda``,
+    ``lambda+kappa``; ``@2`` at second order), each a variable of ``log_likelihood``. The GP
+    has no parameter: its pointwise log density is the same for every draw, so its
+    leave-one-out density is that density itself, and PSIS has no tail to fit (ArviZ refuses
+    constant weights). It is passed with uniform weights and Pareto k = 0, which gives
+    exactly ``elpd_i = log p(y_i | GP)``. ``az.compare({m: model_loo(dt, width=N,
+    cutoff=L, model=m) for m in models})`` ranks them.
+    """
+
+    models = _model_names_of(posterior)
+    if model not in models:
+        raise NNGPInputError(f"model must be one of the posterior's compared models {models}, "
+                             f"got {model!r}")
+    one = select_problem(posterior, width=width, cutoff=cutoff)
+    return _loo_with_constants(one, model, pointwise)
+
+
+def _loo_with_constants(one, model: str, pointwise: bool = True):
+    """``az.loo`` of ``model`` on one problem, where the observations whose log density is
+    the same in every draw get uniform weights and Pareto k = 0 (their leave-one-out
+    density is that density): all of them for the GP, and for a model with no coupling of
+    an observation's parity (λ alone on a 3-pt tuple predicts exactly 0 there) those
+    observations; PSIS smooths the others (ArviZ refuses constant weights)."""
+    import arviz_stats
+    import xarray as xr
+
+    ll = one["log_likelihood"][model]
+    obs = [d for d in ll.dims if d not in ("chain", "draw")]
+    flat = ll.transpose("chain", "draw", *obs).values.reshape(-1, int(np.prod(
+        [ll.sizes[d] for d in obs])))
+    const = np.all(flat == flat[:1], axis=0)
+    if model != "gp" and not np.any(const):
+        return arviz_stats.loo(one, var_name=model, pointwise=pointwise)
+    n_draws = ll.sizes["chain"] * ll.sizes["draw"]
+    log_weights = xr.full_like(ll, -np.log(n_draws), dtype=np.float64)
+    pareto_k = xr.zeros_like(ll.isel(chain=0, draw=0, drop=True), dtype=np.float64)
+    if model != "gp" and not np.all(const) and len(obs) == 1:
+        idx = np.flatnonzero(~const)
+        part = arviz_stats.loo(one.isel({obs[0]: idx}), var_name=model, pointwise=True)
+        lw = log_weights.transpose("chain", "draw", obs[0]).values.copy()
+        lw[..., idx] = part.log_weights.transpose("chain", "draw", obs[0]).values
+        log_weights = log_weights.copy(data=lw.transpose(
+            [("chain", "draw", obs[0]).index(d) for d in log_weights.dims]))
+        k = pareto_k.values.copy()
+        k[idx] = part.pareto_k.values
+        pareto_k = pareto_k.copy(data=k)
+    return arviz_stats.loo(one, var_name=model, pointwise=pointwise,
+                           log_weights=log_weights, pareto_k=pareto_k)
+
+
+def elpd_table(posterior) -> dict:
+    """``elpd``, ``elpd_se``, ``elpd_p`` and ``elpd_pareto_k_max`` (width, cutoff, model) of
+    every compared model, by :func:`model_loo` on the tree itself (so that ArviZ on the
+    stored file gives the stored numbers)."""
+    import warnings
+
+    models = _model_names_of(posterior)
+    widths = posterior["posterior"]["width"].values
+    cutoffs = posterior["posterior"]["cutoff"].values
+    out = {k: np.full((len(widths), len(cutoffs), len(models)), np.nan)
+           for k in ("elpd", "elpd_se", "elpd_p", "elpd_pareto_k_max")}
+    for i, w in enumerate(widths):
+        for j, c in enumerate(cutoffs):
+            for m, name in enumerate(models):
+                with warnings.catch_warnings():
+                    # Pareto k is stored (elpd_pareto_k_max), not repeated as a warning.
+                    warnings.simplefilter("ignore")
+                    res = model_loo(posterior, width=w, cutoff=c, model=name)
+                out["elpd"][i, j, m], out["elpd_se"][i, j, m] = res.elpd, res.se
+                out["elpd_p"][i, j, m] = res.p
+                out["elpd_pareto_k_max"][i, j, m] = float(np.max(res.pareto_k.values))
+    return out

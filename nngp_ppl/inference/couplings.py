@@ -21,7 +21,6 @@ import dataclasses
 import datetime
 import functools
 import json
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -206,9 +205,9 @@ def infer_couplings(
         (default), ``"exact"``, ``"sample"`` or ``"gp"``; stored as ``covariance``.
     rcond : eigenvalue floor of the covariance's correlation matrix, relative to its
         largest eigenvalue (:func:`~nngp_ppl.models.stable_cholesky`); it only widens.
-    compare : rank the GP, λ and (with the 6-pt function) λ + κ models by PSIS-LOO ELPD
-        at every width and cutoff (``constant_data/elpd``, the root attribute
-        ``elpd_best``).
+    compare : rank the GP, λ and (with the 6-pt function) λ + κ models by the PSIS-LOO ELPD
+        of their ``log_likelihood`` variables (:func:`~nngp_ppl.inference.model_loo`) per
+        width and cutoff (``constant_data/elpd``, the root attribute ``elpd_best``).
     predictive_draws : draws per chain kept in the pointwise groups (``log_likelihood``,
         ``posterior_predictive``, ``prior``, ``prior_predictive``), thinned evenly.
     two_point : the free part of :math:`r = G - G_{free}` (:mod:`nngp_ppl.two_point`):
@@ -502,78 +501,52 @@ def _model_names(theory) -> list[str]:
 
 
 def _compare_models(theory, runs, est, thin) -> dict:
-    """PSIS-LOO ELPD of the GP, λ and λ + κ models (and, for a second-order posterior, both
-    at second order) per width and cutoff (arviz-stats).
+    """Pointwise log predictive densities of the GP, λ and λ + κ models (and, for a
+    second-order posterior, both at second order) per width and cutoff, on the thinned draws.
 
     All are evaluated on the same data (every conditioned order, each correlator under its
     marginal noise) from the same posterior of :math:`r`; each model maps it through its own
-    estimand. The GP model has no parameter: its ELPD is its log density.
+    estimand. The GP model has no parameter: its density is one value per observation and
+    width (no draw or cutoff dependence). The ELPD of each is PSIS-LOO on these stored
+    arrays (:func:`~nngp_ppl.inference.compare.elpd_table`), after the tree is built.
     """
-    import arviz_base
-    import arviz_stats
-
     cutoffs = est.cutoffs
     names = _model_names(theory)
-    elpd = np.full((len(runs), len(cutoffs), len(names)), np.nan)
-    se = np.full_like(elpd, np.nan)
     # Each model's couplings (posterior mean and sd; NaN where it has none), so that models
     # can be compared coupling by coupling and their predictions drawn (e.g. the connected
     # 6-pt function of nngp_ppl.connected).
     model_couplings = _model_couplings(theory)
-    gmean = np.full(elpd.shape + (len(model_couplings),), np.nan)
-    gsd = np.full_like(gmean, np.nan)
+    shape = (len(runs), len(cutoffs), len(names), len(model_couplings))
+    gmean, gsd = np.full(shape, np.nan), np.full(shape, np.nan)
+    loglik = {}
     for m, name in enumerate(names):
-        if name != "gp":
-            base, _, order = name.partition("@")
-            sub = EFTTheory.build(theory.net, theory.X, MODELS[base], None, theory.data_orders,
-                                  theory.propagator, theory.max_cutoff, int(order or 1))
-            if (sub.couplings, sub.orders, sub.order) == (theory.couplings, theory.orders,
-                                                          theory.order):
-                sub_est = est  # the fitted model itself: its designs are already built
-            else:
-                sub_est = sub.estimator(cutoffs)
+        if name == "gp":
+            ll = [_pointwise_loglik(run["tril"], run["residual"], 0.0, 0.0, 0.0) for run in runs]
+            draws = _thinned(runs[0]["r"], thin).shape[:2]
+            loglik[name] = np.broadcast_to(np.stack(ll)[None, None], draws + np.shape(
+                np.stack(ll))).astype(np.float32)
+            continue
+        base, _, order = name.partition("@")
+        sub = EFTTheory.build(theory.net, theory.X, MODELS[base], None, theory.data_orders,
+                              theory.propagator, theory.max_cutoff, int(order or 1))
+        if (sub.couplings, sub.orders, sub.order) == (theory.couplings, theory.orders,
+                                                      theory.order):
+            sub_est = est  # the fitted model itself: its designs are already built
+        else:
+            sub_est = sub.estimator(cutoffs)
+        per_run = []
         for i, run in enumerate(runs):
-            if name == "gp":
-                ll = _pointwise_loglik(run["tril"], run["residual"], 0.0, 0.0, 0.0)
-                elpd[i, :, m] = float(np.sum(ll))
-                se[i, :, m] = float(np.sqrt(ll.size * np.var(ll)))
-                continue
             r = _thinned(run["r"], thin)
             g = sub_est.couplings(r)
             for c, cname in enumerate(sub.couplings):
                 gmean[i, :, m, model_couplings.index(cname)] = g[..., c].mean(axis=(0, 1))
                 gsd[i, :, m, model_couplings.index(cname)] = g[..., c].std(axis=(0, 1))
             mean, tau = sub_est.predict(g, r), sub_est.spread(r, g)
-            for j in range(len(cutoffs)):
-                ll = _pointwise_loglik(run["tril"], run["residual"], mean[:, :, j],
-                                       tau[:, :, j], sub_est.scales[j])
-                elpd[i, j, m], se[i, j, m] = _loo(arviz_base, arviz_stats, ll,
-                                                  mean[:, :, j, 0])
-    return {"models": names, "elpd": elpd, "se": se, "couplings_mean": gmean,
-            "couplings_sd": gsd}
-
-
-def _loo(arviz_base, arviz_stats, ll, mu) -> tuple[float, float]:
-    """PSIS-LOO ELPD and its standard error of the pointwise log-likelihood ``ll``
-    (chain, draw, T). Observations whose log-likelihood is the same in every draw (a model
-    with no coupling of their parity, e.g. λ alone on the odd correlators: its prediction
-    there is exactly 0) hold no posterior to leave out: their LOO term is that value, and
-    PSIS is run on the others (it cannot smooth a constant tail)."""
-    flat = ll.reshape(-1, ll.shape[-1])
-    const = np.all(flat == flat[:1], axis=0)
-    pointwise = np.zeros(ll.shape[-1])
-    pointwise[const] = flat[0, const]
-    if not np.all(const):
-        dt = arviz_base.from_dict({"posterior": {"mu": mu},
-                                   "log_likelihood": {"correlators": ll[..., ~const]}})
-        with warnings.catch_warnings():
-            # Pareto-k warnings are reported in the table, not repeated per cell.
-            warnings.simplefilter("ignore")
-            res = arviz_stats.loo(dt, var_name="correlators", pointwise=True)
-        if np.all(~const):
-            return float(res.elpd), float(res.se)
-        pointwise[~const] = np.asarray(res.elpd_i).ravel()
-    return float(pointwise.sum()), float(np.sqrt(pointwise.size * np.var(pointwise)))
+            per_run.append(np.stack(
+                [_pointwise_loglik(run["tril"], run["residual"], mean[:, :, j], tau[:, :, j],
+                                   sub_est.scales[j]) for j in range(len(cutoffs))], axis=2))
+        loglik[name] = np.stack(per_run, axis=2).astype(np.float32)
+    return {"models": names, "loglik": loglik, "couplings_mean": gmean, "couplings_sd": gsd}
 
 
 def _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs):
@@ -592,17 +565,21 @@ def _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs):
     dims = {name: ["width", "cutoff"] for name in (*couplings, "spread", "second_order_share")}
     dims["deviation"] = ["width", "fit_observation"]
     dims.update({name: ["width"] for name in _EXTRA_FIELDS})
-    observed, const, ppc, prior_pred = {}, {}, {}, {}
+    observed, const, ppc, prior_pred, loglik = {}, {}, {}, {}, {}
+    own = derived["loglik"].astype(np.float32)
     tril = np.stack([run["tril"] for run in runs])
     sem = np.sqrt(np.sum(tril**2, axis=2))
     obs = np.stack([run["observed"] for run in runs])
-    for n, y, err, g0, des, rep, pri in zip(
+    for n, y, err, g0, des, rep, pri, ll in zip(
         data_orders, np.split(obs, splits, axis=1), np.split(sem, splits, axis=1),
         np.split(theory.gp, splits), np.split(design, splits, axis=1),
         np.split(derived["ppc"], splits, axis=-1),
-        np.split(derived["prior_pred"], splits, axis=-1), strict=True,
+        np.split(derived["prior_pred"], splits, axis=-1), np.split(own, splits, axis=-1),
+        strict=True,
     ):
-        observed[f"G{n}"], observed[f"G{n}_se"] = y, err
+        # observed_data holds only what a model predicts (ArviZ pairs each of its variables
+        # with one in posterior_predictive and log_likelihood); the errors are constants.
+        observed[f"G{n}"], const[f"G{n}_se"] = y, err
         dims[f"G{n}"] = dims[f"G{n}_se"] = ["width", f"tuple_{n}"]
         const[f"G{n}_gp"], dims[f"G{n}_gp"] = g0, [f"tuple_{n}"]
         const[f"design{n}"], dims[f"design{n}"] = des, ["cutoff", f"tuple_{n}", "coupling"]
@@ -614,6 +591,7 @@ def _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs):
         const[f"tuples_{n}"] = np.asarray(distinct_tuples(theory.k, n))
         dims[f"tuples_{n}"] = [f"tuple_{n}", f"position_{n}"]
         ppc[f"G{n}"] = rep.astype(np.float32)
+        loglik[f"G{n}"] = ll  # the posterior's own model, per order: what LOO-PIT pairs
         prior_pred[f"deviation{n}"] = pri.astype(np.float32)
     const.update(
         inputs=theory.X,
@@ -628,15 +606,10 @@ def _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs):
         free_part=np.stack([run["free"] for run in runs]),
     )
     dims.update(
-        inputs=["input", "input_dim"],
-        scale_tril=["width", "observation", "observation_col"],
-        floored=["width"],
-        n_nets=["width"],
-        likelihood_df=["width"],
-        effective_networks=["width"],
-        point_estimate=["width", "cutoff", "coupling"],
-        point_sd=["width", "cutoff", "coupling"],
-        fitted=["observation"],
+        inputs=["input", "input_dim"], scale_tril=["width", "observation", "observation_col"],
+        floored=["width"], n_nets=["width"], likelihood_df=["width"],
+        effective_networks=["width"], point_estimate=["width", "cutoff", "coupling"],
+        point_sd=["width", "cutoff", "coupling"], fitted=["observation"],
         free_part=["width", "observation"],
     )
     groups = {"posterior": posterior, "sample_stats": sstats, "observed_data": observed,
@@ -645,15 +618,15 @@ def _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs):
     for n in data_orders:
         pdims[f"G{n}"] = ["width", "cutoff", f"tuple_{n}"]
         pdims[f"deviation{n}"] = ["width", f"tuple_{n}"]
+    lldims = _model_logliks(loglik, elpd, data_orders)
     pointwise = {
         "posterior_predictive": ppc,
-        "log_likelihood": {"correlators": derived["loglik"].astype(np.float32)},
+        "log_likelihood": loglik,
         "prior": {name: derived["prior_g"][..., c] for c, name in enumerate(couplings)},
         "prior_predictive": prior_pred,
     }
-    pdims["correlators"] = ["width", "cutoff", "observation"]
-    elpd_best = _elpd_groups(elpd, const, dims, widths, cutoffs)
-    root_attrs = _root_attrs(theory, runs, elpd, elpd_best, attrs)
+    _elpd_groups(elpd, const, dims)
+    root_attrs = _root_attrs(theory, runs, elpd, "", attrs)
     coords = {
         "width": np.asarray(widths),
         "cutoff": np.asarray(cutoffs),
@@ -665,29 +638,60 @@ def _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs):
                                 attrs={"/": root_attrs})
     # The pointwise groups keep every thin-th draw: their own draw coordinate says which.
     draws = np.arange(0, runs[0]["r"].shape[1], thin)
-    extra = arviz_base.from_dict(
-        pointwise, dims={**pdims, **{c: ["width", "cutoff"] for c in couplings}},
-        coords={**coords, "draw": draws},
-    )
-    for name in pointwise:
+    for name, group in pointwise.items():
+        gdims = lldims if name == "log_likelihood" else {
+            **pdims, **{c: ["width", "cutoff"] for c in couplings}}
+        extra = arviz_base.from_dict({name: group}, dims=gdims,
+                                     coords={**coords, "draw": draws})
         main[name] = extra[name]
+    if elpd is not None:
+        _store_elpd(main, widths, cutoffs)
     return main
 
 
-def _elpd_groups(elpd, const, dims, widths, cutoffs) -> str:
-    """Put the ELPD table and every model's couplings into ``const``/``dims``; returns the
-    ``elpd_best`` attribute (JSON: the best model per width/cutoff; "" without a table)."""
+def _model_logliks(loglik, elpd, data_orders) -> dict:
+    """Add every compared model's pointwise density over all conditioned correlators to
+    ``loglik``, under the model's name (what its ELPD is computed from,
+    :func:`~nngp_ppl.inference.compare.elpd_table`); returns the group's dims. Model names
+    such as "lambda" are also coupling names, so this group gets dims of its own."""
+    lldims = {f"G{n}": ["width", "cutoff", f"tuple_{n}"] for n in data_orders}
+    for name, ll in (elpd["loglik"].items() if elpd is not None else ()):
+        loglik[name] = ll
+        lldims[name] = ["width", "observation"] if name == "gp" else [
+            "width", "cutoff", "observation"]
+    return lldims
+
+
+def _elpd_groups(elpd, const, dims) -> None:
+    """Put every compared model's couplings into ``const``/``dims`` (no-op without a
+    comparison)."""
     if elpd is None:
-        return ""
-    const["elpd"], const["elpd_se"] = elpd["elpd"], elpd["se"]
-    dims["elpd"] = dims["elpd_se"] = ["width", "cutoff", "model"]
+        return
     const["model_couplings"] = elpd["couplings_mean"]
     const["model_couplings_sd"] = elpd["couplings_sd"]
     dims["model_couplings"] = dims["model_couplings_sd"] = [
         "width", "cutoff", "model", "model_coupling"]
-    best = np.asarray(elpd["models"])[np.nanargmax(elpd["elpd"], axis=-1)]
-    return json.dumps({f"{w}/{c:g}": str(best[i, j]) for i, w in enumerate(widths)
-                       for j, c in enumerate(cutoffs)})
+
+
+def _store_elpd(tree, widths, cutoffs) -> None:
+    """PSIS-LOO of every compared model from the tree's own ``log_likelihood``
+    (:func:`~nngp_ppl.inference.compare.elpd_table`: what ``az.loo`` gives on the stored
+    file) into ``constant_data``, and the best model per width/cutoff into the root
+    attribute ``elpd_best`` (JSON)."""
+    import xarray as xr
+
+    from .compare import elpd_table
+
+    table = elpd_table(tree)
+    const = tree["constant_data"].to_dataset()
+    dims = ("width", "cutoff", "model")
+    tree["constant_data"] = const.assign(
+        {k: xr.DataArray(v, dims=dims) for k, v in table.items()})
+    models = np.asarray(json.loads(tree.attrs["elpd_models"]))
+    best = models[np.nanargmax(table["elpd"], axis=-1)]
+    tree.attrs["elpd_best"] = json.dumps({f"{w}/{c:g}": str(best[i, j])
+                                          for i, w in enumerate(widths)
+                                          for j, c in enumerate(cutoffs)})
 
 
 def _root_attrs(theory, runs, elpd, elpd_best, attrs) -> dict:

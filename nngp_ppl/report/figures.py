@@ -51,6 +51,26 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _suptitle(fig, text: str, fontsize: float = 11) -> None:
+    """The figure's title, wrapped to the figure's width: a study with one run has narrow
+    figures, where a one-line title would be cut off at both edges."""
+    import textwrap
+
+    # An average glyph of DejaVu Sans is about 0.55 em wide; keep a margin of one em.
+    chars = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)) - 2)
+    fig.suptitle(textwrap.fill(text, chars), fontsize=fontsize)
+
+
+def _analytic_text(runs) -> str:
+    """'label γ = value' for each run, from its fit file's ``gamma_analytic``."""
+    seen = {}
+    for run in runs:
+        fit = run.fit(run.spec["propagators"][0])
+        seen.setdefault(f"{run.label}, d_in = {run.spec['d_in']}",
+                        float(fit.attrs["gamma_analytic"]))
+    return "; ".join(f"{k}: γ = {v:g}" for k, v in seen.items())
+
+
 def _by_role(runs, *roles):
     return [r for r in runs if r.spec["role"] in roles]
 
@@ -119,8 +139,7 @@ def fig_deviation(runs) -> object:
             ax.set_title(run.label, fontsize=10)
             ax.grid(True, which="major", alpha=0.3)
         axes[0, j].legend(fontsize=7)
-    fig.suptitle("Deviation from the GP against width (slope −1: the 4-pt cumulant ∝ 1/N)",
-                 fontsize=11)
+    _suptitle(fig, "Deviation from the GP against width (slope −1: the 4-pt cumulant ∝ 1/N)")
     return fig
 
 
@@ -165,8 +184,7 @@ def fig_connected(runs) -> object:
         ax.set_title(run.label, fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle("Connected correlators: κ₄ ∝ 1/N, κ₆ ∝ 1/N² (dashed guides, offset ×3)",
-                 fontsize=11)
+    _suptitle(fig, "Connected correlators: κ₄ ∝ 1/N, κ₆ ∝ 1/N² (dashed guides, offset ×3)")
     return fig
 
 
@@ -237,13 +255,12 @@ def fig_lambda(runs, six_point_cutoff) -> object:
         # cutoff (ReLU-net, σ_b = 0, positive inputs in d_in = 1: f(x) = x·S).
         if lt.shape[1] > 1 and np.allclose(lt, lt[:, :1], rtol=1e-6, atol=0.0):
             note = f"\ndegenerate: λ$_t$ equal, ∝ Λ$^{{-{gamma:g}}}$"
-        elif run.spec["role"] == "sigma_b":
+        elif run.spec["role"] == "sigma_b" and run.spec.get("inputs_source") == "paper":
             note = "\nwhat the authors' RG script ran (σ_b = 1)"
         ax.set_title(f"{run.label}, N = {width}{note}", fontsize=9.5)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
-    fig.suptitle("Quartic coupling against the cutoff: point estimates and posteriors",
-                 fontsize=11)
+    _suptitle(fig, "Quartic coupling against the cutoff: point estimates and posteriors")
     return fig
 
 
@@ -305,8 +322,8 @@ def fig_beta(runs) -> object:
         ax.set_ylabel(r"$\gamma(\Lambda) = -\beta/\lambda$")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("β-function posterior: β = −γ λ; γ → d_in (Erf, Gauss with full K), "
-                 "d_in + 4 (ReLU)", fontsize=11)
+    _suptitle(fig, "β-function posterior: β = −γ λ; analytic asymptotic γ (physics.md §8): "
+              + _analytic_text(shown))
     return fig
 
 
@@ -345,8 +362,8 @@ def fig_rg_dimension(runs) -> object:
     ax.set_xlim(min(dims) - 0.6, max(dims) + 0.6)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    ax.set_title("Running exponent against input dimension\n(analytic: Erf, Gauss with full K: "
-                 "γ = d_in; ReLU: γ = d_in + 4)", fontsize=9.5)
+    ax.set_title("Running exponent against input dimension\n(black bars: each run's "
+                 "analytic γ, physics.md §8)", fontsize=9.5)
     return fig
 
 
@@ -389,8 +406,7 @@ def fig_six_point(runs, cutoff) -> object:
                      f"(×{s['improvement_point']:.2f})", fontsize=8.5)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6.5, loc="upper left")
-    fig.suptitle("6-pt prediction from the 4-pt coupling, one point per distinct 6-tuple",
-                 fontsize=11)
+    _suptitle(fig, "6-pt prediction from the 4-pt coupling, one point per distinct 6-tuple")
     return fig
 
 
@@ -437,8 +453,7 @@ def fig_posterior_vs_point(runs, cutoff) -> object:
         ax.set_title(run.label, fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6.5)
-    fig.suptitle("Posterior against point estimates per width (N·λ flat: λ ∝ 1/N)",
-                 fontsize=11)
+    _suptitle(fig, "Posterior against point estimates per width (N·λ flat: λ ∝ 1/N)")
     return fig
 
 

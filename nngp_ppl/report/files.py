@@ -159,7 +159,7 @@ def _six_point(run: StudyRun, cutoff: float) -> dict:
     lam_post = float(draws.mean()) if np.isclose(c, cutoff) else float("nan")
     return {
         "width": width, "gp": gp, "experiment": obs["G6"].sel(width=width).values,
-        "stderr": obs["G6_se"].sel(width=width).values, "point": gp + lam_point * design,
+        "stderr": const["G6_se"].sel(width=width).values, "point": gp + lam_point * design,
         "posterior": gp + lam_post * design, "lambda_point": lam_point,
         "lambda_post": lam_post, "draws": gp[None, :] + draws[:, None] * design[None, :],
     }

@@ -67,7 +67,7 @@ def _header(summary: dict) -> list[str]:
     dims = sorted({r["d_in"] for r in summary["runs"].values() if r["role"] == "main"})
     dim_text = f" (d_in = {', '.join(map(str, dims))})" if dims else ""
     L = [f"# {summary['title']}", ""]
-    L += [f"Preset **{p['name']}**: {p['n_nets']:,} networks per width, widths "
+    L += [f"Study **{p['name']}**: {p['n_nets']:,} networks per width, widths "
           f"{', '.join(map(str, p['widths']))}{dim_text}, seed {p['seed']}; point estimates "
           f"at {len(p['fit_cutoffs'])} cutoffs Λ = {_f(min(p['fit_cutoffs']))} … "
           f"{_f(max(p['fit_cutoffs']))}; posteriors at Λ = "
@@ -125,10 +125,14 @@ def _deviation_section(runs: dict) -> list[str]:
         d = r["deviation"]
         for i, w in enumerate(d["widths"]):
             rows.append([r["label"], w] + [
-                _f(d[f"m{n}_{q}"][i], ".2f" if q == "z" else ".3g")
+                _z_cell(d[f"m{n}_z"][i]) if q == "z" else _f(d[f"m{n}_{q}"][i])
                 for n in (4, 6) for q in ("sampled", "exact", "background", "z")])
     L += _table(["ensemble", "N", "m4 sampled", "m4 exact", "m4 background", "z4",
                  "m6 sampled", "m6 exact", "m6 background", "z6"], rows)
+    if any(FAIL in str(c) for row in rows for c in row):
+        L += [f"{FAIL} fails its check: |z| > {Z_MAX:g}, the sampled m_n is further from the "
+              "exact value than its statistical background allows (a sampling fault, or an "
+              "error bar that heavy tails make too small).", ""]
     L += _no_oracle_note(runs, "the sampled m_n and their statistical background are shown "
                          "alone", roles=("main",))
     # m_n is taken against Wick(K) (the fit file's definition); where the stored posterior
@@ -150,6 +154,31 @@ def _deviation_section(runs: dict) -> list[str]:
     L += _no_oracle_note(runs, "its connected functions are the sampled c_n of the figure, "
                          "with no exact curve and no exact slope", roles=("main",))
     return L
+
+
+#: The mark of a number that fails its check, placed where the number stands.
+FAIL = "✗"
+#: |z| beyond which a sampled value disagrees with its exact value.
+Z_MAX = 3.0
+
+
+def _z_cell(z) -> str:
+    """z with the failure mark where |z| > Z_MAX."""
+    if z is None or not np.isfinite(z):
+        return _f(z)
+    return f"**{z:.2f}** {FAIL}" if abs(z) > Z_MAX else f"{z:.2f}"
+
+
+def _spread_cell(spread, coupling) -> str:
+    """The model discrepancy, marked where it exceeds the coupling it qualifies: the tuples
+    then do not share one coupling, and the interval (which excludes the spread by design)
+    describes an average of couplings of different sizes or signs."""
+    if spread is None or coupling is None or coupling == 0:
+        return _f(spread)
+    ratio = spread / abs(coupling)
+    if ratio > 1:
+        return f"**{_f(spread)}** {FAIL} ({ratio:.1f}× the coupling)"
+    return _f(spread)
 
 
 def _inside(flag) -> str:
@@ -196,39 +225,63 @@ def _coupling_table(runs: dict) -> list[str]:
                          _f(po["lambda_exact"][i][j]), _f(po["lambda_median"][i][j]),
                          f"[{_f(po['lambda_q05'][i][j])}, {_f(po['lambda_q95'][i][j])}]",
                          _inside(po["exact_inside90"][i][j]),
-                         _f(po["z_exact"][i][j], ".2f"), _f(po["spread_median"][i][j])])
-    misses, total = [], 0
+                         _f(po["z_exact"][i][j], ".2f"),
+                         _spread_cell(po["spread_median"][i][j], po["lambda_median"][i][j])])
+    L = _table(["ensemble", "N", "Λ", "λ̄ sampled", "λ̄ exact", "posterior median",
+                "90% interval", "exact in 90%", "z(exact)", "spread"], rows)
+    if any(FAIL in str(row[-1]) for row in rows):
+        L += [f"{FAIL} in 'spread': the model discrepancy exceeds the coupling — the tuples' "
+              "λ_t do not share one value, so λ here is an average of couplings of different "
+              "sizes (or signs), not a coupling the tuples obey.", ""]
+    L += _no_oracle_note(runs, "its posteriors and the sampled λ̄ are shown alone, with no "
+                         "coverage check")
+    return L + _coverage_lines(runs)
+
+
+def _coverage_lines(runs: dict) -> list[str]:
+    """How often the 90% interval contains the exact λ̄, counted by independent checks: one
+    NUTS run per (run, width) serves every cutoff, so its cutoffs' intervals move together
+    (the same draws of r) and count as one check, covered only if all of them are."""
+    checks, misses, intervals = 0, [], 0
     for r in runs.values():
         po = r["posterior"]
         for i, w in enumerate(po["widths"]):
-            for j, c in enumerate(po["cutoffs"]):
-                if po["exact_inside90"][i][j] is None:
-                    continue  # no exact value (no oracle): nothing to cover
-                total += 1
-                if not po["exact_inside90"][i][j]:
-                    misses.append(f"{r['label']} N={w} Λ={_f(c)} (z = "
-                                  f"{_f(po['z_exact'][i][j], '.2f')})")
-    L = _table(["ensemble", "N", "Λ", "λ̄ sampled", "λ̄ exact", "posterior median",
-                "90% interval", "exact in 90%", "z(exact)", "spread"], rows)
-    L += _no_oracle_note(runs, "its posteriors and the sampled λ̄ are shown alone, with no "
-                         "coverage check")
-    if not total:
-        return L
-    scope = ("" if not _no_oracle(runs) else
-             " of the runs with an exact oracle")
-    L += [f"Over all {total} posteriors{scope} (every width and cutoff) the 90% interval "
-          f"contains the exact λ̄ in {total - len(misses)}. "
-          + ("Missed: " + "; ".join(misses) + ". The posteriors of one run share their "
-             "networks, so misses come in groups; the calibration over independent seeds "
-             "is in `benchmarks/calibration.py` (docs/comparison.md)."
-             if misses else ""), ""]
-    return L
+            flags = [f for f in po["exact_inside90"][i] if f is not None]
+            if not flags:
+                continue  # no exact value (no oracle): nothing to cover
+            checks += 1
+            intervals += len(flags)
+            missed = [j for j, f in enumerate(po["exact_inside90"][i]) if f is False]
+            if missed:
+                misses.append(f"{r['label']} N={w} at Λ = " + ", ".join(
+                    f"{_f(po['cutoffs'][j])} (z = {_f(po['z_exact'][i][j], '.2f')})"
+                    for j in missed))
+    if not checks:
+        return []
+    scope = "" if not _no_oracle(runs) else " of the runs with an exact oracle"
+    per_run = intervals // checks if intervals % checks == 0 else None
+    shared = ("each for one cutoff" if per_run == 1 else f"each serving its {per_run} "
+              "cutoffs" if per_run else "each serving all its cutoffs")
+    L = [f"Coverage{scope}: {checks} independent check{'s' if checks != 1 else ''} — one "
+         f"NUTS run per ensemble and width, {shared} with the same draws"
+         + (f", so the {intervals} intervals over every width and cutoff are not {intervals} "
+            "independent checks" if intervals > checks else "")
+         + f". The 90% intervals contain the exact λ̄ at every cutoff in "
+         f"{checks - len(misses)} of the {checks} NUTS runs."]
+    if misses:
+        L[-1] += (" Missed: " + "; ".join(misses) + ". The posteriors of one run also share "
+                  "their networks across cutoffs; the calibration over independent seeds is in "
+                  "`benchmarks/calibration.py` (docs/comparison.md).")
+    return L + [""]
 
 
 def _elpd_table(runs: dict) -> list[str]:
     L = ["Models ranked by PSIS-LOO ELPD (GP only, λ, λ + κ; each correlator under its "
          "noise and the model's stated discrepancy; higher is better) — the Bayesian answer "
-         "to 'is first order enough here?':", ""]
+         "to 'is first order enough here?'. Each is PSIS-LOO of the model's `log_likelihood` "
+         "variable in the posterior file: `nngp_ppl.inference.model_loo(dt, width=N, "
+         "cutoff=Λ, model=m)` (for the EFT models `az.loo(select_problem(dt, width=N, "
+         "cutoff=Λ), var_name=m)`) gives the number shown (docs/file_formats.md).", ""]
     rows, models = [], []
     for r in runs.values():
         po = r["posterior"]
@@ -239,12 +292,45 @@ def _elpd_table(runs: dict) -> list[str]:
             for j, c in enumerate(po["cutoffs"]):
                 vals = np.asarray(po["elpd"][i][j], dtype=float)
                 errs = np.asarray(po["elpd_se"][i][j], dtype=float)
-                rows.append([r["label"], w, _f(c)]
-                            + [f"{v:.1f} ± {e:.1f}" for v, e in zip(vals, errs, strict=True)]
+                ks = (np.asarray(po["elpd_pareto_k_max"][i][j], dtype=float)
+                      if "elpd_pareto_k_max" in po else np.full(len(vals), np.nan))
+                rows.append([r["label"], w, _f(c)] + _elpd_cells(models, vals, errs, ks)
                             + [models[int(np.nanargmax(vals))]])
     if rows:
         L += _table(["ensemble", "N", "Λ"] + [f"ELPD {m}" for m in models] + ["best"], rows)
+    if any(FAIL in str(c) for row in rows for c in row):
+        L += [f"{FAIL}: an EFT model whose ELPD is more than {ELPD_SIGMAS:g} standard errors "
+              "(the two models' errors combined) below the GP's. Each contains the GP (at "
+              "zero couplings), so a posterior that fits cannot predict much worse than it: "
+              "the model's stated discrepancy or its noise model fails there.", ""]
+    if any("k̂" in c for row in rows for c in map(str, row)):
+        L += [f"k̂: the largest Pareto k of that model's PSIS-LOO exceeds {PARETO_K_MAX:g}; its "
+              "ELPD is unreliable there (importance sampling with too heavy a tail).", ""]
     return L
+
+
+#: Standard errors below the GP at which a model that contains the GP fails its check.
+ELPD_SIGMAS = 2.0
+#: Pareto k above which PSIS-LOO is unreliable whatever the number of draws S (Vehtari et
+#: al., JMLR 25(72), 2024; ArviZ's stricter good_k is min(1 - 1/log10 S, 0.7)).
+PARETO_K_MAX = 0.7
+
+
+def _elpd_cells(models, vals, errs, ks) -> list[str]:
+    """ELPD ± se per model, marked where an EFT model is worse than the GP it contains and
+    where its largest Pareto k makes the estimate unreliable."""
+    gp = models.index("gp") if "gp" in models else None
+    cells = []
+    for m, (v, e, k) in enumerate(zip(vals, errs, ks, strict=True)):
+        cell = f"{v:.1f} ± {e:.1f}"
+        if gp is not None and m != gp and np.isfinite(v):
+            gap = vals[gp] - v
+            if gap > ELPD_SIGMAS * np.hypot(errs[gp], e):
+                cell = f"**{cell}** {FAIL} ({gap:.0f} below the GP)"
+        if np.isfinite(k) and k > PARETO_K_MAX:
+            cell += f" (k̂ {k:.2f})"
+        cells.append(cell)
+    return cells
 
 
 def _couplings_section(runs: dict) -> list[str]:
@@ -273,8 +359,38 @@ def _gamma_row(r: dict) -> list:
     return [r["label"], w, _f(fit["gamma_fit"][fi], ".4f"),
             _f(fit["gamma_fit_exact"][r["widths"].index(w)], ".4f"), interval("gamma_data"),
             _f(b["gamma_systematic"][i], ".2g"), interval("gamma"),
-            f"{_f(b['gamma_slope_median'][i], '.4f')} ± {_f(b['gamma_slope_sd'][i], '.2g')}",
+            interval("gamma_slope"),
             _f(b["gamma_analytic"], "g")]
+
+
+#: |fitted γ| below which λ̄ counts as not running (its |λ̄| changes by less than a
+#: factor 10^0.1 = 1.26 per decade of cutoff).
+GAMMA_FLAT = 0.1
+
+
+def _bias_subtracted_sentence(r: dict) -> str:
+    """What the K − σ_b² fit's own numbers say: whether λ̄ runs (fitted γ against
+    GAMMA_FLAT), how much it changes over the cutoffs, and whether the fitted γ agrees with
+    the analytic one (within three of its standard errors)."""
+    bs = r["fit"]["bias_subtracted"]
+    fi = bs["widths"].index(r["ngp_width"])
+    gamma, analytic = bs["gamma_fit"][fi], bs["gamma_analytic"]
+    se = bs["gamma_fit_stderr"][fi]
+    lam0, lam1 = bs["lambda_mean"][fi][0], bs["lambda_mean"][fi][-1]
+    head = (f"With the bias-subtracted propagator K − σ_b² on the vertex legs ({r['label']}, "
+            f"N = {r['ngp_width']}): fitted γ = {_f(gamma, '.4f')}"
+            + (f" ± {_f(se, '.2g')}" if se is not None else "")
+            + f" (analytic {_f(analytic, 'g')}); λ̄ = {_f(lam0)} at Λ = {_f(bs['cutoffs'][0])} "
+            f"and {_f(lam1)} at Λ = {_f(bs['cutoffs'][-1])}")
+    if gamma is None:
+        return head + "."
+    runs_text = ("so λ̄ stops running" if abs(gamma) < GAMMA_FLAT
+                 else "so λ̄ still runs with the cutoff")
+    tol = 3 * se if se is not None and np.isfinite(se) else 0.0
+    agree = (" — as the analytic exponent says" if analytic is not None
+             and abs(gamma - analytic) <= max(tol, GAMMA_FLAT)
+             else f" — {FAIL} not the analytic exponent {_f(analytic, 'g')}")
+    return f"{head}: {runs_text}{agree}."
 
 
 def _running_section(runs: dict, p: dict) -> list[str]:
@@ -292,26 +408,20 @@ def _running_section(runs: dict, p: dict) -> list[str]:
          "extrapolation's, not the networks'.", ""]
     L += _table(["ensemble", "N", "γ fit (sampled)", "γ fit (exact G4)",
                  "γ networks [90%]", "extrapolation syst.", "γ networks + syst. [90%]",
-                 "slope over cutoffs ± sd", "analytic"], [_gamma_row(r) for r in runs.values()])
+                 "slope over cutoffs [90%]", "analytic"], [_gamma_row(r) for r in runs.values()])
     L += _no_oracle_note(runs, "its γ comes from the sampled λ̄ and the posteriors alone")
     for r in runs.values():
         if "bias_subtracted" in r["fit"]:
-            bs = r["fit"]["bias_subtracted"]
-            fi = bs["widths"].index(r["ngp_width"])
-            L += [f"With the bias-subtracted propagator K − σ_b² on the vertex legs "
-                  f"({r['label']}, N = {r['ngp_width']}) λ̄ stops running: fitted "
-                  f"γ = {_f(bs['gamma_fit'][fi], '.4f')} (analytic "
-                  f"{_f(bs['gamma_analytic'], 'g')}); λ̄ = "
-                  f"{_f(bs['lambda_mean'][fi][0])} at Λ = {_f(bs['cutoffs'][0])} and "
-                  f"{_f(bs['lambda_mean'][fi][-1])} at Λ = {_f(bs['cutoffs'][-1])}.", ""]
+            L += [_bias_subtracted_sentence(r), ""]
     # The authors' bias run (role sigma_b) beside the main run of the same ensemble at
-    # σ_b = 0 in d_in = 1: chosen by role, not by the ensemble's name.
-    relu1 = next((r for r in runs.values() if r["role"] == "sigma_b"), None)
+    # σ_b = 0 in d_in = 1, both on the authors' inputs: the sentence is about their script.
+    relu1 = next((r for r in runs.values() if r["role"] == "sigma_b"
+                  and r.get("inputs_source") == "paper"), None)
     relu0 = next((r for r in runs.values() if relu1 and r["role"] == "main"
                   and r["ensemble"] == relu1["ensemble"] and r["sigma_b"] == 0
-                  and r["d_in"] == 1), None)
+                  and r["d_in"] == 1 and r.get("inputs_source") == "paper"), None)
     if relu0 and relu1:
-        L += ["ReLU-net with σ_b = 0 on positive one-dimensional inputs is degenerate "
+        L += [f"{relu0['label']} on the authors' positive one-dimensional inputs is degenerate "
               "(f(x) = x·S for a single random S): every λ_t is the same and runs exactly as "
               "Λ^−5. The authors' RG script meant σ_b = 0 but ran σ_b = 1 (a `==` typo); "
               "both are shown, labelled by σ_b.", ""]
@@ -330,11 +440,23 @@ def _six_point_section(runs: dict, p: dict) -> list[str]:
             continue
         s = r["six_point"]
         rows.append([r["label"], s["width"], _f(s["m6_gp"]), _f(s["m6_eft_point"]),
-                     _f(s["improvement_point"], ".2f"), _f(s["m6_eft_posterior"]),
-                     _f(s["improvement_posterior"], ".2f"), _f(s["m6_background"])])
+                     _improvement_cell(s["improvement_point"]), _f(s["m6_eft_posterior"]),
+                     _improvement_cell(s["improvement_posterior"]), _f(s["m6_background"])])
     L += _table(["ensemble", "N", "m6 GP", "m6 EFT (λ̄)", "improvement", "m6 EFT (posterior)",
                  "improvement", "background"], rows)
+    if any(FAIL in c for row in rows for c in map(str, row)):
+        L += [f"{FAIL}: improvement below 1 — the 4-pt coupling's 6-pt prediction is further "
+              "from the sampled 6-pt function than the GP itself; the prediction fails here.",
+              ""]
     return L
+
+
+def _improvement_cell(x) -> str:
+    """m6(GP) / m6(EFT), marked where the EFT predicts worse than the GP."""
+    if x is None or not np.isfinite(x) or x >= 1:
+        return _f(x, ".2f")
+    return f"**{x:.2f}** {FAIL} ({1 / x:.0f}× worse than the GP)" if x > 0 else (
+        f"**{x:.2f}** {FAIL}")
 
 
 def _posterior_vs_point_section(runs: dict, p: dict) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..study import SHIPPED
 from . import second_order
 from .files import StudyRun, deviation, six_point, study_runs
 
@@ -176,6 +177,8 @@ def posterior_summary(run: StudyRun) -> dict:
         out["elpd_models"] = [str(m) for m in const["model"].values]
         out["elpd"] = const["elpd"].values
         out["elpd_se"] = const["elpd_se"].values
+        if "elpd_pareto_k_max" in const:
+            out["elpd_pareto_k_max"] = const["elpd_pareto_k_max"].values
     return out
 
 
@@ -192,7 +195,7 @@ def beta_summary(run: StudyRun) -> dict:
 
     (g05, g50, g95), gsd = q("gamma", "width")
     (d05, d50, d95), dsd = q("gamma_data", "width")
-    (_s05, s50, _s95), ssd = q("gamma_slope", "width")
+    (s05, s50, s95), ssd = q("gamma_slope", "width")
     beta = post["beta"].sel(coupling="lambda").transpose("chain", "draw", "width", "cutoff")
     b05, b50, b95 = np.nanquantile(
         beta.values.reshape(-1, post.sizes["width"], post.sizes["cutoff"]), [0.05, 0.5, 0.95],
@@ -206,7 +209,8 @@ def beta_summary(run: StudyRun) -> dict:
         "gamma_q05": g05, "gamma_median": g50, "gamma_q95": g95, "gamma_sd": gsd,
         "gamma_data_q05": d05, "gamma_data_median": d50, "gamma_data_q95": d95,
         "gamma_data_sd": dsd,
-        "gamma_slope_median": s50, "gamma_slope_sd": ssd,
+        "gamma_slope_q05": s05, "gamma_slope_median": s50, "gamma_slope_q95": s95,
+        "gamma_slope_sd": ssd,
         "gamma_systematic": const["gamma_systematic"].values,
         "converged": const["converged"].values.astype(bool),
         "beta_q05": b05, "beta_median": b50, "beta_q95": b95,
@@ -259,34 +263,87 @@ def collect_summary(out, plan: dict, timings: dict | None = None, *, warnings=No
     out = Path(out)
     preset = plan["preset"]
     runs = study_runs(out, plan) if runs is None else runs
+    entries = {run.key: _run_entry(run, preset) for run in runs}
     summary = {
-        "title": "nngp_ppl reproduction of Halverson, Maiti, Stoner, arXiv:2008.08601",
+        "title": study_title(plan),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "nngp_ppl_version": __version__,
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "jax": jax.__version__,
                     "devices": [str(d) for d in jax.devices()]},
         "preset": preset,
-        "conventions": conventions(),
-        "runs": {run.key: _run_entry(run, preset) for run in runs},
+        "conventions": conventions(entries),
+        "runs": entries,
         "timings_s": timings or {},
         "warnings": warnings or {},
     }
     return _clean(summary)
 
 
-def conventions() -> dict:
-    """The conventions every number of the report uses (physics.md §5–§8)."""
+#: The paper this package reproduces; a study's title names it only for the shipped presets
+#: on the authors' inputs.
+PAPER = "Halverson, Maiti, Stoner, arXiv:2008.08601"
+
+
+def study_title(plan: dict) -> str:
+    """The report's title, from the plan: the paper's reproduction for the shipped presets
+    run on the authors' inputs, otherwise the study's own name and its runs' labels."""
+    name, runs = plan["preset"]["name"], plan["runs"]
+    if name in SHIPPED and runs and all(r.get("inputs_source") == "paper" for r in runs):
+        return f"nngp_ppl reproduction of {PAPER}"
+    labels = list(dict.fromkeys(r["label"] for r in runs))
+    return f"nngp_ppl study '{name}': " + ", ".join(labels)
+
+
+def sign_sentence(runs: dict) -> str:
+    """What the study's own λ̄ says about its sign: per run, the signs of the sampled λ̄ of
+    the first propagator over every width and cutoff (fit file), and, where there is one,
+    of the exact λ̄."""
+    parts = []
+    for r in runs.values():
+        fit = r["fit"][r["propagators"][0]]
+        lam = np.asarray(fit["lambda_mean"], dtype=float)
+        ex = np.asarray(fit["lambda_mean_exact"], dtype=float)
+        text = _signs(lam, "sampled")
+        if np.any(np.isfinite(ex)):
+            text += "; " + _signs(ex, "exact")
+        parts.append(f"{r['label']}: {text}")
+    return ("lambda < 0 means heavier-than-Gaussian tails, lambda > 0 lighter; in this "
+            "study's point estimates (every width and cutoff) " + "; ".join(parts))
+
+
+def _signs(values, what: str) -> str:
+    v = values[np.isfinite(values)]
+    neg, pos = int(np.sum(v < 0)), int(np.sum(v > 0))
+    if neg == v.size:
+        return f"lambda-bar {what} < 0 in all {v.size}"
+    if pos == v.size:
+        return f"lambda-bar {what} > 0 in all {v.size}"
+    return f"lambda-bar {what} < 0 in {neg} and > 0 in {pos} of {v.size}"
+
+
+def propagator_sentence(runs: dict) -> str:
+    """Which propagators the study's runs use, from their stored settings."""
+    bs = [r["label"] for r in runs.values() if "bias_subtracted" in r["propagators"]]
+    text = "vertex legs carry the full kernel K (posteriors and main point fits)"
+    if bs:
+        text += (f"; {', '.join(bs)} also fitted with K - sigma_b^2 (the paper's revised "
+                 "EFT, 'bias_subtracted')")
+    return text
+
+
+def conventions(runs: dict | None = None) -> dict:
+    """The conventions every number of the report uses (physics.md §5–§8); the sign and
+    propagator lines are read from ``runs`` (the summary's run entries)."""
     from ..inference.diagnostics import ESS_MIN, RHAT_MAX
 
+    runs = runs or {}
     return {
         "action": "P[f] ~ exp(-S), S = S_GP + int_[-L,L]^d_in (lambda f^4 + kappa f^6) dy, "
                   "unit coefficients (no 1/4!)",
-        "sign": "lambda < 0 means heavier-than-Gaussian tails; finite-width nets give "
-                "lambda < 0",
-        "propagator": "vertex legs carry the full kernel K (posteriors and main point fits); "
-                      "Gauss-net is also fitted with K - sigma_b^2 (the paper's revised "
-                      "EFT, 'bias_subtracted')",
+        "sign": sign_sentence(runs) if runs else "lambda < 0 means heavier-than-Gaussian "
+                                                 "tails, lambda > 0 lighter",
+        "propagator": propagator_sentence(runs),
         "rule_4_5": "diagrams in which the vertex corrects the 2-pt function are dropped (K "
                     "is the exact 2-pt function at every width for one hidden layer; where "
                     "it is not, e.g. a deep MLP, the free part is the Wick sum of the "

@@ -34,10 +34,15 @@ through it (``fit_orders``), with one message.
 
 Adding a local operator is nothing: every ``g<k>`` has its record (:func:`operator`); a
 named alias is an entry of :data:`ALIASES` (and its symbol). A new *kind* of operator
-(e.g. derivative couplings) is one :class:`Kind` in :data:`KINDS` (its leg factor: what replaces the
-propagator :math:`\tilde K(x, y)` on a vertex leg) plus its records; the diagram engine and
-the vertex integrals exist for the local kind, and refuse any other by name
+is one :class:`Kind` in :data:`KINDS` (its leg factor: what replaces the
+propagator :math:`\tilde K(x, y)` on a vertex leg) plus its records; the local diagram
+engine (:mod:`nngp_ppl.theory.diagrams`) refuses any other kind by name
 (:func:`require_local`).
+
+The ``derivative`` kind: ``gd`` (symbol g∂) is :math:`f^2 (\partial f)^2 =
+f^2 \sum_\mu (\partial_\mu f)^2`, summed over the input directions; its legs carry the
+derivative counts (0, 0, 1, 1). Its first-order diagrams, with the leg factors from JAX
+derivatives of the ensemble's traced kernel, are :mod:`nngp_ppl.theory.derivative`.
 """
 
 from __future__ import annotations
@@ -60,11 +65,21 @@ class Kind:
 
     name: str
     leg_factor: str
+    #: Legs that carry one input derivative ∂_μ (their directions summed in pairs); 0 for
+    #: a kind whose records may give any derivative structure.
+    derivative_legs: int = 0
 
 
-#: The kinds of operator. Only ``local`` has diagrams and vertex integrals so far.
+#: The kinds of operator: ``local`` (nngp_ppl.theory.diagrams, second order too) and
+#: ``derivative`` (first order, nngp_ppl.theory.derivative).
 KINDS = {
     "local": Kind("local", "K̃(x, y): the vertex-leg propagator of nngp_ppl.theory.lattice"),
+    "derivative": Kind(
+        "derivative",
+        "∂_μ K̃(x, y) (d/dy of the traced kernel) on a derivative leg joined to x; "
+        "∂'_μ K̃(y, y') at y' = y on a loop from a plain to a derivative leg; "
+        "Σ_μ ∂_μ ∂'_μ K̃(y, y') at y' = y on a loop between the two derivative legs "
+        "(nngp_ppl.theory.derivative)", derivative_legs=2),
 }
 
 #: Named couplings: alias -> vertex order k of the local operator f^k.
@@ -95,6 +110,12 @@ class Operator:
         if self.derivatives and len(self.derivatives) != self.legs:
             raise NNGPInputError(f"derivatives must give one count per leg ({self.legs}), "
                                  f"got {self.derivatives!r}")
+        need = KINDS[self.kind].derivative_legs
+        if need and (sorted(self.derivatives) != [0] * (self.legs - need) + [1] * need):
+            raise NNGPInputError(
+                f"an operator of kind {self.kind!r} needs derivatives: one count per leg, "
+                f"{need} legs with one input derivative and the rest none, got "
+                f"{self.derivatives!r}")
 
     @property
     def parity(self) -> int:
@@ -127,11 +148,15 @@ class Operator:
         local kind (NumPy or JAX arrays alike)."""
         if not self.local:
             raise NNGPInputError(f"operator {self.name!r} ({self.kind}) has no lattice "
-                                 f"density here; only local operators do")
+                                 f"density here (its derivatives need the neighbouring "
+                                 f"sites); only local operators do")
         return f**self.legs
 
     def __str__(self) -> str:
-        return f"{self.symbol} f^{self.legs}" if self.local else f"{self.symbol} ({self.kind})"
+        if self.local:
+            return f"{self.symbol} f^{self.legs}"
+        plain = self.derivatives.count(0)
+        return f"{self.symbol} f^{plain}(∂f)^{self.legs - plain}"
 
 
 def _name(k: int) -> str:
@@ -151,18 +176,24 @@ def _local(k: int) -> Operator:
     return Operator(k, _name(k), _SYMBOLS.get(k, "g" + str(k).translate(_SUBSCRIPT)))
 
 
+#: The derivative operators by name: gd = f²(∂f)², summed over the input directions.
+DERIVATIVE = {"gd": Operator(4, "gd", "g∂", "derivative", (0, 0, 1, 1))}
+
 _NAMES_ALLOWED = ("'g<k>' for the local operator f^k (any integer k >= 1, e.g. 'g3'), "
-                  "'lambda' (= g4) or 'kappa' (= g6)")
+                  "'lambda' (= g4), 'kappa' (= g6) or 'gd' (f²(∂f)²)")
 
 
 def operator(name) -> Operator:
     """The record of a coupling name: ``"g3"`` -> f³, ``"lambda"``/``"g4"`` -> f⁴,
-    ``"kappa"``/``"g6"`` -> f⁶. An :class:`Operator` is returned as it is."""
+    ``"kappa"``/``"g6"`` -> f⁶, ``"gd"`` -> f²(∂f)². An :class:`Operator` is returned as
+    it is."""
     if isinstance(name, Operator):
         return name
     if isinstance(name, str):
         if name in ALIASES:
             return local(ALIASES[name])
+        if name in DERIVATIVE:
+            return DERIVATIVE[name]
         match = re.fullmatch(r"g([1-9]\d{0,2})", name)
         if match:
             return local(int(match.group(1)))
@@ -287,7 +318,7 @@ def up_to_dimension(k_max: int, symmetry: str | None = None) -> tuple[Operator, 
     return tuple(o for o in ops if symmetry is None or o.even)
 
 
-__all__ = ["ALIASES", "KINDS", "Kind", "Operator", "check_visible", "coupling_names",
+__all__ = ["ALIASES", "DERIVATIVE", "KINDS", "Kind", "Operator", "check_visible", "coupling_names",
            "coupling_order",
            "coupling_symbol", "local", "operator", "operators", "require_local",
            "up_to_dimension"]

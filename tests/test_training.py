@@ -1,0 +1,267 @@
+"""Trained ensembles (nngp_ppl.training): the sampler's networks at step 0, bit for bit;
+one gradient step by hand; the optimisers; the stepped file; resume; the infinite-width
+oracle at large width (slow)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nngp_ppl
+from nngp_ppl import ErfNet, GaussNet, ReLUNet, sample_correlators
+from nngp_ppl._checks import NNGPInputError
+from nngp_ppl.networks import MLP
+from nngp_ppl.theory.ntk import training_oracle
+from nngp_ppl.training import (
+    TrainedCorrelators,
+    _TrainShard,
+    draw_parameters,
+    train_correlators,
+    trained_outputs,
+)
+
+NET = ErfNet(sigma_w=1.0, sigma_b=0.5)
+X = np.array([-1.0, -0.2, 0.6])
+X_TRAIN = np.array([-0.8, 0.0, 0.9])
+Y_TRAIN = np.array([0.3, -0.2, 0.5])
+KW = {"orders": (2, 4), "seed": 3, "batch_size": 64, "shard_size": 128, "progress": False}
+
+
+def _same(a, b):
+    for w in a.widths:
+        for m in a.accumulated_orders:
+            if not np.array_equal(a.moment_sums(w)[m], b.moment_sums(w)[m]):
+                return False
+    return True
+
+
+@pytest.mark.parametrize("kernel", ["c", "xla"])
+def test_step_zero_is_the_sampler_bit_for_bit(kernel, monkeypatch):
+    monkeypatch.setenv("NNGP_PPL_KERNEL", kernel)
+    net = GaussNet(sigma_w=0.6, sigma_b=0.3)
+    sampled = sample_correlators(net, X, [3, 20], 320, **KW)
+    trained = train_correlators(net, X, [3, 20], 320, X_TRAIN, Y_TRAIN, [0, 4], 0.5, **KW)
+    assert _same(sampled, trained.at_step(0))
+    assert not _same(sampled, trained.at_step(4))  # training moved them
+
+
+def test_one_gradient_step_by_hand():
+    # Standard parametrisation, L = 1/(2n) sum (f - y)^2: dL/da_i = (1/n) sum_j r_j h_ij,
+    # dL/db1 = mean r, dL/dw_i = (1/n) sum_j r_j a_i σ'(z_ij) x_j, dL/dβ_i likewise without
+    # x_j; the network is then evaluated at X, in float64 here.
+    width, eta = 5, 0.3
+    key = nngp_ppl.ensembles.network_keys(7, width, 0, 1)[0]
+    w, b, a, b1 = (np.asarray(p, np.float64) for p in draw_parameters(NET, key, width,
+                                                                       "standard"))
+    w = w[:, 0]
+    z = np.outer(w, X_TRAIN) + b[:, None]
+    h = np.asarray(jax.scipy.special.erf(z))
+    r = (a @ h + b1 - Y_TRAIN) / len(Y_TRAIN)
+    dh = 2 / np.sqrt(np.pi) * np.exp(-z * z)
+    w2 = w - eta * (a[:, None] * dh * r[None, :]) @ X_TRAIN
+    b2 = b - eta * (a[:, None] * dh * r[None, :]).sum(1)
+    a2, b12 = a - eta * h @ r, b1 - eta * r.sum()
+    want = a2 @ np.asarray(jax.scipy.special.erf(np.outer(w2, X) + b2[:, None])) + b12
+    got = trained_outputs(NET, X, width, 1, X_TRAIN, Y_TRAIN, [1], eta, seed=7,
+                          parametrisation="standard")[0, 0]
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_parametrisations_agree_at_step_zero_and_differ_after():
+    kw = {"seed": 1}
+    ntk = trained_outputs(NET, X, 8, 16, X_TRAIN, Y_TRAIN, [0, 3], 0.4, **kw)
+    std = trained_outputs(NET, X, 8, 16, X_TRAIN, Y_TRAIN, [0, 3], 0.4,
+                          parametrisation="standard", **kw)
+    assert np.array_equal(ntk[0], std[0])
+    assert not np.allclose(ntk[1], std[1], atol=1e-4)
+
+
+def test_optax_sgd_is_plain_gradient_descent_and_momentum_adam_lower_the_loss():
+    pytest.importorskip("optax")
+    both = np.concatenate([X, X_TRAIN])
+    args = (NET, both, 32, 64, X_TRAIN, Y_TRAIN, [0, 50], 0.2)
+    gd = trained_outputs(*args)
+    assert np.allclose(trained_outputs(*args, optimizer="sgd"), gd, atol=1e-5)
+
+    def loss(out):
+        return np.mean((out[:, :, len(X):] - Y_TRAIN) ** 2, axis=(1, 2))
+
+    for opt in ("momentum", "adam"):
+        out = trained_outputs(*args, optimizer=opt)
+        assert np.array_equal(out[0], gd[0])
+        assert loss(out)[1] < 0.2 * loss(out)[0], opt
+
+
+def test_stepped_file_round_trip(tmp_path):
+    tr = train_correlators(NET, X, 5, 128, X_TRAIN, Y_TRAIN, [0, 2, 9], 0.5, **KW)
+    path = tr.to_netcdf(tmp_path / "trained.nc")
+    import xarray as xr
+
+    ds = xr.load_dataset(path, engine="h5netcdf")
+    assert list(ds["step"].values) == [0, 2, 9]
+    assert json.loads(ds.attrs["training"])["learning_rate"] == 0.5
+    back = TrainedCorrelators.from_netcdf(path)
+    assert back.steps == (0, 2, 9) and back.setup == tr.setup
+    for s in back.steps:
+        assert _same(back.at_step(s), tr.at_step(s))
+        assert np.allclose(back.at_step(s).covariance(5), tr.at_step(s).covariance(5))
+    with pytest.raises(NNGPInputError, match="recorded steps"):
+        back.at_step(3)
+
+
+def test_a_killed_run_resumes_to_the_same_bits(tmp_path, monkeypatch):
+    args = (NET, X, [4, 6], 384, X_TRAIN, Y_TRAIN, [0, 5], 0.5)
+    whole = train_correlators(*args, **KW)
+    real, calls = _TrainShard.result, []
+
+    def dying(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(_TrainShard, "result", dying)
+    folder = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_correlators(*args, checkpoint=folder, **KW)
+    monkeypatch.setattr(_TrainShard, "result", real)
+    with pytest.raises(NNGPInputError, match="resume"):
+        train_correlators(*args, checkpoint=folder, **KW)
+    with pytest.raises(NNGPInputError, match="different training run"):
+        train_correlators(*args[:-1], 0.6, checkpoint=folder, resume=True, **KW)
+    resumed = train_correlators(*args, checkpoint=folder, resume=True, **KW)
+    for s in whole.steps:
+        assert _same(whole.at_step(s), resumed.at_step(s))
+
+
+CHILD = """
+import json, sys
+import numpy as np
+import jax, nngp_ppl
+from nngp_ppl.training import train_correlators
+spec = json.loads(sys.argv[1])
+net = nngp_ppl.ErfNet(sigma_w=1.0, sigma_b=0.5)
+runs = [train_correlators(net, spec["X"], [4, 6], 384, spec["xt"], spec["yt"], [0, 5], 0.5,
+                          devices=d, orders=[2, 4], seed=3, batch_size=64, shard_size=128,
+                          progress=False) for d in (1, 2)]
+same = all(np.array_equal(runs[0].at_step(s).moment_sums(w)[m],
+                          runs[1].at_step(s).moment_sums(w)[m])
+           for s in (0, 5) for w in (4, 6) for m in (2, 4, 6, 8))
+print(json.dumps({"devices": len(jax.local_devices()), "same": same}))
+"""
+
+
+def test_two_devices_give_the_one_device_bits():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu"}
+    spec = {"X": X.tolist(), "xt": X_TRAIN.tolist(), "yt": Y_TRAIN.tolist()}
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"devices": 2, "same": True}
+
+
+def test_bad_training_input_is_refused():
+    base = (NET, X, 4, 16, X_TRAIN, Y_TRAIN, [0, 1], 0.5)
+    with pytest.raises(NNGPInputError, match="optimizer"):
+        train_correlators(*base, optimizer="lbfgs", progress=False)
+    with pytest.raises(NNGPInputError, match="y_train"):
+        train_correlators(*base[:5], Y_TRAIN[:2], *base[6:], progress=False)
+    with pytest.raises(NNGPInputError, match="y_train"):
+        train_correlators(*base[:5], [0.1, np.nan, 0.2], *base[6:], progress=False)
+    with pytest.raises(NNGPInputError, match="learning_rate"):
+        train_correlators(*base[:7], -1.0, progress=False)
+    with pytest.raises(NNGPInputError, match="steps"):
+        train_correlators(*base[:6], [1.5], 0.5, progress=False)
+    with pytest.raises(NNGPInputError, match="draws its own way"):
+        train_correlators(MLP(2), *base[1:], progress=False)
+    with pytest.raises(NNGPInputError, match="x_train"):
+        train_correlators(NET, X, 4, 16, np.ones((3, 2)), Y_TRAIN, [0], 0.5, progress=False)
+
+
+def _z_scores(out, mu, cov):
+    """Max |z| of the sampled mean and covariance against (mu, cov), per step: standard
+    errors from the sample (mean: sd/sqrt(n); covariance entry: sd of the centred products
+    / sqrt(n))."""
+    n = out.shape[1]
+    m = out.mean(1)
+    zm = (m - mu) / (out.std(1) / np.sqrt(n))
+    d = out - m[:, None]
+    prod = d[..., :, None] * d[..., None, :]
+    zc = (prod.mean(1) - cov) / (prod.std(1) / np.sqrt(n))
+    return np.abs(zm).max(), np.abs(zc).max()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("net", [ErfNet(sigma_w=1.0, sigma_b=0.5),
+                                 ReLUNet(sigma_w=1.0, sigma_b=0.5)], ids=lambda n: n.name)
+def test_wide_trained_ensemble_is_the_oracle_gp(net):
+    # N = 2048, 1000 networks, NTK parametrisation, GD at η = 1: at every recorded step the
+    # sampled mean and covariance at the test inputs are within 4.5 standard errors of
+    # (μ_t, Σ_t) (the 1/N bias is ~1e-3 of the spread here; fixed seed). The recorded G2
+    # of train_correlators is E[f f'] = Σ_t + μ_t μ_t^T, judged with its own standard errors.
+    steps = [0, 5, 40]
+    mu, cov = training_oracle(net, X, X_TRAIN, Y_TRAIN, steps, 1.0)
+    out = trained_outputs(net, X, 2048, 1000, X_TRAIN, Y_TRAIN, steps, 1.0, seed=11)
+    zm, zc = _z_scores(out.astype(np.float64), mu, cov)
+    assert zm <= 4.5 and zc <= 4.5, (zm, zc)
+    tr = train_correlators(net, X, 2048, 512, X_TRAIN, Y_TRAIN, steps, 1.0, orders=(2,),
+                           seed=12, progress=False)
+    for i, s in enumerate(steps):
+        st = tr.at_step(s)
+        g2 = cov[i] + np.outer(mu[i], mu[i])
+        z = (st.correlator(2, 2048) - g2) / st.stderr(2, 2048)
+        assert np.max(np.abs(z)) <= 4.5, (s, z)
+
+
+def test_trained_mean_moves_towards_the_targets():
+    both = np.concatenate([X_TRAIN, X])
+    out = trained_outputs(NET, both, 64, 200, X_TRAIN, Y_TRAIN, [0, 200], 1.0, seed=2)
+    err = np.abs(out[:, :, :3] - Y_TRAIN).mean(axis=(1, 2))
+    assert err[1] < 0.05 * err[0]
+    assert jnp.asarray(out).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("net", [NET, GaussNet(sigma_w=0.6, sigma_b=0.3)], ids=lambda n: n.name)
+def test_training_forward_pass_is_the_samplers_network(net):
+    # The same networks: the training's own forward pass at step 0 against the sampler's
+    # outputs, to float32 round-off (the two XLA programs may add the neurons in another
+    # order: measured 1 ulp at width 3).
+    for width in (3, 20):
+        mine = trained_outputs(net, X, width, 64, X_TRAIN, Y_TRAIN, [0], 0.5, seed=3)[0]
+        theirs = net.sample_outputs(3, X, width, 64)
+        assert np.allclose(mine, theirs, rtol=4e-7, atol=4e-7)
+
+
+def test_cli_train_writes_the_stepped_file(tmp_path, capsys):
+    from nngp_ppl.cli import main
+
+    data = tmp_path / "points.csv"
+    data.write_text("x,y\n" + "".join(f"{x},{y}\n" for x, y in zip(X_TRAIN, Y_TRAIN,
+                                                                      strict=True)))
+    out = tmp_path / "trained.nc"
+    argv = ["train", "--ensemble", "erf", "--sigma-b", "0.5", "--inputs=-1,-0.2,0.6",
+            "--widths", "5", "--n-nets", "128", "--data", str(data), "--steps", "0,3",
+            "--learning-rate", "0.5", "--orders", "2,4", "--seed", "3", "--batch-size", "64",
+            "--shard-size", "128", "--no-progress", "-o", str(out)]
+    assert main(argv) == 0
+    got = TrainedCorrelators.from_netcdf(out)
+    want = train_correlators(NET, X, 5, 128, X_TRAIN, Y_TRAIN, [0, 3], 0.5, **KW)
+    assert got.steps == (0, 3) and all(_same(got.at_step(s), want.at_step(s)) for s in (0, 3))
+    assert not (tmp_path / "trained.nc.partial").exists()
+    capsys.readouterr()
+    assert main(["show", str(out)]) == 0  # per step: deviation from the oracle's GP
+    shown = capsys.readouterr().out
+    assert "oracle" in shown and "m_4" in shown
+    assert [line.split()[:2] for line in shown.splitlines()[-2:]] == [["0", "5"], ["3", "5"]]
+    np.savez(tmp_path / "bad.npz", x=X_TRAIN, y=Y_TRAIN)
+    capsys.readouterr()
+    assert main(argv[:11] + [str(tmp_path / "bad.npz")] + argv[12:]) == 2
+    assert "x_train and y_train" in capsys.readouterr().err
+    assert main(argv[:15] + ["-0.5"] + argv[16:]) == 2
+    assert "--learning-rate" in capsys.readouterr().err
