@@ -190,6 +190,12 @@ class EFTTheory:
         from .theory.lattice import check_propagator
 
         X = _checks.inputs("X", X, net.d_in)
+        if not getattr(net, "zero_mean", True):
+            raise NNGPInputError(
+                "net: the coupling fits expand around the zero-mean GP (physics.md §6b, §6d); "
+                "an ensemble with non-zero means (mu_w, mu_b) has an O(1) mean at every "
+                "width, which no first-order diagram describes, and is not fitted yet; its "
+                "exact correlators are in nngp_ppl.theory.exact")
         couplings = coupling_names(couplings)
         data_orders = tuple(default_data_orders(couplings) if data_orders is None
                             else data_orders)
