@@ -109,10 +109,10 @@ def odd_couplings(couplings) -> tuple[str, ...]:
 
 def default_data_orders(couplings) -> tuple[int, ...]:
     """:data:`FIT_ORDERS`, with the odd orders an odd basis needs (1 and 3 for g3, also 5
-    for g5) in front."""
+    for g5), sorted (the order :func:`nngp_ppl.infer_couplings` stacks them in)."""
     odd = odd_couplings(couplings)
     top = max((_operators.operator(c).legs for c in odd), default=0)
-    return tuple(n for n in ODD_FIT_ORDERS if n <= top) + FIT_ORDERS
+    return tuple(sorted(tuple(n for n in ODD_FIT_ORDERS if n <= top) + FIT_ORDERS))
 
 
 def perturbative_order(order) -> int:

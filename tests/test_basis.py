@@ -49,7 +49,7 @@ def test_fit_layer_accepts_odd_bases_nested_by_size():
     # Even bases keep their old orders; odd ones add the odd orders they need.
     assert problem.default_data_orders(("lambda",)) == (4, 6)
     assert problem.default_data_orders(("g3", "lambda")) == (1, 3, 4, 6)
-    assert problem.default_data_orders(("g3", "lambda", "g5")) == (1, 3, 5, 4, 6)
+    assert problem.default_data_orders(("g3", "lambda", "g5")) == (1, 3, 4, 5, 6)
     assert problem.default_orders(("g3", "lambda"), (1, 3, 4, 6)) == (1, 3, 4)
     assert problem.default_orders(("lambda",), (1, 3, 4, 6)) == (4,)
 
