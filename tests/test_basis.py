@@ -210,3 +210,15 @@ def test_point_fit_with_g3_recovers_a_first_order_theory(erf, odd_theory):
         fit = eft.fit_couplings(data, [cut], net=erf, X=X3, couplings=("g3", "lambda"),
                                 orders=(1, 3, 4), weighting="estimand")
         np.testing.assert_allclose(fit.values[0], g, rtol=1e-8)
+
+
+def test_full_dimension_six_basis_recovers_its_couplings(erf):
+    """basis(6) = (g3, lambda, g5, kappa) on orders 1, 3, 4, 5, 6: r = D g gives g back, and
+    the odd couplings' exact targets on the symmetric Erf-net are 0."""
+    th = problem.EFTTheory.build(erf, X3, problem.basis(6), max_cutoff=100.0)
+    assert th.orders == th.data_orders == (1, 3, 4, 5, 6)
+    g = np.array([1e-3, -2e-4, 3e-5, 1e-5])
+    D = th.at(10.0)[0]
+    np.testing.assert_allclose(th.estimand(D @ g, [10.0])[0], g, rtol=1e-8)
+    exact = th.estimand(th.exact_deviation(5), [10.0])[0]
+    assert exact[0] == 0 and exact[2] == 0 and exact[1] < 0
