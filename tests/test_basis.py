@@ -139,13 +139,14 @@ def test_loo_takes_constant_observations_as_their_own_term():
 
 
 def _args(**kw):
-    base = {"couplings": "lambda", "max_dimension": None, "symmetry": None}
+    base = {"couplings": None, "max_dimension": None, "symmetry": None}
     return argparse.Namespace(**{**base, **kw})
 
 
 def test_cli_basis_options():
     from nngp_ppl.commands.infer import _basis
 
+    assert _basis(_args()) == ("lambda",)
     assert _basis(_args(couplings="g3,lambda")) == ("g3", "lambda")
     assert _basis(_args(max_dimension="6", symmetry="z2")) == ("lambda", "kappa")
     assert _basis(_args(max_dimension="6")) == ("g3", "lambda", "g5", "kappa")
@@ -156,6 +157,7 @@ def test_cli_basis_options():
                     ({"max_dimension": "6", "symmetry": "u1"}, "--symmetry"),
                     ({"symmetry": "z2"}, "--symmetry needs --max-dimension"),
                     ({"max_dimension": "6", "couplings": "g3,lambda"}, "not both"),
+                    ({"max_dimension": "6", "couplings": "lambda"}, "not both"),
                     ({"couplings": "g3"}, "--couplings")):
         with pytest.raises(nn.NNGPInputError, match=msg):
             _basis(_args(**kw))

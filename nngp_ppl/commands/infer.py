@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("file", metavar="RUN.nc", help="file written by `nngp-ppl sample`")
     p.add_argument("--cutoffs", required=True, metavar="Λ,Λ,...",
                    help='cutoffs, e.g. "10,100,1000", or "paper" for the paper\'s 21')
-    p.add_argument("--couplings", default="lambda", metavar="NAMES",
+    p.add_argument("--couplings", default=None, metavar="NAMES",
                    help="couplings to infer: lambda or lambda,kappa, either with g3 (or "
                         "g3,g5), fitted to the odd correlators (sample orders 1,3); default "
                         "lambda")
@@ -138,8 +138,8 @@ def _basis(args) -> tuple[str, ...]:
         if args.symmetry is not None:
             raise NNGPInputError("--symmetry needs --max-dimension (the symmetry prunes the "
                                  "basis of operators up to that dimension)")
-        return _couplings(args.couplings)
-    if args.couplings != "lambda":
+        return _couplings("lambda" if args.couplings is None else args.couplings)
+    if args.couplings is not None:
         raise NNGPInputError("give either --couplings or --max-dimension, not both")
     k = _integer("--max-dimension", args.max_dimension, minimum=4)
     if k > 6:
