@@ -38,6 +38,10 @@ names. The last step writes such a study and runs it as a shell would::
 (sample, fit, infer, flow and the report; no exact stage, since no exact finite-width
 oracle exists for this network, and the report says so run by run). A closure, or a
 function defined in a script run as ``__main__``, cannot be reloaded: saving one is refused.
+Reading a file never imports the functions it names: the study names its factory, and
+this script hands the functions to ``JaxNetwork`` itself, which names their module; a
+later session reading these files names it first (``nngp-ppl show --ensemble
+own_nets.deep_tanh:network run.nc``, or ``nngp_ppl.allow_import("own_nets.deep_tanh")``).
 
 Run:  python examples/06_own_network.py [--small] [--cutoff 5] [--out DIR]
 """

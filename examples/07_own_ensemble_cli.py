@@ -4,16 +4,22 @@ The ensemble is a class of your own, outside the package: ``examples/own_nets/co
 defines ``CosNet``, a single-layer net with σ(z) = cos z, its closed-form GP kernel and the
 activation in NumPy for the exact oracle. Nothing is registered: the CLI names it by import
 path, every file records that path, and every later stage reads the ensemble back from
-the file. In a shell the same run is::
+the file. Reading a file never imports the code it names (a checksum can be recomputed by
+anyone, so a file is no proof of who wrote it): each reading command is told which module
+to trust with the same ``--ensemble``. In a shell the same run is::
 
     export PYTHONPATH=examples                 # where own_nets lives
-    nngp-ppl sample --ensemble own_nets.cos_net:CosNet --sigma-b 0.5 \\
+    E=own_nets.cos_net:CosNet
+    nngp-ppl sample --ensemble $E --sigma-b 0.5 \\
         --inputs "-1,-0.3,0.4,1" --widths 2,5,20 --n-nets 20000 -o cos.nc
-    nngp-ppl show cos.nc                       # m_4, m_6 against the exact finite-width values
-    nngp-ppl fit cos.nc --cutoffs 5,20,100 -o cos_fit.nc
-    nngp-ppl infer cos.nc --cutoffs 5,100 -o cos_post.nc
-    nngp-ppl flow cos_post.nc -o cos_beta.nc
+    nngp-ppl show --ensemble $E cos.nc         # m_4, m_6 against the exact finite-width values
+    nngp-ppl fit --ensemble $E cos.nc --cutoffs 5,20,100 -o cos_fit.nc
+    nngp-ppl infer --ensemble $E cos.nc --cutoffs 5,100 -o cos_post.nc
+    nngp-ppl flow --ensemble $E cos_post.nc -o cos_beta.nc
     nngp-ppl reproduce --config cos.toml --out cos_study   # the whole study, with report.md
+
+(the study file names the class itself, ``ensemble = "own_nets.cos_net:CosNet"``, which
+counts as naming it).
 
 where ``cos.toml`` is the study this script writes (``[[run]] ensemble =
 "own_nets.cos_net:CosNet"``). The script runs these commands in this process
@@ -90,12 +96,15 @@ def main(argv=None):
     cli("sample", "--ensemble", "own_nets.cos_net:CosNet", "--sigma-b", "0.5",
         "--inputs", INPUTS, "--widths", "2,5,20", "--n-nets", str(n_nets), "--seed", "7",
         "--no-progress", "-o", str(run))
-    cli("show", str(run))
-    cli("fit", str(run), "--cutoffs", "5,20,100", "--propagator", "bias_subtracted",
+    # As in a shell, each reading command names the module it may import (in this one
+    # process `sample --ensemble` has named it already, so the flags change nothing here).
+    trust = ("--ensemble", "own_nets.cos_net:CosNet")
+    cli("show", *trust, str(run))
+    cli("fit", *trust, str(run), "--cutoffs", "5,20,100", "--propagator", "bias_subtracted",
         "-o", str(fit))
-    cli("infer", str(run), "--cutoffs", "5,100", "--widths", "5,20", "--chains", "4",
+    cli("infer", *trust, str(run), "--cutoffs", "5,100", "--widths", "5,20", "--chains", "4",
         "--samples", str(samples), "--warmup", str(warmup), "--no-progress", "-o", str(post))
-    cli("flow", str(post), "-o", str(beta))
+    cli("flow", *trust, str(post), "-o", str(beta))
     study = out / "cos.toml"
     study.write_text(STUDY.format(n_nets=n_nets, samples=samples, warmup=warmup,
                                   inputs=INPUTS))

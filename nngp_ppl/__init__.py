@@ -19,7 +19,11 @@ process; turning x64 off after import makes the float64 entry points refuse to r
 (:func:`require_x64`) rather than return float32 results.
 """
 
-import jax as _jax
+from . import _startup
+
+_startup.guard()  # Ctrl-C while the command line starts: one line, not a traceback
+
+import jax as _jax  # noqa: E402
 
 
 def enable_x64() -> None:
@@ -46,6 +50,7 @@ from .ensembles import (  # noqa: E402
     GaussNet,
     ReLUNet,
     SingleLayerNet,
+    allow_import,
     make_ensemble,
     register_activation,
     register_ensemble,
@@ -78,6 +83,7 @@ __all__ = [
     "MLP",
     "JaxNetwork",
     "TwoPointWarning",
+    "allow_import",
     "make_ensemble",
     "register_activation",
     "register_ensemble",

@@ -17,8 +17,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import io
 import json
 import os
+import re
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -48,15 +51,46 @@ EXACT_FORMAT, EXACT_VERSION = "nngp_ppl.ExactSummary", 2
 SIXPOINT_FORMAT, SIXPOINT_VERSION = "nngp_ppl.ConnectedSixPoint", 1
 
 
+def check_replaceable(option: str, path) -> None:
+    """Refuse to replace ``path`` when it exists and is not a writable regular file.
+
+    The atomic write renames a new file onto the name, which would silently turn a device
+    node (``-o /dev/null``, run as root) into a regular file and replace a result its owner
+    made read-only (mode 444; root passes every permission check, so the mode bits are
+    read, not ``os.access``).
+    """
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as err:
+        raise NNGPInputError(f"{option}: cannot use {path} ({err.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in (
+            (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+            (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+            (stat.S_ISDIR, "a directory")) if test(st.st_mode)), "not a regular file")
+        raise NNGPInputError(
+            f"{option}: {path} is {kind}; results are written to regular files only "
+            "(the file is replaced as a whole), so give a file name")
+    if not st.st_mode & 0o222:
+        raise NNGPInputError(
+            f"{option}: {path} exists and is read-only (mode {stat.S_IMODE(st.st_mode):o}); "
+            "it will not be replaced: make it writable (chmod u+w) or choose another output")
+
+
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path, *, option: str = "path"):
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     An exception or interruption removes the temporary file and leaves ``path`` untouched,
     so an interrupted run never leaves a half-written output. The rename is atomic on
-    POSIX file systems because both names live in the same directory.
+    POSIX file systems because both names live in the same directory. An existing ``path``
+    that is not a writable regular file is refused (:func:`check_replaceable`), before and
+    again just before the rename.
     """
     path = Path(path)
+    check_replaceable(option, path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
@@ -67,6 +101,7 @@ def atomic_path(path):
     os.chmod(tmp, 0o666 & ~umask)
     try:
         yield Path(tmp)
+        check_replaceable(option, path)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -82,7 +117,8 @@ def output_file(option: str, path, *, inputs=()) -> Path:
 
     Refused: an empty name, a name ending in a path separator or naming a directory (the
     result would be a file called like the directory), the same file as one of ``inputs``
-    (it would be overwritten), a parent that is a file, and a directory this process cannot
+    (it would be overwritten), an existing device node, pipe or read-only file
+    (:func:`check_replaceable`), a parent that is a file, and a directory this process cannot
     create files in (probed by creating and removing a temporary file, which is what the
     atomic write will do). A missing parent directory is fine if it can be created.
     """
@@ -97,6 +133,7 @@ def output_file(option: str, path, *, inputs=()) -> Path:
     out = Path(text)
     if out.is_dir():
         raise NNGPInputError(f"{option} must be a file name, got the directory {text}")
+    check_replaceable(option, out)
     for src in inputs:
         # Compared whether or not they exist yet: `-o a.nc --plot a.nc` would overwrite.
         src = Path(src)
@@ -124,6 +161,61 @@ def output_file(option: str, path, *, inputs=()) -> Path:
     with contextlib.suppress(OSError):
         os.unlink(probe)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# attributes read back from a file: never trusted
+# ---------------------------------------------------------------------------------------------
+#: Deepest nesting of lists and objects a JSON attribute may have. The package writes at
+#: most 3 levels (an ensemble description inside a run plan); a crafted file with
+#: thousands would make the parser, or any code walking the result, hit Python's
+#: recursion limit.
+MAX_JSON_DEPTH = 32
+
+_JSON_STRING = re.compile(r'"(?:\\.|[^"\\])*"')
+
+
+def json_attr(value, key: str):
+    """The JSON attribute ``key`` of a file, parsed; ValueError when it is not JSON or is
+    nested deeper than :data:`MAX_JSON_DEPTH` (checked before parsing)."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    if not isinstance(text, str):
+        raise ValueError(f"attribute {key!r} is not a JSON string")
+    bare = np.frombuffer(_JSON_STRING.sub("", text).encode("utf-8", "replace"), np.uint8)
+    depth = np.cumsum((bare == ord("[")) | (bare == ord("{")), dtype=np.int64) - np.cumsum(
+        (bare == ord("]")) | (bare == ord("}")), dtype=np.int64)
+    if depth.size and int(depth.max()) > MAX_JSON_DEPTH:
+        raise ValueError(f"attribute {key!r} is nested {int(depth.max())} levels deep (at "
+                         f"most {MAX_JSON_DEPTH} are read)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"attribute {key!r} is not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise ValueError(f"attribute {key!r} is nested too deeply") from None
+
+
+def format_version(attrs) -> int | None:
+    """The file's ``nngp_ppl_format_version`` as an int; -1 when absent, None when it is
+    not an integer (a string, a list, a fraction)."""
+    value = attrs.get("nngp_ppl_format_version", -1)
+    arr = np.asarray(value)
+    if arr.size != 1 or arr.dtype.kind not in "iu":
+        return None
+    return int(arr.item())
+
+
+def version_error(name: str, path, got, wanted: int, what: str = "file") -> NNGPInputError:
+    """The error for a file whose layout version is not ``wanted`` (``got`` None: not an
+    integer at all)."""
+    if got is None:
+        return NNGPInputError(
+            f"{name}: {path} is not a readable {what}: its nngp_ppl_format_version is not "
+            f"an integer (this nngp_ppl reads version {wanted}); it was damaged or not "
+            "written by nngp_ppl")
+    return NNGPInputError(
+        f"{name}: {path} has file layout version {got}; this nngp_ppl reads version "
+        f"{wanted}: re-run the command that wrote it")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,16 +318,57 @@ def _load(path, tree: bool):
     return xr.load_dataset(path, engine="h5netcdf")
 
 
+def netcdf_bytes(obj) -> bytes:
+    """A Dataset or DataTree as the bytes of a netCDF-4 (HDF5) file, built in memory.
+
+    HDF5 does not survive a failed write: on a full disk h5py raised "Can't close file",
+    printed a screen of "Exception ignored" tracebacks and then crashed the interpreter
+    (exit 139, measured with a 512 KiB tmpfs). Building the file in memory and writing its
+    bytes with plain Python I/O (:func:`write_bytes`) turns a full disk into one OSError.
+    """
+    buf = io.BytesIO()
+    with _local_write_lock():
+        obj.to_netcdf(buf, engine="h5netcdf")
+    return buf.getvalue()
+
+
+def _local_write_lock():
+    """Make xarray guard the write with a local lock even while a Dask ``distributed``
+    client is active (``--dask``): it would otherwise ask the scheduler for a lock named by
+    the target, which a file object cannot name. The data are in memory: no Dask graph
+    runs, so the scheduler choice changes nothing else."""
+    try:
+        import dask
+    except ImportError:
+        return contextlib.nullcontext()
+    return dask.config.set(scheduler="sync")
+
+
+def write_bytes(tmp, data: bytes, *, target=None, durable: bool = False) -> None:
+    """Write ``data`` to ``tmp`` (optionally flushed to disk); an OSError (a full disk, an
+    I/O error) names ``target``, the file the user asked for, not the temporary name."""
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
+    except OSError as err:
+        raise OSError(err.errno, err.strerror or str(err), os.fspath(target or tmp)) from None
+
+
 def write_netcdf(obj, path, *, file_format: str | None = None, version: int | None = None,
                  durable: bool = False) -> Path:
     """Write a Dataset or DataTree to netCDF atomically, with a ``checksum`` attribute.
 
     The digest is computed from the file as written and read back (so it is exactly what
     :func:`read_netcdf` will recompute, whatever xarray's encoding does to strings, booleans
-    or one-element lists) and stamped onto the temporary file before the rename. With
+    or one-element lists) and stamped onto the file before it is written. With
     ``file_format``/``version`` the root attributes ``nngp_ppl_format`` and
-    ``nngp_ppl_format_version`` are set first. ``durable`` also flushes the file to disk
-    before the rename (checkpoints).
+    ``nngp_ppl_format_version`` are set first. The file is built in memory
+    (:func:`netcdf_bytes`) and written under a temporary name renamed at the end
+    (:func:`atomic_path`), so a full disk is one OSError and leaves nothing behind.
+    ``durable`` also flushes the file to disk before the rename (checkpoints).
     """
     import h5netcdf
     import xarray as xr
@@ -248,14 +381,13 @@ def write_netcdf(obj, path, *, file_format: str | None = None, version: int | No
     if version is not None:
         obj.attrs["nngp_ppl_format_version"] = int(version)
     obj.attrs.pop(CHECKSUM_ATTR, None)
+    check_replaceable("path", path)
+    buf = io.BytesIO(netcdf_bytes(obj))
+    digest = content_checksum(_load(io.BytesIO(buf.getvalue()), tree))
+    with h5netcdf.File(buf, "a") as f:
+        f.attrs[CHECKSUM_ATTR] = digest
     with atomic_path(path) as tmp:
-        obj.to_netcdf(tmp, engine="h5netcdf")
-        digest = content_checksum(_load(tmp, tree))
-        with h5netcdf.File(tmp, "a") as f:
-            f.attrs[CHECKSUM_ATTR] = digest
-        if durable:
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
+        write_bytes(tmp, buf.getvalue(), target=path, durable=durable)
     return path
 
 
@@ -340,11 +472,8 @@ def read_netcdf(path, *, name: str, what: str, tree: bool = False, file_format=N
                 f"{found}"
             )
         if version is not None:
-            got_v = int(np.asarray(obj.attrs.get("nngp_ppl_format_version", -1)).item())
+            got_v = format_version(obj.attrs)
             if got_v != version:
-                raise NNGPInputError(
-                    f"{name}: {path} has file layout version {got_v}; this nngp_ppl reads "
-                    f"version {version}: re-run the command that wrote it"
-                )
+                raise version_error(name, path, got_v, version, what)
     verify_checksum(obj, name=name, path=path, what=what)
     return obj

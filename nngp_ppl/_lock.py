@@ -28,6 +28,9 @@ from ._checks import NNGPInputError
 #: Name of the lock file taken inside an output directory.
 DIRECTORY_LOCK_NAME = ".nngp-ppl.lock"
 
+#: Absolute paths of the lock files this process holds (a nested request is granted).
+_HELD: set[str] = set()
+
 #: flock errors that mean "this file system cannot lock", not "someone holds the lock".
 _UNSUPPORTED = {e for e in (getattr(errno, n, None) for n in ("ENOLCK", "EOPNOTSUPP",
                                                                "ENOTSUP", "ENOSYS")) if e}
@@ -51,16 +54,25 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def exclusive_lock(target, *, option: str, directory: bool = False):
+def exclusive_lock(target, *, option: str, directory: bool = False, reentrant: bool = False):
     """Hold an exclusive lock on ``target`` for the ``with`` block, or fail at once.
 
     ``option`` names what the user gave (e.g. ``"-o"``, ``"--out"``) so that the error reads
     as an answer to their command. The lock's parent directory must exist (the caller creates
     output directories first). Raises :class:`NNGPInputError` if another live process holds
     the lock; never blocks. On a file system without locks it warns (RuntimeWarning) and
-    yields ``None`` instead of the lock file's path.
+    yields ``None`` instead of the lock file's path. ``reentrant``: a lock this process
+    already holds is granted again (a library call inside a command that locked first);
+    otherwise even this process's own lock refuses.
     """
     path = lock_path_for(target, directory=directory)
+    key = os.path.abspath(path)
+    if reentrant and key in _HELD:
+        # This process holds it already (the CLI locks a checkpoint, then the library it
+        # calls locks it again): flock locks belong to an open file, so a second open here
+        # would refuse its own holder.
+        yield path
+        return
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -101,11 +113,13 @@ def exclusive_lock(target, *, option: str, directory: bool = False):
             break
         # The previous holder removed the file between our open and our flock: start over.
         os.close(fd)
+    _HELD.add(key)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         yield path
     finally:
+        _HELD.discard(key)
         # Unlink while still holding the lock, so no one can lock this inode after we let go.
         with contextlib.suppress(OSError):
             os.unlink(path)

@@ -92,6 +92,7 @@ import numpy as np
 
 from . import _native
 from . import tuples as _tuples
+from ._checks import NNGPInputError
 from .checkpoint import ShardSums
 from .ensembles import Ensemble, network_keys
 from .stats import TAIL_POWERS, accumulated_orders, rows_of
@@ -346,14 +347,47 @@ def _assemble_moments(plan: _Plan, moments, products) -> dict[int, np.ndarray]:
 
 def _masked_outputs(net: Ensemble, width: int, batch: int, X, seed, start, n_valid):
     """(batch, k) float32 outputs of networks ``start ..``, rows past ``n_valid`` zero
-    (every monomial has order >= 1, so a zero row adds nothing)."""
+    (every monomial has order >= 1, so a zero row adds nothing).
+
+    The shape is checked when the step is traced: both kernels read the outputs as a
+    (batch, k) array, so a user's ``network_outputs`` returning, say, (batch, k + 1) would
+    otherwise be read with the wrong stride (the C kernel) and give plausible garbage.
+    """
     f = net.network_outputs(network_keys(seed, width, start, batch), X, width, jnp.float32)
+    check_output_shape(net, f, batch, len(X), width)
+    f = jnp.asarray(f, jnp.float32)
     return jnp.where((jnp.arange(batch) < n_valid)[:, None], f, 0.0)
+
+
+def check_output_shape(net, f, batch: int, k: int, width: int) -> None:
+    """Refuse outputs of ``net.network_outputs`` that are not ``(batch, k)`` real numbers."""
+    shape = getattr(f, "shape", None)
+    dtype = getattr(f, "dtype", None)
+    if shape != (batch, k) or dtype is None or not (jnp.issubdtype(dtype, jnp.floating)
+                                                    or jnp.issubdtype(dtype, jnp.integer)):
+        got = (f"an array of shape {tuple(shape)} and dtype {dtype}" if shape is not None
+               else f"a {type(f).__name__}")
+        raise NNGPInputError(
+            f"net: {net.describe()}: network_outputs(keys, X, width={width}) must return "
+            f"one real output per network and input, shape (len(keys), len(X)) = "
+            f"({batch}, {k}), but returned {got}"
+        )
+
+
+def _refuse_nonfinite(net, width: int, first: int, count: int, bad: int) -> None:
+    """One error naming the width and the batch whose outputs were NaN or infinite."""
+    raise NNGPInputError(
+        f"net: {net.describe()}: {bad} of the outputs of networks {first}..{first + count - 1}"
+        f" at width {width} are NaN or infinite (a network that overflows or divides by "
+        "zero, e.g. for these inputs or sigmas); they are not summed into the statistics. "
+        "Check network_outputs for these hyperparameters, or use smaller inputs or sigmas"
+    )
 
 
 @lru_cache(maxsize=32)
 def _compiled_step(net: Ensemble, width: int, batch: int, chunk: int, plan: _Plan):
-    """jit-compiled ``step(totals, X, seed, start, n_valid) -> totals + batch sums``.
+    """jit-compiled ``step(totals, X, seed, start, n_valid) -> (totals + batch sums, number
+    of non-finite outputs in the batch)``.
 
     The forward pass runs on the whole batch; the monomial sums run over chunks of
     ``chunk`` networks in a ``lax.scan``, so that the materialised products and the
@@ -363,14 +397,17 @@ def _compiled_step(net: Ensemble, width: int, batch: int, chunk: int, plan: _Pla
     """
 
     def step(totals, X, seed, start, n_valid):
-        f = _masked_outputs(net, width, batch, X, seed, start, n_valid).astype(jnp.float64)
-        chunks = f.reshape(batch // chunk, chunk, plan.k).transpose(0, 2, 1)
+        f = _masked_outputs(net, width, batch, X, seed, start, n_valid)
+        # Counted on the device, judged on the host when the batch retires (one reduction
+        # over the outputs, no transfer); masked rows are zero and so finite.
+        bad = jnp.sum(~jnp.isfinite(f))
+        chunks = f.astype(jnp.float64).reshape(batch // chunk, chunk, plan.k).transpose(0, 2, 1)
 
         def add_chunk(carry, F):
             return jax.tree.map(jnp.add, carry, _monomial_sums(F, plan)), None
 
         totals, _ = jax.lax.scan(add_chunk, totals, chunks)
-        return totals
+        return totals, bad
 
     return jax.jit(step)
 
@@ -405,8 +442,9 @@ class _Job:
     kind, which makes a shard's sums bitwise independent of the device it ran on.
     """
 
-    def __init__(self, X, seed, start, count, plan: _Plan, batch, device=None):
+    def __init__(self, net, X, width, seed, start, count, plan: _Plan, batch, device=None):
         self.count = count
+        self._net, self._width = net, width
         self._batch, self._start = batch, start
         self._plan = plan
         self._put = (lambda a: a) if device is None else (lambda a: jax.device_put(a, device))
@@ -423,18 +461,18 @@ class _Job:
             return None
         n_valid = min(self._batch, self.count - offset)
         return (self._put(jnp.asarray(self._start + offset, jnp.uint32)),
-                self._put(jnp.asarray(n_valid, jnp.int32))), n_valid
+                self._put(jnp.asarray(n_valid, jnp.int32))), (self._start + offset, n_valid)
 
-    def _finish(self, value, n_valid: int) -> None:
-        """Wait for one dispatched batch (and, on the host, add it)."""
+    def _finish(self, value, first: int, n_valid: int) -> None:
+        """Wait for one dispatched batch (networks ``first ..``; on the host, add it)."""
         raise NotImplementedError
 
     def retire(self, keep: int) -> int:
         """Wait until at most ``keep`` batches are in flight; return the networks finished."""
         done = 0
         while len(self._inflight) > keep:
-            value, n_valid = self._inflight.popleft()
-            self._finish(value, n_valid)
+            value, (first, n_valid) = self._inflight.popleft()
+            self._finish(value, first, n_valid)
             done += n_valid
         return done
 
@@ -444,7 +482,7 @@ class _ShardJob(_Job):
 
     def __init__(self, net, X, width, seed, start, count, plan: _Plan, batch, chunk,
                  device=None):
-        super().__init__(X, seed, start, count, plan, batch, device)
+        super().__init__(net, X, width, seed, start, count, plan, batch, device)
         self._step = _compiled_step(net, width, batch, chunk, plan)
         self._totals = self._put(_zero_totals(plan))
 
@@ -453,13 +491,15 @@ class _ShardJob(_Job):
         nxt = self._next_batch()
         if nxt is None:
             return False
-        args, n_valid = nxt
-        self._totals = self._step(self._totals, self._X, self._seed, *args)
-        self._inflight.append((self._totals, n_valid))
+        args, which = nxt
+        self._totals, bad = self._step(self._totals, self._X, self._seed, *args)
+        self._inflight.append((bad, which))
         return True
 
-    def _finish(self, value, n_valid: int) -> None:
-        jax.block_until_ready(value)
+    def _finish(self, value, first: int, n_valid: int) -> None:
+        bad = int(value)  # waits for the batch
+        if bad:
+            _refuse_nonfinite(self._net, self._width, first, n_valid, bad)
 
     def result(self) -> ShardSums:
         self.retire(0)
@@ -493,7 +533,7 @@ class _HostShardJob(_Job):
 
     def __init__(self, net, X, width, seed, start, count, plan: _Plan, batch, lib,
                  device=None):
-        super().__init__(X, seed, start, count, plan, batch, device)
+        super().__init__(net, X, width, seed, start, count, plan, batch, device)
         self._step = _compiled_outputs(net, width, batch)
         self._sums = _native.HostSums(lib, plan.k, plan.orders, plan.split, plan.covariance)
 
@@ -501,12 +541,22 @@ class _HostShardJob(_Job):
         nxt = self._next_batch()
         if nxt is None:
             return False
-        args, n_valid = nxt
-        self._inflight.append((self._step(self._X, self._seed, *args), n_valid))
+        args, which = nxt
+        self._inflight.append((self._step(self._X, self._seed, *args), which))
         return True
 
-    def _finish(self, value, n_valid: int) -> None:
-        self._sums.add(np.asarray(value)[:n_valid])
+    def _finish(self, value, first: int, n_valid: int) -> None:
+        f = np.asarray(value)[:n_valid]
+        # The shape was fixed when the step was traced (_masked_outputs); what the C kernel
+        # is handed must still be exactly (n, k) float32 in row order, or it reads past rows.
+        if f.shape != (n_valid, self._plan.k) or f.dtype != np.float32:
+            raise NNGPInputError(
+                f"net: outputs of shape {f.shape} and dtype {f.dtype} where ({n_valid}, "
+                f"{self._plan.k}) float32 was expected")
+        if not np.isfinite(f).all():
+            _refuse_nonfinite(self._net, self._width, first, n_valid,
+                              int(np.count_nonzero(~np.isfinite(f))))
+        self._sums.add(f)
 
     def result(self) -> ShardSums:
         self.retire(0)

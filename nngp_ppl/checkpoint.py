@@ -39,7 +39,15 @@ import numpy as np
 
 from . import tuples as _tuples
 from ._checks import NNGPInputError
-from ._io import atomic_path, load_netcdf
+from ._io import (
+    atomic_path,
+    format_version,
+    json_attr,
+    load_netcdf,
+    netcdf_bytes,
+    version_error,
+    write_bytes,
+)
 from .ensembles import Ensemble, ensemble_from_dict
 from .stats import TAIL_POWERS, CorrelatorStats, accumulated_orders, content_checksum
 
@@ -263,11 +271,9 @@ class ShardLedger:
     def save(self, path) -> Path:
         """Write the ledger atomically and durably (temporary file, fsync, rename)."""
         path = Path(path)
-        ds = self.to_dataset()
+        data = netcdf_bytes(self.to_dataset())  # in memory: a full disk is one OSError
         with atomic_path(path) as tmp:
-            ds.to_netcdf(tmp, engine="h5netcdf")
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
+            write_bytes(tmp, data, target=path, durable=True)
         # Make the rename itself durable (POSIX: fsync of the directory entry).
         with contextlib.suppress(OSError):
             fd = os.open(path.parent if str(path.parent) else ".", os.O_RDONLY)
@@ -287,12 +293,10 @@ class ShardLedger:
             raise NNGPInputError(f"{err}; delete it to start the run over") from None
         if ds.attrs.get("nngp_ppl_format") != CHECKPOINT_FORMAT:
             raise NNGPInputError(f"checkpoint: {path} is not an nngp_ppl checkpoint file")
-        if int(ds.attrs.get("nngp_ppl_format_version", -1)) != CHECKPOINT_VERSION:
-            raise NNGPInputError(
-                f"checkpoint: {path} has layout version "
-                f"{ds.attrs.get('nngp_ppl_format_version')}; this nngp_ppl reads "
-                f"{CHECKPOINT_VERSION}"
-            )
+        version = format_version(ds.attrs)
+        if version != CHECKPOINT_VERSION:
+            err = version_error("checkpoint", path, version, CHECKPOINT_VERSION, "checkpoint")
+            raise NNGPInputError(f"{err}; delete it to start the run over")
         try:
             digest = content_checksum(ds)
         except ValueError as err:
@@ -303,7 +307,7 @@ class ShardLedger:
                 "start the run over"
             )
         try:
-            plan = RunPlan.from_description(json.loads(ds.attrs["plan"]))
+            plan = RunPlan.from_description(json_attr(ds.attrs["plan"], "plan"))
             ledger = cls(plan)
             folded = ds["folded"].values
             counts = ds["folded_shards"].values

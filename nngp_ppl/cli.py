@@ -156,18 +156,24 @@ def main(argv=None) -> int:
     run the subcommand, return its exit status. Run as the program itself (no ``argv``),
     it first gives JAX one CPU device per core (:func:`cpu_devices_per_core`); a call
     from Python with an explicit ``argv`` leaves the caller's JAX set-up alone."""
+    from . import _startup
     from ._checks import NNGPInputError
 
     if argv is None:
         cpu_devices_per_core()
     parser = build_parser()
     args = parser.parse_args(argv)
+    _startup.release()  # from here on an interrupt is handled below (exit 130, one line)
     stdout, sys.stdout = sys.stdout, _PipeSafeStdout(sys.stdout)
     # Like Ctrl-C: temporary files removed, locks released, the resume hint printed.
     sigterm = None
     if threading.current_thread() is threading.main_thread():
         sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        if getattr(args, "trusted_ensembles", None):
+            from .ensembles import allow_import
+
+            allow_import(*args.trusted_ensembles)
         return int(args.func(args) or 0)
     except NNGPInputError as err:
         module = sys.modules.get(getattr(args.func, "__module__", ""), None)

@@ -39,6 +39,7 @@ import dataclasses
 import functools
 import importlib
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -167,10 +168,20 @@ class Ensemble:
 
     def kernel(self, X, Y=None) -> np.ndarray:
         """GP kernel K(x, y) as an (n, m) NumPy array; rows of X and Y are inputs of
-        dimension d_in (:meth:`traced_kernel` on validated inputs)."""
+        dimension d_in (:meth:`traced_kernel` on validated inputs).
+
+        Without ``Y`` it is the Gram matrix on X, which every stage factorises or divides
+        by: it is refused unless finite, symmetric and positive semi-definite
+        (:func:`check_gram`), so that a user's kernel that is none of these fails here
+        rather than as nonsense in a fit.
+        """
         self._require_zero_mean("kernel")
         X = _checks.inputs("X", X, self.d_in)
-        Y = X if Y is None else _checks.inputs("Y", Y, self.d_in)
+        if Y is None:
+            K = np.asarray(self.traced_kernel(jnp.asarray(X), jnp.asarray(X)))
+            check_gram(self, K, X)
+            return K
+        Y = _checks.inputs("Y", Y, self.d_in)
         return np.asarray(self.traced_kernel(jnp.asarray(X), jnp.asarray(Y)))
 
     def kernel_growth(self, propagator: str = "full") -> float | None:
@@ -227,6 +238,58 @@ class Ensemble:
         """Inverse of :meth:`to_dict` (without its ``ensemble`` entry): the class's fields."""
         fields = {f.name for f in dataclasses.fields(cls) if f.init}
         return cls(**{k: v for k, v in d.items() if k in fields})
+
+
+#: Relative tolerance of :func:`check_gram` per input: a Gram matrix of n inputs may
+#: be asymmetric by, and have eigenvalues down to, -n * KERNEL_RTOL * max|K|. A kernel
+#: computed in float32 carries relative errors of a few 2^-24 per entry, and an error E
+#: moves the eigenvalues by at most ||E||_2 <= n max|E_ij| (Weyl; Gershgorin); 2^-23 per
+#: input covers that with room, while a genuinely indefinite or asymmetric kernel is off by
+#: O(1) of its scale.
+KERNEL_RTOL = 2.0**-23
+
+
+def check_gram(net, K, X) -> None:
+    """Refuse a Gram matrix ``K`` (n, n) of ``net``'s kernel at the n inputs ``X`` unless it
+    is finite, symmetric and positive semi-definite within :data:`KERNEL_RTOL`.
+
+    Positive semi-definiteness is tested by a Cholesky factorisation of
+    :math:`K + \\tau I`, :math:`\\tau = n\\,\\mathrm{RTOL}\\max|K|` (it exists iff the
+    smallest eigenvalue exceeds -τ); only a failure pays for the eigenvalues it reports.
+    """
+    K, n = np.asarray(K), len(X)
+    who = net.describe() if hasattr(net, "describe") else repr(net)
+    if K.shape != (n, n):
+        raise NNGPInputError(
+            f"net: the {who} kernel on {n} inputs must be an ({n}, {n}) matrix, got shape "
+            f"{K.shape}")
+    K = K.astype(np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(K)))
+    if bad:
+        raise NNGPInputError(
+            f"net: the {who} kernel is not finite on these inputs ({bad} of the {n}x{n} "
+            f"entries are NaN or infinite; largest |x| = {np.max(np.abs(X)):g}); use inputs "
+            "of moderate size, or check traced_kernel")
+    scale = float(np.max(np.abs(K))) if n else 0.0
+    tol = n * KERNEL_RTOL * scale
+    asym = np.abs(K - K.T)
+    if n and float(asym.max()) > tol:
+        a, b = np.unravel_index(int(np.argmax(asym)), asym.shape)
+        raise NNGPInputError(
+            f"net: the {who} kernel is not symmetric on these inputs: K[{a},{b}] = "
+            f"{K[a, b]:.6g} but K[{b},{a}] = {K[b, a]:.6g} (max |K| = {scale:.6g}); a GP "
+            "kernel must satisfy K(x, y) = K(y, x)")
+    if not n or scale == 0.0:
+        return
+    try:
+        np.linalg.cholesky((K + K.T) / 2 + tol * np.eye(n))
+    except np.linalg.LinAlgError:
+        low = float(np.linalg.eigvalsh((K + K.T) / 2)[0])
+        raise NNGPInputError(
+            f"net: the {who} kernel is not positive semi-definite on these inputs: its "
+            f"smallest eigenvalue is {low:.6g} (max |K| = {scale:.6g}, tolerance "
+            f"{-tol:.3g}); a covariance of network outputs cannot have negative variances, "
+            "so check traced_kernel (a sign, a missing term, float32 round-off)") from None
 
 
 def _register_pytree(cls) -> None:
@@ -787,28 +850,92 @@ def register_ensemble(cls: type[Ensemble]) -> type[Ensemble]:
     return cls
 
 
-def _import_object(path: str):
-    """The object named by ``"package.module:qualname"``."""
+#: Modules whose code a file may name (an ensemble class, a JaxNetwork's functions): those
+#: the user named (:func:`allow_import`, an import path given to :func:`make_ensemble` or
+#: ``--ensemble``, the functions handed to a :class:`~nngp_ppl.JaxNetwork`). A file is
+#: data: its ``ensemble`` attribute alone never causes an import (its checksum proves
+#: nothing about who wrote it; anyone can recompute one).
+_ALLOWED_MODULES: set[str] = set()
+
+
+def _module_of(path: str, what: str = "allow_import") -> str:
+    """The module part of ``"package.module"`` or ``"package.module:qualname"``."""
+    module = str(path).partition(":")[0]
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        raise NNGPInputError(
+            f"{what} must name a module 'package.module' or an import path "
+            f"'package.module:Class', got {path!r}")
+    return module
+
+
+def allow_import(*paths: str) -> None:
+    """Let files name code from these modules (``"package.module"`` or an import path
+    ``"package.module:Class"``, whose module counts; submodules included).
+
+    Reading a file never imports the module its ``ensemble`` attribute names, nor the
+    functions of a :class:`~nngp_ppl.JaxNetwork` it describes, unless the user named that
+    module: here, on the command line (``--ensemble package.module:Class``), by building
+    the ensemble from its import path (:func:`make_ensemble`, a study's ``ensemble``), or
+    by handing its functions to a JaxNetwork. A class of a module the session has
+    imported already is resolved without importing anything.
+    """
+    for path in paths:
+        _ALLOWED_MODULES.add(_module_of(path))
+
+
+def import_allowed(module: str) -> bool:
+    """Whether the user named ``module`` (or a package containing it), :func:`allow_import`."""
+    return any(module == m or module.startswith(m + ".") for m in _ALLOWED_MODULES)
+
+
+def refuse_import(path: str, what: str = "ensemble") -> NNGPInputError:
+    """The error for a file that names code the user did not name."""
+    module = _module_of(path, what)
+    return NNGPInputError(
+        f"the file names the {what} {path!r}, from the module {module}, which this session "
+        "has not been told to trust: reading a file never imports the code it names (a "
+        "checksum shows a file is intact, not who wrote it). If you trust it, name it "
+        f"yourself: --ensemble {path} on the command line, or "
+        f"nngp_ppl.allow_import({module!r}) in Python before reading")
+
+
+def _import_object(path: str, *, trusted: bool = True):
+    """The object named by ``"package.module:qualname"``.
+
+    ``trusted``: the user named it (it is imported, and its module allowed); otherwise
+    (a path read from a file) only an allowed or already imported module is looked in,
+    and only through its own attributes (a module's ``__getattr__`` may import).
+    """
     module, _, qualname = path.partition(":")
+    if trusted:
+        allow_import(_module_of(path, "ensemble"))
+    elif not (import_allowed(module) or module in sys.modules):
+        raise refuse_import(path)
     try:
         obj = importlib.import_module(module)
         for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError) as err:
+            obj = getattr(obj, part) if trusted else vars(obj)[part]
+    except (ImportError, AttributeError, ValueError, KeyError, TypeError) as err:
         raise NNGPInputError(
-            f"ensemble {path!r} cannot be imported ({err}); make its module importable (on "
-            "PYTHONPATH) or register the class with nngp_ppl.register_ensemble"
+            f"ensemble {path!r} cannot be imported ({type(err).__name__}: {err}); make its "
+            "module importable (on PYTHONPATH) or register the class with "
+            "nngp_ppl.register_ensemble"
         ) from None
     return obj
 
 
-def ensemble_class(name: str) -> type[Ensemble] | None:
+def ensemble_class(name: str, *, trusted: bool = False) -> type[Ensemble] | None:
     """The class saved as ``name``: a registered name or an import path
-    ``"package.module:Class"`` (an :class:`Ensemble` subclass); None for an unknown name."""
+    ``"package.module:Class"`` (an :class:`Ensemble` subclass); None for an unknown name.
+
+    A name read from a file (``trusted=False``) resolves only to a registered class or to
+    a class of a module the user named or imported (:func:`allow_import`); a file alone
+    never causes an import.
+    """
     key = str(name)
     if ":" not in key:
         return ENSEMBLES.get(key.lower())
-    obj = _import_object(key)
+    obj = _import_object(key, trusted=trusted)
     if not (isinstance(obj, type) and issubclass(obj, Ensemble)):
         raise NNGPInputError(f"ensemble {key!r} is not an nngp_ppl.Ensemble subclass")
     return obj
@@ -833,7 +960,7 @@ def make_ensemble(name: str, **hyper) -> Ensemble:
                     f"ensemble factory {key!r} must return an nngp_ppl.Ensemble, got "
                     f"{type(net).__name__}")
             return net
-    cls = ensemble_class(key)
+    cls = ensemble_class(key, trusted=True)
     if cls is not None:
         return cls(**hyper)
     key = key.lower()
@@ -849,7 +976,10 @@ def make_ensemble(name: str, **hyper) -> Ensemble:
 
 def ensemble_from_dict(d: dict) -> Ensemble:
     """Inverse of :meth:`Ensemble.to_dict`: the class its ``ensemble`` entry names (by
-    registration or import path) reads the rest (:meth:`Ensemble.from_description`)."""
+    registration or import path) reads the rest (:meth:`Ensemble.from_description`).
+
+    ``d`` comes from a file, so an import path resolves only in a module the user named or
+    imported (:func:`ensemble_class`, :func:`allow_import`): reading never imports code."""
     d = dict(d)
     name = d.pop("ensemble")
     cls = ensemble_class(name)

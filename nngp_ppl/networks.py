@@ -59,8 +59,12 @@ from .ensembles import (
     ACTIVATIONS,
     ENSEMBLES,
     SingleLayerNet,
+    _module_of,
+    allow_import,
+    import_allowed,
     kernel_growth_numeric,
     network_keys,
+    refuse_import,
     register_ensemble,
 )
 
@@ -374,8 +378,13 @@ class JaxNetwork(SingleLayerNet):
                         f"kernel: the ensemble {fn!r} has d_in={fn.d_in}, the network {d_in}"
                     )
                 continue
+            # The caller named these functions, so a file this net writes may name them
+            # back (from_description refuses functions of any module not named so).
             if isinstance(fn, str):
+                allow_import(_module_of(fn, what))
                 _import_path(fn, what)
+            elif callable(fn) and getattr(fn, "__module__", None) not in (None, "__main__"):
+                allow_import(fn.__module__)
             elif not callable(fn):
                 raise NNGPInputError(
                     f"{what} must be a callable or an import path 'package.module:function', "
@@ -476,13 +485,20 @@ class JaxNetwork(SingleLayerNet):
 
     @classmethod
     def from_description(cls, d: dict) -> JaxNetwork:
-        """Inverse of :meth:`to_dict`: imports ``init``/``apply`` by their paths."""
+        """Inverse of :meth:`to_dict`: imports ``init``/``apply`` by their paths, which must
+        be in modules the user named (:func:`~nngp_ppl.allow_import`; a description read
+        from a file never chooses code to import and call)."""
         keys = ("init", "apply", "d_in", "name", "kernel", "sigma_b", "kernel_width",
                 "kernel_nets", "kernel_seed", "two_point_exact")
         missing = [k for k in ("init", "apply") if not d.get(k)]
         if missing:
             raise NNGPInputError(f"JaxNetwork description lacks {missing}")
         d = dict(d)
+        for what in ("init", "apply", "kernel"):
+            # A file is data: it may name functions only from modules the user named.
+            path = d.get(what)
+            if isinstance(path, str) and not import_allowed(_module_of(path, what)):
+                raise refuse_import(path, f"JaxNetwork {what} function")
         if isinstance(d.get("kernel"), dict):
             from .ensembles import ensemble_from_dict
 

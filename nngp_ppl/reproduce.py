@@ -340,17 +340,24 @@ def _stage_key(stage: Stage, out: Path) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _load_manifest(out: Path) -> dict:
+def _load_manifest(out: Path, log=None) -> dict:
+    """The stage records of ``out``; an unreadable manifest is never trusted (every stage
+    is recomputed), and ``log`` says so, since that silently redoes hours of work."""
     path = out / MANIFEST
     if not path.is_file():
         return {"stages": {}}
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {"stages": {}}  # unreadable manifest: recompute (never trust it)
-    if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
-        return {"stages": {}}
-    return data
+        data = _io.json_attr(path.read_bytes(), MANIFEST)
+        problem = None if isinstance(data, dict) and isinstance(data.get("stages"), dict) \
+            else "no 'stages' record"
+    except (OSError, ValueError) as err:
+        problem = getattr(err, "strerror", None) or str(err)
+    if problem is None:
+        return data
+    if log is not None:
+        log(f"WARNING: {path} is damaged ({problem}), so no stage can be trusted to be up to "
+            "date: every stage runs again and its outputs are replaced")
+    return {"stages": {}}
 
 
 def write_text(path, text: str) -> Path:
@@ -788,7 +795,7 @@ def reproduce(preset="quick", out="demo_out", *, redo=(), progress: bool = True,
 
 def _reproduce(preset: Preset, out: Path, redo: tuple[str, ...], progress: bool, log,
                dry_run: bool) -> ReproduceResult:
-    manifest = _load_manifest(out)
+    manifest = _load_manifest(out, log)
     records = manifest["stages"]
     seconds: dict[str, float] = {}
 

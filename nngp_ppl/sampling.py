@@ -33,6 +33,7 @@ and no cross-device reduction is needed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections import deque
@@ -43,6 +44,7 @@ import numpy as np
 
 from . import _checks, _native
 from ._checks import NNGPInputError
+from ._lock import exclusive_lock
 from ._shard import (  # noqa: F401  (shard_sums, _ShardJob: the kernel's public face here)
     CHUNK,
     _chunk_size,
@@ -475,7 +477,8 @@ def sample_correlators(net: Ensemble, X, widths, n_nets: int, orders=(2, 4, 6),
         worker processes (:mod:`nngp_ppl.distributed`; needs the ``distributed`` extra).
     checkpoint : path, keyword-only, optional
         Save the finished shards there (atomically) after each shard. The file is left in
-        place when the run completes; delete it once the result is saved.
+        place when the run completes; delete it once the result is saved. It is locked for
+        the run (:mod:`nngp_ppl._lock`): a second run naming it is refused at once.
     resume : bool, keyword-only
         Continue from ``checkpoint`` if it exists (it must describe the same run); start
         afresh if it does not. Without ``resume`` an existing checkpoint is an error.
@@ -496,13 +499,25 @@ def sample_correlators(net: Ensemble, X, widths, n_nets: int, orders=(2, 4, 6),
     progress = _flag("progress", progress)
     resume = _flag("resume", resume)
     executor = executor_for(devices, dask)
-    ledger, checkpoint = _open_ledger(requested, checkpoint, resume, batch_size, shard_size)
-    executor.check(ledger.plan)
-    _warn_if_noise_is_undefined(ledger.plan)
-    _execute(ledger, executor, checkpoint, progress)
+    with _checkpoint_lock(checkpoint):
+        ledger, checkpoint = _open_ledger(requested, checkpoint, resume, batch_size,
+                                          shard_size)
+        executor.check(ledger.plan)
+        _warn_if_noise_is_undefined(ledger.plan)
+        _execute(ledger, executor, checkpoint, progress)
     stats = ledger.stats()
     check_tails(stats, stacklevel=3)  # point the warning at the caller
     return stats
+
+
+def _checkpoint_lock(checkpoint):
+    """Hold the checkpoint's lock for the run (:mod:`nngp_ppl._lock`): two runs naming the
+    same checkpoint would overwrite, or on completion delete, each other's shards."""
+    if checkpoint is None:
+        return contextlib.nullcontext()
+    path = _checkpoint_path(checkpoint)
+    path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    return exclusive_lock(path, option="checkpoint", reentrant=True)
 
 
 def _open_ledger(requested: RunPlan, checkpoint, resume: bool, batch_size,

@@ -77,7 +77,18 @@ import numpy as np
 from . import _checks
 from . import tuples as _tuples
 from ._checks import NNGPInputError
-from ._io import atomic_path, content_checksum, load_netcdf, output_file, verify_checksum
+from ._io import (
+    atomic_path,
+    content_checksum,
+    format_version,
+    json_attr,
+    load_netcdf,
+    netcdf_bytes,
+    output_file,
+    verify_checksum,
+    version_error,
+    write_bytes,
+)
 from .ensembles import Ensemble, ensemble_from_dict
 
 #: Value of the ``nngp_ppl_format`` attribute that marks a correlator-statistics file.
@@ -708,9 +719,9 @@ class CorrelatorStats:
     def to_netcdf(self, path) -> Path:
         """Write the statistics to a netCDF file, atomically (complete file or none)."""
         path = output_file("path", _file_path("path", path))
-        ds = self.to_dataset()
+        data = netcdf_bytes(self.to_dataset())  # in memory: a full disk is one OSError
         with atomic_path(path) as tmp:
-            ds.to_netcdf(tmp, engine="h5netcdf")
+            write_bytes(tmp, data, target=path)
         return path
 
     @classmethod
@@ -725,12 +736,9 @@ class CorrelatorStats:
             raise NNGPInputError(
                 f"path: {path} is not an nngp_ppl correlator-statistics file ({found})"
             )
-        version = int(np.asarray(ds.attrs.get("nngp_ppl_format_version", -1)).item())
+        version = format_version(ds.attrs)
         if version != FILE_VERSION:
-            raise NNGPInputError(
-                f"path: {path} has file layout version {version}; this nngp_ppl reads "
-                f"version {FILE_VERSION}"
-            )
+            raise version_error("path", path, version, FILE_VERSION, "run file")
         # Files written before the one-element rule of _io.canonical_attr hashed a
         # single order as the list [n]; they are still accepted.
         verify_checksum(ds, name="path", path=path, what="run file",
@@ -739,15 +747,18 @@ class CorrelatorStats:
             return cls._from_dataset(ds)
         except (KeyError, ValueError, TypeError) as err:
             raise NNGPInputError(f"path: {path} is damaged or incomplete ({err})") from None
+        except NNGPInputError as err:  # e.g. an ensemble the session was not told to trust
+            raise NNGPInputError(f"path: {path}: {err}") from None
 
     @classmethod
     def _from_dataset(cls, ds) -> CorrelatorStats:
         a = ds.attrs
-        net = ensemble_from_dict(json.loads(a["ensemble"]))
+        net = ensemble_from_dict(json_attr(a["ensemble"], "ensemble"))
         orders = tuple(int(v) for v in np.atleast_1d(a["orders"]))
         covariance = bool(int(a["covariance"]))
         widths = [int(w) for w in ds["width"].values]
-        ranges = {int(w): [tuple(r) for r in v] for w, v in json.loads(a["network_ranges"]).items()}
+        ranges = {int(w): [tuple(r) for r in v] for w, v in json_attr(a["network_ranges"],
+                                                                   "network_ranges").items()}
         acc = accumulated_orders(orders, covariance)
         moments = {w: {m: ds[f"moment_sum_{m}"].values[i] for m in acc}
                    for i, w in enumerate(widths)}

@@ -47,7 +47,14 @@ import numpy as np
 
 from . import _checks, _native
 from ._checks import NNGPInputError
-from ._shard import _assemble_moments, _chunk_size, _monomial_sums, _Plan, _zero_totals
+from ._shard import (
+    _assemble_moments,
+    _chunk_size,
+    _monomial_sums,
+    _Plan,
+    _refuse_nonfinite,
+    _zero_totals,
+)
 from ._shard import _compiled_outputs as _sampler_outputs
 from ._shard import _compiled_step as _sampler_step
 from .checkpoint import RunPlan, ShardLedger, ShardSums, remove_stale_temporaries
@@ -268,7 +275,8 @@ class _Sums:
     """One step's running sums over one shard: the sampler's C kernel on a CPU device,
     else its XLA kernel (:func:`nngp_ppl._shard.shard_job` chooses the same way)."""
 
-    def __init__(self, net, width: int, plan: _Plan, batch: int, device):
+    def __init__(self, net, width: int, plan: _Plan, batch: int, device, step: int):
+        self._net, self._width, self._stepno = net, width, step
         platform = getattr(device, "platform", "cpu")
         lib = _native.library() if platform == "cpu" else None
         self._plan = plan
@@ -288,14 +296,31 @@ class _Sums:
         programs): outputs to add on the host later, or None when already added."""
         if self._host is not None:
             return self._outputs(X, seed, first, valid)
-        self._totals = self._step(self._totals, X, seed, first, valid)
+        self._totals, bad = self._step(self._totals, X, seed, first, valid)
+        self._untrained_bad = (bad, first)
         return None
 
     def add(self, f, n_valid: int) -> None:
-        if f is None:
+        """Add one batch's outputs; NaN or infinite outputs are refused, never summed."""
+        if f is None:  # the sampler's step added them; it counted the non-finite ones
+            bad, first = self._untrained_bad
+            if int(bad):
+                _refuse_nonfinite(self._net, self._width, int(first), n_valid, int(bad))
             return
         if self._host is not None:
-            self._host.add(np.asarray(f)[:n_valid])
+            f = np.asarray(f)[:n_valid]
+            bad = int(np.count_nonzero(~np.isfinite(f)))
+        else:
+            bad = int(jnp.sum(~jnp.isfinite(f[:n_valid])))
+        if bad:
+            raise NNGPInputError(
+                f"training diverged: {bad} outputs of a batch of {n_valid} networks at width "
+                f"{self._width} are NaN or infinite after step {self._stepno}; they are not "
+                "summed into the statistics. Use a smaller learning_rate (gradient descent on "
+                "the MSE is stable for learning_rate < 2 n / the largest eigenvalue of the "
+                "NTK on x_train) or fewer steps")
+        if self._host is not None:
+            self._host.add(f)
         else:
             self._totals = self._add(self._totals, f)
 
@@ -332,7 +357,7 @@ class _TrainShard:
         self._train = _compiled_train(net, width, batch, setup.compiled)
         self._outputs = _compiled_outputs(net, width, batch, setup.parametrisation)
         splan = _Plan(plan.k, plan.orders, plan.covariance)
-        self._sums = [_Sums(net, width, splan, batch, device) for _ in setup.steps]
+        self._sums = [_Sums(net, width, splan, batch, device, step) for step in setup.steps]
         self._offsets = iter(range(0, count, batch))
         self._inflight: deque = deque()
 

@@ -179,12 +179,14 @@ def test_netcdf_round_trip_keeps_sums_and_provenance(tmp_path):
 
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
-    def broken(self, path, **kw):
-        with open(path, "wb") as fh:
-            fh.write(b"half a file")
+    # The file is built in memory and its bytes written by _io.write_bytes (a full disk is
+    # one OSError there): interrupt that write half-way.
+    def broken(tmp, data, **kw):
+        with open(tmp, "wb") as fh:
+            fh.write(data[: len(data) // 2])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", broken)
+    monkeypatch.setattr(nngp_ppl.stats, "write_bytes", broken)
     with pytest.raises(KeyboardInterrupt):
         make(outputs(10, 7)).to_netcdf(tmp_path / "run.nc")
     assert os.listdir(tmp_path) == []

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .._checks import NNGPInputError
+from .sample import add_trusted_ensemble_argument
 
 
 def register(subparsers) -> None:
@@ -30,6 +31,7 @@ def register(subparsers) -> None:
         description=__doc__.splitlines()[0].split(": ", 1)[1],
     )
     p.add_argument("file", metavar="RUN.nc", help="file written by `nngp-ppl sample`")
+    add_trusted_ensemble_argument(p)
     p.add_argument("--cutoffs", metavar="Λ,Λ,...",
                    help='cutoffs, e.g. "10,100,1000", or "paper" for the paper\'s 21 (7 .. 1e5)')
     p.add_argument("--propagator", default="full", metavar="NAME",

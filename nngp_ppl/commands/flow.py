@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _checks
+from .sample import add_trusted_ensemble_argument
 
 
 def register(subparsers) -> None:
@@ -29,6 +30,7 @@ def register(subparsers) -> None:
         description=__doc__.splitlines()[0].split(": ", 1)[1],
     )
     p.add_argument("file", metavar="POSTERIOR.nc", help="file written by `nngp-ppl infer`")
+    add_trusted_ensemble_argument(p)
     p.add_argument("--reference-cutoff", default=None, metavar="Λ",
                    help="cutoff γ is extrapolated from (default: the largest)")
     p.add_argument("--seed", default="0", metavar="SEED",

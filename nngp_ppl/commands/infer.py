@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import _checks
 from .._checks import NNGPInputError
+from .sample import add_trusted_ensemble_argument
 
 
 def register(subparsers) -> None:
@@ -32,6 +33,7 @@ def register(subparsers) -> None:
         description=__doc__.splitlines()[0].split(": ", 1)[1],
     )
     p.add_argument("file", metavar="RUN.nc", help="file written by `nngp-ppl sample`")
+    add_trusted_ensemble_argument(p)
     p.add_argument("--cutoffs", required=True, metavar="Λ,Λ,...",
                    help='cutoffs, e.g. "10,100,1000", or "paper" for the paper\'s 21')
     p.add_argument("--couplings", default=None, metavar="NAMES",

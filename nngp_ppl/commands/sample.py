@@ -61,6 +61,17 @@ def add_ensemble_arguments(p) -> None:
                      help="named input set: paper (the authors' inputs for this ensemble and d_in)")
 
 
+def add_trusted_ensemble_argument(p) -> None:
+    """``--ensemble PATH`` on a command that reads files: the user's own ensemble module,
+    which the file may name (:func:`nngp_ppl.allow_import`; ``nngp_ppl.cli.main`` applies
+    it). Without it a file naming an unregistered class is refused: reading never imports."""
+    p.add_argument("--ensemble", dest="trusted_ensembles", action="append", default=None,
+                   metavar="MODULE:CLASS",
+                   help="your own ensemble (package.module:Class or :factory) that the file "
+                        "names; reading a file never imports code you did not name "
+                        "(repeatable)")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "sample",
@@ -258,9 +269,13 @@ def run(args) -> int:
     with contextlib.ExitStack() as held:
         # Two runs with one -o would share the checkpoint and the last writer would win.
         held.enter_context(exclusive_lock(out, option="-o/--output"))
-        if args.checkpoint:
+        if checkpoint is not None:
+            # Locked whatever its name: `-o b.nc --checkpoint a.nc.partial` beside a running
+            # `-o a.nc` would otherwise delete the checkpoint that run is writing.
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            held.enter_context(exclusive_lock(checkpoint, option="--checkpoint"))
+            held.enter_context(exclusive_lock(
+                checkpoint, option="--checkpoint" if args.checkpoint else
+                "-o/--output (its checkpoint)"))
         return _sample(args, net, X, widths, n_nets, orders, seed, batch, shard, devices,
                        out, checkpoint)
 
@@ -268,19 +283,16 @@ def run(args) -> int:
 def _sample(args, net, X, widths, n_nets, orders, seed, batch, shard, devices, out,
             checkpoint) -> int:
     from .. import sample_correlators
-    from ..checkpoint import ShardLedger, remove_stale_temporaries
+    from ..checkpoint import remove_stale_temporaries
     from ..stats import HeavyTailWarning
-
-    if checkpoint is not None and args.resume and checkpoint.is_file():
-        ledger = ShardLedger.load(checkpoint)
-        print(f"resuming from {checkpoint}: {ledger.shards_done()} of "
-              f"{len(ledger.plan.tasks())} shards ({ledger.networks_done()} networks) "
-              "already done", file=sys.stderr)
 
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", HeavyTailWarning)
         try:
+            if checkpoint is not None and args.resume and checkpoint.is_file():
+                _say_resuming(net, X, widths, n_nets, orders, seed, batch, shard, args,
+                              checkpoint)
             stats = sample_correlators(net, X, widths, n_nets, orders=orders, seed=seed,
                                        batch_size=batch, progress=not args.no_progress,
                                        covariance=not args.no_covariance, shard_size=shard,
@@ -311,6 +323,23 @@ def _sample(args, net, X, widths, n_nets, orders, seed, batch, shard, devices, o
         file=sys.stdout,
     )
     return 0
+
+
+def _say_resuming(net, X, widths, n_nets, orders, seed, batch, shard, args,
+                  checkpoint) -> None:
+    """Print what a resume continues, once the checkpoint is known to belong to this run
+    (a refused resume must not first announce itself)."""
+    from ..checkpoint import ShardLedger
+    from ..sampling import _check_resumable, plan_run
+
+    ledger = ShardLedger.load(checkpoint)
+    requested = plan_run(net, X, widths, n_nets, orders=orders, seed=seed,
+                         covariance=not args.no_covariance, batch_size=batch,
+                         shard_size=shard)
+    _check_resumable(ledger.plan, requested, checkpoint, batch, shard)
+    print(f"resuming from {checkpoint}: {ledger.shards_done()} of "
+          f"{len(ledger.plan.tasks())} shards ({ledger.networks_done()} networks) "
+          "already done", file=sys.stderr)
 
 
 _OPTIONS = {"ensemble": "--ensemble", "d_in": "--d-in", "sigma_w": "--sigma-w",

@@ -23,6 +23,8 @@ import sys
 
 import numpy as np
 
+from .sample import add_trusted_ensemble_argument
+
 SHOWN_ORDERS = (4, 6)
 
 
@@ -33,6 +35,7 @@ def register(subparsers) -> None:
         description=__doc__.splitlines()[0].split(": ", 1)[1],
     )
     p.add_argument("file", metavar="RUN.nc", help="file written by `nngp-ppl sample`")
+    add_trusted_ensemble_argument(p)
     p.add_argument("--no-exact", action="store_true",
                    help="skip the exact finite-width column (quadrature for erf/relu)")
     p.set_defaults(func=run)

@@ -48,6 +48,7 @@ import warnings
 import numpy as np
 
 from .._checks import NNGPInputError
+from .._io import json_attr
 from ..eft import asymptotic_exponent, log_slope
 from ..ensembles import ensemble_from_dict
 from ..problem import EFTTheory, design_function  # noqa: F401  (re-exported)
@@ -62,9 +63,9 @@ def _read_posterior(posterior):
         post = posterior["posterior"].to_dataset()
         const = posterior["constant_data"].to_dataset()
         attrs = dict(posterior.attrs)
-        net = ensemble_from_dict(json.loads(attrs["ensemble"]))
-        couplings = tuple(json.loads(attrs["couplings"]))
-        orders = tuple(int(n) for n in json.loads(attrs["orders"]))
+        net = ensemble_from_dict(json_attr(attrs["ensemble"], "ensemble"))
+        couplings = tuple(json_attr(attrs["couplings"], "couplings"))
+        orders = tuple(int(n) for n in json_attr(attrs["orders"], "orders"))
         propagator = str(attrs["propagator"])
         X = np.asarray(const["inputs"].values)
         deviation = np.asarray(post["deviation"].values, dtype=np.float64)
