@@ -32,6 +32,9 @@ CASES = [
     ("ReLU sb=0 N=20", "relu", 0.0, 20, ("lambda",)),
     ("Erf N=5 joint", "erf", 1.0, 5, ("lambda", "kappa")),
     ("ReLU sb=1 N=20 joint", "relu", 1.0, 20, ("lambda", "kappa")),
+    # Symmetric (zero-mean) nets with an odd basis: g3's exact target is 0 (issue 17, 5).
+    ("Erf N=5 g3", "erf", 1.0, 5, ("g3", "lambda")),
+    ("ReLU sb=1 N=20 g3", "relu", 1.0, 20, ("g3", "lambda")),
 ]
 
 

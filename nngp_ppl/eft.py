@@ -299,7 +299,10 @@ def fit_couplings(
     net, X = _net_and_inputs(data, net, X)
     X, lam = _setup(net, X, cutoffs)
     names = _problem.coupling_names(couplings)
-    orders = _checks.orders("orders", orders)
+    # Odd correlators are fitted where an odd operator (g3, g5) is (zero-mean ensembles,
+    # the source convention of physics.md §6b).
+    orders = _checks.orders("orders", orders,
+                            odd=any(not _operators.operator(c).even for c in names))
     _operators.check_visible(names, orders)
     if orders == (2,):
         raise NNGPInputError("orders must include 4 or 6: the 2-pt function is not corrected")
@@ -444,6 +447,19 @@ def _fit_weights(weighting, cov, gp, rcond, names):
     return weighting, np.diag(1.0 / np.where(gp != 0, np.abs(gp), 1.0))
 
 
+def _scale_columns(A, names) -> np.ndarray:
+    """Per row of the design A (T, C), the coupling whose sensitivity scales it in the
+    estimand (:meth:`nngp_ppl.problem.EFTTheory.scale_columns`): λ, except on the rows where
+    λ has no first-order diagram (exactly zero there: the odd correlators), which take the
+    leading odd coupling g3."""
+    lam = names.index("lambda")
+    cols = np.full(A.shape[0], lam)
+    odd = [c for c, n in enumerate(names) if not _operators.operator(n).even]
+    if odd:
+        cols[A[:, lam] == 0] = odd[0]
+    return cols
+
+
 def _solve_at_cutoff(A, resid, W, cov, weighting, names):
     """The couplings ĝ = B y at one cutoff (design A), their covariance (sandwich B Σ Bᵀ,
     GLS, or NaN) and the weighted χ²; returns W too (the estimand's depends on A)."""
@@ -451,8 +467,9 @@ def _solve_at_cutoff(A, resid, W, cov, weighting, names):
     if weighting == "estimand":
         from .problem import estimand_projection
 
-        W = np.diag(1.0 / np.abs(A[:, names.index("lambda")]))
-        B = estimand_projection(A, np.ones(len(resid), bool), names.index("lambda"))
+        cols = _scale_columns(A, names)
+        W = np.diag(1.0 / np.abs(A[np.arange(len(cols)), cols]))
+        B = estimand_projection(A, np.ones(len(resid), bool), cols)
         coef = B @ resid
         ccov = B @ cov @ B.T if cov is not None else nan
         return coef, ccov, W, float(np.sum((W @ (resid - A @ coef)) ** 2))

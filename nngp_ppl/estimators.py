@@ -88,8 +88,11 @@ class LinearEstimand:
         r"""Model discrepancy τ (..., L): rms over the fitted tuples of
         :math:`(r_t - m_t(g))/s_t`."""
         fit = self.theory.fitted
-        resid = (np.asarray(r)[..., None, :] - self.predict(g, r)) / self.scales
-        return np.sqrt(np.mean(resid[..., fit] ** 2, axis=-1))
+        # Only the fitted tuples: a model has zero scale on the orders it cannot predict
+        # (λ alone on the odd correlators).
+        resid = (np.asarray(r)[..., None, :] - self.predict(g, r))[..., fit] \
+            / self.scales[..., fit]
+        return np.sqrt(np.mean(resid**2, axis=-1))
 
     def second_order_share(self, r) -> np.ndarray:
         r"""(..., L): how far from a small correction the second order is at deviations r:

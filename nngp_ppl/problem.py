@@ -57,23 +57,63 @@ from .theory import operators as _operators
 from .theory.wick import gp_correlator_tuples
 from .tuples import distinct_tuples
 
-#: Correlator orders a first-order coupling fit can use.
+#: Even correlator orders a first-order coupling fit can use (the default data orders).
 FIT_ORDERS = (4, 6)
+#: Odd correlator orders a fit with odd couplings (g3, g5) uses as well: the 1-pt function
+#: (g3's and g5's tadpoles) and the 3- and 5-pt functions.
+ODD_FIT_ORDERS = (1, 3, 5)
+#: Every correlator order a fit can use.
+ALL_FIT_ORDERS = tuple(sorted(FIT_ORDERS + ODD_FIT_ORDERS))
 
 #: Noise models of the correlator estimates, best first (see :func:`noise_covariance`).
 NOISE_MODELS = ("exact", "sample", "gp")
 
 
 def coupling_names(couplings, name: str = "couplings") -> tuple[str, ...]:
-    """Validated couplings of a fit: ``("lambda",)`` or ``("lambda", "kappa")``.
+    """Validated couplings of a fit: ``("lambda",)`` or ``("lambda", "kappa")``, either
+    with ``g3`` or ``g3, g5`` (in order of expected size, e.g. ``("g3", "lambda")``);
+    ``name`` is the argument the messages name.
 
     The one validation of coupling names (:func:`nngp_ppl.theory.operators.coupling_names`)
     restricted to the bases a fit to :data:`FIT_ORDERS` holds: nested by the operators'
     expected size, so κ alone is refused (λ ~ 1/N is the leading coupling, an action with κ
     and without λ describes no finite-width ensemble, and the estimand's scales are λ's
-    sensitivities), and odd operators need odd correlators.
+    sensitivities); the odd operators are nested the same way (g₃ ~ N^-1/2 before
+    g₅ ~ N^-3/2) and are fitted to the odd correlators (:data:`ODD_FIT_ORDERS`).
     """
-    return _operators.coupling_names(couplings, fit_orders=FIT_ORDERS, name=name)
+    return _operators.coupling_names(couplings, fit_orders=ALL_FIT_ORDERS, name=name)
+
+
+def basis(max_dimension: int, symmetry: str | None = None) -> tuple[str, ...]:
+    """The Wilsonian recipe's basis of a fit: every local operator f^k with
+    3 <= k <= ``max_dimension`` that respects the declared ``symmetry`` (``"z2"``: f -> -f
+    prunes the odd operators; ``None``: none declared), as validated coupling names in
+    order of expected size (:func:`nngp_ppl.theory.operators.up_to_dimension`).
+
+    ``basis(4, "z2")`` = (λ,), ``basis(6, "z2")`` = (λ, κ), ``basis(4)`` = (g3, λ),
+    ``basis(6)`` = (g3, λ, g5, κ). A fit holds even orders up to 6 and odd ones up to 5
+    (:data:`ALL_FIT_ORDERS`), so ``max_dimension`` is 4, 5 or 6.
+    """
+    if isinstance(max_dimension, bool) or not isinstance(max_dimension, (int, np.integer)) \
+            or not 4 <= max_dimension <= max(ALL_FIT_ORDERS):
+        raise NNGPInputError(f"max_dimension must be an integer in 4..{max(ALL_FIT_ORDERS)} "
+                             f"(λ = f^4 is the leading operator; the fits reach the "
+                             f"{max(ALL_FIT_ORDERS)}-pt function), got {max_dimension!r}")
+    ops = _operators.up_to_dimension(int(max_dimension), symmetry)
+    return coupling_names(tuple(o.name for o in ops))
+
+
+def odd_couplings(couplings) -> tuple[str, ...]:
+    """The odd operators (g3, g5) among validated ``couplings``."""
+    return tuple(c for c in couplings if not _operators.operator(c).even)
+
+
+def default_data_orders(couplings) -> tuple[int, ...]:
+    """:data:`FIT_ORDERS`, with the odd orders an odd basis needs (1 and 3 for g3, also 5
+    for g5), sorted (the order :func:`nngp_ppl.infer_couplings` stacks them in)."""
+    odd = odd_couplings(couplings)
+    top = max((_operators.operator(c).legs for c in odd), default=0)
+    return tuple(sorted(tuple(n for n in ODD_FIT_ORDERS if n <= top) + FIT_ORDERS))
 
 
 def perturbative_order(order) -> int:
@@ -88,8 +128,12 @@ def perturbative_order(order) -> int:
 
 def default_orders(couplings, available) -> tuple[int, ...]:
     """The paper's choice: λ alone from the 4-pt function (the 6-pt function then tests the
-    prediction out of sample); κ needs the 6-pt function as well."""
-    wanted = (4,) if tuple(couplings) == ("lambda",) else (4, 6)
+    prediction out of sample); κ needs the 6-pt function as well. An odd basis adds the
+    odd orders up to its highest odd operator's legs (g3: the 1- and 3-pt functions;
+    g5: the 5-pt function too)."""
+    even = tuple(c for c in couplings if c not in odd_couplings(couplings))
+    wanted = (4,) if even == ("lambda",) else (4, 6)
+    wanted = wanted + tuple(n for n in default_data_orders(couplings) if n % 2)
     return tuple(n for n in available if n in wanted)
 
 
@@ -147,10 +191,18 @@ class EFTTheory:
         from .theory.lattice import check_propagator
 
         X = _checks.inputs("X", X, net.d_in)
+        if not getattr(net, "zero_mean", True):
+            raise NNGPInputError(
+                "net: the coupling fits expand around the zero-mean GP (physics.md §6b, §6d); "
+                "an ensemble with non-zero means (mu_w, mu_b) has an O(1) mean at every "
+                "width, which no first-order diagram describes, and is not fitted yet; its "
+                "exact correlators are in nngp_ppl.theory.exact")
         couplings = coupling_names(couplings)
-        data_orders = tuple(FIT_ORDERS if data_orders is None else data_orders)
-        if not data_orders or any(n not in FIT_ORDERS for n in data_orders):
-            raise NNGPInputError(f"data orders must be among {FIT_ORDERS}, got {data_orders}")
+        data_orders = tuple(default_data_orders(couplings) if data_orders is None
+                            else data_orders)
+        if not data_orders or any(n not in ALL_FIT_ORDERS for n in data_orders):
+            raise NNGPInputError(f"data orders must be among {ALL_FIT_ORDERS}, got "
+                                 f"{data_orders}")
         if orders is None:
             orders = default_orders(couplings, data_orders)
         orders = tuple(int(n) for n in orders)
@@ -159,13 +211,22 @@ class EFTTheory:
                 f"orders must be a non-empty subset of {data_orders}, got {orders}"
             )
         for op in _operators.operators(couplings):
-            if op.legs > max(orders):  # its contact diagram needs a k-pt function
+            same = [n for n in orders if (n - op.legs) % 2 == 0]
+            if not same or op.legs > max(same):  # its contact diagram needs a k-pt function
                 raise NNGPInputError(f"fitting {op.name} needs the {op.legs}-pt function: "
                                      f"orders must include {op.legs}")
+        if any(n % 2 for n in orders) and not odd_couplings(couplings):
+            raise NNGPInputError(f"orders {orders} hold odd correlators, which no even "
+                                 f"coupling predicts at first order: add g3 to the couplings "
+                                 f"or fit even orders only")
         check_propagator(propagator)
         extent = float(np.max(np.abs(X)))
         max_cutoff = float(max_cutoff) if max_cutoff is not None else max(10.0, 4 * extent)
         order = perturbative_order(order)
+        if order == 2 and odd_couplings(couplings):
+            raise NNGPInputError("order 2 holds the lambda^2 diagrams only; a basis with odd "
+                                 "couplings (whose g3^2 exchange enters at the order of "
+                                 "lambda) is fitted at order 1")
         return cls(net, X, couplings, orders, data_orders, propagator, max_cutoff, order)
 
     # --- fixed pieces -------------------------------------------------------------------
@@ -184,6 +245,18 @@ class EFTTheory:
             [np.full(b, n in self.orders) for n, b in zip(self.data_orders, self.blocks,
                                                            strict=True)]
         )
+
+    @functools.cached_property
+    def scale_columns(self) -> np.ndarray:
+        """(T,) the coupling whose sensitivity scales each observation (the estimand's
+        :math:`s_t`): λ on the even orders, g3 (the leading odd operator) on the odd ones,
+        where λ has no first-order diagram."""
+        odd = odd_couplings(self.couplings)
+        lam = self.couplings.index("lambda")
+        col = {n: (self.couplings.index(odd[0]) if n % 2 and odd else lam)
+               for n in self.data_orders}
+        return np.concatenate([np.full(b, col[n]) for n, b in zip(self.data_orders,
+                                                                   self.blocks, strict=True)])
 
     @functools.cached_property
     def kernel(self) -> np.ndarray:
@@ -219,7 +292,7 @@ class EFTTheory:
         design = design_function(self.net, self.X, self.data_orders, self.couplings,
                                  self.propagator, self.max_cutoff)
         fitted = jnp.asarray(self.fitted)
-        lam = self.couplings.index("lambda")
+        lam = self.scale_columns
 
         def pieces(t):
             D = design(jnp.exp(t))  # (T, C)
@@ -274,8 +347,10 @@ class EFTTheory:
         return estimand(self, cutoffs)
 
     def scales(self, design, *, fitted_only: bool = True) -> np.ndarray:
-        """s_t = |D_tλ| (..., T); with ``fitted_only``, 1 off the fitted observations."""
-        s = np.abs(design[..., self.couplings.index("lambda")])
+        """s_t = |D_tλ| (|D_t,g3| on odd orders) (..., T); with ``fitted_only``, 1 off the
+        fitted observations."""
+        rows = np.arange(design.shape[-2])
+        s = np.abs(design[..., rows, self.scale_columns])
         return np.where(self.fitted, s, 1.0) if fitted_only else s
 
     def estimand(self, deviation, cutoffs) -> np.ndarray:
@@ -341,12 +416,15 @@ def estimand_projection(design, fitted, lam: int = 0, *, xp=np):
     .. math:: B = (A^\top A)^{-1} A^\top S^{-1}, \qquad A = S^{-1} D, \quad
         S = \operatorname{diag}|D_{\cdot\lambda}|,
 
-    restricted to the ``fitted`` observations (zero columns elsewhere). ``xp`` is the array
+    restricted to the ``fitted`` observations (zero columns elsewhere). ``lam``: the column
+    of λ, or (T,) one column per observation (g3's on odd orders: ``EFTTheory.
+    scale_columns``). ``xp`` is the array
     namespace (``numpy``, or ``jax.numpy`` to differentiate it in the cutoff). The one
     least-squares weighting of the package: the posteriors, the β-functions and
     ``eft.fit_couplings(weighting="estimand")`` all use it.
     """
-    s = xp.where(fitted, xp.abs(design[:, lam]), 1.0)
+    col = design[:, lam] if np.ndim(lam) == 0 else design[np.arange(design.shape[0]), lam]
+    s = xp.where(fitted, xp.abs(col), 1.0)
     A = xp.where(fitted[:, None], design / s[:, None], 0.0)
     return xp.linalg.solve(A.T @ A, A.T) / s[None, :]
 

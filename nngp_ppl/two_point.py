@@ -110,6 +110,8 @@ def wick_jacobian(G2, n: int) -> np.ndarray:
     pair = full_index(k, 2)
     J = np.zeros((len(rows), len(distinct_tuples(k, 2))))
     t = np.arange(len(rows))
+    if n % 2:  # no pairing: the Wick sum of an odd order is 0 (zero mean)
+        return J
     for p in pairings(n):
         factors = [G2[rows[:, a], rows[:, b]] for a, b in p]
         for i, (a, b) in enumerate(p):

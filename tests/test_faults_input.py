@@ -322,7 +322,8 @@ def test_kappa_alone_is_refused_by_fit_and_infer_with_one_message(tmp_path, caps
                          str(tmp_path / f"{cmd}.nc")], capsys).split(": error: ", 1)[1]
               for cmd in ("fit", "infer")]
     assert errors[0] == errors[1]
-    assert errors[0].startswith("--couplings must be lambda or lambda,kappa, got 'kappa'")
+    assert errors[0].startswith("--couplings must be lambda or lambda,kappa or g3,lambda")
+    assert ", got 'kappa': " in errors[0]
     stats = synthetic_stats()
     library = set()
     for call in (lambda: eft.fit_couplings(stats, [10.0], couplings=("kappa",)),

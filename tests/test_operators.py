@@ -52,9 +52,11 @@ def test_one_validation_of_coupling_names():
     assert dg.coupling_names(("g3",)) == ("g3",)
     assert problem.coupling_names("lambda") == ("lambda",)
     assert problem.coupling_names(("kappa", "g4")) == ("lambda", "kappa")
-    for basis in (("kappa",), ("g3",), ("lambda", "g3"), ("lambda", "kappa", "g8")):
+    # Odd bases are fitted to the odd correlators now (tests/test_basis.py): g3 with lambda.
+    assert problem.coupling_names(("lambda", "g3")) == ("g3", "lambda")
+    for basis in (("kappa",), ("g3",), ("g5", "lambda"), ("lambda", "kappa", "g8")):
         with pytest.raises(nn.NNGPInputError,
-                           match=r"couplings must be lambda or lambda,kappa, got .*for a fit"):
+                           match=r"couplings must be lambda or lambda,kappa or g3,lambda or "):
             problem.coupling_names(basis)
 
 

@@ -38,13 +38,22 @@ def register(subparsers) -> None:
     add_trusted_ensemble_argument(p)
     p.add_argument("--cutoffs", required=True, metavar="Λ,Λ,...",
                    help='cutoffs, e.g. "10,100,1000", or "paper" for the paper\'s 21')
-    p.add_argument("--couplings", default="lambda", metavar="NAMES",
-                   help="couplings to infer: lambda or lambda,kappa (default lambda)")
+    p.add_argument("--couplings", default=None, metavar="NAMES",
+                   help="couplings to infer: lambda or lambda,kappa, either with g3 (or "
+                        "g3,g5), fitted to the odd correlators (sample orders 1,3); default "
+                        "lambda")
+    p.add_argument("--max-dimension", default=None, metavar="K",
+                   help="instead of --couplings: every local operator f^k, 3 <= k <= K "
+                        "(4, 5 or 6), that respects --symmetry")
+    p.add_argument("--symmetry", default=None, metavar="SYM",
+                   help="with --max-dimension: the declared symmetry, z2 (f -> -f: even "
+                        "operators only) or none (default: none)")
     p.add_argument("--widths", default=None, metavar="N,N,...",
                    help="widths to fit (default: every width in the run)")
     p.add_argument("--orders", default=None, metavar="n,n",
-                   help="correlator orders that define the couplings, from 4,6 (default: 4 "
-                        "for λ alone, 4,6 with κ)")
+                   help="correlator orders that define the couplings, from 4,6 (and 1,3,5 "
+                        "with odd couplings; default: 4 for λ alone, 4,6 with κ, 1,3 added "
+                        "with g3)")
     p.add_argument("--propagator", default="full", metavar="NAME",
                    help="propagator on vertex legs: full (K) or bias_subtracted (K - σ_b²)")
     p.add_argument("--order", default="1", metavar="P",
@@ -118,6 +127,29 @@ def _couplings(text: str) -> tuple[str, ...]:
     return coupling_names(text, name="--couplings")
 
 
+def _basis(args) -> tuple[str, ...]:
+    """The couplings of ``--couplings``, or the basis of ``--max-dimension``/``--symmetry``
+    (:func:`nngp_ppl.problem.basis`)."""
+    from ..problem import basis
+    from .sample import _integer
+
+    if args.max_dimension is None:
+        if args.symmetry is not None:
+            raise NNGPInputError("--symmetry needs --max-dimension (the symmetry prunes the "
+                                 "basis of operators up to that dimension)")
+        return _couplings("lambda" if args.couplings is None else args.couplings)
+    if args.couplings is not None:
+        raise NNGPInputError("give either --couplings or --max-dimension, not both")
+    k = _integer("--max-dimension", args.max_dimension, minimum=4)
+    if k > 6:
+        raise NNGPInputError(f"--max-dimension must be 4, 5 or 6 (the fits reach the 6-pt "
+                             f"function), got {args.max_dimension!r}")
+    sym = args.symmetry
+    if sym not in (None, "z2", "none"):
+        raise NNGPInputError(f"--symmetry must be z2 or none, got {sym!r}")
+    return basis(k, None if sym in (None, "none") else sym)
+
+
 #: Float64 values of one NUTS draw per (width, cutoff) besides the per-observation groups:
 #: couplings, spread and six sampler statistics, for the memory check.
 _VALUES_PER_DRAW = 9
@@ -138,7 +170,7 @@ def run(args) -> int:
     out = _output("-o/--output", args.output, run_path)
     plot = None if args.plot is None else _figure("--plot", args.plot, run_path, out)
     cutoffs = _cutoffs(args.cutoffs)
-    couplings = _couplings(args.couplings)
+    couplings = _basis(args)
     orders = None if args.orders is None else _integer_list("--orders", args.orders, minimum=1)
     chains = _integer("--chains", args.chains, minimum=2)
     samples = _integer("--samples", args.samples, minimum=1)
@@ -159,7 +191,8 @@ def run(args) -> int:
     widths = usable_widths(stats, widths)
     n_fits = len(cutoffs) * len(widths)
     # The latent correlators (588 for six inputs with the 6-pt function) per draw and width.
-    latent = sum(len(distinct_tuples(stats.k, n)) for n in (4, 6) if n in stats.orders)
+    latent = sum(len(distinct_tuples(stats.k, n)) for n in (1, 3, 4, 5, 6)
+                 if n in stats.orders)
     fits_in_memory("--chains/--samples",
                    chains * samples * (n_fits * _VALUES_PER_DRAW + 2 * latent * len(widths))
                    * 8.0,

@@ -9,6 +9,10 @@ estimand evaluated on the *exact* finite-width correlators
 :math:`g^* = B(\Lambda) r_{exact}` and their running :math:`\beta^* = dB/d\log\Lambda\;
 r_{exact}`. Never data simulated from the model: the networks are real, the target is exact.
 
+An odd basis (``("g3", "lambda")``) is fitted to the odd correlators too (orders 1, 3, 4;
+zero-mean ensembles, where g3's target is exactly 0 and its interval must cover 0 at the
+nominal rate).
+
 Returned per cutoff, quantity (``lambda``, ``kappa``, ``beta_lambda`` ...):
 
 * ``cover``: fraction of seeds whose central ``prob`` interval contains the target;
@@ -45,6 +49,8 @@ from ..models.couplings import latent_arrays, stable_cholesky
 from ..problem import (
     EFTTheory,
     choose_noise,
+    coupling_names,
+    default_data_orders,
     likelihood_df,
     missed_tail_mass,
     noise_covariance,
@@ -70,8 +76,11 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
         raise NNGPInputError("seeds must hold at least two seeds to measure a coverage")
     n_nets = positive_int("n_nets", n_nets)
     pert = tuple(perturbative_order(o) for o in np.atleast_1d(order))
-    theory = EFTTheory.build(net, X, couplings, None, None if "kappa" in couplings else (4,),
-                             max_cutoff=max(cutoffs))
+    couplings = coupling_names(couplings)
+    # The orders the fitted basis needs (the 6-pt function only with κ).
+    data_orders = tuple(n for n in default_data_orders(couplings)
+                        if n != 6 or "kappa" in couplings)
+    theory = EFTTheory.build(net, X, couplings, None, data_orders, max_cutoff=max(cutoffs))
     orders = theory.data_orders
     exact_r = theory.exact_deviation(width)
     ests = [EFTTheory.build(net, X, couplings, None, orders, max_cutoff=max(cutoffs),

@@ -238,20 +238,44 @@ def model_loo(posterior, *, width, cutoff, model: str, pointwise: bool = True):
     exactly ``elpd_i = log p(y_i | GP)``. ``az.compare({m: model_loo(dt, width=N,
     cutoff=L, model=m) for m in models})`` ranks them.
     """
-    import arviz_stats
-    import xarray as xr
 
     models = _model_names_of(posterior)
     if model not in models:
         raise NNGPInputError(f"model must be one of the posterior's compared models {models}, "
                              f"got {model!r}")
     one = select_problem(posterior, width=width, cutoff=cutoff)
+    return _loo_with_constants(one, model, pointwise)
+
+
+def _loo_with_constants(one, model: str, pointwise: bool = True):
+    """``az.loo`` of ``model`` on one problem, where the observations whose log density is
+    the same in every draw get uniform weights and Pareto k = 0 (their leave-one-out
+    density is that density): all of them for the GP, and for a model with no coupling of
+    an observation's parity (λ alone on a 3-pt tuple predicts exactly 0 there) those
+    observations; PSIS smooths the others (ArviZ refuses constant weights)."""
+    import arviz_stats
+    import xarray as xr
+
     ll = one["log_likelihood"][model]
-    if model != "gp":
+    obs = [d for d in ll.dims if d not in ("chain", "draw")]
+    flat = ll.transpose("chain", "draw", *obs).values.reshape(-1, int(np.prod(
+        [ll.sizes[d] for d in obs])))
+    const = np.all(flat == flat[:1], axis=0)
+    if model != "gp" and not np.any(const):
         return arviz_stats.loo(one, var_name=model, pointwise=pointwise)
     n_draws = ll.sizes["chain"] * ll.sizes["draw"]
     log_weights = xr.full_like(ll, -np.log(n_draws), dtype=np.float64)
     pareto_k = xr.zeros_like(ll.isel(chain=0, draw=0, drop=True), dtype=np.float64)
+    if model != "gp" and not np.all(const) and len(obs) == 1:
+        idx = np.flatnonzero(~const)
+        part = arviz_stats.loo(one.isel({obs[0]: idx}), var_name=model, pointwise=True)
+        lw = log_weights.transpose("chain", "draw", obs[0]).values.copy()
+        lw[..., idx] = part.log_weights.transpose("chain", "draw", obs[0]).values
+        log_weights = log_weights.copy(data=lw.transpose(
+            [("chain", "draw", obs[0]).index(d) for d in log_weights.dims]))
+        k = pareto_k.values.copy()
+        k[idx] = part.pareto_k.values
+        pareto_k = pareto_k.copy(data=k)
     return arviz_stats.loo(one, var_name=model, pointwise=pointwise,
                            log_weights=log_weights, pareto_k=pareto_k)
 

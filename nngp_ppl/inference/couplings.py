@@ -38,6 +38,7 @@ from ..models.couplings import (
     stable_cholesky,
 )
 from ..problem import (
+    ALL_FIT_ORDERS,
     FIT_ORDERS,
     EFTTheory,
     choose_noise,
@@ -45,6 +46,7 @@ from ..problem import (
     default_orders,
     likelihood_df,
     noise_covariance,
+    odd_couplings,
 )
 from ..tuples import distinct_tuples
 
@@ -65,9 +67,16 @@ ESTIMANDS = {
 }
 
 #: The models ranked by expected log predictive density (ELPD): name -> couplings.
-MODELS = {"gp": (), "lambda": ("lambda",), "lambda+kappa": ("lambda", "kappa")}
-#: Every coupling a compared model may have (``constant_data/model_couplings``).
+MODELS = {"gp": (), "lambda": ("lambda",), "lambda+kappa": ("lambda", "kappa"),
+          "g3+lambda": ("g3", "lambda"), "g3+lambda+kappa": ("g3", "lambda", "kappa")}
+#: Every coupling a compared model may have (``constant_data/model_couplings``); g3 is
+#: added where the odd correlators are conditioned on (:func:`_model_couplings`).
 MODEL_COUPLINGS = ("lambda", "kappa")
+
+
+def _model_couplings(theory) -> tuple[str, ...]:
+    """The couplings of the compared models (:func:`_model_names`) of ``theory``."""
+    return (("g3",) if 3 in theory.data_orders else ()) + MODEL_COUPLINGS
 
 
 @functools.lru_cache(maxsize=16)
@@ -205,7 +214,10 @@ def infer_couplings(
         Sampled correlators (a netCDF path is read with ``CorrelatorStats.from_netcdf``).
     net, X : ensemble and (k, d_in) inputs; default: those of ``stats`` (must agree).
     cutoffs : cutoffs :math:`\Lambda` of the vertex box :math:`[-\Lambda, \Lambda]^{d_{in}}`.
-    couplings : ``("lambda",)`` or ``("lambda", "kappa")``.
+    couplings : ``("lambda",)`` or ``("lambda", "kappa")``, either with ``g3`` (or
+        ``g3, g5``): the odd couplings are fitted to the odd correlators (orders 1, 3, 5:
+        sample them with ``orders=(1, 2, 3, 4, 6)``), zero-mean ensembles only
+        (:func:`nngp_ppl.problem.basis` builds a basis by dimension and symmetry).
     widths : widths to fit (default: all in ``stats``).
     orders : correlator orders that define the couplings (the estimand,
         :mod:`nngp_ppl.problem`). Default: (4,) for λ alone (the paper's choice; the 6-pt
@@ -304,7 +316,10 @@ def _validate(stats, net, X, cutoffs, couplings, widths, orders, num_chains, num
     cutoffs = _cutoffs(cutoffs, X)
     couplings = coupling_names(couplings)
     available = tuple(int(n) for n in np.atleast_1d(stats.orders))
-    data_orders = tuple(n for n in FIT_ORDERS if n in available)
+    # Even bases condition on the even orders only (as before odd orders were sampled); an
+    # odd basis on the odd ones too.
+    data_orders = tuple(n for n in (ALL_FIT_ORDERS if odd_couplings(couplings) else FIT_ORDERS)
+                        if n in available)
     if orders is None:
         # Name what the statistics lack, not the orders option the caller never gave.
         _checks.sampled_orders("stats", available, (4, 6) if "kappa" in couplings else (4,),
@@ -313,7 +328,7 @@ def _validate(stats, net, X, cutoffs, couplings, widths, orders, num_chains, num
     orders = tuple(int(n) for n in np.atleast_1d(orders))
     if not orders or any(n not in data_orders for n in orders):
         raise NNGPInputError(
-            f"orders must be among {FIT_ORDERS} and sampled (the statistics hold "
+            f"orders must be among {data_orders or FIT_ORDERS} and sampled (the statistics hold "
             f"{available}); got {orders}"
         )
     all_widths = tuple(int(w) for w in np.atleast_1d(stats.widths))
@@ -487,11 +502,16 @@ def _pointwise_loglik(L, rhat, mean, spread, scale):
 
 
 def _model_names(theory) -> list[str]:
-    """The models ranked by ELPD: GP, λ, λ + κ (with the 6-pt function); at second order
-    also both at second order (suffix ``@2``), on the same data."""
-    names = [m for m, c in MODELS.items() if "kappa" not in c or 6 in theory.data_orders]
+    """The models ranked by ELPD: GP, λ, λ + κ (with the 6-pt function), and with the odd
+    correlators g3 + λ and g3 + λ + κ; at second order also the even ones at second order
+    (suffix ``@2``), on the same data."""
+    def held(c):
+        return ("kappa" not in c or 6 in theory.data_orders) and (
+            "g3" not in c or 3 in theory.data_orders)
+
+    names = [m for m, c in MODELS.items() if held(c)]
     if theory.order == 2:
-        names += [f"{m}@2" for m in names if m != "gp"]
+        names += [f"{m}@2" for m in names if m != "gp" and not odd_couplings(MODELS[m])]
     return names
 
 
@@ -510,7 +530,8 @@ def _compare_models(theory, runs, est, thin) -> dict:
     # Each model's couplings (posterior mean and sd; NaN where it has none), so that models
     # can be compared coupling by coupling and their predictions drawn (e.g. the connected
     # 6-pt function of nngp_ppl.connected).
-    shape = (len(runs), len(cutoffs), len(names), len(MODEL_COUPLINGS))
+    model_couplings = _model_couplings(theory)
+    shape = (len(runs), len(cutoffs), len(names), len(model_couplings))
     gmean, gsd = np.full(shape, np.nan), np.full(shape, np.nan)
     loglik = {}
     for m, name in enumerate(names):
@@ -533,8 +554,8 @@ def _compare_models(theory, runs, est, thin) -> dict:
             r = _thinned(run["r"], thin)
             g = sub_est.couplings(r)
             for c, cname in enumerate(sub.couplings):
-                gmean[i, :, m, MODEL_COUPLINGS.index(cname)] = g[..., c].mean(axis=(0, 1))
-                gsd[i, :, m, MODEL_COUPLINGS.index(cname)] = g[..., c].std(axis=(0, 1))
+                gmean[i, :, m, model_couplings.index(cname)] = g[..., c].mean(axis=(0, 1))
+                gsd[i, :, m, model_couplings.index(cname)] = g[..., c].std(axis=(0, 1))
             mean, tau = sub_est.predict(g, r), sub_est.spread(r, g)
             per_run.append(np.stack(
                 [_pointwise_loglik(run["tril"], run["residual"], mean[:, :, j], tau[:, :, j],
@@ -626,7 +647,7 @@ def _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs):
         "cutoff": np.asarray(cutoffs),
         "coupling": list(couplings),
         "model": list(elpd["models"]) if elpd is not None else [],
-        "model_coupling": list(MODEL_COUPLINGS),
+        "model_coupling": list(_model_couplings(theory)),
     }
     main = arviz_base.from_dict(groups, dims={**dims}, coords=coords,
                                 attrs={"/": root_attrs})

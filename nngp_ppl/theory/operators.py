@@ -207,12 +207,28 @@ def coupling_order(name) -> int:
 
 def _fit_bases(fit_orders) -> list[tuple[str, ...]]:
     """Nested bases a fit to the correlators of ``fit_orders`` can hold: the even local
-    operators with 4 <= k <= max order, in order of their expected size, the leading one
-    always present (it carries the leading 1/N deviation)."""
-    top = max(fit_orders)
-    ops = [local(k) for k in range(4, top + 1) if local(k).even]
-    ops.sort(key=lambda o: o.size_power)
-    return [tuple(o.name for o in ops[:m]) for m in range(1, len(ops) + 1)]
+    operators with 4 <= k <= the highest even order, in order of their expected size, the
+    leading one (λ) always present (it carries the leading 1/N deviation); where odd
+    correlators are fitted too, each even basis also with the nested odd operators
+    (g₃, then g₅) with 3 <= k <= the highest odd order (an odd operator's first-order
+    diagrams are in the odd correlators only). A basis is returned in order of expected
+    size (g₃ ~ N^-1/2, λ ~ 1/N, g₅ ~ N^-3/2, κ ~ 1/N²)."""
+    def nested(parity, top):
+        ops = [local(k) for k in range(3, top + 1) if local(k).parity == parity
+               and local(k).legs >= (4 if parity == 1 else 3)]
+        ops.sort(key=lambda o: o.size_power)
+        return [ops[:m] for m in range(1, len(ops) + 1)]
+
+    evens = [n for n in fit_orders if n % 2 == 0]
+    odds = [n for n in fit_orders if n % 2]
+    even_bases = nested(1, max(evens)) if evens else []
+    odd_bases = [[]] + (nested(-1, max(odds)) if odds else [])
+    out = []
+    for odd in odd_bases:
+        for even in even_bases:
+            ops = sorted(even + odd, key=lambda o: o.size_power)
+            out.append(tuple(o.name for o in ops))
+    return out
 
 
 def coupling_names(couplings, *, fit_orders=None, name: str = "couplings") -> tuple[str, ...]:
@@ -223,11 +239,12 @@ def coupling_names(couplings, *, fit_orders=None, name: str = "couplings") -> tu
     (``"g4"`` -> ``"lambda"``), so ``("lambda", "g4")`` repeats a coupling and is refused.
 
     ``fit_orders``: the correlator orders of a coupling fit. Then the basis must also be
-    one the fit holds (:func:`_fit_bases`: with orders up to 6, ``("lambda",)`` or
-    ``("lambda", "kappa")``, in any order of naming, returned in order of size); κ alone is
-    refused: λ ~ 1/N carries the leading deviation of the 4-pt function, so an action with κ
-    and without λ describes no finite-width ensemble. ``name`` is the argument the messages
-    name (``"--couplings"`` on the command line).
+    one the fit holds (:func:`_fit_bases`: with even orders up to 6, ``("lambda",)`` or
+    ``("lambda", "kappa")``; with odd orders up to 5 as well, either of them with g3 or
+    g3 and g5; in any order of naming, returned in order of size).
+    κ alone is refused: λ ~ 1/N carries the leading deviation of the 4-pt function, so an
+    action with κ and without λ describes no finite-width ensemble. ``name`` is the argument
+    the messages name (``"--couplings"`` on the command line).
     """
     if isinstance(couplings, str):
         couplings = tuple(c.strip() for c in couplings.split(",") if c.strip())
