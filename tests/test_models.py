@@ -281,13 +281,14 @@ def test_field_divergences_come_from_the_step_size_on_the_sextic_wall():
     """A strong sextic wall (κ = 10 on the 6-site test lattice) makes NUTS diverge at the
     former target acceptance 0.9 (18, 57, 21 divergences at seeds 0, 1, 2), and the default
     0.99 (smaller steps) removes them (0 at each of those seeds): the divergences are the
-    step size on the wall, not a region out of the sampler's reach. Same shapes as the tests
-    above, so the compiled sampler is shared."""
+    step size on the wall, not a region out of the sampler's reach. The claim is the
+    contrast, some against none, not a count (which varies 3x between seeds). Same shapes
+    as the tests above, so the compiled sampler is shared."""
     field = _field()
     _, loose = sample_field(field, 0.0, 10.0, num_samples=8000, num_warmup=500,
                             target_accept=0.9)
     _, tight = sample_field(field, 0.0, 10.0, num_samples=8000, num_warmup=500)
-    assert loose["diverging"].sum() > 10
+    assert loose["diverging"].sum() > 0
     assert tight["diverging"].sum() == 0
 
 
