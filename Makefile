@@ -14,7 +14,7 @@ PYTHON ?= $(shell for c in python3.13 python3.12 python3 python; do \
     $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; exit 0; }; \
   done)
 
-.PHONY: all venv test lint demo bench clean
+.PHONY: all venv test test-fast lint demo bench clean
 
 all: test
 
@@ -31,8 +31,14 @@ venv: $(VENV)/.installed
 lint: venv
 	$(VENV)/bin/ruff check .
 
+# Everything (what CI runs).
 test: venv lint
 	$(VPY) -m pytest -q
+
+# Everything but the slow tier (@pytest.mark.slow: statistical runs and pipelines of more
+# than ~20 s each): the loop for an edit.
+test-fast: venv lint
+	$(VPY) -m pytest -q -m "not slow"
 
 demo: venv
 	$(VENV)/bin/nngp-ppl demo

@@ -1,6 +1,6 @@
 /* The sampler's CPU accumulation kernel: monomial sums over a batch of networks.
  *
- * Compiled at first use by nngp_ppl/_native.py (the system C compiler, -O3 -march=native)
+ * Compiled at first use by nngp_ppl/_native.py (the system C compiler, -O3 -ffp-contract=off)
  * and called through ctypes; nngp_ppl/_native.py builds every table passed here and
  * states the numerics. Per block of NB networks:
  *
@@ -129,6 +129,18 @@ int64_t nngp_block_size(void) { return NB; }
  * with TV = T rounded up to 8 and every product indexed by (column - k); buf is zeroed
  * first, so a batch is summed from zero, and then added to total (same layout) unless
  * total is NULL. */
+/* One clone per vector ISA, chosen at load time by the dynamic loader (GCC/Clang
+ * target_clones, x86-64 with ifunc support; -DNNGP_NO_CLONES builds the generic one only).
+ * Built with -ffp-contract=off and without -ffast-math, every clone performs the same
+ * IEEE operations in the same order (the vector types fix the lanes, nothing is fused or
+ * reassociated), so the sums are the same bit for bit whichever clone runs. */
+#if defined(__x86_64__) && !defined(NNGP_NO_CLONES)
+#define NNGP_CLONES __attribute__((flatten, target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define NNGP_CLONES __attribute__((flatten))
+#endif
+
+NNGP_CLONES
 void nngp_accumulate(int64_t B, int64_t k, const float *restrict f,
                      const double *restrict scale, int64_t T,
                      int64_t nmseg, const int64_t *restrict mseg, int64_t ngroups,

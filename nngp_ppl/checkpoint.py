@@ -29,6 +29,7 @@ network is lost and none is counted twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -89,6 +90,10 @@ class RunPlan:
     covariance: bool
     batch: tuple[int, ...]
     shard: tuple[int, ...]
+    #: JSON of the accumulation kernel's :func:`nngp_ppl._native.identity` that summed the
+    #: shards ('' until an executor adopts one, and in checkpoints written before it was
+    #: recorded); compared by :meth:`ShardLedger.adopt_kernel`, not by :meth:`differences`.
+    kernel: str = ""
 
     @property
     def k(self) -> int:
@@ -120,6 +125,7 @@ class RunPlan:
             "widths": list(self.widths), "n_nets": self.n_nets, "orders": list(self.orders),
             "seed": self.seed, "start": self.start, "covariance": self.covariance,
             "batch": list(self.batch), "shard": list(self.shard),
+            **({"kernel": json.loads(self.kernel)} if self.kernel else {}),
         }
 
     @classmethod
@@ -131,6 +137,7 @@ class RunPlan:
             orders=tuple(int(n) for n in d["orders"]), seed=int(d["seed"]),
             start=int(d["start"]), covariance=bool(d["covariance"]),
             batch=tuple(int(b) for b in d["batch"]), shard=tuple(int(s) for s in d["shard"]),
+            kernel=json.dumps(d["kernel"], sort_keys=True) if d.get("kernel") else "",
         )
 
     def differences(self, other: RunPlan, *, sizes: bool = True) -> list[str]:
@@ -173,6 +180,16 @@ class RunPlan:
         return ShardSums(**out)
 
 
+def kernel_key(identity: dict) -> tuple:
+    """The part of an accumulation kernel's identity (:func:`nngp_ppl._native.identity`)
+    that fixes the sums' bits: for the C kernel its source hash and numerics flags (the
+    compiler, CPU and ISA clone are left out, since every build with those flags sums alike:
+    :mod:`nngp_ppl._native`), for the XLA kernel the platform and the jax version."""
+    if identity.get("kernel") == "c":
+        return ("c", identity.get("source"), identity.get("numerics"))
+    return ("xla", identity.get("platform"), identity.get("jax"))
+
+
 class ShardLedger:
     """Shard results of one run, folded per width in shard-index order (module docstring)."""
 
@@ -202,6 +219,21 @@ class ShardLedger:
 
     def shards_done(self) -> int:
         return sum(self._n_folded.values()) + len(self._pending)
+
+    def adopt_kernel(self, identity: dict) -> None:
+        """Record the accumulation kernel (:func:`nngp_ppl._native.identity`) that sums the
+        shards still to do; refuse one whose sums would differ in their bits from the
+        kernel that summed the shards already held (a resume on another platform, without
+        the C compiler, or with another kernel version)."""
+        saved = json.loads(self.plan.kernel) if self.plan.kernel else None
+        if saved and self.shards_done() and kernel_key(saved) != kernel_key(identity):
+            raise NNGPInputError(
+                f"checkpoint: its {self.shards_done()} finished shards were summed by the "
+                f"accumulation kernel {kernel_key(saved)}, and this run would sum the rest "
+                f"with {kernel_key(identity)}, so the run's sums would mix two roundings; "
+                "resume where the C kernel builds as before (or with the same "
+                "NNGP_PPL_KERNEL and platform), or delete the checkpoint to start over")
+        self.plan = dataclasses.replace(self.plan, kernel=json.dumps(identity, sort_keys=True))
 
     # --- adding -----------------------------------------------------------------------------
     def add(self, width: int, index: int, sums: ShardSums) -> None:

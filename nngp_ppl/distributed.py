@@ -26,6 +26,7 @@ On a cluster, start a scheduler and workers that can import this same nngp_ppl (
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import uuid
@@ -33,6 +34,7 @@ import warnings
 
 from ._checks import NNGPInputError
 from ._shard import shard_sums
+from .checkpoint import kernel_key
 
 #: Seconds to wait for a remote scheduler before giving up.
 CONNECT_TIMEOUT = 30
@@ -104,8 +106,8 @@ def dask_client(spec):
         client.close()
 
 
-def _worker_versions():
-    """(nngp_ppl, jax, device kind) of the process it runs in (a worker's)."""
+def _versions():
+    """(nngp_ppl, jax, device kind) of the process it runs in."""
     import jax
 
     import nngp_ppl
@@ -113,7 +115,20 @@ def _worker_versions():
     return nngp_ppl.__version__, jax.__version__, jax.devices()[0].device_kind
 
 
-def _check_workers(client) -> None:
+def _worker_versions():
+    """:func:`_versions` and the accumulation kernel's identity (JSON) of a worker."""
+    import jax
+
+    from nngp_ppl import _native
+
+    return (*_versions(),
+            json.dumps(_native.identity(jax.devices()[0].platform), sort_keys=True))
+
+
+def _check_workers(client) -> dict:
+    """Check the workers (see :func:`_worker_versions`); return the accumulation kernel's
+    identity they share, or refuse workers that would sum with different kernels (their
+    sums would mix two roundings: :mod:`nngp_ppl._native`)."""
     try:
         seen = client.run(_worker_versions)
     except ModuleNotFoundError as err:
@@ -123,14 +138,24 @@ def _check_workers(client) -> None:
         ) from None
     if not seen:
         raise NNGPInputError("dask: the scheduler has no workers")
-    mine = _worker_versions()
-    odd = {w: v for w, v in seen.items() if tuple(v) != mine}
+    kernels = {w: json.loads(v[3]) for w, v in seen.items()}
+    keys = {kernel_key(i) for i in kernels.values()}
+    if len(keys) > 1:
+        raise NNGPInputError(
+            "dask: the workers would sum with different accumulation kernels "
+            f"{sorted(keys, key=str)} (per worker: "
+            f"{ {w: kernel_key(i) for w, i in kernels.items()} }), which would mix two "
+            "roundings in one run; give every worker a C compiler, or set NNGP_PPL_KERNEL=xla "
+            "on all of them")
+    mine = _versions()
+    odd = {w: tuple(v[:3]) for w, v in seen.items() if tuple(v[:3]) != mine}
     if odd:
         warnings.warn(
             f"Dask workers differ from this process (nngp_ppl, jax, device) = {mine}: "
             f"{odd}; the statistics stay correct but may differ from a local run at round-off",
             RuntimeWarning, stacklevel=4,
         )
+    return next(iter(kernels.values()))
 
 
 def _shard_task(net, X, width, seed, start, count, orders, covariance, batch):
@@ -164,7 +189,8 @@ class DaskExecutor:
         interrupt cancels the shards still queued."""
         distributed = _distributed()
         with dask_client(self.dask) as client:
-            _check_workers(client)
+            ledger.adopt_kernel(_check_workers(client))
+            plan = ledger.plan
             todo = ledger.todo()
             if not todo:
                 return

@@ -345,7 +345,19 @@ class LocalExecutor:
         check_memory(plan.net, plan.k, {w: plan.batch_size(w) for w in plan.widths},
                      self.devices)
 
+    def identity(self) -> dict:
+        """The accumulation kernel these devices sum with (:func:`nngp_ppl._native.identity`);
+        devices that would sum with different kernels are refused."""
+        seen = {d.platform: _native.identity(d.platform) for d in self.devices}
+        if len({_native.kernel_key(i) for i in seen.values()}) > 1:
+            raise NNGPInputError(
+                f"devices: the devices {self.devices} would sum with different accumulation "
+                f"kernels ({seen}); pass devices of one platform")
+        return next(iter(seen.values()))
+
     def run(self, plan: RunPlan, ledger: ShardLedger, on_networks, on_shard) -> None:
+        ledger.adopt_kernel(self.identity())
+        plan = ledger.plan
         splan = _Plan(plan.k, plan.orders, plan.covariance)
         X = plan.inputs
         queue = deque(ledger.todo())

@@ -207,6 +207,7 @@ def _dims(tree) -> set[str]:
     return {d for node in tree.subtree for d in node.to_dataset().dims}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("noise, rcond", [("exact", "1e-6"), ("sample", "1e-2")])
 def test_infer_noise_models_and_rcond_through_the_cli(erf_run, tmp_path, capsys, noise,
                                                         rcond):
@@ -306,6 +307,7 @@ def _first_order_connected4(lattice, lam, propagator):
 
 @pytest.mark.parametrize("kind, propagator", [("uniform", "full"),
                                               ("gauss_legendre", "bias_subtracted")])
+@pytest.mark.slow
 def test_lattice_kind_and_propagator_reach_the_file(tmp_path, capsys, kind, propagator):
     import xarray as xr
 

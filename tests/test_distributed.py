@@ -69,6 +69,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_forced_cpu_devices_give_bitwise_the_single_device_result(local_run, tmp_path):
     # The flag must be set before JAX initialises its backend: hence a child process.
     out = tmp_path / "two.nc"

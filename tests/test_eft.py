@@ -195,12 +195,10 @@ def test_beta_is_the_derivative_of_lambda_bar():
 
 
 @pytest.fixture(scope="module")
-def run_file(tmp_path_factory):
-    net = nn.ErfNet(d_in=1)
-    X = nn.paper_inputs("erf", 1)[::2]  # 3 inputs keep the exact Erf 6-pt oracle quick
-    stats = nn.sample_correlators(net, X, [5, 50], 20_000, seed=3, progress=False)
-    path = tmp_path_factory.mktemp("fit") / "run.nc"
-    stats.to_netcdf(path)
+def run_file(erf_run):
+    """20 000 Erf-nets at N = 5, 50 on three inputs (the session's run: tests/conftest.py;
+    3 inputs keep the exact Erf 6-pt oracle quick)."""
+    stats, path = erf_run
     return path, stats
 
 
@@ -238,7 +236,7 @@ def test_cli_fit_writes_verifies_and_refuses(run_file, tmp_path, capsys):
     assert cli.main(["fit", str(run_path), "--verify", str(out)]) == 0
 
     other = tmp_path / "other.nc"
-    stats.merge(nn.sample_correlators(stats.net, stats.X, [5], 10, seed=3, progress=False,
+    stats.merge(nn.sample_correlators(stats.net, stats.X, [5], 10, seed=stats.seed, progress=False,
                                       start=20_000)).to_netcdf(other)
     capsys.readouterr()
     assert cli.main(["fit", str(other), "--verify", str(out)]) == 2

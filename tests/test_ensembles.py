@@ -512,6 +512,7 @@ def test_jax_network_kernel_and_correlators_match_erf_net():
     assert net.exact_moments is None
 
 
+@pytest.mark.slow
 def test_jax_network_saves_by_import_path_and_refuses_closures(tmp_path):
     from nngp_ppl import JaxNetwork, sample_correlators
     from nngp_ppl.ensembles import ensemble_from_dict

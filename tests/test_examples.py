@@ -74,6 +74,7 @@ def test_02_lambda_at_a_cutoff():
     assert abs(out["gamma_fit"] - 5) < 0.2
 
 
+@pytest.mark.slow
 def test_03_coupling_posterior(tmp_path):
     out = run_example("03_coupling_posterior", "--trace", str(tmp_path / "trace.png"))
     assert (tmp_path / "trace.png").stat().st_size > 0
@@ -81,23 +82,36 @@ def test_03_coupling_posterior(tmp_path):
     assert lam.shape[:2] == (2, 1000) and np.all(np.isfinite(lam))
     table = out["gate"].table
     assert set(table["variable"]) == {"lambda", "spread"}
-    assert np.all(np.isfinite(table["r_hat"])) and np.all(table["divergences"] >= 0)
     assert out["lambda_exact"] < 0
-    lo, hi = out["interval"]
-    assert lo < hi
+    # The estimand on the exact finite-width correlators (the target) inside the central
+    # 99% interval of the posterior (a fixed seed; a calibrated posterior misses it with
+    # probability 0.01; at --small size the interval still reaches λ = 0).
+    lo, hi = np.quantile(lam, [0.005, 0.995])
+    assert lo <= out["lambda_exact"] <= hi, (lo, out["lambda_exact"], hi)
+    # The posterior of the estimand B r centres on its value at the observed correlators,
+    # the paper's λ̄ (the prior on r is wide against the noise): within 4 Monte Carlo
+    # standard errors of the mean, sd/√400 at the gate's bulk ESS >= 400. (Measured: mean
+    # -2.390e-4, λ̄ -2.393e-4, sd 1.5e-4; a coupling off by a factor 1.5 misses by 0.8 sd.)
+    assert abs(lam.mean() - out["lambda_bar"]) < 4 * lam.std() / np.sqrt(400)
+    # The printed 90% interval is the draws' own.
+    np.testing.assert_allclose(out["interval"], np.quantile(lam, [0.05, 0.95]))
 
 
+@pytest.mark.slow
 def test_04_beta_function():
     out = run_example("04_beta_function")
     gamma = out["gamma"].ravel()
     # ReLU-net: γ = d_in + 4 = 5 (physics.md §8), from the flow of every posterior draw.
     assert out["gamma_analytic"] == 5
     assert abs(np.median(gamma) - 5) < 0.05
-    # The extrapolation's systematic error is added on top of the networks' spread, never
-    # in place of it.
-    assert np.std(gamma) >= np.std(out["gamma_data"])
+    # The uncertainty against the exact target: γ = 5 inside the central 99% interval of
+    # the draws (the networks' spread plus the extrapolation's systematic error; a
+    # calibrated interval misses with probability 0.01), and the interval is informative.
+    lo, hi = np.quantile(gamma, [0.005, 0.995])
+    assert lo <= 5 <= hi and hi - lo < 1, (lo, hi)
 
 
+@pytest.mark.slow
 def test_05_lattice_vs_perturbation():
     rows = run_example("05_lattice_vs_perturbation")
     small, large = rows
@@ -116,6 +130,7 @@ def test_examples_have_docstrings_and_small_flag(name):
     assert text.startswith('"""') and "--small" in text
 
 
+@pytest.mark.slow
 def test_06_own_network():
     out = run_example("06_own_network")
     # The Monte Carlo kernel of the user's network agrees with MLP(2, "tanh")'s recursion
@@ -139,6 +154,7 @@ def test_06_own_network():
     assert run["posterior"]["two_point"] == "measured"  # K is not its 2-pt function
 
 
+@pytest.mark.slow
 def test_07_own_ensemble_cli(tmp_path):
     out = run_example("07_own_ensemble_cli", "--out", str(tmp_path))
     # The user's class reloads as itself from the run file, by its import path.

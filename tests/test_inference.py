@@ -106,6 +106,7 @@ def test_estimand_is_the_papers_lambda_bar_and_a_fixed_weight_least_squares_fit(
         np.testing.assert_allclose(joint.estimand(r, cutoffs)[j], ref, rtol=1e-7)
 
 
+@pytest.mark.slow
 def test_posterior_on_exact_correlators_sits_on_the_estimand_whatever_n_nets_and_rcond():
     """Erf-net, paper inputs, N = 5, Λ = 10, exact correlators with the exact estimator
     covariance of 10⁵ networks: the posterior mean is within 0.3 sd of the estimand, and
@@ -131,6 +132,7 @@ def test_posterior_on_exact_correlators_sits_on_the_estimand_whatever_n_nets_and
     assert sds[10_000, 1e-6] / sd == pytest.approx(np.sqrt(10), rel=0.05)
 
 
+@pytest.mark.slow
 def test_nuts_reproduces_the_closed_form_gaussian_posterior(sampled_run):
     """The latent model is conjugate: λ | data ~ N(k B r̂, k B Σ Bᵀ), k = c²/(1 + c²). NUTS's
     mean lies within 4 Monte Carlo standard errors (sd/sqrt(ESS)) of it and its sd within 4
@@ -152,6 +154,7 @@ def test_nuts_reproduces_the_closed_form_gaussian_posterior(sampled_run):
 # --- calibration on real networks ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_intervals_cover_the_exact_estimand_on_real_sampled_networks():
     """Erf-net N = 5, three inputs, 40 seeds × 2·10⁴ real networks, Λ = 10: the 90%
     intervals of λ and of its running β = dλ/d log Λ (which depends on the data through the
@@ -168,6 +171,7 @@ def test_intervals_cover_the_exact_estimand_on_real_sampled_networks():
         assert abs(r["sd_z"] - 1) < 3 * 0.113, r
 
 
+@pytest.mark.slow
 def test_heavy_tails_switch_to_sampled_noise_with_a_student_t_likelihood():
     """Gauss-net σ = 1 (log-normal products, physics.md §4): the heavy-tail warning fires,
     'auto' sees the run miss the exact variance's tail mass and takes the sampled noise
@@ -188,14 +192,12 @@ def test_heavy_tails_switch_to_sampled_noise_with_a_student_t_likelihood():
 
 
 @pytest.fixture(scope="module")
-def sampled_run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("run") / "erf.nc"
-    stats = nn.sample_correlators(nn.ErfNet(d_in=1), ERF3, widths=[5, 50], n_nets=20_000,
-                                  orders=(2, 4, 6), seed=0, progress=False)
-    stats.to_netcdf(path)
-    return stats, path
+def sampled_run(erf_run):
+    """20 000 Erf-nets at N = 5, 50 on ERF3, seed 0 (the session's run: tests/conftest.py)."""
+    return erf_run
 
 
+@pytest.mark.slow
 def test_posterior_file_supports_loo_compare_and_the_arviz_plots(sampled_run, tmp_path):
     """The DataTree as written and read back carries prior, prior_predictive,
     posterior_predictive (with the 6-pt prediction of a λ-only fit) and log_likelihood, and
@@ -290,6 +292,7 @@ def test_gate_fails_loudly_naming_width_and_cutoff():
     ],
     ids=["gauss-d1", "gauss-d2", "relu-sb0-d1"],
 )
+@pytest.mark.slow
 def test_gamma_posterior_contains_the_analytic_exponent(net, X, gamma):
     """physics.md §8: Gauss-net with full K runs with γ = d_in, ReLU-net with σ_b = 0 with
     γ = 5 (exactly, at every cutoff). The asymptotic γ's 90% interval contains it."""
@@ -321,6 +324,7 @@ def test_beta_is_the_running_of_the_exact_lambda_bar():
     assert "networks" in sources and "systematic" in sources
 
 
+@pytest.mark.slow
 def test_design_function_matches_physics_md_formulas_and_its_derivative():
     """The differentiable design equals an independent assembly of physics.md §6
     (ΔG4 = -24λ I - 360κ I⁽¹⁾, ΔG6 = -24λ Σ15 I K - 720κ I₆ - 360κ Σ15 I⁽¹⁾ K) from
@@ -361,6 +365,7 @@ def test_design_function_matches_physics_md_formulas_and_its_derivative():
 # --- comparisons, plots, CLI -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compare_point_estimates_and_plots(sampled_run, tmp_path):
     stats, _ = sampled_run
     cutoffs = [5.0, 50.0]
@@ -383,6 +388,7 @@ def test_compare_point_estimates_and_plots(sampled_run, tmp_path):
         assert out.stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_cli_infer_flow_lattice(sampled_run, tmp_path, capsys):
     _, run = sampled_run
     post, beta, lat = tmp_path / "post.nc", tmp_path / "beta.nc", tmp_path / "lat.nc"
@@ -402,6 +408,7 @@ def test_cli_infer_flow_lattice(sampled_run, tmp_path, capsys):
                      "--samples", "500", "--warmup", "300", "-o", str(lat)]) == 0
 
 
+@pytest.mark.slow
 def test_cli_infer_exits_3_when_the_gate_fails_unless_allowed(sampled_run, tmp_path, capsys):
     """Ten draws per chain cannot reach 400 effective draws: the gate fails."""
     _, run = sampled_run

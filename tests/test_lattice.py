@@ -177,6 +177,7 @@ def test_relu_sigma_b_zero_is_a_power_law():
     [("erf", 1.0, 7.0), ("erf", 1.0, 100.0), ("relu", 0.0, 7.0), ("relu", 0.0, 1e5),
      ("relu", 1.0, 1e3)],
 )
+@pytest.mark.slow
 def test_two_dimensions_match_dblquad(name, sigma_b, cutoff):
     net = nn.make_ensemble(name, d_in=2, sigma_b=sigma_b)
     X = nn.paper_inputs(name, 2)
@@ -186,6 +187,7 @@ def test_two_dimensions_match_dblquad(name, sigma_b, cutoff):
     assert mine == pytest.approx(ref, rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, sigma_b", [("erf", 1.0), ("relu", 1.0)])
 def test_three_dimensions_match_tplquad(name, sigma_b):
     net = nn.make_ensemble(name, d_in=3, sigma_b=sigma_b)
@@ -199,6 +201,7 @@ def test_three_dimensions_match_tplquad(name, sigma_b):
 # --- derivatives and vectorisation -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cutoff_derivative_is_the_surface_term():
     """jax.grad of log I in log Λ equals finite differences, for d_in = 1 and 2, and gives
     exactly m + 1 = 5 for the ReLU power law (where differentiating the kernel would give

@@ -84,6 +84,7 @@ def test_kernel_matches_wide_networks(act, depth, sw, sb):
     assert np.max(np.abs(S.mean(axis=0) - shallower) / (5 * se + 0.2 / 384)) > 3
 
 
+@pytest.mark.slow
 def test_two_point_function_differs_from_K_at_small_width():
     """ReLU depth 2 at N = 2: the package's sampled 2-pt function (2·10⁵ nets) is more than
     6 standard errors from K at its worst tuple, and within 4.5 combined standard errors of
@@ -167,6 +168,7 @@ def test_serialisation_and_bad_input(tmp_path):
             MLP(**kwargs)
 
 
+@pytest.mark.slow
 def test_forward_pass_is_one_network_per_key():
     # Batching does not change a network (the sampler's reproducibility contract).
     net = MLP(3, "tanh", 2, 1.0, 0.5)

@@ -283,12 +283,13 @@ def test_field_divergences_come_from_the_step_size_on_the_sextic_wall():
     runs in pieces, which changed the chains at round-off, amplified on the wall; 18, 57, 21
     before), and the default 0.99 (smaller steps) removes them (0 at each of those seeds):
     the divergences are the step size on the wall, not a region out of the sampler's reach.
-    Same shapes as the tests above, so the compiled sampler is shared."""
+    The claim is the contrast, some against none, not a count (which varies 100x between
+    seeds). Same shapes as the tests above, so the compiled sampler is shared."""
     field = _field()
     _, loose = sample_field(field, 0.0, 10.0, num_samples=8000, num_warmup=500,
                             target_accept=0.9, seed=1)
     _, tight = sample_field(field, 0.0, 10.0, num_samples=8000, num_warmup=500, seed=1)
-    assert loose["diverging"].sum() > 10
+    assert loose["diverging"].sum() > 0
     assert tight["diverging"].sum() == 0
 
 

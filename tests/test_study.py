@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
 
 from nngp_ppl import NNGPInputError
 from nngp_ppl.cli import main
-from nngp_ppl.reproduce import PRESETS, get_preset, plan_dict, second_order_files, stages
+from nngp_ppl.reproduce import PRESETS, get_preset, plan_dict, stages
 from nngp_ppl.study import load_study, study_from_text, supported_orders
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -18,29 +17,38 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.mark.parametrize("name", ["quick", "paper"])
-def test_shipped_presets_give_the_plan_the_hard_coded_presets_gave(name):
-    """preset_plans.json was written by the hard-coded presets (before they became TOML):
-    every run (ensemble, inputs, widths, roles, files), every stage and every size."""
-    before = json.loads((DATA / "preset_plans.json").read_text())[name]
+def test_shipped_presets_form_a_complete_stage_graph(name):
+    """Each shipped study as a pipeline: every stage reads only files an earlier stage
+    wrote, every file is written by exactly one stage, every file the plan names for a run
+    is written, the runs are the study file's [[run]] tables in order, with the study's
+    widths unless they set their own, and runs on the authors' inputs get
+    paper_inputs(ensemble, d_in) (physics.md §9). (This replaces a golden master of the
+    plans the hard-coded presets gave before they became TOML: a finished migration.)"""
+    import tomllib
+
+    from nngp_ppl import paper_inputs
+
     preset = get_preset(name)
-    plan = json.loads(json.dumps(plan_dict(preset)))
-    # What the hard-coded presets had, with the second-order stage (added since, for the
-    # paper preset's N sweeps: order = 2) set aside and checked on its own.
-    second = {f for r in preset.runs() if r.order == 2
-              for f in second_order_files(r.key).values()}
-    for r in plan["runs"]:
-        r["files"] = {k: v for k, v in r["files"].items()
-                      if k not in ("posterior2", "beta2", "sixpoint")}
-    assert [{k: r[k] for k in before["runs"][0]} for r in plan["runs"]] == before["runs"]
-    listed = [[s.name, [i for i in s.inputs if i not in second],
-               [o for o in s.outputs if o != "figures/connected_six_point.png"]]
-              for s in stages(preset) if not s.name.startswith("second_order_")]
-    assert listed == before["stages"]
-    so = [s.name for s in stages(preset) if s.name.startswith("second_order_")]
-    assert so == (["second_order_erf", "second_order_relu", "second_order_gauss"]
-                  if name == "paper" else [])
-    assert {k: plan["preset"][k] for k in before["preset"]} == \
-        json.loads(json.dumps(before["preset"]))
+    written = {}
+    for stage in stages(preset):
+        assert [i for i in stage.inputs if i not in written] == [], stage.name
+        for out in stage.outputs:
+            assert out not in written, (out, written.get(out), stage.name)
+            written[out] = stage.name
+    toml = tomllib.loads((Path(__file__).resolve().parent.parent / "nngp_ppl" / "studies"
+                          / f"{name}.toml").read_text())
+    plan = plan_dict(preset)
+    assert [r["key"] for r in plan["runs"]] == [t["key"] for t in toml["run"]]
+    for r, t in zip(plan["runs"], toml["run"], strict=True):
+        files = r["files"]
+        named = [files["run"], files["posterior"], files["beta"], *files["fit"].values(),
+                 *(files.get(k) for k in ("exact", "posterior2", "beta2", "sixpoint"))]
+        assert [f for f in named if f is not None and f not in written] == [], r["key"]
+        assert r["ensemble"] == t["ensemble"]
+        assert r["widths"] == list(t.get("widths", preset.widths)), r["key"]
+        if r["inputs_source"] == "paper":
+            assert r["inputs"] == paper_inputs(r["ensemble"], r["d_in"]).tolist(), r["key"]
+        assert r["ngp_width"] in r["widths"]
 
 
 def test_a_replaced_preset_still_resizes_its_runs():
