@@ -78,16 +78,23 @@ def test_six_point_kappa_is_720_plus_fifteen_terms_of_360():
 
 
 def _physics_md_expressions() -> dict[int, str]:
-    """The ΔG4 and ΔG6 lines of docs/physics.md §4, in the engine's spelling: ASCII minus,
-    single spaces, and the ellipses written out (K1y…K6y is K1y K2y .. K6y; Kay…Kdy is
-    Kay Kby Kcy Kdy), so the text a reader sees is what the engine is compared with."""
+    """The first-order ΔGn lines of docs/physics.md (§4: λ and κ; §6b: g₃ and g₅), in the
+    engine's spelling: ASCII minus, single spaces, continuation lines joined, bracketed
+    notes dropped, and the ellipses written out (K1y…K6y is K1y K2y .. K6y; Kay…Kdy is
+    Kay Kby Kcy Kdy), so the text a reader sees is what the engine is compared with. The
+    derivative operator's line (§6c, with g∂) is checked in test_derivative_operator."""
     text = (Path(__file__).resolve().parent.parent / "docs" / "physics.md").read_text()
-    out = {}
-    for line in text.splitlines():
+    lines, out = text.splitlines(), {}
+    for i, line in enumerate(lines):
         m = re.match(r"\s*ΔG(\d) = (.*)", line)
-        if not m:
+        if not m or "g∂" in line:
             continue
-        expr = m.group(2).replace("−", "-")
+        expr = m.group(2)
+        for more in lines[i + 1:]:
+            if not re.match(r"\s+[−-] ", more):
+                break
+            expr += " " + more.strip()
+        expr = re.sub(r"\[[^]]*\]", "", expr).replace("−", "-")
         expr = re.sub(r"K1y…K(\d)y", lambda g: " ".join(f"K{i}y" for i in
                                                         range(1, int(g.group(1)) + 1)), expr)
         expr = re.sub(r"K([a-z])y…K([a-z])y", lambda g: " ".join(
@@ -98,11 +105,13 @@ def _physics_md_expressions() -> dict[int, str]:
 
 def test_expression_matches_physics_md():
     """The engine's expressions are the ones docs/physics.md prints (read from the file,
-    not a copy of it)."""
+    not a copy of it): the even vertices λ, κ on the 4- and 6-pt functions, the odd ones
+    g₃, g₅ on the 1-, 3- and 5-pt functions."""
     doc = _physics_md_expressions()
-    assert sorted(doc) == [4, 6]
+    assert sorted(doc) == [1, 3, 4, 5, 6]
     for n, line in doc.items():
-        assert dg.first_order_expression(n) == line
+        couplings = ("lambda", "kappa") if n % 2 == 0 else ("g3", "g5")
+        assert dg.first_order_expression(n, couplings) == line
     assert dg.first_order_expression(2) == "ΔG2 = 0"
 
 
