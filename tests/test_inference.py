@@ -175,7 +175,10 @@ def test_intervals_cover_the_exact_estimand_on_real_sampled_networks():
 def test_heavy_tails_switch_to_sampled_noise_with_a_student_t_likelihood():
     """Gauss-net σ = 1 (log-normal products, physics.md §4): the heavy-tail warning fires,
     'auto' sees the run miss the exact variance's tail mass and takes the sampled noise
-    with a Cauchy (ν = 1) likelihood, and the file says so."""
+    with a Cauchy (ν = 1) likelihood, and the file says so. The Cauchy posterior's tails
+    make NUTS diverge now and then at these short settings: 0-7 of the 2000 draws over NUTS
+    seeds 0-5 (measured since NUTS runs in pieces; before, seed 0 happened to give none), so
+    the test bounds the share at 1%, where a broken likelihood diverges far more often."""
     with pytest.warns(HeavyTailWarning):
         stats = nn.sample_correlators(GAUSS, GAUSS_X, [100], 20_000, orders=(4,), seed=1,
                                       progress=False)
@@ -185,7 +188,7 @@ def test_heavy_tails_switch_to_sampled_noise_with_a_student_t_likelihood():
     assert dt.attrs["likelihood"].startswith("Student-t")
     assert float(dt["constant_data"]["effective_networks"].sel(width=100)) < 10
     assert float(dt["constant_data"]["likelihood_df"].sel(width=100)) == 1.0
-    assert int(dt["sample_stats"]["diverging"].sum()) == 0
+    assert int(dt["sample_stats"]["diverging"].sum()) <= 0.01 * 4 * 500
 
 
 # --- the ArviZ workflow ----------------------------------------------------------------------

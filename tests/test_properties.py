@@ -46,7 +46,10 @@ def ensembles_and_inputs(draw):
     X = draw(arrays(np.float64, (k, d_in), elements=real))
     if draw(st.booleans()) and k > 1:
         X[-1] = X[0]  # coincident inputs: a singular Gram matrix, PSD only to round-off
-    return cls(d_in=d_in, sigma_w=draw(scale), sigma_b=draw(scale)), X
+    sigma_w = draw(scale)
+    # sigma_w = sigma_b = 0 is refused (a zero kernel: every network the same constant)
+    sigma_b = draw(scale.filter(lambda s: s > 0) if sigma_w == 0 else scale)
+    return cls(d_in=d_in, sigma_w=sigma_w, sigma_b=sigma_b), X
 
 
 @FEW
