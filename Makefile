@@ -32,13 +32,14 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 # Everything (what CI runs).
+# pytest-xdist: two workers, one test file each at a time (module fixtures stay shared).
 test: venv lint
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -n 2 --dist loadfile
 
 # Everything but the slow tier (@pytest.mark.slow: statistical runs and pipelines of more
 # than ~20 s each): the loop for an edit.
 test-fast: venv lint
-	$(VPY) -m pytest -q -m "not slow"
+	$(VPY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 demo: venv
 	$(VENV)/bin/nngp-ppl demo
