@@ -770,7 +770,7 @@ def _messages(caught) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
-def _report_action(preset: Preset, records: Callable[[], dict]):
+def _report_action(preset: Preset, records: Callable[[], dict], progress: bool):
     def action(out: Path):
         from .report import write_report
 
@@ -778,7 +778,7 @@ def _report_action(preset: Preset, records: Callable[[], dict]):
         write_report(out, plan_dict(preset),
                      timings={k: v.get("seconds") for k, v in rec.items()},
                      warnings={k: v.get("warnings", []) for k, v in rec.items()
-                               if v.get("warnings")})
+                               if v.get("warnings")}, progress=progress)
 
     return action
 
@@ -883,7 +883,7 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
                for p in (run_file(r.key), symmetry_file(r.key))]
     out.append(Stage("report", "figures, summary.json and report.md", tuple(inputs),
                      report_outputs(preset), {"preset": preset.to_dict()},
-                     _report_action(preset, records)))
+                     _report_action(preset, records, progress)))
     return out
 
 

@@ -191,3 +191,19 @@ def test_a_study_mixing_runs_with_and_without_an_oracle_counts_coverage_only_whe
     assert "Missed: with-oracle N=16" in report and "Missed: " + run["label"] not in report
     assert report.count("exact comparison unavailable") == 5
     assert "*with-oracle: exact comparison unavailable" not in report
+
+
+def test_the_report_stage_shows_a_bar_over_its_figures_on_a_terminal(study, monkeypatch,
+                                                                      capsys):
+    """The report stage is the longest one without NUTS or sampling (about 10 s for the
+    demo on a quiet machine): with progress forced on, its figures get a bar on standard
+    error; with progress off, nothing is drawn."""
+    from nngp_ppl.report import make_figures
+
+    preset, out, _, _ = study
+    monkeypatch.setenv("NNGP_PPL_PROGRESS", "1")
+    paths = make_figures(out, plan_dict(preset), progress=True)
+    err = capsys.readouterr().err
+    assert "report figures" in err and f"{len(paths)}/{len(paths)}" in err
+    make_figures(out, plan_dict(preset), progress=False)
+    assert "report figures" not in capsys.readouterr().err

@@ -58,12 +58,14 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def write_report(out, plan: dict, timings: dict | None = None,
-                 warnings: dict | None = None) -> tuple[Path, Path, list]:
-    """Figures, ``summary.json`` and ``report.md`` into ``out`` (all written atomically)."""
+                 warnings: dict | None = None, *,
+                 progress: bool = False) -> tuple[Path, Path, list]:
+    """Figures, ``summary.json`` and ``report.md`` into ``out`` (all written atomically);
+    ``progress``: a bar over the figures on a terminal."""
     out = Path(out)
     runs = study_runs(out, plan)
     summary = collect_summary(out, plan, timings, warnings=warnings, runs=runs)
-    figures = make_figures(out, plan, runs=runs)
+    figures = make_figures(out, plan, runs=runs, progress=progress)
     summary["figures"] = [str(f.relative_to(out)) for f in figures]
     spath = _write_text(out / "summary.json", json.dumps(summary, indent=1))
     rpath = _write_text(out / "report.md", render_report(summary))

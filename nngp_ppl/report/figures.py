@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_path
+from .._progress import bar
 from . import second_order, symmetry
 from .files import deviation, six_point, study_runs
 from .summary import orders_text, six_point_summary
@@ -457,8 +458,9 @@ def fig_posterior_vs_point(runs, cutoff) -> object:
     return fig
 
 
-def make_figures(out, plan: dict, *, runs=None) -> list[Path]:
-    """Draw every figure of :data:`FIGURES` into ``out/figures``; returns their paths."""
+def make_figures(out, plan: dict, *, runs=None, progress: bool = False) -> list[Path]:
+    """Draw every figure of :data:`FIGURES` into ``out/figures``; returns their paths.
+    ``progress``: a bar over the figures on a terminal (:mod:`nngp_ppl._progress`)."""
     out = Path(out)
     runs = study_runs(out, plan) if runs is None else runs
     cutoff = float(plan["preset"]["six_point_cutoff"])
@@ -471,12 +473,17 @@ def make_figures(out, plan: dict, *, runs=None) -> list[Path]:
         "six_point.png": lambda: fig_six_point(runs, cutoff),
         "posterior_vs_point.png": lambda: fig_posterior_vs_point(runs, cutoff),
     }
-    paths = []
-    for name in FIGURES:
-        paths.append(_save(makers[name](), out / "figures" / name))
-    if any(second_order.files(run) for run in runs):
-        paths.append(_save(second_order.figure(runs), out / "figures" / second_order.FIGURE))
+    names = list(FIGURES)
     tested = [*runs, *symmetry.tested_only_runs(out, plan)]
+    if any(second_order.files(run) for run in runs):
+        makers[second_order.FIGURE] = lambda: second_order.figure(runs)
+        names.append(second_order.FIGURE)
     if any(symmetry.summary(run) for run in tested):
-        paths.append(_save(symmetry.figure(tested), out / "figures" / symmetry.FIGURE))
+        makers[symmetry.FIGURE] = lambda: symmetry.figure(tested)
+        names.append(symmetry.FIGURE)
+    paths = []
+    with bar(len(names), "report figures", progress) as shown:
+        for name in names:
+            paths.append(_save(makers[name](), out / "figures" / name))
+            shown.update(1)
     return paths
