@@ -3,6 +3,8 @@ the vertex sites as one centred Gaussian vector."""
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 
@@ -14,3 +16,30 @@ def joint_covariance(net, X, sites, propagator: str) -> np.ndarray:
     Kxy = np.asarray(net.kernel(X, sites)) - shift
     Kyy = np.asarray(net.kernel(sites)) - shift
     return np.block([[Kxx, Kxy], [Kxy.T, Kyy]])
+
+
+def moment_function(cov: np.ndarray):
+    """<Π_i φ_i^{c_i}> of a centred Gaussian vector with covariance ``cov``, for a count
+    vector c: the Isserlis recursion, pairing the first leg with each other leg (a full Wick
+    sum, no diagrams involved: the brute force the diagram engines are checked against)."""
+    V = cov.shape[0]
+
+    @cache
+    def moment(counts: tuple[int, ...]) -> float:
+        total = sum(counts)
+        if total == 0:
+            return 1.0
+        if total % 2:
+            return 0.0
+        i = next(j for j in range(V) if counts[j])
+        c = list(counts)
+        c[i] -= 1
+        out = 0.0
+        for j in range(V):
+            if c[j]:
+                d = c.copy()
+                d[j] -= 1
+                out += c[j] * cov[i, j] * moment(tuple(d))
+        return out
+
+    return moment

@@ -11,10 +11,10 @@ the design built from JAX derivatives of the kernel, with an error falling as hÂ
 from __future__ import annotations
 
 import itertools
-from functools import cache
 
 import numpy as np
 import pytest
+from gaussian_sites import moment_function
 
 import nngp_ppl as nn
 from nngp_ppl import tuples
@@ -24,31 +24,6 @@ from nngp_ppl.theory.lattice import Lattice
 
 ERF = nn.ErfNet(d_in=1, sigma_w=1.3, sigma_b=0.8)
 X = np.array([[-0.7], [0.2], [0.9]])
-
-
-def _moment(cov):
-    """<Î _i z_i^{c_i}> of a centred Gaussian vector for count vector c (Isserlis)."""
-    V = cov.shape[0]
-
-    @cache
-    def m(counts):
-        total = sum(counts)
-        if total == 0:
-            return 1.0
-        if total % 2:
-            return 0.0
-        i = next(j for j in range(V) if counts[j])
-        c = list(counts)
-        c[i] -= 1
-        out = 0.0
-        for j in range(V):
-            if c[j]:
-                d = c.copy()
-                d[j] -= 1
-                out += c[j] * cov[i, j] * m(tuple(d))
-        return out
-
-    return m
 
 
 def _brute(net, centres, weights, h, n, propagator="full"):
@@ -69,7 +44,7 @@ def _brute(net, centres, weights, h, n, propagator="full"):
         A[:kx, :kx] = np.eye(kx)
         A[kx, kx + 1] = 1.0  # u = f(y)
         A[kx + 1, kx], A[kx + 1, kx + 2] = -1 / (2 * h), 1 / (2 * h)  # v
-        m = _moment(A @ C @ A.T)
+        m = moment_function(A @ C @ A.T)
         vertex = m((0,) * kx + (2, 2))
         for r, t in enumerate(rows):
             c = [0] * kx
@@ -118,7 +93,7 @@ def _brute_2d(net, X2, centres, weights, h, n):
         A[kx, kx] = 1.0
         A[kx + 1, kx + 1], A[kx + 1, kx + 2] = -1 / (2 * h), 1 / (2 * h)
         A[kx + 2, kx + 3], A[kx + 2, kx + 4] = -1 / (2 * h), 1 / (2 * h)
-        m = _moment(A @ C @ A.T)
+        m = moment_function(A @ C @ A.T)
         vertex = m((0,) * kx + (2, 2, 0)) + m((0,) * kx + (2, 0, 2))
         for r, t in enumerate(rows):
             c = tuple(sum(1 for i in t if i == j) for j in range(kx))

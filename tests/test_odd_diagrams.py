@@ -18,7 +18,7 @@ from functools import cache
 
 import numpy as np
 import pytest
-from gaussian_sites import joint_covariance
+from gaussian_sites import joint_covariance, moment_function
 
 import nngp_ppl as nn
 from nngp_ppl import tuples
@@ -27,31 +27,6 @@ from nngp_ppl.theory.lattice import Lattice
 
 NET = nn.ErfNet(d_in=1, sigma_w=1.3, sigma_b=0.8)
 X = np.array([[-0.7], [0.2], [0.9]])
-
-
-def _moment_function(cov: np.ndarray):
-    """<Π_i φ_i^{c_i}> of a centred Gaussian for a count vector c (Isserlis recursion)."""
-    V = cov.shape[0]
-
-    @cache
-    def moment(counts: tuple[int, ...]) -> float:
-        total = sum(counts)
-        if total == 0:
-            return 1.0
-        if total % 2:
-            return 0.0
-        i = next(j for j in range(V) if counts[j])
-        c = list(counts)
-        c[i] -= 1
-        out = 0.0
-        for j in range(V):
-            if c[j]:
-                d = c.copy()
-                d[j] -= 1
-                out += c[j] * cov[i, j] * moment(tuple(d))
-        return out
-
-    return moment
 
 
 class Series:
@@ -74,7 +49,7 @@ class Series:
 
 def _brute_moments(sites, weights, orders, propagator):
     """tuple of input indices -> Series of <Π f> under S_GP + Σ_j w_j Σ_c g_c φ_j^{k_c}."""
-    moment = _moment_function(joint_covariance(NET, X, sites, propagator))
+    moment = moment_function(joint_covariance(NET, X, sites, propagator))
     kx = len(X)
 
     def m(t, extra=()):  # extra: (site, power) pairs
@@ -272,7 +247,7 @@ def _covariance_counterterm_model(ops, propagator):
     convention). Returns tuple -> (c1, c2) and the largest residual covariance
     coefficient (which must vanish)."""
     C = joint_covariance(NET, X, SITES, propagator)
-    moment = _moment_function(C)
+    moment = moment_function(C)
     kx, ns = len(X), len(SITES)
     V = kx + ns
 

@@ -15,11 +15,10 @@
 from __future__ import annotations
 
 import math
-from functools import cache
 
 import numpy as np
 import pytest
-from gaussian_sites import joint_covariance
+from gaussian_sites import joint_covariance, moment_function
 from scipy import integrate
 
 import nngp_ppl as nn
@@ -103,36 +102,11 @@ def test_closed_form_coefficients():
 # --- brute force: discretised Gaussian model -------------------------------------------------
 
 
-def _moment_function(cov: np.ndarray):
-    """<Π_i φ_i^{c_i}> of a centred Gaussian for a count vector c (Isserlis recursion)."""
-    V = cov.shape[0]
-
-    @cache
-    def moment(counts: tuple[int, ...]) -> float:
-        total = sum(counts)
-        if total == 0:
-            return 1.0
-        if total % 2:
-            return 0.0
-        i = next(j for j in range(V) if counts[j])
-        c = list(counts)
-        c[i] -= 1
-        out = 0.0
-        for j in range(V):
-            if c[j]:
-                d = c.copy()
-                d[j] -= 1
-                out += c[j] * cov[i, j] * moment(tuple(d))
-        return out
-
-    return moment
-
-
 def _brute_second_order(net, X, sites, weights, n, orders, propagator):
     """(T_n, nc, nc): ½ ∂_c ∂_d <f(x_t1)..f(x_tn)> at g = 0 for
     S = S_GP + Σ_j w_j Σ_c g_c φ_j^k_c."""
     cov = joint_covariance(net, X, sites, propagator)
-    moment = _moment_function(cov)
+    moment = moment_function(cov)
     kx, ns = len(X), len(sites)
 
     def m(t, extra):  # extra: {site: power}
@@ -268,7 +242,7 @@ def _counterterm_model(net, X, sites, weights, k, propagator):
     the GP covariance to O(g²) — K exact, as in the networks. Returns a function
     tuple -> (c1, c2) and the residual 2-pt coefficients (which must vanish)."""
     C = joint_covariance(net, X, sites, propagator)
-    moment = _moment_function(C)
+    moment = moment_function(C)
     kx, ns = len(X), len(sites)
     V = kx + ns
 
