@@ -360,29 +360,45 @@ class LocalExecutor:
         plan = ledger.plan
         splan = _Plan(plan.k, plan.orders, plan.covariance)
         X = plan.inputs
-        queue = deque(ledger.todo())
-        active: list = [None] * len(self.devices)
-        while queue or any(a is not None for a in active):
-            for slot, device in enumerate(self.devices):
-                if active[slot] is None and queue:
-                    width, index = queue.popleft()
-                    start, count = plan.shards(width)[index]
-                    batch = plan.batch_size(width)
-                    chunk = min(_chunk_size(plan.k, splan.max_order), batch)
-                    job = shard_job(plan.net, X, width, plan.seed, start, count, splan,
-                                    batch, chunk, device)
-                    active[slot] = ((width, index), job)
-            for slot, entry in enumerate(active):
-                if entry is None:
-                    continue
-                key, job = entry
-                more = job.dispatch()
-                done = job.retire(1 if more else 0)
-                if done:
-                    on_networks(done)
-                if not more:
-                    on_shard(key, job.result())
-                    active[slot] = None
+
+        def start_job(width, index, device):
+            start, count = plan.shards(width)[index]
+            batch = plan.batch_size(width)
+            chunk = min(_chunk_size(plan.k, splan.max_order), batch)
+            return shard_job(plan.net, X, width, plan.seed, start, count, splan, batch, chunk,
+                             device)
+
+        run_round_robin(ledger.todo(), self.devices, start_job, on_networks, on_shard)
+
+
+def run_round_robin(tasks, devices, start_job, on_networks, on_shard) -> None:
+    """Run the shards ``tasks`` ((width, index) pairs, in order), one per device at a time.
+
+    ``start_job(width, index, device)`` returns a job with ``dispatch() -> bool`` (queue
+    the next batch on the device; False once every batch is queued), ``retire(keep) ->
+    int`` (add all but ``keep`` queued batches on the host; the networks added) and
+    ``result()``. Each device keeps one batch in flight while the host adds the one before;
+    a finished shard goes to ``on_shard((width, index), result)`` as it completes (its
+    ledger makes the order irrelevant to the sums). The sampler and the training share it.
+    """
+    queue = deque(tasks)
+    active: list = [None] * len(devices)
+    while queue or any(a is not None for a in active):
+        for slot, device in enumerate(devices):
+            if active[slot] is None and queue:
+                key = queue.popleft()
+                active[slot] = (key, start_job(*key, device))
+        for slot, entry in enumerate(active):
+            if entry is None:
+                continue
+            key, job = entry
+            more = job.dispatch()
+            done = job.retire(1 if more else 0)
+            if done:
+                on_networks(done)
+            if not more:
+                on_shard(key, job.result())
+                active[slot] = None
 
 
 def executor_for(devices=None, dask=None):

@@ -59,6 +59,7 @@ from ._shard import _compiled_outputs as _sampler_outputs
 from ._shard import _compiled_step as _sampler_step
 from .checkpoint import RunPlan, ShardLedger, ShardSums, remove_stale_temporaries
 from .ensembles import Ensemble, SingleLayerNet, network_keys
+from .sampling import run_round_robin
 from .stats import CorrelatorStats
 from .theory.ntk import check_parametrisation
 
@@ -403,26 +404,12 @@ def _run_local(net, setup: TrainingSetup, ledgers: list[ShardLedger], devices, o
     sampler's :class:`~nngp_ppl.sampling.LocalExecutor` schedule)."""
     plan = ledgers[0].plan
     todo = [t for t in plan.tasks() if not all(lg.done(*t) for lg in ledgers)]
-    queue = deque(todo)
-    active: list = [None] * len(devices)
-    while queue or any(a is not None for a in active):
-        for slot, device in enumerate(devices):
-            if active[slot] is None and queue:
-                width, index = queue.popleft()
-                start, count = plan.shards(width)[index]
-                active[slot] = ((width, index),
-                                _TrainShard(net, setup, plan, width, start, count, device))
-        for slot, entry in enumerate(active):
-            if entry is None:
-                continue
-            key, job = entry
-            more = job.dispatch()
-            done = job.retire(1 if more else 0)
-            if done:
-                on_networks(done)
-            if not more:
-                on_shard(key, job.result())
-                active[slot] = None
+
+    def start_job(width, index, device):
+        start, count = plan.shards(width)[index]
+        return _TrainShard(net, setup, plan, width, start, count, device)
+
+    run_round_robin(todo, devices, start_job, on_networks, on_shard)
 
 
 def default_train_batch(net, width: int, k: int, n_train: int) -> int:
