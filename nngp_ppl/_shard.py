@@ -503,14 +503,19 @@ class _ShardJob(_Job):
 
     def result(self) -> ShardSums:
         self.retire(0)
-        moments, products, squares, tails = self._totals
-        p = self._plan
-        return ShardSums(
-            moments=_assemble_moments(p, moments, products),
-            squares=None if p.covariance else {
-                n: np.asarray(v, np.float64) for n, v in zip(p.orders, squares, strict=True)},
-            tails={n: np.asarray(v, np.float64) for n, v in zip(p.orders, tails, strict=True)},
-        )
+        return xla_shard_sums(self._plan, self._totals)
+
+
+def xla_shard_sums(p: _Plan, totals) -> ShardSums:
+    """The :class:`ShardSums` of the XLA kernel's running ``totals`` (moments, dot-product
+    blocks, squares, tail sums) under plan ``p``."""
+    moments, products, squares, tails = totals
+    return ShardSums(
+        moments=_assemble_moments(p, moments, products),
+        squares=None if p.covariance else {
+            n: np.asarray(v, np.float64) for n, v in zip(p.orders, squares, strict=True)},
+        tails={n: np.asarray(v, np.float64) for n, v in zip(p.orders, tails, strict=True)},
+    )
 
 
 @lru_cache(maxsize=32)

@@ -48,12 +48,12 @@ import numpy as np
 from . import _checks, _native
 from ._checks import NNGPInputError
 from ._shard import (
-    _assemble_moments,
     _chunk_size,
     _monomial_sums,
     _Plan,
     _refuse_nonfinite,
     _zero_totals,
+    xla_shard_sums,
 )
 from ._shard import _compiled_outputs as _sampler_outputs
 from ._shard import _compiled_step as _sampler_step
@@ -328,14 +328,7 @@ class _Sums:
     def result(self) -> ShardSums:
         if self._host is not None:
             return self._host.result()
-        moments, products, squares, tails = self._totals
-        p = self._plan
-        return ShardSums(
-            moments=_assemble_moments(p, moments, products),
-            squares=None if p.covariance else {
-                n: np.asarray(v, np.float64) for n, v in zip(p.orders, squares, strict=True)},
-            tails={n: np.asarray(v, np.float64) for n, v in zip(p.orders, tails, strict=True)},
-        )
+        return xla_shard_sums(self._plan, self._totals)
 
 
 # ---------------------------------------------------------------------------------------------
