@@ -43,3 +43,22 @@ def moment_function(cov: np.ndarray):
         return out
 
     return moment
+
+
+def poly_mul(p, q):
+    """Product of two polynomials stored as {exponent tuple: coefficient}."""
+    out = {}
+    for a, ca in p.items():
+        for b, cb in q.items():
+            key = tuple(x + y for x, y in zip(a, b, strict=True))
+            out[key] = out.get(key, 0.0) + ca * cb
+    return out
+
+
+def poly_add(*ps):
+    """Sum of polynomials stored as {exponent tuple: coefficient}."""
+    out = {}
+    for p in ps:
+        for a, c in p.items():
+            out[a] = out.get(a, 0.0) + c
+    return out

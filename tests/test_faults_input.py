@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
+from test_robustness import cli_error
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, NNGPInputError, _checks, eft
@@ -37,14 +38,6 @@ def synthetic_stats(orders=(2, 4, 6), *, n=60, width=3, seed=0, net=NET, inputs=
             for m in accumulated_orders(orders, True)}
     return CorrelatorStats(net, inputs, orders, 0, {width: sums}, {width: [(0, n)]},
                            covariance=True)
-
-
-def cli_error(argv, capsys) -> str:
-    """Run the CLI, require exit 2 with one error line and no traceback; return that line."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1, err
-    return err
 
 
 @pytest.fixture

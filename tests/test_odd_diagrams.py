@@ -18,7 +18,7 @@ from functools import cache
 
 import numpy as np
 import pytest
-from gaussian_sites import joint_covariance, moment_function
+from gaussian_sites import joint_covariance, moment_function, poly_add, poly_mul
 
 import nngp_ppl as nn
 from nngp_ppl import tuples
@@ -222,23 +222,6 @@ def test_bad_vertex_orders_and_names():
 # --- rule 4.5 with odd vertices: counterterms keep the covariance, not the mean -------------
 
 
-def _poly_mul(p, q):
-    out = {}
-    for a, ca in p.items():
-        for b, cb in q.items():
-            key = tuple(x + y for x, y in zip(a, b, strict=True))
-            out[key] = out.get(key, 0.0) + ca * cb
-    return out
-
-
-def _poly_add(*ps):
-    out = {}
-    for p in ps:
-        for a, c in p.items():
-            out[a] = out.get(a, 0.0) + c
-    return out
-
-
 def _covariance_counterterm_model(ops, propagator):
     """Exact O(t) and O(t²) coefficients of <f(x_t1)..f(x_tn)> in the discretised model
     S = S_GP + t Σ_j w_j Σ_c a_c φ_j^{k_c} + ½ φᵀ(t δ1 + t² δ2)φ (``ops``: (k_c, a_c)), the
@@ -258,19 +241,19 @@ def _covariance_counterterm_model(ops, propagator):
         return {tuple(c): 1.0}
 
     def quad(delta):
-        return _poly_add(*[{k: 0.5 * delta[a, b] for k in unit(kx + a, kx + b)}
+        return poly_add(*[{k: 0.5 * delta[a, b] for k in unit(kx + a, kx + b)}
                            for a in range(ns) for b in range(ns)])
 
     def E(p):
         return sum(c * moment(a) for a, c in p.items())
 
-    vertex = _poly_add(*[{k: WEIGHTS[j] * a for k in unit(*[kx + j] * kc)}
+    vertex = poly_add(*[{k: WEIGHTS[j] * a for k in unit(*[kx + j] * kc)}
                          for j in range(ns) for kc, a in ops])
 
     def coefficients(F, A, B):
-        N0, N1 = E(F), -E(_poly_mul(F, A))
-        N2 = 0.5 * E(_poly_mul(F, _poly_mul(A, A))) - E(_poly_mul(F, B))
-        Z1, Z2 = -E(A), 0.5 * E(_poly_mul(A, A)) - E(B)
+        N0, N1 = E(F), -E(poly_mul(F, A))
+        N2 = 0.5 * E(poly_mul(F, poly_mul(A, A))) - E(poly_mul(F, B))
+        Z1, Z2 = -E(A), 0.5 * E(poly_mul(A, A)) - E(B)
         return N1 - N0 * Z1, N2 - N1 * Z1 - N0 * Z2 + N0 * Z1**2
 
     def covariance(a, b, A, B):
@@ -282,7 +265,7 @@ def _covariance_counterterm_model(ops, propagator):
     zero = np.zeros((ns, ns))
     T1 = np.array([[covariance(kx + a, kx + b, vertex, {})[0] for b in range(ns)]
                    for a in range(ns)])
-    A = _poly_add(vertex, quad(inv @ T1 @ inv))
+    A = poly_add(vertex, quad(inv @ T1 @ inv))
     T2 = np.array([[covariance(kx + a, kx + b, A, quad(zero))[1] for b in range(ns)]
                    for a in range(ns)])
     B = quad(inv @ T2 @ inv)

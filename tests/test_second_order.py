@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 import pytest
-from gaussian_sites import joint_covariance, moment_function
+from gaussian_sites import joint_covariance, moment_function, poly_add, poly_mul
 from scipy import integrate
 
 import nngp_ppl as nn
@@ -218,23 +218,6 @@ def test_topology_selection_adds_up():
 # --- rule 4.5 at second order: a model whose 2-pt function is kept exact by counterterms ---
 
 
-def _poly_mul(p, q):
-    out = {}
-    for a, ca in p.items():
-        for b, cb in q.items():
-            key = tuple(x + y for x, y in zip(a, b, strict=True))
-            out[key] = out.get(key, 0.0) + ca * cb
-    return out
-
-
-def _poly_add(*ps):
-    out = {}
-    for p in ps:
-        for a, c in p.items():
-            out[a] = out.get(a, 0.0) + c
-    return out
-
-
 def _counterterm_model(net, X, sites, weights, k, propagator):
     """Exact first- and second-order coefficients of <f(x_t1)..f(x_tn)> in the discretised
     model S = S_GP + g Σ_j w_j φ_j^k + ½ φᵀ(g δ1 + g² δ2)φ, with the quadratic counterterms
@@ -256,19 +239,19 @@ def _counterterm_model(net, X, sites, weights, k, propagator):
         return c
 
     def quad(delta):
-        return _poly_add(*[mono(unit(kx + a, kx + b), 0.5 * delta[a, b])
+        return poly_add(*[mono(unit(kx + a, kx + b), 0.5 * delta[a, b])
                            for a in range(ns) for b in range(ns)])
 
     def E(p):
         return sum(c * moment(a) for a, c in p.items())
 
-    vertex = _poly_add(*[mono([0] * kx + [k if i == j else 0 for i in range(ns)], weights[j])
+    vertex = poly_add(*[mono([0] * kx + [k if i == j else 0 for i in range(ns)], weights[j])
                          for j in range(ns)])
 
     def coefficients(F, A, B):
-        N0, N1 = E(F), -E(_poly_mul(F, A))
-        N2 = 0.5 * E(_poly_mul(F, _poly_mul(A, A))) - E(_poly_mul(F, B))
-        Z1, Z2 = -E(A), 0.5 * E(_poly_mul(A, A)) - E(B)
+        N0, N1 = E(F), -E(poly_mul(F, A))
+        N2 = 0.5 * E(poly_mul(F, poly_mul(A, A))) - E(poly_mul(F, B))
+        Z1, Z2 = -E(A), 0.5 * E(poly_mul(A, A)) - E(B)
         return N1 - N0 * Z1, N2 - N1 * Z1 - N0 * Z2 + N0 * Z1**2
 
     Css_inv = np.linalg.inv(C[kx:, kx:])
@@ -276,7 +259,7 @@ def _counterterm_model(net, X, sites, weights, k, propagator):
     T1 = np.array([[coefficients(mono(unit(kx + a, kx + b)), vertex, {})[0]
                     for b in range(ns)] for a in range(ns)])
     d1 = Css_inv @ T1 @ Css_inv  # c1(φaφb) = T1 - (C δ1 C)_ab = 0
-    A = _poly_add(vertex, quad(d1))
+    A = poly_add(vertex, quad(d1))
     T2 = np.array([[coefficients(mono(unit(kx + a, kx + b)), A, quad(zero))[1]
                     for b in range(ns)] for a in range(ns)])
     d2 = Css_inv @ T2 @ Css_inv  # c2(φaφb) = T2 - (C δ2 C)_ab = 0
