@@ -79,6 +79,7 @@ import numpy as np
 from .. import _checks
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
+from ..vocabulary import propagator_shift
 from . import diagrams as _diagrams
 from . import lattice as _lattice
 from . import operators as _operators
@@ -224,8 +225,7 @@ def leg_factors(net, X, Y, propagator: str = "full") -> dict[str, np.ndarray]:
     ``net.traced_kernel``: ``K`` (k, P) = K̃(x_a, y); ``dK`` (k, P, d_in) = ∂_y K̃(x_a, y);
     ``Kyy`` (P,) = K̃(y, y); ``M`` (P, d_in) = ∂_{y'} K̃(y, y')|_{y'=y};
     ``T`` (P,) = Σ_μ ∂_{y_μ} ∂_{y'_μ} K̃(y, y')|_{y'=y}."""
-    _lattice.check_propagator(propagator)
-    shift = float(net.kernel_constant()) if propagator == "bias_subtracted" else 0.0
+    shift = propagator_shift(net, propagator)
     Xj = jnp.asarray(X)
 
     def column(y):
