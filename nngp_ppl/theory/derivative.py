@@ -123,21 +123,13 @@ class DerivativeDiagram:
         return f"{self.coefficient} {self.symbol} ∫ " + " ".join(terms)
 
 
-def _matchings(legs):
-    if not legs:
-        yield ()
-        return
-    for j in range(1, len(legs)):
-        for tail in _matchings(legs[1:j] + legs[j + 1:]):
-            yield ((legs[0], legs[j]),) + tail
-
-
 @cache
 def _contraction_counts(n: int, derivatives: tuple[int, ...]):
     """Wick contractions of n external legs with the vertex legs (derivative count each),
     counted by labelled structure."""
     counts: Counter = Counter()
-    for matching in _matchings(tuple(range(n + len(derivatives)))):
+    legs = n + len(derivatives)
+    for matching in _tuples.pairings(legs) if legs % 2 == 0 else ():
         plain, deriv, pairs, loops, mixed, dd = [], [], [], 0, 0, False
         for a, b in matching:  # a < b
             if b < n:
