@@ -242,10 +242,6 @@ def supported_orders() -> tuple[int, ...]:
     return (1, 2) if "order" in inspect.signature(infer_couplings).parameters else (1,)
 
 
-def _closest(widths, target: int) -> int:
-    return int(min(widths, key=lambda w: (abs(math.log(w / target)), w)))
-
-
 def _check_keys(table: dict, allowed: dict, where: str) -> None:
     unknown = sorted(set(table) - set(allowed))
     if unknown:
