@@ -47,7 +47,7 @@ LATTICE_FORMAT, LATTICE_VERSION = "nngp_ppl.LatticeCorrelators", 2
 #: ``nngp_ppl_format`` and layout version of a reproduction's exact summary; version 2 added
 #: the stored slopes (``m4_slope`` …, ``gamma_fit_exact``) the report reads.
 EXACT_FORMAT, EXACT_VERSION = "nngp_ppl.ExactSummary", 2
-#: The connected 6-pt comparison of a second-order stage (nngp_ppl.connected).
+#: The connected 6-pt comparison of a second-order stage (nngp_ppl.inference.connected).
 SIXPOINT_FORMAT, SIXPOINT_VERSION = "nngp_ppl.ConnectedSixPoint", 1
 
 
@@ -279,7 +279,7 @@ def content_checksum(obj, *, keep_lists=()) -> str:
     with any edit of a value, a coordinate, a group or a provenance attribute. For a Dataset
     it is the digest run files have always carried; ``keep_lists`` names attributes hashed
     as lists even with one element (how files written before that canonical rule hashed
-    them: see :func:`nngp_ppl.stats.CorrelatorStats.from_netcdf`).
+    them: see :func:`nngp_ppl.sampling.stats.CorrelatorStats.from_netcdf`).
     """
     return _digests(obj, [keep_lists])[0]
 

@@ -117,7 +117,7 @@ def rows_of(k: int, sorted_rows) -> np.ndarray:
 
 def prefix_suffix_orders(m: int, odd: bool = False) -> tuple[int, int]:
     """(p, q) of the prefix-suffix split of a monomial order m (the sampler's kernels,
-    :mod:`nngp_ppl._shard`), p <= q.
+    :mod:`nngp_ppl.sampling._shard`), p <= q.
 
     Even-only plans (``odd=False``: orders 2, 4, .. materialised) split as p = 2 floor(m/4),
     even, q = m - p. Plans with an odd order materialise every order 1..max(orders)

@@ -1,4 +1,4 @@
-"""The sampler's C accumulation kernel (nngp_ppl._native) against exact float64 sums.
+"""The sampler's C accumulation kernel (nngp_ppl.sampling._native) against exact float64 sums.
 
 Oracles: brute-force float64 products of the same float32 outputs; the XLA kernel (its own
 float32 bound); exact power-of-two scaling. Bounds come from the kernel's arithmetic
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 import nngp_ppl
-from nngp_ppl import NNGPInputError, _native, _shard
-from nngp_ppl.stats import accumulated_orders
+from nngp_ppl import NNGPInputError
+from nngp_ppl.sampling import _native, _shard
+from nngp_ppl.sampling.stats import accumulated_orders
 from nngp_ppl.tuples import distinct_tuples
 
 lib = _native.library()
@@ -107,7 +108,7 @@ def test_c_and_xla_kernels_sample_the_same_sums(monkeypatch):
         monkeypatch.setenv("NNGP_PPL_KERNEL", kernel)
         runs[kernel] = nngp_ppl.sample_correlators(net, X, width, n, progress=False, seed=4)
     f = np.abs(np.asarray(net.network_outputs(
-        nngp_ppl.ensembles.network_keys(4, width, 0, n), np.asarray(X)[:, None], width,
+        nngp_ppl.ensembles.core.network_keys(4, width, 0, n), np.asarray(X)[:, None], width,
         np.float32), np.float64))
     for m, s in runs["c"].moment_sums(width).items():
         size = np.prod(f[:, distinct_tuples(len(X), m)], axis=2).sum(axis=0)

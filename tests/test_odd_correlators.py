@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nngp_ppl import NNGPInputError, _native, _shard
+from nngp_ppl import NNGPInputError
 from nngp_ppl._checks import orders as check_orders
-from nngp_ppl.stats import accumulated_orders
+from nngp_ppl.sampling import _native, _shard
+from nngp_ppl.sampling.stats import accumulated_orders
 from nngp_ppl.tuples import distinct_tuples, materialised_orders, prefix_suffix_orders
 
 U32 = 2.0**-24
@@ -105,7 +106,7 @@ def test_xla_kernel_odd_orders_against_brute_force(k, orders):
 # connected correlators
 # ---------------------------------------------------------------------------------------------
 def test_cumulant_jacobian_matches_finite_differences_and_wick_cumulants():
-    from nngp_ppl.stats import cumulants_with_jacobian
+    from nngp_ppl.sampling.stats import cumulants_with_jacobian
     from nngp_ppl.theory.wick import connected_correlator_tuples
 
     k, n = 3, 5
@@ -203,7 +204,7 @@ def test_c_and_xla_kernels_sample_the_same_odd_order_sums(monkeypatch):
 
 def test_an_interrupted_odd_order_run_resumes_to_the_identical_sums(tmp_path, monkeypatch):
     from nngp_ppl import ErfNet, sample_correlators
-    from nngp_ppl.checkpoint import ShardLedger
+    from nngp_ppl.sampling.checkpoint import ShardLedger
 
     net, X, ck = ErfNet(mu_b=0.2), np.array([[-0.8], [0.1], [0.9]]), tmp_path / "odd.partial"
     kw = dict(orders=(1, 3, 4), seed=5, batch_size=64, shard_size=64, progress=False)

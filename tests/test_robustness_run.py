@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 
 import nngp_ppl
-from nngp_ppl import NNGPInputError, _shard, sample_correlators, sampling
+from nngp_ppl import NNGPInputError, sample_correlators, sampling
 from nngp_ppl._lock import exclusive_lock, lock_path_for
-from nngp_ppl.sampling import network_sums, plan_run
+from nngp_ppl.sampling import _shard
+from nngp_ppl.sampling.sampler import network_sums, plan_run
 
 
 # --- exclusive output lock -------------------------------------------------------------------
@@ -215,7 +216,7 @@ def _lattice_table(reliable: int):
 def test_lattice_table_flags_first_order_where_the_couplings_are_non_perturbative():
     import io
 
-    from nngp_ppl.commands.lattice import print_table
+    from nngp_ppl.cli.commands.lattice import print_table
 
     flagged, plain = io.StringIO(), io.StringIO()
     print_table(_lattice_table(0), flagged)
@@ -234,7 +235,7 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_any_shard(tmp_pat
 
 
 def test_reproduce_refuses_more_networks_than_indices_before_sampling():
-    from nngp_ppl.reproduce import PRESETS, check_preset_overrides
+    from nngp_ppl.study.stages import PRESETS, check_preset_overrides
 
     with pytest.raises(NNGPInputError, match=r"^n_nets must be at most 2\*\*32"):
         check_preset_overrides(PRESETS["quick"], n_nets=2**32 + 1)
@@ -255,7 +256,7 @@ def test_network_sums_progress_must_be_a_callback():
     ({"target_accept": 1.0}, r"^target_accept must be in \(0, 1\)"),
 ])
 def test_field_nuts_settings_are_checked_before_sampling(change, match):
-    from nngp_ppl.models.field import FieldLattice, field_correlators
+    from nngp_ppl.inference.models.field import FieldLattice, field_correlators
     from nngp_ppl.theory.lattice import box_lattice
 
     field = FieldLattice.build(nngp_ppl.GaussNet(), np.array([[0.0], [0.5]]),

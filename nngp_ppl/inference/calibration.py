@@ -45,8 +45,8 @@ import numpy as np
 
 from .. import _checks
 from .._checks import NNGPInputError, positive_int
-from ..models.couplings import latent_arrays, stable_cholesky
-from ..problem import (
+from .models.couplings import latent_arrays, stable_cholesky
+from .problem import (
     EFTTheory,
     choose_noise,
     coupling_names,
@@ -63,11 +63,12 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
               batch: int = 25, order=1) -> list[dict]:
     """Coverage of the posteriors over ``seeds`` (module docstring); one dict per
     perturbative order, cutoff and quantity. ``order``: 1, 2 or (1, 2) — the orders share
-    the NUTS draws of r and differ only in the estimand's map (:mod:`nngp_ppl.estimators`),
+    the NUTS draws of r and differ only in the estimand's map
+    (:mod:`nngp_ppl.inference.estimators`),
     each judged against its own estimand on the exact correlators."""
-    from ..problem import perturbative_order
-    from ..stats import HeavyTailWarning
+    from ..sampling.stats import HeavyTailWarning
     from .couplings import sample_latent
+    from .problem import perturbative_order
 
     X = _checks.inputs("X", X, getattr(net, "d_in", None))
     cutoffs = tuple(float(c) for c in _checks.cutoffs("cutoffs", cutoffs, _checks.extent(X)))
@@ -172,8 +173,8 @@ def _seed_diagnostics(q, diverging) -> dict:
 def _seed_stats(net, X, width, n_nets, orders, seed, covariance, theory):
     """One seed's networks: ``(stats, noise model, first heavy-tail message or None)``;
     other warnings pass on."""
-    from ..sampling import sample_correlators
-    from ..stats import HeavyTailWarning
+    from ..sampling.sampler import sample_correlators
+    from ..sampling.stats import HeavyTailWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -1,6 +1,6 @@
 """Coupling posteriors next to the paper's point estimates (physics.md §7).
 
-The point fits (:mod:`nngp_ppl.eft`) give one number per width and cutoff: the mean of the
+The point fits (:mod:`nngp_ppl.inference.eft`) give one number per width and cutoff: the mean of the
 per-tuple couplings :math:`\\bar\\lambda(\\Lambda)` or a weighted least-squares fit of
 :math:`(\\lambda, \\kappa)`. The posterior gives a distribution. The comparison reports, per
 width, cutoff and coupling, the posterior mean, standard deviation and 90% equal-tailed
@@ -67,15 +67,15 @@ def _as_dataset(fit):
     if isinstance(fit, str) or hasattr(fit, "__fspath__"):
         return xr.open_dataset(fit, engine="h5netcdf").load()
     raise NNGPInputError(
-        "fit must be the point-estimate fit (xarray Dataset from nngp_ppl.eft, or a path to "
-        f"its netCDF file, or a dict of DataArrays); got {type(fit).__name__}"
+        "fit must be the point-estimate fit (xarray Dataset from nngp_ppl.inference.eft, or a "
+        f"path to its netCDF file, or a dict of DataArrays); got {type(fit).__name__}"
     )
 
 
 def _point_variable(ds, coupling):
     """(primary, secondary) point estimates of ``coupling`` in a fit dataset (or None).
 
-    For the :func:`nngp_ppl.eft.fit_dataset` layout the primary estimate of λ is the
+    For the :func:`nngp_ppl.inference.eft.fit_dataset` layout the primary estimate of λ is the
     paper's λ̄ (``lambda_mean``) and the secondary the weighted least-squares ``fit``; κ has
     only the latter. Other layouts: the first variable named after the coupling.
     """
@@ -115,7 +115,8 @@ def compare_point_estimates(posterior, fit, *, prob: float = 0.9, plot: bool = T
     """Table (and figure) of the coupling posteriors against point estimates.
 
     ``posterior``: DataTree from :func:`~nngp_ppl.infer_couplings`. ``fit``: the
-    point-estimate dataset of :func:`nngp_ppl.eft.fit_dataset` (or its file): the ``point``
+    point-estimate dataset of :func:`nngp_ppl.inference.eft.fit_dataset` (or its file): the
+    ``point``
     column is then the paper's λ̄ (``lambda_mean``) for λ and the weighted least-squares
     ``fit`` for κ, and ``point_fit``/``z_fit``/``inside_fit`` compare λ's least-squares fit
     too. Other datasets or dicts: a variable per coupling (``lambda``, ``lambda_bar``, ...)

@@ -50,7 +50,7 @@ logarithm and exponential follow from the Euler operator :math:`\sum_j t_j\parti
 
 Non-zero means
 --------------
-With means (physics.md §1, in the parametrisation of :mod:`nngp_ppl.ensembles`):
+With means (physics.md §1, in the parametrisation of :mod:`nngp_ppl.ensembles.core`):
 :math:`a_i \sim \mathcal N(\mu_a, s^2)`, :math:`\mu_a = \mu_W/N`, :math:`s^2 = \sigma_W^2/N`;
 first-layer weights of mean :math:`\mu_W` and biases of mean :math:`\mu_b`, so the
 pre-activations :math:`z_j = \nu_j + \phi_j\cdot u` have means
@@ -65,7 +65,7 @@ the non-central Gaussian moments, now non-zero for odd d too, and :math:`M_S` th
 Gaussian integral with the mean shift: Gauss-net
 :math:`M_S = \exp(m\cdot\nu + \tfrac12 m^T C m - m\cdot\mathrm{diag}\,C)` (its activation
 divides by :math:`e^{v(x)}`, v the variance), Erf-net and ActivationNet the trapezoid
-quadrature at :math:`z = \nu + \Phi u` (:func:`nngp_ppl.theory.quadrature.gaussian_moments`
+quadrature at :math:`z = \nu + \Phi u` (:func:`nngp_ppl.ensembles.quadrature.gaussian_moments`
 with ``shift``; Price's theorem is not used off zero mean). ReLU's cone method needs zero
 means and is refused. The cumulants of every degree d >= 1 follow as before from
 :math:`\log\Phi`, and :math:`b_1` adds :math:`\mu_b` to :math:`\kappa_1` and
@@ -107,7 +107,7 @@ at most :math:`\min(d_{in}+1, \#\text{points})`.
   the number of nested levels (n = 8: 240 s for six inputs), so
 * Erf-net, orders 8..12 (the estimator covariance of 4- and 6-pt fits): every moment of
   every degree from one truncated trapezoid rule in the rank-r pre-activation space,
-  :func:`nngp_ppl.theory.quadrature.gaussian_moments`. The trapezoid rule with a
+  :func:`nngp_ppl.ensembles.quadrature.gaussian_moments`. The trapezoid rule with a
   measured step beats Gauss–Hermite for this entire, fast-growing integrand. Measured at
   σ_W = σ_b = 1 on the paper's inputs: orders 2..6 agree with Price's theorem to 3e-15
   (relative to the largest moment) for d_in = 1, 2, 3, orders 8 and 12 at d_in = 1 with
@@ -144,8 +144,8 @@ from scipy.special import gammaln
 from .. import _checks
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
-from ..ensembles import SingleLayerNet
-from . import quadrature as _quadrature
+from ..ensembles import quadrature as _quadrature
+from ..ensembles.core import SingleLayerNet
 
 # The highest order of each oracle is the ensemble's own capability, ``exact_max_order``
 # (:func:`max_exact_order`), never a lookup by name. Gauss-net moments are closed form and

@@ -1,6 +1,6 @@
 r"""The neural tangent kernel and the infinite-width oracle of gradient-descent training.
 
-Parametrisations (:mod:`nngp_ppl.training` trains in both)
+Parametrisations (:mod:`nngp_ppl.training.trainer` trains in both)
 ---------------------------------------------------------
 A single-layer ensemble (physics.md §1) is :math:`f(x) = \sum_i a_i \sigma(w_i\cdot x +
 \beta_i) + b_1`. In the **NTK parametrisation** (Jacot, Gabriel, Hongler 2018) the trained
@@ -40,7 +40,7 @@ E[e^{-z^2-z'^2}] = \tfrac{4}{\pi}\det(1 + 2\Sigma)^{-1/2} = \tfrac{4}{\pi}
 ((1+2a)(1+2b) - 4c^2)^{-1/2}`; ReLU, :math:`\sigma' = 1_{z>0}`: :math:`P(z>0, z'>0) =
 (\pi - \theta)/(2\pi)`, :math:`\cos\theta = c/\sqrt{ab}` (Sheppard); Gauss-net,
 :math:`\sigma = \sigma' = e^{z - v}`: :math:`e^{c - (a+b)/2}`. Any other activation:
-:func:`nngp_ppl.theory.quadrature.pair_expectation` of :math:`\sigma'` (from ``jax.grad``).
+:func:`nngp_ppl.ensembles.quadrature.pair_expectation` of :math:`\sigma'` (from ``jax.grad``).
 
 In the standard parametrisation the same sums give, at width N (not a limit: the readout
 term grows like N, and a fixed learning rate must shrink like 1/N for a limit to exist),
@@ -126,7 +126,7 @@ def _derivative(jax_fn):
 
 
 def _quadrature_pairs(h, dh):
-    from .quadrature import pair_expectation
+    from ..ensembles.quadrature import pair_expectation
 
     return (lambda a, b, c: pair_expectation(h, a, b, c),
             lambda a, b, c: pair_expectation(dh, a, b, c))
@@ -134,8 +134,8 @@ def _quadrature_pairs(h, dh):
 
 def layer_maps(net):
     """``(pair, dpair)``: E[σσ'] and E[σ'σ'] as functions of (a, b, c), NumPy arrays."""
-    from ..ensembles import ActivationNet, ErfNet, GaussNet, ReLUNet
-    from ..networks import MLP
+    from ..ensembles.core import ActivationNet, ErfNet, GaussNet, ReLUNet
+    from ..ensembles.networks import MLP
 
     if isinstance(net, MLP):
         name = net.activation
@@ -152,13 +152,13 @@ def layer_maps(net):
         raise NNGPInputError(
             f"the NTK is known for ErfNet, ReLUNet, GaussNet, ActivationNet and MLP, not for "
             f"{type(net).__name__}")
-    from ..networks import _erf_pair, _relu_pair
+    from ..ensembles.networks import _erf_pair, _relu_pair
 
     if name == "erf":
         return (lambda a, b, c: np.asarray(_erf_pair(a, b, c))), _erf_dpair
     if name == "relu":
         return (lambda a, b, c: np.asarray(_relu_pair(a, b, c))), _relu_dpair
-    from ..ensembles import ACTIVATIONS
+    from ..ensembles.core import ACTIVATIONS
 
     spec = ACTIVATIONS[name]
     return _quadrature_pairs(spec.numpy_fn, _derivative(spec.jax_fn))
