@@ -646,20 +646,20 @@ def test_a_refused_resume_does_not_first_announce_itself(tmp_path, capsys):
 
 
 def test_a_damaged_manifest_says_everything_reruns(tmp_path):
-    from nngp_ppl.study.stages import MANIFEST, _load_manifest
+    from nngp_ppl.study.manifest import MANIFEST, load_manifest
 
     said = []
     (tmp_path / MANIFEST).write_text('{"stages": {"sample"')
-    assert _load_manifest(tmp_path, said.append) == {"stages": {}}
+    assert load_manifest(tmp_path, said.append) == {"stages": {}}
     assert len(said) == 1 and "damaged" in said[0] and "every stage runs again" in said[0]
     (tmp_path / MANIFEST).write_text('{"stages": []}')
-    assert _load_manifest(tmp_path, said.append) == {"stages": {}} and len(said) == 2
+    assert load_manifest(tmp_path, said.append) == {"stages": {}} and len(said) == 2
     (tmp_path / MANIFEST).write_text('{"stages": {}}')
-    assert _load_manifest(tmp_path, said.append) == {"stages": {}} and len(said) == 2
+    assert load_manifest(tmp_path, said.append) == {"stages": {}} and len(said) == 2
 
 
 def test_reproduce_dry_run_warns_of_a_damaged_manifest(tmp_path, capsys):
-    from nngp_ppl.study.stages import MANIFEST
+    from nngp_ppl.study.manifest import MANIFEST
 
     out = tmp_path / "study"
     out.mkdir()

@@ -28,8 +28,8 @@ import pytest
 
 from nngp_ppl import CorrelatorStats
 from nngp_ppl.study.report import FIGURES
-from nngp_ppl.study.spec import study_from_text
-from nngp_ppl.study.stages import plan_dict, reproduce
+from nngp_ppl.study.spec import plan_dict, study_from_text
+from nngp_ppl.study.stages import reproduce
 
 SIGMA_W, SIGMA_B, DEPTH = 1.0, 0.5, 2
 INPUTS = [-1.0, -0.3, 0.4, 1.0]

@@ -224,8 +224,7 @@ def test_a_gelu_study_report_says_only_what_its_own_results_say(gelu_study):
 def test_a_one_run_studys_figures_are_titled_from_it_and_not_cut_off(gelu_study):
     from nngp_ppl.study.report import figures
     from nngp_ppl.study.report.files import study_runs
-    from nngp_ppl.study.spec import study_from_text
-    from nngp_ppl.study.stages import plan_dict
+    from nngp_ppl.study.spec import plan_dict, study_from_text
 
     runs = study_runs(gelu_study, plan_dict(study_from_text(GELU_STUDY)))
     for fig in (figures.fig_deviation(runs), figures.fig_lambda(runs, 5.0),

@@ -23,15 +23,10 @@ from nngp_ppl._lock import exclusive_lock
 from nngp_ppl.cli import main
 from nngp_ppl.inference import eft
 from nngp_ppl.sampling.stats import normalised_deviation
+from nngp_ppl.study.manifest import sha256_file
 from nngp_ppl.study.report import FIGURES
-from nngp_ppl.study.stages import (
-    PRESETS,
-    check_preset_overrides,
-    part_file,
-    reproduce,
-    sha256_file,
-    stages,
-)
+from nngp_ppl.study.spec import PRESETS, check_preset_overrides, part_file
+from nngp_ppl.study.stages import reproduce, stages
 from nngp_ppl.theory.wick import gp_correlator_tuples
 
 TINY = dataclasses.replace(
@@ -345,7 +340,7 @@ def rewrite_report_without_physics(out, plan, monkeypatch) -> tuple[dict, dict]:
 
 
 def test_the_report_reads_stored_results_and_computes_no_physics(study, monkeypatch):
-    from nngp_ppl.study.stages import plan_dict
+    from nngp_ppl.study.spec import plan_dict
 
     out, _ = study
     before, after = rewrite_report_without_physics(out, plan_dict(TINY), monkeypatch)
@@ -367,7 +362,7 @@ def test_the_report_refuses_an_edited_stored_number(study, name, change):
     import h5netcdf
 
     from nngp_ppl.study.report import write_report
-    from nngp_ppl.study.stages import plan_dict
+    from nngp_ppl.study.spec import plan_dict
 
     out, _ = study
     var, value = change

@@ -235,7 +235,7 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_any_shard(tmp_pat
 
 
 def test_reproduce_refuses_more_networks_than_indices_before_sampling():
-    from nngp_ppl.study.stages import PRESETS, check_preset_overrides
+    from nngp_ppl.study.spec import PRESETS, check_preset_overrides
 
     with pytest.raises(NNGPInputError, match=r"^n_nets must be at most 2\*\*32"):
         check_preset_overrides(PRESETS["quick"], n_nets=2**32 + 1)

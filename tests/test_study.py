@@ -9,8 +9,15 @@ import pytest
 
 from nngp_ppl import NNGPInputError
 from nngp_ppl.cli import main
-from nngp_ppl.study.spec import load_study, study_from_text, supported_orders
-from nngp_ppl.study.stages import PRESETS, get_preset, plan_dict, stages
+from nngp_ppl.study.spec import (
+    PRESETS,
+    get_preset,
+    load_study,
+    plan_dict,
+    study_from_text,
+    supported_orders,
+)
+from nngp_ppl.study.stages import stages
 
 DATA = Path(__file__).resolve().parent / "data"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

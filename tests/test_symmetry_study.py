@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from nngp_ppl import NNGPInputError
-from nngp_ppl.study.spec import shipped_study, study_from_text
-from nngp_ppl.study.stages import ODD_ORDERS, ORDERS, plan_dict, reproduce, stages
+from nngp_ppl.study.spec import ODD_ORDERS, ORDERS, plan_dict, shipped_study, study_from_text
+from nngp_ppl.study.stages import reproduce, stages
 
 INPUTS = [-1.0, 0.2, 1.0]
 STUDY = f"""
@@ -183,7 +183,8 @@ def test_odd_orders_without_a_declaration_test_but_do_not_warn(tmp_path):
     import warnings
 
     from nngp_ppl.sampling.sampler import sample_correlators
-    from nngp_ppl.study.stages import _symmetry_action, run_file
+    from nngp_ppl.study.spec import run_file
+    from nngp_ppl.study.stages import _symmetry_action
 
     text = STUDY.replace('symmetries = ["z2"]', "odd_orders = true")
     run = study_from_text(text).runs()[1]

@@ -64,11 +64,13 @@ naming the file, the run and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import re
 import tomllib
 import warnings
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -78,6 +80,295 @@ from .. import _checks
 from .._checks import NNGPInputError
 
 #: Top-level keys: (required, kind).
+#: The correlator orders every run measures (the 2-pt function enters the connected ones).
+ORDERS = (2, 4, 6)
+#: The orders of a run that tests f -> -f (``odd_orders`` or a declared symmetry): the odd
+#: correlators are the test's data (:mod:`nngp_ppl.inference.symmetry`).
+ODD_ORDERS = (1, 2, 3, 4, 5, 6)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One sampled ensemble of the study.
+
+    ``key`` names its files; ``widths`` are sampled, ``infer_widths`` get posteriors,
+    ``ngp_width`` is the width the λ(Λ) and 6-pt figures show (the paper's "NGP" width);
+    ``propagators`` are the vertex-leg conventions of the point fits (the first one is used
+    for the posteriors); ``role`` is ``"main"`` (d_in = 1, the N sweep), ``"sigma_b"``
+    (the ReLU-net bias the authors' script really ran) or ``"dim"`` (the RG study in
+    d_in = 2, 3).
+    """
+
+    key: str
+    ensemble: str
+    sigma_b: float | None
+    d_in: int
+    widths: tuple[int, ...]
+    infer_widths: tuple[int, ...]
+    ngp_width: int
+    role: str = "main"
+    propagators: tuple[str, ...] = ("full",)
+    #: Further constructor arguments of the ensemble, as sorted (name, value) pairs.
+    params: tuple = ()
+    #: The inputs: "paper" (the authors' set for this ensemble and d_in) or the points.
+    points: str | tuple = "paper"
+    #: Perturbative order of the fit and the posteriors.
+    order: int = 1
+    #: Name of the ensemble in the report (default "<ensemble>-net").
+    title: str | None = None
+    #: Declared symmetries (``"z2"``: f -> -f). Nothing is pruned by default; a declared
+    #: symmetry is tested against the data (a rejection warns and the report says so).
+    symmetries: tuple[str, ...] = ()
+    #: Measure the odd orders 1, 3, 5 and run the parity test (implied by ``symmetries``).
+    odd_orders: bool = False
+
+    @property
+    def orders(self) -> tuple[int, ...]:
+        """The orders the sample stage measures: :data:`ODD_ORDERS` for a run that tests
+        f -> -f, else :data:`ORDERS`."""
+        tested = self.odd_orders or self.symmetries or not self.zero_mean
+        return ODD_ORDERS if tested else ORDERS
+
+    @property
+    def tests_symmetry(self) -> bool:
+        """Whether the run has a symmetry stage (the parity test on its odd correlators)."""
+        return 1 in self.orders
+
+    @property
+    def zero_mean(self) -> bool:
+        """Whether the ensemble's parameters have zero means (``zero_mean``; True for an
+        ensemble that does not say). The even-coupling stages (exact summary, fit,
+        posteriors, flow) expand around the zero-mean GP kernel, so a run with non-zero
+        means has only its sample and symmetry stages; its odd couplings are future work."""
+        return bool(getattr(self.net(), "zero_mean", True))
+
+    def net(self):
+        """The ensemble, built from its description (a name, a registered class or an
+        import path, with ``d_in``, ``sigma_b`` when given, and ``params``)."""
+        from ..ensembles.core import make_ensemble
+
+        hyper = dict(self.params, d_in=self.d_in)
+        if self.sigma_b is not None:
+            hyper["sigma_b"] = self.sigma_b
+        return make_ensemble(self.ensemble, **hyper)
+
+    def inputs(self) -> np.ndarray:
+        if isinstance(self.points, str):
+            from .presets import paper_inputs
+
+            return paper_inputs(self.ensemble, self.d_in)
+        return np.asarray(self.points, dtype=np.float64).reshape(-1, self.d_in)
+
+    @property
+    def label(self) -> str:
+        from ..ensembles.core import net_label
+
+        title = self.title or net_label(self.ensemble)
+        parts = [] if self.sigma_b is None else [f"σ_b={self.sigma_b:g}"]
+        # Non-zero parameter means name a different (symmetry-broken) ensemble.
+        parts += [f"{k}={v:g}" for k, v in self.params if k in ("mu_w", "mu_b") and v]
+        parts += [f"d_in={self.d_in}"] if self.d_in != 1 else []
+        return f"{title} ({', '.join(parts)})" if parts else title
+
+    def exact_oracle(self) -> dict:
+        """The exact-moment capability the ensemble declares (``exact_moments``: which
+        oracle of :mod:`nngp_ppl.theory.exact`, or None; ``exact_max_order``) and the order
+        the exact stage needs (the highest of :data:`ORDERS`); the report states it for a
+        run without an exact file."""
+        net = self.net()
+        moments = getattr(net, "exact_moments", None)
+        return {"moments": None if moments is None else str(moments),
+                "max_order": int(getattr(net, "exact_max_order", 0)),
+                "needed_order": max(ORDERS)}
+
+    def has_exact(self) -> bool:
+        """Whether the ensemble's exact oracle reaches the 6-pt function (the exact stage):
+        the capability it declares (``exact_moments``, ``exact_max_order``)."""
+        oracle = self.exact_oracle()
+        return (oracle["moments"] is not None and oracle["max_order"] >= oracle["needed_order"]
+                and self.zero_mean)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A study: its sizes and its runs (:mod:`nngp_ppl.study.spec` reads one from TOML).
+    ``quick`` fits the demo's budget; ``paper`` is the paper's scale (physics.md §9);
+    both are TOML files shipped in ``nngp_ppl/studies/``. Change a field with
+    :func:`dataclasses.replace`: runs without their own ``widths`` sample the study's,
+    ``infer_widths`` (by run key) overrides the runs' own, and each run's ``ngp_width``
+    is the sampled width nearest the one it names."""
+
+    name: str
+    n_nets: int
+    chunk: int
+    widths: tuple[int, ...]
+    fit_cutoffs: tuple[float, ...]
+    infer_cutoffs: tuple[float, ...]
+    six_point_cutoff: float
+    num_chains: int
+    num_samples: int
+    num_warmup: int
+    infer_widths: dict = field(default_factory=dict, hash=False)
+    seed: int = 0
+    only: tuple[str, ...] = ()
+    #: Noise model of the coupling posteriors (nngp_ppl.inference.problem.choose_noise): "auto"
+    #: takes
+    #: the exact finite-width moments, or the sampled ones with a Student-t likelihood where
+    #: the tails are heavy.
+    covariance: str = "auto"
+    #: The runs as the study file gives them (unresolved: see the class docstring).
+    run_table: tuple[RunSpec, ...] = ()
+    #: Where the study was read from (named in errors); not part of its settings.
+    source: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def rg_dims(self) -> tuple[int, ...]:
+        """Input dimensions of the RG study (runs of role ``dim``)."""
+        return tuple(sorted({r.d_in for r in self.run_table if r.role == "dim"}))
+
+    def runs(self) -> tuple[RunSpec, ...]:
+        """The ensembles of the study, in report order."""
+        runs = []
+        for t in self.run_table:
+            w = tuple(t.widths or self.widths)
+            infer = tuple(self.infer_widths.get(t.key, t.infer_widths or w))
+            runs.append(dataclasses.replace(
+                t, widths=w, infer_widths=infer,
+                ngp_width=_closest(w, t.ngp_width or infer[0])))
+        if self.only:
+            unknown = sorted(set(self.only) - {r.key for r in runs})
+            if unknown:
+                raise NNGPInputError(
+                    f"only must name runs of this preset ({', '.join(r.key for r in runs)}), "
+                    f"got {', '.join(unknown)}")
+            runs = [r for r in runs if r.key in self.only]
+        return tuple(runs)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["infer_widths"] = {k: list(v) for k, v in self.infer_widths.items()}
+        d["only"] = list(self.only)
+        d["run_table"] = [_run_dict(r) for r in self.run_table]
+        d.pop("source")  # where it was read from changes no result (nor a stage's key)
+        return d
+
+
+def _run_dict(run: RunSpec) -> dict:
+    d = dataclasses.asdict(run)
+    d["params"] = dict(run.params)
+    d["symmetries"] = list(run.symmetries)
+    return d
+
+
+class _Shipped(dict):
+    """The studies shipped in ``nngp_ppl/studies/``, read on first use."""
+
+    def __missing__(self, name):
+        self[name] = shipped_study(name)
+        return self[name]
+
+    def __contains__(self, name):
+        return name in SHIPPED
+
+
+#: ``quick`` and ``paper``: the TOML files of ``nngp_ppl/studies/`` (see
+#: :mod:`nngp_ppl.study.spec`).
+PRESETS = _Shipped()
+
+
+def get_preset(preset) -> Preset:
+    """A :class:`Preset` from its name (``quick``, ``paper``), a TOML study file's path
+    (``*.toml``), or itself."""
+    if isinstance(preset, Preset):
+        return preset
+    if isinstance(preset, (str, Path)) and str(preset).endswith(".toml"):
+
+        return load_study(preset)
+    if preset not in PRESETS:
+        raise NNGPInputError(f"preset must be one of ['paper', 'quick'], got {preset!r}")
+    return PRESETS[preset]
+
+
+# ---------------------------------------------------------------------------------------------
+# file layout
+# ---------------------------------------------------------------------------------------------
+def run_file(key: str) -> str:
+    return f"run_{key}.nc"
+
+
+def exact_file(key: str) -> str:
+    return f"exact_{key}.nc"
+
+
+def fit_file(key: str, propagator: str = "full") -> str:
+    return f"fit_{key}.nc" if propagator == "full" else f"fit_{key}_bs.nc"
+
+
+def posterior_file(key: str) -> str:
+    return f"posterior_{key}.nc"
+
+
+def beta_file(key: str) -> str:
+    return f"beta_{key}.nc"
+
+
+def second_order_files(key: str) -> dict:
+    """The files of a run's second-order stage: the (λ, κ) posterior at order 2, its
+    β-functions and the connected 6-pt comparison (:mod:`nngp_ppl.inference.connected`)."""
+    return {"posterior2": f"posterior2_{key}.nc", "beta2": f"beta2_{key}.nc",
+            "sixpoint": f"sixpoint_{key}.nc"}
+
+
+def symmetry_file(key: str) -> str:
+    """The symmetry stage's result: the parity test per width and the odd correlators."""
+    return f"symmetry_{key}.json"
+
+
+def part_file(key: str, width: int, start: int, stop: int) -> str:
+    return f"parts/{key}/N{width:05d}_{start:010d}-{stop:010d}.nc"
+
+
+def plan_dict(preset: Preset) -> dict:
+    """Plain description of the study for :mod:`nngp_ppl.study.report`: preset and runs with
+    files."""
+    runs, tested_only = [], []
+    for r in preset.runs():
+        if not r.zero_mean:
+            tested_only.append({
+                "key": r.key, "label": r.label, "ensemble": r.ensemble,
+                "sigma_b": r.sigma_b, "d_in": r.d_in, "widths": list(r.widths),
+                "inputs": r.inputs().tolist(), "exact_oracle": r.exact_oracle(),
+                "params": dict(r.params), "symmetries": list(r.symmetries),
+                "orders": list(r.orders),
+                "files": {"run": run_file(r.key), "symmetry": symmetry_file(r.key)}})
+            continue
+        runs.append({
+            "key": r.key, "label": r.label, "ensemble": r.ensemble, "sigma_b": r.sigma_b,
+            "d_in": r.d_in, "role": r.role, "widths": list(r.widths),
+            "infer_widths": list(r.infer_widths), "ngp_width": r.ngp_width,
+            "inputs": r.inputs().tolist(), "propagators": list(r.propagators),
+            # Whether the inputs are the authors' set (physics.md §9) or the study's own.
+            "inputs_source": "paper" if isinstance(r.points, str) else "study",
+            "exact_oracle": r.exact_oracle(),
+            "files": {
+                "run": run_file(r.key),
+                "exact": exact_file(r.key) if r.has_exact() else None,
+                "fit": {p: fit_file(r.key, p) for p in r.propagators},
+                "posterior": posterior_file(r.key), "beta": beta_file(r.key),
+                **(second_order_files(r.key) if r.order == 2 else {}),
+                **({"symmetry": symmetry_file(r.key)} if r.tests_symmetry else {}),
+            },
+            "symmetries": list(r.symmetries), "orders": list(r.orders),
+        })
+    # Runs with non-zero means: sampled and tested for f -> -f only (RunSpec.zero_mean).
+    return {"preset": preset.to_dict(), "runs": runs, "symmetry_runs": tested_only}
+
+
+# ---------------------------------------------------------------------------------------------
+# stages and the manifest
+# ---------------------------------------------------------------------------------------------
+
+
 STUDY_KEYS = {
     "name": (True, "name"), "n_nets": (True, "count"), "widths": (True, "widths"),
     "fit_cutoffs": (True, "cutoffs"), "infer_cutoffs": (True, "cutoffs"),
@@ -260,7 +551,6 @@ def _check_keys(table: dict, allowed: dict, where: str) -> None:
 
 def _run(table, i: int, source, study: dict):
     from ..ensembles.core import make_ensemble
-    from .stages import RunSpec
 
     if not isinstance(table, dict):
         raise NNGPInputError(f"{_where(source, i)} must be a table")
@@ -343,7 +633,6 @@ def _check_run(preset, run, where: str, source) -> None:
     from ..inference.problem import exact_noise_available
     from ..theory.exact import limit_kernel
     from ..tuples import distinct_tuples
-    from .stages import ORDERS
 
     _value("key", run.key, f"{where}: key")
     if not set(run.infer_widths) <= set(run.widths):  # the [infer_widths] table overrides
@@ -414,7 +703,7 @@ def _check_box(net, X, cutoff: float, name: str, whose: str) -> None:
 
 
 def load_study(path):
-    """A :class:`~nngp_ppl.study.stages.Preset` from the TOML study at ``path`` (see the module
+    """A :class:`~nngp_ppl.study.spec` from the TOML study at ``path`` (see the module
     docstring for the schema)."""
     path = Path(path)
     try:
@@ -426,7 +715,6 @@ def load_study(path):
 
 def study_from_text(text: str, source="study"):
     """:func:`load_study` on TOML text (``source`` names it in errors)."""
-    from .stages import Preset
 
     try:
         data = tomllib.loads(text)
@@ -475,3 +763,39 @@ def shipped_study(name: str):
         raise NNGPInputError(f"preset must be one of {list(SHIPPED)}, got {name!r}")
     ref = resources.files("nngp_ppl").joinpath("studies", f"{name}.toml")
     return study_from_text(ref.read_text(), f"nngp_ppl/studies/{name}.toml")
+
+
+def check_preset_overrides(preset: Preset, *, n_nets=None, seed=None, chunk=None,
+                           only=None) -> Preset:
+    """``preset`` with validated overrides (the CLI's ``--n-nets``, ``--seed``, ``--only``)."""
+    changes = {}
+    if only is not None:
+        if isinstance(only, str):
+            only = [only]
+        names = [str(k).strip() for k in only]
+        if not any(names):
+            # An empty selection is a mistake (e.g. an unset shell variable), not "all".
+            raise NNGPInputError(
+                "only must name at least one run of this preset "
+                f"({', '.join(r.key for r in preset.runs())}); omit it to run them all")
+        changes["only"] = tuple(dict.fromkeys(k for k in names if k))
+    if n_nets is not None:
+        changes["n_nets"] = _checks.positive_int("n_nets", n_nets)
+        if changes["n_nets"] < 2:
+            raise NNGPInputError(f"n_nets must be at least 2: standard errors and the "
+                                 f"estimator covariance need two networks, got {n_nets}")
+        if changes["n_nets"] > 2**32:
+            # Refused here, not by the sampler at the first part that crosses the limit
+            # after hours of sampling the parts before it.
+            raise NNGPInputError(
+                f"n_nets must be at most 2**32 = {2**32:,} (network indices are uint32), "
+                f"got {changes['n_nets']:,}")
+    if seed is not None:
+        changes["seed"] = _checks.seed("seed", seed)
+    if chunk is not None:
+        changes["chunk"] = _checks.positive_int("chunk", chunk)
+    new = dataclasses.replace(preset, **changes)
+    if "chunk" not in changes and "n_nets" in changes:
+        new = dataclasses.replace(new, chunk=min(preset.chunk, new.n_nets))
+    new.runs()  # validates ``only``
+    return new

@@ -70,7 +70,8 @@ def register(subparsers) -> None:
 
 
 def execute(preset_name: str, args, *, n_nets=None, seed=None, only=None) -> int:
-    from ...study.stages import check_preset_overrides, get_preset, reproduce
+    from ...study.spec import check_preset_overrides, get_preset
+    from ...study.stages import reproduce
 
     if str(preset_name).endswith(".toml"):
         preset = get_preset(preset_name)
