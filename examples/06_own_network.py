@@ -146,7 +146,7 @@ def main(argv=None):
     assert k == K.shape[0]
 
     # 3. The whole study as data: every stage and the report, as `nngp-ppl reproduce`.
-    from nngp_ppl.cli import main as nngp_ppl_cli
+    from nngp_ppl.cli.main import main as nngp_ppl_cli
 
     out = Path(args.out or tempfile.mkdtemp(prefix="nngp_deep_tanh_"))
     out.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nngp_ppl as nn
-from nngp_ppl.cli import main
+from nngp_ppl.cli.main import main
 from nngp_ppl.inference import problem
 from nngp_ppl.theory import diagrams as dg
 

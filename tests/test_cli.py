@@ -13,7 +13,7 @@ import pytest
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, sample_correlators
-from nngp_ppl.cli import main
+from nngp_ppl.cli.main import main
 from nngp_ppl.sampling.stats import normalised_deviation
 from nngp_ppl.theory.exact import exact_correlator_tuples
 from nngp_ppl.theory.wick import gp_correlator_tuples

@@ -19,7 +19,7 @@ import pytest
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, NNGPInputError, sample_correlators
-from nngp_ppl.cli import main
+from nngp_ppl.cli.main import main
 from nngp_ppl.sampling.checkpoint import ShardLedger
 from nngp_ppl.sampling.distributed import parse_dask
 from nngp_ppl.sampling.sampler import plan_run, shard_sums

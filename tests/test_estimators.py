@@ -191,7 +191,7 @@ def test_second_order_lambda_bar_differs_from_first_order_at_order_one_over_n():
 
 
 def test_fit_cli_order_two(tmp_path, capsys):
-    from nngp_ppl.cli import main
+    from nngp_ppl.cli.main import main
 
     run = tmp_path / "run.nc"
     assert main(["sample", "--ensemble", "erf", "--preset", "paper", "--widths", "5",

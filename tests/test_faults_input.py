@@ -20,7 +20,7 @@ from test_robustness import cli_error
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, NNGPInputError, _checks
-from nngp_ppl.cli import main
+from nngp_ppl.cli.main import main
 from nngp_ppl.inference import eft
 from nngp_ppl.inference.problem import coupling_names
 from nngp_ppl.sampling.stats import accumulated_orders

@@ -31,7 +31,7 @@ import xarray as xr
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, NNGPInputError, _io, _lock, ensembles, sample_correlators
-from nngp_ppl.cli import main
+from nngp_ppl.cli.main import main
 from nngp_ppl.sampling.checkpoint import ShardLedger
 
 X4 = np.array([-1.0, -0.3, 0.4, 1.0])

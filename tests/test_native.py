@@ -158,7 +158,7 @@ def test_a_broken_source_fails_the_build_and_leaves_no_file(monkeypatch, tmp_pat
 
 
 def test_a_bad_kernel_choice_is_refused_before_sampling(monkeypatch, tmp_path, capsys):
-    from nngp_ppl.cli import main
+    from nngp_ppl.cli.main import main
 
     monkeypatch.setenv("NNGP_PPL_KERNEL", "fortran")
     out = tmp_path / "run.nc"

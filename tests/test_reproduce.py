@@ -20,7 +20,7 @@ import pytest
 
 from nngp_ppl import CorrelatorStats, NNGPInputError
 from nngp_ppl._lock import exclusive_lock
-from nngp_ppl.cli import main
+from nngp_ppl.cli.main import main
 from nngp_ppl.inference import eft
 from nngp_ppl.sampling.stats import normalised_deviation
 from nngp_ppl.study.manifest import sha256_file

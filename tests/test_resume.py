@@ -20,7 +20,7 @@ import xarray as xr
 
 import nngp_ppl
 from nngp_ppl import NNGPInputError, sample_correlators
-from nngp_ppl.cli import main
+from nngp_ppl.cli.main import main
 from nngp_ppl.sampling.checkpoint import ShardLedger
 from nngp_ppl.sampling.sampler import plan_run, shard_sums
 

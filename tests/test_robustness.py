@@ -22,8 +22,7 @@ import xarray as xr
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, NNGPInputError, _io
 from nngp_ppl._lock import exclusive_lock
-from nngp_ppl.cli import main
-from nngp_ppl.cli.main import build_parser
+from nngp_ppl.cli.main import build_parser, main
 from nngp_ppl.sampling.stats import accumulated_orders
 from nngp_ppl.tuples import distinct_tuples
 

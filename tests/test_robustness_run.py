@@ -175,7 +175,7 @@ def test_float64_entry_points_refuse_to_run_with_x64_turned_off():
 # --- lattice CLI -----------------------------------------------------------------------------
 def test_lattice_uniform_box_smaller_than_the_inputs_is_refused_like_gauss_legendre(
         tmp_path, capsys):
-    from nngp_ppl.cli import main
+    from nngp_ppl.cli.main import main
 
     for kind in ("uniform", "gauss_legendre"):
         argv = ["lattice", "--ensemble", "gauss", "--inputs=0,0.5", "--cutoff", "0.3",
@@ -188,7 +188,7 @@ def test_lattice_uniform_box_smaller_than_the_inputs_is_refused_like_gauss_legen
 
 
 def test_lattice_target_accept_outside_the_unit_interval_is_refused(tmp_path, capsys):
-    from nngp_ppl.cli import main
+    from nngp_ppl.cli.main import main
 
     for bad in ("1", "0", "-0.5", "x"):
         assert main(["lattice", "--ensemble", "gauss", "--inputs=0,0.5", "--cutoff", "1",

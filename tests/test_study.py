@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nngp_ppl import NNGPInputError
-from nngp_ppl.cli import main
+from nngp_ppl.cli.main import main
 from nngp_ppl.study.spec import (
     PRESETS,
     get_preset,

@@ -165,7 +165,7 @@ def test_a_study_of_non_zero_mean_runs_alone_is_refused():
 
 
 def test_the_cli_refuses_a_bad_symmetry_key_before_any_work(tmp_path, capsys):
-    from nngp_ppl.cli import main
+    from nngp_ppl.cli.main import main
 
     cfg = tmp_path / "bad.toml"
     cfg.write_text(STUDY.replace('symmetries = ["z2"]', 'symmetries = ["Z2"]'))

@@ -239,7 +239,7 @@ def test_training_forward_pass_is_the_samplers_network(net):
 
 
 def test_cli_train_writes_the_stepped_file(tmp_path, capsys):
-    from nngp_ppl.cli import main
+    from nngp_ppl.cli.main import main
 
     data = tmp_path / "points.csv"
     data.write_text("x,y\n" + "".join(f"{x},{y}\n" for x, y in zip(X_TRAIN, Y_TRAIN,

@@ -15,7 +15,7 @@ import pytest
 
 import nngp_ppl as nn
 from nngp_ppl import _progress
-from nngp_ppl.cli import main
+from nngp_ppl.cli.main import main
 from nngp_ppl.inference.diagnostics import (
     RHAT_MAX,
     diagnostics_gate,
