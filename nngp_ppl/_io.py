@@ -26,7 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import h5netcdf
 import numpy as np
+import xarray as xr
 
 from ._checks import NNGPInputError
 
@@ -286,7 +288,6 @@ def content_checksum(obj, *, keep_lists=()) -> str:
 
 def _digests(obj, variants) -> list[str]:
     """One digest per ``keep_lists`` variant; the variables are hashed only once."""
-    import xarray as xr
 
     h = hashlib.sha256()
     if isinstance(obj, xr.DataTree):
@@ -311,7 +312,6 @@ def _digests(obj, variants) -> list[str]:
 # writing and reading checksummed netCDF files
 # ---------------------------------------------------------------------------------------------
 def _load(path, tree: bool):
-    import xarray as xr
 
     if tree:
         return xr.load_datatree(path, engine="h5netcdf")
@@ -370,8 +370,6 @@ def write_netcdf(obj, path, *, file_format: str | None = None, version: int | No
     (:func:`atomic_path`), so a full disk is one OSError and leaves nothing behind.
     ``durable`` also flushes the file to disk before the rename (checkpoints).
     """
-    import h5netcdf
-    import xarray as xr
 
     path = Path(path)
     tree = isinstance(obj, xr.DataTree)

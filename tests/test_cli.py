@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from patching import patch_everywhere
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, sample_correlators
@@ -145,7 +146,7 @@ def test_interrupted_run_leaves_no_file(tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nngp_ppl, "sample_correlators", interrupted)
+    patch_everywhere(monkeypatch, nngp_ppl, "sample_correlators", interrupted)
     out = tmp_path / "run.nc"
     assert main(_argv([], out)) == 130
     assert "interrupted" in capsys.readouterr().err
@@ -339,7 +340,7 @@ def test_lattice_kind_and_propagator_reach_the_file(tmp_path, capsys, kind, prop
     assert ds.attrs["nngp_ppl_format_version"] == 2
 
 
-_DEVICES = ("from nngp_ppl import cli; print(cli.cpu_devices_per_core()); "
+_DEVICES = ("import nngp_ppl.cli.main as cli; print(cli.cpu_devices_per_core()); "
             "import jax; print(len(jax.devices()))")
 
 

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
+from patching import patch_everywhere
 from test_robustness import cli_error
 
 import nngp_ppl
@@ -50,9 +51,8 @@ def nothing_runs(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("work started although the input was bad")
 
-    monkeypatch.setattr(sampling, "sample_correlators", forbidden)
-    monkeypatch.setattr(nngp_ppl, "sample_correlators", forbidden)
-    monkeypatch.setattr(couplings, "sample_latent", forbidden)
+    patch_everywhere(monkeypatch, sampling, "sample_correlators", forbidden)
+    patch_everywhere(monkeypatch, couplings, "sample_latent", forbidden)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def test_lattice_divergence_warning_names_the_wall_the_action_has(tmp_path, caps
                                  "propagator": "full", "divergences": 3, "max_r_hat": 1.0,
                                  "min_ess_bulk": 500.0, "num_chains": 2, "num_samples": 10})
 
-    monkeypatch.setattr(field, "field_correlators", fake)
+    patch_everywhere(monkeypatch, field, "field_correlators", fake)
     argv = ["lattice", "--ensemble", "gauss", "--inputs", "0,0.5", "--cutoff", "1",
             "--sites", "4", "-o", str(tmp_path / "l.nc")]
     assert main([*argv, "--lambda", "0.1"]) == 0

@@ -30,7 +30,8 @@ import pytest
 import xarray as xr
 
 import nngp_ppl
-from nngp_ppl import CorrelatorStats, NNGPInputError, _io, _lock, ensembles, sample_correlators
+import nngp_ppl.ensembles.core as ensembles
+from nngp_ppl import CorrelatorStats, NNGPInputError, _io, _lock, sample_correlators
 from nngp_ppl.cli.main import main
 from nngp_ppl.sampling.checkpoint import ShardLedger
 

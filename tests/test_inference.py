@@ -22,7 +22,8 @@ import pytest
 import xarray as xr
 
 import nngp_ppl as nn
-from nngp_ppl import NNGPInputError, cli
+import nngp_ppl.cli.main as cli
+from nngp_ppl import NNGPInputError
 from nngp_ppl.inference import (
     DiagnosticsWarning,
     beta_function,

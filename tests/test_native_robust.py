@@ -133,7 +133,7 @@ def test_truncated_cache_is_rebuilt_not_a_sigbus(cache, tmp_path):
     path = _cached_library(cache)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     code = ("import warnings, numpy as np, nngp_ppl\n"
-            "from nngp_ppl import _native\n"
+            "import nngp_ppl.sampling._native as _native\n"
             "warnings.simplefilter('always')\n"
             "with warnings.catch_warnings(record=True) as seen:\n"
             "    lib = _native.library()\n"

@@ -186,7 +186,8 @@ def test_c_and_xla_kernels_sample_the_same_odd_order_sums(monkeypatch):
     """A whole run with each kernel, orders 1..6 of a non-zero-mean net: the same networks,
     so the sums agree to float64 round-off for the measured orders and to the XLA
     kernel's float32 bound, 2 (CHUNK + 2) u sum|terms|, for the covariance-only ones."""
-    from nngp_ppl import ErfNet, ensembles, sample_correlators
+    import nngp_ppl.ensembles.core as ensembles
+    from nngp_ppl import ErfNet, sample_correlators
 
     net, X, width, n = ErfNet(mu_b=0.2), np.array([[-0.5], [0.2], [1.0]]), 5, 1000
     runs = {}

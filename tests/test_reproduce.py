@@ -293,13 +293,14 @@ def _refuse_physics(monkeypatch):
     import importlib
     import inspect
 
-    from nngp_ppl import ensembles
-    from nngp_ppl.ensembles import networks
+    from patching import patch_everywhere
+
+    from nngp_ppl.ensembles import core, networks
 
     readers = {"load_fit", "file_identity"}
-    names = ["nngp_ppl.inference.eft", "nngp_ppl.inference.problem", "nngp_ppl.sampling.stats"] + [
-        f"nngp_ppl.theory.{m}" for m in ("diagrams", "exact", "lattice", "quadrature",
-                                         "second_order", "wick")]
+    names = ["nngp_ppl.inference.eft", "nngp_ppl.inference.problem", "nngp_ppl.sampling.stats",
+             "nngp_ppl.ensembles.quadrature"] + [
+        f"nngp_ppl.theory.{m}" for m in ("diagrams", "exact", "lattice", "second_order", "wick")]
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("the report called the theory")
@@ -310,9 +311,9 @@ def _refuse_physics(monkeypatch):
         for attr, obj in vars(module).items():
             if (inspect.isfunction(obj) and obj.__module__ == name and attr not in readers
                     and not (name == "nngp_ppl.sampling.stats" and attr[0].isupper())):
-                monkeypatch.setattr(module, attr, refuse)
-                patched += 1
-    for module in (ensembles, networks):
+                # every binding: the report's modules import these by name
+                patched += patch_everywhere(monkeypatch, module, attr, refuse)
+    for module in (core, networks):
         for obj in vars(module).values():
             if inspect.isclass(obj) and "kernel" in vars(obj):
                 monkeypatch.setattr(obj, "kernel", refuse)

@@ -18,6 +18,7 @@ import h5netcdf
 import numpy as np
 import pytest
 import xarray as xr
+from patching import patch_everywhere
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, NNGPInputError, _io
@@ -64,7 +65,7 @@ def no_sampling(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the sampler ran although the arguments were bad")
 
-    monkeypatch.setattr(nngp_ppl, "sample_correlators", forbidden)
+    patch_everywhere(monkeypatch, nngp_ppl, "sample_correlators", forbidden)
 
 
 SAMPLE = ["sample", "--ensemble", "erf", "--inputs", "0.5,1", "--widths", "2",
@@ -336,7 +337,7 @@ def run_file(tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("infer_couplings ran although the arguments were bad")
 
-    monkeypatch.setattr(inference, "infer_couplings", forbidden)
+    patch_everywhere(monkeypatch, inference, "infer_couplings", forbidden)
     path = tmp_path / "run.nc"
     synthetic_stats().to_netcdf(path)
     return path
@@ -477,7 +478,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch, capsys):
         os.kill(os.getpid(), signal.SIGTERM)
         raise AssertionError("SIGTERM did not stop the run")
 
-    monkeypatch.setattr(nngp_ppl, "sample_correlators", terminated)
+    patch_everywhere(monkeypatch, nngp_ppl, "sample_correlators", terminated)
     before = signal.getsignal(signal.SIGTERM)
     assert main(SAMPLE + ["-o", str(tmp_path / "run.nc")]) == 143
     err = capsys.readouterr().err
@@ -493,7 +494,7 @@ def test_a_full_disk_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "fit.nc"))
 
-    monkeypatch.setattr(_io, "write_netcdf", full)
+    patch_everywhere(monkeypatch, _io, "write_netcdf", full)
     assert main(["fit", str(run), "--cutoffs", "10", "-o", str(tmp_path / "fit.nc")]) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and err.count("\n") == 1

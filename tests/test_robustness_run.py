@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import nngp_ppl
-from nngp_ppl import NNGPInputError, sample_correlators, sampling
+import nngp_ppl.sampling.sampler as sampling
+from nngp_ppl import NNGPInputError, sample_correlators
 from nngp_ppl._lock import exclusive_lock, lock_path_for
 from nngp_ppl.sampling import _shard
 from nngp_ppl.sampling.sampler import network_sums, plan_run

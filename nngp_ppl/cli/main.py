@@ -18,6 +18,13 @@ import signal
 import sys
 import threading
 
+import jax
+
+from .. import _startup
+from .._checks import NNGPInputError
+from .._version import __version__
+from ..ensembles.core import allow_import
+
 # Order here is the order in `nngp-ppl --help`.
 COMMANDS = ["sample", "train", "show", "fit", "infer", "flow", "lattice", "reproduce", "demo"]
 
@@ -110,7 +117,6 @@ def option_names(message: str, names: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .._version import __version__
 
     parser = _Parser(prog="nngp-ppl", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"nngp-ppl {__version__}")
@@ -142,7 +148,6 @@ def cpu_devices_per_core() -> int | None:
         cores = os.cpu_count() or 1
     if cores < 2:
         return None
-    import jax
 
     try:
         jax.config.update("jax_num_cpu_devices", cores)
@@ -156,8 +161,6 @@ def main(argv=None) -> int:
     run the subcommand, return its exit status. Run as the program itself (no ``argv``),
     it first gives JAX one CPU device per core (:func:`cpu_devices_per_core`); a call
     from Python with an explicit ``argv`` leaves the caller's JAX set-up alone."""
-    from .. import _startup
-    from .._checks import NNGPInputError
 
     if argv is None:
         cpu_devices_per_core()
@@ -171,7 +174,6 @@ def main(argv=None) -> int:
         sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if getattr(args, "trusted_ensembles", None):
-            from ..ensembles.core import allow_import
 
             allow_import(*args.trusted_ensembles)
         return int(args.func(args) or 0)

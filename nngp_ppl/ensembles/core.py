@@ -51,6 +51,8 @@ from scipy import special as _special
 
 from .. import _checks
 from .._checks import NNGPInputError
+from ..theory.lattice import check_propagator
+from .quadrature import pair_expectation
 
 
 @dataclass(frozen=True)
@@ -446,7 +448,6 @@ class SingleLayerNet(Ensemble):
 
 
 def _check_propagator(propagator: str) -> str:
-    from ..theory.lattice import check_propagator
 
     return check_propagator(propagator)
 
@@ -812,7 +813,6 @@ def _cached_pair_expectation(h, a, b, c) -> np.ndarray:
     :data:`PAIR_CACHE_BYTES`.
     """
     global _pair_cache_bytes
-    from .quadrature import pair_expectation
 
     a, b, c = (np.ascontiguousarray(v, dtype=np.float64) for v in (a, b, c))
     key = (h, a.shape, a.tobytes(), b.tobytes(), c.tobytes())

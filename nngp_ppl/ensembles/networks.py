@@ -61,12 +61,14 @@ from .core import (
     SingleLayerNet,
     _module_of,
     allow_import,
+    ensemble_from_dict,
     import_allowed,
     kernel_growth_numeric,
     network_keys,
     refuse_import,
     register_ensemble,
 )
+from .quadrature import pair_expectation
 
 
 class TwoPointWarning(UserWarning):
@@ -117,7 +119,6 @@ CLOSED_FORM = {
 
 def _quadrature_recursion(h, depth, sb2, sw2, vx, vy, mxy):
     """The recursion of the module docstring in NumPy (for ``jax.pure_callback``)."""
-    from .quadrature import pair_expectation
 
     def diagonal(v):
         # Many rows share a variance (a lattice line, repeated inputs): integrate each once.
@@ -501,7 +502,6 @@ class JaxNetwork(SingleLayerNet):
             if isinstance(path, str) and not import_allowed(_module_of(path, what)):
                 raise refuse_import(path, f"JaxNetwork {what} function")
         if isinstance(d.get("kernel"), dict):
-            from .core import ensemble_from_dict
 
             d["kernel"] = ensemble_from_dict(d["kernel"])
         return cls(**{k: d[k] for k in keys if k in d})

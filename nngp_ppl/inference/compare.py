@@ -10,11 +10,17 @@ deviations, and whether the interval contains it.
 
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass
 
+import arviz_stats
 import numpy as np
+import pandas as pd
+import xarray as xr
 
 from .._checks import NNGPInputError
+from .plots import plot_running
 
 # Names under which a fit may carry a coupling's point estimate, in order of preference.
 _ALIASES = ("{c}_mean", "{c}_bar", "{c}", "{c}_fit", "{c}_wls", "{c}_hat")
@@ -35,7 +41,6 @@ class PointComparison:
 def _same_problem(posterior, fit) -> None:
     """Refuse a fit file of another ensemble or other inputs than the posterior's (where both
     record them): its numbers would be compared as if they estimated the same couplings."""
-    import json
 
     const = posterior["constant_data"].to_dataset() if "constant_data" in posterior else {}
     if "inputs" in fit.attrs and "inputs" in const:
@@ -51,7 +56,6 @@ def _same_problem(posterior, fit) -> None:
 
 
 def _as_dataset(fit):
-    import xarray as xr
 
     if isinstance(fit, xr.Dataset):
         return fit
@@ -124,7 +128,6 @@ def compare_point_estimates(posterior, fit, *, prob: float = 0.9, plot: bool = T
     stored in the posterior. ``z`` = (point - posterior mean) / posterior sd; ``inside``:
     within the central ``prob`` interval.
     """
-    import pandas as pd
 
     if not hasattr(posterior, "children") or "posterior" not in posterior.children:
         raise NNGPInputError("posterior must be the DataTree of infer_couplings (or its file "
@@ -183,7 +186,6 @@ def compare_point_estimates(posterior, fit, *, prob: float = 0.9, plot: bool = T
     table = pd.DataFrame(rows)
     figure = None
     if plot:
-        from .plots import plot_running
 
         figure = plot_running(posterior, points=table)
     return PointComparison(table=table, figure=figure)
@@ -221,7 +223,6 @@ def select_problem(posterior, *, width, cutoff):
 
 
 def _model_names_of(posterior) -> list[str]:
-    import json
 
     return list(json.loads(posterior.attrs.get("elpd_models", "[]")))
 
@@ -254,8 +255,6 @@ def _loo_with_constants(one, model: str, pointwise: bool = True):
     density is that density): all of them for the GP, and for a model with no coupling of
     an observation's parity (λ alone on a 3-pt tuple predicts exactly 0 there) those
     observations; PSIS smooths the others (ArviZ refuses constant weights)."""
-    import arviz_stats
-    import xarray as xr
 
     ll = one["log_likelihood"][model]
     obs = [d for d in ll.dims if d not in ("chain", "draw")]
@@ -285,7 +284,6 @@ def elpd_table(posterior) -> dict:
     """``elpd``, ``elpd_se``, ``elpd_p`` and ``elpd_pareto_k_max`` (width, cutoff, model) of
     every compared model, by :func:`model_loo` on the tree itself (so that ArviZ on the
     stored file gives the stored numbers)."""
-    import warnings
 
     models = _model_names_of(posterior)
     widths = posterior["posterior"]["width"].values

@@ -43,8 +43,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import xarray as xr
 
 from .._checks import NNGPInputError
+from ..theory import diagrams as dg
+from ..theory.exact import exact_cumulant_tuples, max_exact_order
+from ..theory.wick import connected_correlator_tuples
+from .problem import EFTTheory
 
 #: Rows of the comparison: name -> (the posterior model whose λ enters as λ² E, the model
 #: whose κ enters as κ c6 (None: the term is absent), label). The exchange takes λ̄ (the
@@ -66,8 +71,6 @@ EXACT_DESCRIPTIONS = {
 
 def _exact_descriptions(net, X, width, cutoff, propagator, c6, E) -> dict:
     """The noise-free descriptions of the exact κ6 (module docstring): name -> (T6,)."""
-    from ..theory.exact import exact_cumulant_tuples
-    from .problem import EFTTheory
 
     theory = EFTTheory.build(net, X, ("lambda",), (4,), (4,), propagator, max_cutoff=cutoff)
     lam = float(theory.estimator([cutoff]).couplings(theory.exact_deviation(width))[0, 0])
@@ -83,7 +86,6 @@ def _exact_descriptions(net, X, width, cutoff, propagator, c6, E) -> dict:
 def six_point_diagrams(net, X, cutoffs, propagator: str = "full"):
     """(contact, exchange), each (L, T_6) on the distinct 6-tuples at ``cutoffs``: the
     coefficients of κ and of λ² in the connected 6-pt function (module docstring)."""
-    from ..theory import diagrams as dg
 
     cutoffs = np.atleast_1d(np.asarray(cutoffs, dtype=np.float64))
     (contact,) = [d for d in dg.first_order_diagrams(6, 6) if len(d.attached) == 6]
@@ -97,7 +99,6 @@ def sampled_connected(stats, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The sampled connected 6-pt function (T6,) at ``width`` and a noise scale per tuple:
     the standard error of the sampled 6-pt moment (the dominant term; the subtracted
     products of lower moments are far better measured)."""
-    from ..theory.wick import connected_correlator_tuples
 
     moments = {n: stats.correlator_tuples(n, width) for n in (2, 4, 6)}
     return (connected_correlator_tuples(moments, 6, stats.k),
@@ -114,9 +115,6 @@ def connected_six_point(stats, posterior, cutoff: float):
     there is no oracle: attribute ``reference``); ``noise``: the rms standard error of the
     sampled 6-pt moments per width.
     """
-    import xarray as xr
-
-    from ..theory.exact import exact_cumulant_tuples, max_exact_order
 
     for n in (2, 4, 6):
         if n not in stats.orders:

@@ -24,14 +24,23 @@ import datetime
 import functools
 import json
 
+import arviz_base
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
+from numpyro.infer.hmc import hmc
+from numpyro.infer.util import potential_energy
 
 from .. import _checks
 from .._checks import NNGPInputError, finite_float, positive_int
+from .._progress import run_nuts
+from .._version import __version__
+from ..sampling.stats import CorrelatorStats, check_tails
 from ..tuples import distinct_tuples
+from . import diagnostics as _diag
 from . import two_point as _two_point
+from .compare import elpd_table
 from .models.couplings import (
     NORMAL_DF,
     RCOND,
@@ -93,8 +102,6 @@ def _runner(num_warmup, student):
     the same chain, step for step, as one scan (the state carries the key and the
     adaptation); the pieces let a progress bar move between them. ``keep=False`` (warm-up)
     returns no draws."""
-    from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import potential_energy
 
     model = functools.partial(coupling_model, student=student)
 
@@ -157,7 +164,6 @@ def sample_latent(arrays, scale_tril, rng_key, *, num_chains: int = 4,
     ``(r, stats)``: r of shape (chain, draw, T), or (P, chain, draw, T) for a batch, and the
     NUTS statistics alike.
     """
-    from .._progress import run_nuts
 
     batched = np.ndim(arrays.whitened) == 2
     if not batched:
@@ -259,7 +265,6 @@ def infer_couplings(
     gate (:func:`~nngp_ppl.inference.diagnostics_gate`) is applied; its verdict is the root
     attribute ``diagnostics_passed`` and a failure warns, naming width and cutoff.
     """
-    from . import diagnostics as _diag
 
     setup = _validate(stats, net, X, cutoffs, couplings, widths, orders, num_chains,
                       num_samples, num_warmup, prior_width, covariance, predictive_draws)
@@ -366,7 +371,6 @@ def _theory(net, X, couplings, orders, data_orders, propagator, cutoffs, order):
 
 
 def _warn_heavy_tails(stats, widths):
-    from ..sampling.stats import CorrelatorStats, check_tails
 
     if isinstance(stats, CorrelatorStats):
         bad = check_tails(stats, warn=False)
@@ -569,7 +573,6 @@ def _compare_models(theory, runs, est, thin) -> dict:
 
 
 def _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs):
-    import arviz_base
 
     couplings, data_orders = theory.couplings, theory.data_orders
     splits = np.cumsum(theory.blocks)[:-1]
@@ -697,9 +700,6 @@ def _store_elpd(tree, widths, cutoffs) -> None:
     (:func:`~nngp_ppl.inference.compare.elpd_table`: what ``az.loo`` gives on the stored
     file) into ``constant_data``, and the best model per width/cutoff into the root
     attribute ``elpd_best`` (JSON)."""
-    import xarray as xr
-
-    from .compare import elpd_table
 
     table = elpd_table(tree)
     const = tree["constant_data"].to_dataset()
@@ -715,7 +715,6 @@ def _store_elpd(tree, widths, cutoffs) -> None:
 
 def _root_attrs(theory, runs, elpd, elpd_best, attrs) -> dict:
     """Provenance and settings at the root of the posterior DataTree."""
-    from .._version import __version__
 
     couplings, orders, data_orders = theory.couplings, theory.orders, theory.data_orders
     return {
@@ -750,7 +749,6 @@ def _cutoffs(cutoffs, X) -> tuple[float, ...]:
 
 def _load_stats(stats):
     if isinstance(stats, (str,)) or hasattr(stats, "__fspath__"):
-        from ..sampling.stats import CorrelatorStats
 
         return CorrelatorStats.from_netcdf(stats)
     for attr in ("correlator_tuples", "n_nets", "widths", "orders", "X"):

@@ -46,16 +46,20 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import xarray as xr
 
 from .. import _checks
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
+from .._io import read_netcdf, write_netcdf
+from .._version import __version__
 from ..theory import diagrams as _diagrams
 from ..theory import lattice as _lattice
 from ..theory import operators as _operators
 from ..theory.wick import gp_correlator_tuples
 from . import problem as _problem
 from . import two_point as _two_point
+from .problem import EFTTheory, estimand_projection, perturbative_order
 
 FIT_FORMAT = "nngp_ppl.EFTFit"
 # 2: a ``checksum`` attribute (required); dimension tuple_4/position_4 names unchanged.
@@ -374,7 +378,6 @@ def _second_order_fit(net, X, names, orders, propagator, lam, resid, cov, weight
     :math:`g^* = B\,[r - ar\lambda_1^2 d_2]` (:mod:`nngp_ppl.inference.estimators`) at every cutoff,
     its covariance :math:`J\Sigma J^	op` with the closed-form sensitivity J, and the
     χ² of the second-order prediction under the estimand's weights."""
-    from .problem import EFTTheory, perturbative_order
 
     perturbative_order(order)
     if weighting not in (None, "estimand"):
@@ -466,7 +469,6 @@ def _solve_at_cutoff(A, resid, W, cov, weighting, names):
     GLS, or NaN) and the weighted χ²; returns W too (the estimand's depends on A)."""
     nan = np.full((len(names), len(names)), np.nan)
     if weighting == "estimand":
-        from .problem import estimand_projection
 
         cols = _scale_columns(A, names)
         W = np.diag(1.0 / np.abs(A[np.arange(len(cols)), cols]))
@@ -535,7 +537,6 @@ def six_point_check(net, X, G4, G6, cutoffs, propagator: str = "full", *,
 
 def _second_order_six_point(net, X, G4, g6, gp6, lam, propagator, width, mode, order):
     """(λ̄ at second order (C,), the GP + second-order 6-pt prediction (C, T_6))."""
-    from .problem import EFTTheory
 
     k = X.shape[0]
     free4, _, _ = free_correlators(net, X, G4, (4,), width, mode)
@@ -678,7 +679,6 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
     ``m6_eft2``, ``improvement6_2`` (λ̄ and the 6-pt check at second order,
     :func:`six_point_check`) are added beside the first-order ones.
     """
-    import xarray as xr
 
     names, X, lam, widths = _fit_dataset_inputs(stats, cutoffs, propagator, widths, couplings)
     k = X.shape[0]
@@ -789,7 +789,6 @@ _SECOND_ORDER_NAMES = {
 
 def _fit_attrs(net, X, propagator, fit_from, mode, weighting) -> dict:
     """Provenance and conventions of a fit file (docs/file_formats.md)."""
-    from .._version import __version__
 
     return {
         "nngp_ppl_format": FIT_FORMAT,
@@ -822,7 +821,6 @@ def _fit_attrs(net, X, propagator, fit_from, mode, weighting) -> dict:
 
 def write_fit(ds, path, run_path) -> Path:
     """Write a :func:`fit_dataset` atomically, with a checksum and the run file's identity."""
-    from .._io import write_netcdf
 
     ds = ds.copy()
     ds.attrs["run_file"] = str(Path(run_path).resolve())
@@ -833,7 +831,6 @@ def write_fit(ds, path, run_path) -> Path:
 def load_fit(path, run_path=None):
     """Read a fit file, refusing one that was edited or damaged after writing (checksum);
     with ``run_path``, refuse it also unless it was made from that run file."""
-    from .._io import read_netcdf
 
     ds = read_netcdf(path, name="fit file", what="nngp_ppl EFT fit", file_format=FIT_FORMAT,
                      version=FIT_VERSION)

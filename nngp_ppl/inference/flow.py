@@ -46,17 +46,19 @@ import datetime
 import json
 import warnings
 
+import arviz_base
 import numpy as np
+import xarray as xr
 
 from .._checks import NNGPInputError
 from .._io import json_attr
+from .._version import __version__
 from ..ensembles.core import ensemble_from_dict
 from .eft import asymptotic_exponent, log_slope
 from .problem import EFTTheory, design_function  # noqa: F401  (re-exported)
 
 
 def _read_posterior(posterior):
-    import xarray as xr
 
     if isinstance(posterior, str) or hasattr(posterior, "__fspath__"):
         posterior = xr.open_datatree(posterior, engine="h5netcdf").load()
@@ -156,9 +158,6 @@ def _beta_tree(net, propagator, attrs, couplings, orders, order, coupling, ref, 
                cutoffs, probe, beta, gamma_local, gamma, gamma_data, gamma_slope,
                gamma_probe, systematic, converged):
     """The β file's DataTree (docs/file_formats.md)."""
-    import arviz_base
-
-    from .._version import __version__
 
     dims = {
         "beta": ["width", "cutoff", "coupling"],

@@ -44,6 +44,7 @@ between tuples.
 from __future__ import annotations
 
 import functools
+import json
 import warnings
 from dataclasses import dataclass
 
@@ -53,10 +54,20 @@ import numpy as np
 
 from .. import _checks
 from .._checks import NNGPInputError
-from ..sampling.stats import union_index
+from ..sampling.stats import MIN_EFFECTIVE_NETWORKS, square_index, union_index
+from ..theory import exact
 from ..theory import operators as _operators
+from ..theory.diagrams import (
+    first_order_design_function,
+    second_order_design,
+    second_order_design_slope,
+)
+from ..theory.exact import exact_correlator_tuples
+from ..theory.lattice import check_propagator
 from ..theory.wick import gp_correlator_tuples
-from ..tuples import distinct_tuples
+from ..tuples import distinct_tuples, expand
+from .estimators import estimand
+from .two_point import free_part
 
 #: Even correlator orders a first-order coupling fit can use (the default data orders).
 FIT_ORDERS = (4, 6)
@@ -152,7 +163,6 @@ def design_function(net, X, orders, couplings, propagator: str = "full", max_cut
 
     with :math:`I^{(\ell)}_t = \int_{box} \prod_{a\in t}\tilde K(x_a,y)\,\tilde K(y,y)^\ell dy`.
     """
-    from ..theory.diagrams import first_order_design_function
 
     fns = [
         first_order_design_function(
@@ -189,7 +199,6 @@ class EFTTheory:
     def build(cls, net, X, couplings=("lambda",), orders=None, data_orders=None,
               propagator: str = "full", max_cutoff: float | None = None,
               order: int = 1) -> EFTTheory:
-        from ..theory.lattice import check_propagator
 
         X = _checks.inputs("X", X, net.d_in)
         if not getattr(net, "zero_mean", True):
@@ -272,7 +281,6 @@ class EFTTheory:
     def _identity(self):
         """What the theory's arrays depend on, as a hashable key (None for an ensemble that
         cannot describe itself, e.g. a closure-built JaxNetwork: nothing is shared then)."""
-        import json
 
         try:
             net = json.dumps(self.net.to_dict(), sort_keys=True)
@@ -343,7 +351,6 @@ class EFTTheory:
     def estimator(self, cutoffs):
         """The estimand's map at ``cutoffs`` at this theory's perturbative order
         (:mod:`nngp_ppl.inference.estimators`)."""
-        from .estimators import estimand
 
         return estimand(self, cutoffs)
 
@@ -372,9 +379,6 @@ class EFTTheory:
         G_free is Wick(K) (``two_point="kernel"``) or Wick of the exact finite-width 2-pt
         function (``"measured"``: the estimand of a fit that subtracts the measured one,
         :mod:`nngp_ppl.inference.two_point`)."""
-        from ..theory.exact import exact_correlator_tuples
-        from ..tuples import expand
-        from .two_point import free_part
 
         G = np.concatenate([exact_correlator_tuples(self.net, self.X, width, n)
                             for n in self.data_orders])
@@ -401,7 +405,6 @@ def _cached(key, make):
 
 def _lambda_squared_design(net, X, data_orders, propagator, cutoffs, slope) -> np.ndarray:
     """λ² coefficients of the data orders (L, T), or their cutoff slopes."""
-    from ..theory.diagrams import second_order_design, second_order_design_slope
 
     fn = second_order_design_slope if slope else second_order_design
     parts = [fn(net, X, n, np.asarray(cutoffs), ("lambda",), propagator)[..., 0, 0]
@@ -453,7 +456,6 @@ def noise_covariance(kind: str, theory: EFTTheory, width: int, n_nets: int, stat
                                     theory.data_orders, n_nets)
     if kind != "exact":
         raise NNGPInputError(f"covariance must be one of {NOISE_MODELS} or 'auto', got {kind!r}")
-    from ..theory.exact import exact_correlator_tuples
 
     return estimator_covariance(lambda m: exact_correlator_tuples(theory.net, theory.X,
                                                                   width, m),
@@ -462,7 +464,6 @@ def noise_covariance(kind: str, theory: EFTTheory, width: int, n_nets: int, stat
 
 def exact_noise_available(net, data_orders) -> bool:
     """Whether the exact oracle reaches the moments the noise model needs (2 × max order)."""
-    from ..theory import exact
 
     return exact.max_exact_order(net) >= 2 * max(data_orders)
 
@@ -523,8 +524,6 @@ TAIL_MASS_RATIO = 0.5
 def missed_tail_mass(stats, data_orders, widths=None, orders=None) -> bool:
     """Whether the sampled variances of the fitted correlators fall short of the exact ones
     by more than :data:`TAIL_MASS_RATIO` (median over tuples) at any of ``widths``."""
-    from ..sampling.stats import square_index
-    from ..theory.exact import exact_correlator_tuples
 
     if not hasattr(stats, "stderr_tuples"):
         return False
@@ -567,7 +566,6 @@ def likelihood_df(stats, width: int, orders, noise: str) -> tuple[float, float]:
     likelihood is normal (``NORMAL_DF``). Returns ``(df, n_eff)`` (n_eff NaN without tail
     sums).
     """
-    from ..sampling.stats import MIN_EFFECTIVE_NETWORKS
 
     neff = np.nan
     if getattr(stats, "has_tails", False):

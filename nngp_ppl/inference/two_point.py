@@ -48,11 +48,14 @@ import contextlib
 import warnings
 from collections.abc import Mapping
 
+import jax.numpy as jnp
 import numpy as np
 
 from .._checks import NNGPInputError
+from ..ensembles.networks import TwoPointWarning, warn_two_point
+from ..theory import lattice as _lattice
 from ..theory.wick import gp_correlator_tuples
-from ..tuples import distinct_tuples, full_index, pairings
+from ..tuples import distinct_tuples, expand, full_index, pairings
 
 #: ``two_point`` values: how the free part of the correlators is formed (:func:`resolve`).
 TWO_POINT = ("auto", "kernel", "measured")
@@ -90,7 +93,6 @@ def resolve(net, two_point: str = "auto", have_two_point: bool = True) -> str:
         return "kernel"
     if have_two_point:
         return "measured"
-    from ..ensembles.networks import warn_two_point
 
     warn_two_point(net, stacklevel=4)
     return "kernel"
@@ -147,7 +149,6 @@ def propagate(cov_full, jac) -> np.ndarray:
 def two_point_matrix(data, k: int, width=None) -> np.ndarray | None:
     """The measured (k, k) 2-pt function in ``data`` (a CorrelatorStats at ``width`` or a
     mapping with key 2), or None when it holds none."""
-    from ..tuples import expand
 
     if hasattr(data, "correlator_tuples") and hasattr(data, "orders"):
         if 2 not in data.orders:
@@ -170,7 +171,6 @@ def handled():
     """Silence :class:`~nngp_ppl.TwoPointWarning` once :func:`resolve` has chosen the free
     part (and warned where that choice lets λ absorb the 2-pt shift): K then serves only as
     the propagator, or as the free part the caller asked for."""
-    from ..ensembles.networks import TwoPointWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TwoPointWarning)
@@ -194,7 +194,6 @@ def kernel_entry_covariance(net, X) -> np.ndarray | None:
     """
     if getattr(net, "kernel_fn", True) is not None or not hasattr(net, "_kernel_networks"):
         return None
-    import jax.numpy as jnp
 
     F = np.asarray(net._kernel_networks(jnp.asarray(X, dtype=jnp.float64)), np.float64)
     rows = distinct_tuples(F.shape[1], 2)
@@ -235,9 +234,6 @@ def kernel_influence(net, X, cutoff, propagator: str = "full"):
     """
     if getattr(net, "kernel_fn", True) is not None or not hasattr(net, "_kernel_networks"):
         return None
-    import jax.numpy as jnp
-
-    from ..theory import lattice as _lattice
 
     X = np.asarray(X, dtype=np.float64)
     lat = _lattice.box_lattice(net.d_in, float(cutoff), split_points=X,

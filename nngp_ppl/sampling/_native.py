@@ -77,6 +77,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from .. import tuples as _tuples
@@ -335,7 +336,6 @@ def identity(platform_name: str = "cpu") -> dict:
     :func:`kernel_key` (the Dask worker check and ``resume``)."""
     if platform_name == "cpu" and library() is not None:
         return dict(_library_or_error().identity)
-    import jax
 
     return {"kernel": "xla", "platform": platform_name, "jax": jax.__version__}
 

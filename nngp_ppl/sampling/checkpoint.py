@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import xarray as xr
 
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
@@ -49,6 +50,7 @@ from .._io import (
     version_error,
     write_bytes,
 )
+from .._version import __version__
 from ..ensembles.core import Ensemble, ensemble_from_dict
 from .stats import TAIL_POWERS, CorrelatorStats, accumulated_orders, content_checksum
 
@@ -269,9 +271,6 @@ class ShardLedger:
 
     # --- files ------------------------------------------------------------------------------
     def to_dataset(self):
-        import xarray as xr
-
-        from .._version import __version__
 
         p = self.plan
         keys = sorted(self._pending)

@@ -32,7 +32,11 @@ import re
 import uuid
 import warnings
 
+import jax
+
 from .._checks import NNGPInputError
+from .._version import __version__
+from . import _native
 from ._shard import shard_sums
 from .checkpoint import kernel_key
 
@@ -108,18 +112,12 @@ def dask_client(spec):
 
 def _versions():
     """(nngp_ppl, jax, device kind) of the process it runs in."""
-    import jax
 
-    import nngp_ppl
-
-    return nngp_ppl.__version__, jax.__version__, jax.devices()[0].device_kind
+    return __version__, jax.__version__, jax.devices()[0].device_kind
 
 
 def _worker_versions():
     """:func:`_versions` and the accumulation kernel's identity (JSON) of a worker."""
-    import jax
-
-    from nngp_ppl.sampling.sampler import _native
 
     return (*_versions(),
             json.dumps(_native.identity(jax.devices()[0].platform), sort_keys=True))

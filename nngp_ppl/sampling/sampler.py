@@ -41,11 +41,14 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from .. import _checks
 from .._checks import NNGPInputError
 from .._lock import exclusive_lock
-from ..ensembles.core import Ensemble
+from .._progress import on_terminal
+from .._version import require_x64
+from ..ensembles.core import Ensemble, net_label
 from . import _native
 from ._shard import (  # noqa: F401  (shard_sums, _ShardJob: the kernel's public face here)
     CHUNK,
@@ -59,6 +62,7 @@ from ._shard import (  # noqa: F401  (shard_sums, _ShardJob: the kernel's public
     widest_fitting,
 )
 from .checkpoint import RunPlan, ShardLedger, remove_stale_temporaries
+from .distributed import DaskExecutor
 from .stats import MAX_MONOMIALS, CorrelatorStats, check_tails, monomial_count
 
 #: Network indices are uint32 in :func:`nngp_ppl.ensembles.core.network_keys`.
@@ -407,7 +411,6 @@ def executor_for(devices=None, dask=None):
     """The executor of ``devices`` (local JAX devices) or ``dask`` (Dask workers)."""
     if dask is None:
         return LocalExecutor(devices)
-    from .distributed import DaskExecutor
 
     return DaskExecutor(dask)
 
@@ -426,7 +429,6 @@ def network_sums(net: Ensemble, X, width: int, seed: int, start: int, count: int
     ``{order: (T,)}`` sums of squares when ``covariance=False`` (else ``None``).
     ``progress``, if given, is called with the number of networks after each batch.
     """
-    from .._version import require_x64
 
     require_x64("network_sums (float64 running sums)")
     net = _ensemble(net)
@@ -523,7 +525,6 @@ def sample_correlators(net: Ensemble, X, widths, n_nets: int, orders=(2, 4, 6),
     the widest that fits. A :class:`~nngp_ppl.sampling.stats.HeavyTailWarning` is emitted when the
     naive standard errors are unreliable (:func:`nngp_ppl.sampling.stats.check_tails`).
     """
-    from .._version import require_x64
 
     require_x64("sample_correlators (float64 running sums)")
     requested = plan_run(net, X, widths, n_nets, orders=orders, seed=seed, start=start,
@@ -586,10 +587,6 @@ def _warn_if_noise_is_undefined(plan: RunPlan) -> None:
 
 def _execute(ledger: ShardLedger, executor, checkpoint: Path | None, progress: bool) -> None:
     """Let ``executor`` fill the ledger, saving it after each shard, with a progress bar."""
-    from tqdm.auto import tqdm
-
-    from .._progress import on_terminal
-    from ..ensembles.core import net_label
 
     plan = ledger.plan
 

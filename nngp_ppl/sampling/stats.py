@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import xarray as xr
 
 from .. import _checks
 from .. import tuples as _tuples
@@ -89,6 +90,7 @@ from .._io import (
     version_error,
     write_bytes,
 )
+from .._version import __version__
 from ..ensembles.core import Ensemble, ensemble_from_dict
 
 #: Value of the ``nngp_ppl_format`` attribute that marks a correlator-statistics file.
@@ -655,9 +657,6 @@ class CorrelatorStats:
     # --- files -----------------------------------------------------------------------------
     def to_dataset(self):
         """The statistics as an :class:`xarray.Dataset` with provenance attributes."""
-        import xarray as xr
-
-        from .._version import __version__
 
         k = self.k
         widths = np.asarray(self._widths, dtype=np.int64)

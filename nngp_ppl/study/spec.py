@@ -78,6 +78,15 @@ import numpy as np
 
 from .. import _checks
 from .._checks import NNGPInputError
+from ..ensembles.core import make_ensemble, net_label
+from ..inference import infer_couplings
+from ..inference.problem import exact_noise_available
+from ..inference.symmetry import SYMMETRIES
+from ..sampling.sampler import MAX_WIDTH
+from ..theory.exact import limit_kernel
+from ..theory.lattice import PROPAGATORS, check_box
+from ..tuples import distinct_tuples
+from .presets import PAPER_CUTOFFS, PAPER_INPUTS, PAPER_WIDTHS, paper_inputs
 
 #: Top-level keys: (required, kind).
 #: The correlator orders every run measures (the 2-pt function enters the connected ones).
@@ -145,7 +154,6 @@ class RunSpec:
     def net(self):
         """The ensemble, built from its description (a name, a registered class or an
         import path, with ``d_in``, ``sigma_b`` when given, and ``params``)."""
-        from ..ensembles.core import make_ensemble
 
         hyper = dict(self.params, d_in=self.d_in)
         if self.sigma_b is not None:
@@ -154,14 +162,12 @@ class RunSpec:
 
     def inputs(self) -> np.ndarray:
         if isinstance(self.points, str):
-            from .presets import paper_inputs
 
             return paper_inputs(self.ensemble, self.d_in)
         return np.asarray(self.points, dtype=np.float64).reshape(-1, self.d_in)
 
     @property
     def label(self) -> str:
-        from ..ensembles.core import net_label
 
         title = self.title or net_label(self.ensemble)
         parts = [] if self.sigma_b is None else [f"σ_b={self.sigma_b:g}"]
@@ -426,7 +432,6 @@ def _is_real(v) -> bool:
 
 def _value(kind: str, v, where: str):
     """``v`` checked against ``kind`` (raises NNGPInputError naming ``where``)."""
-    from .presets import PAPER_CUTOFFS, PAPER_WIDTHS
 
     def bad(what):
         raise NNGPInputError(f"{where} must be {what}, got {v!r}")
@@ -455,7 +460,6 @@ def _value(kind: str, v, where: str):
             bad("a positive number" if kind == "positive" else "a number >= 0")
         return float(v)
     if kind == "widths":
-        from ..sampling.sampler import MAX_WIDTH
 
         if v == "paper":
             return tuple(PAPER_WIDTHS)
@@ -480,7 +484,6 @@ def _value(kind: str, v, where: str):
             bad(f"one of {list(ROLES)}")
         return v
     if kind == "propagators":
-        from ..theory.lattice import PROPAGATORS
 
         if (not isinstance(v, list) or not v or not all(p in PROPAGATORS for p in v)
                 or len(set(v)) != len(v)):
@@ -514,7 +517,6 @@ def _symmetry_value(kind: str, v, where: str):
     """The symmetry keys (docs/cli.md, "Symmetries"): ``symmetries``, a list of distinct
     names from :data:`nngp_ppl.inference.symmetry.SYMMETRIES` (``[]``: none declared), and
     ``odd_orders``, a boolean."""
-    from ..inference.symmetry import SYMMETRIES
 
     if kind == "flag":
         if not isinstance(v, bool):
@@ -530,7 +532,6 @@ def _symmetry_value(kind: str, v, where: str):
 def supported_orders() -> tuple[int, ...]:
     """Perturbative orders a run may ask for: 1, and 2 once ``infer_couplings`` takes
     ``order=`` (asked of its signature, so the schema follows the inference code)."""
-    from ..inference import infer_couplings
 
     return (1, 2) if "order" in inspect.signature(infer_couplings).parameters else (1,)
 
@@ -550,7 +551,6 @@ def _check_keys(table: dict, allowed: dict, where: str) -> None:
 
 
 def _run(table, i: int, source, study: dict):
-    from ..ensembles.core import make_ensemble
 
     if not isinstance(table, dict):
         raise NNGPInputError(f"{_where(source, i)} must be a table")
@@ -595,7 +595,6 @@ def _run(table, i: int, source, study: dict):
     except (NNGPInputError, TypeError) as err:
         raise NNGPInputError(f"{where}: ensemble {spec.ensemble!r}: {err}") from None
     if spec.points == "paper":
-        from .presets import PAPER_INPUTS
 
         if (str(spec.ensemble).lower(), d_in) not in PAPER_INPUTS:
             raise NNGPInputError(
@@ -630,9 +629,6 @@ def check_study(preset, source=None) -> None:
 def _check_run(preset, run, where: str, source) -> None:
     """One resolved run of :func:`check_study` (``where`` names it): its key, title,
     ensemble, inputs and kernel, and the study's cutoffs and noise model as they apply."""
-    from ..inference.problem import exact_noise_available
-    from ..theory.exact import limit_kernel
-    from ..tuples import distinct_tuples
 
     _value("key", run.key, f"{where}: key")
     if not set(run.infer_widths) <= set(run.widths):  # the [infer_widths] table overrides
@@ -684,7 +680,6 @@ def _check_box(net, X, cutoff: float, name: str, whose: str) -> None:
     """Refuse a cutoff whose vertex box the fits cannot integrate: too many quadrature
     points (:func:`nngp_ppl.theory.lattice.check_box`), or a kernel so large on the box's
     corner that the products of six propagators (the 6-pt and κ designs) overflow."""
-    from ..theory.lattice import check_box
 
     try:
         check_box(net, X, cutoff)

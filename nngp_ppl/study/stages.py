@@ -51,10 +51,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from .. import _io
 from .._checks import NNGPInputError
 from .._lock import exclusive_lock
+from ..inference import beta_function, eft, infer_couplings
+from ..inference import eft as _eft
+from ..inference.connected import connected_six_point
+from ..inference.eft import log_slope
+from ..inference.symmetry import check_declared_symmetries, parity_test
+from ..sampling import stats as _stats
+from ..sampling.sampler import sample_correlators
+from ..sampling.stats import CorrelatorStats, check_tails, normalised_deviation
+from ..theory.exact import exact_correlator_tuples, exact_cumulant_tuples
+from ..theory.wick import connected_correlator_tuples, gp_correlator_tuples
+from ..tuples import distinct_tuples
 from .manifest import (
     ReproduceResult,
     Stage,
@@ -67,11 +79,15 @@ from .manifest import (
     write_text,
 )
 from .presets import PAPER_WIDTHS
+from .report import FIGURES, write_report
+from .report.second_order import FIGURE
+from .report.symmetry import FIGURE as SYMMETRY_FIGURE
 from .spec import (
     ORDERS,
     Preset,
     RunSpec,
     beta_file,
+    check_study,
     exact_file,
     fit_file,
     get_preset,
@@ -87,7 +103,6 @@ from .spec import (
 def _part_ok(path: Path, net, X, width: int, start: int, stop: int, seed: int,
              orders=ORDERS) -> bool:
     """Whether a part file holds exactly this slice of networks (else it is resampled)."""
-    from ..sampling.stats import CorrelatorStats
 
     if not path.is_file():
         return False
@@ -106,7 +121,6 @@ def _chunks(n_nets: int, chunk: int) -> list[tuple[int, int]]:
 
 def _sample_action(run: RunSpec, preset: Preset, progress: bool, log):
     def action(out: Path):
-        from ..sampling.sampler import sample_correlators
 
         net, X = run.net(), run.inputs()
         merged = None
@@ -115,7 +129,6 @@ def _sample_action(run: RunSpec, preset: Preset, progress: bool, log):
                 part = out / part_file(run.key, w, a, b)
                 if _part_ok(part, net, X, w, a, b, preset.seed, run.orders):
                     log(f"        reusing {part.relative_to(out)}")
-                    from ..sampling.stats import CorrelatorStats, check_tails
 
                     stats = CorrelatorStats.from_netcdf(part)
                     # Sampling this part warned about its tails; a part reused after an
@@ -140,12 +153,6 @@ def _sample_action(run: RunSpec, preset: Preset, progress: bool, log):
 
 def _exact_action(run: RunSpec, preset: Preset):
     def action(out: Path):
-        import xarray as xr
-
-        from ..inference import eft
-        from ..sampling.stats import normalised_deviation
-        from ..theory.exact import exact_correlator_tuples, exact_cumulant_tuples
-        from ..theory.wick import gp_correlator_tuples
 
         net, X = run.net(), run.inputs()
         K = np.asarray(net.kernel(X))
@@ -196,7 +203,6 @@ def _exact_slopes(curve, data: dict, cutoffs, lam) -> dict:
     ``gamma_fit_exact``: -slope of log|λ̄_exact| against log Λ over all cutoffs, the paper's
     regression on the exact G4 (NaN with one cutoff; physics.md §8).
     """
-    from ..inference.eft import log_slope
 
     out = {}
     large = np.asarray([w >= 10 for w in curve])
@@ -224,8 +230,6 @@ def _sampled_deviation(stats) -> dict:
     connected function of the sampled moments (physics.md §3, §7), for n = 4, 6. Stored in
     the fit file so that the report only reads them.
     """
-    from ..sampling.stats import normalised_deviation
-    from ..theory.wick import connected_correlator_tuples, gp_correlator_tuples
 
     K = np.asarray(stats.net.kernel(stats.X))
     gp = {n: gp_correlator_tuples(K, n) for n in (4, 6)}
@@ -258,8 +262,6 @@ _EXACT_NAMES = {
 
 def _fit_action(run: RunSpec, preset: Preset, propagator: str):
     def action(out: Path):
-        from ..inference import eft
-        from ..sampling.stats import CorrelatorStats
 
         stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
         ds = eft.fit_dataset(stats, np.asarray(preset.fit_cutoffs), propagator,
@@ -272,8 +274,6 @@ def _fit_action(run: RunSpec, preset: Preset, propagator: str):
 
 def _infer_action(run: RunSpec, preset: Preset, progress: bool, log):
     def action(out: Path):
-        from ..inference import infer_couplings
-        from ..sampling.stats import CorrelatorStats
 
         stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
         dt = infer_couplings(stats, cutoffs=preset.infer_cutoffs, couplings=("lambda",),
@@ -303,9 +303,6 @@ def _second_order_action(run: RunSpec, preset: Preset, progress: bool):
     connected 6-pt function against N with the contact, exchange and exchange + contact
     descriptions; the first-order files are left as they are."""
     def action(out: Path):
-        from ..inference import beta_function, infer_couplings
-        from ..inference.connected import connected_six_point
-        from ..sampling.stats import CorrelatorStats
 
         files = second_order_files(run.key)
         stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
@@ -331,8 +328,6 @@ def _odd_correlators(stats, run: RunSpec, width: int) -> dict:
     """The sampled 1- and 3-pt functions on their distinct tuples, with standard errors,
     and the exact finite-width values where the ensemble's oracle reaches the order
     (:func:`nngp_ppl.theory.exact.exact_correlator_tuples`: zero for zero means)."""
-    from ..theory.exact import exact_correlator_tuples
-    from ..tuples import distinct_tuples
 
     oracle = run.exact_oracle()
     out = {}
@@ -357,8 +352,6 @@ def _symmetry_action(run: RunSpec):
     :func:`~nngp_ppl.inference.symmetry.check_declared_symmetries`). Writes the tests and
     the 1- and 3-pt functions to ``symmetry_<key>.json`` so the report only reads them."""
     def action(out: Path):
-        from ..inference.symmetry import check_declared_symmetries, parity_test
-        from ..sampling.stats import CorrelatorStats
 
         stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
         widths = []
@@ -386,7 +379,6 @@ def _symmetry_action(run: RunSpec):
 
 def _flow_action(run: RunSpec):
     def action(out: Path):
-        from ..inference import beta_function
 
         beta = beta_function(out / posterior_file(run.key))
         write_netcdf(beta, out / beta_file(run.key), file_format=_io.BETA_FORMAT,
@@ -405,7 +397,6 @@ def _messages(caught) -> list[str]:
 
 def _report_action(preset: Preset, records: Callable[[], dict], progress: bool):
     def action(out: Path):
-        from .report import write_report
 
         rec = records()
         write_report(out, plan_dict(preset),
@@ -417,9 +408,6 @@ def _report_action(preset: Preset, records: Callable[[], dict], progress: bool):
 
 
 def report_outputs(preset: Preset) -> tuple[str, ...]:
-    from .report import FIGURES
-    from .report.second_order import FIGURE
-    from .report.symmetry import FIGURE as SYMMETRY_FIGURE
 
     runs = get_preset(preset).runs()
     extra = (FIGURE,) if any(r.order == 2 for r in runs) else ()
@@ -430,8 +418,6 @@ def report_outputs(preset: Preset) -> tuple[str, ...]:
 def stages(preset: Preset, *, progress: bool = True, log=print,
            records: Callable[[], dict] = dict) -> list[Stage]:
     """The stages of a reproduction in execution order (see the module docstring)."""
-    from ..inference import eft as _eft
-    from ..sampling import stats as _stats
 
     preset = get_preset(preset)
     sampled = preset.runs()
@@ -529,7 +515,6 @@ def reproduce(preset="quick", out="demo_out", *, redo=(), progress: bool = True,
     ``log`` receives one line per event (default: print). Returns a
     :class:`ReproduceResult`; the report is ``out/report.md``.
     """
-    from .spec import check_study
 
     preset = get_preset(preset)
     # Every study key, before any stage: a bad one must not fail after hours of sampling.

@@ -81,7 +81,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _checks
+from .. import tuples as _tuples
 from .._checks import NNGPInputError
+from ..ensembles.core import ACTIVATIONS, ActivationNet, ErfNet, GaussNet, ReLUNet
+from ..ensembles.networks import MLP, _erf_pair, _relu_pair
+from ..ensembles.quadrature import pair_expectation
 
 PARAMETRISATIONS = ("ntk", "standard")
 
@@ -126,7 +130,6 @@ def _derivative(jax_fn):
 
 
 def _quadrature_pairs(h, dh):
-    from ..ensembles.quadrature import pair_expectation
 
     return (lambda a, b, c: pair_expectation(h, a, b, c),
             lambda a, b, c: pair_expectation(dh, a, b, c))
@@ -134,8 +137,6 @@ def _quadrature_pairs(h, dh):
 
 def layer_maps(net):
     """``(pair, dpair)``: E[σσ'] and E[σ'σ'] as functions of (a, b, c), NumPy arrays."""
-    from ..ensembles.core import ActivationNet, ErfNet, GaussNet, ReLUNet
-    from ..ensembles.networks import MLP
 
     if isinstance(net, MLP):
         name = net.activation
@@ -152,13 +153,11 @@ def layer_maps(net):
         raise NNGPInputError(
             f"the NTK is known for ErfNet, ReLUNet, GaussNet, ActivationNet and MLP, not for "
             f"{type(net).__name__}")
-    from ..ensembles.networks import _erf_pair, _relu_pair
 
     if name == "erf":
         return (lambda a, b, c: np.asarray(_erf_pair(a, b, c))), _erf_dpair
     if name == "relu":
         return (lambda a, b, c: np.asarray(_relu_pair(a, b, c))), _relu_dpair
-    from ..ensembles.core import ACTIVATIONS
 
     spec = ACTIVATIONS[name]
     return _quadrature_pairs(spec.numpy_fn, _derivative(spec.jax_fn))
@@ -272,7 +271,6 @@ def gaussian_moment_tuples(mu, Sigma, n: int) -> np.ndarray:
     :math:`E[f_1 R] = \mu_1 E[R] + \sum_{j} \Sigma_{1j} E[R / f_j]`. The trained
     ensemble's correlators at infinite width (μ_t, Σ_t of :func:`training_oracle`).
     """
-    from .. import tuples as _tuples
 
     mu = np.asarray(mu, np.float64)
     Sigma = np.asarray(Sigma, np.float64)

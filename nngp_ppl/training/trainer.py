@@ -44,9 +44,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
+from tqdm.auto import tqdm
 
 from .. import _checks
 from .._checks import NNGPInputError
+from .._io import atomic_path, output_file, read_netcdf, write_netcdf
+from .._version import require_x64
 from ..ensembles.core import Ensemble, SingleLayerNet, network_keys
 from ..sampling import _native
 from ..sampling._shard import (
@@ -60,9 +64,9 @@ from ..sampling._shard import (
 from ..sampling._shard import _compiled_outputs as _sampler_outputs
 from ..sampling._shard import _compiled_step as _sampler_step
 from ..sampling.checkpoint import RunPlan, ShardLedger, ShardSums, remove_stale_temporaries
-from ..sampling.sampler import run_round_robin
+from ..sampling.sampler import _flag, _widths, local_devices, plan_run, run_round_robin
 from ..sampling.stats import CorrelatorStats
-from ..theory.ntk import check_parametrisation
+from ..theory.ntk import _steps, check_parametrisation
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 
@@ -120,7 +124,6 @@ def training_setup(net, x_train, y_train, steps, learning_rate, *, optimizer="gd
             f"y_train must hold one target per x_train row ({len(x)}), got shape {y.shape}")
     if not np.all(np.isfinite(y)):
         raise NNGPInputError("y_train must be finite numbers (found NaN or inf)")
-    from ..theory.ntk import _steps
 
     steps = _steps(steps)
     lr = _checks.finite_float("learning_rate", learning_rate, minimum=0.0)
@@ -437,8 +440,6 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
     shard); with ``resume`` a killed run continues where it stopped, recomputing only the
     shards some step lacks. Dask is not supported for training (yet).
     """
-    from .._version import require_x64
-    from ..sampling.sampler import _flag, local_devices, plan_run
 
     require_x64("train_correlators (float64 running sums)")
     net = _trainable(net)
@@ -447,7 +448,6 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
     _optimizer(setup)  # a missing optax is refused before any work
     X = _checks.inputs("X", X, net.d_in)
     if batch_size is None:
-        from ..sampling.sampler import _widths
 
         batch_size = min(default_train_batch(net, w, len(X), setup.n_train)
                          for w in _widths(widths))
@@ -464,8 +464,6 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
         if folder is not None:
             for step, lg in zip(setup.steps, ledgers, strict=True):
                 lg.save(folder / f"step_{step}.nc")
-
-    from tqdm.auto import tqdm
 
     first = ledgers[0]
     done = sum(c for w in plan.widths for i, (_, c) in enumerate(plan.shards(w))
@@ -503,7 +501,6 @@ def _open_ledgers(plan: RunPlan, setup: TrainingSetup, checkpoint, resume: bool)
             remove_stale_temporaries(path)
             ledgers.append(ShardLedger.load(path) if path.exists() else ShardLedger(plan))
         return ledgers, folder
-    from .._io import atomic_path
 
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(meta) as tmp:
@@ -548,7 +545,6 @@ class TrainedCorrelators:
                 f"{self.setup.parametrisation} parametrisation)")
 
     def to_dataset(self):
-        import xarray as xr
 
         parts = [self._stats[s].to_dataset() for s in self.steps]
         per_step = [v for v in parts[0].data_vars if "width" in parts[0][v].dims]
@@ -564,7 +560,6 @@ class TrainedCorrelators:
 
     def to_netcdf(self, path) -> Path:
         """Write all steps to one netCDF file, atomically, with a checksum."""
-        from .._io import output_file, write_netcdf
 
         path = output_file("path", path)
         return write_netcdf(self.to_dataset(), path, file_format=TRAINED_FORMAT,
@@ -572,7 +567,6 @@ class TrainedCorrelators:
 
     @classmethod
     def from_netcdf(cls, path) -> TrainedCorrelators:
-        from .._io import read_netcdf
 
         ds = read_netcdf(path, name="path", what="trained-correlators file",
                          file_format=TRAINED_FORMAT, version=TRAINED_VERSION)

@@ -7,6 +7,8 @@ cutoffs; a few minutes on a 2-core CPU. Rerunning it skips what is already done.
 
 from __future__ import annotations
 
+from .reproduce import add_common_options, execute
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -14,13 +16,11 @@ def register(subparsers) -> None:
         help="quick end-to-end reproduction into demo_out/ (= reproduce --preset quick)",
         description=__doc__.splitlines()[0].split(": ", 1)[1],
     )
-    from .reproduce import add_common_options
 
     add_common_options(p, default_out="demo_out")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from .reproduce import execute
 
     return execute("quick", args)

@@ -22,6 +22,11 @@ import numpy as np
 
 from ... import _checks
 from ..._checks import NNGPInputError
+from ..._io import output_file
+from ...inference import eft
+from ...inference.problem import coupling_names
+from ...sampling.stats import CorrelatorStats
+from ...study.presets import PAPER_CUTOFFS
 from .sample import add_trusted_ensemble_argument
 
 
@@ -55,7 +60,6 @@ def register(subparsers) -> None:
 
 
 def _cutoffs(text: str) -> np.ndarray:
-    from ...study.presets import PAPER_CUTOFFS
 
     if text.strip().lower() == "paper":
         return np.asarray(PAPER_CUTOFFS, dtype=np.float64)
@@ -164,9 +168,6 @@ def print_table(ds, out=None) -> None:
 
 
 def run(args) -> int:
-    from ..._io import output_file
-    from ...inference import eft
-    from ...sampling.stats import CorrelatorStats
 
     run_path = Path(args.file)
     if args.verify is not None:
@@ -182,7 +183,6 @@ def run(args) -> int:
         raise NNGPInputError("-o/--output FIT.nc is required")
     out_path = output_file("-o/--output", args.output, inputs=(run_path,))
     cutoffs = _cutoffs(args.cutoffs)
-    from ...inference.problem import coupling_names
 
     couplings = coupling_names(args.couplings, name="--couplings")
     fit_from = _float("--fit-from", args.fit_from)

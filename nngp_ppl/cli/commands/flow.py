@@ -20,7 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from ... import _checks
-from .sample import add_trusted_ensemble_argument
+from ..._checks import NNGPInputError
+from ..._io import BETA_FORMAT, BETA_VERSION, POSTERIOR_FORMAT, POSTERIOR_VERSION, read_netcdf
+from ...inference import beta_function
+from ...inference.plots import plot_beta
+from .infer import _figure, _output, save_figure, write_datatree
+from .sample import _integer, _real, add_trusted_ensemble_argument
 
 
 def register(subparsers) -> None:
@@ -106,8 +111,6 @@ def _pm(draws) -> str:
 def read_posterior(path, name: str = "POSTERIOR.nc"):
     """A coupling posterior written by ``nngp-ppl infer``: checksum verified, groups present,
     cutoffs positive and distinct, draws finite; anything else is one clear error."""
-    from ..._checks import NNGPInputError
-    from ..._io import POSTERIOR_FORMAT, POSTERIOR_VERSION, read_netcdf
 
     dt = read_netcdf(path, name=name, what="coupling posterior written by `nngp-ppl infer`",
                      tree=True, file_format=POSTERIOR_FORMAT, version=POSTERIOR_VERSION)
@@ -130,10 +133,6 @@ def read_posterior(path, name: str = "POSTERIOR.nc"):
 
 
 def run(args) -> int:
-    from ..._io import BETA_FORMAT, BETA_VERSION
-    from ...inference import beta_function
-    from .infer import _figure, _output, save_figure, write_datatree
-    from .sample import _integer, _real
 
     src = Path(args.file)
     out = _output("-o/--output", args.output, src)
@@ -151,7 +150,6 @@ def run(args) -> int:
     write_datatree(beta, out, file_format=BETA_FORMAT, version=BETA_VERSION)
     print(f"wrote {out}")
     if plot is not None:
-        from ...inference.plots import plot_beta
 
         save_figure(plot_beta(beta), plot)
         print(f"wrote {plot}")

@@ -24,9 +24,19 @@ import sys
 import warnings
 from pathlib import Path
 
+import arviz_stats
+import pandas as pd
+
 from ... import _checks
-from ..._checks import NNGPInputError
-from .sample import add_trusted_ensemble_argument
+from ..._checks import NNGPInputError, fits_in_memory
+from ..._io import POSTERIOR_FORMAT, POSTERIOR_VERSION, atomic_path, output_file, write_netcdf
+from ...inference import diagnostics_gate, infer_couplings
+from ...inference.plots import plot_running
+from ...inference.problem import basis, coupling_names
+from ...sampling.stats import CorrelatorStats
+from ...tuples import distinct_tuples
+from .fit import _cutoffs, _widths, usable_widths
+from .sample import _integer, _integer_list, _real, add_trusted_ensemble_argument
 
 
 def register(subparsers) -> None:
@@ -85,13 +95,11 @@ def register(subparsers) -> None:
 def write_datatree(dt, path, *, file_format: str | None = None,
                    version: int | None = None) -> Path:
     """Write an ArviZ DataTree to netCDF atomically (complete or absent), checksummed."""
-    from ..._io import write_netcdf
 
     return write_netcdf(dt, path, file_format=file_format, version=version)
 
 
 def save_figure(fig, path) -> Path:
-    from ..._io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -101,7 +109,6 @@ def save_figure(fig, path) -> Path:
 
 def _output(option: str, text: str, *inputs: Path) -> Path:
     """An output file checked before any work (see :func:`nngp_ppl._io.output_file`)."""
-    from ..._io import output_file
 
     return output_file(option, text, inputs=inputs)
 
@@ -123,7 +130,6 @@ def _figure(option: str, text: str, *inputs: Path) -> Path:
 
 def _couplings(text: str) -> tuple[str, ...]:
     """``--couplings``: the validator ``fit`` and the library share (``--couplings`` named)."""
-    from ...inference.problem import coupling_names
 
     return coupling_names(text, name="--couplings")
 
@@ -131,8 +137,6 @@ def _couplings(text: str) -> tuple[str, ...]:
 def _basis(args) -> tuple[str, ...]:
     """The couplings of ``--couplings``, or the basis of ``--max-dimension``/``--symmetry``
     (:func:`nngp_ppl.inference.problem.basis`)."""
-    from ...inference.problem import basis
-    from .sample import _integer
 
     if args.max_dimension is None:
         if args.symmetry is not None:
@@ -157,15 +161,6 @@ _VALUES_PER_DRAW = 9
 
 
 def run(args) -> int:
-    import arviz_stats
-
-    from ..._checks import fits_in_memory
-    from ..._io import POSTERIOR_FORMAT, POSTERIOR_VERSION
-    from ...inference import diagnostics_gate, infer_couplings
-    from ...sampling.stats import CorrelatorStats
-    from ...tuples import distinct_tuples
-    from .fit import _cutoffs, _widths, usable_widths
-    from .sample import _integer, _integer_list, _real
 
     run_path = Path(args.file)
     out = _output("-o/--output", args.output, run_path)
@@ -240,7 +235,6 @@ def run(args) -> int:
     write_datatree(dt, out, file_format=POSTERIOR_FORMAT, version=POSTERIOR_VERSION)
     print(f"wrote {out}")
     if plot is not None:
-        from ...inference.plots import plot_running
 
         save_figure(plot_running(dt), plot)
         print(f"wrote {plot}")
@@ -281,7 +275,6 @@ def elpd_table(dt) -> str:
 
 class _pandas_wide:
     def __enter__(self):
-        import pandas as pd
 
         self._ctx = pd.option_context("display.width", 200, "display.max_rows", 500)
         self._ctx.__enter__()

@@ -19,8 +19,13 @@ import sys
 
 import numpy as np
 
-from ..._checks import NNGPInputError
-from .sample import add_ensemble_arguments
+from ..._checks import NNGPInputError, fits_in_memory
+from ..._io import LATTICE_FORMAT, LATTICE_VERSION, write_netcdf
+from ..._version import __version__
+from ...inference.models.field import PERTURBATIVE_SPREAD, FieldLattice, field_correlators
+from ...theory.lattice import box_lattice
+from .infer import _output
+from .sample import _integer, _integer_list, _real, add_ensemble_arguments, ensemble_and_inputs
 
 #: Library arguments named by this command's own options in error messages (nngp_ppl.cli.main).
 OPTION_NAMES = {"cutoff": "--cutoff", "n_sites": "--sites", "nodes": "--sites",
@@ -70,7 +75,6 @@ def print_table(ds, out=None) -> None:
           file=out)
     if "G4" not in ds:
         return
-    from ...inference.models.field import PERTURBATIVE_SPREAD
 
     # Files written before the perturbativity check have no verdict: print them unmarked.
     unreliable = not bool(ds.attrs.get("first_order_reliable", 1))
@@ -92,13 +96,6 @@ def print_table(ds, out=None) -> None:
 
 
 def run(args) -> int:
-    from ..._checks import fits_in_memory
-    from ..._io import LATTICE_FORMAT, LATTICE_VERSION, write_netcdf
-    from ..._version import __version__
-    from ...inference.models.field import FieldLattice, field_correlators
-    from ...theory.lattice import box_lattice
-    from .infer import _output
-    from .sample import _integer, _integer_list, _real, ensemble_and_inputs
 
     net, X = ensemble_and_inputs(args)
     X, d_in = np.asarray(X), net.d_in

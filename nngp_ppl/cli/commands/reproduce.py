@@ -17,6 +17,8 @@ outputs exist and match their inputs are skipped, and sampling reuses finished p
 from __future__ import annotations
 
 from ..._checks import NNGPInputError
+from ...study.spec import check_preset_overrides, get_preset
+from ...study.stages import reproduce
 
 
 def _count(option: str, text: str, *, minimum: int) -> int:
@@ -70,8 +72,6 @@ def register(subparsers) -> None:
 
 
 def execute(preset_name: str, args, *, n_nets=None, seed=None, only=None) -> int:
-    from ...study.spec import check_preset_overrides, get_preset
-    from ...study.stages import reproduce
 
     if str(preset_name).endswith(".toml"):
         preset = get_preset(preset_name)

@@ -21,7 +21,9 @@ checkpoint is deleted once the output is written. See docs/scaling.md.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
+import os
 import re
 import sys
 import time
@@ -31,6 +33,13 @@ import numpy as np
 
 from ... import _checks
 from ..._checks import NNGPInputError
+from ..._io import output_file
+from ..._lock import exclusive_lock
+from ...ensembles.core import make_ensemble
+from ...sampling.checkpoint import ShardLedger, remove_stale_temporaries
+from ...sampling.sampler import _check_resumable, plan_run, sample_correlators
+from ...sampling.stats import HeavyTailWarning
+from ...study.presets import PAPER_WIDTHS, paper_inputs
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -193,8 +202,6 @@ def import_from_command_line(name: str) -> None:
     imported modules are left alone; a module that fails while importing is named with
     its error.
     """
-    import importlib
-    import os
 
     module = str(name).partition(":")[0].strip()
     if ":" not in str(name) or not module or module in sys.modules:
@@ -225,7 +232,6 @@ def ensemble_and_inputs(args):
     """The ensemble and the inputs named by --ensemble, --d-in, --sigma-*, --preset/--inputs
     (a module named by --ensemble is looked for in the working directory first:
     :func:`import_from_command_line`)."""
-    from ... import make_ensemble, paper_inputs
 
     d_in = _integer("--d-in", args.d_in, minimum=1)
     hyper = {"d_in": d_in}
@@ -278,9 +284,6 @@ def check_kernel(net, X) -> None:
 
 
 def run(args) -> int:
-    from ... import PAPER_WIDTHS
-    from ..._io import output_file
-    from ..._lock import exclusive_lock
 
     net, X = ensemble_and_inputs(args)
     if args.widths.strip().lower() == "paper":
@@ -327,9 +330,6 @@ def run(args) -> int:
 
 def _sample(args, net, X, widths, n_nets, orders, seed, batch, shard, devices, out,
             checkpoint) -> int:
-    from ... import sample_correlators
-    from ...sampling.checkpoint import remove_stale_temporaries
-    from ...sampling.stats import HeavyTailWarning
 
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -374,8 +374,6 @@ def _say_resuming(net, X, widths, n_nets, orders, seed, batch, shard, args,
                   checkpoint) -> None:
     """Print what a resume continues, once the checkpoint is known to belong to this run
     (a refused resume must not first announce itself)."""
-    from ...sampling.checkpoint import ShardLedger
-    from ...sampling.sampler import _check_resumable, plan_run
 
     ledger = ShardLedger.load(checkpoint)
     requested = plan_run(net, X, widths, n_nets, orders=orders, seed=seed,

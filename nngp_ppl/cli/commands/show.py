@@ -25,7 +25,13 @@ import sys
 
 import numpy as np
 
+from ..._checks import NNGPInputError
+from ...inference.symmetry import parity_test
+from ...sampling.stats import CorrelatorStats, normalised_deviation
+from ...theory.exact import _check_net, exact_correlator_tuples, max_exact_order
+from ...theory.wick import gp_correlator_tuples
 from .sample import add_trusted_ensemble_argument
+from .train import is_trained_file, show_trained
 
 SHOWN_ORDERS = (4, 6)
 
@@ -47,8 +53,6 @@ def exact_unavailable(net, orders) -> str | None:
     """Why the exact column cannot be computed for ``net`` at ``orders``, or None: the
     oracle capability the ensemble declares (``exact_moments``, ``exact_max_order``),
     checked the way the oracle itself checks it, as ``reproduce`` does."""
-    from ..._checks import NNGPInputError
-    from ...theory.exact import _check_net, max_exact_order
 
     if max_exact_order(net) == 0:
         return (f"{type(net).__name__} declares no exact-moment oracle (exact_moments = "
@@ -66,8 +70,6 @@ def exact_unavailable(net, orders) -> str | None:
 
 def deviation_table(stats, *, exact: bool = True) -> list[dict]:
     """Rows {width, n_nets, (n, kind): value} with kind in sampled / exact / noise."""
-    from ...sampling.stats import normalised_deviation
-    from ...theory.wick import gp_correlator_tuples
 
     net, X = stats.net, stats.X
     K = np.asarray(net.kernel(X))
@@ -80,7 +82,6 @@ def deviation_table(stats, *, exact: bool = True) -> list[dict]:
             row[n, "sampled"] = normalised_deviation(stats.correlator_tuples(n, w), gp[n])
             row[n, "noise"] = normalised_deviation(gp[n] + stats.stderr_tuples(n, w), gp[n])
             if exact:
-                from ...theory.exact import exact_correlator_tuples
 
                 row[n, "exact"] = normalised_deviation(
                     exact_correlator_tuples(net, X, w, n), gp[n]
@@ -90,8 +91,6 @@ def deviation_table(stats, *, exact: bool = True) -> list[dict]:
 
 
 def run(args) -> int:
-    from ...sampling.stats import CorrelatorStats
-    from .train import is_trained_file, show_trained
 
     if is_trained_file(args.file):  # written by `nngp-ppl train`: one table per step
         return show_trained(args.file, sys.stdout)
@@ -101,7 +100,6 @@ def run(args) -> int:
     print(f"{args.file}: {net.describe()}, {stats.k} inputs, seed {stats.seed}, "
           f"orders {','.join(map(str, stats.orders))}", file=out)
     if stats.has_covariance and any(n % 2 for n in stats.orders):
-        from ...inference.symmetry import parity_test
 
         for w in stats.widths:
             print(f"symmetry, N={w}: {parity_test(stats, w).verdict}", file=out)

@@ -26,9 +26,15 @@ import sys
 import time
 from pathlib import Path
 
+import h5netcdf
 import numpy as np
 
 from ..._checks import NNGPInputError
+from ..._io import output_file
+from ..._lock import exclusive_lock
+from ...sampling.stats import normalised_deviation
+from ...theory.ntk import gaussian_moment_tuples, training_oracle
+from ...training.trainer import TRAINED_FORMAT, TrainedCorrelators, train_correlators
 from .sample import _integer, _integer_list, _real, add_ensemble_arguments, ensemble_and_inputs
 
 OPTION_NAMES = {"learning_rate": "--learning-rate", "optimizer": "--optimizer",
@@ -111,8 +117,6 @@ def load_data(path, d_in: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(args) -> int:
-    from ..._io import output_file
-    from ..._lock import exclusive_lock
 
     net, X = ensemble_and_inputs(args)
     x_train, y_train = load_data(args.data, net.d_in)
@@ -145,7 +149,6 @@ def run(args) -> int:
 
 def _train(net, X, widths, n_nets, x_train, y_train, steps, eta, kw, out, checkpoint,
            resume) -> int:
-    from ...training.trainer import train_correlators
 
     t0 = time.perf_counter()
     try:
@@ -166,9 +169,6 @@ def _train(net, X, widths, n_nets, x_train, y_train, steps, eta, kw, out, checkp
 
 def is_trained_file(path) -> bool:
     """Whether ``path`` is a trained-correlators file (read its format attribute only)."""
-    import h5netcdf
-
-    from ...training.trainer import TRAINED_FORMAT
 
     try:
         with h5netcdf.File(path, "r") as f:
@@ -181,9 +181,6 @@ def show_trained(path, out) -> int:
     """``nngp-ppl show`` of a trained file: per step and width, the normalised deviation
     of G_n from the infinite-width trained GP (μ_t, Σ_t; :mod:`nngp_ppl.theory.ntk`), with
     the statistical background, for every measured order."""
-    from ...sampling.stats import normalised_deviation
-    from ...theory.ntk import gaussian_moment_tuples, training_oracle
-    from ...training.trainer import TrainedCorrelators
 
     run = TrainedCorrelators.from_netcdf(path)
     s, first = run.setup, run.at_step(run.steps[0])

@@ -47,6 +47,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import scipy.linalg
+from jax.scipy.special import gammaln
 
 from ..._checks import NNGPInputError, finite_float
 from ..problem import (
@@ -123,7 +124,6 @@ def whitened_log_likelihood(whitened, z, df):
     coupling, is then Student-t with :math:`\nu` degrees of freedom (independent t's would
     average back to a normal).
     """
-    from jax.scipy.special import gammaln
 
     T = whitened.shape[-1]
     d2 = jnp.sum((whitened - z) ** 2, axis=-1)

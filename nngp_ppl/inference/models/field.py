@@ -54,14 +54,25 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import arviz_stats
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import xarray as xr
+from numpyro.infer.hmc import hmc
+from numpyro.infer.util import potential_energy
 
-from ..._checks import NNGPInputError, finite_float, inputs
+from ..._checks import NNGPInputError, finite_float, inputs, positive_int
+from ..._checks import orders as _orders
+from ..._checks import seed as _seed
+from ..._progress import run_nuts
 from ...theory import operators as _operators
+from ...theory.diagrams import first_order_design
+from ...theory.lattice import Lattice
+from ...theory.wick import gp_correlator_tuples
+from ...tuples import distinct_tuples, pairings
 from .couplings import stable_cholesky
 
 FIELD_PROPAGATORS = ("full", "bias_subtracted")
@@ -206,7 +217,6 @@ class FieldLattice:
     @classmethod
     def build(cls, net, X, lattice, propagator: str = "full") -> FieldLattice:
         """Factorise the free kernel (``K`` or ``K - σ_b²``) on the inputs and lattice sites."""
-        from ...theory.lattice import Lattice
 
         X = inputs("X", X, net.d_in)
         if not isinstance(lattice, Lattice):
@@ -308,8 +318,6 @@ def _runner(n_inputs, free_bias, num_warmup):
     pieces only to move a progress bar (:func:`nngp_ppl._progress.run_nuts`); the state
     carries the key and the adaptation, so the pieces make the same chain.
     """
-    from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import potential_energy
 
     model = functools.partial(field_model, n_inputs=n_inputs, free_bias=free_bias)
 
@@ -356,8 +364,6 @@ def _runner(n_inputs, free_bias, num_warmup):
 def _nuts_settings(num_chains, num_samples, num_warmup, seed, target_accept):
     """Validated NUTS settings; R-hat needs two chains and the Monte Carlo errors (split
     chains, arviz-stats) at least four draws per chain."""
-    from ..._checks import positive_int
-    from ..._checks import seed as _seed
 
     num_chains = positive_int("num_chains", num_chains)
     if num_chains < 2:
@@ -393,7 +399,6 @@ def sample_field(
     ``target_accept``: NUTS's target acceptance (module docstring: divergences).
     ``progress``: a bar of NUTS steps on a terminal (:mod:`nngp_ppl._progress`).
     """
-    from ..._progress import run_nuts
 
     num_chains, num_samples, num_warmup, seed, target_accept = _nuts_settings(
         num_chains, num_samples, num_warmup, seed, target_accept)
@@ -448,9 +453,6 @@ def field_correlators(
     ``first_order_reliable`` (1 when it is at most :data:`PERTURBATIVE_SPREAD`, else 0).
     ``progress``: a bar of NUTS steps on a terminal.
     """
-    import xarray as xr
-
-    from ..._checks import orders as _orders
 
     orders = _orders("orders", orders)
     lam, kappa = check_bounded(lam, kappa)
@@ -495,10 +497,6 @@ def _moments(field: FieldLattice, f, orders):
     """Per order n: the mean of the products over the draws, its Monte Carlo error and the
     Wick sum of the free kernel on the distinct tuples; also the worst R-hat and bulk ESS of
     the products. The 2-pt means are kept for the connected 4-pt function."""
-    import arviz_stats
-
-    from ...theory.wick import gp_correlator_tuples
-    from ...tuples import distinct_tuples
 
     k = field.n_inputs
     K = np.asarray(field.net.kernel(field.X))
@@ -522,9 +520,6 @@ def _connected4(f, means, k: int) -> dict:
     r"""``connected4`` :math:`= G_4 - \sum_{3\,\text{pairings}} G_2 G_2` with the model's own
     :math:`G_2`, and its delta-method Monte Carlo error ``connected4_mcse`` (the error of the
     per-draw linearisation :math:`\prod f - \sum (G_{ab} f_c f_d + G_{cd} f_a f_b)`)."""
-    import arviz_stats
-
-    from ...tuples import distinct_tuples, pairings
 
     rows = distinct_tuples(k, 4)
     full2 = np.zeros((k, k))
@@ -548,7 +543,6 @@ def _first_order(field: FieldLattice, lam: float, kappa: float, g4_gp) -> dict:
     """First-order perturbation theory on the field's own lattice: ``G4_first_order`` keeps
     the two-point corrections of rule 4.5 (the lattice model has no counterterms),
     ``connected4_first_order`` is the connected diagrams alone."""
-    from ...theory.diagrams import first_order_design
 
     g = np.array([lam, kappa])
     full, conn = (first_order_design(

@@ -11,6 +11,7 @@ entry saying that its exact curve is missing, so the absence is visible, not sil
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,6 @@ def _save(fig, path: Path) -> Path:
 def _suptitle(fig, text: str, fontsize: float = 11) -> None:
     """The figure's title, wrapped to the figure's width: a study with one run has narrow
     figures, where a one-line title would be cut off at both edges."""
-    import textwrap
 
     # An average glyph of DejaVu Sans is about 0.55 em wide; keep a margin of one em.
     chars = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)) - 2)

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ... import _io
 from ..._checks import NNGPInputError
+from ...inference.eft import load_fit
 
 #: Colours of the paper's three nets, as in its figures; every other ensemble takes the next
 #: free colour of :data:`_CYCLE` in the order the study lists its ensembles (cosmetic only).
@@ -51,7 +53,6 @@ class StudyRun:
     @property
     def exact(self):
         """The exact-summary file, or None for a run without an exact oracle."""
-        from ... import _io
 
         if not self.has_exact:
             return None
@@ -61,7 +62,6 @@ class StudyRun:
             version=_io.EXACT_VERSION))
 
     def fit(self, propagator="full"):
-        from ...inference.eft import load_fit
 
         files = self.spec["files"]
         return self.cached(f"fit_{propagator}", lambda: load_fit(
@@ -69,7 +69,6 @@ class StudyRun:
 
     @property
     def posterior(self):
-        from ... import _io
 
         return self.cached("posterior", lambda: _io.read_netcdf(
             self.out / self.spec["files"]["posterior"], name="posterior",
@@ -78,7 +77,6 @@ class StudyRun:
 
     @property
     def beta(self):
-        from ... import _io
 
         return self.cached("beta", lambda: _io.read_netcdf(
             self.out / self.spec["files"]["beta"], name="beta", what="β-function posterior",

@@ -14,12 +14,13 @@ import json
 
 import numpy as np
 
+from ... import _io
+
 #: The figure this section adds (drawn only where some run has a second-order stage).
 FIGURE = "connected_six_point.png"
 
 
 def _read(run, name: str, what: str, file_format, version, tree: bool):
-    from ... import _io
 
     path = run.spec["files"].get(name)
     if not path:
@@ -31,7 +32,6 @@ def _read(run, name: str, what: str, file_format, version, tree: bool):
 
 def files(run):
     """(posterior, β, connected 6-pt) of the run's second-order stage, or None."""
-    from ... import _io
 
     post = _read(run, "posterior2", "second-order coupling posterior",
                  _io.POSTERIOR_FORMAT, _io.POSTERIOR_VERSION, True)

@@ -17,8 +17,12 @@ import math
 import platform
 from pathlib import Path
 
+import jax
 import numpy as np
 
+from ..._version import __version__
+from ...inference import diagnostics_gate
+from ...inference.diagnostics import GATE_RULE
 from ..spec import SHIPPED
 from . import second_order, symmetry
 from .files import StudyRun, deviation, six_point, study_runs
@@ -107,7 +111,6 @@ def fit_summary(run: StudyRun) -> dict:
 
 def gate_summary(run: StudyRun) -> dict:
     """The diagnostics gate (R-hat, ESS, divergences) of the stored chains."""
-    from ...inference import diagnostics_gate
 
     gate = diagnostics_gate(run.posterior, warn=False)
     t = gate.table
@@ -257,9 +260,6 @@ def _run_entry(run: StudyRun, preset: dict) -> dict:
 def collect_summary(out, plan: dict, timings: dict | None = None, *, warnings=None,
                     runs=None) -> dict:
     """Every number the report shows, as a JSON-ready dict (see the module docstring)."""
-    import jax
-
-    from ..._version import __version__
 
     out = Path(out)
     preset = plan["preset"]
@@ -337,7 +337,6 @@ def propagator_sentence(runs: dict) -> str:
 def conventions(runs: dict | None = None) -> dict:
     """The conventions every number of the report uses (physics.md §5–§8); the sign and
     propagator lines are read from ``runs`` (the summary's run entries)."""
-    from ...inference.diagnostics import GATE_RULE
 
     runs = runs or {}
     return {

@@ -16,6 +16,8 @@ import json
 
 import numpy as np
 
+from .files import StudyRun
+
 #: The figure this section adds (drawn only where some run has a symmetry stage).
 FIGURE = "odd_correlators.png"
 
@@ -32,7 +34,6 @@ def summary(run) -> dict | None:
 def tested_only_runs(out, plan: dict) -> list:
     """:class:`~nngp_ppl.study.report.files.StudyRun` of the plan's ``symmetry_runs``: runs with
     non-zero means, which have only a sample and a symmetry stage."""
-    from .files import StudyRun
 
     return [StudyRun(out, spec) for spec in plan.get("symmetry_runs", [])]
 
