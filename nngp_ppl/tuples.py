@@ -13,6 +13,22 @@ from functools import cache
 
 import numpy as np
 
+__all__ = [
+    "distinct_tuples",
+    "tuple_row",
+    "full_index",
+    "expand",
+    "compress",
+    "pairings",
+    "set_partitions",
+    "rows_of",
+    "prefix_suffix_orders",
+    "has_odd",
+    "materialised_orders",
+    "first_index_starts",
+    "index_counts",
+]
+
 
 @cache
 def distinct_tuples(k: int, n: int) -> np.ndarray:

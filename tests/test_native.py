@@ -26,7 +26,7 @@ U32 = 2.0**-24
 
 
 def host_sums(F, k, orders, covariance=True, batches=2):
-    plan = _shard._Plan(k, tuple(orders), covariance)
+    plan = _shard.StepPlan(k, tuple(orders), covariance)
     sums = _native.HostSums(lib, k, plan.orders, plan.split, covariance)
     for part in np.array_split(F, batches):
         sums.add(part)
@@ -137,9 +137,9 @@ def test_without_a_compiler_the_xla_kernel_is_used_with_one_warning(monkeypatch,
         with pytest.raises(NNGPInputError, match="NNGP_PPL_KERNEL=c but the C kernel"):
             _native.library()
         monkeypatch.setenv("NNGP_PPL_KERNEL", "auto")
-        job = _shard.shard_job(nngp_ppl.ErfNet(), [[0.5]], 3, 0, 0, 64, _shard._Plan(
+        job = _shard.shard_job(nngp_ppl.ErfNet(), [[0.5]], 3, 0, 0, 64, _shard.StepPlan(
             1, (2,), True), 64, 64)
-        assert type(job) is _shard._ShardJob  # the XLA kernel
+        assert type(job) is _shard.ShardJob  # the XLA kernel
     finally:
         _native._library_or_error.cache_clear()
         _native._warn_once.cache_clear()

@@ -73,7 +73,7 @@ def test_c_kernel_odd_orders_against_brute_force(k, orders, wide):
     """Every accumulated order 1..2 max(orders) and the tail sums of the measured ones;
     "wide" outputs (1e-3..1e3) take the power-of-two scaling path."""
     F = _outputs(k, 203, k, wide)
-    plan = _shard._Plan(k, orders, True)
+    plan = _shard.StepPlan(k, orders, True)
     sums = _native.HostSums(lib, k, plan.orders, plan.split, True)
     for part in np.array_split(F, 2):
         sums.add(part)
@@ -90,11 +90,11 @@ def test_c_kernel_odd_orders_against_brute_force(k, orders, wide):
 @pytest.mark.parametrize(("k", "orders"), ODD_PLANS[:3])
 def test_xla_kernel_odd_orders_against_brute_force(k, orders):
     F = _outputs(k, 200, k + 1, wide=True)
-    plan = _shard._Plan(k, orders, True)
+    plan = _shard.StepPlan(k, orders, True)
     chunk = 40
     total = None
     for c in F.astype(np.float64).reshape(-1, chunk, k):
-        part = _shard._monomial_sums(jnp.asarray(c.T), plan)
+        part = _shard.monomial_sums(jnp.asarray(c.T), plan)
         total = part if total is None else [
             tuple(a + b for a, b in zip(x, y, strict=True)) for x, y in zip(total, part,
                                                                              strict=True)]

@@ -116,9 +116,9 @@ def test_the_memory_estimate_bounds_what_xla_allocates(name, d_in, k):
     # below it (a refusal would come too late) nor far above it (it would refuse runs that fit).
     net = nngp_ppl.make_ensemble(name, d_in=d_in)
     width, batch = 2000, 64
-    plan = _shard._Plan(k, (2, 4), True)
-    step = _shard._compiled_step(net, width, batch, min(batch, _shard._chunk_size(k, 4)), plan)
-    lowered = step.lower(_shard._zero_totals(plan), jnp.zeros((k, d_in)),
+    plan = _shard.StepPlan(k, (2, 4), True)
+    step = _shard.compiled_step(net, width, batch, min(batch, _shard.chunk_size(k, 4)), plan)
+    lowered = step.lower(_shard.zero_totals(plan), jnp.zeros((k, d_in)),
                          jnp.asarray(0, jnp.int64), jnp.asarray(0, jnp.uint32),
                          jnp.asarray(batch, jnp.int32))
     xla = lowered.compile().memory_analysis().temp_size_in_bytes

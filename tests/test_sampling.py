@@ -206,8 +206,8 @@ def test_monomial_kernel_against_float64_brute_force(k, orders):
     F[:, -3:] = 0.0  # masked rows
     if k >= 4:
         F[1] = 0.0  # an input whose outputs vanish (binary exponent of 0)
-    plan = _shard._Plan(k, orders, True)
-    moments, products, _, tails = jax.jit(lambda F: _shard._monomial_sums(F, plan))(
+    plan = _shard.StepPlan(k, orders, True)
+    moments, products, _, tails = jax.jit(lambda F: _shard.monomial_sums(F, plan))(
         jnp.asarray(F))
     got = _shard._assemble_moments(plan, moments, products)
     for n, tail in zip(orders, tails, strict=True):  # float32: (C + 4) u sum|terms|

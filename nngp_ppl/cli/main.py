@@ -25,6 +25,15 @@ from .._checks import NNGPInputError
 from .._version import __version__
 from ..ensembles.core import allow_import
 
+__all__ = [
+    "COMMANDS",
+    "OPTION_NAMES",
+    "option_names",
+    "build_parser",
+    "cpu_devices_per_core",
+    "main",
+]
+
 # Order here is the order in `nngp-ppl --help`.
 COMMANDS = ["sample", "train", "show", "fit", "infer", "flow", "lattice", "reproduce", "demo"]
 

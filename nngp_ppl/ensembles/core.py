@@ -54,6 +54,35 @@ from .._checks import NNGPInputError
 from ..theory.lattice import check_propagator
 from .quadrature import pair_expectation
 
+__all__ = [
+    "Ensemble",
+    "KERNEL_RTOL",
+    "check_gram",
+    "net_label",
+    "SingleLayerNet",
+    "GROWTH_DISTANCES",
+    "kernel_growth_numeric",
+    "network_keys",
+    "ErfNet",
+    "ReLUNet",
+    "GaussNet",
+    "Activation",
+    "BUILTIN_ACTIVATIONS",
+    "ACTIVATIONS",
+    "register_activation",
+    "ActivationNet",
+    "PAIR_CACHE_BYTES",
+    "ENSEMBLES",
+    "register_ensemble",
+    "module_of",
+    "allow_import",
+    "import_allowed",
+    "refuse_import",
+    "ensemble_class",
+    "make_ensemble",
+    "ensemble_from_dict",
+]
+
 
 @dataclass(frozen=True)
 class Ensemble:
@@ -866,7 +895,7 @@ def register_ensemble(cls: type[Ensemble]) -> type[Ensemble]:
 _ALLOWED_MODULES: set[str] = set()
 
 
-def _module_of(path: str, what: str = "allow_import") -> str:
+def module_of(path: str, what: str = "allow_import") -> str:
     """The module part of ``"package.module"`` or ``"package.module:qualname"``."""
     module = str(path).partition(":")[0]
     if not module or not all(part.isidentifier() for part in module.split(".")):
@@ -888,7 +917,7 @@ def allow_import(*paths: str) -> None:
     imported already is resolved without importing anything.
     """
     for path in paths:
-        _ALLOWED_MODULES.add(_module_of(path))
+        _ALLOWED_MODULES.add(module_of(path))
 
 
 def import_allowed(module: str) -> bool:
@@ -898,7 +927,7 @@ def import_allowed(module: str) -> bool:
 
 def refuse_import(path: str, what: str = "ensemble") -> NNGPInputError:
     """The error for a file that names code the user did not name."""
-    module = _module_of(path, what)
+    module = module_of(path, what)
     return NNGPInputError(
         f"the file names the {what} {path!r}, from the module {module}, which this session "
         "has not been told to trust: reading a file never imports the code it names (a "
@@ -916,7 +945,7 @@ def _import_object(path: str, *, trusted: bool = True):
     """
     module, _, qualname = path.partition(":")
     if trusted:
-        allow_import(_module_of(path, "ensemble"))
+        allow_import(module_of(path, "ensemble"))
     elif not (import_allowed(module) or module in sys.modules):
         raise refuse_import(path)
     try:

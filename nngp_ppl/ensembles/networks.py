@@ -59,16 +59,24 @@ from .core import (
     ACTIVATIONS,
     ENSEMBLES,
     SingleLayerNet,
-    _module_of,
     allow_import,
     ensemble_from_dict,
     import_allowed,
     kernel_growth_numeric,
+    module_of,
     network_keys,
     refuse_import,
     register_ensemble,
 )
 from .quadrature import pair_expectation
+
+__all__ = [
+    "TwoPointWarning",
+    "warn_two_point",
+    "CLOSED_FORM",
+    "MLP",
+    "JaxNetwork",
+]
 
 
 class TwoPointWarning(UserWarning):
@@ -383,7 +391,7 @@ class JaxNetwork(SingleLayerNet):
             # The caller named these functions, so a file this net writes may name them
             # back (from_description refuses functions of any module not named so).
             if isinstance(fn, str):
-                allow_import(_module_of(fn, what))
+                allow_import(module_of(fn, what))
                 _import_path(fn, what)
             elif callable(fn) and getattr(fn, "__module__", None) not in (None, "__main__"):
                 allow_import(fn.__module__)
@@ -499,7 +507,7 @@ class JaxNetwork(SingleLayerNet):
         for what in ("init", "apply", "kernel"):
             # A file is data: it may name functions only from modules the user named.
             path = d.get(what)
-            if isinstance(path, str) and not import_allowed(_module_of(path, what)):
+            if isinstance(path, str) and not import_allowed(module_of(path, what)):
                 raise refuse_import(path, f"JaxNetwork {what} function")
         if isinstance(d.get("kernel"), dict):
 

@@ -61,6 +61,21 @@ from scipy.stats import chi2
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
 
+__all__ = [
+    "RTOL",
+    "MAX_NODES",
+    "reduce_factor",
+    "growth_exponent",
+    "oscillatory",
+    "axis_step",
+    "radius",
+    "rule",
+    "parity",
+    "nodes",
+    "gaussian_moments",
+    "pair_expectation",
+]
+
 #: Default relative accuracy of a moment, against the scale E[prod |h|^m].
 RTOL = 1e-11
 

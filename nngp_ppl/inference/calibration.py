@@ -62,6 +62,10 @@ from .problem import (
     perturbative_order,
 )
 
+__all__ = [
+    "calibrate",
+]
+
 
 def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), *,
               seeds=range(100), n_nets: int = 100_000, prob: float = 0.9,

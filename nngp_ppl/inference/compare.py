@@ -22,6 +22,14 @@ import xarray as xr
 from .._checks import NNGPInputError
 from .plots import plot_running
 
+__all__ = [
+    "PointComparison",
+    "compare_point_estimates",
+    "select_problem",
+    "model_loo",
+    "elpd_table",
+]
+
 # Names under which a fit may carry a coupling's point estimate, in order of preference.
 _ALIASES = ("{c}_mean", "{c}_bar", "{c}", "{c}_fit", "{c}_wls", "{c}_hat")
 

@@ -51,6 +51,14 @@ from ..theory.exact import exact_cumulant_tuples, max_exact_order
 from ..theory.wick import connected_correlator_tuples
 from .problem import EFTTheory
 
+__all__ = [
+    "PREDICTIONS",
+    "EXACT_DESCRIPTIONS",
+    "six_point_diagrams",
+    "sampled_connected",
+    "connected_six_point",
+]
+
 #: Rows of the comparison: name -> (the posterior model whose λ enters as λ² E, the model
 #: whose κ enters as κ c6 (None: the term is absent), label). The exchange takes λ̄ (the
 #: λ-only first-order model), the leading-order λ the second-order estimand removes.

@@ -61,6 +61,14 @@ from .problem import (
     odd_couplings,
 )
 
+__all__ = [
+    "ESTIMANDS",
+    "MODELS",
+    "MODEL_COUPLINGS",
+    "sample_latent",
+    "infer_couplings",
+]
+
 # numpyro's names for NUTS diagnostics -> ArviZ's names in sample_stats.
 _EXTRA_FIELDS = ("diverging", "acceptance_rate", "n_steps", "step_size", "energy", "lp")
 

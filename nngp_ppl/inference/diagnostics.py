@@ -38,6 +38,18 @@ from scipy.stats import chi2
 
 from .._checks import NNGPInputError
 
+__all__ = [
+    "RHAT_MAX",
+    "ESS_MIN",
+    "RHAT_ALPHA",
+    "GATE_RULE",
+    "rhat_limit",
+    "rhat_components",
+    "DiagnosticsWarning",
+    "GateResult",
+    "diagnostics_gate",
+]
+
 RHAT_MAX = 1.01
 ESS_MIN = 400
 #: False-alarm probability per R-hat component of one variable at one (width, cutoff)

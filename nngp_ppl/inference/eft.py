@@ -61,6 +61,28 @@ from . import problem as _problem
 from . import two_point as _two_point
 from .problem import EFTTheory, estimand_projection, perturbative_order
 
+__all__ = [
+    "FIT_FORMAT",
+    "FIT_VERSION",
+    "observed_tuples",
+    "free_correlators",
+    "coupling_per_tuple",
+    "mean_coupling",
+    "CouplingFit",
+    "WEIGHTINGS",
+    "fit_couplings",
+    "SixPointCheck",
+    "six_point_check",
+    "asymptotic_exponent",
+    "Running",
+    "log_slope",
+    "running",
+    "file_identity",
+    "fit_dataset",
+    "write_fit",
+    "load_fit",
+]
+
 FIT_FORMAT = "nngp_ppl.EFTFit"
 # 2: a ``checksum`` attribute (required); dimension tuple_4/position_4 names unchanged.
 FIT_VERSION = 2

@@ -50,6 +50,12 @@ import functools
 
 import numpy as np
 
+__all__ = [
+    "LinearEstimand",
+    "QuadraticEstimand",
+    "estimand",
+]
+
 
 class LinearEstimand:
     r"""First order: :math:`g^* = B r`, :math:`m(g) = D_1 g`, :math:`\beta = (dB/d\log\Lambda)

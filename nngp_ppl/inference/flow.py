@@ -57,6 +57,11 @@ from ..ensembles.core import ensemble_from_dict
 from .eft import asymptotic_exponent, log_slope
 from .problem import EFTTheory, design_function  # noqa: F401  (re-exported)
 
+__all__ = [
+    "beta_function",
+    "METHODS",
+]
+
 
 def _read_posterior(posterior):
 

@@ -69,6 +69,32 @@ from ..tuples import distinct_tuples, expand
 from .estimators import estimand
 from .two_point import free_part
 
+__all__ = [
+    "FIT_ORDERS",
+    "ODD_FIT_ORDERS",
+    "ALL_FIT_ORDERS",
+    "NOISE_MODELS",
+    "coupling_names",
+    "basis",
+    "odd_couplings",
+    "default_data_orders",
+    "perturbative_order",
+    "default_orders",
+    "design_function",
+    "EFTTheory",
+    "estimand_projection",
+    "noise_covariance",
+    "exact_noise_available",
+    "choose_noise",
+    "TAIL_MASS_RATIO",
+    "missed_tail_mass",
+    "HEAVY_TAIL_DF",
+    "likelihood_df",
+    "NORMAL_DF",
+    "gaussian_moments",
+    "estimator_covariance",
+]
+
 #: Even correlator orders a first-order coupling fit can use (the default data orders).
 FIT_ORDERS = (4, 6)
 #: Odd correlator orders a fit with odd couplings (g3, g5) uses as well: the 1-pt function

@@ -57,6 +57,24 @@ from ..theory import lattice as _lattice
 from ..theory.wick import gp_correlator_tuples
 from ..tuples import distinct_tuples, expand, full_index, pairings
 
+__all__ = [
+    "TWO_POINT",
+    "DESCRIPTION",
+    "resolve",
+    "wick_jacobian",
+    "free_part",
+    "propagate",
+    "two_point_matrix",
+    "handled",
+    "kernel",
+    "kernel_entry_covariance",
+    "kernel_noise",
+    "kernel_influence",
+    "influence_from_outputs",
+    "kernel_coupling_variance",
+    "kernel_coupling_influence",
+]
+
 #: ``two_point`` values: how the free part of the correlators is formed (:func:`resolve`).
 TWO_POINT = ("auto", "kernel", "measured")
 

@@ -393,7 +393,7 @@ class Tables:
 @cache
 def tables(k: int, orders: tuple[int, ...], split: tuple[int, ...]) -> Tables:
     """The C kernel's tables for k inputs, measured ``orders`` and covariance-only orders
-    ``split`` (:class:`nngp_ppl.sampling._shard._Plan`)."""
+    ``split`` (:class:`nngp_ppl.sampling._shard.StepPlan`)."""
     mats = _tuples.materialised_orders(orders)
     odd = _tuples.has_odd(orders)
     size = {m: len(_tuples.distinct_tuples(k, m)) for m in mats}

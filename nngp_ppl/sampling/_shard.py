@@ -99,7 +99,7 @@ from .stats import TAIL_POWERS, accumulated_orders, rows_of
 
 #: Most networks per chunk of the monomial accumulation. With k = 6 inputs the products of
 #: a 128-network chunk take 128 * 609 * 8 B = 0.6 MiB, so they stay in a 1 MiB L2 cache;
-#: more inputs get smaller chunks (:func:`_chunk_size`). (Measured, k = 6, 2 CPU cores:
+#: more inputs get smaller chunks (:func:`chunk_size`). (Measured, k = 6, 2 CPU cores:
 #: 64 and 128 are equally fast, 256 and 512 about 40% slower.)
 CHUNK = 128
 
@@ -110,7 +110,7 @@ CHUNK_BYTES = 2**20
 # static monomial plan
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _Plan:
+class StepPlan:
     """What one batch step computes: hashable, so it can key the compiled-step cache."""
 
     k: int
@@ -200,8 +200,8 @@ def _groupings(k: int):
 
 
 @cache
-def _dot_blocks(plan: _Plan) -> _Dots:
-    r"""Plan the products of :func:`_monomial_sums` for ``plan.split``.
+def _dot_blocks(plan: StepPlan) -> _Dots:
+    r"""Plan the products of :func:`monomial_sums` for ``plan.split``.
 
     For a suffix order q the prefixes of every split order m = p + q are stacked; the
     prefixes whose last index lies in a run [d1, d2] of consecutive values are multiplied
@@ -280,7 +280,7 @@ def _materialise(F, k: int, max_order: int, odd: bool = False) -> dict[int, jnp.
     return out
 
 
-def _monomial_sums(F, plan: _Plan):
+def monomial_sums(F, plan: StepPlan):
     """Chunk sums (over axis 1 of ``F``, shape (k, C) float64) of the plan's monomials.
 
     Returns (moments, products, squares, tails): (T_m,) sums of each materialised order;
@@ -331,7 +331,7 @@ def _monomial_sums(F, plan: _Plan):
     return moments, products, squares, tuple(tails)
 
 
-def _assemble_moments(plan: _Plan, moments, products) -> dict[int, np.ndarray]:
+def _assemble_moments(plan: StepPlan, moments, products) -> dict[int, np.ndarray]:
     """{m: (T_m,) float64} for ``plan.accumulated`` from a step's running totals."""
     out = {m: np.asarray(v, np.float64) for m, v in zip(plan.materialised, moments,
                                                         strict=True)}
@@ -374,7 +374,7 @@ def check_output_shape(net, f, batch: int, k: int, width: int) -> None:
         )
 
 
-def _refuse_nonfinite(net, width: int, first: int, count: int, bad: int) -> None:
+def refuse_nonfinite(net, width: int, first: int, count: int, bad: int) -> None:
     """One error naming the width and the batch whose outputs were NaN or infinite."""
     raise NNGPInputError(
         f"net: {net.describe()}: {bad} of the outputs of networks {first}..{first + count - 1}"
@@ -385,7 +385,7 @@ def _refuse_nonfinite(net, width: int, first: int, count: int, bad: int) -> None
 
 
 @lru_cache(maxsize=32)
-def _compiled_step(net: Ensemble, width: int, batch: int, chunk: int, plan: _Plan):
+def compiled_step(net: Ensemble, width: int, batch: int, chunk: int, plan: StepPlan):
     """jit-compiled ``step(totals, X, seed, start, n_valid) -> (totals + batch sums, number
     of non-finite outputs in the batch)``.
 
@@ -404,7 +404,7 @@ def _compiled_step(net: Ensemble, width: int, batch: int, chunk: int, plan: _Pla
         chunks = f.astype(jnp.float64).reshape(batch // chunk, chunk, plan.k).transpose(0, 2, 1)
 
         def add_chunk(carry, F):
-            return jax.tree.map(jnp.add, carry, _monomial_sums(F, plan)), None
+            return jax.tree.map(jnp.add, carry, monomial_sums(F, plan)), None
 
         totals, _ = jax.lax.scan(add_chunk, totals, chunks)
         return totals, bad
@@ -412,14 +412,14 @@ def _compiled_step(net: Ensemble, width: int, batch: int, chunk: int, plan: _Pla
     return jax.jit(step)
 
 
-def _chunk_size(k: int, max_order: int) -> int:
+def chunk_size(k: int, max_order: int) -> int:
     """Networks per accumulation chunk: the materialised products in about CHUNK_BYTES."""
     materialised = sum(math.comb(k + m - 1, m) for m in range(2, max_order + 1, 2))
     # (plans with odd orders materialise the odd orders too, under 2x these bytes)
     return int(min(CHUNK, max(8, CHUNK_BYTES // (8 * materialised) // 8 * 8)))
 
 
-def _zero_totals(plan: _Plan):
+def zero_totals(plan: StepPlan):
     k = plan.k
 
     def size(m):
@@ -442,7 +442,7 @@ class _Job:
     kind, which makes a shard's sums bitwise independent of the device it ran on.
     """
 
-    def __init__(self, net, X, width, seed, start, count, plan: _Plan, batch, device=None):
+    def __init__(self, net, X, width, seed, start, count, plan: StepPlan, batch, device=None):
         self.count = count
         self._net, self._width = net, width
         self._batch, self._start = batch, start
@@ -477,14 +477,14 @@ class _Job:
         return done
 
 
-class _ShardJob(_Job):
-    """A shard summed by the XLA kernel on its device (:func:`_compiled_step`)."""
+class ShardJob(_Job):
+    """A shard summed by the XLA kernel on its device (:func:`compiled_step`)."""
 
-    def __init__(self, net, X, width, seed, start, count, plan: _Plan, batch, chunk,
+    def __init__(self, net, X, width, seed, start, count, plan: StepPlan, batch, chunk,
                  device=None):
         super().__init__(net, X, width, seed, start, count, plan, batch, device)
-        self._step = _compiled_step(net, width, batch, chunk, plan)
-        self._totals = self._put(_zero_totals(plan))
+        self._step = compiled_step(net, width, batch, chunk, plan)
+        self._totals = self._put(zero_totals(plan))
 
     def dispatch(self) -> bool:
         """Queue the next batch on the device; False once every batch is queued."""
@@ -499,14 +499,14 @@ class _ShardJob(_Job):
     def _finish(self, value, first: int, n_valid: int) -> None:
         bad = int(value)  # waits for the batch
         if bad:
-            _refuse_nonfinite(self._net, self._width, first, n_valid, bad)
+            refuse_nonfinite(self._net, self._width, first, n_valid, bad)
 
     def result(self) -> ShardSums:
         self.retire(0)
         return xla_shard_sums(self._plan, self._totals)
 
 
-def xla_shard_sums(p: _Plan, totals) -> ShardSums:
+def xla_shard_sums(p: StepPlan, totals) -> ShardSums:
     """The :class:`ShardSums` of the XLA kernel's running ``totals`` (moments, dot-product
     blocks, squares, tail sums) under plan ``p``."""
     moments, products, squares, tails = totals
@@ -519,7 +519,7 @@ def xla_shard_sums(p: _Plan, totals) -> ShardSums:
 
 
 @lru_cache(maxsize=32)
-def _compiled_outputs(net: Ensemble, width: int, batch: int):
+def compiled_outputs(net: Ensemble, width: int, batch: int):
     """jit-compiled ``outputs(X, seed, start, n_valid) -> (batch, k)`` float32 network
     outputs, rows past ``n_valid`` zero (for the host kernel, :mod:`nngp_ppl.sampling._native`)."""
 
@@ -536,10 +536,10 @@ class _HostShardJob(_Job):
     so the forward pass and the accumulation run on different cores.
     """
 
-    def __init__(self, net, X, width, seed, start, count, plan: _Plan, batch, lib,
+    def __init__(self, net, X, width, seed, start, count, plan: StepPlan, batch, lib,
                  device=None):
         super().__init__(net, X, width, seed, start, count, plan, batch, device)
-        self._step = _compiled_outputs(net, width, batch)
+        self._step = compiled_outputs(net, width, batch)
         self._sums = _native.HostSums(lib, plan.k, plan.orders, plan.split, plan.covariance)
 
     def dispatch(self) -> bool:
@@ -559,7 +559,7 @@ class _HostShardJob(_Job):
                 f"net: outputs of shape {f.shape} and dtype {f.dtype} where ({n_valid}, "
                 f"{self._plan.k}) float32 was expected")
         if not np.isfinite(f).all():
-            _refuse_nonfinite(self._net, self._width, first, n_valid,
+            refuse_nonfinite(self._net, self._width, first, n_valid,
                               int(np.count_nonzero(~np.isfinite(f))))
         self._sums.add(f)
 
@@ -568,7 +568,7 @@ class _HostShardJob(_Job):
         return self._sums.result()
 
 
-def shard_job(net, X, width, seed, start, count, plan: _Plan, batch, chunk, device=None):
+def shard_job(net, X, width, seed, start, count, plan: StepPlan, batch, chunk, device=None):
     """The job that sums one shard on ``device``: the C kernel on a CPU device where it
     builds (:mod:`nngp_ppl.sampling._native`), else the XLA kernel."""
     where = device if device is not None else (jax.config.jax_default_device
@@ -576,7 +576,7 @@ def shard_job(net, X, width, seed, start, count, plan: _Plan, batch, chunk, devi
     lib = _native.library() if getattr(where, "platform", where) == "cpu" else None
     if lib is not None:
         return _HostShardJob(net, X, width, seed, start, count, plan, batch, lib, device)
-    return _ShardJob(net, X, width, seed, start, count, plan, batch, chunk, device)
+    return ShardJob(net, X, width, seed, start, count, plan, batch, chunk, device)
 
 
 def shard_sums(net: Ensemble, X, width: int, seed: int, start: int, count: int, *,
@@ -587,8 +587,8 @@ def shard_sums(net: Ensemble, X, width: int, seed: int, start: int, count: int, 
     must come from a :class:`~nngp_ppl.sampling.checkpoint.RunPlan` (a multiple of the chunk size).
     """
     orders = tuple(orders)
-    plan = _Plan(len(X), orders, bool(covariance))
-    chunk = min(_chunk_size(len(X), max(orders)), batch)
+    plan = StepPlan(len(X), orders, bool(covariance))
+    chunk = min(chunk_size(len(X), max(orders)), batch)
     job = shard_job(net, X, width, seed, start, count, plan, batch, chunk, device)
     while job.dispatch():
         done = job.retire(1)

@@ -54,6 +54,16 @@ from .._version import __version__
 from ..ensembles.core import Ensemble, ensemble_from_dict
 from .stats import TAIL_POWERS, CorrelatorStats, accumulated_orders, content_checksum
 
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "ShardSums",
+    "RunPlan",
+    "kernel_key",
+    "ShardLedger",
+    "remove_stale_temporaries",
+]
+
 #: ``nngp_ppl_format`` attribute of a checkpoint file.
 CHECKPOINT_FORMAT = "nngp_ppl.sampling.checkpoint"
 #: Layout version of a checkpoint file.

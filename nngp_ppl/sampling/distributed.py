@@ -40,6 +40,14 @@ from . import _native
 from ._shard import shard_sums
 from .checkpoint import kernel_key
 
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "parse_dask",
+    "dask_client",
+    "DaskExecutor",
+    "run_dask",
+]
+
 #: Seconds to wait for a remote scheduler before giving up.
 CONNECT_TIMEOUT = 30
 

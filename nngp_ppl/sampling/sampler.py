@@ -50,13 +50,12 @@ from .._progress import on_terminal
 from .._version import require_x64
 from ..ensembles.core import Ensemble, net_label
 from . import _native
-from ._shard import (  # noqa: F401  (shard_sums, _ShardJob: the kernel's public face here)
+from ._shard import (
     CHUNK,
-    _chunk_size,
-    _Plan,
-    _ShardJob,
+    StepPlan,
     available_bytes,
     batch_bytes,
+    chunk_size,
     shard_job,
     shard_sums,
     widest_fitting,
@@ -64,6 +63,27 @@ from ._shard import (  # noqa: F401  (shard_sums, _ShardJob: the kernel's public
 from .checkpoint import RunPlan, ShardLedger, remove_stale_temporaries
 from .distributed import DaskExecutor
 from .stats import MAX_MONOMIALS, CorrelatorStats, check_tails, monomial_count
+
+__all__ = [
+    "MAX_NETWORK_INDEX",
+    "BATCH_BYTES",
+    "default_batch_size",
+    "MIN_SHARDS",
+    "MAX_SHARD_BATCHES",
+    "default_shard_size",
+    "MAX_WIDTH",
+    "check_widths",
+    "check_flag",
+    "check_memory",
+    "plan_run",
+    "local_devices",
+    "LocalExecutor",
+    "run_round_robin",
+    "executor_for",
+    "network_sums",
+    "sample_correlators",
+    "check_resumable",
+]
 
 #: Network indices are uint32 in :func:`nngp_ppl.ensembles.core.network_keys`.
 MAX_NETWORK_INDEX = 2**32
@@ -94,7 +114,7 @@ def _resolve_batch(batch: int, count: int, k: int, max_order: int) -> tuple[int,
     whole chunks (the extra rows are masked like a short last batch).
     """
     batch = min(batch, -(-count // 8) * 8)
-    chunk = min(_chunk_size(k, max_order), batch)
+    chunk = min(chunk_size(k, max_order), batch)
     return -(-batch // chunk) * chunk, chunk
 
 
@@ -146,7 +166,7 @@ def _memory_d_in(net, width: int) -> int:
     return max(net.d_in, -(-(int(count(width)) - 1) // width) - 2)
 
 
-def _widths(widths) -> tuple[int, ...]:
+def check_widths(widths) -> tuple[int, ...]:
     if widths is None or isinstance(widths, (str, bytes)):
         raise NNGPInputError(
             f"widths must be a positive integer or a sequence of them, got {widths!r}")
@@ -166,7 +186,7 @@ def _widths(widths) -> tuple[int, ...]:
     return out
 
 
-def _flag(name: str, value) -> bool:
+def check_flag(name: str, value) -> bool:
     """Only True or False: a string such as "no" is truthy and would mean the opposite."""
     if not isinstance(value, (bool, np.bool_)):
         raise NNGPInputError(f"{name} must be True or False, got {value!r}")
@@ -276,7 +296,7 @@ def plan_run(net: Ensemble, X, widths, n_nets: int, *, orders=(2, 4, 6), seed: i
     """
     net = _ensemble(net)
     X = _checks.inputs("X", X, net.d_in)
-    widths = _widths(widths)
+    widths = check_widths(widths)
     n_nets = _checks.positive_int("n_nets", n_nets)
     orders = _checks.orders("orders", orders, odd=True)
     seed = _checks.seed("seed", seed)
@@ -285,7 +305,7 @@ def plan_run(net: Ensemble, X, widths, n_nets: int, *, orders=(2, 4, 6), seed: i
         batch_size = _checks.positive_int("batch_size", batch_size)
     if shard_size is not None:
         shard_size = _checks.positive_int("shard_size", shard_size)
-    covariance = _flag("covariance", covariance)
+    covariance = check_flag("covariance", covariance)
     if start + n_nets > MAX_NETWORK_INDEX:
         raise NNGPInputError(
             f"n_nets must be at most 2**32 = {MAX_NETWORK_INDEX:,} (network indices are "
@@ -364,13 +384,13 @@ class LocalExecutor:
     def run(self, plan: RunPlan, ledger: ShardLedger, on_networks, on_shard) -> None:
         ledger.adopt_kernel(self.identity())
         plan = ledger.plan
-        splan = _Plan(plan.k, plan.orders, plan.covariance)
+        splan = StepPlan(plan.k, plan.orders, plan.covariance)
         X = plan.inputs
 
         def start_job(width, index, device):
             start, count = plan.shards(width)[index]
             batch = plan.batch_size(width)
-            chunk = min(_chunk_size(plan.k, splan.max_order), batch)
+            chunk = min(chunk_size(plan.k, splan.max_order), batch)
             return shard_job(plan.net, X, width, plan.seed, start, count, splan, batch, chunk,
                              device)
 
@@ -433,12 +453,12 @@ def network_sums(net: Ensemble, X, width: int, seed: int, start: int, count: int
     require_x64("network_sums (float64 running sums)")
     net = _ensemble(net)
     X = _checks.inputs("X", X, net.d_in)
-    (width,) = _widths([width])
+    (width,) = check_widths([width])
     seed = _checks.seed("seed", seed)
     start = _nonnegative_int("start", start)
     count = _checks.positive_int("count", count)
     orders = _checks.orders("orders", orders, odd=True)
-    covariance = _flag("covariance", covariance)
+    covariance = check_flag("covariance", covariance)
     if progress is not None and not callable(progress):
         raise NNGPInputError(
             f"progress must be None or a function called with each batch's network count, "
@@ -529,8 +549,8 @@ def sample_correlators(net: Ensemble, X, widths, n_nets: int, orders=(2, 4, 6),
     require_x64("sample_correlators (float64 running sums)")
     requested = plan_run(net, X, widths, n_nets, orders=orders, seed=seed, start=start,
                          covariance=covariance, batch_size=batch_size, shard_size=shard_size)
-    progress = _flag("progress", progress)
-    resume = _flag("resume", resume)
+    progress = check_flag("progress", progress)
+    resume = check_flag("resume", resume)
     executor = executor_for(devices, dask)
     with _checkpoint_lock(checkpoint):
         ledger, checkpoint = _open_ledger(requested, checkpoint, resume, batch_size,
@@ -570,7 +590,7 @@ def _open_ledger(requested: RunPlan, checkpoint, resume: bool, batch_size,
         )
     remove_stale_temporaries(checkpoint)
     ledger = ShardLedger.load(checkpoint)
-    _check_resumable(ledger.plan, requested, checkpoint, batch_size, shard_size)
+    check_resumable(ledger.plan, requested, checkpoint, batch_size, shard_size)
     return ledger, checkpoint
 
 
@@ -617,7 +637,7 @@ def _checkpoint_path(path) -> Path:
     return path
 
 
-def _check_resumable(saved: RunPlan, requested: RunPlan, path, batch_size, shard_size) -> None:
+def check_resumable(saved: RunPlan, requested: RunPlan, path, batch_size, shard_size) -> None:
     """A checkpoint continues only the run it was made for; sizes follow the checkpoint
     unless the caller asked for other ones explicitly."""
     diff = saved.differences(requested, sizes=False)

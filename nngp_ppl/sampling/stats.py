@@ -93,6 +93,26 @@ from .._io import (
 from .._version import __version__
 from ..ensembles.core import Ensemble, ensemble_from_dict
 
+__all__ = [
+    "FILE_FORMAT",
+    "FILE_VERSION",
+    "MAX_MONOMIALS",
+    "MIN_EFFECTIVE_NETWORKS",
+    "TAIL_POWERS",
+    "HeavyTailWarning",
+    "accumulated_orders",
+    "monomial_count",
+    "rows_of",
+    "union_index",
+    "square_index",
+    "observable_rows",
+    "normalised_deviation",
+    "ConnectedCorrelator",
+    "cumulants_with_jacobian",
+    "CorrelatorStats",
+    "check_tails",
+]
+
 #: Value of the ``nngp_ppl_format`` attribute that marks a correlator-statistics file.
 FILE_FORMAT = "nngp_ppl.CorrelatorStats"
 #: Layout version of that file; bump when the layout changes incompatibly.

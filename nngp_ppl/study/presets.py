@@ -6,6 +6,13 @@ import numpy as np
 
 from .._checks import NNGPInputError
 
+__all__ = [
+    "PAPER_INPUTS",
+    "PAPER_WIDTHS",
+    "PAPER_CUTOFFS",
+    "paper_inputs",
+]
+
 _ERF_1D = [-1.0, -0.6, -0.2, 0.2, 0.6, 1.0]
 _RELU_1D = [0.2, 0.4, 0.6, 0.8, 1.0, 1.2]
 _CORNERS_2D = [[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]]

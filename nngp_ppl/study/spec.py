@@ -88,6 +88,37 @@ from ..theory.lattice import PROPAGATORS, check_box
 from ..tuples import distinct_tuples
 from .presets import PAPER_CUTOFFS, PAPER_INPUTS, PAPER_WIDTHS, paper_inputs
 
+__all__ = [
+    "ORDERS",
+    "ODD_ORDERS",
+    "RunSpec",
+    "Preset",
+    "PRESETS",
+    "get_preset",
+    "run_file",
+    "exact_file",
+    "fit_file",
+    "posterior_file",
+    "beta_file",
+    "second_order_files",
+    "symmetry_file",
+    "part_file",
+    "plan_dict",
+    "STUDY_KEYS",
+    "RUN_KEYS",
+    "ROLES",
+    "COVARIANCES",
+    "SHIPPED",
+    "MAX_KEY_LENGTH",
+    "MAX_TEXT_LENGTH",
+    "supported_orders",
+    "check_study",
+    "load_study",
+    "study_from_text",
+    "shipped_study",
+    "check_preset_overrides",
+]
+
 #: Top-level keys: (required, kind).
 #: The correlator orders every run measures (the 2-pt function enters the connected ones).
 ORDERS = (2, 4, 6)

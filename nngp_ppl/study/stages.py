@@ -99,6 +99,14 @@ from .spec import (
     symmetry_file,
 )
 
+__all__ = [
+    "second_order_cutoffs",
+    "SHOWN_ODD",
+    "report_outputs",
+    "stages",
+    "reproduce",
+]
+
 
 def _part_ok(path: Path, net, X, width: int, start: int, stop: int, seed: int,
              orders=ORDERS) -> bool:

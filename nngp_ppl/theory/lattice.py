@@ -52,6 +52,23 @@ import numpy as np
 from .. import _checks
 from .._checks import NNGPInputError
 
+__all__ = [
+    "PROPAGATORS",
+    "LATTICE_KINDS",
+    "MAX_AXIS_NODES",
+    "MAX_BOX_POINTS",
+    "MAX_CUTOFF",
+    "Lattice",
+    "check_propagator",
+    "check_cutoffs",
+    "kernel_scale",
+    "check_box",
+    "box_lattice",
+    "vertex_integral_function",
+    "vertex_integrals",
+    "vertex_integral_exponents",
+]
+
 PROPAGATORS = ("full", "bias_subtracted")
 LATTICE_KINDS = ("gauss_legendre", "uniform")
 

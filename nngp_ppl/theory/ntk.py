@@ -87,6 +87,17 @@ from ..ensembles.core import ACTIVATIONS, ActivationNet, ErfNet, GaussNet, ReLUN
 from ..ensembles.networks import MLP, _erf_pair, _relu_pair
 from ..ensembles.quadrature import pair_expectation
 
+__all__ = [
+    "PARAMETRISATIONS",
+    "check_parametrisation",
+    "layer_maps",
+    "ntk_and_nngp",
+    "ntk",
+    "check_steps",
+    "training_oracle",
+    "gaussian_moment_tuples",
+]
+
 PARAMETRISATIONS = ("ntk", "standard")
 
 
@@ -206,7 +217,7 @@ def ntk(net, X, Y=None, *, parametrisation: str = "ntk", width: int | None = Non
     return ntk_and_nngp(net, X, Y, parametrisation=parametrisation, width=width)[0]
 
 
-def _steps(steps) -> tuple[int, ...]:
+def check_steps(steps) -> tuple[int, ...]:
     if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
         steps = [steps]
     out = []
@@ -248,7 +259,7 @@ def training_oracle(net, X, x_train, y_train, steps, learning_rate: float, *,
             f"y_train must be {len(x_train)} finite numbers (one per x_train row), got "
             f"{y_train.shape[0]} values")
     eta = _checks.finite_float("learning_rate", learning_rate, minimum=0.0)
-    steps = _steps(steps)
+    steps = check_steps(steps)
     n = len(x_train)
     both = np.concatenate([X, x_train])
     theta, K = ntk_and_nngp(net, both, parametrisation=parametrisation, width=width)

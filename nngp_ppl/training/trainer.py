@@ -23,7 +23,7 @@ the NTK parametrisation, GD training gives the Gaussian process of
 
 At the recorded ``steps`` the trained networks are evaluated at the test inputs and their
 outputs go into the sampler's own accumulation (the C kernel of :mod:`nngp_ppl.sampling._native` on
-CPU devices, the XLA kernel :func:`nngp_ppl.sampling._shard._monomial_sums` elsewhere), one
+CPU devices, the XLA kernel :func:`nngp_ppl.sampling._shard.monomial_sums` elsewhere), one
 :class:`~nngp_ppl.sampling.checkpoint.ShardLedger` per step over the sampler's shard plan
 (:func:`nngp_ppl.sampling.sampler.plan_run`), so each step's statistics are a
 :class:`~nngp_ppl.CorrelatorStats` with everything the sampler gives (orders, covariance,
@@ -54,19 +54,35 @@ from .._version import require_x64
 from ..ensembles.core import Ensemble, SingleLayerNet, network_keys
 from ..sampling import _native
 from ..sampling._shard import (
-    _chunk_size,
-    _monomial_sums,
-    _Plan,
-    _refuse_nonfinite,
-    _zero_totals,
+    StepPlan,
+    chunk_size,
+    monomial_sums,
+    refuse_nonfinite,
     xla_shard_sums,
+    zero_totals,
 )
-from ..sampling._shard import _compiled_outputs as _sampler_outputs
-from ..sampling._shard import _compiled_step as _sampler_step
+from ..sampling._shard import compiled_outputs as _sampler_outputs
+from ..sampling._shard import compiled_step as _sampler_step
 from ..sampling.checkpoint import RunPlan, ShardLedger, ShardSums, remove_stale_temporaries
-from ..sampling.sampler import _flag, _widths, local_devices, plan_run, run_round_robin
+from ..sampling.sampler import check_flag, check_widths, local_devices, plan_run, run_round_robin
 from ..sampling.stats import CorrelatorStats
-from ..theory.ntk import _steps, check_parametrisation
+from ..theory.ntk import check_parametrisation, check_steps
+
+__all__ = [
+    "OPTIMIZERS",
+    "TRAINED_FORMAT",
+    "TRAINED_VERSION",
+    "TRAIN_BATCH_BYTES",
+    "TrainingSetup",
+    "training_setup",
+    "draw_parameters",
+    "forward",
+    "compiled_outputs",
+    "default_train_batch",
+    "train_correlators",
+    "TrainedCorrelators",
+    "trained_outputs",
+]
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 
@@ -125,7 +141,7 @@ def training_setup(net, x_train, y_train, steps, learning_rate, *, optimizer="gd
     if not np.all(np.isfinite(y)):
         raise NNGPInputError("y_train must be finite numbers (found NaN or inf)")
 
-    steps = _steps(steps)
+    steps = check_steps(steps)
     lr = _checks.finite_float("learning_rate", learning_rate, minimum=0.0)
     if optimizer not in OPTIMIZERS:
         raise NNGPInputError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
@@ -222,7 +238,7 @@ def _compiled_init(net, width: int, batch: int, setup: TrainingSetup):
 
 
 @lru_cache(maxsize=16)
-def _compiled_outputs(net, width: int, batch: int, parametrisation: str):
+def compiled_outputs(net, width: int, batch: int, parametrisation: str):
     """``(params, X, n_valid) -> (batch, k)`` float32 outputs, rows past n_valid zero."""
 
     def outputs(params, X, n_valid):
@@ -261,15 +277,15 @@ def _compiled_train(net, width: int, batch: int, setup: TrainingSetup):
 
 
 @lru_cache(maxsize=16)
-def _compiled_add(plan: _Plan, batch: int, chunk: int):
+def _compiled_add(plan: StepPlan, batch: int, chunk: int):
     """XLA accumulation of a batch of outputs, as the sampler's step does after its forward
-    pass (:func:`nngp_ppl.sampling._shard._compiled_step`)."""
+    pass (:func:`nngp_ppl.sampling._shard.compiled_step`)."""
 
     def add(totals, f):
         chunks = f.astype(jnp.float64).reshape(batch // chunk, chunk, plan.k).transpose(0, 2, 1)
 
         def add_chunk(carry, F):
-            return jax.tree.map(jnp.add, carry, _monomial_sums(F, plan)), None
+            return jax.tree.map(jnp.add, carry, monomial_sums(F, plan)), None
 
         return jax.lax.scan(add_chunk, totals, chunks)[0]
 
@@ -280,12 +296,12 @@ class _Sums:
     """One step's running sums over one shard: the sampler's C kernel on a CPU device,
     else its XLA kernel (:func:`nngp_ppl.sampling._shard.shard_job` chooses the same way)."""
 
-    def __init__(self, net, width: int, plan: _Plan, batch: int, device, step: int):
+    def __init__(self, net, width: int, plan: StepPlan, batch: int, device, step: int):
         self._net, self._width, self._stepno = net, width, step
         platform = getattr(device, "platform", "cpu")
         lib = _native.library() if platform == "cpu" else None
         self._plan = plan
-        chunk = min(_chunk_size(plan.k, plan.max_order), batch)
+        chunk = min(chunk_size(plan.k, plan.max_order), batch)
         if lib is not None:
             self._host = _native.HostSums(lib, plan.k, plan.orders, plan.split,
                                           plan.covariance)
@@ -294,7 +310,7 @@ class _Sums:
             self._host = None
             self._add = _compiled_add(plan, batch, chunk)
             self._step = _sampler_step(net, width, batch, chunk, plan)
-            self._totals = jax.device_put(_zero_totals(plan), device)
+            self._totals = jax.device_put(zero_totals(plan), device)
 
     def untrained(self, X, seed, first, valid):
         """Queue the untrained networks exactly as the sampler does (its own compiled
@@ -310,7 +326,7 @@ class _Sums:
         if f is None:  # the sampler's step added them; it counted the non-finite ones
             bad, first = self._untrained_bad
             if int(bad):
-                _refuse_nonfinite(self._net, self._width, int(first), n_valid, int(bad))
+                refuse_nonfinite(self._net, self._width, int(first), n_valid, int(bad))
             return
         if self._host is not None:
             f = np.asarray(f)[:n_valid]
@@ -353,8 +369,8 @@ class _TrainShard:
         self._seed = self._put(jnp.asarray(plan.seed, jnp.int64))
         self._init = _compiled_init(net, width, batch, setup.compiled)
         self._train = _compiled_train(net, width, batch, setup.compiled)
-        self._outputs = _compiled_outputs(net, width, batch, setup.parametrisation)
-        splan = _Plan(plan.k, plan.orders, plan.covariance)
+        self._outputs = compiled_outputs(net, width, batch, setup.parametrisation)
+        splan = StepPlan(plan.k, plan.orders, plan.covariance)
         self._sums = [_Sums(net, width, splan, batch, device, step) for step in setup.steps]
         self._offsets = iter(range(0, count, batch))
         self._inflight: deque = deque()
@@ -450,10 +466,10 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
     if batch_size is None:
 
         batch_size = min(default_train_batch(net, w, len(X), setup.n_train)
-                         for w in _widths(widths))
+                         for w in check_widths(widths))
     plan = plan_run(net, X, widths, n_nets, orders=orders, seed=seed, covariance=covariance,
                     batch_size=batch_size, shard_size=shard_size)
-    progress, resume = _flag("progress", progress), _flag("resume", resume)
+    progress, resume = check_flag("progress", progress), check_flag("resume", resume)
     devs = local_devices(devices)
     ledgers, folder = _open_ledgers(plan, setup, checkpoint, resume)
 
@@ -604,7 +620,7 @@ def trained_outputs(net, X, width: int, n_nets: int, x_train, y_train, steps,
     params, state = _compiled_init(net, width, batch, setup.compiled)(
         jnp.asarray(_checks.seed("seed", seed), jnp.int64), jnp.asarray(start, jnp.uint32))
     train = _compiled_train(net, width, batch, setup.compiled)
-    outputs = _compiled_outputs(net, width, batch, setup.parametrisation)
+    outputs = compiled_outputs(net, width, batch, setup.parametrisation)
     out, done = [], 0
     for step in setup.steps:
         if step > done:

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from .reproduce import add_common_options, execute
 
+__all__ = [
+    "register",
+    "run",
+]
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(

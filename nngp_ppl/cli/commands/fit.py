@@ -29,6 +29,15 @@ from ...sampling.stats import CorrelatorStats
 from ...study.presets import PAPER_CUTOFFS
 from .sample import add_trusted_ensemble_argument
 
+__all__ = [
+    "register",
+    "parse_cutoffs",
+    "parse_widths",
+    "usable_widths",
+    "print_table",
+    "run",
+]
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -59,7 +68,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _cutoffs(text: str) -> np.ndarray:
+def parse_cutoffs(text: str) -> np.ndarray:
 
     if text.strip().lower() == "paper":
         return np.asarray(PAPER_CUTOFFS, dtype=np.float64)
@@ -78,7 +87,7 @@ def _cutoffs(text: str) -> np.ndarray:
     return np.sort(arr)
 
 
-def _widths(text):
+def parse_widths(text):
     """``--widths``: None (every width of the run) or a non-empty list of integers."""
     if text is None:
         return None
@@ -182,14 +191,14 @@ def run(args) -> int:
     if args.output is None:
         raise NNGPInputError("-o/--output FIT.nc is required")
     out_path = output_file("-o/--output", args.output, inputs=(run_path,))
-    cutoffs = _cutoffs(args.cutoffs)
+    cutoffs = parse_cutoffs(args.cutoffs)
 
     couplings = coupling_names(args.couplings, name="--couplings")
     fit_from = _float("--fit-from", args.fit_from)
     order = _float("--order", args.order)
     if order not in (1, 2):
         raise NNGPInputError(f"--order must be 1 or 2, got {args.order!r}")
-    widths = _widths(args.widths)
+    widths = parse_widths(args.widths)
     stats = CorrelatorStats.from_netcdf(run_path)
     _checks.sampled_orders(str(run_path), stats.orders, (4, 6),
                            "fitting lambda and kappa and the 6-pt check")

@@ -24,8 +24,15 @@ from ..._checks import NNGPInputError
 from ..._io import BETA_FORMAT, BETA_VERSION, POSTERIOR_FORMAT, POSTERIOR_VERSION, read_netcdf
 from ...inference import beta_function
 from ...inference.plots import plot_beta
-from .infer import _figure, _output, save_figure, write_datatree
-from .sample import _integer, _real, add_trusted_ensemble_argument
+from .infer import checked_figure, checked_output, save_figure, write_datatree
+from .sample import add_trusted_ensemble_argument, parse_integer, parse_real
+
+__all__ = [
+    "register",
+    "print_table",
+    "read_posterior",
+    "run",
+]
 
 
 def register(subparsers) -> None:
@@ -135,11 +142,11 @@ def read_posterior(path, name: str = "POSTERIOR.nc"):
 def run(args) -> int:
 
     src = Path(args.file)
-    out = _output("-o/--output", args.output, src)
-    plot = None if args.plot is None else _figure("--plot", args.plot, src, out)
-    ref = None if args.reference_cutoff is None else _real("--reference-cutoff",
+    out = checked_output("-o/--output", args.output, src)
+    plot = None if args.plot is None else checked_figure("--plot", args.plot, src, out)
+    ref = None if args.reference_cutoff is None else parse_real("--reference-cutoff",
                                                            args.reference_cutoff)
-    seed = _checks.seed("--seed", _integer("--seed", args.seed, minimum=0))
+    seed = _checks.seed("--seed", parse_integer("--seed", args.seed, minimum=0))
     posterior = read_posterior(src)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

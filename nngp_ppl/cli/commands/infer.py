@@ -35,8 +35,18 @@ from ...inference.plots import plot_running
 from ...inference.problem import basis, coupling_names
 from ...sampling.stats import CorrelatorStats
 from ...tuples import distinct_tuples
-from .fit import _cutoffs, _widths, usable_widths
-from .sample import _integer, _integer_list, _real, add_trusted_ensemble_argument
+from .fit import parse_cutoffs, parse_widths, usable_widths
+from .sample import add_trusted_ensemble_argument, parse_integer, parse_integer_list, parse_real
+
+__all__ = [
+    "register",
+    "write_datatree",
+    "save_figure",
+    "checked_output",
+    "checked_figure",
+    "run",
+    "elpd_table",
+]
 
 
 def register(subparsers) -> None:
@@ -107,17 +117,17 @@ def save_figure(fig, path) -> Path:
     return path
 
 
-def _output(option: str, text: str, *inputs: Path) -> Path:
+def checked_output(option: str, text: str, *inputs: Path) -> Path:
     """An output file checked before any work (see :func:`nngp_ppl._io.output_file`)."""
 
     return output_file(option, text, inputs=inputs)
 
 
-def _figure(option: str, text: str, *inputs: Path) -> Path:
+def checked_figure(option: str, text: str, *inputs: Path) -> Path:
     """A figure path whose format matplotlib can write, checked before any work."""
     from matplotlib.backend_bases import FigureCanvasBase
 
-    out = _output(option, text, *inputs)
+    out = checked_output(option, text, *inputs)
     kinds = FigureCanvasBase.get_supported_filetypes()
     suffix = out.suffix.lstrip(".").lower()
     if suffix and suffix not in kinds:
@@ -145,7 +155,7 @@ def _basis(args) -> tuple[str, ...]:
         return _couplings("lambda" if args.couplings is None else args.couplings)
     if args.couplings is not None:
         raise NNGPInputError("give either --couplings or --max-dimension, not both")
-    k = _integer("--max-dimension", args.max_dimension, minimum=4)
+    k = parse_integer("--max-dimension", args.max_dimension, minimum=4)
     if k > 6:
         raise NNGPInputError(f"--max-dimension must be 4, 5 or 6 (the fits reach the 6-pt "
                              f"function), got {args.max_dimension!r}")
@@ -163,22 +173,22 @@ _VALUES_PER_DRAW = 9
 def run(args) -> int:
 
     run_path = Path(args.file)
-    out = _output("-o/--output", args.output, run_path)
-    plot = None if args.plot is None else _figure("--plot", args.plot, run_path, out)
-    cutoffs = _cutoffs(args.cutoffs)
+    out = checked_output("-o/--output", args.output, run_path)
+    plot = None if args.plot is None else checked_figure("--plot", args.plot, run_path, out)
+    cutoffs = parse_cutoffs(args.cutoffs)
     couplings = _basis(args)
-    orders = None if args.orders is None else _integer_list("--orders", args.orders, minimum=1)
-    chains = _integer("--chains", args.chains, minimum=2)
-    samples = _integer("--samples", args.samples, minimum=1)
-    warmup = _integer("--warmup", args.warmup, minimum=1)
-    seed = _checks.seed("--seed", _integer("--seed", args.seed, minimum=0))
-    order = _integer("--order", args.order, minimum=1)
+    orders = None if args.orders is None else parse_integer_list("--orders", args.orders, minimum=1)
+    chains = parse_integer("--chains", args.chains, minimum=2)
+    samples = parse_integer("--samples", args.samples, minimum=1)
+    warmup = parse_integer("--warmup", args.warmup, minimum=1)
+    seed = _checks.seed("--seed", parse_integer("--seed", args.seed, minimum=0))
+    order = parse_integer("--order", args.order, minimum=1)
     if order not in (1, 2):
         raise NNGPInputError(f"--order must be 1 or 2, got {args.order!r}")
-    rcond = _real("--rcond", args.rcond)
+    rcond = parse_real("--rcond", args.rcond)
     if not 0 < rcond < 1:
         raise NNGPInputError(f"--rcond must be a number in (0, 1), got {args.rcond!r}")
-    widths = _widths(args.widths)
+    widths = parse_widths(args.widths)
     stats = CorrelatorStats.from_netcdf(run_path)
     if orders is None:
         _checks.sampled_orders(str(run_path), stats.orders,

@@ -24,8 +24,21 @@ from ..._io import LATTICE_FORMAT, LATTICE_VERSION, write_netcdf
 from ..._version import __version__
 from ...inference.models.field import PERTURBATIVE_SPREAD, FieldLattice, field_correlators
 from ...theory.lattice import box_lattice
-from .infer import _output
-from .sample import _integer, _integer_list, _real, add_ensemble_arguments, ensemble_and_inputs
+from .infer import checked_output
+from .sample import (
+    add_ensemble_arguments,
+    ensemble_and_inputs,
+    parse_integer,
+    parse_integer_list,
+    parse_real,
+)
+
+__all__ = [
+    "OPTION_NAMES",
+    "register",
+    "print_table",
+    "run",
+]
 
 #: Library arguments named by this command's own options in error messages (nngp_ppl.cli.main).
 OPTION_NAMES = {"cutoff": "--cutoff", "n_sites": "--sites", "nodes": "--sites",
@@ -99,11 +112,11 @@ def run(args) -> int:
 
     net, X = ensemble_and_inputs(args)
     X, d_in = np.asarray(X), net.d_in
-    out = _output("-o/--output", args.output)
-    cutoff = _real("--cutoff", args.cutoff)
-    sites = _integer("--sites", args.sites, minimum=1)
-    lam, kappa = _real("--lambda", args.lam), _real("--kappa", args.kappa)
-    target_accept = _real("--target-accept", args.target_accept)
+    out = checked_output("-o/--output", args.output)
+    cutoff = parse_real("--cutoff", args.cutoff)
+    sites = parse_integer("--sites", args.sites, minimum=1)
+    lam, kappa = parse_real("--lambda", args.lam), parse_real("--kappa", args.kappa)
+    target_accept = parse_real("--target-accept", args.target_accept)
     if not 0 < target_accept < 1:
         raise NNGPInputError(f"--target-accept must be in (0, 1), got {args.target_accept!r}")
     if args.kind == "uniform":
@@ -115,18 +128,18 @@ def run(args) -> int:
     else:
         raise NNGPInputError(f"--kind must be uniform or gauss_legendre, got {args.kind!r}")
     n = len(lattice) + len(X)  # dense kernel and Cholesky (n, n), NUTS draws (chains, draws, n)
-    fits_in_memory("--sites", 8.0 * n * (2 * n + _integer("--chains", args.chains, minimum=2)
-                                         * _integer("--samples", args.samples, minimum=1)),
+    fits_in_memory("--sites", 8.0 * n * (2 * n + parse_integer("--chains", args.chains, minimum=2)
+                                         * parse_integer("--samples", args.samples, minimum=1)),
                    f"a field on {len(lattice)} sites and {len(X)} inputs",
                    advice="use fewer --sites, --chains or --samples")
     field = FieldLattice.build(net, X, lattice, args.propagator)
     ds = field_correlators(
         field, lam, kappa,
-        orders=_integer_list("--orders", args.orders, minimum=1),
-        num_chains=_integer("--chains", args.chains, minimum=2),
-        num_samples=_integer("--samples", args.samples, minimum=1),
-        num_warmup=_integer("--warmup", args.warmup, minimum=1),
-        seed=_integer("--seed", args.seed, minimum=0),
+        orders=parse_integer_list("--orders", args.orders, minimum=1),
+        num_chains=parse_integer("--chains", args.chains, minimum=2),
+        num_samples=parse_integer("--samples", args.samples, minimum=1),
+        num_warmup=parse_integer("--warmup", args.warmup, minimum=1),
+        seed=parse_integer("--seed", args.seed, minimum=0),
         target_accept=target_accept,
         progress=not args.no_progress,
     )

@@ -20,6 +20,13 @@ from ..._checks import NNGPInputError
 from ...study.spec import check_preset_overrides, get_preset
 from ...study.stages import reproduce
 
+__all__ = [
+    "add_common_options",
+    "register",
+    "execute",
+    "run",
+]
+
 
 def _count(option: str, text: str, *, minimum: int) -> int:
     """An integer option that also accepts exact float notation (1e5)."""

@@ -37,9 +37,23 @@ from ..._io import output_file
 from ..._lock import exclusive_lock
 from ...ensembles.core import make_ensemble
 from ...sampling.checkpoint import ShardLedger, remove_stale_temporaries
-from ...sampling.sampler import _check_resumable, plan_run, sample_correlators
+from ...sampling.sampler import check_resumable, plan_run, sample_correlators
 from ...sampling.stats import HeavyTailWarning
 from ...study.presets import PAPER_WIDTHS, paper_inputs
+
+__all__ = [
+    "add_ensemble_arguments",
+    "add_trusted_ensemble_argument",
+    "register",
+    "parse_integer",
+    "parse_real",
+    "parse_integer_list",
+    "parse_inputs",
+    "import_from_command_line",
+    "ensemble_and_inputs",
+    "check_kernel",
+    "run",
+]
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -121,7 +135,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _integer(option: str, text: str, *, minimum: int) -> int:
+def parse_integer(option: str, text: str, *, minimum: int) -> int:
     """An integer option; accepts exact float notation such as 1e5."""
     text = text.strip()
     try:
@@ -139,7 +153,7 @@ def _integer(option: str, text: str, *, minimum: int) -> int:
     return value
 
 
-def _real(option: str, text: str) -> float:
+def parse_real(option: str, text: str) -> float:
     """A finite real option (no option of this CLI means anything by nan or inf)."""
     try:
         value = float(text)
@@ -150,11 +164,11 @@ def _real(option: str, text: str) -> float:
     return value
 
 
-def _integer_list(option: str, text: str, *, minimum: int) -> list[int]:
+def parse_integer_list(option: str, text: str, *, minimum: int) -> list[int]:
     parts = [t for t in re.split(r"[,\s]+", text.strip()) if t]
     if not parts:
         raise NNGPInputError(f"{option} must list at least one integer, got {text!r}")
-    return [_integer(option, t, minimum=minimum) for t in parts]
+    return [parse_integer(option, t, minimum=minimum) for t in parts]
 
 
 def parse_inputs(text: str, d_in: int) -> list[list[float]]:
@@ -233,14 +247,14 @@ def ensemble_and_inputs(args):
     (a module named by --ensemble is looked for in the working directory first:
     :func:`import_from_command_line`)."""
 
-    d_in = _integer("--d-in", args.d_in, minimum=1)
+    d_in = parse_integer("--d-in", args.d_in, minimum=1)
     hyper = {"d_in": d_in}
     if args.sigma_w is not None:
-        hyper["sigma_w"] = _real("--sigma-w", args.sigma_w)
+        hyper["sigma_w"] = parse_real("--sigma-w", args.sigma_w)
     if args.sigma_b is not None:
-        hyper["sigma_b"] = _real("--sigma-b", args.sigma_b)
+        hyper["sigma_b"] = parse_real("--sigma-b", args.sigma_b)
     if getattr(args, "depth", None) is not None:
-        hyper["depth"] = _integer("--depth", args.depth, minimum=1)
+        hyper["depth"] = parse_integer("--depth", args.depth, minimum=1)
     if getattr(args, "activation", None) is not None:
         hyper["activation"] = args.activation.strip()
     import_from_command_line(args.ensemble)
@@ -289,20 +303,20 @@ def run(args) -> int:
     if args.widths.strip().lower() == "paper":
         widths = list(PAPER_WIDTHS)
     else:
-        widths = _integer_list("--widths", args.widths, minimum=1)
-    n_nets = _integer("--n-nets", args.n_nets, minimum=1)
+        widths = parse_integer_list("--widths", args.widths, minimum=1)
+    n_nets = parse_integer("--n-nets", args.n_nets, minimum=1)
     if n_nets < 2:
         raise NNGPInputError(
             f"--n-nets must be at least 2: standard errors and the estimator covariance need "
             f"two networks, got {n_nets}"
         )
-    orders = _integer_list("--orders", args.orders, minimum=0)
-    seed = _integer("--seed", args.seed, minimum=0)
-    batch = None if args.batch_size is None else _integer("--batch-size", args.batch_size,
+    orders = parse_integer_list("--orders", args.orders, minimum=0)
+    seed = parse_integer("--seed", args.seed, minimum=0)
+    batch = None if args.batch_size is None else parse_integer("--batch-size", args.batch_size,
                                                           minimum=1)
-    shard = None if args.shard_size is None else _integer("--shard-size", args.shard_size,
+    shard = None if args.shard_size is None else parse_integer("--shard-size", args.shard_size,
                                                           minimum=1)
-    devices = None if args.devices is None else _integer("--devices", args.devices, minimum=1)
+    devices = None if args.devices is None else parse_integer("--devices", args.devices, minimum=1)
     out = output_file("-o/--output", args.output)
     if args.no_checkpoint and (args.resume or args.checkpoint):
         raise NNGPInputError("--no-checkpoint cannot be combined with --resume or --checkpoint")
@@ -379,7 +393,7 @@ def _say_resuming(net, X, widths, n_nets, orders, seed, batch, shard, args,
     requested = plan_run(net, X, widths, n_nets, orders=orders, seed=seed,
                          covariance=not args.no_covariance, batch_size=batch,
                          shard_size=shard)
-    _check_resumable(ledger.plan, requested, checkpoint, batch, shard)
+    check_resumable(ledger.plan, requested, checkpoint, batch, shard)
     print(f"resuming from {checkpoint}: {ledger.shards_done()} of "
           f"{len(ledger.plan.tasks())} shards ({ledger.networks_done()} networks) "
           "already done", file=sys.stderr)

@@ -28,10 +28,18 @@ import numpy as np
 from ..._checks import NNGPInputError
 from ...inference.symmetry import parity_test
 from ...sampling.stats import CorrelatorStats, normalised_deviation
-from ...theory.exact import _check_net, exact_correlator_tuples, max_exact_order
+from ...theory.exact import check_net, exact_correlator_tuples, max_exact_order
 from ...theory.wick import gp_correlator_tuples
 from .sample import add_trusted_ensemble_argument
 from .train import is_trained_file, show_trained
+
+__all__ = [
+    "SHOWN_ORDERS",
+    "register",
+    "exact_unavailable",
+    "deviation_table",
+    "run",
+]
 
 SHOWN_ORDERS = (4, 6)
 
@@ -58,7 +66,7 @@ def exact_unavailable(net, orders) -> str | None:
         return (f"{type(net).__name__} declares no exact-moment oracle (exact_moments = "
                 f"{getattr(net, 'exact_moments', None)!r})")
     try:
-        _check_net(net, "the exact column")
+        check_net(net, "the exact column")
     except NNGPInputError as err:
         return str(err)
     top = max_exact_order(net)

@@ -35,7 +35,22 @@ from ..._lock import exclusive_lock
 from ...sampling.stats import normalised_deviation
 from ...theory.ntk import gaussian_moment_tuples, training_oracle
 from ...training.trainer import TRAINED_FORMAT, TrainedCorrelators, train_correlators
-from .sample import _integer, _integer_list, _real, add_ensemble_arguments, ensemble_and_inputs
+from .sample import (
+    add_ensemble_arguments,
+    ensemble_and_inputs,
+    parse_integer,
+    parse_integer_list,
+    parse_real,
+)
+
+__all__ = [
+    "OPTION_NAMES",
+    "register",
+    "load_data",
+    "run",
+    "is_trained_file",
+    "show_trained",
+]
 
 OPTION_NAMES = {"learning_rate": "--learning-rate", "optimizer": "--optimizer",
                 "parametrisation": "--parametrisation", "steps": "--steps",
@@ -120,23 +135,23 @@ def run(args) -> int:
 
     net, X = ensemble_and_inputs(args)
     x_train, y_train = load_data(args.data, net.d_in)
-    widths = _integer_list("--widths", args.widths, minimum=1)
-    n_nets = _integer("--n-nets", args.n_nets, minimum=2)
-    steps = _integer_list("--steps", args.steps, minimum=0)
+    widths = parse_integer_list("--widths", args.widths, minimum=1)
+    n_nets = parse_integer("--n-nets", args.n_nets, minimum=2)
+    steps = parse_integer_list("--steps", args.steps, minimum=0)
     kw = {
-        "orders": _integer_list("--orders", args.orders, minimum=0),
-        "seed": _integer("--seed", args.seed, minimum=0),
+        "orders": parse_integer_list("--orders", args.orders, minimum=0),
+        "seed": parse_integer("--seed", args.seed, minimum=0),
         "optimizer": args.optimizer, "parametrisation": args.parametrisation,
-        "momentum": _real("--momentum", args.momentum),
+        "momentum": parse_real("--momentum", args.momentum),
         "covariance": not args.no_covariance, "progress": not args.no_progress,
-        "batch_size": None if args.batch_size is None else _integer(
+        "batch_size": None if args.batch_size is None else parse_integer(
             "--batch-size", args.batch_size, minimum=1),
-        "shard_size": None if args.shard_size is None else _integer(
+        "shard_size": None if args.shard_size is None else parse_integer(
             "--shard-size", args.shard_size, minimum=1),
-        "devices": None if args.devices is None else _integer("--devices", args.devices,
+        "devices": None if args.devices is None else parse_integer("--devices", args.devices,
                                                               minimum=1),
     }
-    eta = _real("--learning-rate", args.learning_rate)
+    eta = parse_real("--learning-rate", args.learning_rate)
     out = output_file("-o/--output", args.output)
     checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(
         out.name + ".partial")

@@ -75,6 +75,26 @@ from ...theory.wick import gp_correlator_tuples
 from ...tuples import distinct_tuples, pairings
 from .couplings import stable_cholesky
 
+__all__ = [
+    "FIELD_PROPAGATORS",
+    "TARGET_ACCEPT",
+    "PERTURBATIVE_SPREAD",
+    "MAX_INTERACTION_SPREAD",
+    "MAX_FIELD_POINTS",
+    "FIELD_OPERATORS",
+    "bounded_below",
+    "interaction_density",
+    "check_bounded",
+    "check_field_size",
+    "interaction_spread",
+    "check_strength",
+    "FieldArrays",
+    "FieldLattice",
+    "field_model",
+    "sample_field",
+    "field_correlators",
+]
+
 FIELD_PROPAGATORS = ("full", "bias_subtracted")
 
 #: NUTS target acceptance of the field model (module docstring: divergences).

@@ -22,6 +22,18 @@ from . import second_order, symmetry
 from .files import deviation, six_point, study_runs
 from .summary import orders_text, six_point_summary
 
+__all__ = [
+    "FIGURES",
+    "fig_deviation",
+    "fig_connected",
+    "fig_lambda",
+    "fig_beta",
+    "fig_rg_dimension",
+    "fig_six_point",
+    "fig_posterior_vs_point",
+    "make_figures",
+]
+
 #: File names of the figures, in report order.
 FIGURES = (
     "deviation_vs_width.png",

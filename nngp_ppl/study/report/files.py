@@ -23,6 +23,13 @@ from ... import _io
 from ..._checks import NNGPInputError
 from ...inference.eft import load_fit
 
+__all__ = [
+    "StudyRun",
+    "study_runs",
+    "deviation",
+    "six_point",
+]
+
 #: Colours of the paper's three nets, as in its figures; every other ensemble takes the next
 #: free colour of :data:`_CYCLE` in the order the study lists its ensembles (cosmetic only).
 _COLORS = {"erf": "tab:blue", "relu": "tab:red", "gauss": "tab:green"}

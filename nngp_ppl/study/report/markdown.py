@@ -13,6 +13,15 @@ import numpy as np
 from . import second_order, symmetry
 from .summary import nearest, orders_text
 
+__all__ = [
+    "FAIL",
+    "Z_MAX",
+    "ELPD_SIGMAS",
+    "PARETO_K_MAX",
+    "GAMMA_FLAT",
+    "render_report",
+]
+
 
 def _f(x, spec=".3g") -> str:
     if x is None:

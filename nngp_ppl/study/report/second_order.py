@@ -16,6 +16,14 @@ import numpy as np
 
 from ... import _io
 
+__all__ = [
+    "FIGURE",
+    "files",
+    "summary",
+    "figure",
+    "section",
+]
+
 #: The figure this section adds (drawn only where some run has a second-order stage).
 FIGURE = "connected_six_point.png"
 

@@ -27,6 +27,23 @@ from ..spec import SHIPPED
 from . import second_order, symmetry
 from .files import StudyRun, deviation, six_point, study_runs
 
+__all__ = [
+    "nearest",
+    "orders_text",
+    "exact_summary",
+    "fit_summary",
+    "gate_summary",
+    "posterior_summary",
+    "beta_summary",
+    "six_point_summary",
+    "collect_summary",
+    "PAPER",
+    "study_title",
+    "sign_sentence",
+    "propagator_sentence",
+    "conventions",
+]
+
 
 def _clean(obj):
     """JSON-ready copy: numpy scalars and arrays to Python, NaN and inf to None."""

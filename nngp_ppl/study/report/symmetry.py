@@ -18,6 +18,15 @@ import numpy as np
 
 from .files import StudyRun
 
+__all__ = [
+    "FIGURE",
+    "summary",
+    "tested_only_runs",
+    "tested_only",
+    "figure",
+    "section",
+]
+
 #: The figure this section adds (drawn only where some run has a symmetry stage).
 FIGURE = "odd_correlators.png"
 
