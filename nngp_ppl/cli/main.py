@@ -10,7 +10,6 @@ file.
 from __future__ import annotations
 
 import argparse
-import importlib
 import io
 import os
 import re
@@ -24,6 +23,10 @@ from .. import _startup
 from .._checks import NNGPInputError
 from .._version import __version__
 from ..ensembles.core import allow_import
+from . import commands
+
+# every subcommand at import (build_parser registers them by name from COMMANDS)
+from .commands import demo, fit, flow, infer, lattice, reproduce, sample, show, train  # noqa: F401
 
 __all__ = [
     "COMMANDS",
@@ -131,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nngp-ppl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
-        importlib.import_module(f"nngp_ppl.cli.commands.{name}").register(sub)
+        getattr(commands, name).register(sub)
     return parser
 
 
