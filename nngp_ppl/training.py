@@ -230,8 +230,9 @@ def _compiled_outputs(net, width: int, batch: int, parametrisation: str):
 
 
 @lru_cache(maxsize=16)
-def _compiled_train(net, width: int, batch: int, setup: TrainingSetup):
-    """``(params, state, n_steps) -> (params, state)`` after ``n_steps`` optimiser steps.
+def _compiled_train(net, width: int, batch: int, setup: TrainingSetup, platform: str = "cpu"):
+    """``(params, state, n_steps) -> (params, state)`` after ``n_steps`` optimiser steps,
+    compiled for devices of ``platform``.
 
     The optimisers are elementwise (GD, optax's sgd, momentum, adam), so they update the
     whole batch's parameters at once, as if per network.
@@ -239,9 +240,13 @@ def _compiled_train(net, width: int, batch: int, setup: TrainingSetup):
     x = jnp.asarray(np.asarray(setup.x_train), jnp.float32)
     y = jnp.asarray(np.asarray(setup.y_train), jnp.float32)
     update = _optimizer(setup)[1]
-    # Per-network gradients, vmapped. (Measured, 2-core CPU, width 100, 16 points: 2.9 us
-    # per network-step against 7 us for the same gradients written out as elementwise
-    # (batch, N, n) products and sums, and 4.7 us for one network's jitted loop.)
+    # Per-network gradients, vmapped: XLA makes them one erf pass, one pass computing
+    # erf' and the back-propagated error, and four batched products. (Measured, 2-core
+    # CPU, width 100, 16 points, XLA's default vectors: 2.85 us per network-step against
+    # 4.0 us for the same gradients written out as batched einsums over (batch, N, n) and
+    # 5.1 us in the (batch, n, N) layout; the erf + erf' evaluation alone costs 2.3 us, so
+    # the step is within 1.25x of its transcendental floor. Batches of 128 to 808 networks
+    # cost the same to within the 7% scatter of the shared machine.)
     grads = jax.vmap(jax.grad(lambda p: _loss(net, width, setup, p, x, y)))
 
     def one_step(_, carry):
@@ -253,7 +258,27 @@ def _compiled_train(net, width: int, batch: int, setup: TrainingSetup):
     def train(params, state, n_steps):
         return jax.lax.fori_loop(0, n_steps, one_step, (params, state))
 
-    return jax.jit(train)
+    # The old parameters are dead once trained on: donated, they are updated in place.
+    return _jit(train, platform, donate_argnums=(0, 1))
+
+
+#: XLA options of the training programs on CPU devices: 512-bit vectors where the host has
+#: them (XLA:CPU prefers 256 by default). The step is bound by the activation and its
+#: derivative over (batch, N, n), and measured on the 2-core AVX-512 host the option took
+#: the erf + erf' evaluation from 2.31 to 1.66 ns per neuron-point and the whole training
+#: step from 3.05 to 2.56 us per network-step (width 100, 16 points; benchmarks/training.py).
+CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
+
+
+def _jit(fn, platform: str, **kwargs):
+    """``jax.jit`` with :data:`CPU_COMPILER_OPTIONS` on CPU devices (JAX >= 0.4.36 takes
+    ``compiler_options``; older JAX compiles with XLA's defaults)."""
+    if platform == "cpu":
+        try:
+            return jax.jit(fn, compiler_options=CPU_COMPILER_OPTIONS, **kwargs)
+        except TypeError:
+            pass
+    return jax.jit(fn, **kwargs)
 
 
 @lru_cache(maxsize=16)
@@ -348,7 +373,8 @@ class _TrainShard:
         self._X64 = self._put(jnp.asarray(plan.inputs))
         self._seed = self._put(jnp.asarray(plan.seed, jnp.int64))
         self._init = _compiled_init(net, width, batch, setup.compiled)
-        self._train = _compiled_train(net, width, batch, setup.compiled)
+        self._train = _compiled_train(net, width, batch, setup.compiled,
+                                      getattr(device, "platform", "cpu"))
         self._outputs = _compiled_outputs(net, width, batch, setup.parametrisation)
         splan = _Plan(plan.k, plan.orders, plan.covariance)
         self._sums = [_Sums(net, width, splan, batch, device, step) for step in setup.steps]
@@ -391,18 +417,92 @@ class _TrainShard:
         return [s.result() for s in self._sums]
 
 
+def _todo(ledgers: list[ShardLedger]) -> list[tuple[int, int]]:
+    """``(width, shard index)`` of the shards some step's ledger still lacks, in plan order."""
+    return [t for t in ledgers[0].plan.tasks() if not all(lg.done(*t) for lg in ledgers)]
+
+
+def _adopt_kernel(ledgers: list[ShardLedger], identity: dict) -> None:
+    """Record the accumulation kernel in every step's ledger (saved with its checkpoint);
+    a resume whose finished shards another kernel summed is refused
+    (:meth:`~nngp_ppl.checkpoint.ShardLedger.adopt_kernel`)."""
+    for lg in ledgers:
+        lg.adopt_kernel(identity)
+
+
 def _run_local(net, setup: TrainingSetup, ledgers: list[ShardLedger], devices, on_networks,
                on_shard) -> None:
     """Every shard missing from some step's ledger, one shard per device at a time (the
     sampler's :class:`~nngp_ppl.sampling.LocalExecutor` schedule)."""
+    from .sampling import LocalExecutor
+
+    _adopt_kernel(ledgers, LocalExecutor(devices).identity())
     plan = ledgers[0].plan
-    todo = [t for t in plan.tasks() if not all(lg.done(*t) for lg in ledgers)]
+    todo = _todo(ledgers)
 
     def start_job(width, index, device):
         start, count = plan.shards(width)[index]
         return _TrainShard(net, setup, plan, width, start, count, device)
 
     run_round_robin(todo, devices, start_job, on_networks, on_shard)
+
+
+def _train_shard_task(net, setup: TrainingSetup, plan: RunPlan, width: int,
+                      index: int) -> list[ShardSums]:
+    """One shard of a training run on a Dask worker (all its recorded steps), a pure
+    function of its arguments. The worker refuses to sum with another accumulation kernel
+    than the one the plan records (a worker that joined after the check, or one whose C
+    kernel stopped building), so a run never mixes two roundings."""
+    import jax
+
+    from . import require_x64
+    from .checkpoint import kernel_key
+
+    require_x64("a training shard (float64 running sums)")
+    device = jax.local_devices()[0]
+    mine = _native.identity(device.platform)
+    if kernel_key(mine) != kernel_key(json.loads(plan.kernel)):
+        raise NNGPInputError(
+            f"dask: this worker would sum with the accumulation kernel {kernel_key(mine)}, "
+            f"the run with {kernel_key(json.loads(plan.kernel))}; give every worker the "
+            "same kernel (a C compiler everywhere, or NNGP_PPL_KERNEL=xla on all)")
+    start, count = plan.shards(width)[index]
+    job = _TrainShard(net, setup, plan, width, start, count, device)
+    while job.dispatch():
+        job.retire(1)
+    return job.result()
+
+
+def _run_dask(net, setup: TrainingSetup, ledgers: list[ShardLedger], dask, on_networks,
+              on_shard) -> None:
+    """Every shard missing from some step's ledger as one Dask task (the sampler's
+    :class:`~nngp_ppl.distributed.DaskExecutor`: the workers checked for one accumulation
+    kernel, recorded in the ledgers; results folded in shard order whatever the order in
+    which they finish, so the sums are the local run's)."""
+    import uuid
+
+    from .distributed import _check_workers, _distributed, dask_client
+
+    distributed = _distributed()
+    with dask_client(dask) as client:
+        _adopt_kernel(ledgers, _check_workers(client))
+        plan = ledgers[0].plan
+        tag = uuid.uuid4().hex[:8]
+        futures = {}
+        for width, index in _todo(ledgers):
+            fut = client.submit(_train_shard_task, net, setup, plan, width, index,
+                                key=f"nngp-train-{tag}-N{width}-{index}", pure=False)
+            futures[fut] = (width, index, plan.shards(width)[index][1])
+        try:
+            for fut in distributed.as_completed(list(futures)):
+                width, index, count = futures[fut]
+                results = fut.result()
+                fut.release()
+                on_shard((width, index), results)
+                on_networks(count)
+        except BaseException:
+            client.cancel(list(futures))
+            raise
 
 
 def default_train_batch(net, width: int, k: int, n_train: int) -> int:
@@ -422,7 +522,7 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
                       momentum: float = 0.9, covariance: bool = True,
                       batch_size: int | None = None, shard_size: int | None = None,
                       devices=None, checkpoint=None, resume: bool = False,
-                      progress: bool = True) -> TrainedCorrelators:
+                      progress: bool = True, dask=None) -> TrainedCorrelators:
     r"""Train ``n_nets`` networks per width on (x_train, y_train) and record their
     correlators at the inputs ``X`` after each of ``steps`` (module docstring).
 
@@ -453,7 +553,16 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
     plan = plan_run(net, X, widths, n_nets, orders=orders, seed=seed, covariance=covariance,
                     batch_size=batch_size, shard_size=shard_size)
     progress, resume = _flag("progress", progress), _flag("resume", resume)
-    devs = local_devices(devices)
+    if dask is not None and devices is not None:
+        raise NNGPInputError("pass devices (local JAX devices) or dask (Dask workers), not "
+                             "both")
+    if dask is None:
+        devs = local_devices(devices)
+        _native.kernel_choice()  # a bad NNGP_PPL_KERNEL is refused before any work
+    else:
+        from .distributed import DaskExecutor
+
+        DaskExecutor(dask)  # a bad spec is refused before any work
     ledgers, folder = _open_ledgers(plan, setup, checkpoint, resume)
 
     def on_shard(key, results):
@@ -472,7 +581,10 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
     with tqdm(total=plan.n_nets * len(plan.widths), initial=done, unit="net",
               unit_scale=True, disable=not progress, dynamic_ncols=True,
               desc=f"train {first.plan.net.name}-net") as bar:
-        _run_local(net, setup, ledgers, devs, bar.update, on_shard)
+        if dask is None:
+            _run_local(net, setup, ledgers, devs, bar.update, on_shard)
+        else:
+            _run_dask(net, setup, ledgers, dask, bar.update, on_shard)
     return TrainedCorrelators(setup, [lg.stats() for lg in ledgers])
 
 
@@ -608,7 +720,7 @@ def trained_outputs(net, X, width: int, n_nets: int, x_train, y_train, steps,
     batch = -(-n_nets // 8) * 8
     params, state = _compiled_init(net, width, batch, setup.compiled)(
         jnp.asarray(_checks.seed("seed", seed), jnp.int64), jnp.asarray(start, jnp.uint32))
-    train = _compiled_train(net, width, batch, setup.compiled)
+    train = _compiled_train(net, width, batch, setup.compiled, jax.devices()[0].platform)
     outputs = _compiled_outputs(net, width, batch, setup.parametrisation)
     out, done = [], 0
     for step in setup.steps:
