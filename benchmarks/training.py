@@ -134,6 +134,7 @@ def main(argv=None):
 
     import nngp_ppl
     from nngp_ppl.presets import paper_inputs
+    from nngp_ppl.sampling import plan_run
     from nngp_ppl.training import CPU_COMPILER_OPTIONS, default_train_batch, train_correlators
 
     width, n_train, lr = 100, 16, 0.5
@@ -141,7 +142,8 @@ def main(argv=None):
     X = np.asarray(paper_inputs("erf", 1), np.float64).reshape(-1, 1)
     x_train = np.linspace(-1.5, 1.5, n_train)
     y_train = np.sin(2 * x_train)
-    batch = args.batch or default_train_batch(net, width, len(X), n_train)
+    batch = plan_run(net, X, width, n_nets, batch_size=args.batch or default_train_batch(
+        net, width, len(X), n_train)).batch[0]  # as train_correlators resolves it
     cpu_dev = jax.devices()[0].platform == "cpu"
     options = CPU_COMPILER_OPTIONS if cpu_dev else None
     print(f"Erf-net N = {width}, {n_train} training points, {steps} GD steps, "

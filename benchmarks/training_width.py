@@ -62,8 +62,6 @@ import numpy as np
 SETUPS = {
     "conditioned": {"sigma_b": 1.0, "x_train": [-1.5, 0.0, 1.5],
                     "y_train": [0.6, -0.4, 0.5], "eta": 0.5, "steps": [0, 5, 200]},
-    "two": {"sigma_b": 0.5, "x_train": [-1.0, 1.0], "y_train": [0.6, -0.4], "eta": 0.5,
-            "steps": [0, 2, 100]},
     "paper": {"sigma_b": 0.5, "x_train": [-1.2, -0.4, 0.5, 1.1],
               "y_train": [0.5, -0.3, 0.2, 0.7], "eta": 1.0, "steps": [0, 10, 300]},
 }
@@ -124,10 +122,46 @@ def leading_power(widths, d, se, powers=POWERS):
     return powers[i], (inside.max() - inside.min()) / 2, chi[i], d.size - 2 * d.shape[1] - 1
 
 
+def lazy_outputs(net, both, width, n_nets, seed, setup, eta, steps, k, y_train, f0):
+    r"""The lazy finite-width model: each network trained as the linear model of its *own*
+    NTK at initialisation, :math:`f^{lazy}_t = f_0 + \Theta_N(x, X) M_t(\Theta_N(X, X))
+    (Y - f_0(X))`; (S, n_nets, k) at the test inputs. Its deviation from the oracle is the
+    part that the NTK's fluctuation at initialisation explains; the rest of the trained
+    networks' deviation comes from the NTK's change during training."""
+    import jax
+    import jax.numpy as jnp
+
+    from nngp_ppl.theory.ntk import _step_sum
+    from nngp_ppl.training import _compiled_init, forward
+
+    n = len(y_train)
+    B = jnp.asarray(both.reshape(len(both), -1), jnp.float32)
+    jac = jax.jit(jax.vmap(jax.jacrev(lambda p: forward(net, p, B, width, "ntk"))))
+    out = np.zeros((len(steps), n_nets, k))
+    block = 512
+    for lo in range(0, n_nets, block):
+        params, _ = _compiled_init(net, width, block, setup.compiled)(
+            jnp.asarray(seed, jnp.int64), jnp.asarray(lo, jnp.uint32))
+        J = np.concatenate([np.asarray(j, np.float64).reshape(block, len(both), -1)
+                            for j in jac(params)], -1)[: n_nets - lo]
+        TN = np.einsum("bip,bjp->bij", J, J)
+        lam, W = np.linalg.eigh(TN[:, k:, k:])
+        res = y_train[None, :] - f0[lo:lo + block, k:]
+        for i, t in enumerate(steps):
+            M = np.einsum("bij,bj,bkj->bik", W, _step_sum(np.clip(lam, 0, None), eta / n, t),
+                          W)
+            out[i, lo:lo + block] = f0[lo:lo + block, :k] + np.einsum(
+                "bij,bjk,bk->bi", TN[:, :k, k:], M, res)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--setup", choices=sorted(SETUPS), default="conditioned")
+    parser.add_argument("--lazy", action="store_true",
+                        help="also the lazy finite-width model (each network's own initial "
+                             "NTK): how much of the deviation the NTK's change explains")
     parser.add_argument("--per-width", type=int, default=None,
                         help="networks per unit of width (at least 4096 per width)")
     args = parser.parse_args(argv)
@@ -165,6 +199,20 @@ def main(argv=None):
         per_step = [signed_deviations(out[i], out[0], Bt, y_train, k)
                     for i, Bt in enumerate(Bs, start=1)]
         signed.append(per_step)
+        if args.lazy:
+            from nngp_ppl.training import training_setup
+
+            lazy = lazy_outputs(net, both, width, n_nets, width,
+                                training_setup(net, x_train, y_train, steps, eta), eta,
+                                steps[1:], k, y_train, out[0])
+            for (d_tr, se_tr, *_), lz, Bt, t in zip(per_step, lazy, Bs, steps[1:],
+                                                    strict=True):
+                d_lz, se_lz, *_ = signed_deviations(
+                    np.concatenate([lz, out[0][:, k:]], 1), out[0], Bt, y_train, k)
+                print(f"    t={t}: N * mean deviation per test input, trained "
+                      f"{np.round(width * d_tr, 3)} (N * se {np.round(width * se_tr, 3)}), "
+                      f"lazy model {np.round(width * d_lz, 3)} "
+                      f"(N * se {np.round(width * se_lz, 3)})", flush=True)
         print(f"N={width:4d} nets={n_nets:6d} cpu {time.process_time() - t0:6.1f}s  " +
               "  ".join(f"t={t}: |dmu|={noise_subtracted_rms(*q[:2])[0]:.2e} "
                         f"(se {noise_subtracted_rms(*q[:2])[1]:.1e}) "
