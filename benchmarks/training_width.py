@@ -23,28 +23,22 @@ flattens the slope where the noise is comparable to the signal). ``se`` is the s
 error of D (delta method). The slope is a weighted least-squares fit of log D on log N with
 weights :math:`(D/se)^2`; its standard error is the fit's (statistical only).
 
+A second estimate of the power, free of the noise bias of squaring: the signed deviations
+of all entries fitted jointly as :math:`d_a(N) = A_a N^p + B_a N^{p-1}` (the next order of
+the finite-width expansion included), p profiled, its standard error from
+:math:`\\Delta\\chi^2 = 1`. ``--lazy`` adds the lazy finite-width model (each network trained
+as the linear model of its own initial NTK): the part of the deviation that the NTK's
+fluctuation at initialisation explains; the rest comes from the NTK's change in training.
+
 Two training setups (``--setup``):
 
 * ``conditioned`` (default): Erf-net σ_W = 1, σ_b = 1, 3 training points x = -1.5, 0, 1.5,
   Θ_XX eigenvalues 0.37, 2.2, 5.0 (condition number 14), η = 0.5; early step 5 (the slow
-  mode 37% trained), late step 200 (every mode trained to < 1e-7).
+  mode 27% trained), late step 200 (every mode trained to < 4e-6).
 * ``paper`` (the previous session's): σ_b = 0.5, 4 points x = -1.2, -0.4, 0.5, 1.1, Θ_XX
   eigenvalues 0.051, 0.105, 2.17, 2.57 (condition number 50), η = 1, steps 10 and 300.
 
-Why the ``paper`` setup's late slope is shallow (-0.76 over 8..512, local slopes -0.52 ..
--0.94): the 1/N expansion of the trained mean is an expansion in the NTK's finite-width
-fluctuation relative to the spectral gap it acts on. A trained mode k contributes through
-:math:`(1 - \\eta\\lambda_k/n)^t` and, once trained, through :math:`\\Theta_{XX}^{-1}`; a
-fluctuation δλ ∝ N^{-1/2} of the slow mode enters as :math:`t\\eta\\,\\delta\\lambda/n`
-(before convergence) or δλ/λ_min (after), both O(1) at small N when λ_min = 0.05 (at t =
-300, tη/n = 75). The deviation is then bounded (trained networks interpolate the data
-whatever their NTK) instead of growing like 1/N, and the slope tends to -1 only where N is
-large against (δλ·N^{1/2}/λ_min)^2: measured, N ≳ 128 there. This is the physics of
-the finite-width expansion, not a fault of the oracle (the discrete-step form is exact for
-the linear model; checked in ``tests/test_ntk.py``) or of the estimator. A well-conditioned
-Θ_XX (``conditioned``) is in the 1/N regime from N = 8.
-
-Measured numbers: docs/physics.md ("Trained ensembles: the 1/N approach to the oracle").
+Measured numbers and what they mean: docs/training.md.
 
     python benchmarks/training_width.py                  # conditioned setup, N = 8..512
     python benchmarks/training_width.py --setup paper    # the ill-conditioned one
