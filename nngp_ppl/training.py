@@ -256,8 +256,7 @@ def _compiled_train(net, width: int, batch: int, setup: TrainingSetup, platform:
     # CPU, width 100, 16 points, XLA's default vectors: 2.85 us per network-step against
     # 4.0 us for the same gradients written out as batched einsums over (batch, N, n) and
     # 5.1 us in the (batch, n, N) layout; the erf + erf' evaluation alone costs 2.3 us, so
-    # the step is within 1.25x of its transcendental floor. Batches of 128 to 808 networks
-    # cost the same to within the 7% scatter of the shared machine.)
+    # the step is within 1.25x of its transcendental floor; batch sizes: TRAIN_BATCH_BYTES.)
     grads = jax.vmap(jax.grad(lambda p: _loss(net, width, setup, p, x, y)))
 
     def one_step(_, carry):
