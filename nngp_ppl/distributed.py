@@ -220,3 +220,11 @@ class DaskExecutor:
 def run_dask(plan, ledger, dask, on_networks, on_shard) -> None:
     """Compute the ledger's missing shards on Dask workers (:class:`DaskExecutor`)."""
     DaskExecutor(dask).run(plan, ledger, on_networks, on_shard)
+
+
+def worker_kernel(client) -> dict:
+    """The accumulation kernel's identity (:func:`nngp_ppl._native.identity`) that the
+    workers of ``client`` share, after the checks of :class:`DaskExecutor` (workers that
+    cannot import nngp_ppl, or would sum with different kernels, are refused): for other
+    runs on Dask workers, such as the training's (:mod:`nngp_ppl.training`)."""
+    return _check_workers(client)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
@@ -65,9 +66,10 @@ from ._shard import (
 )
 from ._shard import _compiled_outputs as _sampler_outputs
 from ._shard import _compiled_step as _sampler_step
-from .checkpoint import RunPlan, ShardLedger, ShardSums, remove_stale_temporaries
+from .checkpoint import RunPlan, ShardLedger, ShardSums, kernel_key, remove_stale_temporaries
+from .distributed import DaskExecutor, dask_client, worker_kernel
 from .ensembles import Ensemble, SingleLayerNet, network_keys
-from .sampling import run_round_robin
+from .sampling import LocalExecutor, run_round_robin
 from .stats import CorrelatorStats
 from .theory.ntk import check_parametrisation
 
@@ -444,8 +446,6 @@ def _run_local(net, setup: TrainingSetup, ledgers: list[ShardLedger], devices, o
                on_shard) -> None:
     """Every shard missing from some step's ledger, one shard per device at a time (the
     sampler's :class:`~nngp_ppl.sampling.LocalExecutor` schedule)."""
-    from .sampling import LocalExecutor
-
     _adopt_kernel(ledgers, LocalExecutor(devices).identity())
     plan = ledgers[0].plan
     todo = _todo(ledgers)
@@ -463,10 +463,7 @@ def _train_shard_task(net, setup: TrainingSetup, plan: RunPlan, width: int,
     function of its arguments. The worker refuses to sum with another accumulation kernel
     than the one the plan records (a worker that joined after the check, or one whose C
     kernel stopped building), so a run never mixes two roundings."""
-    import jax
-
     from . import require_x64
-    from .checkpoint import kernel_key
 
     require_x64("a training shard (float64 running sums)")
     device = jax.local_devices()[0]
@@ -489,13 +486,10 @@ def _run_dask(net, setup: TrainingSetup, ledgers: list[ShardLedger], dask, on_ne
     :class:`~nngp_ppl.distributed.DaskExecutor`: the workers checked for one accumulation
     kernel, recorded in the ledgers; results folded in shard order whatever the order in
     which they finish, so the sums are the local run's)."""
-    import uuid
+    with dask_client(dask) as client:  # a missing Dask is refused here, with its message
+        import distributed
 
-    from .distributed import _check_workers, _distributed, dask_client
-
-    distributed = _distributed()
-    with dask_client(dask) as client:
-        _adopt_kernel(ledgers, _check_workers(client))
+        _adopt_kernel(ledgers, worker_kernel(client))
         plan = ledgers[0].plan
         tag = uuid.uuid4().hex[:8]
         futures = {}
@@ -570,8 +564,6 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
         devs = local_devices(devices)
         _native.kernel_choice()  # a bad NNGP_PPL_KERNEL is refused before any work
     else:
-        from .distributed import DaskExecutor
-
         DaskExecutor(dask)  # a bad spec is refused before any work
     ledgers, folder = _open_ledgers(plan, setup, checkpoint, resume)
 
