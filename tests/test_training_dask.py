@@ -41,13 +41,18 @@ def local_run():
 
 
 @pytest.fixture(scope="module")
-def client():
+def cluster():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   protocol="tcp", host="127.0.0.1",
                                   dashboard_address=None) as cl:
         with distributed.Client(cl) as c:
-            yield c
+            yield cl, c
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    return cluster[1]
 
 
 def test_dask_training_gives_the_local_bits(local_run, client):
@@ -118,3 +123,25 @@ def test_a_worker_with_another_kernel_refuses_its_shard():
 def test_devices_and_dask_together_are_refused():
     with pytest.raises(NNGPInputError, match="not both"):
         train_correlators(*ARGS, devices=1, dask="local:1", **KW)
+
+
+def test_cli_train_on_a_dask_scheduler_writes_the_local_result(cluster, tmp_path, capsys):
+    from nngp_ppl.cli import main
+    from nngp_ppl.training import TrainedCorrelators
+
+    data = tmp_path / "points.csv"
+    data.write_text("x,y\n" + "".join(f"{x},{y}\n" for x, y in zip(X_TRAIN, Y_TRAIN,
+                                                                      strict=True)))
+    out = tmp_path / "trained.nc"
+    argv = ["train", "--ensemble", "erf", "--sigma-b", "0.5", "--inputs=-1,-0.2,0.6",
+            "--widths", "5", "--n-nets", "256", "--data", str(data), "--steps", "0,3",
+            "--learning-rate", "0.5", "--orders", "2,4", "--seed", "3", "--batch-size", "64",
+            "--shard-size", "128", "--no-progress", "--dask", cluster[0].scheduler_address,
+            "-o", str(out)]
+    assert main(argv) == 0
+    got = TrainedCorrelators.from_netcdf(out)
+    want = train_correlators(NET, X, 5, 256, X_TRAIN, Y_TRAIN, [0, 3], 0.5, **KW)
+    assert _same(got, want)
+    capsys.readouterr()
+    assert main(argv[:-4] + ["--dask", "nonsense", "-o", str(tmp_path / "x.nc")]) == 2
+    assert "dask" in capsys.readouterr().err
