@@ -234,9 +234,11 @@ def report(widths, steps, signed):
             print(f"step {t:4d} {name:10s} local slopes between neighbouring N: " +
                   " ".join(f"{v:+.2f}" for v in local))
             p, sp, chi2, dof = leading_power(W, d, se)
+            edge = (" -- at the edge of the searched range: the two-term model does not "
+                    "describe these deviations" if p in (POWERS[0], POWERS[-1]) else "")
             print(f"step {t:4d} {name:10s} leading power of the signed deviations "
                   f"(A N^p + B N^(p-1), N = {int(W[0])}..{int(W[-1])}): p = {p:+.3f} +- "
-                  f"{sp:.3f}, chi2 = {chi2:.1f} for {dof} dof")
+                  f"{sp:.3f}, chi2 = {chi2:.1f} for {dof} dof{edge}")
             print(f"step {t:4d} {name:10s} N * signed deviation per entry: " + "; ".join(
                 " ".join(f"{v:+.3f}" for v in W * d[:, a]) for a in range(d.shape[1])))
 
