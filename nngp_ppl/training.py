@@ -587,7 +587,8 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
             _run_local(net, setup, ledgers, devs, bar.update, on_shard)
         else:
             _run_dask(net, setup, ledgers, dask, bar.update, on_shard)
-    return TrainedCorrelators(setup, [lg.stats() for lg in ledgers])
+    return TrainedCorrelators(setup, [lg.stats() for lg in ledgers],
+                              json.loads(ledgers[0].plan.kernel or "{}"))
 
 
 def _open_ledgers(plan: RunPlan, setup: TrainingSetup, checkpoint, resume: bool):
@@ -633,16 +634,19 @@ class TrainedCorrelators:
     ``steps``: the recorded steps; :meth:`at_step` gives that step's
     :class:`~nngp_ppl.CorrelatorStats` (everything the sampler's statistics offer:
     correlators, standard errors, covariance); ``setup``: the training
-    (:class:`TrainingSetup`). One netCDF file holds them all, the per-width sums stacked
-    along a ``step`` coordinate (:meth:`to_netcdf`).
+    (:class:`TrainingSetup`); ``kernel``: the identity of the accumulation kernel that summed
+    the networks (:func:`nngp_ppl._native.identity`, a dict; empty when unknown). One netCDF
+    file holds them all, the per-width sums stacked along a ``step`` coordinate
+    (:meth:`to_netcdf`).
     """
 
-    def __init__(self, setup: TrainingSetup, stats):
+    def __init__(self, setup: TrainingSetup, stats, kernel: dict | None = None):
         stats = list(stats)
         if len(stats) != len(setup.steps):
             raise ValueError("one CorrelatorStats per recorded step")
         self.setup = setup
         self._stats = dict(zip(setup.steps, stats, strict=True))
+        self.kernel = dict(kernel or {})
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -673,6 +677,7 @@ class TrainedCorrelators:
         ds.attrs["correlators_format"] = ds.attrs.pop("nngp_ppl_format")
         ds.attrs["correlators_format_version"] = ds.attrs.pop("nngp_ppl_format_version")
         ds.attrs["training"] = json.dumps(self.setup.describe())
+        ds.attrs["accumulation_kernel"] = json.dumps(self.kernel, sort_keys=True)
         return ds
 
     def to_netcdf(self, path) -> Path:
@@ -701,9 +706,12 @@ class TrainedCorrelators:
                 sub = ds.sel(step=step).drop_vars("step")
                 sub.attrs["nngp_ppl_format"] = sub.attrs["correlators_format"]
                 stats.append(CorrelatorStats._from_dataset(sub))
+            kernel = json.loads(ds.attrs.get("accumulation_kernel", "{}"))
+            if not isinstance(kernel, dict):
+                raise ValueError("accumulation_kernel is not a JSON object")
         except (KeyError, ValueError, TypeError) as err:
             raise NNGPInputError(f"path: {path} is damaged or incomplete ({err})") from None
-        return cls(setup, stats)
+        return cls(setup, stats, kernel)
 
 
 def trained_outputs(net, X, width: int, n_nets: int, x_train, y_train, steps,

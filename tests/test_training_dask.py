@@ -58,6 +58,7 @@ def client(cluster):
 def test_dask_training_gives_the_local_bits(local_run, client):
     on_dask = train_correlators(*ARGS, dask=client, **KW)
     assert _same(local_run, on_dask)
+    assert kernel_key(on_dask.kernel) == kernel_key(local_run.kernel)
     assert not np.array_equal(local_run.at_step(5).moment_sums(4)[2],
                               local_run.at_step(0).moment_sums(4)[2])
 
@@ -145,3 +146,11 @@ def test_cli_train_on_a_dask_scheduler_writes_the_local_result(cluster, tmp_path
     capsys.readouterr()
     assert main(argv[:-4] + ["--dask", "nonsense", "-o", str(tmp_path / "x.nc")]) == 2
     assert "dask" in capsys.readouterr().err
+
+
+def test_the_result_file_records_the_kernel(local_run, tmp_path):
+    from nngp_ppl.training import TrainedCorrelators
+
+    assert kernel_key(local_run.kernel) == kernel_key(_native.identity("cpu"))
+    back = TrainedCorrelators.from_netcdf(local_run.to_netcdf(tmp_path / "t.nc"))
+    assert back.kernel == local_run.kernel
