@@ -1,4 +1,6 @@
-"""Speed of trained ensembles (:func:`nngp_ppl.training.train_correlators`; a script, not a test).
+"""Speed of trained ensembles (a script, not a test).
+
+:func:`nngp_ppl.training.trainer.train_correlators` against a per-network loop and floors.
 
 The issue's case: Erf-net of width 100, d_in = 1, 16 training points, 1000 full-batch
 gradient-descent steps, correlators of orders 2, 4, 6 with covariance at the paper's six
@@ -84,8 +86,8 @@ def activation_time(jax, jnp, shape, steps: int, repeats: int = 3, options=None)
 def user_loop(jax, jnp, net, width, X, x_train, y_train, steps, lr, n_nets):
     """The per-network loop a user would write: ``(outputs, wall s, cpu s, per-call wall s,
     per-call cpu s)``, the last two from the same loop run for 1 step per network."""
-    from nngp_ppl.ensembles import network_keys
-    from nngp_ppl.training import draw_parameters, forward
+    from nngp_ppl.ensembles.core import network_keys
+    from nngp_ppl.training.trainer import draw_parameters, forward
 
     xt = jnp.asarray(np.reshape(x_train, (len(y_train), -1)), jnp.float32)
     yt = jnp.asarray(y_train, jnp.float32)
@@ -133,9 +135,13 @@ def main(argv=None):
     import jax.numpy as jnp
 
     import nngp_ppl
-    from nngp_ppl.presets import paper_inputs
-    from nngp_ppl.sampling import plan_run
-    from nngp_ppl.training import CPU_COMPILER_OPTIONS, default_train_batch, train_correlators
+    from nngp_ppl.sampling.sampler import plan_run
+    from nngp_ppl.study.presets import paper_inputs
+    from nngp_ppl.training.trainer import (
+        CPU_COMPILER_OPTIONS,
+        default_train_batch,
+        train_correlators,
+    )
 
     width, n_train, lr = 100, 16, 0.5
     net = nngp_ppl.ErfNet(sigma_w=1.0, sigma_b=1.0)

@@ -126,7 +126,7 @@ def lazy_outputs(net, both, width, n_nets, seed, setup, eta, steps, k, y_train, 
     import jax.numpy as jnp
 
     from nngp_ppl.theory.ntk import _step_sum
-    from nngp_ppl.training import _compiled_init, forward
+    from nngp_ppl.training.trainer import _compiled_init, forward
 
     n = len(y_train)
     B = jnp.asarray(both.reshape(len(both), -1), jnp.float32)
@@ -162,7 +162,7 @@ def main(argv=None):
 
     import nngp_ppl
     from nngp_ppl.theory.ntk import _step_sum, ntk_and_nngp
-    from nngp_ppl.training import trained_outputs
+    from nngp_ppl.training.trainer import trained_outputs
 
     s = SETUPS[args.setup]
     net = nngp_ppl.ErfNet(sigma_w=1.0, sigma_b=s["sigma_b"])
@@ -194,7 +194,7 @@ def main(argv=None):
                     for i, Bt in enumerate(Bs, start=1)]
         signed.append(per_step)
         if args.lazy:
-            from nngp_ppl.training import training_setup
+            from nngp_ppl.training.trainer import training_setup
 
             lazy = lazy_outputs(net, both, width, n_nets, width,
                                 training_setup(net, x_train, y_train, steps, eta), eta,

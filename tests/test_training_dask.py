@@ -15,10 +15,11 @@ import json
 import numpy as np
 import pytest
 
-from nngp_ppl import ErfNet, _native
+import nngp_ppl.sampling._native as _native
+from nngp_ppl import ErfNet
 from nngp_ppl._checks import NNGPInputError
-from nngp_ppl.checkpoint import ShardLedger, kernel_key
-from nngp_ppl.training import _train_shard_task, _TrainShard, train_correlators
+from nngp_ppl.sampling.checkpoint import ShardLedger, kernel_key
+from nngp_ppl.training.trainer import _train_shard_task, _TrainShard, train_correlators
 
 NET = ErfNet(sigma_w=1.0, sigma_b=0.5)
 X = np.array([-1.0, -0.2, 0.6])
@@ -111,8 +112,8 @@ def test_a_worker_with_another_kernel_refuses_its_shard():
     # the plan records the XLA kernel; a worker that would sum with the C kernel refuses
     if _native.library() is None:
         pytest.skip("needs the C kernel to differ from the XLA one")
-    from nngp_ppl.sampling import plan_run
-    from nngp_ppl.training import training_setup
+    from nngp_ppl.sampling.sampler import plan_run
+    from nngp_ppl.training.trainer import training_setup
 
     plan = plan_run(NET, X, [4], 128, orders=(2,), batch_size=64, shard_size=128)
     plan = type(plan)(**{**plan.__dict__, "kernel": json.dumps(_native.identity("gpu"))})
@@ -127,8 +128,8 @@ def test_devices_and_dask_together_are_refused():
 
 
 def test_cli_train_on_a_dask_scheduler_writes_the_local_result(cluster, tmp_path, capsys):
-    from nngp_ppl.cli import main
-    from nngp_ppl.training import TrainedCorrelators
+    from nngp_ppl.cli.main import main
+    from nngp_ppl.training.trainer import TrainedCorrelators
 
     data = tmp_path / "points.csv"
     data.write_text("x,y\n" + "".join(f"{x},{y}\n" for x, y in zip(X_TRAIN, Y_TRAIN,
@@ -149,7 +150,7 @@ def test_cli_train_on_a_dask_scheduler_writes_the_local_result(cluster, tmp_path
 
 
 def test_the_result_file_records_the_kernel(local_run, tmp_path):
-    from nngp_ppl.training import TrainedCorrelators
+    from nngp_ppl.training.trainer import TrainedCorrelators
 
     assert kernel_key(local_run.kernel) == kernel_key(_native.identity("cpu"))
     back = TrainedCorrelators.from_netcdf(local_run.to_netcdf(tmp_path / "t.nc"))

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import nngp_ppl.training.trainer as tr
 from nngp_ppl import ErfNet, GaussNet
-from nngp_ppl import training as tr
 
 NET = ErfNet(sigma_w=1.0, sigma_b=0.5)
 X = np.array([-1.0, -0.2, 0.6])
