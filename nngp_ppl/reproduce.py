@@ -196,6 +196,8 @@ class Preset:
     run_table: tuple[RunSpec, ...] = ()
     #: Where the study was read from (named in errors); not part of its settings.
     source: str | None = field(default=None, compare=False, repr=False)
+    #: The ``[train]`` block (:class:`nngp_ppl.train_study.TrainSpec`), or None.
+    train: object = None
 
     @property
     def rg_dims(self) -> tuple[int, ...]:
@@ -344,7 +346,10 @@ def plan_dict(preset: Preset) -> dict:
             "symmetries": list(r.symmetries), "orders": list(r.orders),
         })
     # Runs with non-zero means: sampled and tested for f -> -f only (RunSpec.zero_mean).
-    return {"preset": preset.to_dict(), "runs": runs, "symmetry_runs": tested_only}
+    from .training_stage import plan_entry
+
+    return {"preset": preset.to_dict(), "runs": runs, "symmetry_runs": tested_only,
+            "training": plan_entry(preset)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -791,6 +796,9 @@ def report_outputs(preset: Preset) -> tuple[str, ...]:
     runs = get_preset(preset).runs()
     extra = (FIGURE,) if any(r.order == 2 for r in runs) else ()
     extra += (SYMMETRY_FIGURE,) if any(r.tests_symmetry for r in runs) else ()
+    from .report.training import figure_names
+
+    extra += figure_names(get_preset(preset))
     return ("report.md", "summary.json") + tuple(f"figures/{f}" for f in (*FIGURES, *extra))
 
 
@@ -881,6 +889,10 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
         inputs += [fit_file(r.key, p) for p in r.propagators]
     inputs += [p for r in sampled if not r.zero_mean
                for p in (run_file(r.key), symmetry_file(r.key))]
+    from .training_stage import report_inputs, training_stages
+
+    out += training_stages(preset, progress=progress, log=log)  # a study's [train] block
+    inputs += report_inputs(preset)
     out.append(Stage("report", "figures, summary.json and report.md", tuple(inputs),
                      report_outputs(preset), {"preset": preset.to_dict()},
                      _report_action(preset, records, progress)))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..study import SHIPPED
-from . import second_order, symmetry
+from . import second_order, symmetry, training
 from .files import StudyRun, deviation, six_point, study_runs
 
 
@@ -276,6 +276,7 @@ def collect_summary(out, plan: dict, timings: dict | None = None, *, warnings=No
         "conventions": conventions(entries),
         "runs": entries,
         "symmetry_runs": symmetry.tested_only(out, plan),
+        "training": training.summary(out, plan),
         "timings_s": timings or {},
         "warnings": warnings or {},
     }
