@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("file", metavar="RUN.nc", help="file written by `nngp-ppl sample`")
     add_trusted_ensemble_argument(p)
+    from .stepped import COUPLING_STEP, add_step_argument
+
+    add_step_argument(p, what=COUPLING_STEP)
     p.add_argument("--cutoffs", metavar="Λ,Λ,...",
                    help='cutoffs, e.g. "10,100,1000", or "paper" for the paper\'s 21 (7 .. 1e5)')
     p.add_argument("--propagator", default="full", metavar="NAME",
@@ -166,7 +169,6 @@ def print_table(ds, out=None) -> None:
 def run(args) -> int:
     from .. import eft
     from .._io import output_file
-    from ..stats import CorrelatorStats
 
     run_path = Path(args.file)
     if args.verify is not None:
@@ -190,7 +192,9 @@ def run(args) -> int:
     if order not in (1, 2):
         raise NNGPInputError(f"--order must be 1 or 2, got {args.order!r}")
     widths = _widths(args.widths)
-    stats = CorrelatorStats.from_netcdf(run_path)
+    from .stepped import read_run
+
+    stats = read_run(run_path, args.step, "fit")  # --step of a trained file
     _checks.sampled_orders(str(run_path), stats.orders, (4, 6),
                            "fitting lambda and kappa and the 6-pt check")
     widths = usable_widths(stats, widths)

@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("file", metavar="RUN.nc", help="file written by `nngp-ppl sample`")
     add_trusted_ensemble_argument(p)
+    from .stepped import COUPLING_STEP, add_step_argument
+
+    add_step_argument(p, what=COUPLING_STEP)
     p.add_argument("--cutoffs", required=True, metavar="Λ,Λ,...",
                    help='cutoffs, e.g. "10,100,1000", or "paper" for the paper\'s 21')
     p.add_argument("--couplings", default=None, metavar="NAMES",
@@ -161,7 +164,6 @@ def run(args) -> int:
     from .._checks import fits_in_memory
     from .._io import POSTERIOR_FORMAT, POSTERIOR_VERSION
     from ..inference import diagnostics_gate, infer_couplings
-    from ..stats import CorrelatorStats
     from ..tuples import distinct_tuples
     from .fit import _cutoffs, _widths, usable_widths
     from .sample import _integer, _integer_list, _real
@@ -183,7 +185,9 @@ def run(args) -> int:
     if not 0 < rcond < 1:
         raise NNGPInputError(f"--rcond must be a number in (0, 1), got {args.rcond!r}")
     widths = _widths(args.widths)
-    stats = CorrelatorStats.from_netcdf(run_path)
+    from .stepped import read_run
+
+    stats = read_run(run_path, args.step, "infer")  # --step of a trained file
     if orders is None:
         _checks.sampled_orders(str(run_path), stats.orders,
                                (4, 6) if "kappa" in couplings else (4,),
