@@ -98,9 +98,39 @@ def _curve_steps(steps) -> np.ndarray:
     return np.unique(np.concatenate([[0], np.round(grid), steps]).astype(np.int64))
 
 
+def _rounding_floor(stats, c, width: int) -> np.ndarray:
+    r"""Per tuple, a bound on the rounding error of the delta-method variance of a
+    connected function ``c`` (:meth:`~nngp_ppl.CorrelatorStats.connected`).
+
+    The accumulation multiplies float32 outputs in float32 (relative error
+    :math:`\le m\,2^{-24}` for a product of m of them) before adding them in float64, so an
+    estimator covariance entry :math:`\mathrm{Cov}(\hat G_s, \hat G_t)` can be off by
+    :math:`\epsilon\,|G_{s\cup t}|/n` with :math:`\epsilon = 2n_{max}\,2^{-24}`; the
+    variance :math:`J\Sigma J^T` then by at most :math:`\epsilon\,|J|\,|U|\,|J|^T/n`, U
+    the raw moments of the unions. Untrained ensembles are centred and this is negligible;
+    trained networks whose spread at an input is far below their mean (near the data,
+    late in training) cancel many digits, and there the error bar is not computable from
+    the stored sums.
+    """
+    from .stats import cumulants_with_jacobian, union_index
+
+    count = stats.n_nets(width)
+    sums = stats.moment_sums(width)
+    used = c.orders
+    moments = {m: sums[m] / count for m in used}
+    jac = np.abs(cumulants_with_jacobian(moments, stats.k, c.order)[1])
+    U = np.abs(np.block([[sums[a + b][union_index(stats.k, a, b)] / count for b in used]
+                         for a in used]))
+    eps = 2 * max(used) * 2.0**-24
+    return eps * np.einsum("ti,ij,tj->t", jac, U, jac) / count
+
+
 def _connected(stats, n: int, width: int):
+    """(values, stderr) of the connected n-pt function; stderr NaN where the rounding
+    floor (:func:`_rounding_floor`) is over a tenth of the variance."""
     c = stats.connected(n, width)
-    return c.values, c.stderr
+    usable = c.stderr**2 > 10.0 * _rounding_floor(stats, c, width)
+    return c.values, np.where(usable, c.stderr, np.nan)
 
 
 def _oracle(trained, reason):
@@ -138,7 +168,9 @@ def oracle_comparison(trained):
     distinct_tuples`; ``inputs_n`` names their inputs): ``kappa{n}``, ``kappa{n}_stderr``
     (step, width, tuple_n), the sampled cumulants and their delta-method errors;
     ``oracle{n}`` (step, tuple_n): :math:`\mu_t`, :math:`\Sigma_t`, 0; ``z{n}`` = (kappa -
-    oracle) / stderr and ``max_abs_z{n}`` (step, width); the oracle's curves
+    oracle) / stderr, ``max_abs_z{n}`` (step, width) over the tuples with a usable error
+    and ``unusable{n}`` (step, width) the count of those without (the stderr is NaN where
+    the stored sums cannot resolve it, :func:`_rounding_floor`); the oracle's curves
     ``mu_curve``, ``var_curve`` (curve_step, input) between the recorded steps. Without an
     oracle (another optimiser or parametrisation, non-zero means) the ``oracle*``, ``z*``
     and curve variables are absent and the ``oracle`` attribute says why.
@@ -180,7 +212,10 @@ def oracle_comparison(trained):
         data[f"oracle{n}"] = (("step", tup), ref, {"long_name": (
             "mu_t", "Sigma_t", "0 (a Gaussian process has no connected 3-pt function)")[n - 1]})
         data[f"z{n}"] = (dims, z)
-        data[f"max_abs_z{n}"] = (("step", "width"), np.max(np.abs(z), axis=2))
+        data[f"max_abs_z{n}"] = (("step", "width"), _nanmax(np.abs(z)))
+        data[f"unusable{n}"] = (("step", "width"), np.sum(~np.isfinite(z), axis=2),
+                                {"long_name": "tuples whose error is below the rounding "
+                                              "floor of the stored sums (z not computed)"})
     data.update(_standardised_three_point(data, k))
     if oracle is not None:
         coords["curve_step"] = oracle[2]
@@ -194,6 +229,13 @@ def oracle_comparison(trained):
                        "(Lee et al. 2019), NTK and NNGP kernels of the ensemble"
              if oracle is not None else f"none: {reason}"}
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _nanmax(a) -> np.ndarray:
+    """Max over the last axis ignoring NaN (NaN where every entry is NaN), no warning."""
+    finite = np.isfinite(a)
+    out = np.max(np.where(finite, a, -np.inf), axis=-1)
+    return np.where(np.any(finite, axis=-1), out, np.nan)
 
 
 def _standardised_three_point(data: dict, k: int) -> dict:

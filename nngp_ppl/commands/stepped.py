@@ -127,7 +127,10 @@ def _comparison(run):
 def _comparison_summary(path, out) -> None:
     """Per step and width: the largest |z| of κ1 against μ_t and κ2 against Σ_t, and of κ3
     against zero."""
+    import numpy as np
+
     from ..training import TrainedCorrelators
+    from ..training_stage import _nanmax
 
     comp = _comparison(TrainedCorrelators.from_netcdf(path))
     if comp is None:
@@ -135,14 +138,15 @@ def _comparison_summary(path, out) -> None:
               "covariance; train with --orders 1,2,3,4,5,6)", file=out)
         return
     has_oracle = "oracle1" in comp
-    print("connected functions: largest |z| over inputs of kappa_1 - mu_t, kappa_2 - "
-          "Sigma_t" + ("" if has_oracle else " (no oracle: " + comp.attrs["oracle"] + ")")
+    print("connected functions: largest |z| over the tuples with a usable error of "
+          "kappa_1 - mu_t, kappa_2 - Sigma_t"
+          + ("" if has_oracle else " (no oracle: " + comp.attrs["oracle"] + ")")
           + " and kappa_3 - 0 (z = difference / delta-method standard error)", file=out)
     print(f"{'step':>7} {'width':>7} {'z1 max':>9} {'z2 max':>9} {'z3 max':>9}", file=out)
     for i, step in enumerate(comp["step"].values):
         for j, w in enumerate(comp["width"].values):
-            z3 = float(abs(comp["kappa3"].values[i, j] / comp["kappa3_stderr"].values[i, j])
-                       .max())
+            z3 = float(_nanmax(np.abs(comp["kappa3"].values[i, j]
+                                      / comp["kappa3_stderr"].values[i, j])))
             cells = (f"{float(comp['max_abs_z1'].values[i, j]):>9.2f} "
                      f"{float(comp['max_abs_z2'].values[i, j]):>9.2f}" if has_oracle
                      else f"{'-':>9} {'-':>9}")

@@ -61,6 +61,12 @@ def _flow_computed(flow) -> bool:
     return str(flow.attrs.get("computed", "no")) == "yes"
 
 
+def _nanmax(a) -> float:
+    from ..training_stage import _nanmax as nanmax
+
+    return float(nanmax(np.asarray(a, float)))
+
+
 def summary(out, plan: dict) -> dict | None:
     """The summary's ``training`` entry: the setup, the oracle, per width and step the
     largest |z| of κ1 against μ_t and κ2 against Σ_t, the largest |κ3| and |κ3| / s.e.;
@@ -74,6 +80,7 @@ def summary(out, plan: dict) -> dict | None:
     for j, w in enumerate(comp["width"].values):
         for i, step in enumerate(comp["step"].values):
             k3, se3 = comp["kappa3"].values[i, j], comp["kappa3_stderr"].values[i, j]
+            z3 = np.abs(k3) / se3
             rows.append({
                 "width": int(w), "step": int(step),
                 "max_abs_kappa1": float(np.max(np.abs(comp["kappa1"].values[i, j]))),
@@ -82,7 +89,10 @@ def summary(out, plan: dict) -> dict | None:
                 "max_abs_z1": float(comp["max_abs_z1"].values[i, j]) if has_oracle else None,
                 "max_abs_z2": float(comp["max_abs_z2"].values[i, j]) if has_oracle else None,
                 "max_abs_kappa3": float(np.max(np.abs(k3))),
-                "max_abs_z3_zero": float(np.max(np.abs(k3) / se3))})
+                "max_abs_z3_zero": float(_nanmax(z3)),
+                "unusable": int(np.sum(~np.isfinite(se3))) + sum(
+                    int(comp[f"unusable{n}"].values[i, j]) for n in (1, 2)
+                    if f"unusable{n}" in comp)})
     return {"key": entry["key"], "label": entry["label"], "spec": entry["spec"],
             "ensemble": comp.attrs["ensemble"], "oracle": comp.attrs["oracle"],
             "has_oracle": has_oracle, "inputs": json.loads(comp.attrs["inputs"]),
@@ -287,6 +297,12 @@ def _verdict_lines(t: dict) -> list[str]:
                  f"step (largest |z| {z1:.2f}), and the connected 2-pt function is "
                  f"{within(z2)} {Z_LIMIT:g} of Σ_t (largest |z| {z2:.2f}); the learned mean "
                  f"reaches |μ_t| = {_f(last['max_abs_mu'])} at step {last['step']}.")
+    bad = sum(r["unusable"] for r in t["rows"])
+    if bad:
+        L.append(f"{bad} connected-function entries (over all widths and steps) have no "
+                 "usable standard error: the trained outputs' spread there is so far below "
+                 "their mean that the stored sums (float32 products) cannot resolve it; "
+                 "their z is not computed and they are left out of the largest |z|.")
     L.append(f"The connected 3-pt function at N = {top}: largest |κ₃| / s.e. "
              f"{first['max_abs_z3_zero']:.2f} at step {first['step']} and "
              f"{last['max_abs_z3_zero']:.2f} at step {last['step']} (largest |κ₃| "
