@@ -126,16 +126,14 @@ def _comparison(run):
 
 def _comparison_summary(path, out) -> None:
     """Per step and width: the largest |z| of κ1 against μ_t and κ2 against Σ_t, and of κ3
-    against zero."""
+    against zero (for a file with orders 1..3 and the covariance)."""
     import numpy as np
 
     from ..training import TrainedCorrelators
     from ..training_stage import _nanmax
 
     comp = _comparison(TrainedCorrelators.from_netcdf(path))
-    if comp is None:
-        print("connected 1-, 2-, 3-pt functions: not shown (the file lacks orders 1..3 with "
-              "covariance; train with --orders 1,2,3,4,5,6)", file=out)
+    if comp is None:  # orders without 1..3 or no covariance: the m_n table alone
         return
     has_oracle = "oracle1" in comp
     print("connected functions: largest |z| over the tuples with a usable error of "
