@@ -320,3 +320,33 @@ def test_train_pipeline_reports_and_reruns_nothing(pipeline, tmp_path):
     result = reproduce(changed, out, progress=False, log=lambda *_: None)
     ran = {k for k, v in result.status.items() if v == "ran"}
     assert ran == {"train_erf", "training_erf", "training_flow_erf", "report"}
+
+
+def test_the_shipped_study_reads_and_lists_its_training_stages(tmp_path):
+    from pathlib import Path
+
+    from nngp_ppl.reproduce import reproduce
+    from nngp_ppl.study import load_study
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "train_1d.toml"
+    preset = load_study(path)
+    assert preset.train.steps == (0, 1, 3, 10, 30, 100, 300) and len(preset.train.y_train) == 5
+    np.testing.assert_allclose(preset.train.y_train, np.sin(np.ravel(preset.train.x_train)),
+                               atol=1e-6)
+    lines = []
+    result = reproduce(preset, tmp_path / "dry", dry_run=True, log=lines.append)
+    assert {"train_erf", "training_erf", "training_flow_erf"} <= set(result.status)
+    assert all(v == "would run" for v in result.status.values())
+
+
+def test_the_readme_train_block_is_the_shipped_studys():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    after = readme[readme.index("\n## Trained ensembles\n"):]
+    block = re.findall(r"```toml\n(.*?)```", after, flags=re.S)[0]
+    shipped = study_from_text(
+        (Path(__file__).resolve().parent.parent / "examples" / "train_1d.toml").read_text())
+    head = HEAD.replace('inputs = [-2.0, -0.6, 0.5, 1.9]', 'inputs = [-2.5, -1.1, 0.4, 2.2]')
+    assert study_from_text(head + "\n" + block).train == shipped.train
