@@ -28,7 +28,7 @@ import numpy as np
 
 from nngp_ppl.study import load_study
 from nngp_ppl.training import train_correlators
-from nngp_ppl.training_stage import oracle_comparison
+from nngp_ppl.training_comparison import oracle_comparison
 
 STUDY = Path(__file__).resolve().parent / "train_1d.toml"
 

@@ -346,7 +346,7 @@ def plan_dict(preset: Preset) -> dict:
             "symmetries": list(r.symmetries), "orders": list(r.orders),
         })
     # Runs with non-zero means: sampled and tested for f -> -f only (RunSpec.zero_mean).
-    from .training_stage import plan_entry
+    from .train_study import plan_entry
 
     return {"preset": preset.to_dict(), "runs": runs, "symmetry_runs": tested_only,
             "training": plan_entry(preset)}

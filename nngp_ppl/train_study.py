@@ -39,13 +39,24 @@ the infinite-width mean diverges.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import _checks
 from ._checks import NNGPInputError
+from .sampling import MAX_WIDTH
+from .theory.ntk import PARAMETRISATIONS, ntk
+from .training import OPTIMIZERS, check_trainable, training_setup
+
+__all__ = [
+    "MAX_STEP", "TRAIN_KEYS", "TrainSpec", "check_train", "comparison_file", "files",
+    "flow_file", "plan_entry", "read_training_data", "train_spec", "trained_file",
+    "trained_run",
+]
 
 #: Keys of the ``[train]`` table: (required, description of what is allowed).
 TRAIN_KEYS = ("run", "x_train", "y_train", "data", "steps", "learning_rate", "optimizer",
@@ -191,12 +202,30 @@ def _positive(v, where: str, *, zero: bool = False) -> float:
     return float(v)
 
 
+def _count(v, where: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 2 <= v <= 2**32:
+        raise NNGPInputError(f"{where} must be an integer in 2..2**32 (standard errors need "
+                             f"two networks per width), got {v!r}")
+    return v
+
+
+def _widths(v, where: str) -> tuple[int, ...]:
+    if (not isinstance(v, list) or not v
+            or not all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_WIDTH
+                       for w in v) or len(set(v)) != len(v)):
+        raise NNGPInputError(f"{where} must be a list of distinct positive integers up to "
+                             f"{MAX_WIDTH}, got {v!r}")
+    return tuple(v)
+
+
+def _seed(v, where: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise NNGPInputError(f"{where} must be an integer >= 0, got {v!r}")
+    return _checks.seed(where, v)
+
+
 def train_spec(table, source, runs) -> TrainSpec:
     """The ``[train]`` table of the study at ``source`` (its runs ``runs``), checked."""
-    from .study import _value
-    from .theory.ntk import PARAMETRISATIONS
-    from .training import OPTIMIZERS
-
     if not isinstance(table, dict):
         raise NNGPInputError(f"{_where(source)} must be a table")
     unknown = sorted(set(table) - set(TRAIN_KEYS))
@@ -228,13 +257,10 @@ def train_spec(table, source, runs) -> TrainSpec:
         momentum=_positive(table.get("momentum", 0.9), w["momentum"], zero=True),
         parametrisation=_choice(table.get("parametrisation", "ntk"), PARAMETRISATIONS,
                                 w["parametrisation"]),
-        n_nets=_value("count", table["n_nets"], w["n_nets"]) if "n_nets" in table else None,
-        widths=_value("widths", table["widths"], w["widths"]) if "widths" in table else (),
-        seed=_value("seed", table["seed"], w["seed"]) if "seed" in table else None,
+        n_nets=_count(table["n_nets"], w["n_nets"]) if "n_nets" in table else None,
+        widths=_widths(table["widths"], w["widths"]) if "widths" in table else (),
+        seed=_seed(table["seed"], w["seed"]) if "seed" in table else None,
         data=data)
-    if out.n_nets is not None and not 2 <= out.n_nets <= 2**32:
-        raise NNGPInputError(f"{w['n_nets']} must be in 2..2**32 (standard errors need two "
-                             f"networks per width), got {out.n_nets}")
     return out
 
 
@@ -284,27 +310,26 @@ def check_train(preset, source) -> None:
         raise NNGPInputError(f"{_where(source, 'run')} must name a run of the study "
                              f"({', '.join(runs)}), got {spec.run!r}")
     run = runs[spec.run]
-    from . import training
-
     net = run.net()
     try:
-        training._trainable(net)
-        setup = training.training_setup(
-            net, np.asarray(spec.x_train), np.asarray(spec.y_train), list(spec.steps),
-            spec.learning_rate, optimizer=spec.optimizer,
-            parametrisation=spec.parametrisation, momentum=spec.momentum)
-        training._optimizer(setup)
+        check_trainable(net)
+        training_setup(net, np.asarray(spec.x_train), np.asarray(spec.y_train),
+                       list(spec.steps), spec.learning_rate, optimizer=spec.optimizer,
+                       parametrisation=spec.parametrisation, momentum=spec.momentum)
     except NNGPInputError as err:
         raise NNGPInputError(f"{_where(source)} (run {spec.run!r}): {err}") from None
-    if spec.optimizer == "gd" and spec.parametrisation == "ntk" and net.zero_mean:
+    if spec.optimizer != "gd" and importlib.util.find_spec("optax") is None:
+        raise NNGPInputError(f"{_where(source, 'optimizer')} = {spec.optimizer!r} needs optax "
+                             "(pip install 'nngp_ppl[train]'); optimizer = \"gd\" needs "
+                             "nothing")
+    if (spec.optimizer == "gd" and spec.parametrisation == "ntk"
+            and getattr(net, "zero_mean", True)):
         _check_stability(net, spec, source)
 
 
 def _check_stability(net, spec: TrainSpec, source) -> None:
     """Gradient descent on the MSE, linearised (exact as N -> infinity), multiplies the
     residual by 1 - (eta/n) Theta each step: stable only for eta < 2 n / lambda_max."""
-    from .theory.ntk import ntk
-
     x = np.asarray(spec.x_train)
     lam = float(np.max(np.linalg.eigvalsh(ntk(net, x))))
     bound = 2.0 * len(x) / lam
@@ -314,3 +339,46 @@ def _check_stability(net, spec: TrainSpec, source) -> None:
             f"stability bound 2 n / lambda_max(NTK on x_train) = {bound:.4g} of gradient "
             f"descent on the mean squared error (n = {len(x)}): the mean would diverge; use "
             f"a smaller learning_rate")
+
+
+# ---------------------------------------------------------------------------------------------
+# the files of the block's stages (nngp_ppl.training_stage) and the report's plan entry
+# ---------------------------------------------------------------------------------------------
+def trained_file(key: str) -> str:
+    """The trained correlators of every recorded step."""
+    return f"train_{key}.nc"
+
+
+def comparison_file(key: str) -> str:
+    """The connected 1-, 2-, 3-pt functions against the oracle per step."""
+    return f"training_{key}.nc"
+
+
+def flow_file(key: str) -> str:
+    """The couplings and the f -> -f verdict per step."""
+    return f"training_flow_{key}.nc"
+
+
+def files(key: str) -> dict:
+    return {"trained": trained_file(key), "comparison": comparison_file(key),
+            "flow": flow_file(key)}
+
+
+def trained_run(preset):
+    """(run, resolved TrainSpec) of the study's ``[train]`` block, or None (no block, or
+    its run left out by ``only``)."""
+    spec = getattr(preset, "train", None)
+    if spec is None:
+        return None
+    run = next((r for r in preset.runs() if r.key == spec.run), None)
+    return None if run is None else (run, spec.resolved(preset, run))
+
+
+def plan_entry(preset) -> dict | None:
+    """The plan's ``training`` entry (:func:`nngp_ppl.reproduce.plan_dict`)."""
+    found = trained_run(preset)
+    if found is None:
+        return None
+    run, spec = found
+    return {"key": run.key, "label": run.label, "files": files(run.key),
+            "spec": dataclasses.asdict(spec)}

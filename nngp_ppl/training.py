@@ -132,6 +132,12 @@ def training_setup(net, x_train, y_train, steps, learning_rate, *, optimizer="gd
                          momentum)
 
 
+def check_trainable(net) -> SingleLayerNet:
+    """``net`` if training can draw its networks as the sampler does (a single-layer
+    ensemble with the standard draw), else a message naming it."""
+    return _trainable(net)
+
+
 def _trainable(net) -> SingleLayerNet:
     if not isinstance(net, Ensemble):
         raise NNGPInputError(f"net must be an nngp_ppl ensemble, got {type(net).__name__}")

@@ -19,14 +19,10 @@ import pytest
 
 from nngp_ppl import NNGPInputError
 from nngp_ppl.study import check_study, study_from_text
+from nngp_ppl.train_study import comparison_file, flow_file, trained_file
 from nngp_ppl.training import TrainedCorrelators, _TrainShard
-from nngp_ppl.training_stage import (
-    comparison_file,
-    flow_file,
-    oracle_comparison,
-    trained_file,
-    training_stages,
-)
+from nngp_ppl.training_comparison import oracle_comparison
+from nngp_ppl.training_stage import training_stages
 
 HEAD = """
 name = "t"
@@ -248,14 +244,14 @@ def test_an_interrupted_train_stage_resumes_to_the_same_bits(wide, tmp_path, mon
     whole.mkdir()
     stage = training_stages(preset, progress=False, log=lambda *_: None)[0]
     # A fixed shard size: several shards, so an interruption leaves some done.
-    import nngp_ppl.training as tr
+    import nngp_ppl.training_stage as stages
 
-    real_train = tr.train_correlators
+    real_train = stages.train_correlators
 
     def small_shards(*args, **kw):
         return real_train(*args, shard_size=128, batch_size=64, **kw)
 
-    monkeypatch.setattr(tr, "train_correlators", small_shards)
+    monkeypatch.setattr(stages, "train_correlators", small_shards)
     stage.action(whole)
     real, calls = _TrainShard.result, []
 

@@ -24,7 +24,17 @@ steps, and only for a trained file.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .._checks import NNGPInputError
+from ..inference.symmetry import parity_test
+from ..stats import CorrelatorStats
+from ..training import TrainedCorrelators
+from ..training_comparison import nanmax, oracle_comparison
+from .train import is_trained_file, show_trained
+
+__all__ = ["COUPLING_STEP", "add_step_argument", "parse_step", "read_run", "recorded_step",
+           "show", "show_step"]
 
 #: ``--step`` of ``fit`` and ``infer``.
 COUPLING_STEP = ("whose couplings to compute (required for such a file; only 0, the "
@@ -51,12 +61,6 @@ def parse_step(text) -> int | None:
     return value
 
 
-def is_trained(path) -> bool:
-    from .train import is_trained_file
-
-    return is_trained_file(path)
-
-
 def recorded_step(run, step: int, path) -> int:
     """``step`` if ``run`` (TrainedCorrelators) recorded it, else a message listing them."""
     if step not in run.steps:
@@ -68,16 +72,12 @@ def recorded_step(run, step: int, path) -> int:
 def read_run(path, step_text, command: str):
     """The :class:`~nngp_ppl.CorrelatorStats` ``fit``/``infer`` (``command``) work on:
     a sampled run as it is, or step 0 of a trained file (module docstring)."""
-    from ..stats import CorrelatorStats
-
     step = parse_step(step_text)
-    if not is_trained(path):
+    if not is_trained_file(path):
         if step is not None:
             raise NNGPInputError(f"--step applies to files written by `nngp-ppl train`; "
                                  f"{path} is a sampled run (leave --step out)")
         return CorrelatorStats.from_netcdf(path)
-    from ..training import TrainedCorrelators
-
     run = TrainedCorrelators.from_netcdf(path)
     if step is None:
         raise NNGPInputError(
@@ -99,13 +99,11 @@ def read_run(path, step_text, command: str):
 def show(path, step_text, out) -> int | None:
     """``nngp-ppl show`` of a trained file (module docstring); None for a sampled run."""
     step = parse_step(step_text)
-    if not is_trained(path):
+    if not is_trained_file(path):
         if step is not None:
             raise NNGPInputError(f"--step applies to files written by `nngp-ppl train`; "
                                  f"{path} is a sampled run (leave --step out)")
         return None
-    from .train import show_trained
-
     if step is None:
         show_trained(path, out)
         _comparison_summary(path, out)
@@ -114,10 +112,8 @@ def show(path, step_text, out) -> int | None:
 
 
 def _comparison(run):
-    """The stage's comparison (:func:`nngp_ppl.training_stage.oracle_comparison`), or None
-    when the file lacks what it needs (orders 1..3 with covariance)."""
-    from ..training_stage import oracle_comparison
-
+    """The stage's comparison (:func:`nngp_ppl.training_comparison.oracle_comparison`), or
+    None when the file lacks what it needs (orders 1..3 with covariance)."""
     first = run.at_step(run.steps[0])
     if not ({1, 2, 3} <= set(first.orders) and first.has_covariance):
         return None
@@ -127,11 +123,6 @@ def _comparison(run):
 def _comparison_summary(path, out) -> None:
     """Per step and width: the largest |z| of κ1 against μ_t and κ2 against Σ_t, and of κ3
     against zero (for a file with orders 1..3 and the covariance)."""
-    import numpy as np
-
-    from ..training import TrainedCorrelators
-    from ..training_stage import _nanmax
-
     comp = _comparison(TrainedCorrelators.from_netcdf(path))
     if comp is None:  # orders without 1..3 or no covariance: the m_n table alone
         return
@@ -143,7 +134,7 @@ def _comparison_summary(path, out) -> None:
     print(f"{'step':>7} {'width':>7} {'z1 max':>9} {'z2 max':>9} {'z3 max':>9}", file=out)
     for i, step in enumerate(comp["step"].values):
         for j, w in enumerate(comp["width"].values):
-            z3 = float(_nanmax(np.abs(comp["kappa3"].values[i, j]
+            z3 = float(nanmax(np.abs(comp["kappa3"].values[i, j]
                                       / comp["kappa3_stderr"].values[i, j])))
             cells = (f"{float(comp['max_abs_z1'].values[i, j]):>9.2f} "
                      f"{float(comp['max_abs_z2'].values[i, j]):>9.2f}" if has_oracle
@@ -154,8 +145,6 @@ def _comparison_summary(path, out) -> None:
 def show_step(path, step: int, out) -> int:
     """One recorded step in detail: per width and input, κ1 ± s.e. against μ_t, κ2(x, x)
     against Σ_t(x, x), κ3(x, x, x) / κ2^(3/2); the f -> -f test on the odd correlators."""
-    from ..training import TrainedCorrelators
-
     run = TrainedCorrelators.from_netcdf(path)
     recorded_step(run, step, path)
     st = run.at_step(step)
@@ -189,14 +178,10 @@ def show_step(path, step: int, out) -> int:
             print(f"{', '.join(f'{v:g}' for v in x):>10} {k1:>10.4g} {se1:>9.2g} {ref} "
                   f"{float(c['skewness'].values[j, a]):>9.3f} "
                   f"{float(c['skewness_stderr'].values[j, a]):>8.2g}", file=out)
-        from ..inference.symmetry import parity_test
-
         print(f"  symmetry: {parity_test(st, int(w)).verdict}", file=out)
     return 0
 
 
 def _diagonal_rows(rows) -> list[int]:
-    import numpy as np
-
     rows = np.asarray(rows)
     return [int(np.flatnonzero(np.all(rows == a, axis=1))[0]) for a in range(rows.max() + 1)]

@@ -1,6 +1,6 @@
 r"""The report's section "Training": the stored results of a study's ``[train]`` stages.
 
-Reads ``training_<run>.nc`` (:func:`nngp_ppl.training_stage.oracle_comparison`: sampled
+Reads ``training_<run>.nc`` (:func:`nngp_ppl.training_comparison.oracle_comparison`: sampled
 connected 1-, 2-, 3-pt functions per step and width, against the infinite-width oracle)
 and ``training_flow_<run>.nc`` (couplings and the f -> -f verdict per step) -- it computes
 no physics -- into the summary, draws the figures and writes the section:
@@ -13,7 +13,7 @@ no physics -- into the summary, draws the figures and writes the section:
   standardised, :math:`\kappa_3(x, x, x) / \kappa_2(x, x)^{3/2}`, against zero (its value
   at step 0 and in the infinite-width limit);
 * ``training_couplings.png`` (d) and ``training_symmetry.png`` (e), from the flow file,
-  only where it was computed (its ``computed`` attribute; :data:`nngp_ppl.training_stage.
+  only where it was computed (its ``computed`` attribute; :data:`nngp_ppl.training_comparison.
   FLOW_IMPLEMENTATION`). They read ``coupling_median``, ``coupling_lower``,
   ``coupling_upper`` (step, width, coupling; the band named by the ``band`` attribute)
   and ``symmetry_p_value``, ``symmetry_reject`` (step, width; the level ``alpha``).
@@ -25,6 +25,18 @@ import json
 
 import numpy as np
 
+from .. import _io
+from ..train_study import trained_run
+from ..training_comparison import (
+    COMPARISON_FORMAT,
+    FLOW_FORMAT,
+    FLOW_IMPLEMENTATION,
+    nanmax,
+)
+
+__all__ = ["FIGURES", "FLOW_FIGURES", "Z_LIMIT", "figure_names", "figures", "section",
+           "summary"]
+
 #: Figures (a), (b), (c): drawn for every study with a ``[train]`` block.
 FIGURES = ("training_one_point.png", "training_two_point.png", "training_three_point.png")
 #: Figures (d), (e): drawn where the couplings along training were computed.
@@ -35,8 +47,6 @@ Z_LIMIT = 4.5
 
 def figure_names(preset) -> tuple[str, ...]:
     """The figures a study's report draws for its ``[train]`` block."""
-    from ..training_stage import FLOW_IMPLEMENTATION, trained_run
-
     if trained_run(preset) is None:
         return ()
     return FIGURES + (FLOW_FIGURES if FLOW_IMPLEMENTATION != "none" else ())
@@ -44,9 +54,6 @@ def figure_names(preset) -> tuple[str, ...]:
 
 def _read(out, plan: dict):
     """(plan entry, comparison Dataset, flow Dataset) or None."""
-    from .. import _io
-    from ..training_stage import COMPARISON_FORMAT, FLOW_FORMAT
-
     entry = plan.get("training")
     if not entry:
         return None
@@ -59,12 +66,6 @@ def _read(out, plan: dict):
 
 def _flow_computed(flow) -> bool:
     return str(flow.attrs.get("computed", "no")) == "yes"
-
-
-def _nanmax(a) -> float:
-    from ..training_stage import _nanmax as nanmax
-
-    return float(nanmax(np.asarray(a, float)))
 
 
 def summary(out, plan: dict) -> dict | None:
@@ -89,7 +90,7 @@ def summary(out, plan: dict) -> dict | None:
                 "max_abs_z1": float(comp["max_abs_z1"].values[i, j]) if has_oracle else None,
                 "max_abs_z2": float(comp["max_abs_z2"].values[i, j]) if has_oracle else None,
                 "max_abs_kappa3": float(np.max(np.abs(k3))),
-                "max_abs_z3_zero": float(_nanmax(z3)),
+                "max_abs_z3_zero": float(nanmax(z3)),
                 "unusable": int(np.sum(~np.isfinite(se3))) + sum(
                     int(comp[f"unusable{n}"].values[i, j]) for n in (1, 2)
                     if f"unusable{n}" in comp)})
@@ -188,8 +189,6 @@ def figures(out, plan: dict) -> dict:
             "(c) connected 3-pt function, standardised (± 2 s.e.): zero at t = 0 and as "
             "N → ∞"),
     }
-    from ..training_stage import FLOW_IMPLEMENTATION
-
     if FLOW_IMPLEMENTATION != "none":
         makers[FLOW_FIGURES[0]] = lambda: _couplings_figure(flow)
         makers[FLOW_FIGURES[1]] = lambda: _symmetry_figure(flow)
