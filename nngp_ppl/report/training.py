@@ -94,7 +94,8 @@ def summary(out, plan: dict) -> dict | None:
                 "unusable": int(np.sum(~np.isfinite(se3))) + sum(
                     int(comp[f"unusable{n}"].values[i, j]) for n in (1, 2)
                     if f"unusable{n}" in comp)})
-    return {"key": entry["key"], "label": entry["label"], "spec": entry["spec"],
+    return {"key": entry["key"], "label": entry["label"], "data": entry["spec"].get("data"),
+            "setup": json.loads(comp.attrs["training"]), "seed": int(comp.attrs["seed"]),
             "ensemble": comp.attrs["ensemble"], "oracle": comp.attrs["oracle"],
             "has_oracle": has_oracle, "inputs": json.loads(comp.attrs["inputs"]),
             "steps": [int(s) for s in comp["step"].values],
@@ -265,20 +266,20 @@ OPTIMIZER_NAMES = {"gd": "full-batch gradient descent", "sgd": "optax's sgd (ful
 
 
 def _setup_sentence(t: dict) -> str:
-    s = t["spec"]
-    data = f"the file `{s['data']}`" if s.get("data") else "points given in the study"
+    """The training as the trained file records it (its ``training`` attribute)."""
+    s = t["setup"]
+    data = f"the file `{t['data']}`" if t.get("data") else "points given in the study"
     where = ", ".join(_input_label(x) for x in t["inputs"])
     optimizer = OPTIMIZER_NAMES.get(s["optimizer"], s["optimizer"])
     if s["optimizer"] == "momentum":
         optimizer += f", momentum {s['momentum']:g}"
-    return (f"The networks of run '{t['key']}' ({t['ensemble']}; seed {s['seed']}, so "
+    return (f"The networks of run '{t['key']}' ({t['ensemble']}; seed {t['seed']}, so "
             f"step 0 is the untrained ensemble) were trained at widths "
             f"{', '.join(map(str, t['widths']))} ({', '.join(f'{n:,}' for n in t['n_nets'])}"
             f" networks) on {len(s['y_train'])} points from {data} by {optimizer} "
             f"in the {s['parametrisation']} parametrisation, learning rate "
-            f"{s['learning_rate']:g}, loss L = 1/(2n) Σ (f(x_i) − y_i)²; the connected "
-            f"correlators were recorded at steps {', '.join(map(str, t['steps']))} at the "
-            f"inputs {where}.")
+            f"{s['learning_rate']:g}, loss {s['loss']}; the connected correlators were "
+            f"recorded at steps {', '.join(map(str, t['steps']))} at the inputs {where}.")
 
 
 def _verdict_lines(t: dict) -> list[str]:
