@@ -58,14 +58,21 @@ def rounding_floor(stats, c, width: int) -> np.ndarray:
     connected function ``c`` (:meth:`~nngp_ppl.CorrelatorStats.connected`).
 
     The accumulation multiplies float32 outputs in float32 (relative error
-    :math:`\le m\,2^{-24}` for a product of m of them) before adding them in float64, so an
-    estimator covariance entry :math:`\mathrm{Cov}(\hat G_s, \hat G_t)` can be off by
-    :math:`\epsilon\,|G_{s\cup t}|/n` with :math:`\epsilon = 2n_{max}\,2^{-24}`; the
-    variance :math:`J\Sigma J^T` then by at most :math:`\epsilon\,|J|\,|U|\,|J|^T/n`, U
-    the raw moments of the unions. Untrained ensembles are centred and this is negligible;
-    trained networks whose spread at an input is far below their mean (near the data,
-    late in training) cancel many digits, and there the error bar is not computable from
-    the stored sums.
+    :math:`\le m\,2^{-24}` for a product of m of them) before adding them in float64. With
+    independent rounding errors over the n networks, an estimator covariance entry
+    :math:`\mathrm{Cov}(\hat G_s, \hat G_t)` is off by about
+    :math:`\epsilon\,|G_{s\cup t}|/n^{3/2}`, :math:`\epsilon = 2n_{max}\,2^{-24}`, and the
+    variance :math:`J\Sigma J^T` by :math:`\epsilon\,|J|\,|U|\,|J|^T/n^{3/2}`, U the raw
+    moments of the unions. Untrained ensembles are centred and this is negligible; trained
+    networks whose spread at an input is far below their mean (near the data, late in
+    training) cancel many digits, and there the error bar is not computable from the
+    stored sums (the values are: they need no such cancellation of second moments).
+    Measured against float64 errors from the raw outputs (example 08's setting, N = 16,
+    1000 networks, step 300, 165 triples): 85 stored-sum errors off by more than 10 % (31
+    of them negative variances), every one flagged by ``variance <= 10 floor``, with 40
+    accurate ones flagged too; in ``examples/train_1d.toml`` (4000 networks, four inputs
+    away from the data) the errors of the four coincident-input triples at steps 100 and
+    300 agreed with the float64 ones to 0.1 %.
     """
     count = stats.n_nets(width)
     sums = stats.moment_sums(width)
@@ -75,7 +82,7 @@ def rounding_floor(stats, c, width: int) -> np.ndarray:
     U = np.abs(np.block([[sums[a + b][union_index(stats.k, a, b)] / count for b in used]
                          for a in used]))
     eps = 2 * max(used) * 2.0**-24
-    return eps * np.einsum("ti,ij,tj->t", jac, U, jac) / count
+    return eps * np.einsum("ti,ij,tj->t", jac, U, jac) / count**1.5
 
 
 def _connected(stats, n: int, width: int):
