@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nngp_ppl.study import load_study
-from nngp_ppl.training import train_correlators
-from nngp_ppl.training_comparison import oracle_comparison
+from nngp_ppl.study.spec import load_study
+from nngp_ppl.training.comparison import oracle_comparison
+from nngp_ppl.training.trainer import train_correlators
 
 STUDY = Path(__file__).resolve().parent / "train_1d.toml"
 

@@ -12,10 +12,11 @@ import warnings
 import numpy as np
 import pytest
 
-from nngp_ppl import ErfNet, eft, sample_correlators
-from nngp_ppl.cli import main
-from nngp_ppl.stats import HeavyTailWarning
-from nngp_ppl.training import train_correlators
+from nngp_ppl import ErfNet, sample_correlators
+from nngp_ppl.cli.main import main
+from nngp_ppl.inference import eft
+from nngp_ppl.sampling.stats import HeavyTailWarning
+from nngp_ppl.training.trainer import train_correlators
 
 NET = ErfNet(sigma_w=1.0, sigma_b=0.5)
 X = np.array([-1.0, -0.2, 0.6])

@@ -1,5 +1,5 @@
-"""The [train] block of a TOML study (nngp_ppl.train_study), its stages
-(nngp_ppl.training_stage) and its report section (nngp_ppl.report.training).
+"""The [train] block of a TOML study (nngp_ppl.study.train_spec), its stages
+(nngp_ppl.study.training_stages) and its report section (nngp_ppl.study.report.training).
 
 Validation: every bad key is refused when the study is read, with one message naming the
 file, [train] and the key. Physics: at large width the stage's learned 1-pt and connected
@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from nngp_ppl import NNGPInputError
-from nngp_ppl.study import check_study, study_from_text
-from nngp_ppl.train_study import comparison_file, flow_file, trained_file
-from nngp_ppl.training import TrainedCorrelators, _TrainShard
-from nngp_ppl.training_comparison import oracle_comparison
-from nngp_ppl.training_stage import training_stages
+from nngp_ppl.study.spec import check_study, study_from_text
+from nngp_ppl.study.train_spec import comparison_file, flow_file, trained_file
+from nngp_ppl.study.training_stages import training_stages
+from nngp_ppl.training.comparison import oracle_comparison
+from nngp_ppl.training.trainer import TrainedCorrelators, _TrainShard
 
 HEAD = """
 name = "t"
@@ -129,7 +129,7 @@ def test_data_files_next_to_the_study_give_the_same_block(tmp_path):
         toml = tmp_path / f"{name}.toml"
         toml.write_text(HEAD + "\n[train]\n" + train_text(x_train=None, y_train=None,
                                                           data=name))
-        from nngp_ppl.study import load_study
+        from nngp_ppl.study.spec import load_study
 
         got = load_study(toml).train
         assert dataclasses.replace(got, data=None) == inline and got.data == name
@@ -218,9 +218,9 @@ def test_the_flow_slot_says_not_computed(wide):
 
 
 def test_the_report_section_and_figures(wide, tmp_path):
-    from nngp_ppl.report import training
-    from nngp_ppl.report.markdown import _table
-    from nngp_ppl.reproduce import plan_dict
+    from nngp_ppl.study.report import training
+    from nngp_ppl.study.report.markdown import _table
+    from nngp_ppl.study.spec import plan_dict
 
     preset, out = wide
     plan = plan_dict(preset)
@@ -244,7 +244,7 @@ def test_an_interrupted_train_stage_resumes_to_the_same_bits(wide, tmp_path, mon
     whole.mkdir()
     stage = training_stages(preset, progress=False, log=lambda *_: None)[0]
     # A fixed shard size: several shards, so an interruption leaves some done.
-    import nngp_ppl.training_stage as stages
+    import nngp_ppl.study.training_stages as stages
 
     real_train = stages.train_correlators
 
@@ -285,7 +285,7 @@ def test_an_interrupted_train_stage_resumes_to_the_same_bits(wide, tmp_path, mon
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    from nngp_ppl.reproduce import reproduce
+    from nngp_ppl.study.stages import reproduce
 
     out = tmp_path_factory.mktemp("pipeline")
     preset = study(train_text(n_nets=300, widths=[16], steps=[0, 3]))
@@ -295,8 +295,8 @@ def pipeline(tmp_path_factory):
 
 @pytest.mark.slow
 def test_train_pipeline_reports_and_reruns_nothing(pipeline, tmp_path):
-    from nngp_ppl.report.training import FIGURES
-    from nngp_ppl.reproduce import reproduce
+    from nngp_ppl.study.report.training import FIGURES
+    from nngp_ppl.study.stages import reproduce
 
     preset, src = pipeline
     out = tmp_path / "copy"
@@ -321,8 +321,8 @@ def test_train_pipeline_reports_and_reruns_nothing(pipeline, tmp_path):
 def test_the_shipped_study_reads_and_lists_its_training_stages(tmp_path):
     from pathlib import Path
 
-    from nngp_ppl.reproduce import reproduce
-    from nngp_ppl.study import load_study
+    from nngp_ppl.study.spec import load_study
+    from nngp_ppl.study.stages import reproduce
 
     path = Path(__file__).resolve().parent.parent / "examples" / "train_1d.toml"
     preset = load_study(path)
