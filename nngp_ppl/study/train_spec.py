@@ -1,10 +1,10 @@
 r"""The ``[train]`` block of a TOML study: train one run's networks on a data set.
 
-A study (:mod:`nngp_ppl.study`) may hold one ``[train]`` table. ``nngp-ppl reproduce`` then
+A study (:mod:`nngp_ppl.study.spec`) may hold one ``[train]`` table. ``nngp-ppl reproduce`` then
 trains the networks of the run it names -- the sampler's networks, drawn with the study's
 seed, so step 0 is that run's initialisation ensemble -- on the data set, records their
 correlators of orders 1..6 at the run's inputs after each of ``steps``
-(:func:`nngp_ppl.training.train_correlators`), compares them with the infinite-width
+(:func:`nngp_ppl.training.trainer.train_correlators`), compares them with the infinite-width
 oracle (:func:`nngp_ppl.theory.ntk.training_oracle`) and reports the flow
 (:mod:`nngp_ppl.study.training_stages`, :mod:`nngp_ppl.study.report.training`). The schema::
 
@@ -29,7 +29,7 @@ oracle (:func:`nngp_ppl.theory.ntk.training_oracle`) and reports the flow
 Every key is checked when the study is read (:func:`train_spec`), and again before any
 stage runs (:func:`check_train`), with one message naming the file, ``[train]`` and the
 key: the data finite, one target per point, of the run's input dimension; the run
-trainable (a single-layer ensemble, which :mod:`nngp_ppl.training` draws as the sampler
+trainable (a single-layer ensemble, which :mod:`nngp_ppl.training.trainer` draws as the sampler
 does); a non-gd optimiser only with optax installed; and, for gradient descent in the NTK
 parametrisation, a learning rate below the stability bound :math:`2n/\lambda_{max}(\Theta)`
 of the linearised dynamics (:math:`\Theta` the NTK on the training points), beyond which
@@ -375,7 +375,7 @@ def trained_run(preset):
 
 
 def plan_entry(preset) -> dict | None:
-    """The plan's ``training`` entry (:func:`nngp_ppl.reproduce.plan_dict`)."""
+    """The plan's ``training`` entry (:func:`nngp_ppl.study.spec.plan_dict`)."""
     found = trained_run(preset)
     if found is None:
         return None

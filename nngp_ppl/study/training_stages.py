@@ -1,12 +1,12 @@
 r"""The stages of a study's ``[train]`` block (:mod:`nngp_ppl.study.train_spec`).
 
 Three stages, after the study's own (``nngp-ppl reproduce`` runs them; each is skipped
-when its manifest record matches, like every stage of :mod:`nngp_ppl.reproduce`):
+when its manifest record matches, like every stage of :mod:`nngp_ppl.study.stages`):
 
 ===============================  ==========================================================
 ``train_<run>``                  ``train_<run>.nc``: the trained ensemble's correlators of
                                  orders 1..6 with covariance at every recorded step
-                                 (:class:`~nngp_ppl.training.TrainedCorrelators`); a kill
+                                 (:class:`~nngp_ppl.training.trainer.TrainedCorrelators`); a kill
                                  loses at most one shard (checkpoint
                                  ``train_<run>.nc.partial-<key>``, resumed on the next run)
 ``training_<run>``               ``training_<run>.nc``: per step and width, the sampled

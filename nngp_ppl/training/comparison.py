@@ -8,7 +8,7 @@ parametrisation makes it the Gaussian process of
 differences are O(1/N); the 3-pt function starts at zero (the initial ensemble is
 symmetric under f -> -f) and training, which breaks that symmetry through the data, can
 make it grow. :func:`oracle_comparison` gives the sampled connected 1-, 2- and 3-pt
-functions of a :class:`~nngp_ppl.training.TrainedCorrelators` with their delta-method
+functions of a :class:`~nngp_ppl.training.trainer.TrainedCorrelators` with their delta-method
 standard errors (:meth:`nngp_ppl.CorrelatorStats.connected`) against those targets; the
 ``[train]`` stage of a study stores it (:mod:`nngp_ppl.study.training_stages`) and the report
 draws it (:mod:`nngp_ppl.study.report.training`).
@@ -119,7 +119,7 @@ def oracle_reason(trained) -> str | None:
 
 def oracle_comparison(trained):
     r"""The sampled connected 1-, 2- and 3-pt functions of ``trained``
-    (:class:`~nngp_ppl.training.TrainedCorrelators` with orders 1..6 and covariance) at
+    (:class:`~nngp_ppl.training.trainer.TrainedCorrelators` with orders 1..6 and covariance) at
     every step and width, against the infinite-width oracle, as an xarray Dataset.
 
     Variables (``tuple_n``: the distinct n-tuples of inputs, :func:`nngp_ppl.tuples.

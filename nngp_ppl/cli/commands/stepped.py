@@ -1,6 +1,6 @@
 r"""``--step``: how ``show``, ``fit`` and ``infer`` read a file of ``nngp-ppl train``.
 
-A trained-correlators file (:class:`nngp_ppl.training.TrainedCorrelators`) holds one
+A trained-correlators file (:class:`nngp_ppl.training.trainer.TrainedCorrelators`) holds one
 ensemble per recorded training step along a ``step`` coordinate. What each command does
 with it:
 

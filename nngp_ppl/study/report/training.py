@@ -259,7 +259,7 @@ def _f(x, spec=".3g") -> str:
     return "–" if x is None or not np.isfinite(x) else format(x, spec)
 
 
-#: How the section names each optimiser (nngp_ppl.training.OPTIMIZERS).
+#: How the section names each optimiser (nngp_ppl.training.trainer.OPTIMIZERS).
 OPTIMIZER_NAMES = {"gd": "full-batch gradient descent", "sgd": "optax's sgd (full batch)",
                    "momentum": "optax's sgd with momentum (full batch)",
                    "adam": "optax's adam (full batch)"}
