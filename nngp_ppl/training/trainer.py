@@ -92,6 +92,7 @@ from ..sampling.stats import CorrelatorStats
 from ..theory.ntk import check_parametrisation, check_steps
 
 __all__ = [
+    "check_trainable",
     "OPTIMIZERS",
     "TRAINED_FORMAT",
     "TRAINED_VERSION",
@@ -177,6 +178,12 @@ def training_setup(net, x_train, y_train, steps, learning_rate, *, optimizer="gd
     return TrainingSetup(tuple(tuple(float(v) for v in p) for p in x),
                          tuple(float(v) for v in y), steps, lr, optimizer, parametrisation,
                          momentum)
+
+
+def check_trainable(net) -> SingleLayerNet:
+    """``net`` if training can draw its networks as the sampler does (a single-layer
+    ensemble with the standard draw), else a message naming it."""
+    return _trainable(net)
 
 
 def _trainable(net) -> SingleLayerNet:
