@@ -49,6 +49,7 @@ from ..problem import (
     odd_couplings,
 )
 from ..tuples import distinct_tuples
+from .evidence import discrepancy_variance
 
 # numpyro's names for NUTS diagnostics -> ArviZ's names in sample_stats.
 _EXTRA_FIELDS = ("diverging", "acceptance_rate", "n_steps", "step_size", "energy", "lp")
@@ -66,17 +67,42 @@ ESTIMANDS = {
     "(G_free: Wick sums of {free}); see nngp_ppl.estimators",
 }
 
-#: The models ranked by expected log predictive density (ELPD): name -> couplings.
+#: The models ranked by expected log predictive density (ELPD) on even data: name ->
+#: couplings. With odd correlators every nested odd basis joins them (:func:`model_bases`).
 MODELS = {"gp": (), "lambda": ("lambda",), "lambda+kappa": ("lambda", "kappa"),
           "g3+lambda": ("g3", "lambda"), "g3+lambda+kappa": ("g3", "lambda", "kappa")}
-#: Every coupling a compared model may have (``constant_data/model_couplings``); g3 is
-#: added where the odd correlators are conditioned on (:func:`_model_couplings`).
+#: Every coupling a compared model may have on even data (``constant_data/model_couplings``);
+#: the odd ones are added where the odd correlators are conditioned on
+#: (:func:`_model_couplings`).
 MODEL_COUPLINGS = ("lambda", "kappa")
 
 
+def model_bases(data_orders) -> dict[str, tuple[str, ...]]:
+    """The models ranked by ELPD on correlators of ``data_orders``: ``"gp"`` (no coupling)
+    and every fit basis those orders hold (:func:`nngp_ppl.theory.operators.coupling_names`
+    with ``fit_orders``: the nested even bases λ, λ + κ and, with odd orders, each of them
+    with g₃ or g₃ + g₅), named by their couplings in order of expected size joined by
+    ``+`` (``"g3+lambda+kappa"``); a model's couplings are the name split at ``+``."""
+    from ..theory.operators import _fit_bases
+
+    return {"gp": (), **{"+".join(b): tuple(b) for b in _fit_bases(tuple(data_orders))}}
+
+
+def model_couplings_of(name: str) -> tuple[str, ...]:
+    """The couplings of a compared model's name (``"gp"``: none; ``"lambda+kappa@2"``:
+    ``("lambda", "kappa")``)."""
+    base = name.partition("@")[0]
+    return () if base == "gp" else tuple(base.split("+"))
+
+
 def _model_couplings(theory) -> tuple[str, ...]:
-    """The couplings of the compared models (:func:`_model_names`) of ``theory``."""
-    return (("g3",) if 3 in theory.data_orders else ()) + MODEL_COUPLINGS
+    """The couplings of the compared models (:func:`_model_names`) of ``theory``, in order
+    of expected size."""
+    from ..theory.operators import operator
+
+    names = {c for b in model_bases(theory.data_orders).values() for c in b}
+    names |= set(MODEL_COUPLINGS)
+    return tuple(sorted(names, key=lambda c: (operator(c).size_power, c)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -456,20 +482,21 @@ def _derive(theory, runs, est, thin, seed) -> dict:
     rng = np.random.default_rng([seed, 1])
     out = {name: [] for name in ("g", "spread", "share", "loglik", "ppc", "prior_g",
                                  "prior_pred", "ghat", "gsd")}
-    scale = est.scales  # (L, T)
     for run in runs:
         r, L, rhat = run["r"], run["tril"], run["residual"]
         g = est.couplings(r)  # (ch, dr, L, C)
         out["g"].append(g)
         out["spread"].append(est.spread(r, g))
         out["share"].append(est.second_order_share(r))
-        gt, tau = _thinned(g, thin), _thinned(out["spread"][-1], thin)
+        gt = _thinned(g, thin)
         mean = est.predict(gt, _thinned(r, thin))  # predicted deviations (ch, dr', L, T)
+        # The stated discrepancy, net of noise (nngp_ppl.inference.evidence), (L, T).
+        extra = discrepancy_variance(est, rhat, L @ L.T)
         out["loglik"].append(np.stack(
-            [_pointwise_loglik(L, rhat, mean[:, :, j], tau[:, :, j], scale[j])
+            [_pointwise_loglik(L, rhat, mean[:, :, j], extra[j])
              for j in range(len(est.cutoffs))], axis=2))
         noise = rng.standard_normal(mean.shape) @ L.T
-        noise += rng.standard_normal(mean.shape) * tau[..., None] * scale
+        noise += rng.standard_normal(mean.shape) * np.sqrt(extra)
         out["ppc"].append(run["free"] + mean + noise)
         prior_r = (rng.standard_normal(gt.shape[:2] + (rhat.size,)) * run["prior_scale"]) @ L.T
         out["prior_g"].append(est.couplings(prior_r))
@@ -483,35 +510,34 @@ def _derive(theory, runs, est, thin, seed) -> dict:
             in out.items()}
 
 
-def _pointwise_loglik(L, rhat, mean, spread, scale):
+def _pointwise_loglik(L, rhat, mean, extra):
     r"""Pointwise log predictive density of the correlators under one EFT draw (..., T):
 
-    .. math:: \hat r_t \sim \mathcal N\big(m_t,\ \Sigma_{tt} + (\tau\, s_t)^2\big),
+    .. math:: \hat r_t \sim \mathcal N\big(m_t,\ \Sigma_{tt} + \tau_b^2 s_t^2\big),
 
-    :math:`m = D(\Lambda) g` the draw's prediction, :math:`\tau` its model discrepancy
-    (``spread``, (...,)) and :math:`s_t = |D_{t\lambda}|` (``scale``, (T,)): each model
-    predicts a tuple up to the noise and the spread of the per-tuple couplings it states.
-    PSIS-LOO needs terms that factorise over observations, so each uses its marginal noise.
-    Measured on Erf-net N = 5, 10⁵ nets: without the discrepancy term 86% of the Pareto k
-    exceeded 1 (a coupling fixed by the correlated 4-pt noise to ±100% predicts individual
-    6-pt tuples many standard errors apart), with it all k < 0.66; whitening by the full
+    :math:`m = D(\Lambda) g` the draw's prediction (``mean``) and ``extra`` (T,) the
+    model's stated discrepancy :math:`\tau_b^2 s_t^2`, net of noise, one τ per parity
+    block (:func:`nngp_ppl.inference.evidence.discrepancy_variance`; 0 for the GP): each
+    model predicts a tuple up to the noise and the spread of the per-tuple couplings it
+    states. PSIS-LOO needs terms that factorise over observations, so each uses its
+    marginal noise. Measured on Erf-net N = 5, 10⁵ nets: without any discrepancy term 86%
+    of the Pareto k exceeded 1 (a coupling fixed by the correlated 4-pt noise to ±100%
+    predicts individual 6-pt tuples many standard errors apart); whitening by the full
     :math:`\Sigma` instead lets the floored smallest-variance directions dominate.
     """
-    var = np.sum(L**2, axis=1) + (np.asarray(spread)[..., None] * scale) ** 2
+    var = np.sum(L**2, axis=1) + np.asarray(extra)
     return -0.5 * (rhat - mean) ** 2 / var - 0.5 * np.log(2 * np.pi * var)
 
 
 def _model_names(theory) -> list[str]:
-    """The models ranked by ELPD: GP, λ, λ + κ (with the 6-pt function), and with the odd
-    correlators g3 + λ and g3 + λ + κ; at second order also the even ones at second order
-    (suffix ``@2``), on the same data."""
-    def held(c):
-        return ("kappa" not in c or 6 in theory.data_orders) and (
-            "g3" not in c or 3 in theory.data_orders)
-
-    names = [m for m, c in MODELS.items() if held(c)]
+    """The models ranked by ELPD (:func:`model_bases`): GP, λ, λ + κ (with the 6-pt
+    function), and with odd correlators every nested odd basis (g3 + λ, g3 + λ + κ, and
+    with the 5-pt function g3 + λ + g5 ...); at second order also the even ones at second
+    order (suffix ``@2``), on the same data."""
+    names = list(model_bases(theory.data_orders))
     if theory.order == 2:
-        names += [f"{m}@2" for m in names if m != "gp" and not odd_couplings(MODELS[m])]
+        names += [f"{m}@2" for m in names
+                  if m != "gp" and not odd_couplings(model_couplings_of(m))]
     return names
 
 
@@ -536,13 +562,14 @@ def _compare_models(theory, runs, est, thin) -> dict:
     loglik = {}
     for m, name in enumerate(names):
         if name == "gp":
-            ll = [_pointwise_loglik(run["tril"], run["residual"], 0.0, 0.0, 0.0) for run in runs]
+            ll = [_pointwise_loglik(run["tril"], run["residual"], 0.0, 0.0) for run in runs]
             draws = _thinned(runs[0]["r"], thin).shape[:2]
             loglik[name] = np.broadcast_to(np.stack(ll)[None, None], draws + np.shape(
                 np.stack(ll))).astype(np.float32)
             continue
         base, _, order = name.partition("@")
-        sub = EFTTheory.build(theory.net, theory.X, MODELS[base], None, theory.data_orders,
+        sub = EFTTheory.build(theory.net, theory.X, model_couplings_of(base), None,
+                              theory.data_orders,
                               theory.propagator, theory.max_cutoff, int(order or 1))
         if (sub.couplings, sub.orders, sub.order) == (theory.couplings, theory.orders,
                                                       theory.order):
@@ -556,10 +583,11 @@ def _compare_models(theory, runs, est, thin) -> dict:
             for c, cname in enumerate(sub.couplings):
                 gmean[i, :, m, model_couplings.index(cname)] = g[..., c].mean(axis=(0, 1))
                 gsd[i, :, m, model_couplings.index(cname)] = g[..., c].std(axis=(0, 1))
-            mean, tau = sub_est.predict(g, r), sub_est.spread(r, g)
+            mean = sub_est.predict(g, r)
+            extra = discrepancy_variance(sub_est, run["residual"], run["tril"] @ run["tril"].T)
             per_run.append(np.stack(
-                [_pointwise_loglik(run["tril"], run["residual"], mean[:, :, j], tau[:, :, j],
-                                   sub_est.scales[j]) for j in range(len(cutoffs))], axis=2))
+                [_pointwise_loglik(run["tril"], run["residual"], mean[:, :, j], extra[j])
+                 for j in range(len(cutoffs))], axis=2))
         loglik[name] = np.stack(per_run, axis=2).astype(np.float32)
     return {"models": names, "loglik": loglik, "couplings_mean": gmean, "couplings_sd": gsd}
 
