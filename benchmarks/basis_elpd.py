@@ -78,10 +78,15 @@ def main(argv=None):
     ap.add_argument("--cutoff", type=float, default=10.0)
     ap.add_argument("--num-samples", type=int, default=500)
     ap.add_argument("--num-warmup", type=int, default=300)
+    ap.add_argument("--inputs", default="-1,0.2,1",
+                    help='comma-separated inputs (d_in = 1), or "paper" (six for Erf: 650 '
+                    "latent correlators, ~8 min per seed on the loaded shared machine)")
     args = ap.parse_args(argv)
     net = nn.make_ensemble(args.ensemble, sigma_b=args.sigma_b)
-    X = nn.paper_inputs(args.ensemble, d_in=1)
-    print(f"{net.describe()}, N = {args.width}, {args.n_nets:,} networks x {args.seeds} seeds, "
+    X = (nn.paper_inputs(args.ensemble, d_in=1) if args.inputs == "paper"
+         else np.asarray([float(v) for v in args.inputs.split(",")])[:, None])
+    print(f"{net.describe()}, inputs {X.ravel().tolist()}, N = {args.width}, "
+          f"{args.n_nets:,} networks x {args.seeds} seeds, "
           f"cutoff {args.cutoff:g}; Δ = ELPD(richer) - ELPD(simpler) ± paired s.e.",
           flush=True)
     deltas = {p: [] for p in PAIRS}

@@ -98,12 +98,18 @@ class RunSpec:
     symmetries: tuple[str, ...] = ()
     #: Measure the odd orders 1, 3, 5 and run the parity test (implied by ``symmetries``).
     odd_orders: bool = False
+    #: The operator basis of the posteriors (validated: nngp_ppl.study_basis); odd
+    #: couplings make the run measure the odd orders.
+    basis: tuple[str, ...] = ("lambda",)
 
     @property
     def orders(self) -> tuple[int, ...]:
         """The orders the sample stage measures: :data:`ODD_ORDERS` for a run that tests
         f -> -f, else :data:`ORDERS`."""
-        tested = self.odd_orders or self.symmetries or not self.zero_mean
+        from .theory.operators import operator
+
+        tested = (self.odd_orders or self.symmetries or not self.zero_mean
+                  or any(not operator(c).even for c in self.basis))
         return ODD_ORDERS if tested else ORDERS
 
     @property
@@ -233,6 +239,7 @@ def _run_dict(run: RunSpec) -> dict:
     d = dataclasses.asdict(run)
     d["params"] = dict(run.params)
     d["symmetries"] = list(run.symmetries)
+    d["basis"] = list(run.basis)
     return d
 
 
@@ -342,6 +349,7 @@ def plan_dict(preset: Preset) -> dict:
                 **({"symmetry": symmetry_file(r.key)} if r.tests_symmetry else {}),
             },
             "symmetries": list(r.symmetries), "orders": list(r.orders),
+            "basis": list(r.basis),
         })
     # Runs with non-zero means: sampled and tested for f -> -f only (RunSpec.zero_mean).
     return {"preset": preset.to_dict(), "runs": runs, "symmetry_runs": tested_only}
@@ -643,7 +651,7 @@ def _infer_action(run: RunSpec, preset: Preset, progress: bool, log):
         from .stats import CorrelatorStats
 
         stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
-        dt = infer_couplings(stats, cutoffs=preset.infer_cutoffs, couplings=("lambda",),
+        dt = infer_couplings(stats, cutoffs=preset.infer_cutoffs, couplings=run.basis,
                              **_sampler_arguments(run, preset, progress))
         write_netcdf(dt, out / posterior_file(run.key), file_format=_io.POSTERIOR_FORMAT,
                      version=_io.POSTERIOR_VERSION)
@@ -851,7 +859,7 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
             {"cutoffs": list(preset.infer_cutoffs), "widths": list(r.infer_widths),
              "chains": preset.num_chains, "samples": preset.num_samples,
              "warmup": preset.num_warmup, "seed": preset.seed,
-             "propagator": r.propagators[0], "couplings": ["lambda"],
+             "propagator": r.propagators[0], "couplings": list(r.basis),
              "covariance": preset.covariance, "format": _io.POSTERIOR_VERSION},
             _infer_action(r, preset, progress, log)))
     for r in runs:

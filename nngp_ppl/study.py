@@ -23,6 +23,12 @@ name)::
     symmetries = []                  # declared symmetries: [] (default) or ["z2"] (f -> -f)
     odd_orders = false               # measure odd orders 1, 3, 5 and test f -> -f
 
+    [infer]                          # the operator basis the posteriors fit (default
+    max_dimension = 6                # lambda): every f^k up to max_dimension respecting
+    symmetry = "z2"                  # symmetry (default: the declared ones), or
+                                     # couplings = ["g3", "lambda"]; [run.infer] per run
+                                     # (nngp_ppl.study_basis)
+
     [infer_widths]                   # optional overrides by run key
     erf = [5, 20]
 
@@ -76,6 +82,7 @@ import numpy as np
 
 from . import _checks
 from ._checks import NNGPInputError
+from .study_basis import infer_basis
 
 #: Top-level keys: (required, kind).
 STUDY_KEYS = {
@@ -86,6 +93,7 @@ STUDY_KEYS = {
     "num_warmup": (False, "count"), "covariance": (False, "covariance"),
     "infer_widths": (False, "width_table"), "run": (True, "runs"),
     "symmetries": (False, "symmetries"), "odd_orders": (False, "flag"),
+    "infer": (False, "infer"),
 }
 #: Keys of one ``[[run]]`` table: (required, kind).
 RUN_KEYS = {
@@ -96,6 +104,7 @@ RUN_KEYS = {
     "propagators": (False, "propagators"), "order": (False, "order"),
     "params": (False, "table"),
     "symmetries": (False, "symmetries"), "odd_orders": (False, "flag"),
+    "infer": (False, "infer"),
 }
 ROLES = ("main", "sigma_b", "dim")
 COVARIANCES = ("auto", "exact", "sample", "gp")
@@ -142,6 +151,10 @@ def _value(kind: str, v, where: str):
 
     if kind in ("symmetries", "flag"):
         return _symmetry_value(kind, v, where)
+    if kind == "infer":  # resolved per run against its declared symmetries (_run)
+        if not isinstance(v, dict):
+            bad("a table (couplings, or max_dimension and symmetry)")
+        return dict(v)
 
     if kind in ("name", "key"):
         most = MAX_KEY_LENGTH if kind == "key" else MAX_TEXT_LENGTH
@@ -284,6 +297,11 @@ def _run(table, i: int, source, study: dict):
         if not (_is_real(p) or isinstance(p, (str, bool))):
             raise NNGPInputError(f"{where}: params.{k} must be a number, string or boolean, "
                                  f"got {p!r}")
+    # The operator basis its posteriors fit ([run.infer] wins over the study's [infer]).
+    declared = v.get("symmetries", study.get("symmetries", ()))
+    basis = infer_basis(v.get("infer", study.get("infer")),
+                        f"{where}: infer" if "infer" in v else _where(source, key="infer"),
+                        declared)
     spec = RunSpec(
         key=v["key"], ensemble=v["ensemble"], sigma_b=v.get("sigma_b"), d_in=d_in,
         widths=widths, infer_widths=infer, ngp_width=v.get("ngp_width", 0),
@@ -292,8 +310,9 @@ def _run(table, i: int, source, study: dict):
         order=v.get("order", 1), title=v.get("title"),
         # A run's own key wins over the study's; declaring a symmetry asks for its test,
         # so it measures the odd orders too.
-        symmetries=v.get("symmetries", study.get("symmetries", ())),
+        symmetries=declared,
         odd_orders=v.get("odd_orders", study.get("odd_orders", False)),
+        basis=basis,
     )
     # Build the ensemble and its inputs now, so a wrong description fails before any work.
     try:
@@ -376,7 +395,7 @@ def _check_run(preset, run, where: str, source) -> None:
         cut = _checks.cutoffs(_where(source, key=key), values, extent, inputs_of=whose)
         _check_box(net, X, float(np.max(cut)), _where(source, key=key), whose)
     # What `infer` checks for its own options: the draws of every posterior fit in memory.
-    latent = sum(len(distinct_tuples(len(X), n)) for n in ORDERS[1:])
+    latent = sum(len(distinct_tuples(len(X), n)) for n in run.orders if n != 2)
     widths = len(run.infer_widths)
     _checks.fits_in_memory(
         f"{_where(source, key='num_chains')}/num_samples",

@@ -48,6 +48,7 @@ from ..problem import (
     noise_covariance,
     odd_couplings,
 )
+from ..theory.operators import operators
 from ..tuples import distinct_tuples
 from .evidence import discrepancy_variance
 
@@ -755,7 +756,8 @@ def _root_attrs(theory, runs, elpd, elpd_best, attrs) -> dict:
         "sampler": "numpyro NUTS on the latent deviations, whitened, diagonal mass, "
         "chains vmapped",
         "model": "nngp_ppl.models.coupling_model",
-        "sign_convention": "S = S_GP + int (lambda f^4 + kappa f^6); rule 4.5 on",
+        "sign_convention": "S = S_GP + int (" + " + ".join(
+            f"{o.name} f^{o.legs}" for o in operators(couplings)) + "); rule 4.5 on",
         "likelihood": "normal" if all(run["df"] >= NORMAL_DF for run in runs) else
         "Student-t (heavy tails; degrees of freedom per width in "
         "constant_data/likelihood_df)",
