@@ -146,3 +146,27 @@ def test_elpd_prefers_the_even_basis_on_a_symmetric_net(symmetric_posterior):
     assert float(lam.elpd) > float(odd.elpd)
     stored = dt["constant_data"]["elpd"].sel(width=5, cutoff=10.0)
     assert float(stored.sel(model="lambda")) == pytest.approx(float(lam.elpd))
+
+
+def test_conditional_density_is_the_normal_conditional():
+    """log p(r̂_t | r̂_-t) of N(m, L Lᵀ + diag(extra)) against the partitioned-covariance
+    formula μ_t + C_t,-t C_-t⁻¹ (r̂_-t − m_-t), C_tt − C_t,-t C_-t⁻¹ C_-t,t."""
+    from scipy.stats import norm
+
+    from nngp_ppl.inference.evidence import conditional_loglik
+
+    rng = np.random.default_rng(2)
+    T = 6
+    L = np.tril(rng.standard_normal((T, T))) + 3 * np.eye(T)
+    extra = rng.uniform(0, 1, T)
+    rhat, mean = rng.standard_normal(T), rng.standard_normal((4, T))
+    got = conditional_loglik(L, rhat, mean, extra)
+    C = L @ L.T + np.diag(extra)
+    for k in range(4):
+        for t in range(T):
+            o = [s for s in range(T) if s != t]
+            w = np.linalg.solve(C[np.ix_(o, o)], C[o, t])
+            mu = mean[k, t] + w @ (rhat[o] - mean[k, o])
+            var = C[t, t] - C[t, o] @ w
+            assert got[k, t] == pytest.approx(norm.logpdf(rhat[t], mu, np.sqrt(var)),
+                                              rel=1e-9)

@@ -526,8 +526,20 @@ def _pointwise_loglik(L, rhat, mean, extra):
     predicts individual 6-pt tuples many standard errors apart); whitening by the full
     :math:`\Sigma` instead lets the floored smallest-variance directions dominate.
     """
+    if LOO_DENSITY == "conditional":
+        from .evidence import conditional_loglik
+
+        return conditional_loglik(L, rhat, mean, extra)
     var = np.sum(L**2, axis=1) + np.asarray(extra)
     return -0.5 * (rhat - mean) ** 2 / var - 0.5 * np.log(2 * np.pi * var)
+
+
+#: Which pointwise density the ELPD uses: "marginal" (each correlator under its own noise,
+#: the default) or "conditional" (given the other correlators, under the full noise
+#: covariance: :func:`nngp_ppl.inference.evidence.conditional_loglik`), a measurement
+#: option of ``benchmarks/basis_elpd.py --density`` (physics.md §6d: fewer unreliable
+#: Pareto k on the odd tuples, not yet measured on the paper inputs).
+LOO_DENSITY = "marginal"
 
 
 def _model_names(theory) -> list[str]:

@@ -86,4 +86,16 @@ def discrepancy_variance(est, rhat, cov) -> np.ndarray:
     return out
 
 
-__all__ = ["discrepancy_variance"]
+def conditional_loglik(L, rhat, mean, extra):
+    r"""log p(r̂_t | r̂_-t, θ) (..., T) under r̂ ~ N(m, C), C = L Lᵀ + diag(extra): with
+    P = C⁻¹ and e = r̂ − m, the conditional is N(r̂_t; r̂_t − (Pe)_t/P_tt, 1/P_tt)
+    (Bürkner, Gabry and Vehtari, Comput. Stat. 36 (2021) 1243: leave-one-out of
+    non-factorised normal models)."""
+    C = L @ L.T + np.diag(np.broadcast_to(np.asarray(extra, dtype=np.float64), L.shape[:1]))
+    P = np.linalg.inv(C)
+    d = np.diag(P)
+    g = (np.asarray(rhat) - np.asarray(mean)) @ P
+    return -0.5 * g**2 / d + 0.5 * np.log(d / (2 * np.pi))
+
+
+__all__ = ["conditional_loglik", "discrepancy_variance"]
