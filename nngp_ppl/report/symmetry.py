@@ -103,7 +103,7 @@ def figure(runs):
                         va="center", transform=axes[0, 0].transAxes)
         axes[0, 0].set_axis_off()
     fig.suptitle("Odd correlators against zero (f -> -f) and the exact values"
-                 + ("; operator bases by ELPD" if extra else ""), fontsize=11)
+                 + ("\nand the operator bases by ELPD" if extra else ""), fontsize=11)
     return fig
 
 
