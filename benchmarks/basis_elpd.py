@@ -52,7 +52,7 @@ import numpy as np
 
 import nngp_ppl as nn
 from nngp_ppl.inference.compare import model_loo
-from nngp_ppl.problem import EFTTheory
+from nngp_ppl.inference.problem import EFTTheory
 
 PAIRS = (("gp", "lambda"), ("lambda", "lambda+kappa"), ("lambda", "g3+lambda"),
          ("lambda+kappa", "g3+lambda+kappa"))

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import nngp_ppl as nn
-from nngp_ppl.estimators import estimand
 from nngp_ppl.inference.compare import model_loo
 from nngp_ppl.inference.couplings import model_bases, model_couplings_of
 from nngp_ppl.inference.diagnostics import DiagnosticsWarning
+from nngp_ppl.inference.estimators import estimand
 from nngp_ppl.inference.evidence import discrepancy_variance
-from nngp_ppl.problem import EFTTheory
+from nngp_ppl.inference.problem import EFTTheory
 
 X5 = np.array([[-1.0], [-0.4], [0.1], [0.6], [1.2]])
 X3 = np.array([[-1.0], [0.2], [1.0]])

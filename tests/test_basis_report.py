@@ -12,10 +12,11 @@ import pytest
 
 import nngp_ppl as nn
 from nngp_ppl import NNGPInputError
-from nngp_ppl.report import basis as rbasis
-from nngp_ppl.report.basis_section import basis_lines
-from nngp_ppl.reproduce import ODD_ORDERS, ORDERS, reproduce, stages
-from nngp_ppl.study import study_from_text
+from nngp_ppl.study.report import basis as rbasis
+from nngp_ppl.study.report.basis_section import basis_lines
+from nngp_ppl.study.report.markdown import FAIL
+from nngp_ppl.study.spec import ODD_ORDERS, ORDERS, study_from_text
+from nngp_ppl.study.stages import reproduce, stages
 
 INPUTS = [-1.0, 0.2, 1.0]
 BASE = """
@@ -111,22 +112,20 @@ def _table(header, rows):
 
 
 def test_section_states_the_comparison_and_flags_failures():
-    from nngp_ppl.report.markdown import FAIL
-
-    good = "\n".join(basis_lines(_summary(), _table))
+    good = "\n".join(basis_lines(_summary(), _table, FAIL))
     assert FAIL not in good
     assert "prefers the even basis in 1 of 1 comparisons, by more than 2 s.e. in 1" in good
     assert "posterior in the basis g₃ + λ, conditioned on the correlators of orders " \
            "[1, 3, 4, 6]" in good
     # odd basis preferred while the parity test is consistent: flagged in the cell
-    bad = "\n".join(basis_lines(_summary(prefers_even=False), _table))
+    bad = "\n".join(basis_lines(_summary(prefers_even=False), _table, FAIL))
     assert "in 0 of 1 comparisons" in bad
     assert f"{FAIL} odd couplings preferred although consistent with f -> -f" in bad
     # ... but not where the data reject f -> -f
-    ok = "\n".join(basis_lines(_summary(prefers_even=False, reject=True), _table))
+    ok = "\n".join(basis_lines(_summary(prefers_even=False, reject=True), _table, FAIL))
     assert "odd couplings preferred although" not in ok
-    assert f"3/40 {FAIL}" in "\n".join(basis_lines(_summary(k_bad=3), _table))
-    excl = "\n".join(basis_lines(_summary(holds_zero=False), _table))
+    assert f"3/40 {FAIL}" in "\n".join(basis_lines(_summary(k_bad=3), _table, FAIL))
+    excl = "\n".join(basis_lines(_summary(holds_zero=False), _table, FAIL))
     assert f"no {FAIL} (the data are consistent with f -> -f)" in excl
 
 

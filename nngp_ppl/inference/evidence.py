@@ -58,11 +58,11 @@ def discrepancy_variance(est, rhat, cov) -> np.ndarray:
     r"""(L, T) the predictive variance :math:`\tau_b^2 s_t^2` a model adds to each
     observation's noise at each cutoff (module docstring).
 
-    ``est``: the model's estimand (:class:`~nngp_ppl.estimators.LinearEstimand` or
-    :class:`~nngp_ppl.estimators.QuadraticEstimand`) on the data orders; ``rhat`` (T,): the
-    observed deviations; ``cov`` (T, T): their noise covariance. Observations with scale 0
-    (an order no coupling of the model reaches) get 0: the model predicts exactly 0 there,
-    as the GP does.
+    ``est``: the model's estimand (:class:`~nngp_ppl.inference.estimators.LinearEstimand`
+    or :class:`~nngp_ppl.inference.estimators.QuadraticEstimand`) on the data orders;
+    ``rhat`` (T,): the observed deviations; ``cov`` (T, T): their noise covariance.
+    Observations with scale 0 (an order no coupling of the model reaches) get 0: the model
+    predicts exactly 0 there, as the GP does.
     """
     theory = est.theory
     rhat = np.asarray(rhat, dtype=np.float64)

@@ -11,6 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import NNGPInputError
+from ..theory.operators import operator
+
+__all__ = [
+    "plot_coupling_posteriors",
+    "plot_running",
+    "plot_beta",
+]
 
 
 def _figure(ncols=1, nrows=1, size=(5.0, 3.6)):
@@ -129,8 +136,6 @@ def plot_beta(beta, *, coupling: str = "lambda"):
 def _symbol(coupling: str) -> str:
     """The printed symbol of a coupling name (its operator record: "lambda" -> "λ",
     "g3" -> "g₃"); a variable that names no operator is printed as it is."""
-    from ..theory.operators import operator
-
     try:
         return operator(coupling).symbol
     except NNGPInputError:

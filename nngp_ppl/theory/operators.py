@@ -24,7 +24,7 @@ with :math:`P[f] \propto e^{-S}` and unit coefficients (no :math:`1/k!`). An
 * :meth:`Operator.density` — its density on a lattice: the value of
   :math:`\mathcal O_c` at a site given the field there, so that the discretised
   interaction is :math:`\sum_j w_j \sum_c g_c\, \mathcal O_c(f_j)`
-  (:mod:`nngp_ppl.models.field`).
+  (:mod:`nngp_ppl.inference.models.field`).
 
 Names. ``g<k>`` (k >= 1) is the local operator :math:`f^k`; ``lambda`` = ``g4`` and
 ``kappa`` = ``g6`` are aliases, and the alias is the name a validated basis carries (so
@@ -231,6 +231,14 @@ def _fit_bases(fit_orders) -> list[tuple[str, ...]]:
     return out
 
 
+def fit_bases(fit_orders) -> list[tuple[str, ...]]:
+    """The nested bases a fit to the correlators of ``fit_orders`` can hold, each in order
+    of expected size (the even bases λ, λ + κ, and with odd orders each of them with g₃ or
+    g₃ + g₅): the bases :func:`coupling_names` accepts with ``fit_orders`` and the models
+    an ELPD table ranks (:func:`nngp_ppl.inference.couplings.model_bases`)."""
+    return _fit_bases(tuple(fit_orders))
+
+
 def coupling_names(couplings, *, fit_orders=None, name: str = "couplings") -> tuple[str, ...]:
     """The one validation of coupling names: a validated, duplicate-free tuple of names.
 
@@ -326,6 +334,6 @@ def up_to_dimension(k_max: int, symmetry: str | None = None) -> tuple[Operator, 
 
 
 __all__ = ["ALIASES", "DERIVATIVE", "KINDS", "Kind", "Operator", "check_visible", "coupling_names",
-           "coupling_order",
+           "coupling_order", "fit_bases",
            "coupling_symbol", "local", "operator", "operators", "require_local",
            "up_to_dimension"]
