@@ -70,7 +70,7 @@ def _elpd_terms(D, rhat, Sigma, s, prior_sd, rng, draws=4000):
     pred = g @ D.T
     tau = np.sqrt(np.mean(((rhat - pred) / s) ** 2, axis=1))
     L = np.diag(np.sqrt(np.diag(Sigma)))  # marginal noise: only its row norms enter
-    return _pointwise_loglik(L, rhat, pred, tau, s), mean
+    return _pointwise_loglik(L, rhat, pred, (tau[:, None] * s) ** 2), mean
 
 
 def _loo(ll):

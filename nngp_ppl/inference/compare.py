@@ -141,9 +141,12 @@ def compare_point_estimates(posterior, fit, *, prob: float = 0.9, plot: bool = T
         raise NNGPInputError("posterior must be the DataTree of infer_couplings (or its file "
                              f"opened with arviz), got {type(posterior).__name__}")
     post = posterior["posterior"].to_dataset()
-    couplings = [c for c in ("lambda", "kappa") if c in post.data_vars]
+    # The posterior's couplings as it records them (operator names: g3, lambda, ...); a
+    # file without the attribute holds lambda and perhaps kappa.
+    named = json.loads(posterior.attrs.get("couplings", '["lambda", "kappa"]'))
+    couplings = [c for c in named if c in post.data_vars]
     if not couplings:
-        raise NNGPInputError("posterior has no coupling variables (lambda, kappa)")
+        raise NNGPInputError(f"posterior has no coupling variables ({', '.join(named)})")
     if fit is None:
         pe = posterior["constant_data"].to_dataset()["point_estimate"]
         points = {c: (pe.sel(coupling=c), None) for c in couplings}

@@ -37,10 +37,12 @@ from .._checks import NNGPInputError, finite_float, positive_int
 from .._progress import run_nuts
 from .._version import __version__
 from ..sampling.stats import CorrelatorStats, check_tails
+from ..theory.operators import fit_bases, operator, operators
 from ..tuples import distinct_tuples
 from . import diagnostics as _diag
 from . import two_point as _two_point
 from .compare import elpd_table
+from .evidence import conditional_loglik, discrepancy_variance
 from .models.couplings import (
     NORMAL_DF,
     RCOND,
@@ -65,6 +67,8 @@ __all__ = [
     "ESTIMANDS",
     "MODELS",
     "MODEL_COUPLINGS",
+    "model_bases",
+    "model_couplings_of",
     "sample_latent",
     "infer_couplings",
 ]
@@ -86,17 +90,38 @@ ESTIMANDS = {
     "(G_free: Wick sums of {free}); see nngp_ppl.inference.estimators",
 }
 
-#: The models ranked by expected log predictive density (ELPD): name -> couplings.
+#: The models ranked by expected log predictive density (ELPD) on even data: name ->
+#: couplings. With odd correlators every nested odd basis joins them (:func:`model_bases`).
 MODELS = {"gp": (), "lambda": ("lambda",), "lambda+kappa": ("lambda", "kappa"),
           "g3+lambda": ("g3", "lambda"), "g3+lambda+kappa": ("g3", "lambda", "kappa")}
-#: Every coupling a compared model may have (``constant_data/model_couplings``); g3 is
-#: added where the odd correlators are conditioned on (:func:`_model_couplings`).
+#: Every coupling a compared model may have on even data (``constant_data/model_couplings``);
+#: the odd ones are added where the odd correlators are conditioned on
+#: (:func:`_model_couplings`).
 MODEL_COUPLINGS = ("lambda", "kappa")
 
 
+def model_bases(data_orders) -> dict[str, tuple[str, ...]]:
+    """The models ranked by ELPD on correlators of ``data_orders``: ``"gp"`` (no coupling)
+    and every fit basis those orders hold (:func:`nngp_ppl.theory.operators.coupling_names`
+    with ``fit_orders``: the nested even bases λ, λ + κ and, with odd orders, each of them
+    with g₃ or g₃ + g₅), named by their couplings in order of expected size joined by
+    ``+`` (``"g3+lambda+kappa"``); a model's couplings are the name split at ``+``."""
+    return {"gp": (), **{"+".join(b): tuple(b) for b in fit_bases(tuple(data_orders))}}
+
+
+def model_couplings_of(name: str) -> tuple[str, ...]:
+    """The couplings of a compared model's name (``"gp"``: none; ``"lambda+kappa@2"``:
+    ``("lambda", "kappa")``)."""
+    base = name.partition("@")[0]
+    return () if base == "gp" else tuple(base.split("+"))
+
+
 def _model_couplings(theory) -> tuple[str, ...]:
-    """The couplings of the compared models (:func:`_model_names`) of ``theory``."""
-    return (("g3",) if 3 in theory.data_orders else ()) + MODEL_COUPLINGS
+    """The couplings of the compared models (:func:`_model_names`) of ``theory``, in order
+    of expected size."""
+    names = {c for b in model_bases(theory.data_orders).values() for c in b}
+    names |= set(MODEL_COUPLINGS)
+    return tuple(sorted(names, key=lambda c: (operator(c).size_power, c)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -472,20 +497,21 @@ def _derive(theory, runs, est, thin, seed) -> dict:
     rng = np.random.default_rng([seed, 1])
     out = {name: [] for name in ("g", "spread", "share", "loglik", "ppc", "prior_g",
                                  "prior_pred", "ghat", "gsd")}
-    scale = est.scales  # (L, T)
     for run in runs:
         r, L, rhat = run["r"], run["tril"], run["residual"]
         g = est.couplings(r)  # (ch, dr, L, C)
         out["g"].append(g)
         out["spread"].append(est.spread(r, g))
         out["share"].append(est.second_order_share(r))
-        gt, tau = _thinned(g, thin), _thinned(out["spread"][-1], thin)
+        gt = _thinned(g, thin)
         mean = est.predict(gt, _thinned(r, thin))  # predicted deviations (ch, dr', L, T)
+        # The stated discrepancy, net of noise (nngp_ppl.inference.evidence), (L, T).
+        extra = discrepancy_variance(est, rhat, L @ L.T)
         out["loglik"].append(np.stack(
-            [_pointwise_loglik(L, rhat, mean[:, :, j], tau[:, :, j], scale[j])
+            [_pointwise_loglik(L, rhat, mean[:, :, j], extra[j])
              for j in range(len(est.cutoffs))], axis=2))
         noise = rng.standard_normal(mean.shape) @ L.T
-        noise += rng.standard_normal(mean.shape) * tau[..., None] * scale
+        noise += rng.standard_normal(mean.shape) * np.sqrt(extra)
         out["ppc"].append(run["free"] + mean + noise)
         prior_r = (rng.standard_normal(gt.shape[:2] + (rhat.size,)) * run["prior_scale"]) @ L.T
         out["prior_g"].append(est.couplings(prior_r))
@@ -499,35 +525,44 @@ def _derive(theory, runs, est, thin, seed) -> dict:
             in out.items()}
 
 
-def _pointwise_loglik(L, rhat, mean, spread, scale):
+def _pointwise_loglik(L, rhat, mean, extra):
     r"""Pointwise log predictive density of the correlators under one EFT draw (..., T):
 
-    .. math:: \hat r_t \sim \mathcal N\big(m_t,\ \Sigma_{tt} + (\tau\, s_t)^2\big),
+    .. math:: \hat r_t \sim \mathcal N\big(m_t,\ \Sigma_{tt} + \tau_b^2 s_t^2\big),
 
-    :math:`m = D(\Lambda) g` the draw's prediction, :math:`\tau` its model discrepancy
-    (``spread``, (...,)) and :math:`s_t = |D_{t\lambda}|` (``scale``, (T,)): each model
-    predicts a tuple up to the noise and the spread of the per-tuple couplings it states.
-    PSIS-LOO needs terms that factorise over observations, so each uses its marginal noise.
-    Measured on Erf-net N = 5, 10⁵ nets: without the discrepancy term 86% of the Pareto k
-    exceeded 1 (a coupling fixed by the correlated 4-pt noise to ±100% predicts individual
-    6-pt tuples many standard errors apart), with it all k < 0.66; whitening by the full
+    :math:`m = D(\Lambda) g` the draw's prediction (``mean``) and ``extra`` (T,) the
+    model's stated discrepancy :math:`\tau_b^2 s_t^2`, net of noise, one τ per parity
+    block (:func:`nngp_ppl.inference.evidence.discrepancy_variance`; 0 for the GP): each
+    model predicts a tuple up to the noise and the spread of the per-tuple couplings it
+    states. PSIS-LOO needs terms that factorise over observations, so each uses its
+    marginal noise. Measured on Erf-net N = 5, 10⁵ nets: without any discrepancy term 86%
+    of the Pareto k exceeded 1 (a coupling fixed by the correlated 4-pt noise to ±100%
+    predicts individual 6-pt tuples many standard errors apart); whitening by the full
     :math:`\Sigma` instead lets the floored smallest-variance directions dominate.
     """
-    var = np.sum(L**2, axis=1) + (np.asarray(spread)[..., None] * scale) ** 2
+    if LOO_DENSITY == "conditional":
+        return conditional_loglik(L, rhat, mean, extra)
+    var = np.sum(L**2, axis=1) + np.asarray(extra)
     return -0.5 * (rhat - mean) ** 2 / var - 0.5 * np.log(2 * np.pi * var)
 
 
-def _model_names(theory) -> list[str]:
-    """The models ranked by ELPD: GP, λ, λ + κ (with the 6-pt function), and with the odd
-    correlators g3 + λ and g3 + λ + κ; at second order also the even ones at second order
-    (suffix ``@2``), on the same data."""
-    def held(c):
-        return ("kappa" not in c or 6 in theory.data_orders) and (
-            "g3" not in c or 3 in theory.data_orders)
+#: Which pointwise density the ELPD uses: "marginal" (each correlator under its own noise,
+#: the default) or "conditional" (given the other correlators, under the full noise
+#: covariance: :func:`nngp_ppl.inference.evidence.conditional_loglik`), a measurement
+#: option of ``benchmarks/basis_elpd.py --density`` (physics.md §6d: fewer unreliable
+#: Pareto k on the odd tuples, not yet measured on the paper inputs).
+LOO_DENSITY = "marginal"
 
-    names = [m for m, c in MODELS.items() if held(c)]
+
+def _model_names(theory) -> list[str]:
+    """The models ranked by ELPD (:func:`model_bases`): GP, λ, λ + κ (with the 6-pt
+    function), and with odd correlators every nested odd basis (g3 + λ, g3 + λ + κ, and
+    with the 5-pt function g3 + λ + g5 ...); at second order also the even ones at second
+    order (suffix ``@2``), on the same data."""
+    names = list(model_bases(theory.data_orders))
     if theory.order == 2:
-        names += [f"{m}@2" for m in names if m != "gp" and not odd_couplings(MODELS[m])]
+        names += [f"{m}@2" for m in names
+                  if m != "gp" and not odd_couplings(model_couplings_of(m))]
     return names
 
 
@@ -552,13 +587,14 @@ def _compare_models(theory, runs, est, thin) -> dict:
     loglik = {}
     for m, name in enumerate(names):
         if name == "gp":
-            ll = [_pointwise_loglik(run["tril"], run["residual"], 0.0, 0.0, 0.0) for run in runs]
+            ll = [_pointwise_loglik(run["tril"], run["residual"], 0.0, 0.0) for run in runs]
             draws = _thinned(runs[0]["r"], thin).shape[:2]
             loglik[name] = np.broadcast_to(np.stack(ll)[None, None], draws + np.shape(
                 np.stack(ll))).astype(np.float32)
             continue
         base, _, order = name.partition("@")
-        sub = EFTTheory.build(theory.net, theory.X, MODELS[base], None, theory.data_orders,
+        sub = EFTTheory.build(theory.net, theory.X, model_couplings_of(base), None,
+                              theory.data_orders,
                               theory.propagator, theory.max_cutoff, int(order or 1))
         if (sub.couplings, sub.orders, sub.order) == (theory.couplings, theory.orders,
                                                       theory.order):
@@ -572,10 +608,11 @@ def _compare_models(theory, runs, est, thin) -> dict:
             for c, cname in enumerate(sub.couplings):
                 gmean[i, :, m, model_couplings.index(cname)] = g[..., c].mean(axis=(0, 1))
                 gsd[i, :, m, model_couplings.index(cname)] = g[..., c].std(axis=(0, 1))
-            mean, tau = sub_est.predict(g, r), sub_est.spread(r, g)
+            mean = sub_est.predict(g, r)
+            extra = discrepancy_variance(sub_est, run["residual"], run["tril"] @ run["tril"].T)
             per_run.append(np.stack(
-                [_pointwise_loglik(run["tril"], run["residual"], mean[:, :, j], tau[:, :, j],
-                                   sub_est.scales[j]) for j in range(len(cutoffs))], axis=2))
+                [_pointwise_loglik(run["tril"], run["residual"], mean[:, :, j], extra[j])
+                 for j in range(len(cutoffs))], axis=2))
         loglik[name] = np.stack(per_run, axis=2).astype(np.float32)
     return {"models": names, "loglik": loglik, "couplings_mean": gmean, "couplings_sd": gsd}
 
@@ -738,7 +775,8 @@ def _root_attrs(theory, runs, elpd, elpd_best, attrs) -> dict:
         "sampler": "numpyro NUTS on the latent deviations, whitened, diagonal mass, "
         "chains vmapped",
         "model": "nngp_ppl.inference.models.coupling_model",
-        "sign_convention": "S = S_GP + int (lambda f^4 + kappa f^6); rule 4.5 on",
+        "sign_convention": "S = S_GP + int (" + " + ".join(
+            f"{o.name} f^{o.legs}" for o in operators(couplings)) + "); rule 4.5 on",
         "likelihood": "normal" if all(run["df"] >= NORMAL_DF for run in runs) else
         "Student-t (heavy tails; degrees of freedom per width in "
         "constant_data/likelihood_df)",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import NNGPInputError
+from ..theory.operators import operator
 
 __all__ = [
     "plot_coupling_posteriors",
@@ -59,11 +60,11 @@ def plot_coupling_posteriors(posterior, points=None, *, coupling: str = "lambda"
             for value in _points(posterior, points, coupling, w, lam_c):
                 ax.axvline(value, color=colors[i], ls="--", lw=1)
         ax.set_title(f"Λ = {lam_c:g}", fontsize=9)
-        ax.set_xlabel(coupling)
+        ax.set_xlabel(_symbol(coupling))
     for ax in list(axes.flat)[len(cutoffs):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"posterior of {coupling} (dashed: point estimates)", fontsize=10)
+    fig.suptitle(f"posterior of {_symbol(coupling)} (dashed: point estimates)", fontsize=10)
     return fig
 
 
@@ -92,8 +93,9 @@ def plot_running(posterior, points=None, *, coupling: str = "lambda"):
                                    == (sign or 1.0)):
         ax.set_yscale("log")
     ax.set_xlabel("cutoff Λ")
-    ax.set_ylabel(f"{'-' if sign is not None and sign < 0 else ''}{coupling}(Λ)")
-    ax.set_title(f"running of {coupling}: posterior bands, point estimates (o)", fontsize=9)
+    ax.set_ylabel(f"{'-' if sign is not None and sign < 0 else ''}{_symbol(coupling)}(Λ)")
+    ax.set_title(f"running of {_symbol(coupling)}: posterior bands, point estimates (o)",
+                 fontsize=9)
     ax.legend(fontsize=7)
     return fig
 
@@ -121,13 +123,23 @@ def plot_beta(beta, *, coupling: str = "lambda"):
     for ax in axes[0]:
         ax.set_xscale("log")
         ax.set_xlabel("cutoff Λ")
-    axes[0, 0].set_ylabel(f"β({coupling}) = d{coupling}/d log Λ")
+    sym = _symbol(coupling)
+    axes[0, 0].set_ylabel(f"β({sym}) = d{sym}/d log Λ")
     axes[0, 1].set_ylabel("γ(Λ) = -β/λ")
     axes[0, 0].legend(fontsize=7)
     axes[0, 1].legend(fontsize=7)
     fig.suptitle("β-function posterior (bands: 50%, 90%; right edge: asymptotic γ)",
                  fontsize=10)
     return fig
+
+
+def _symbol(coupling: str) -> str:
+    """The printed symbol of a coupling name (its operator record: "lambda" -> "λ",
+    "g3" -> "g₃"); a variable that names no operator is printed as it is."""
+    try:
+        return operator(coupling).symbol
+    except NNGPInputError:
+        return coupling
 
 
 def _colors(n):

@@ -23,6 +23,12 @@ name)::
     symmetries = []                  # declared symmetries: [] (default) or ["z2"] (f -> -f)
     odd_orders = false               # measure odd orders 1, 3, 5 and test f -> -f
 
+    [infer]                          # the operator basis the posteriors fit (default
+    max_dimension = 6                # lambda): every f^k up to max_dimension respecting
+    symmetry = "z2"                  # symmetry (default: the declared ones), or
+                                     # couplings = ["g3", "lambda"]; [run.infer] per run
+                                     # (nngp_ppl.inference.basis_choice)
+
     [infer_widths]                   # optional overrides by run key
     erf = [5, 20]
 
@@ -86,11 +92,13 @@ from .. import _checks
 from .._checks import NNGPInputError
 from ..ensembles.core import make_ensemble, net_label
 from ..inference import infer_couplings
+from ..inference.basis_choice import infer_basis
 from ..inference.problem import exact_noise_available
 from ..inference.symmetry import SYMMETRIES
 from ..sampling.sampler import MAX_WIDTH
 from ..theory.exact import limit_kernel
 from ..theory.lattice import check_box
+from ..theory.operators import operator
 from ..tuples import distinct_tuples
 from ..vocabulary import COVARIANCES, PROPAGATORS
 from .presets import PAPER_CUTOFFS, PAPER_INPUTS, PAPER_WIDTHS, paper_inputs
@@ -169,12 +177,16 @@ class RunSpec:
     symmetries: tuple[str, ...] = ()
     #: Measure the odd orders 1, 3, 5 and run the parity test (implied by ``symmetries``).
     odd_orders: bool = False
+    #: The operator basis of the posteriors (validated: nngp_ppl.inference.basis_choice); odd
+    #: couplings make the run measure the odd orders.
+    basis: tuple[str, ...] = ("lambda",)
 
     @property
     def orders(self) -> tuple[int, ...]:
         """The orders the sample stage measures: :data:`ODD_ORDERS` for a run that tests
         f -> -f, else :data:`ORDERS`."""
-        tested = self.odd_orders or self.symmetries or not self.zero_mean
+        tested = (self.odd_orders or self.symmetries or not self.zero_mean
+                  or any(not operator(c).even for c in self.basis))
         return ODD_ORDERS if tested else ORDERS
 
     @property
@@ -308,6 +320,7 @@ def _run_dict(run: RunSpec) -> dict:
     d = dataclasses.asdict(run)
     d["params"] = dict(run.params)
     d["symmetries"] = list(run.symmetries)
+    d["basis"] = list(run.basis)
     return d
 
 
@@ -410,6 +423,7 @@ def plan_dict(preset: Preset) -> dict:
                 **({"symmetry": symmetry_file(r.key)} if r.tests_symmetry else {}),
             },
             "symmetries": list(r.symmetries), "orders": list(r.orders),
+            "basis": list(r.basis),
         })
     # Runs with non-zero means: sampled and tested for f -> -f only (RunSpec.zero_mean).
     return {"preset": preset.to_dict(), "runs": runs, "symmetry_runs": tested_only,
@@ -430,6 +444,7 @@ STUDY_KEYS = {
     "infer_widths": (False, "width_table"), "run": (True, "runs"),
     "symmetries": (False, "symmetries"), "odd_orders": (False, "flag"),
     "train": (False, "train"),
+    "infer": (False, "infer"),
 }
 #: Keys of one ``[[run]]`` table: (required, kind).
 RUN_KEYS = {
@@ -440,6 +455,7 @@ RUN_KEYS = {
     "propagators": (False, "propagators"), "order": (False, "order"),
     "params": (False, "table"),
     "symmetries": (False, "symmetries"), "odd_orders": (False, "flag"),
+    "infer": (False, "infer"),
 }
 ROLES = ("main", "sigma_b", "dim")
 SHIPPED = ("quick", "paper")
@@ -484,6 +500,10 @@ def _value(kind: str, v, where: str):
 
     if kind in ("symmetries", "flag"):
         return _symmetry_value(kind, v, where)
+    if kind == "infer":  # resolved per run against its declared symmetries (_run)
+        if not isinstance(v, dict):
+            bad("a table (couplings, or max_dimension and symmetry)")
+        return dict(v)
 
     if kind in ("name", "key"):
         most = MAX_KEY_LENGTH if kind == "key" else MAX_TEXT_LENGTH
@@ -615,6 +635,11 @@ def _run(table, i: int, source, study: dict):
         if not (_is_real(p) or isinstance(p, (str, bool))):
             raise NNGPInputError(f"{where}: params.{k} must be a number, string or boolean, "
                                  f"got {p!r}")
+    # The operator basis its posteriors fit ([run.infer] wins over the study's [infer]).
+    declared = v.get("symmetries", study.get("symmetries", ()))
+    basis = infer_basis(v.get("infer", study.get("infer")),
+                        f"{where}: infer" if "infer" in v else _where(source, key="infer"),
+                        declared)
     spec = RunSpec(
         key=v["key"], ensemble=v["ensemble"], sigma_b=v.get("sigma_b"), d_in=d_in,
         widths=widths, infer_widths=infer, ngp_width=v.get("ngp_width", 0),
@@ -623,8 +648,9 @@ def _run(table, i: int, source, study: dict):
         order=v.get("order", 1), title=v.get("title"),
         # A run's own key wins over the study's; declaring a symmetry asks for its test,
         # so it measures the odd orders too.
-        symmetries=v.get("symmetries", study.get("symmetries", ())),
+        symmetries=declared,
         odd_orders=v.get("odd_orders", study.get("odd_orders", False)),
+        basis=basis,
     )
     # Build the ensemble and its inputs now, so a wrong description fails before any work.
     try:
@@ -703,7 +729,7 @@ def _check_run(preset, run, where: str, source) -> None:
         cut = _checks.cutoffs(_where(source, key=key), values, extent, inputs_of=whose)
         _check_box(net, X, float(np.max(cut)), _where(source, key=key), whose)
     # What `infer` checks for its own options: the draws of every posterior fit in memory.
-    latent = sum(len(distinct_tuples(len(X), n)) for n in ORDERS[1:])
+    latent = sum(len(distinct_tuples(len(X), n)) for n in run.orders if n != 2)
     widths = len(run.infer_widths)
     _checks.fits_in_memory(
         f"{_where(source, key='num_chains')}/num_samples",

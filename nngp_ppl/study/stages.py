@@ -286,7 +286,7 @@ def _infer_action(run: RunSpec, preset: Preset, progress: bool, log):
     def action(out: Path):
 
         stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
-        dt = infer_couplings(stats, cutoffs=preset.infer_cutoffs, couplings=("lambda",),
+        dt = infer_couplings(stats, cutoffs=preset.infer_cutoffs, couplings=run.basis,
                              **_sampler_arguments(run, preset, progress))
         write_netcdf(dt, out / posterior_file(run.key), file_format=_io.POSTERIOR_FORMAT,
                      version=_io.POSTERIOR_VERSION)
@@ -481,7 +481,7 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
             {"cutoffs": list(preset.infer_cutoffs), "widths": list(r.infer_widths),
              "chains": preset.num_chains, "samples": preset.num_samples,
              "warmup": preset.num_warmup, "seed": preset.seed,
-             "propagator": r.propagators[0], "couplings": ["lambda"],
+             "propagator": r.propagators[0], "couplings": list(r.basis),
              "covariance": preset.covariance, "format": _io.POSTERIOR_VERSION},
             _infer_action(r, preset, progress, log)))
     for r in runs:

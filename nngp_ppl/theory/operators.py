@@ -231,6 +231,14 @@ def _fit_bases(fit_orders) -> list[tuple[str, ...]]:
     return out
 
 
+def fit_bases(fit_orders) -> list[tuple[str, ...]]:
+    """The nested bases a fit to the correlators of ``fit_orders`` can hold, each in order
+    of expected size (the even bases λ, λ + κ, and with odd orders each of them with g₃ or
+    g₃ + g₅): the bases :func:`coupling_names` accepts with ``fit_orders`` and the models
+    an ELPD table ranks (:func:`nngp_ppl.inference.couplings.model_bases`)."""
+    return _fit_bases(tuple(fit_orders))
+
+
 def coupling_names(couplings, *, fit_orders=None, name: str = "couplings") -> tuple[str, ...]:
     """The one validation of coupling names: a validated, duplicate-free tuple of names.
 
@@ -326,6 +334,6 @@ def up_to_dimension(k_max: int, symmetry: str | None = None) -> tuple[Operator, 
 
 
 __all__ = ["ALIASES", "DERIVATIVE", "KINDS", "Kind", "Operator", "check_visible", "coupling_names",
-           "coupling_order",
+           "coupling_order", "fit_bases",
            "coupling_symbol", "local", "operator", "operators", "require_local",
            "up_to_dimension"]

@@ -536,7 +536,7 @@ def render_report(summary: dict) -> str:
     L += _six_point_section(runs, p)
     L += _posterior_vs_point_section(runs, p)
     L += second_order.section(runs, _table)
-    L += symmetry.section(runs, _table, summary.get("symmetry_runs", {}))
+    L += symmetry.section(runs, _table, summary.get("symmetry_runs", {}), FAIL)
     L += training.section(summary.get("training"), _table)
     L += _diagnostics_section(summary)
     L += _timings_section(summary)

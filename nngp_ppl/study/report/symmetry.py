@@ -6,8 +6,9 @@ Wald test of f -> -f on the odd correlators (:func:`nngp_ppl.inference.symmetry.
 and the sampled 1- and 3-pt functions with their standard errors and, where the ensemble has
 an exact oracle, their exact finite-width values (zero for zero means). This module reads
 that file -- it computes no physics -- into the summary, draws the figure and writes the
-section. The ELPD table over operator bases has its place here; it is shown only once a
-basis comparison is stored (none is yet), and the section says so otherwise.
+section. The ELPD table over the nested operator bases and the odd couplings' posteriors
+come from the run's stored posterior (:mod:`nngp_ppl.study.report.basis`; the study's ``[infer]``
+basis, :mod:`nngp_ppl.inference.basis_choice`); without one the section says so.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 
 import numpy as np
 
+from . import basis
+from .basis_section import basis_lines, figure_rows
 from .files import StudyRun
 
 __all__ = [
@@ -37,7 +40,17 @@ def summary(run) -> dict | None:
     path = run.spec["files"].get("symmetry")
     if not path:
         return None
-    return run.cached("symmetry", lambda: json.loads((run.out / path).read_text()))
+    return run.cached("symmetry", lambda: _with_basis(
+        json.loads((run.out / path).read_text()), run))
+
+
+def _with_basis(stored: dict, run) -> dict:
+    """The symmetry stage's result with the run's basis comparison (ELPD over the nested
+    bases and the odd couplings' posteriors, :func:`nngp_ppl.study.report.basis.summary`) where
+    it has a posterior."""
+    if stored.get("basis_comparison") is None:
+        stored["basis_comparison"] = basis.summary(run)
+    return stored
 
 
 def tested_only_runs(out, plan: dict) -> list:
@@ -64,9 +77,14 @@ def figure(runs):
     found = [(run.label, summary(run)) for run in runs]
     cols = [(label, s) for label, s in found if s]
     orders = sorted({n for _, s in cols for e in s["widths"] for n in e["odd"]}, key=int)
-    fig, axes = plt.subplots(max(1, len(orders)), max(1, len(cols)),
-                             figsize=(4.6 * max(1, len(cols)), 3.2 * max(1, len(orders))),
+    # A last row: the ELPD over operator bases, where some run stores a comparison.
+    extra = int(any(s.get("basis_comparison") for _, s in cols))
+    nrows = max(1, len(orders)) + extra
+    fig, axes = plt.subplots(nrows, max(1, len(cols)),
+                             figsize=(4.6 * max(1, len(cols)), 3.2 * nrows),
                              squeeze=False, constrained_layout=True)
+    if extra:
+        figure_rows(axes[-1], cols)
     for c, (label, s) in enumerate(cols):
         for r, n in enumerate(orders):
             ax = axes[r, c]
@@ -92,7 +110,8 @@ def figure(runs):
         axes[0, 0].text(0.5, 0.5, "no run measured odd correlators", ha="center",
                         va="center", transform=axes[0, 0].transAxes)
         axes[0, 0].set_axis_off()
-    fig.suptitle("Odd correlators against zero (f -> -f) and the exact values", fontsize=11)
+    fig.suptitle("Odd correlators against zero (f -> -f) and the exact values"
+                 + ("\nand the operator bases by ELPD" if extra else ""), fontsize=11)
     return fig
 
 
@@ -135,9 +154,11 @@ def _means_sentence(tested_only: dict) -> list[str]:
             f"{names}.", ""]
 
 
-def section(runs_summary: dict, table, tested_only: dict | None = None) -> list[str]:
+def section(runs_summary: dict, table, tested_only: dict | None = None,
+            fail: str = "✗") -> list[str]:
     """Markdown lines of the section (empty without a run that measured odd orders);
-    ``tested_only``: the summary's ``symmetry_runs`` (non-zero means, no other stage)."""
+    ``tested_only``: the summary's ``symmetry_runs`` (non-zero means, no other stage);
+    ``fail``: the report's failure marker (``markdown.FAIL``)."""
     tested_only = tested_only or {}
     runs = {k: r for k, r in {**runs_summary, **tested_only}.items() if r.get("symmetry")}
     if not runs:
@@ -176,4 +197,6 @@ def section(runs_summary: dict, table, tested_only: dict | None = None) -> list[
     if all(r["symmetry"].get("basis_comparison") is None for r in runs.values()):
         L += ["The ELPD comparison over operator bases (the even basis against bases with "
               "odd couplings) was not run: no basis comparison is stored for any run.", ""]
+        return L
+    L += basis_lines(runs, table, fail)
     return L

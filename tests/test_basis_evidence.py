@@ -1,0 +1,172 @@
+"""The basis by evidence (issue 17, part 5, symmetric nets): the discrepancy each compared
+model states, net of noise and per parity block, the nested models, and the ELPD of an
+odd basis on a symmetric Erf-net."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import nngp_ppl as nn
+from nngp_ppl.inference.compare import model_loo
+from nngp_ppl.inference.couplings import model_bases, model_couplings_of
+from nngp_ppl.inference.diagnostics import DiagnosticsWarning
+from nngp_ppl.inference.estimators import estimand
+from nngp_ppl.inference.evidence import discrepancy_variance
+from nngp_ppl.inference.problem import EFTTheory
+
+X5 = np.array([[-1.0], [-0.4], [0.1], [0.6], [1.2]])
+X3 = np.array([[-1.0], [0.2], [1.0]])
+
+
+@pytest.fixture(scope="module")
+def odd_estimand():
+    net = nn.make_ensemble("erf", sigma_b=1.0)
+    theory = EFTTheory.build(net, X5, ("g3", "lambda"), None, (1, 3, 4, 6))
+    return estimand(theory, [10.0])
+
+
+def _blocks(est):
+    th = est.theory
+    odd = np.concatenate([np.full(b, n % 2 == 1) for n, b in zip(th.data_orders, th.blocks,
+                                                                 strict=True)])
+    return odd, np.asarray(th.fitted, bool)
+
+
+def _data(est, rng, tau_even=0.0, tau_odd=0.0, noise_scale=1.0):
+    """r̂ = D g + discrepancy + noise, with noise sd = noise_scale · s_t / 100 (diagonal)."""
+    odd, _ = _blocks(est)
+    D, s = est.D[0], est.scales[0]
+    g = np.array([2e-3, -5e-2])  # (g3, lambda): any first-order theory
+    sd = noise_scale * np.where(s > 0, s, 1.0) * 1e-2
+    tau = np.where(odd, tau_odd, tau_even)
+    rhat = D @ g + tau * s * rng.standard_normal(s.size) + sd * rng.standard_normal(s.size)
+    return rhat, np.diag(sd**2), tau, sd
+
+
+def test_discrepancy_is_net_of_noise(odd_estimand):
+    """Pure noise around a first-order theory: the stated discrepancy is small against the
+    noise (it would be ~1x the noise variance if the noise were not subtracted: the
+    residual's own variance is v_t ~ Σ_tt). Fixed seed; over the 70 + 35 fitted tuples the
+    ML variance is 0 or a few percent of Σ."""
+    rng = np.random.default_rng(11)
+    rhat, cov, _, sd = _data(odd_estimand, rng)
+    extra = discrepancy_variance(odd_estimand, rhat, cov)[0]
+    _, fitted = _blocks(odd_estimand)
+    assert np.mean(extra[fitted] / sd[fitted] ** 2) < 0.25
+
+
+def test_discrepancy_is_recovered_per_parity_block(odd_estimand):
+    """A known discrepancy τ s_t (3 noise sd) on the even tuples only: its ML variance is
+    recovered (70 fitted 4-pt tuples: relative s.e. of a variance ~ sqrt(2/70) = 0.17, so
+    |τ̂²/τ² − 1| < 0.5 is ~3 s.e.), and the odd block, whose residuals are noise, is not
+    widened by the even block's discrepancy (one τ over both blocks would be)."""
+    rng = np.random.default_rng(5)
+    est = odd_estimand
+    odd, fitted = _blocks(est)
+    rhat, cov, tau, sd = _data(est, rng, tau_even=3e-2)
+    extra = discrepancy_variance(est, rhat, cov)[0]
+    s = est.scales[0]
+    even_fit = fitted & ~odd
+    ratio = extra[even_fit] / (tau[even_fit] * s[even_fit]) ** 2
+    assert np.allclose(ratio, ratio[0])  # one τ for the block
+    assert abs(ratio[0] - 1) < 0.5
+    assert np.mean(extra[odd & fitted] / sd[odd & fitted] ** 2) < 0.25
+    # and the other way round: a discrepancy on the odd tuples leaves the even ones alone
+    rhat, cov, tau, sd = _data(est, np.random.default_rng(6), tau_odd=3e-2)
+    extra = discrepancy_variance(est, rhat, cov)[0]
+    assert np.mean(extra[even_fit] / sd[even_fit] ** 2) < 0.25
+    assert np.mean(extra[odd & fitted] / sd[odd & fitted] ** 2) > 2.0
+
+
+def test_an_order_a_model_cannot_reach_gets_no_discrepancy():
+    """λ alone on odd data: scale 0 on the odd tuples, so the model's density there is the
+    GP's (mean 0, noise only)."""
+    net = nn.make_ensemble("erf", sigma_b=1.0)
+    theory = EFTTheory.build(net, X3, ("lambda",), None, (1, 3, 4, 6))
+    est = estimand(theory, [10.0])
+    odd, _ = _blocks(est)
+    rng = np.random.default_rng(0)
+    rhat = rng.standard_normal(odd.size) * 1e-3
+    extra = discrepancy_variance(est, rhat, np.eye(odd.size) * 1e-8)[0]
+    assert np.all(extra[odd] == 0)
+
+
+def test_nested_models_of_the_data_orders():
+    assert list(model_bases((4, 6))) == ["gp", "lambda", "lambda+kappa"]
+    assert list(model_bases((1, 3, 4, 6))) == ["gp", "lambda", "lambda+kappa", "g3+lambda",
+                                               "g3+lambda+kappa"]
+    assert list(model_bases((1, 3, 4, 5, 6)))[-2:] == ["g3+lambda+g5", "g3+lambda+g5+kappa"]
+    assert model_couplings_of("g3+lambda+g5+kappa") == ("g3", "lambda", "g5", "kappa")
+    assert model_couplings_of("lambda+kappa@2") == ("lambda", "kappa")
+    assert model_couplings_of("gp") == ()
+
+
+@pytest.fixture(scope="module")
+def symmetric_posterior():
+    """20 000 Erf-nets (σ_b = 1, zero means: f -> -f symmetric) at N = 5 on X3, orders
+    1..6, posterior in the basis (g3, lambda)."""
+    net = nn.make_ensemble("erf", sigma_b=1.0)
+    stats = nn.sample_correlators(net, X3, [5], 20_000, orders=(1, 2, 3, 4, 6), seed=3,
+                                  progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return nn.infer_couplings(stats, cutoffs=[10.0], couplings=("g3", "lambda"),
+                                  num_chains=2, num_samples=300, num_warmup=200, seed=1)
+
+
+def test_adding_an_odd_coupling_changes_only_the_odd_tuples(symmetric_posterior):
+    """λ's estimand and its even block's discrepancy do not depend on g₃ (physics.md §6d),
+    so λ and g₃ + λ have the same pointwise density on every even tuple, draw by draw:
+    the ELPD of the nested pair is decided by the odd correlators alone."""
+    dt = symmetric_posterior
+    ll = dt["log_likelihood"]
+    even = np.concatenate([np.full(len(dt["constant_data"][f"tuples_{n}"]), n % 2 == 0)
+                           for n in json.loads(dt.attrs["data_orders"])])
+    a = ll["lambda"].sel(width=5, cutoff=10.0).values[..., even]
+    b = ll["g3+lambda"].sel(width=5, cutoff=10.0).values[..., even]
+    np.testing.assert_array_equal(a, b)
+    odd_a = ll["lambda"].sel(width=5, cutoff=10.0).values[..., ~even]
+    assert np.all(odd_a == odd_a[:1, :1])  # λ alone predicts 0 there, in every draw
+    assert not np.allclose(ll["g3+lambda"].sel(width=5, cutoff=10.0).values[..., ~even],
+                           odd_a)
+
+
+def test_elpd_prefers_the_even_basis_on_a_symmetric_net(symmetric_posterior):
+    """On the symmetric net g₃'s exact target is 0; its posterior is noise, and the ELPD
+    ranks λ above g₃ + λ (benchmarks/basis_elpd.py measures the rate over 20 seeds)."""
+    dt = symmetric_posterior
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DiagnosticsWarning)
+        lam = model_loo(dt, width=5, cutoff=10.0, model="lambda")
+        odd = model_loo(dt, width=5, cutoff=10.0, model="g3+lambda")
+    assert float(lam.elpd) > float(odd.elpd)
+    stored = dt["constant_data"]["elpd"].sel(width=5, cutoff=10.0)
+    assert float(stored.sel(model="lambda")) == pytest.approx(float(lam.elpd))
+
+
+def test_conditional_density_is_the_normal_conditional():
+    """log p(r̂_t | r̂_-t) of N(m, L Lᵀ + diag(extra)) against the partitioned-covariance
+    formula μ_t + C_t,-t C_-t⁻¹ (r̂_-t − m_-t), C_tt − C_t,-t C_-t⁻¹ C_-t,t."""
+    from scipy.stats import norm
+
+    from nngp_ppl.inference.evidence import conditional_loglik
+
+    rng = np.random.default_rng(2)
+    T = 6
+    L = np.tril(rng.standard_normal((T, T))) + 3 * np.eye(T)
+    extra = rng.uniform(0, 1, T)
+    rhat, mean = rng.standard_normal(T), rng.standard_normal((4, T))
+    got = conditional_loglik(L, rhat, mean, extra)
+    C = L @ L.T + np.diag(extra)
+    for k in range(4):
+        for t in range(T):
+            o = [s for s in range(T) if s != t]
+            w = np.linalg.solve(C[np.ix_(o, o)], C[o, t])
+            mu = mean[k, t] + w @ (rhat[o] - mean[k, o])
+            var = C[t, t] - C[t, o] @ w
+            assert got[k, t] == pytest.approx(norm.logpdf(rhat[t], mu, np.sqrt(var)),
+                                              rel=1e-9)
