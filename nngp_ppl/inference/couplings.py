@@ -217,8 +217,10 @@ def infer_couplings(
     cutoffs : cutoffs :math:`\Lambda` of the vertex box :math:`[-\Lambda, \Lambda]^{d_{in}}`.
     couplings : ``("lambda",)`` or ``("lambda", "kappa")``, either with ``g3`` (or
         ``g3, g5``): the odd couplings are fitted to the odd correlators (orders 1, 3, 5:
-        sample them with ``orders=(1, 2, 3, 4, 6)``), zero-mean ensembles only
-        (:func:`nngp_ppl.problem.basis` builds a basis by dimension and symmetry).
+        sample them with ``orders=(1, 2, 3, 4, 6)``) (:func:`nngp_ppl.problem.basis`
+        builds a basis by dimension and symmetry). A net with non-zero means is fitted
+        centred, to its centred moments of orders 3..6 (every raw order 1..n sampled;
+        :mod:`nngp_ppl.centred`; root attribute ``centred``).
     widths : widths to fit (default: all in ``stats``).
     orders : correlator orders that define the couplings (the estimand,
         :mod:`nngp_ppl.problem`). Default: (4,) for λ alone (the paper's choice; the 6-pt
