@@ -269,6 +269,17 @@ def _attrs_json(attrs, keep_lists=()) -> bytes:
     return json.dumps(canon, sort_keys=True).encode()
 
 
+def sha256_file(path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks: what ties a fit to the exact run
+    file it was made from (``run_sha256``) and a pipeline stage to its input and output
+    files (the manifest)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def content_checksum(obj, *, keep_lists=()) -> str:
     """``"sha256:<hex>"`` of a Dataset's or DataTree's content.
 

@@ -39,7 +39,6 @@ large-:math:`|y|` behaviour (:func:`asymptotic_exponent`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,6 +51,7 @@ from . import problem as _problem
 from . import tuples as _tuples
 from . import two_point as _two_point
 from ._checks import NNGPInputError
+from ._io import sha256_file
 from .theory import diagrams as _diagrams
 from .theory import lattice as _lattice
 from .theory import operators as _operators
@@ -669,15 +669,6 @@ def _beta(net, X, lam, lam_t, propagator, cache) -> tuple[np.ndarray, np.ndarray
 # --- everything the CLI stores --------------------------------------------------------------
 
 
-def file_identity(path) -> str:
-    """SHA-256 of a file's bytes: ties a fit to the exact run file it was made from."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
                 couplings=("lambda", "kappa"), fit_from: float | None = None,
                 two_point: str = "auto", order: int = 1):
@@ -848,7 +839,7 @@ def write_fit(ds, path, run_path) -> Path:
 
     ds = ds.copy()
     ds.attrs["run_file"] = str(Path(run_path).resolve())
-    ds.attrs["run_sha256"] = file_identity(run_path)
+    ds.attrs["run_sha256"] = sha256_file(run_path)
     return write_netcdf(ds, Path(path), file_format=FIT_FORMAT, version=FIT_VERSION)
 
 
@@ -864,7 +855,7 @@ def load_fit(path, run_path=None):
         run_path = Path(run_path)
         if not run_path.is_file():
             raise NNGPInputError(f"run file: no such file: {run_path}")
-        if ds.attrs.get("run_sha256") != file_identity(run_path):
+        if ds.attrs.get("run_sha256") != sha256_file(run_path):
             raise NNGPInputError(
                 f"fit file {path} was not made from run file {run_path}: it records "
                 f"{ds.attrs.get('run_file', '?')} (sha256 {str(ds.attrs.get('run_sha256'))[:12]}"

@@ -47,10 +47,11 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import special as _special
 
 from . import _checks
 from ._checks import NNGPInputError
+from .activations import ACTIVATIONS, ERF, GAUSS, RELU, Activation, quadrature_names
+from .vocabulary import check_propagator, propagator_shift
 
 
 @dataclass(frozen=True)
@@ -360,6 +361,9 @@ class SingleLayerNet(Ensemble):
     #: One hidden layer: the output is a sum of N independent neurons plus b_1, so
     #: E[f f'] = K exactly at every width.
     two_point_exact: ClassVar[bool] = True
+    #: The activation's record (nngp_ppl.activations): its closed forms, exact-moment
+    #: oracle and growth exponent; ActivationNet and MLP set it per instance.
+    spec: ClassVar[Activation | None] = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -409,7 +413,23 @@ class SingleLayerNet(Ensemble):
 
     def activation(self, z, var):
         """σ(z) for pre-activations z whose variance is ``var`` (only Gauss-net uses it)."""
-        raise NotImplementedError
+        if self.spec is None:
+            raise NotImplementedError
+        return self.spec.jax_fn(z, var) if self.spec.needs_variance else self.spec.jax_fn(z)
+
+    def pair_kernel(self, X, Y):
+        """σ_b² + σ_W² E[σ(z)σ(z')] from the activation's closed-form ``pair`` (traceable)."""
+        E = self.spec.pair(self.preactivation_var(X)[:, None],
+                           self.preactivation_var(Y)[None, :], self.preactivation_cov(X, Y))
+        return self.sigma_b**2 + self.sigma_w**2 * E
+
+    def kernel_growth(self, propagator: str = "full") -> float | None:
+        """The activation's analytic exponent (its record's ``growth``), else measured from
+        the kernel (:func:`kernel_growth_numeric`)."""
+        check_propagator(propagator)
+        if self.spec is None or self.spec.growth is None:
+            return kernel_growth_numeric(self, propagator)
+        return self.spec.growth(self, propagator)
 
     def _activate(self, z, var):
         # The forward pass's hook: ActivationNet keeps its activation in a field of the
@@ -445,12 +465,6 @@ class SingleLayerNet(Ensemble):
         return jax.vmap(one)(keys)
 
 
-def _check_propagator(propagator: str) -> str:
-    from .theory.lattice import check_propagator
-
-    return check_propagator(propagator)
-
-
 #: Distances |y| at which the numeric growth exponent is read: geometric, ratio sqrt(10).
 GROWTH_DISTANCES = tuple(float(t) for t in 10.0 ** np.array([1.5, 2.0, 2.5, 3.0]))
 
@@ -462,7 +476,7 @@ def _growth_cached(net, propagator: str, integer: bool):
     dirs = [np.eye(d)[i] * sign for i in range(d) for sign in (1.0, -1.0)]
     if d > 1:
         dirs += [np.ones(d) / np.sqrt(d), -np.ones(d) / np.sqrt(d)]
-    shift = net.kernel_constant() if propagator == "bias_subtracted" else 0.0
+    shift = propagator_shift(net, propagator)
     t = np.array(GROWTH_DISTANCES)
     ratio = t[1] / t[0]
     best = None
@@ -493,7 +507,7 @@ def kernel_growth_numeric(net, propagator: str = "full", integer: bool = True):
     single-layer kernel grows like the activation's power law, |h(z)| ~ |z|^q, whose
     exponent is an integer for every built-in).
     """
-    _check_propagator(propagator)
+    check_propagator(propagator)
     return _growth_cached(net, propagator, bool(integer))
 
 
@@ -511,30 +525,17 @@ class ErfNet(SingleLayerNet):
     .. math:: K = \\sigma_b^2 + \\sigma_W^2 \\frac{2}{\\pi}
         \\arcsin\\frac{2 m(x,y)}{\\sqrt{(1+2m(x,x))(1+2m(y,y))}}
 
-    (Williams 1997), evaluated as ``arctan2(2m', sqrt((1+2m)(1+2m'') - 4m'^2))`` for
-    stability at coincident points, the form neural-tangents uses.
+    (Williams 1997; the layer map of :data:`nngp_ppl.activations.ERF`). Growth exponent 0:
+    K tends to a direction-dependent constant, nonzero also after σ_b² is removed.
     """
 
     name: ClassVar[str] = "erf"
-    exact_moments: ClassVar[str | None] = "price"
-    exact_max_order: ClassVar[int] = 12
+    spec: ClassVar[Activation] = ERF
+    exact_moments: ClassVar[str | None] = ERF.exact_moments
+    exact_max_order: ClassVar[int] = ERF.exact_max_order
 
     def traced_kernel(self, X, Y):
-        mxy = self.preactivation_cov(X, Y)
-        vx = 1.0 + 2.0 * self.preactivation_var(X)
-        vy = 1.0 + 2.0 * self.preactivation_var(Y)
-        det = jnp.clip(vx[:, None] * vy[None, :] - 4.0 * mxy**2, 0.0, None)
-        return self.sigma_b**2 + self.sigma_w**2 * (2.0 / jnp.pi) * jnp.arctan2(
-            2.0 * mxy, jnp.sqrt(det)
-        )
-
-    def activation(self, z, var):
-        return jax.lax.erf(z)
-
-    def kernel_growth(self, propagator: str = "full") -> float | None:
-        """0: K tends to a direction-dependent constant, nonzero also after σ_b² is removed."""
-        _check_propagator(propagator)
-        return 0.0
+        return self.pair_kernel(X, Y)
 
 
 @dataclass(frozen=True)
@@ -545,33 +546,19 @@ class ReLUNet(SingleLayerNet):
         \\,(\\sin\\theta + (\\pi-\\theta)\\cos\\theta),\\quad
         \\cos\\theta = \\frac{m(x,y)}{\\sqrt{m(x,x)\\,m(y,y)}}
 
-    (the degree-1 arc-cosine kernel, Cho & Saul 2009); cos θ is clipped to [-1, 1] and a
-    zero-variance input (x = 0 with σ_b = 0) gives K = σ_b².
+    (the degree-1 arc-cosine kernel, Cho & Saul 2009; the layer map of
+    :data:`nngp_ppl.activations.RELU`): a zero-variance input (x = 0 with σ_b = 0) gives
+    K = σ_b². Growth exponent 1: the kernel is homogeneous of degree 1 in y.
     """
 
     sigma_b: float = 0.0
     name: ClassVar[str] = "relu"
-    exact_moments: ClassVar[str | None] = "cones"
-    exact_max_order: ClassVar[int] = 12
+    spec: ClassVar[Activation] = RELU
+    exact_moments: ClassVar[str | None] = RELU.exact_moments
+    exact_max_order: ClassVar[int] = RELU.exact_max_order
 
     def traced_kernel(self, X, Y):
-        mxy = self.preactivation_cov(X, Y)
-        norm = jnp.sqrt(self.preactivation_var(X)[:, None] * self.preactivation_var(Y)[None, :])
-        safe = jnp.where(norm > 0, norm, 1.0)
-        cos = jnp.clip(mxy / safe, -1.0, 1.0)
-        theta = jnp.arccos(cos)
-        body = jnp.sqrt(jnp.clip(1.0 - cos**2, 0.0, None)) + (jnp.pi - theta) * cos
-        return self.sigma_b**2 + self.sigma_w**2 / (2 * jnp.pi) * jnp.where(
-            norm > 0, norm * body, 0.0
-        )
-
-    def activation(self, z, var):
-        return jnp.maximum(z, 0.0)
-
-    def kernel_growth(self, propagator: str = "full") -> float | None:
-        """1: K grows like |y| (the arc-cosine kernel is homogeneous of degree 1 in y)."""
-        _check_propagator(propagator)
-        return 1.0
+        return self.pair_kernel(X, Y)
 
 
 @dataclass(frozen=True)
@@ -586,12 +573,14 @@ class GaussNet(SingleLayerNet):
         K = \\sigma_b^2 + \\sigma_W^2
             \\exp\\!\\left(-\\frac{\\sigma_W^2 |x-y|^2}{2 d_{in}}\\right),
 
-    since E[e^{z+z'}] = e^{(v + v' + 2m)/2}.
+    since E[e^{z+z'}] = e^{(v + v' + 2m)/2} (:data:`nngp_ppl.activations.GAUSS`). Growth
+    exponent 0 for the full K with σ_b > 0 (K -> σ_b²); otherwise K̃ decays like a Gaussian.
     """
 
     name: ClassVar[str] = "gauss"
-    exact_moments: ClassVar[str | None] = "lognormal"
-    exact_max_order: ClassVar[int] = 12
+    spec: ClassVar[Activation] = GAUSS
+    exact_moments: ClassVar[str | None] = GAUSS.exact_moments
+    exact_max_order: ClassVar[int] = GAUSS.exact_max_order
 
     def traced_kernel(self, X, Y):
         # |x - y|² from the differences, one input direction at a time: non-negative by
@@ -602,62 +591,6 @@ class GaussNet(SingleLayerNet):
         decay = jnp.exp(-(self.sigma_w**2) * d2 / (2 * self.d_in))
         return self.sigma_b**2 + self.sigma_w**2 * decay
 
-    def activation(self, z, var):
-        return jnp.exp(z - var)
-
-    def kernel_growth(self, propagator: str = "full") -> float | None:
-        """0 for the full K with σ_b > 0 (K -> σ_b²); otherwise K̃ decays like a Gaussian."""
-        _check_propagator(propagator)
-        return 0.0 if propagator == "full" and self.sigma_b > 0 else None
-
-
-# --------------------------------------------------------------------------------------------
-# any elementwise activation
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Activation:
-    """An elementwise activation in two forms: JAX (forward pass) and NumPy (quadrature)."""
-
-    name: str
-    jax_fn: Callable
-    numpy_fn: Callable
-
-
-_INV_SQRT2 = float(1.0 / np.sqrt(2.0))
-
-
-def _gelu_jax(z):
-    # A Python float keeps a float32 batch in float32 (an np.float64 would promote it).
-    return 0.5 * z * (1.0 + jax.lax.erf(z * _INV_SQRT2))
-
-
-def _gelu_numpy(z):
-    return 0.5 * z * (1.0 + _special.erf(z / np.sqrt(2.0)))
-
-
-def _softplus_numpy(z):
-    return np.logaddexp(0.0, z)
-
-
-#: Built-in activations of :class:`ActivationNet`. GELU is the exact z Φ(z), not the tanh
-#: approximation.
-BUILTIN_ACTIVATIONS: dict[str, Activation] = {
-    "tanh": Activation("tanh", jnp.tanh, np.tanh),
-    "gelu": Activation("gelu", _gelu_jax, _gelu_numpy),
-    "sin": Activation("sin", jnp.sin, np.sin),
-    "softplus": Activation("softplus", jax.nn.softplus, _softplus_numpy),
-}
-
-#: Activations known by name: the built-ins plus those added by :func:`register_activation`.
-ACTIVATIONS: dict[str, Activation] = dict(BUILTIN_ACTIVATIONS)
-
-
-def _numpy_from_jax(fn: Callable) -> Callable:
-    def numpy_fn(z):
-        return np.asarray(fn(jnp.asarray(z, dtype=jnp.float64)), dtype=np.float64)
-
-    return numpy_fn
-
 
 def register_activation(name: str, fn: Callable, numpy_fn: Callable | None = None) -> Activation:
     """Make ``fn`` known as ``name``, so ``ActivationNet(name)`` saves and reloads.
@@ -666,6 +599,7 @@ def register_activation(name: str, fn: Callable, numpy_fn: Callable | None = Non
     ``numpy_fn`` is an optional NumPy version for the quadrature oracle (default: ``fn``
     through NumPy <-> JAX conversion). A file written with ``name`` reloads in a session
     that registered the same name. Re-registering a name with another function is refused.
+    The record goes into :data:`nngp_ppl.activations.ACTIVATIONS` (kernel by quadrature).
     """
     if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
         raise NNGPInputError(
@@ -686,7 +620,7 @@ def register_activation(name: str, fn: Callable, numpy_fn: Callable | None = Non
         )
     if old is not None:
         return old
-    act = Activation(name, fn, numpy_fn if numpy_fn is not None else _numpy_from_jax(fn))
+    act = Activation(name, fn, numpy_fn)
     ACTIVATIONS[name] = act
     return act
 
@@ -722,9 +656,9 @@ class ActivationNet(SingleLayerNet):
                  mu_b=0.0):
         if isinstance(activation, str):
             key = activation.lower()
-            if key not in ACTIVATIONS:
+            if key not in quadrature_names():
                 raise NNGPInputError(
-                    f"activation must be one of {sorted(ACTIVATIONS)} (or a callable, or a "
+                    f"activation must be one of {quadrature_names()} (or a callable, or a "
                     f"name added with nngp_ppl.register_activation), got {activation!r}"
                 )
             activation = key
@@ -737,9 +671,9 @@ class ActivationNet(SingleLayerNet):
             spec = ACTIVATIONS[activation]
         else:
             name = getattr(activation, "__name__", "custom")
-            spec = Activation(name, activation, _numpy_from_jax(activation))
+            spec = Activation(name, activation)
         # One spec per net, so the quadrature caches (keyed on the NumPy function) hit.
-        object.__setattr__(self, "_spec", spec)
+        object.__setattr__(self, "spec", spec)
         for field, value in (("d_in", d_in), ("sigma_w", sigma_w), ("sigma_b", sigma_b),
                              ("mu_w", mu_w), ("mu_b", mu_b)):
             object.__setattr__(self, field, value)
@@ -754,7 +688,7 @@ class ActivationNet(SingleLayerNet):
     @property
     def name(self) -> str:  # type: ignore[override]
         """The activation's name (a callable's ``__name__``)."""
-        return self._spec.name
+        return self.spec.name
 
     def to_dict(self) -> dict:
         if not isinstance(self.activation, str):
@@ -773,11 +707,11 @@ class ActivationNet(SingleLayerNet):
         return {"ensemble": self.name, **dataclasses.asdict(self)}
 
     def _activate(self, z, var):
-        return self._spec.jax_fn(z)
+        return self.spec.jax_fn(z)
 
     def numpy_activation(self) -> Callable:
         """σ as a vectorised NumPy function (for the quadrature oracle)."""
-        return self._spec.numpy_fn
+        return self.spec.numpy_fn
 
     def traced_kernel(self, X, Y):
         mxy = self.preactivation_cov(X, Y)
@@ -852,7 +786,7 @@ def register_ensemble(cls: type[Ensemble]) -> type[Ensemble]:
             "registered (an inherited name would make it reload as its parent)"
         )
     owner = ENSEMBLES.get(name)
-    if (owner is not None and owner is not cls) or name in ACTIVATIONS or ":" in name:
+    if (owner is not None and owner is not cls) or name in quadrature_names() or ":" in name:
         raise NNGPInputError(f"ensemble name {name!r} is already taken; choose another name")
     ENSEMBLES[name] = cls
     return cls
@@ -972,11 +906,11 @@ def make_ensemble(name: str, **hyper) -> Ensemble:
     if cls is not None:
         return cls(**hyper)
     key = key.lower()
-    if key in ACTIVATIONS:
+    if key in quadrature_names():
         return ActivationNet(activation=key, **hyper)
     raise NNGPInputError(
         f"ensemble must be one of {sorted(ENSEMBLES)}, an activation in "
-        f"{sorted(ACTIVATIONS)} or an import path 'package.module:Class', got {name!r} "
+        f"{quadrature_names()} or an import path 'package.module:Class', got {name!r} "
         "(register a custom one first, also before loading a file that names it: "
         "nngp_ppl.register_ensemble / register_activation)"
     )

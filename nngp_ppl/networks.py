@@ -55,8 +55,8 @@ import numpy as np
 
 from . import _checks
 from ._checks import NNGPInputError
+from .activations import ACTIVATIONS, quadrature_names
 from .ensembles import (
-    ACTIVATIONS,
     ENSEMBLES,
     SingleLayerNet,
     _module_of,
@@ -90,31 +90,6 @@ def warn_two_point(net, stacklevel: int = 3) -> None:
     )
 
 
-# --------------------------------------------------------------------------------------------
-# layer maps E[σ(u)σ(v)] for (u, v) ~ N(0, [[a, c], [c, b]])
-# --------------------------------------------------------------------------------------------
-def _erf_pair(a, b, c):
-    """(2/π) arcsin(2c / sqrt((1+2a)(1+2b))), in the arctan2 form that is stable at c² = ab."""
-    det = jnp.clip((1.0 + 2.0 * a) * (1.0 + 2.0 * b) - 4.0 * c * c, 0.0, None)
-    return (2.0 / jnp.pi) * jnp.arctan2(2.0 * c, jnp.sqrt(det))
-
-
-def _relu_pair(a, b, c):
-    """sqrt(ab)/(2π) (sin θ + (π - θ) cos θ), cos θ = c/sqrt(ab); 0 where a variance is 0."""
-    norm = jnp.sqrt(jnp.clip(a * b, 0.0, None))
-    safe = jnp.where(norm > 0, norm, 1.0)
-    cos = jnp.clip(c / safe, -1.0, 1.0)
-    body = jnp.sqrt(jnp.clip(1.0 - cos**2, 0.0, None)) + (jnp.pi - jnp.arccos(cos)) * cos
-    return jnp.where(norm > 0, norm * body / (2.0 * jnp.pi), 0.0)
-
-
-#: Activations with a closed-form layer map (JAX forward function, pair expectation).
-CLOSED_FORM = {
-    "erf": (jax.lax.erf, _erf_pair),
-    "relu": (lambda z: jnp.maximum(z, 0.0), _relu_pair),
-}
-
-
 def _quadrature_recursion(h, depth, sb2, sw2, vx, vy, mxy):
     """The recursion of the module docstring in NumPy (for ``jax.pure_callback``)."""
     from .theory.quadrature import pair_expectation
@@ -129,6 +104,13 @@ def _quadrature_recursion(h, depth, sb2, sw2, vx, vy, mxy):
         mxy = sb2 + sw2 * pair_expectation(h, vx, vy, mxy)
         vx, vy = sb2 + sw2 * diagonal(vx), sb2 + sw2 * diagonal(vy)
     return mxy
+
+
+def _mlp_names() -> list[str]:
+    """Activations an MLP takes: every elementwise one, the closed forms first."""
+    closed = sorted(n for n, a in ACTIVATIONS.items() if a.pair is not None
+                    and not a.needs_variance)
+    return closed + quadrature_names()
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,15 +146,16 @@ class MLP(SingleLayerNet):
                 "function first with nngp_ppl.register_activation(name, fn) and pass its name"
             )
         key = activation.lower()
-        if key not in CLOSED_FORM and key not in ACTIVATIONS:
+        if key not in _mlp_names():
             raise NNGPInputError(
-                f"activation must be one of {sorted(CLOSED_FORM) + sorted(ACTIVATIONS)} (or "
+                f"activation must be one of {_mlp_names()} (or "
                 f"a name added with nngp_ppl.register_activation), got {activation!r}"
             )
         for field, value in (("depth", depth), ("activation", key), ("d_in", d_in),
                              ("sigma_w", sigma_w), ("sigma_b", sigma_b), ("mu_w", mu_w),
                              ("mu_b", mu_b)):
             object.__setattr__(self, field, value)
+        object.__setattr__(self, "spec", ACTIVATIONS[key])
         self.__post_init__()
 
     def __reduce__(self):
@@ -202,13 +185,13 @@ class MLP(SingleLayerNet):
         vx = self.preactivation_var(X)
         vy = self.preactivation_var(Y)
         sb2, sw2 = self.sigma_b**2, self.sigma_w**2
-        if self.activation in CLOSED_FORM:
-            pair = CLOSED_FORM[self.activation][1]
+        pair = self.spec.pair
+        if pair is not None:
             for _ in range(self.depth):
                 mxy = sb2 + sw2 * pair(vx[:, None], vy[None, :], mxy)
                 vx, vy = sb2 + sw2 * pair(vx, vx, vx), sb2 + sw2 * pair(vy, vy, vy)
             return mxy
-        h = ACTIVATIONS[self.activation].numpy_fn
+        h = self.spec.numpy_fn
         vx = jnp.broadcast_to(vx[:, None], mxy.shape)
         vy = jnp.broadcast_to(vy[None, :], mxy.shape)
 
@@ -226,9 +209,7 @@ class MLP(SingleLayerNet):
 
     # --- finite-width networks ------------------------------------------------------------
     def _phi(self, z):
-        if self.activation in CLOSED_FORM:
-            return CLOSED_FORM[self.activation][0](z)
-        return ACTIVATIONS[self.activation].jax_fn(z)
+        return self.spec.jax_fn(z)
 
     def _layers(self, key, X, width: int, dtype):
         """(last hidden activations (width, n), readout draw) of the network of ``key``."""

@@ -57,6 +57,7 @@ from ._checks import NNGPInputError
 from .theory import operators as _operators
 from .theory.wick import gp_correlator_tuples
 from .tuples import distinct_tuples
+from .vocabulary import NOISE_MODELS
 
 #: Even correlator orders a first-order coupling fit can use (the default data orders).
 FIT_ORDERS = (4, 6)
@@ -66,8 +67,6 @@ ODD_FIT_ORDERS = (1, 3, 5)
 #: Every correlator order a fit can use.
 ALL_FIT_ORDERS = tuple(sorted(FIT_ORDERS + ODD_FIT_ORDERS))
 
-#: Noise models of the correlator estimates, best first (see :func:`noise_covariance`).
-NOISE_MODELS = ("exact", "sample", "gp")
 
 
 def coupling_names(couplings, name: str = "couplings") -> tuple[str, ...]:

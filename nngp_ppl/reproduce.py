@@ -53,7 +53,7 @@ import numpy as np
 
 from . import _checks, _io
 from ._checks import NNGPInputError
-from ._io import atomic_path
+from ._io import atomic_path, sha256_file
 from ._lock import exclusive_lock
 from .presets import PAPER_WIDTHS
 
@@ -375,14 +375,6 @@ class ReproduceResult:
 
 
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _stage_key(stage: Stage, out: Path) -> str:

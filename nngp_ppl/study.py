@@ -76,6 +76,7 @@ import numpy as np
 
 from . import _checks
 from ._checks import NNGPInputError
+from .vocabulary import COVARIANCES, PROPAGATORS
 
 #: Top-level keys: (required, kind).
 STUDY_KEYS = {
@@ -98,7 +99,6 @@ RUN_KEYS = {
     "symmetries": (False, "symmetries"), "odd_orders": (False, "flag"),
 }
 ROLES = ("main", "sigma_b", "dim")
-COVARIANCES = ("auto", "exact", "sample", "gp")
 SHIPPED = ("quick", "paper")
 #: Longest run key: a key names files (``posterior2_<key>.nc``, ``parts/<key>/...`` and
 #: their temporaries), which must stay well inside the 255 bytes a file name may have.
@@ -189,8 +189,6 @@ def _value(kind: str, v, where: str):
             bad(f"one of {list(ROLES)}")
         return v
     if kind == "propagators":
-        from .theory.lattice import PROPAGATORS
-
         if (not isinstance(v, list) or not v or not all(p in PROPAGATORS for p in v)
                 or len(set(v)) != len(v)):
             bad(f"a list of distinct propagators from {list(PROPAGATORS)}")
@@ -242,10 +240,6 @@ def supported_orders() -> tuple[int, ...]:
     from .inference import infer_couplings
 
     return (1, 2) if "order" in inspect.signature(infer_couplings).parameters else (1,)
-
-
-def _closest(widths, target: int) -> int:
-    return int(min(widths, key=lambda w: (abs(math.log(w / target)), w)))
 
 
 def _check_keys(table: dict, allowed: dict, where: str) -> None:

@@ -70,7 +70,9 @@ def compress(full, k: int, n: int) -> np.ndarray:
 
 @cache
 def pairings(n: int) -> tuple[tuple[tuple[int, int], ...], ...]:
-    """All (n-1)!! perfect matchings of positions 0..n-1 (n even), as tuples of pairs."""
+    """All (n-1)!! perfect matchings of positions 0..n-1 (n even), as tuples of pairs
+    (a < b in each): position 0 paired with each later one in turn, then the rest alike.
+    Wick's theorem, the diagrams' contractions and the derivative vertices all use it."""
     if n % 2:
         raise ValueError(f"pairings need an even number of points, got {n}")
 

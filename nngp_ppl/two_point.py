@@ -53,6 +53,7 @@ import numpy as np
 from ._checks import NNGPInputError
 from .theory.wick import gp_correlator_tuples
 from .tuples import distinct_tuples, full_index, pairings
+from .vocabulary import propagator_shift
 
 #: ``two_point`` values: how the free part of the correlators is formed (:func:`resolve`).
 TWO_POINT = ("auto", "kernel", "measured")
@@ -244,7 +245,7 @@ def kernel_influence(net, X, cutoff, propagator: str = "full"):
                                scale=_lattice.kernel_scale(net))
     FX = np.asarray(net._kernel_networks(jnp.asarray(X)), np.float64)  # (M, k)
     FY = np.asarray(net._kernel_networks(jnp.asarray(lat.points)), np.float64)  # (M, P)
-    shift = net.kernel_constant() if propagator == "bias_subtracted" else 0.0
+    shift = propagator_shift(net, propagator)
     return influence_from_outputs(FX, FY, lat.weights, shift)
 
 

@@ -62,9 +62,8 @@ import numpyro.distributions as dist
 
 from .._checks import NNGPInputError, finite_float, inputs
 from ..theory import operators as _operators
+from ..vocabulary import check_propagator, propagator_shift
 from .couplings import stable_cholesky
-
-FIELD_PROPAGATORS = ("full", "bias_subtracted")
 
 #: NUTS target acceptance of the field model (module docstring: divergences).
 TARGET_ACCEPT = 0.99
@@ -218,10 +217,7 @@ class FieldLattice:
             raise NNGPInputError(f"lattice has d_in={lattice.d_in}, the net d_in={net.d_in}")
         if np.any(lattice.weights < 0):
             raise NNGPInputError("lattice weights must be non-negative for a field model")
-        if propagator not in FIELD_PROPAGATORS:
-            raise NNGPInputError(
-                f"propagator must be one of {FIELD_PROPAGATORS}, got {propagator!r}"
-            )
+        check_propagator(propagator)
         check_field_size(len(lattice), len(X))
         extent = float(np.max(np.abs(X)))
         if lattice.cutoff is not None and extent > lattice.cutoff * (1 + 1e-12):
@@ -233,8 +229,7 @@ class FieldLattice:
             )
         pts = np.concatenate([X, lattice.points])
         K = np.asarray(net.kernel(pts), dtype=np.float64)
-        if propagator == "bias_subtracted":
-            K = K - net.kernel_constant()
+        K = K - propagator_shift(net, propagator)
         # The kernel is exact, not estimated: floor only what float64 cannot factorise (a
         # smooth kernel on a fine lattice is numerically singular).
         chol, n_floored = stable_cholesky(K, "the kernel on inputs and lattice sites", 1e-12)

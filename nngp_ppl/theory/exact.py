@@ -145,6 +145,7 @@ from .. import _checks
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
 from ..ensembles import SingleLayerNet
+from ..vocabulary import EXACT_METHODS
 from . import quadrature as _quadrature
 
 # The highest order of each oracle is the ensemble's own capability, ``exact_max_order``
@@ -163,13 +164,12 @@ MAX_RELU_RANK = 4
 # --------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------
-_METHODS = ("lognormal", "price", "cones", "quadrature")
 
 
 def max_exact_order(net) -> int:
     """Highest order of the exact oracle for ``net`` (0 when it has none): a capability
     the ensemble declares (``exact_moments``, ``exact_max_order``), not a name lookup."""
-    if getattr(net, "exact_moments", None) not in _METHODS:
+    if getattr(net, "exact_moments", None) not in EXACT_METHODS:
         return 0
     return int(getattr(net, "exact_max_order", 0))
 
@@ -179,7 +179,7 @@ def _check_net(net, what: str) -> str:
         raise NNGPInputError(
             f"net must be an ensemble with an exact-moment oracle for {what} (ErfNet, "
             f"ReLUNet, GaussNet or ActivationNet; one whose exact_moments is one of "
-            f"{list(_METHODS)}), got {type(net).__name__}"
+            f"{list(EXACT_METHODS)}), got {type(net).__name__}"
         )
     if net.exact_moments == "quadrature" and not callable(getattr(net, "numpy_activation", None)):
         raise NNGPInputError(

@@ -93,25 +93,6 @@ def check_parametrisation(value) -> str:
     return value
 
 
-# ---------------------------------------------------------------------------------------------
-# E[σ'(u) σ'(v)] for (u, v) ~ N(0, [[a, c], [c, b]])
-# ---------------------------------------------------------------------------------------------
-def _erf_dpair(a, b, c):
-    det = np.clip((1.0 + 2.0 * a) * (1.0 + 2.0 * b) - 4.0 * c * c, 1e-300, None)
-    return (4.0 / np.pi) / np.sqrt(det)
-
-
-def _relu_dpair(a, b, c):
-    norm = np.sqrt(np.clip(a * b, 0.0, None))
-    cos = np.clip(c / np.where(norm > 0, norm, 1.0), -1.0, 1.0)
-    # A zero-variance pre-activation is 0: σ'(0) = 1_{0>0} = 0.
-    return np.where(norm > 0, (np.pi - np.arccos(cos)) / (2.0 * np.pi), 0.0)
-
-
-def _gauss_pair(a, b, c):
-    return np.exp(c - (a + b) / 2.0)
-
-
 @functools.cache
 def _derivative(jax_fn):
     """σ' as a vectorised NumPy function (one object per activation: the quadrature caches
@@ -133,34 +114,18 @@ def _quadrature_pairs(h, dh):
 
 
 def layer_maps(net):
-    """``(pair, dpair)``: E[σσ'] and E[σ'σ'] as functions of (a, b, c), NumPy arrays."""
-    from ..ensembles import ActivationNet, ErfNet, GaussNet, ReLUNet
-    from ..networks import MLP
+    """``(pair, dpair)``: E[σσ'] and E[σ'σ'] as functions of (a, b, c), NumPy arrays: the
+    closed forms of the net's activation record (:mod:`nngp_ppl.activations`), else the
+    quadrature of σ and σ'."""
+    from ..ensembles import SingleLayerNet
 
-    if isinstance(net, MLP):
-        name = net.activation
-    elif isinstance(net, ErfNet):
-        name = "erf"
-    elif isinstance(net, ReLUNet):
-        name = "relu"
-    elif isinstance(net, GaussNet):
-        return _gauss_pair, _gauss_pair
-    elif isinstance(net, ActivationNet):
-        spec = net._spec
-        return _quadrature_pairs(spec.numpy_fn, _derivative(spec.jax_fn))
-    else:
+    spec = getattr(net, "spec", None) if isinstance(net, SingleLayerNet) else None
+    if spec is None:
         raise NNGPInputError(
             f"the NTK is known for ErfNet, ReLUNet, GaussNet, ActivationNet and MLP, not for "
             f"{type(net).__name__}")
-    from ..networks import _erf_pair, _relu_pair
-
-    if name == "erf":
-        return (lambda a, b, c: np.asarray(_erf_pair(a, b, c))), _erf_dpair
-    if name == "relu":
-        return (lambda a, b, c: np.asarray(_relu_pair(a, b, c))), _relu_dpair
-    from ..ensembles import ACTIVATIONS
-
-    spec = ACTIVATIONS[name]
+    if spec.pair is not None:
+        return (lambda a, b, c: np.asarray(spec.pair(a, b, c))), spec.dpair
     return _quadrature_pairs(spec.numpy_fn, _derivative(spec.jax_fn))
 
 
