@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 import nngp_ppl as nn
-from nngp_ppl import centred
+from nngp_ppl.inference import centred
 
 jax.config.update("jax_enable_x64", True)
 
@@ -47,9 +47,9 @@ def main(argv=None):
             warnings.simplefilter("ignore")  # heavy-tail notes at single seeds
             st = nn.sample_correlators(net, X, [width], args.n_nets, orders=(1, 2, 3, 4),
                                        seed=5000 + s, progress=False, covariance=False)
-        vec = centred.observed_raw_vector(st, width, th.data_orders)
+        vec = centred.centred_raw_vector(st, width, th.data_orders)
         if sd is None:
-            _, cov = centred.observed_deviation(st, width, th.data_orders, "exact")
+            _, cov = centred.centred_observation(st, width, th.data_orders, "exact")
             sd = np.sqrt(np.einsum("ct,ts,cs->c", est.B[0], cov, est.B[0]))
         zs.append((est.couplings(np.asarray(fn(vec)))[0] - target) / sd)
     zs = np.asarray(zs)

@@ -1,5 +1,5 @@
-"""One Activation record per activation (nngp_ppl.activations): every ensemble reads it, and
-its closed forms agree with independent quadrature of its own functions."""
+"""One Activation record per activation (nngp_ppl.ensembles.activations): every ensemble reads
+it, and its closed forms agree with independent quadrature of its own functions."""
 
 import jax
 import numpy as np
@@ -8,11 +8,11 @@ import pytest
 import nngp_ppl
 from nngp_ppl import ActivationNet, ErfNet, GaussNet, ReLUNet
 from nngp_ppl._checks import NNGPInputError
-from nngp_ppl.activations import ACTIVATIONS, quadrature_names
-from nngp_ppl.networks import MLP
+from nngp_ppl.ensembles.activations import ACTIVATIONS, quadrature_names
+from nngp_ppl.ensembles.networks import MLP
+from nngp_ppl.ensembles.quadrature import pair_expectation
 from nngp_ppl.theory.lattice import propagator_kernels
 from nngp_ppl.theory.ntk import _derivative
-from nngp_ppl.theory.quadrature import pair_expectation
 
 # (a, b, c) with c² < ab: variances and covariance of (u, v), away from the degenerate edge.
 A = np.array([0.3, 1.2, 2.0, 0.8])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import nngp_ppl as nn
-from nngp_ppl import centred, problem
+from nngp_ppl.inference import centred, eft, problem
 from nngp_ppl.theory import exact
 
 jax.config.update("jax_enable_x64", True)
@@ -155,7 +155,7 @@ def test_refusals_name_the_argument():
         centred.deviations_from_moments(th, {1: np.zeros(4), 2: np.zeros(10)}, np.eye(30))
     stats = nn.sample_correlators(ERF, X, [5], 10, orders=(2, 4), seed=0, progress=False)
     with pytest.raises(nn.NNGPInputError, match=r"orders=\(1, 2, 3, 4\)"):
-        centred.observed_deviation(stats, 5, th.data_orders, "sample")
+        centred.centred_observation(stats, 5, th.data_orders, "sample")
 
 
 def test_delta_method_matches_the_explicit_covariance_formula():
@@ -164,7 +164,7 @@ def test_delta_method_matches_the_explicit_covariance_formula():
     stats = nn.sample_correlators(ERF, X, [5], 3000, orders=(1, 2, 3, 4), seed=1,
                                   progress=False)
     th = centred.build_theory(ERF, X, ("g3", "lambda"))
-    r1, c1 = centred.observed_deviation(stats, 5, th.data_orders, "sample")
+    r1, c1 = centred.centred_observation(stats, 5, th.data_orders, "sample")
     raw = {m: stats.correlator_tuples(m, 5) for m in (1, 2, 3, 4)}
     r2, c2 = centred.deviations_from_moments(th, raw, stats.covariance(5, (1, 2, 3, 4)))
     assert np.allclose(r1, r2, rtol=1e-10, atol=0)
@@ -189,7 +189,7 @@ def test_delta_method_noise_matches_the_spread_of_real_runs():
     for s in seeds:
         stats = nn.sample_correlators(ERF, X, [5], n_nets, orders=(1, 2, 3, 4), seed=s,
                                       progress=False, covariance=False)
-        r, cov = centred.observed_deviation(stats, 5, th.data_orders, "exact")
+        r, cov = centred.centred_observation(stats, 5, th.data_orders, "exact")
         if vals is None:
             vals, vecs = np.linalg.eigh(cov)
             vals, vecs = vals[-m:], vecs[:, -m:]
@@ -203,11 +203,11 @@ def test_point_fit_on_exact_moments_is_the_exact_target():
     """eft.fit_couplings on the exact raw moments of a net with means (dispatched to the
     centred fit) returns the estimand on the exact centred moments, g* = B r_exact, and
     the sandwich covariance B J Sigma J^T B^T of the exact noise model."""
-    from nngp_ppl import eft
+
 
     th = centred.build_theory(ERF, X, ("g3", "lambda"), max_cutoff=10.0)
     raw = {m: exact.exact_correlator_tuples(ERF, X, 5, m) for m in (1, 2, 3, 4)}
-    cov = centred.raw_covariance("exact", ERF, X, 5, th.data_orders, 10_000)
+    cov = centred.centred_raw_covariance("exact", ERF, X, 5, th.data_orders, 10_000)
     fit = eft.fit_couplings(raw, [10.0], net=ERF, X=X, couplings=("g3", "lambda"),
                             covariance=cov)
     target = th.estimator((10.0,)).couplings(th.exact_deviation(5))

@@ -53,6 +53,23 @@ from .. import _checks
 from .._checks import NNGPInputError
 from ..vocabulary import check_propagator, propagator_shift
 
+__all__ = [
+    "LATTICE_KINDS",
+    "MAX_AXIS_NODES",
+    "MAX_BOX_POINTS",
+    "MAX_CUTOFF",
+    "Lattice",
+    "check_propagator",
+    "propagator_kernels",
+    "check_cutoffs",
+    "kernel_scale",
+    "check_box",
+    "box_lattice",
+    "vertex_integral_function",
+    "vertex_integrals",
+    "vertex_integral_exponents",
+]
+
 LATTICE_KINDS = ("gauss_legendre", "uniform")
 
 # Quadrature defaults per input dimension: (nodes per panel, geometric panel ratio). Chosen by

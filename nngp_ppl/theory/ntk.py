@@ -1,6 +1,6 @@
 r"""The neural tangent kernel and the infinite-width oracle of gradient-descent training.
 
-Parametrisations (:mod:`nngp_ppl.training` trains in both)
+Parametrisations (:mod:`nngp_ppl.training.trainer` trains in both)
 ---------------------------------------------------------
 A single-layer ensemble (physics.md §1) is :math:`f(x) = \sum_i a_i \sigma(w_i\cdot x +
 \beta_i) + b_1`. In the **NTK parametrisation** (Jacot, Gabriel, Hongler 2018) the trained
@@ -40,7 +40,7 @@ E[e^{-z^2-z'^2}] = \tfrac{4}{\pi}\det(1 + 2\Sigma)^{-1/2} = \tfrac{4}{\pi}
 ((1+2a)(1+2b) - 4c^2)^{-1/2}`; ReLU, :math:`\sigma' = 1_{z>0}`: :math:`P(z>0, z'>0) =
 (\pi - \theta)/(2\pi)`, :math:`\cos\theta = c/\sqrt{ab}` (Sheppard); Gauss-net,
 :math:`\sigma = \sigma' = e^{z - v}`: :math:`e^{c - (a+b)/2}`. Any other activation:
-:func:`nngp_ppl.theory.quadrature.pair_expectation` of :math:`\sigma'` (from ``jax.grad``).
+:func:`nngp_ppl.ensembles.quadrature.pair_expectation` of :math:`\sigma'` (from ``jax.grad``).
 
 In the standard parametrisation the same sums give, at width N (not a limit: the readout
 term grows like N, and a fixed learning rate must shrink like 1/N for a limit to exist),
@@ -81,7 +81,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _checks
+from .. import tuples as _tuples
 from .._checks import NNGPInputError
+from ..ensembles.core import SingleLayerNet
+from ..ensembles.quadrature import pair_expectation
+
+__all__ = [
+    "PARAMETRISATIONS",
+    "check_parametrisation",
+    "layer_maps",
+    "ntk_and_nngp",
+    "ntk",
+    "check_steps",
+    "training_oracle",
+    "gaussian_moment_tuples",
+]
 
 PARAMETRISATIONS = ("ntk", "standard")
 
@@ -107,7 +121,6 @@ def _derivative(jax_fn):
 
 
 def _quadrature_pairs(h, dh):
-    from .quadrature import pair_expectation
 
     return (lambda a, b, c: pair_expectation(h, a, b, c),
             lambda a, b, c: pair_expectation(dh, a, b, c))
@@ -115,9 +128,8 @@ def _quadrature_pairs(h, dh):
 
 def layer_maps(net):
     """``(pair, dpair)``: E[σσ'] and E[σ'σ'] as functions of (a, b, c), NumPy arrays: the
-    closed forms of the net's activation record (:mod:`nngp_ppl.activations`), else the
+    closed forms of the net's activation record (:mod:`nngp_ppl.ensembles.activations`), else the
     quadrature of σ and σ'."""
-    from ..ensembles import SingleLayerNet
 
     spec = getattr(net, "spec", None) if isinstance(net, SingleLayerNet) else None
     if spec is None:
@@ -172,7 +184,7 @@ def ntk(net, X, Y=None, *, parametrisation: str = "ntk", width: int | None = Non
     return ntk_and_nngp(net, X, Y, parametrisation=parametrisation, width=width)[0]
 
 
-def _steps(steps) -> tuple[int, ...]:
+def check_steps(steps) -> tuple[int, ...]:
     if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
         steps = [steps]
     out = []
@@ -214,7 +226,7 @@ def training_oracle(net, X, x_train, y_train, steps, learning_rate: float, *,
             f"y_train must be {len(x_train)} finite numbers (one per x_train row), got "
             f"{y_train.shape[0]} values")
     eta = _checks.finite_float("learning_rate", learning_rate, minimum=0.0)
-    steps = _steps(steps)
+    steps = check_steps(steps)
     n = len(x_train)
     both = np.concatenate([X, x_train])
     theta, K = ntk_and_nngp(net, both, parametrisation=parametrisation, width=width)
@@ -237,7 +249,6 @@ def gaussian_moment_tuples(mu, Sigma, n: int) -> np.ndarray:
     :math:`E[f_1 R] = \mu_1 E[R] + \sum_{j} \Sigma_{1j} E[R / f_j]`. The trained
     ensemble's correlators at infinite width (μ_t, Σ_t of :func:`training_oracle`).
     """
-    from .. import tuples as _tuples
 
     mu = np.asarray(mu, np.float64)
     Sigma = np.asarray(Sigma, np.float64)
