@@ -10,8 +10,10 @@ estimand evaluated on the *exact* finite-width correlators
 r_{exact}`. Never data simulated from the model: the networks are real, the target is exact.
 
 An odd basis (``("g3", "lambda")``) is fitted to the odd correlators too (orders 1, 3, 4;
-zero-mean ensembles, where g3's target is exactly 0 and its interval must cover 0 at the
-nominal rate).
+on zero-mean ensembles g3's target is exactly 0 and its interval must cover 0 at the
+nominal rate). A net with non-zero means is fitted centred (:mod:`nngp_ppl.inference.centred`): the
+raw orders 1..4 are sampled, the centred deviations and their delta-method noise formed
+per seed, and the target is the estimand on the exact centred moments.
 
 Returned per cutoff, quantity (``lambda``, ``kappa``, ``beta_lambda`` ...):
 
@@ -48,11 +50,14 @@ from .. import _checks
 from .._checks import NNGPInputError, positive_int
 from ..sampling.sampler import sample_correlators
 from ..sampling.stats import HeavyTailWarning
+from .centring import deviation_function, raw_orders
 from .couplings import sample_latent
 from .diagnostics import ESS_MIN, rhat_components
 from .models.couplings import latent_arrays, stable_cholesky
 from .problem import (
     EFTTheory,
+    centred_observation,
+    centred_raw_vector,
     choose_noise,
     coupling_names,
     default_data_orders,
@@ -85,11 +90,13 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
     n_nets = positive_int("n_nets", n_nets)
     pert = tuple(perturbative_order(o) for o in np.atleast_1d(order))
     couplings = coupling_names(couplings)
-    # The orders the fitted basis needs (the 6-pt function only with κ).
-    data_orders = tuple(n for n in default_data_orders(couplings)
-                        if n != 6 or "kappa" in couplings)
+    # The orders the fitted basis needs (the 6-pt function only with κ); a net with
+    # non-zero means is fitted centred, to the centred moments (nngp_ppl.inference.centred).
+    data_orders = None if not getattr(net, "zero_mean", True) else tuple(
+        n for n in default_data_orders(couplings) if n != 6 or "kappa" in couplings)
     theory = EFTTheory.build(net, X, couplings, None, data_orders, max_cutoff=max(cutoffs))
     orders = theory.data_orders
+    centring = _Centring(theory) if theory.centred else None
     exact_r = theory.exact_deviation(width)
     ests = [EFTTheory.build(net, X, couplings, None, orders, max_cutoff=max(cutoffs),
                             order=o).estimator(cutoffs) for o in pert]
@@ -104,10 +111,16 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
         chunk = seeds[lo:lo + batch]
         arrays, trils = [], []
         for seed in chunk:
-            stats, kind, tail = _seed_stats(net, X, width, n_nets, orders, seed, covariance,
-                                            theory)
+            stats, kind, tail = _seed_stats(net, X, width, n_nets, centring.raw if centring
+                                            else orders, seed, covariance, theory)
             tails += [tail] if tail else []
             used.add(kind)
+            df, _ = likelihood_df(stats, width, theory.orders, kind)
+            if centring is not None:
+                resid, tril = centring(stats, width, kind, n_nets)
+                trils.append(tril)
+                arrays.append(latent_arrays(resid, tril, df=df))
+                continue
             if kind == "exact":
                 if exact_tril is None:
                     exact_tril = stable_cholesky(noise_covariance(kind, theory, width,
@@ -117,7 +130,6 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
                 trils.append(stable_cholesky(noise_covariance(kind, theory, width, n_nets,
                                                               stats))[0])
             y = np.concatenate([stats.correlator_tuples(n, width) for n in orders])
-            df, _ = likelihood_df(stats, width, theory.orders, kind)
             arrays.append(latent_arrays(y - theory.gp, trils[-1], df=df))
         stacked = type(arrays[0])(*(jnp.stack(f) for f in zip(*arrays, strict=True)))
         t0 = time.perf_counter()
@@ -159,6 +171,32 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
                     "seconds": seconds, "seconds_nuts": t_nuts,
                 })
     return rows
+
+
+class _Centring:
+    """One seed's centred deviations and noise factor (:mod:`nngp_ppl.inference.centred`): the map
+    compiled once, the exact noise model's factor (linearised at the exact moments) built
+    once per width."""
+
+    def __init__(self, theory):
+        self.theory = theory
+        self.raw = raw_orders(theory.data_orders)
+        self.fn = jax.jit(deviation_function(theory.k, theory.data_orders))
+        self.exact = {}
+
+    def __call__(self, stats, width, kind, n_nets):
+        th = self.theory
+        vec = centred_raw_vector(stats, width, th.data_orders)
+        resid = np.asarray(self.fn(jnp.asarray(vec)))
+        if kind == "exact":
+            if width not in self.exact:
+                _, cov = centred_observation(stats, width, th.data_orders, kind,
+                                                    net=th.net, X=th.X)
+                self.exact[width] = stable_cholesky(cov)[0]
+            return resid, self.exact[width]
+        _, cov = centred_observation(stats, width, th.data_orders, kind, net=th.net,
+                                            X=th.X)
+        return resid, stable_cholesky(cov)[0]
 
 
 def _seed_diagnostics(q, diverging) -> dict:

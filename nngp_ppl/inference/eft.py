@@ -56,6 +56,7 @@ from ..theory import diagrams as _diagrams
 from ..theory import lattice as _lattice
 from ..theory import operators as _operators
 from ..theory.wick import gp_correlator_tuples
+from . import centred as _centred
 from . import problem as _problem
 from . import two_point as _two_point
 from .problem import EFTTheory, estimand_projection, perturbative_order
@@ -319,8 +320,19 @@ def fit_couplings(
 
     ``order=2``: the second-order estimand of :mod:`nngp_ppl.inference.estimators` (weighting
     ``"estimand"``; the λ² diagrams removed at the leading-order λ̄), errors J Σ Jᵀ.
+
+    A net with non-zero means (μ_W, μ_b) is fitted centred, to its centred moments
+    (:mod:`nngp_ppl.inference.centred`; ``orders`` then names centred orders, by
+    default those of the basis; weighting ``"estimand"``).
     """
     net, X = _net_and_inputs(data, net, X)
+    if not getattr(net, "zero_mean", True):  # symmetry broken: the centred theory
+        if order != 1:
+            raise NNGPInputError("order: a net with non-zero means is fitted centred, at "
+                                 "order 1 only")
+        return _centred_fit(data, cutoffs, net, X, width, couplings,
+                            None if tuple(orders) == (4, 6) else orders, covariance,
+                            weighting, propagator, two_point)
     X, lam = _setup(net, X, cutoffs)
     names = _problem.coupling_names(couplings)
     # Odd correlators are fitted where an odd operator (g3, g5) is (zero-mean ensembles,
@@ -686,11 +698,17 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
     errors and χ², the 6-pt check (m6 of GP and EFT, improvement), β and the local γ; per
     width the fitted γ; the analytic γ as an attribute. ``two_point``: the free part
     subtracted (:func:`free_correlators`), recorded in the attribute ``two_point``.
+    A net with non-zero means gets the centred fit (:func:`_centred_dataset`).
     ``order=2``: the joint ``fit`` is the second-order estimand, and ``lambda_mean2``,
     ``m6_eft2``, ``improvement6_2`` (λ̄ and the 6-pt check at second order,
     :func:`six_point_check`) are added beside the first-order ones.
     """
 
+    if _is_stats(stats) and not getattr(stats.net, "zero_mean", True):  # centred
+        if order != 1:
+            raise NNGPInputError("order: a net with non-zero means is fitted centred, at "
+                                 "order 1 only")
+        return _centred_dataset(stats, cutoffs, propagator, widths, couplings, two_point)
     names, X, lam, widths = _fit_dataset_inputs(stats, cutoffs, propagator, widths, couplings)
     k = X.shape[0]
     T4 = len(_tuples.distinct_tuples(k, 4))
@@ -857,3 +875,88 @@ def load_fit(path, run_path=None):
                 f"...), which differs; refit with `nngp-ppl fit {run_path}`"
             )
     return ds
+
+
+def _centred_fit(data, cutoffs, net, X, width, couplings, orders, covariance, weighting,
+                 propagator, two_point):
+    r"""The point fit of :func:`fit_couplings` for a net with non-zero means:
+    the estimand on the sampled centred deviations, :math:`\hat g = B\hat r` (weighting
+    ``"estimand"``, the only one here) with the sandwich covariance :math:`B\Sigma_r
+    B^\top`. ``data``: a CorrelatorStats holding the raw orders 1..max(orders) (its
+    estimator covariance is used unless ``covariance``, that of the concatenated raw
+    moments, is given), or a mapping {m: raw m-pt moments} with ``covariance``. Returns a
+    :class:`CouplingFit` (``chi2``: the sum of squared scaled residuals
+    :math:`\sum_t ((r_t - D_t g)/s_t)^2` over the fitted tuples)."""
+    if weighting not in (None, "estimand"):
+        raise NNGPInputError(f"weighting: a net with non-zero means is fitted by the estimand "
+                             f"of its centred moments (weighting='estimand'), got "
+                             f"{weighting!r}")
+    mode = "measured" if two_point == "auto" else two_point
+    th = _centred.build_theory(net, X, couplings, data_orders=orders, propagator=propagator,
+                      max_cutoff=float(np.max(np.atleast_1d(cutoffs))))
+    if hasattr(data, "correlator_tuples") and hasattr(data, "widths"):
+        w = _stats_width(data, width)
+        raw = {m: data.correlator_tuples(m, w) for m in _centred.raw_orders(th.data_orders)
+               if m in data.orders}
+        if covariance is None:
+            _problem.centred_raw_vector(data, w, th.data_orders)  # names missing orders
+            covariance = data.covariance(w, orders=_centred.raw_orders(th.data_orders))
+    elif isinstance(data, dict):
+        raw = data
+    else:
+        raise NNGPInputError("data must be a CorrelatorStats or a mapping of raw moments "
+                             "{1: G1, 2: G2, ...} for a net with non-zero means")
+    if covariance is None:
+        raise NNGPInputError("covariance must be given (that of the concatenated raw "
+                             "moments) when the data are plain arrays")
+    r, cov = _centred.deviations_from_moments(th, raw, covariance, two_point=mode)
+    lam = _checks.cutoffs("cutoffs", cutoffs, _checks.extent(th.X)).reshape(-1)
+    pf = _centred.point_fit(th, r, cov, lam)
+    n_fit = int(np.count_nonzero(th.fitted))
+    chi2 = pf["tau"] ** 2 * n_fit
+    return CouplingFit(th.couplings, np.asarray(lam, dtype=np.float64), pf["values"],
+                       pf["covariance"], chi2, n_fit - len(th.couplings), "estimand", mode)
+
+
+def _centred_dataset(stats, cutoffs, propagator, widths, couplings, two_point):
+    """:func:`fit_dataset` for a net with non-zero means: per width and cutoff
+    the centred point fit (:func:`_centred_fit`: ``fit``, ``fit_stderr``, ``fit_chi2``)
+    and its running (``beta_fit``, ``beta_fit_stderr``: the estimand's cutoff derivative
+    on the same deviations), the model discrepancy ``tau``. The paper's per-tuple λ_t and
+    the 6-pt check of the zero-mean fit file are not defined here (their free part is
+    Wick(K) of raw moments) and are absent."""
+    names = tuple(couplings)
+    widths = stats.widths if widths is None else _checks.positive_ints("widths", widths)
+    mode = "measured" if two_point == "auto" else two_point
+    th = _centred.build_theory(stats.net, stats.X, names, propagator=propagator,
+                      max_cutoff=float(np.max(np.atleast_1d(cutoffs))))
+    lam = _checks.cutoffs("cutoffs", cutoffs, _checks.extent(th.X)).reshape(-1)
+    shape = (len(widths), len(lam), len(th.couplings))
+    out = {k: np.full(shape, np.nan) for k in ("fit", "fit_stderr", "beta", "beta_se")}
+    chi2 = np.full(shape[:2], np.nan)
+    tau = np.full(shape[:2], np.nan)
+    for i, w in enumerate(widths):
+        vec = _problem.centred_raw_vector(stats, w, th.data_orders)
+        cov = stats.covariance(w, orders=_centred.raw_orders(th.data_orders))
+        r, rc = _centred.deviations_from_moments(th, vec, cov, two_point=mode)
+        pf = _centred.point_fit(th, r, rc, lam)
+        out["fit"][i], out["fit_stderr"][i] = pf["values"], pf["stderr"]
+        out["beta"][i], out["beta_se"][i] = pf["beta"], pf["beta_stderr"]
+        tau[i] = pf["tau"]
+        chi2[i] = pf["tau"] ** 2 * int(np.count_nonzero(th.fitted))
+    dims = ("width", "cutoff", "coupling")
+    data = {
+        "fit": (dims, out["fit"], {"long_name": "centred estimand B r of the centred "
+                                                "moments (nngp_ppl.inference.centred)"}),
+        "fit_stderr": (dims, out["fit_stderr"], {}),
+        "beta_fit": (dims, out["beta"], {"long_name": "d fit / d log cutoff"}),
+        "beta_fit_stderr": (dims, out["beta_se"], {}),
+        "fit_chi2": (dims[:2], chi2, {"long_name": "sum of squared scaled residuals"}),
+        "tau": (dims[:2], tau, {"long_name": "model discrepancy (coupling units)"}),
+    }
+    coords = {"width": ("width", np.asarray(widths, np.int64)), "cutoff": ("cutoff", lam),
+              "coupling": ("coupling", list(th.couplings))}
+    attrs = _fit_attrs(stats.net, th.X, propagator, None, "measured", "estimand")
+    attrs.update(two_point=mode, free_part=_centred.describe(mode), centred=1, order=1,
+                 data_orders=str(th.data_orders))
+    return xr.Dataset(data, coords=coords, attrs=attrs)
