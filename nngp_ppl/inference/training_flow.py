@@ -1,0 +1,560 @@
+r"""The effective action along training: the trained ensemble expanded around its learned
+1-pt function at every recorded step, the f -> -f test per step, and the couplings' flow
+in training time (issue 20, part 3), as :mod:`nngp_ppl.inference.flow` follows them in
+:math:`\log\Lambda`.
+
+Expansion around the learned mean
+---------------------------------
+Supervised training learns the 1-pt function :math:`\langle f\rangle_t`. Write
+:math:`f = \langle f\rangle_t + \phi` (docs/physics.md §6b, the centred convention). At
+each step :math:`t` and width N this module gives, from the sampled sums
+(:class:`~nngp_ppl.training.TrainedCorrelators`):
+
+* the connected correlators :math:`\kappa_n` (joint cumulants, n = 2..6;
+  :meth:`~nngp_ppl.CorrelatorStats.connected`) and the centred moments
+  :math:`C_n(t) = E\prod_{a\in t}(f(x_a) - \langle f(x_a)\rangle)`, by the binomial
+  expansion :math:`C_n(t) = \sum_{S\subseteq t} G_{S} \prod_{a\in t\setminus S}
+  (-G_1(x_a))` (:func:`centred_moments_with_jacobian`), both with the delta-method
+  covariance :math:`J\Sigma J^T` of the moment estimates;
+* the learned mean against the infinite-width oracle :math:`\mu_t`
+  (:func:`nngp_ppl.theory.ntk.training_oracle`): :math:`z = (\hat G_1 - \mu_t)/\mathrm{se}`,
+  and what finite width adds, :math:`\delta_t = \hat G_1 - \mu_t`, its rms over inputs per
+  width and the log-log slope of that rms over the widths (−1 for a 1/N correction; the
+  statistical background, the rms standard error, is stored beside it: a deviation inside
+  it has no measurable slope).
+
+Which null for the symmetry test
+--------------------------------
+Two hypotheses, both tested at every step:
+
+* **raw**, :math:`f \to -f` of the whole distribution: every odd moment vanishes
+  (:func:`nngp_ppl.inference.symmetry.parity_test` on :math:`G_1, G_3`). Once training has
+  learned a non-zero mean this rejects for a trivial reason: :math:`\mu_t \ne 0` already at
+  infinite width, where the ensemble is still a Gaussian process. It says that the mean is
+  learned, not that the fluctuations became non-Gaussian.
+* **centred**, :math:`\phi \to -\phi` of the fluctuations around the learned mean: every odd
+  *centred* moment vanishes (:math:`C_3 = \kappa_3`, optionally :math:`C_5`). This is the
+  null that matters for the effective action expanded around the mean: under it the odd
+  couplings of :math:`S[\langle f\rangle + \phi]` vanish (g₃ = 0), and at N → ∞ it holds at
+  every step (the trained ensemble stays Gaussian). The symmetry is said to *break* at the
+  first recorded step where the centred test rejects. It is the verdict stored as
+  ``parity_reject`` and drawn in the symmetry figure.
+
+The centred statistic mirrors :func:`~nngp_ppl.inference.symmetry.parity_test`: a Wald
+statistic :math:`W = \hat c^T \Sigma_0^+ \hat c` on the odd centred moments :math:`\hat c`,
+with the covariance under the null, :math:`\Sigma_0 = J\hat\Sigma J^T + \hat c\hat c^T/n`
+(the influence functions' second moments with the odd centred moments set to zero, as the
+raw test uses uncentred second moments), scaled to unit diagonal, pseudo-inverted above
+``rcond`` and referred to :math:`\chi^2` on the kept rank. By Sherman–Morrison it is
+:math:`W = W_H/(1 + W_H/n)` of the Hotelling form :math:`W_H`: self-normalised, bounded by n.
+
+Couplings per step
+------------------
+With the trained covariance :math:`\Sigma_t` of the oracle as the propagator
+(:class:`~nngp_ppl.theory.trained_kernel.TrainedKernel`, the lattice integrals over the
+cutoff box :math:`[-\Lambda, \Lambda]^{d_{in}}`), the first-order designs of the centred
+moments (:func:`nngp_ppl.theory.diagrams.first_order_design`, ``centred=True``, rule 4.5:
+the propagator is taken as the exact 2-pt function) are, for the basis (g₃, λ),
+
+.. math:: \Delta C_3 = -6\, g_3 \int_{box} \Sigma_{1y}\Sigma_{2y}\Sigma_{3y},\qquad
+    \Delta C_4 - \mathrm{Wick}(C_2) = -24\,\lambda \int_{box}
+    \Sigma_{1y}\Sigma_{2y}\Sigma_{3y}\Sigma_{4y},
+
+fitted to the observed :math:`r = (\hat\kappa_3, \hat\kappa_4)`: the centred 3-pt moment
+and the centred 4-pt moment minus the Wick sums of the *measured* centred 2-pt function
+(so the O(1/N) deviation of the trained covariance from :math:`\Sigma_t` does not enter
+λ). The coupling is the package's declared estimand (:mod:`nngp_ppl.problem`),
+:math:`g^* = B r` with :math:`B` the least-squares map in units of each tuple's own
+sensitivity (for one coupling per order, :math:`\bar g = \frac1T\sum_t r_t/D_{t g}`, the
+paper's mean over tuples). Its posterior under a flat prior on the noise-free :math:`r` and
+the normal likelihood with the delta-method covariance :math:`C` of :math:`\hat r` is
+exactly normal, :math:`g^* \sim \mathcal N(B\hat r, BCB^T)`: the median, sd and central
+90% interval are stored. The point fit beside it is the inverse-variance weighted
+least-squares fit :math:`(D^TWD)^{-1}D^TW\hat r`, :math:`W = \mathrm{diag}(1/C_{tt})`
+(the generalised least squares with the full :math:`C^{-1}` was tried and is unstable: the
+sampled covariance of a few hundred strongly correlated tuples is near-singular). It weighs
+the tuples differently from the estimand, so the two differ by more than noise where one
+coupling per order does not describe every tuple: that model discrepancy is
+``coupling_tau``, the rms of :math:`(r_t - D_t g^*)/s_t` over tuples in coupling units.
+Only g₃ and λ are fitted: κ and g₅ would need the centred 5- and 6-pt designs with their
+disconnected pieces, which this first-order module does not build.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as _sps
+
+from .. import _checks
+from .. import tuples as _tuples
+from .._checks import NNGPInputError
+from ..stats import CorrelatorStats, cumulants_with_jacobian
+
+#: The couplings this module fits along training (module docstring).
+TRAINING_COUPLINGS = ("g3", "lambda")
+#: Correlator orders a training-flow analysis needs recorded.
+REQUIRED_ORDERS = (1, 2, 3, 4)
+#: Central interval of the stored coupling bands.
+INTERVAL = 0.90
+
+
+# ---------------------------------------------------------------------------------------------
+# centred moments and joint covariances
+# ---------------------------------------------------------------------------------------------
+def centred_moments_with_jacobian(moments: dict, k: int, n: int):
+    r"""Centred moments :math:`C_n(t) = \sum_{S\subseteq t} G_{t_S}\prod_{a\notin S}
+    (-G_1(x_a))` on ``distinct_tuples(k, n)`` and their Jacobian.
+
+    ``moments``: {order: (T_order,)} holding every order 1..n (:math:`G_\emptyset = 1`).
+    Returns (C (T_n,), J (T_n, Σ_{m=1..n} T_m)), the columns of J in the order of
+    :func:`~nngp_ppl.stats.observable_rows` over orders 1..n.
+    """
+    missing = [m for m in range(1, n + 1) if m not in moments]
+    if missing:
+        raise NNGPInputError(f"the centred {n}-pt moment needs the moments of orders 1..{n}; "
+                             f"orders {missing} were not measured")
+    size = {m: len(_tuples.distinct_tuples(k, m)) for m in range(1, n + 1)}
+    offset = dict(zip(range(1, n + 1), np.cumsum([0] + [size[m] for m in range(1, n)]).tolist(),
+                      strict=True))
+    rows = _tuples.distinct_tuples(k, n)
+    T = len(rows)
+    idx = np.arange(T)
+    g1 = np.asarray(moments[1], np.float64)
+    value = np.zeros(T)
+    jac = np.zeros((T, sum(size.values())))
+    for mask in range(1 << n):
+        inside = [a for a in range(n) if mask >> a & 1]
+        outside = [a for a in range(n) if not mask >> a & 1]
+        if inside:
+            r = _tuples.rows_of(k, np.sort(rows[:, inside], axis=1))
+            g = np.asarray(moments[len(inside)], np.float64)[r]
+        else:
+            r, g = None, np.ones(T)
+        factors = [-g1[rows[:, a]] for a in outside]
+        prod = np.prod(factors, axis=0) if factors else np.ones(T)
+        value += g * prod
+        if r is not None:
+            np.add.at(jac, (idx, offset[len(inside)] + r), prod)
+        for j, a in enumerate(outside):
+            others = np.prod([f for i, f in enumerate(factors) if i != j], axis=0) \
+                if len(factors) > 1 else np.ones(T)
+            np.add.at(jac, (idx, offset[1] + rows[:, a]), -g * others)
+    return value, jac
+
+
+def _moment_estimates(stats: CorrelatorStats, width: int, top: int):
+    count = stats.n_nets(width)
+    return {m: stats.moment_sums(width)[m] / count for m in range(1, top + 1)}
+
+
+def _check_orders(stats: CorrelatorStats, top: int):
+    missing = [m for m in range(1, top + 1) if m not in stats.orders]
+    if missing:
+        raise NNGPInputError(
+            f"trained: expanding around the learned mean needs the correlators of every order "
+            f"1..{top} (odd ones included: the mean is no longer zero), but orders {missing} "
+            f"were not recorded (recorded: {stats.orders}); train with orders=(1, 2, ..., 6)")
+    if not stats.has_covariance:
+        raise NNGPInputError("trained: the errors need a run with covariance=True")
+
+
+def expansion_block(stats: CorrelatorStats, width: int, orders, kind: str = "connected"):
+    r"""Connected correlators (``kind="connected"``) or centred moments (``"centred"``) of
+    several ``orders`` at once with their joint delta-method covariance.
+
+    Returns ``(values, covariance, blocks)``: the concatenated values (Σ T_n,), their
+    covariance :math:`J\Sigma J^T` with :math:`\Sigma` the sampled covariance of the
+    moments of orders 1..max(orders), and the block sizes.
+    """
+    orders = tuple(int(n) for n in orders)
+    top = max(orders)
+    _check_orders(stats, top)
+    moments = _moment_estimates(stats, width, top)
+    sigma = stats.covariance(width, tuple(range(1, top + 1)))
+    values, jacs = [], []
+    for n in orders:
+        sub = {m: moments[m] for m in range(1, n + 1)}
+        if kind == "connected":
+            v, J = cumulants_with_jacobian(sub, stats.k, n)
+        else:
+            v, J = centred_moments_with_jacobian(sub, stats.k, n)
+        values.append(v)
+        jacs.append(np.pad(J, ((0, 0), (0, sigma.shape[0] - J.shape[1]))))
+    J = np.concatenate(jacs)
+    return np.concatenate(values), J @ sigma @ J.T, tuple(len(v) for v in values)
+
+
+# ---------------------------------------------------------------------------------------------
+# the centred symmetry test
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CentredParityTest:
+    """Result of :func:`centred_parity_test`: the Wald statistic of the odd centred moments
+    (module docstring), its degrees of freedom, p-value, verdict at ``alpha``, and the size
+    of the odd connected 3-pt function: the largest and the rms of :math:`|\\kappa_3/se|`."""
+
+    statistic: float
+    dof: int
+    p_value: float
+    alpha: float
+    reject: bool
+    width: int
+    n_nets: int
+    orders: tuple[int, ...]
+    max_abs_z3: float
+    rms_z3: float
+
+    @property
+    def verdict(self) -> str:
+        head = ("phi -> -phi rejected" if self.reject else "consistent with phi -> -phi")
+        return (f"{head} (phi = f - <f>) at the {self.alpha:.0%} level: Wald W = "
+                f"{self.statistic:.3g} on {self.dof} degrees of freedom (odd centred orders "
+                f"{list(self.orders)}, N = {self.width}, {self.n_nets} networks), "
+                f"p = {self.p_value:.3g}; largest |kappa_3|/se = {self.max_abs_z3:.3g}")
+
+
+def _wald(values, cov, n: int, rcond: float):
+    """W, rank of the null-covariance Wald statistic (module docstring)."""
+    null = cov + np.outer(values, values) / n
+    scale = np.sqrt(np.clip(np.diag(null), 0.0, None))
+    live = scale > 0
+    if not np.any(live):
+        raise NNGPInputError("stats: every odd centred correlator is exactly zero in every "
+                             "network; there is nothing to test")
+    z = values[live] / scale[live]
+    corr = null[np.ix_(live, live)] / np.outer(scale[live], scale[live])
+    vals, vecs = np.linalg.eigh(corr)
+    keep = vals > rcond * vals[-1]
+    proj = vecs[:, keep].T @ z
+    return float(np.sum(proj**2 / vals[keep])), int(np.sum(keep))
+
+
+def centred_parity_test(stats: CorrelatorStats, width, *, orders=(3,), alpha: float = 0.05,
+                        rcond: float | None = None) -> CentredParityTest:
+    r"""Test :math:`\phi \to -\phi` around the learned mean (every odd centred moment of
+    ``orders``, 3 and optionally 5, zero) on sampled statistics (module docstring)."""
+    from .symmetry import RCOND
+
+    if not isinstance(stats, CorrelatorStats):
+        raise NNGPInputError(f"stats must be a CorrelatorStats, got {type(stats).__name__}")
+    orders = tuple(int(n) for n in orders)
+    if not orders or any(n not in (3, 5) for n in orders):
+        raise NNGPInputError(f"orders must be odd centred orders among (3, 5), got {orders}")
+    alpha = _checks.finite_float("alpha", alpha)
+    if not 0 < alpha < 1:
+        raise NNGPInputError(f"alpha must lie strictly between 0 and 1, got {alpha}")
+    rcond = RCOND if rcond is None else _checks.finite_float("rcond", rcond)
+    width = int(width)
+    values, cov, blocks = expansion_block(stats, width, orders, "centred")
+    n = stats.n_nets(width)
+    w, dof = _wald(values, cov, n, rcond)
+    p = float(_sps.chi2.sf(w, dof))
+    if orders[0] == 3:
+        k3, var3 = values[:blocks[0]], np.diag(cov)[:blocks[0]]
+    else:
+        k3, c3, _ = expansion_block(stats, width, (3,), "centred")
+        var3 = np.diag(c3)
+    se3 = np.sqrt(np.clip(var3, 0.0, None))
+    z3 = np.divide(k3, se3, out=np.zeros_like(k3), where=se3 > 0)
+    return CentredParityTest(w, dof, p, alpha, p < alpha, width, n, orders,
+                             float(np.max(np.abs(z3))), float(np.sqrt(np.mean(z3**2))))
+
+
+# ---------------------------------------------------------------------------------------------
+# couplings at one step
+# ---------------------------------------------------------------------------------------------
+def fit_step(r, cov, design, scale_columns) -> dict:
+    r"""Posterior and point fit of the couplings from the centred deviations at one step.
+
+    ``r`` (T,): observed centred deviations; ``cov`` (T, T): their covariance; ``design``
+    (T, C): first-order design; ``scale_columns`` (T,): the coupling whose sensitivity
+    scales each row (the estimand's :math:`s_t`). Returns a dict of (C,) arrays:
+    ``median`` = :math:`B\hat r`, ``sd`` = :math:`\sqrt{\mathrm{diag}\,BCB^T}`, ``lower``
+    and ``upper`` (central :data:`INTERVAL`), ``point`` (inverse-variance weighted least
+    squares) and the
+    scalar ``tau`` (module docstring).
+    """
+    from ..problem import estimand_projection
+
+    r = np.asarray(r, np.float64)
+    design = np.asarray(design, np.float64)
+    cov = np.asarray(cov, np.float64)
+    B = estimand_projection(design, np.ones(len(r), bool), np.asarray(scale_columns))
+    median = B @ r
+    sd = np.sqrt(np.clip(np.diag(B @ cov @ B.T), 0.0, None))
+    q = float(_sps.norm.ppf(0.5 + INTERVAL / 2))
+    var = np.diag(cov)
+    w = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
+    point = np.linalg.lstsq(design.T @ (w[:, None] * design), design.T @ (w * r),
+                            rcond=None)[0]
+    s = np.abs(design[np.arange(len(r)), np.asarray(scale_columns)])
+    tau = float(np.sqrt(np.mean(((r - design @ median) / np.where(s > 0, s, 1.0)) ** 2)))
+    return {"median": median, "sd": sd, "lower": median - q * sd, "upper": median + q * sd,
+            "point": point, "tau": tau}
+
+
+def _couplings(couplings) -> tuple[str, ...]:
+    from ..problem import coupling_names
+
+    names = coupling_names(couplings)
+    extra = [c for c in names if c not in TRAINING_COUPLINGS]
+    if extra:
+        raise NNGPInputError(
+            f"couplings: along training this module fits {list(TRAINING_COUPLINGS)} (the "
+            f"centred 3- and 4-pt functions); {extra} need the centred 5- and 6-pt designs, "
+            "not built here")
+    return names
+
+
+def step_design(propagator, X, couplings, cutoff: float):
+    """(design (T, C), scale_columns (T,), data orders) of the centred first-order fit."""
+    from ..theory.diagrams import first_order_design
+
+    orders = tuple(n for n, c in ((3, "g3"), (4, "lambda")) if c in couplings)
+    parts, cols = [], []
+    for n in orders:
+        D = first_order_design(propagator, X, n, [cutoff], couplings, "full", centred=True)
+        parts.append(D[0])
+        cols.append(np.full(D.shape[1], couplings.index("g3" if n == 3 else "lambda")))
+    return np.concatenate(parts), np.concatenate(cols), orders
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-step dataset
+# ---------------------------------------------------------------------------------------------
+def _inputs(trained, net, X, x_train, y_train):
+    """The trained run's ensemble, inputs and training set; what the caller passes must
+    agree with what the run recorded."""
+    from ..training import TrainedCorrelators
+
+    if not isinstance(trained, TrainedCorrelators):
+        raise NNGPInputError(f"trained must be a TrainedCorrelators (nngp_ppl.training), got "
+                             f"{type(trained).__name__}")
+    setup = trained.setup
+    first = trained.at_step(trained.steps[0])
+    if net is not None and net != first.net:
+        raise NNGPInputError(f"net must be the ensemble the run trained ({first.net.describe()}),"
+                             f" got {getattr(net, 'describe', lambda: net)()}")
+    if X is not None:
+        X = _checks.inputs("X", X, first.net.d_in)
+        if X.shape != first.X.shape or not np.allclose(X, first.X, rtol=0, atol=1e-12):
+            raise NNGPInputError("X must be the inputs the run recorded its correlators at")
+    xt, yt = np.asarray(setup.x_train), np.asarray(setup.y_train)
+    for name, given, stored in (("x_train", x_train, xt), ("y_train", y_train, yt)):
+        if given is not None:
+            given = np.asarray(given, np.float64).reshape(stored.shape) \
+                if np.size(given) == stored.size else np.asarray(given)
+            if given.shape != stored.shape or not np.allclose(given, stored, rtol=0,
+                                                              atol=1e-12):
+                raise NNGPInputError(f"{name} must be the training set the run used")
+    if setup.optimizer not in ("gd", "sgd"):
+        raise NNGPInputError(
+            f"trained: the infinite-width oracle and its covariance Sigma_t (the propagator) "
+            f"hold for plain gradient descent; this run used {setup.optimizer!r}")
+    return first.net, first.X, xt, yt, setup
+
+
+def _oracle(net, X, xt, yt, setup, widths):
+    """(S, W, k) means and (S, W, k, k) covariances of the oracle, per width only in the
+    standard parametrisation (whose kernel grows with N)."""
+    from ..theory.ntk import training_oracle
+
+    per_width = setup.parametrisation == "standard"
+    mus, sigmas = [], []
+    for w in (widths if per_width else widths[:1]):
+        mu, sig = training_oracle(net, X, xt, yt, setup.steps, setup.learning_rate,
+                                  parametrisation=setup.parametrisation,
+                                  width=w if per_width else None)
+        mus.append(mu)
+        sigmas.append(sig)
+    mu, sig = np.stack(mus, 1), np.stack(sigmas, 1)
+    if not per_width:
+        mu = np.repeat(mu, len(widths), 1)
+        sig = np.repeat(sig, len(widths), 1)
+    return mu, sig
+
+
+def _slope(widths, values) -> float:
+    ok = np.isfinite(values) & (values > 0)
+    if np.sum(ok) < 2:
+        return np.nan
+    return float(np.polyfit(np.log(np.asarray(widths, float)[ok]), np.log(values[ok]), 1)[0])
+
+
+def _step_block(stats, width, mu, alpha, odd_orders, top):
+    """Everything of one (step, width) but the couplings."""
+    from .symmetry import parity_test
+
+    n = stats.n_nets(width)
+    g1 = stats.correlator_tuples(1, width)
+    se1 = stats.stderr_tuples(1, width)
+    out = {"mean": g1, "mean_stderr": se1,
+           "mean_z": np.divide(g1 - mu, se1, out=np.full_like(g1, np.nan), where=se1 > 0)}
+    for kind in ("connected", "centred"):
+        for order in range(2, top + 1):
+            v, c, _ = expansion_block(stats, width, (order,), kind)
+            out[f"{kind}_{order}"] = v
+            out[f"{kind}_{order}_stderr"] = np.sqrt(np.clip(np.diag(c), 0.0, None))
+    cen = centred_parity_test(stats, width, orders=odd_orders, alpha=alpha)
+    raw = parity_test(stats, width, alpha=alpha)
+    out.update(parity_statistic=cen.statistic, parity_dof=cen.dof, parity_p_value=cen.p_value,
+               parity_reject=cen.reject, odd_connected_max_z=cen.max_abs_z3,
+               odd_connected_rms_z=cen.rms_z3, raw_parity_statistic=raw.statistic,
+               raw_parity_dof=raw.dof, raw_parity_p_value=raw.p_value,
+               raw_parity_reject=raw.reject, n_nets=n)
+    return out
+
+
+def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
+                  couplings=TRAINING_COUPLINGS, cutoff: float = 10.0, alpha: float = 0.05,
+                  odd_orders=(3,)):
+    r"""The effective action at every recorded step of a trained ensemble, as an
+    :class:`xarray.Dataset` with a ``step`` coordinate (module docstring).
+
+    ``trained``: :class:`~nngp_ppl.training.TrainedCorrelators` recorded with orders 1..4 at
+    least (1..6 for the full expansion) and ``covariance=True``. ``net``, ``X``,
+    ``x_train``, ``y_train``: optional; when given they must be the run's (read from it
+    otherwise). ``couplings``: a subset of (g3, lambda); ``cutoff``: Λ of the box of the
+    vertex integrals with the propagator :math:`\Sigma_t`; ``alpha``: level of the symmetry
+    tests; ``odd_orders``: the centred orders of the :math:`\phi\to-\phi` test ((3,) or
+    (3, 5)). Variables (dims step, width, input, coupling, tuple_n): the learned mean,
+    its standard error, the oracle's :math:`\mu_t`, z and the finite-width deviation; the
+    connected and centred n-pt functions with errors; both symmetry tests; the couplings'
+    median, sd, 90% interval, point fit and discrepancy τ. ``ds.to_netcdf(path)`` writes it.
+    """
+    from ..theory.lattice import check_box
+
+    net, X, xt, yt, setup = _inputs(trained, net, X, x_train, y_train)
+    couplings = _couplings(couplings)
+    cutoff = _checks.finite_float("cutoff", cutoff, minimum=0.0)
+    check_box(net, X, cutoff)
+    alpha = _checks.finite_float("alpha", alpha)
+    first = trained.at_step(trained.steps[0])
+    widths = list(first.widths)
+    top = 0
+    while top + 1 in first.orders and top < 6:
+        top += 1
+    _check_orders(first, 4)
+    mu, sigma = _oracle(net, X, xt, yt, setup, widths)
+    rows = [[None] * len(widths) for _ in trained.steps]
+    fits = [[None] * len(widths) for _ in trained.steps]
+    for s, step in enumerate(trained.steps):
+        stats = trained.at_step(step)
+        designs = {}
+        for i, w in enumerate(widths):
+            rows[s][i] = _step_block(stats, w, mu[s, i], alpha, odd_orders, top)
+            key = w if setup.parametrisation == "standard" else None
+            if key not in designs:
+                designs[key] = step_design(_propagator(net, xt, yt, setup, step, w), X,
+                                           couplings, cutoff)
+            D, cols, orders = designs[key]
+            r, C, _ = expansion_block(stats, w, orders, "connected")
+            fits[s][i] = fit_step(r, C, D, cols)
+    return _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top, mu,
+                    sigma, rows, fits)
+
+
+def _propagator(net, xt, yt, setup, step, width):
+    from ..theory.trained_kernel import TrainedKernel
+
+    return TrainedKernel.build(net, xt, yt, step, setup.learning_rate,
+                               parametrisation=setup.parametrisation,
+                               width=width if setup.parametrisation == "standard" else None)
+
+
+#: ``nngp_ppl_format`` of a training-flow dataset.
+FLOW_FORMAT = "nngp_ppl.training_flow"
+
+_SCALARS = ("parity_statistic", "parity_dof", "parity_p_value", "parity_reject",
+            "odd_connected_max_z", "odd_connected_rms_z", "raw_parity_statistic",
+            "raw_parity_dof", "raw_parity_p_value", "raw_parity_reject", "n_nets")
+
+
+def _first_reject(steps, reject) -> np.ndarray:
+    """(W,) the first step whose test rejects, -1 where none does."""
+    out = np.full(reject.shape[1], -1, np.int64)
+    for i in range(reject.shape[1]):
+        hit = np.flatnonzero(reject[:, i])
+        if hit.size:
+            out[i] = steps[hit[0]]
+    return out
+
+
+def _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top, mu, sigma,
+             rows, fits):
+    import xarray as xr
+
+    from .. import __version__
+
+    steps = np.asarray(trained.steps, np.int64)
+    k = len(X)
+    SW = ("step", "width")
+
+    def stack(key):
+        return np.asarray([[cell[key] for cell in row] for row in rows])
+
+    mean = stack("mean")
+    dev = mean - mu
+    se = stack("mean_stderr")
+    data = {
+        "mean": (SW + ("input",), mean, {"long_name": "sampled 1-pt function <f>_t"}),
+        "mean_stderr": (SW + ("input",), se, {"long_name": "standard error of <f>_t"}),
+        "mu_oracle": (SW + ("input",), mu,
+                      {"long_name": "infinite-width mean mu_t (NTK oracle, discrete GD)"}),
+        "mean_deviation": (SW + ("input",), dev,
+                           {"long_name": "finite-width deviation <f>_t - mu_t"}),
+        "mean_z": (SW + ("input",), stack("mean_z"), {"long_name": "(<f>_t - mu_t) / se"}),
+        "mean_max_abs_z": (SW, np.nanmax(np.abs(stack("mean_z")), axis=-1)),
+        "mean_deviation_rms": (SW, np.sqrt(np.mean(dev**2, -1))),
+        "mean_noise_rms": (SW, np.sqrt(np.mean(se**2, -1)),
+                           {"long_name": "rms standard error of <f>_t: the background"}),
+        "mean_deviation_slope": (("step",), np.asarray(
+            [_slope(widths, np.sqrt(np.mean(dev[s] ** 2, -1))) for s in range(len(steps))]),
+            {"long_name": "log-log slope of the rms deviation over widths (-1: 1/N)"}),
+        "sigma_oracle": (SW + ("tuple_2",), np.stack(
+            [sigma[..., r[0], r[1]] for r in _tuples.distinct_tuples(k, 2)], -1),
+            {"long_name": "infinite-width covariance Sigma_t on the 2-tuples"}),
+    }
+    for key in _SCALARS:
+        data[key] = (SW, stack(key))
+    for kind in ("connected", "centred"):
+        for n in range(2, top + 1):
+            for suffix in ("", "_stderr"):
+                data[f"{kind}_{n}{suffix}"] = (SW + (f"tuple_{n}",), stack(f"{kind}_{n}{suffix}"))
+    for key in ("median", "sd", "lower", "upper", "point"):
+        data[f"coupling_{key}"] = (SW + ("coupling",), np.asarray(
+            [[f[key] for f in row] for row in fits]))
+    data["coupling_tau"] = (SW, np.asarray([[f["tau"] for f in row] for row in fits]))
+    for name, key in (("symmetry_break_step", "parity_reject"),
+                      ("raw_symmetry_break_step", "raw_parity_reject")):
+        data[name] = (("width",), _first_reject(steps, stack(key)),
+                      {"long_name": "first recorded step whose test rejects (-1: none)"})
+    coords = {"step": steps, "width": np.asarray(widths, np.int64),
+              "coupling": list(couplings), "input": np.arange(k)}
+    for n in range(2, top + 1):
+        coords[f"tuples_{n}"] = ((f"tuple_{n}", f"position_{n}"),
+                                 np.asarray(_tuples.distinct_tuples(k, n)))
+    attrs = {
+        "nngp_ppl_format": FLOW_FORMAT,
+        "nngp_ppl_version": __version__,
+        "ensemble": json.dumps(net.to_dict()),
+        "inputs": json.dumps(np.asarray(X).tolist()),
+        "training": json.dumps(trained.setup.describe()),
+        "couplings": json.dumps(list(couplings)),
+        "cutoff": float(cutoff),
+        "alpha": float(alpha),
+        "interval": INTERVAL,
+        "odd_orders": json.dumps(list(odd_orders)),
+        "propagator": "Sigma_t: the infinite-width trained covariance of the NTK oracle "
+                      "(nngp_ppl.theory.trained_kernel.TrainedKernel), full",
+        "convention": "expansion around the learned mean (centred, docs/physics.md 6b); "
+                      "couplings fitted to the connected 3- and 4-pt functions; estimand "
+                      "g* = B r with its exact normal posterior; point = inverse-variance WLS",
+        "symmetry_null": "parity_*: phi -> -phi of phi = f - <f> (odd centred moments "
+                         "zero); raw_parity_*: f -> -f (every odd moment zero, rejected by "
+                         "any learned mean)",
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
