@@ -198,11 +198,15 @@ def test_per_step_fit_recovers_a_known_target_on_exact_centred_data():
     assert np.allclose(fit["point"], truth, rtol=1e-8)
     assert fit["tau"] < 1e-10
     assert np.all(fit["lower"] < truth) and np.all(truth < fit["upper"])
-    # one coupling per block: the estimand is the paper's mean over tuples of r_t / D_t
+    # one coupling per order: per-order scales give least squares within the order, the
+    # per-tuple scales the paper's mean over tuples of r_t / D_t
     rng = np.random.default_rng(4)
     noisy = r * (1 + 0.1 * rng.normal(size=len(r)))
-    fit = fit_step(noisy, cov, D, cols)
     odd = np.arange(20)
+    fit = fit_step(noisy, cov, D, cols)
+    assert np.isclose(fit["median"][0], noisy[odd] @ D[odd, 0] / (D[odd, 0] @ D[odd, 0]),
+                      rtol=1e-10)
+    fit = fit_step(noisy, cov, D, cols, scales="tuple")
     assert np.isclose(fit["median"][0], np.mean(noisy[odd] / D[odd, 0]), rtol=1e-10)
 
 

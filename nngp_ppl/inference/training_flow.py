@@ -63,11 +63,19 @@ the propagator is taken as the exact 2-pt function) are, for the basis (g₃, λ
 fitted to the observed :math:`r = (\hat\kappa_3, \hat\kappa_4)`: the centred 3-pt moment
 and the centred 4-pt moment minus the Wick sums of the *measured* centred 2-pt function
 (so the O(1/N) deviation of the trained covariance from :math:`\Sigma_t` does not enter
-λ). The coupling is the package's declared estimand (:mod:`nngp_ppl.problem`),
-:math:`g^* = B r` with :math:`B` the least-squares map in units of each tuple's own
-sensitivity (for one coupling per order, :math:`\bar g = \frac1T\sum_t r_t/D_{t g}`, the
-paper's mean over tuples). Its posterior under a flat prior on the noise-free :math:`r` and
-the normal likelihood with the delta-method covariance :math:`C` of :math:`\hat r` is
+λ). The coupling is a declared estimand in the form of :mod:`nngp_ppl.problem`'s,
+:math:`g^* = B r`, :math:`B = (A^TA)^{-1}A^TS^{-1}`, :math:`A = S^{-1}D`, with one
+change: the scales :math:`s_t` are one per order, the rms over that order's tuples of the
+sensitivity :math:`|D_{t c}|` (least squares within each order; :func:`row_scales`),
+instead of each tuple's own :math:`|D_{t c}|` (whose estimand, for one coupling per order,
+is the paper's mean of :math:`r_t/D_{tc}` over tuples). The trained propagator changes
+sign: :math:`\Sigma_t(x_a, y)` of a test input near the training points is small and
+crosses zero in y, so a tuple's vertex integral can pass through zero at some step, and
+:math:`r_t/D_{tc}` with it (measured on the example of ``benchmarks/training_symmetry.py``:
+per-tuple scales gave g₃ = 173 ± 15 at step 2, N = 8, with a per-tuple spread τ = 530,
+where the weighted fit gave 0.11). The per-tuple estimand stays available
+(``fit_step(..., scales="tuple")``). Its posterior under a flat prior on the noise-free
+:math:`r` and the normal likelihood with the delta-method covariance :math:`C` of :math:`\hat r` is
 exactly normal, :math:`g^* \sim \mathcal N(B\hat r, BCB^T)`: the median, sd and central
 90% interval are stored. The point fit beside it is the inverse-variance weighted
 least-squares fit :math:`(D^TWD)^{-1}D^TW\hat r`, :math:`W = \mathrm{diag}(1/C_{tt})`
@@ -266,23 +274,45 @@ def centred_parity_test(stats: CorrelatorStats, width, *, orders=(3,), alpha: fl
 # ---------------------------------------------------------------------------------------------
 # couplings at one step
 # ---------------------------------------------------------------------------------------------
-def fit_step(r, cov, design, scale_columns) -> dict:
+def row_scales(design, scale_columns, scales: str = "order") -> np.ndarray:
+    r"""The estimand's scales :math:`s_t` (module docstring): ``"order"``, the rms of the
+    sensitivity :math:`|D_{t c_t}|` over the rows that share the scaling coupling
+    :math:`c_t` (one scale per order: least squares within each order); ``"tuple"``, the
+    package's per-tuple :math:`|D_{t c_t}|` (:func:`nngp_ppl.problem.estimand_projection`)."""
+    cols = np.asarray(scale_columns)
+    sens = np.abs(design[np.arange(design.shape[0]), cols])
+    if scales == "tuple":
+        return sens
+    if scales != "order":
+        raise NNGPInputError(f"scales must be 'order' or 'tuple', got {scales!r}")
+    out = np.empty_like(sens)
+    for c in np.unique(cols):
+        rms = float(np.sqrt(np.mean(sens[cols == c] ** 2)))
+        if not rms > 0:
+            raise NNGPInputError(f"the design of coupling column {c} is zero on every tuple "
+                                 "it scales: the coupling is not identified at this step")
+        out[cols == c] = rms
+    return out
+
+
+def fit_step(r, cov, design, scale_columns, *, scales: str = "order") -> dict:
     r"""Posterior and point fit of the couplings from the centred deviations at one step.
 
     ``r`` (T,): observed centred deviations; ``cov`` (T, T): their covariance; ``design``
     (T, C): first-order design; ``scale_columns`` (T,): the coupling whose sensitivity
-    scales each row (the estimand's :math:`s_t`). Returns a dict of (C,) arrays:
-    ``median`` = :math:`B\hat r`, ``sd`` = :math:`\sqrt{\mathrm{diag}\,BCB^T}`, ``lower``
-    and ``upper`` (central :data:`INTERVAL`), ``point`` (inverse-variance weighted least
-    squares) and the
-    scalar ``tau`` (module docstring).
+    scales each row; ``scales``: :func:`row_scales`. The estimand is
+    :math:`g^* = B r`, :math:`B = (A^TA)^{-1}A^TS^{-1}`, :math:`A = S^{-1}D`,
+    :math:`S = \mathrm{diag}(s_t)`. Returns a dict of (C,) arrays: ``median`` =
+    :math:`B\hat r`, ``sd`` = :math:`\sqrt{\mathrm{diag}\,BCB^T}`, ``lower`` and
+    ``upper`` (central :data:`INTERVAL`), ``point`` (inverse-variance weighted least
+    squares) and the scalar ``tau`` (module docstring).
     """
-    from ..problem import estimand_projection
-
     r = np.asarray(r, np.float64)
     design = np.asarray(design, np.float64)
     cov = np.asarray(cov, np.float64)
-    B = estimand_projection(design, np.ones(len(r), bool), np.asarray(scale_columns))
+    s = row_scales(design, scale_columns, scales)
+    A = design / s[:, None]
+    B = np.linalg.solve(A.T @ A, A.T) / s[None, :]
     median = B @ r
     sd = np.sqrt(np.clip(np.diag(B @ cov @ B.T), 0.0, None))
     q = float(_sps.norm.ppf(0.5 + INTERVAL / 2))
@@ -290,8 +320,7 @@ def fit_step(r, cov, design, scale_columns) -> dict:
     w = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
     point = np.linalg.lstsq(design.T @ (w[:, None] * design), design.T @ (w * r),
                             rcond=None)[0]
-    s = np.abs(design[np.arange(len(r)), np.asarray(scale_columns)])
-    tau = float(np.sqrt(np.mean(((r - design @ median) / np.where(s > 0, s, 1.0)) ** 2)))
+    tau = float(np.sqrt(np.mean(((r - design @ median) / s) ** 2)))
     return {"median": median, "sd": sd, "lower": median - q * sd, "upper": median + q * sd,
             "point": point, "tau": tau}
 
@@ -410,7 +439,7 @@ def _step_block(stats, width, mu, alpha, odd_orders, top):
 
 def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
                   couplings=TRAINING_COUPLINGS, cutoff: float = 10.0, alpha: float = 0.05,
-                  odd_orders=(3,)):
+                  odd_orders=(3,), scales: str = "order"):
     r"""The effective action at every recorded step of a trained ensemble, as an
     :class:`xarray.Dataset` with a ``step`` coordinate (module docstring).
 
@@ -420,10 +449,11 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
     otherwise). ``couplings``: a subset of (g3, lambda); ``cutoff``: Λ of the box of the
     vertex integrals with the propagator :math:`\Sigma_t`; ``alpha``: level of the symmetry
     tests; ``odd_orders``: the centred orders of the :math:`\phi\to-\phi` test ((3,) or
-    (3, 5)). Variables (dims step, width, input, coupling, tuple_n): the learned mean,
-    its standard error, the oracle's :math:`\mu_t`, z and the finite-width deviation; the
-    connected and centred n-pt functions with errors; both symmetry tests; the couplings'
-    median, sd, 90% interval, point fit and discrepancy τ. ``ds.to_netcdf(path)`` writes it.
+    (3, 5)); ``scales``: the estimand's scales (:func:`row_scales`). Variables (dims step,
+    width, input, coupling, tuple_n): the learned mean, its standard error, the oracle's
+    :math:`\mu_t`, z and the finite-width deviation; the connected and centred n-pt functions
+    with errors; both symmetry tests; the couplings' median, sd, 90% interval, point fit and
+    discrepancy τ. ``ds.to_netcdf(path)`` writes it.
     """
     from ..theory.lattice import check_box
 
@@ -452,9 +482,11 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
                                            couplings, cutoff)
             D, cols, orders = designs[key]
             r, C, _ = expansion_block(stats, w, orders, "connected")
-            fits[s][i] = fit_step(r, C, D, cols)
-    return _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top, mu,
-                    sigma, rows, fits)
+            fits[s][i] = fit_step(r, C, D, cols, scales=scales)
+    ds = _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top, mu,
+                  sigma, rows, fits)
+    ds.attrs["scales"] = scales
+    return ds
 
 
 def _propagator(net, xt, yt, setup, step, width):
@@ -552,7 +584,8 @@ def _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top,
                       "(nngp_ppl.theory.trained_kernel.TrainedKernel), full",
         "convention": "expansion around the learned mean (centred, docs/physics.md 6b); "
                       "couplings fitted to the connected 3- and 4-pt functions; estimand "
-                      "g* = B r with its exact normal posterior; point = inverse-variance WLS",
+                      "g* = B r (scales: attribute scales) with its exact normal "
+                      "posterior; point = inverse-variance WLS",
         "symmetry_null": "parity_*: phi -> -phi of phi = f - <f> (odd centred moments "
                          "zero); raw_parity_*: f -> -f (every odd moment zero, rejected by "
                          "any learned mean)",
