@@ -35,6 +35,14 @@ CASES = [
     # Symmetric (zero-mean) nets with an odd basis: g3's exact target is 0 (issue 17, 5).
     ("Erf N=5 g3", "erf", 1.0, 5, ("g3", "lambda")),
     ("ReLU sb=1 N=20 g3", "relu", 1.0, 20, ("g3", "lambda")),
+    # Symmetry-broken nets (non-zero means), fitted centred: g3 and lambda of the centred
+    # moments against the exact centred target (nngp_ppl.centred; issue 17, 5).
+    ("Erf mu=(.5,.2) N=5", "erf", 1.0, 5, ("g3", "lambda"), {"mu_w": 0.5, "mu_b": 0.2}),
+    ("Erf mu=(1,.5) N=5", "erf", 1.0, 5, ("g3", "lambda"), {"mu_w": 1.0, "mu_b": 0.5}),
+    ("Gauss mu=(.5,.2) N=20", "gauss", 0.5, 20, ("g3", "lambda"),
+     {"mu_w": 0.5, "mu_b": 0.2, "sigma_w": 0.5, "inputs": "erf"}),
+    ("Gauss mu=(1,.5) N=20", "gauss", 0.5, 20, ("g3", "lambda"),
+     {"mu_w": 1.0, "mu_b": 0.5, "sigma_w": 0.5, "inputs": "erf"}),
 ]
 
 
@@ -63,10 +71,12 @@ def main(argv=None):
     pert = tuple(int(o) for o in args.order.split(","))
     print(f"{'case':22s} {'ord':>3s} {'cutoff':>7s} {'quantity':>13s} {'noise':>12s} "
           f"{'cover90':>7s} {'mean_z':>7s} {'sd_z':>6s} {'sharp':>6s} {'tails':>5s}", flush=True)
-    for label, ensemble, sigma_b, width, couplings in cases:
+    for label, ensemble, sigma_b, width, couplings, *extra in cases:
         t0 = time.perf_counter()
-        net = nn.make_ensemble(ensemble, sigma_b=sigma_b)
-        rows = calibrate(net, nn.paper_inputs(ensemble, d_in=1), width, couplings, cutoffs,
+        hyper = dict(extra[0]) if extra else {}
+        inputs = nn.paper_inputs(hyper.pop("inputs", ensemble), d_in=1)
+        net = nn.make_ensemble(ensemble, sigma_b=sigma_b, **hyper)
+        rows = calibrate(net, inputs, width, couplings, cutoffs,
                          seeds=range(args.first_seed, args.first_seed + args.seeds),
                          n_nets=args.n_nets,
                          covariance=args.noise, num_samples=args.num_samples,

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
+from . import centred as _centred
 from ._checks import NNGPInputError
 from .theory import operators as _operators
 from .theory.wick import gp_correlator_tuples
@@ -137,7 +138,8 @@ def default_orders(couplings, available) -> tuple[int, ...]:
     return tuple(n for n in available if n in wanted)
 
 
-def design_function(net, X, orders, couplings, propagator: str = "full", max_cutoff=None):
+def design_function(net, X, orders, couplings, propagator: str = "full", max_cutoff=None,
+                    centred: bool = False):
     r"""Pure JAX function ``cutoff -> (T, C)``: the first-order design of physics.md §6.
 
     Rule 4.5 on (no two-point corrections); vertex legs carry ``propagator``, external lines
@@ -150,13 +152,14 @@ def design_function(net, X, orders, couplings, propagator: str = "full", max_cut
             - 720\kappa\, I^{(0)}_{123456} - 360\kappa \sum_{15} I^{(1)}_{abcd} K_{ef}
 
     with :math:`I^{(\ell)}_t = \int_{box} \prod_{a\in t}\tilde K(x_a,y)\,\tilde K(y,y)^\ell dy`.
+    ``centred``: the designs of the centred moments (physics.md §6b; :mod:`nngp_ppl.centred`).
     """
     from .theory.diagrams import first_order_design_function
 
     fns = [
         first_order_design_function(
-            net, X, n, couplings, propagator, drop_two_point=True, max_cutoff=max_cutoff
-        )
+            net, X, n, couplings, propagator, drop_two_point=True, max_cutoff=max_cutoff,
+            centred=centred)
         for n in orders
     ]
 
@@ -173,6 +176,11 @@ class EFTTheory:
     ``data_orders``: the correlator orders the observation vector holds (concatenated in
     this order); ``orders``: the subset that defines the couplings. Arrays are built lazily
     per cutoff by :meth:`at`.
+
+    ``centred``: the theory expands around the mean (physics.md §6b, §6d;
+    :mod:`nngp_ppl.centred`): the data are the centred moments of orders 3..6, the designs
+    those of the centred moments, and lines carry the covariance of ``kernel_net`` (its
+    ``traced_kernel``; by default the limit covariance of a net with non-zero means).
     """
 
     net: object
@@ -183,26 +191,33 @@ class EFTTheory:
     propagator: str
     max_cutoff: float
     order: int = 1
+    centred: bool = False
+    kernel_net: object = None
 
     @classmethod
     def build(cls, net, X, couplings=("lambda",), orders=None, data_orders=None,
               propagator: str = "full", max_cutoff: float | None = None,
-              order: int = 1) -> EFTTheory:
+              order: int = 1, *, centred: bool | None = None,
+              kernel_net=None) -> EFTTheory:
+        """Validated theory. ``centred``: expand around the mean (:mod:`nngp_ppl.centred`);
+        ``None`` (default) chooses it exactly when ``net`` has non-zero means (its mean is
+        O(1) at every width, which no zero-mean expansion describes). ``kernel_net``: the
+        object whose ``traced_kernel`` is the propagator (default ``net``, or for a net
+        with non-zero means its limit covariance, :func:`nngp_ppl.centred.propagator_net`).
+        """
         from .theory.lattice import check_propagator
 
         X = _checks.inputs("X", X, net.d_in)
-        if not getattr(net, "zero_mean", True):
-            raise NNGPInputError(
-                "net: the coupling fits expand around the zero-mean GP (physics.md §6b, §6d); "
-                "an ensemble with non-zero means (mu_w, mu_b) has an O(1) mean at every "
-                "width, which no first-order diagram describes, and is not fitted yet; its "
-                "exact correlators are in nngp_ppl.theory.exact")
         couplings = coupling_names(couplings)
-        data_orders = tuple(default_data_orders(couplings) if data_orders is None
-                            else data_orders)
-        if not data_orders or any(n not in ALL_FIT_ORDERS for n in data_orders):
-            raise NNGPInputError(f"data orders must be among {ALL_FIT_ORDERS}, got "
-                                 f"{data_orders}")
+        centred, kernel_net = _centring(net, centred, kernel_net)
+        fit_orders = CENTRED_FIT_ORDERS if centred else ALL_FIT_ORDERS
+        if data_orders is None:
+            data_orders = (_centred.default_centred_orders(couplings) if centred
+                           else default_data_orders(couplings))
+        data_orders = tuple(data_orders)
+        if not data_orders or any(n not in fit_orders for n in data_orders):
+            what = "centred data orders" if centred else "data orders"
+            raise NNGPInputError(f"{what} must be among {fit_orders}, got {data_orders}")
         if orders is None:
             orders = default_orders(couplings, data_orders)
         orders = tuple(int(n) for n in orders)
@@ -227,7 +242,12 @@ class EFTTheory:
             raise NNGPInputError("order 2 holds the lambda^2 diagrams only; a basis with odd "
                                  "couplings (whose g3^2 exchange enters at the order of "
                                  "lambda) is fitted at order 1")
-        return cls(net, X, couplings, orders, data_orders, propagator, max_cutoff, order)
+        if order == 2 and centred:
+            raise NNGPInputError("order 2 is not built for the centred theory (its second-"
+                                 "order designs of the centred moments are not in the "
+                                 "estimand); fit it at order 1")
+        return cls(net, X, couplings, orders, data_orders, propagator, max_cutoff, order,
+                   centred, kernel_net)
 
     # --- fixed pieces -------------------------------------------------------------------
     @property
@@ -259,8 +279,13 @@ class EFTTheory:
                                                                    self.blocks, strict=True)])
 
     @functools.cached_property
+    def propagator_net(self):
+        """The object whose ``traced_kernel`` is the propagator (``kernel_net`` or ``net``)."""
+        return self.net if self.kernel_net is None else self.kernel_net
+
+    @functools.cached_property
     def kernel(self) -> np.ndarray:
-        return np.asarray(self.net.kernel(self.X), dtype=np.float64)
+        return np.asarray(self.propagator_net.kernel(self.X), dtype=np.float64)
 
     @functools.cached_property
     def gp(self) -> np.ndarray:
@@ -277,6 +302,16 @@ class EFTTheory:
             net = json.dumps(self.net.to_dict(), sort_keys=True)
         except (NNGPInputError, TypeError, ValueError):
             return None
+        if self.centred:
+            # The propagator: the net's own limit covariance, or a hashable object.
+            prop = self.propagator_net
+            if isinstance(prop, _centred.LimitCovariance) and prop.base == self.net:
+                prop = "limit_covariance"
+            try:
+                hash(prop)
+            except TypeError:
+                return None
+            net = (net, "centred", prop)
         return (net, self.X.tobytes(), self.X.shape, self.couplings, self.orders,
                 self.data_orders, self.propagator, self.max_cutoff)
 
@@ -289,8 +324,9 @@ class EFTTheory:
         return _cached(key, self._compile_design)
 
     def _compile_design(self):
-        design = design_function(self.net, self.X, self.data_orders, self.couplings,
-                                 self.propagator, self.max_cutoff)
+        design = design_function(self.propagator_net, self.X, self.data_orders,
+                                 self.couplings, self.propagator, self.max_cutoff,
+                                 centred=self.centred)
         fitted = jnp.asarray(self.fitted)
         lam = self.scale_columns
 
@@ -366,21 +402,57 @@ class EFTTheory:
         resid = (deviation - couplings @ design.T) / s
         return np.sqrt(np.mean(resid[..., self.fitted] ** 2, axis=-1))
 
-    def exact_deviation(self, width: int, two_point: str = "kernel") -> np.ndarray:
+    def exact_deviation(self, width: int, two_point: str | None = None) -> np.ndarray:
         """r = G - G_free of the exact finite-width correlators (needs the exact oracle);
-        G_free is Wick(K) (``two_point="kernel"``) or Wick of the exact finite-width 2-pt
-        function (``"measured"``: the estimand of a fit that subtracts the measured one,
-        :mod:`nngp_ppl.two_point`)."""
+        G_free is Wick(K) (``two_point="kernel"``, the default) or Wick of the exact
+        finite-width 2-pt function (``"measured"``: the estimand of a fit that subtracts the
+        measured one, :mod:`nngp_ppl.two_point`). A centred theory: r of the exact centred
+        moments (:func:`nngp_ppl.centred.exact_deviation`, default ``"measured"``)."""
         from .theory.exact import exact_correlator_tuples
         from .tuples import expand
         from .two_point import free_part
 
+        if self.centred:  # the exact centred moments (module nngp_ppl.centred)
+            return _centred.exact_deviation(self.net, self.X, width, self.data_orders,
+                                            two_point or "measured", self.kernel)
+        two_point = two_point or "kernel"
         G = np.concatenate([exact_correlator_tuples(self.net, self.X, width, n)
                             for n in self.data_orders])
         if two_point == "measured":
             G2 = expand(exact_correlator_tuples(self.net, self.X, width, 2), self.k, 2)
             return G - free_part(G2, self.data_orders)[0]
         return G - self.gp
+
+
+#: Centred data orders (:mod:`nngp_ppl.centred`): no 1-pt function (taken from the data)
+#: and no 2-pt function (the free part's).
+CENTRED_FIT_ORDERS = _centred.CENTRED_ORDERS
+
+
+def _centring(net, centred, kernel_net):
+    """Resolve ``centred`` (None: exactly when ``net`` has non-zero means) and the
+    propagator object of a centred theory; refuse a non-zero-mean net uncentred."""
+    zero = bool(getattr(net, "zero_mean", True))
+    if centred is None:
+        centred = not zero
+    centred = _checks.boolean("centred", centred)
+    if not centred:
+        if not zero:
+            raise NNGPInputError(
+                "centred: the zero-mean expansion (centred=False) does not describe an "
+                "ensemble with non-zero means (mu_w, mu_b), whose mean is O(1) at every "
+                "width; fit it centred (centred=True or None, physics.md §6d)")
+        if kernel_net is not None:
+            raise NNGPInputError("kernel_net is the propagator of a centred theory; pass "
+                                 "centred=True with it")
+        return False, None
+    if kernel_net is None:
+        kernel_net = _centred.propagator_net(net)
+    if not callable(getattr(kernel_net, "traced_kernel", None)) \
+            or not callable(getattr(kernel_net, "kernel", None)):
+        raise NNGPInputError(f"kernel_net must be an ensemble-like object with traced_kernel "
+                             f"and kernel (the propagator), got {type(kernel_net).__name__}")
+    return True, (None if kernel_net is net else kernel_net)
 
 
 #: Arrays and compiled functions shared between equal theories (:func:`_cached`).

@@ -61,10 +61,11 @@ def test_odd_theory_refusals(erf):
         problem.EFTTheory.build(erf, X3, ("lambda",), (3, 4), (3, 4))
     with pytest.raises(nn.NNGPInputError, match="order 1"):
         problem.EFTTheory.build(erf, X3, ("g3", "lambda"), order=2)
-    # A symmetry-broken (non-zero-mean) ensemble is refused where the theory is built.
+    # A symmetry-broken (non-zero-mean) ensemble is refused by the zero-mean expansion; by
+    # default it is fitted centred (tests/test_centred_fit.py).
     broken = nn.make_ensemble("erf", sigma_b=1.0, mu_w=0.5)
-    with pytest.raises(nn.NNGPInputError, match="zero-mean GP"):
-        problem.EFTTheory.build(broken, X3, ("g3", "lambda"))
+    with pytest.raises(nn.NNGPInputError, match="centred=False"):
+        problem.EFTTheory.build(broken, X3, ("g3", "lambda"), centred=False)
 
 
 @pytest.fixture(scope="module")

@@ -77,11 +77,13 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
     n_nets = positive_int("n_nets", n_nets)
     pert = tuple(perturbative_order(o) for o in np.atleast_1d(order))
     couplings = coupling_names(couplings)
-    # The orders the fitted basis needs (the 6-pt function only with κ).
-    data_orders = tuple(n for n in default_data_orders(couplings)
-                        if n != 6 or "kappa" in couplings)
+    # The orders the fitted basis needs (the 6-pt function only with κ); a net with
+    # non-zero means is fitted centred, to the centred moments (nngp_ppl.centred).
+    data_orders = None if not getattr(net, "zero_mean", True) else tuple(
+        n for n in default_data_orders(couplings) if n != 6 or "kappa" in couplings)
     theory = EFTTheory.build(net, X, couplings, None, data_orders, max_cutoff=max(cutoffs))
     orders = theory.data_orders
+    centring = _Centring(theory) if theory.centred else None
     exact_r = theory.exact_deviation(width)
     ests = [EFTTheory.build(net, X, couplings, None, orders, max_cutoff=max(cutoffs),
                             order=o).estimator(cutoffs) for o in pert]
@@ -96,10 +98,16 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
         chunk = seeds[lo:lo + batch]
         arrays, trils = [], []
         for seed in chunk:
-            stats, kind, tail = _seed_stats(net, X, width, n_nets, orders, seed, covariance,
-                                            theory)
+            stats, kind, tail = _seed_stats(net, X, width, n_nets, centring.raw if centring
+                                            else orders, seed, covariance, theory)
             tails += [tail] if tail else []
             used.add(kind)
+            df, _ = likelihood_df(stats, width, theory.orders, kind)
+            if centring is not None:
+                resid, tril = centring(stats, width, kind, n_nets)
+                trils.append(tril)
+                arrays.append(latent_arrays(resid, tril, df=df))
+                continue
             if kind == "exact":
                 if exact_tril is None:
                     exact_tril = stable_cholesky(noise_covariance(kind, theory, width,
@@ -109,7 +117,6 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
                 trils.append(stable_cholesky(noise_covariance(kind, theory, width, n_nets,
                                                               stats))[0])
             y = np.concatenate([stats.correlator_tuples(n, width) for n in orders])
-            df, _ = likelihood_df(stats, width, theory.orders, kind)
             arrays.append(latent_arrays(y - theory.gp, trils[-1], df=df))
         stacked = type(arrays[0])(*(jnp.stack(f) for f in zip(*arrays, strict=True)))
         t0 = time.perf_counter()
@@ -151,6 +158,36 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
                     "seconds": seconds, "seconds_nuts": t_nuts,
                 })
     return rows
+
+
+class _Centring:
+    """One seed's centred deviations and noise factor (:mod:`nngp_ppl.centred`): the map
+    compiled once, the exact noise model's factor (linearised at the exact moments) built
+    once per width."""
+
+    def __init__(self, theory):
+        from .. import centred
+
+        self.theory = theory
+        self.raw = centred.raw_orders(theory.data_orders)
+        self.fn = jax.jit(centred.deviation_function(theory.k, theory.data_orders))
+        self.exact = {}
+
+    def __call__(self, stats, width, kind, n_nets):
+        from .. import centred
+
+        th = self.theory
+        vec = centred.observed_raw_vector(stats, width, th.data_orders)
+        resid = np.asarray(self.fn(jnp.asarray(vec)))
+        if kind == "exact":
+            if width not in self.exact:
+                _, cov = centred.observed_deviation(stats, width, th.data_orders, kind,
+                                                    net=th.net, X=th.X)
+                self.exact[width] = stable_cholesky(cov)[0]
+            return resid, self.exact[width]
+        _, cov = centred.observed_deviation(stats, width, th.data_orders, kind, net=th.net,
+                                            X=th.X)
+        return resid, stable_cholesky(cov)[0]
 
 
 def _seed_diagnostics(q, diverging) -> dict:
