@@ -14,11 +14,11 @@ from nngp_ppl import CorrelatorStats, ErfNet, GaussNet, ReLUNet
 from nngp_ppl._checks import NNGPInputError
 from nngp_ppl.ensembles import ensemble_from_dict
 from nngp_ppl.inference.training_flow import (
-    centred_moments_with_jacobian,
+    centred_map,
     centred_parity_test,
     expansion_block,
     fit_step,
-    step_design,
+    step_theory,
     training_flow,
 )
 from nngp_ppl.stats import accumulated_orders
@@ -102,7 +102,7 @@ def test_centred_moments_equal_the_direct_sample_moments():
     F = rng.normal(size=(500, 4)) ** 2 + np.array([0.3, -1.0, 0.5, 2.0])
     stats = _stats_from_samples(F, orders=(1, 2, 3, 4, 5, 6))
     C = F - F.mean(0)
-    for n in (2, 3, 4, 5, 6):
+    for n in (3, 4, 6):
         rows = distinct_tuples(4, n)
         want = np.prod(C[:, rows], axis=2).mean(0)
         got = expansion_block(stats, 7, (n,), "centred")[0]
@@ -119,18 +119,32 @@ def test_centred_moments_equal_the_direct_sample_moments():
 
 def test_centred_jacobian_by_finite_differences():
     rng = np.random.default_rng(1)
-    k, n = 3, 4
-    moments = {m: rng.normal(size=len(distinct_tuples(k, m))) for m in range(1, n + 1)}
-    value, jac = centred_moments_with_jacobian(moments, k, n)
-    flat = np.concatenate([moments[m] for m in range(1, n + 1)])
-    sizes = np.cumsum([0] + [len(moments[m]) for m in range(1, n + 1)])
+    k, orders, top = 3, (2, 3, 4), 4
+    fn = jax.jit(centred_map(k, orders, top))
+    flat = rng.normal(size=sum(len(distinct_tuples(k, m)) for m in range(1, top + 1)))
+    jac = np.asarray(jax.jacfwd(fn)(jnp.asarray(flat)))
+    value = np.asarray(fn(jnp.asarray(flat)))
     h = 1e-6
     for j in range(len(flat)):
         bumped = flat.copy()
         bumped[j] += h
-        mom = {m: bumped[sizes[m - 1]:sizes[m]] for m in range(1, n + 1)}
-        fd = (centred_moments_with_jacobian(mom, k, n)[0] - value) / h
+        fd = (np.asarray(fn(jnp.asarray(bumped))) - value) / h
         assert np.allclose(fd, jac[:, j], atol=1e-5)
+
+
+def test_connected_blocks_equal_the_centred_deviations_of_the_centred_theory():
+    # Two implementations: the cumulant polynomial (stats.cumulants_with_jacobian) and
+    # nngp_ppl.centred's r = C_n - Wick(C_2) with a JAX Jacobian: kappa_3, kappa_4 and
+    # their joint delta-method covariance agree to round-off.
+    from nngp_ppl.centred import observed_deviation
+
+    rng = np.random.default_rng(7)
+    F = rng.normal(size=(800, 4)) ** 2 - 0.5
+    stats = _stats_from_samples(F)
+    mine, cov, _ = expansion_block(stats, 7, (3, 4))
+    r, c = observed_deviation(stats, 7, (3, 4), "sample")
+    assert np.allclose(mine, r, rtol=1e-10, atol=1e-12)
+    assert np.allclose(cov, c, rtol=1e-8, atol=1e-14)
 
 
 def test_delta_method_errors_match_the_replicate_spread():
@@ -188,8 +202,9 @@ def test_symmetry_holds_at_step_zero_and_breaks_with_training(trained):
 def test_per_step_fit_recovers_a_known_target_on_exact_centred_data():
     tk = TrainedKernel.build(NET, X_TRAIN, Y_TRAIN, 10, 0.5)
     couplings = ("g3", "lambda")
-    D, cols, orders = step_design(tk, X[:, None], couplings, 10.0)
-    assert orders == (3, 4) and D.shape == (20 + 35, 2)
+    th = step_theory(NET, tk, X[:, None], couplings, 10.0)
+    D, cols = th.at(10.0)[0], th.scale_columns
+    assert th.data_orders == (3, 4) and D.shape == (20 + 35, 2)
     truth = np.array([-0.07, -0.02])
     r = D @ truth
     cov = np.diag((0.01 * np.abs(r) + 1e-12) ** 2)
@@ -208,6 +223,12 @@ def test_per_step_fit_recovers_a_known_target_on_exact_centred_data():
                       rtol=1e-10)
     fit = fit_step(noisy, cov, D, cols, scales="tuple")
     assert np.isclose(fit["median"][0], np.mean(noisy[odd] / D[odd, 0]), rtol=1e-10)
+    # ... which is nngp_ppl.centred's point fit (the package's estimand), value and error
+    from nngp_ppl.centred import point_fit
+
+    theirs = point_fit(th, noisy, cov, [10.0])
+    assert np.allclose(fit["median"], theirs["values"][0], rtol=1e-10)
+    assert np.allclose(fit["sd"], theirs["stderr"][0], rtol=1e-8)
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +251,8 @@ def test_step_zero_couplings_hold_the_exact_values(flow):
     # Step 0 is the untrained ensemble: the couplings' exact values are the estimand on
     # the exact finite-width cumulants (g3: 0 by symmetry; lambda from G4 - Wick(K)) with
     # the propagator Sigma_0 = K; the posterior must hold them within 4.5 sd.
-    D, cols, _ = step_design(NET, X[:, None], ("g3", "lambda"), 5.0)
+    th = step_theory(NET, NET, X[:, None], ("g3", "lambda"), 5.0)
+    D, cols = th.at(5.0)[0], th.scale_columns
     G4 = exact_correlator_tuples(NET, X, 8, 4)
     K = NET.kernel(X)
     wick = np.array([K[a, b] * K[c, d] + K[a, c] * K[b, d] + K[a, d] * K[b, c]

@@ -14,7 +14,7 @@ each step :math:`t` and width N this module gives, from the sampled sums
   :meth:`~nngp_ppl.CorrelatorStats.connected`) and the centred moments
   :math:`C_n(t) = E\prod_{a\in t}(f(x_a) - \langle f(x_a)\rangle)`, by the binomial
   expansion :math:`C_n(t) = \sum_{S\subseteq t} G_{S} \prod_{a\in t\setminus S}
-  (-G_1(x_a))` (:func:`centred_moments_with_jacobian`), both with the delta-method
+  (-G_1(x_a))` (:func:`centred_map`, :mod:`nngp_ppl.centred`), both with the delta-method
   covariance :math:`J\Sigma J^T` of the moment estimates;
 * the learned mean against the infinite-width oracle :math:`\mu_t`
   (:func:`nngp_ppl.theory.ntk.training_oracle`): :math:`z = (\hat G_1 - \mu_t)/\mathrm{se}`,
@@ -90,9 +90,12 @@ disconnected pieces, which this first-order module does not build.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy import stats as _sps
 
@@ -112,45 +115,28 @@ INTERVAL = 0.90
 # ---------------------------------------------------------------------------------------------
 # centred moments and joint covariances
 # ---------------------------------------------------------------------------------------------
-def centred_moments_with_jacobian(moments: dict, k: int, n: int):
-    r"""Centred moments :math:`C_n(t) = \sum_{S\subseteq t} G_{t_S}\prod_{a\notin S}
-    (-G_1(x_a))` on ``distinct_tuples(k, n)`` and their Jacobian.
+def centred_map(k: int, orders, top: int):
+    r"""Pure JAX map: raw moments of orders 1..``top`` concatenated (distinct tuples) ->
+    the centred moments of ``orders`` concatenated, by the binomial expansion
+    :math:`C_n(t) = \sum_{S\subseteq t} G_{t_S}\prod_{a\notin S}(-G_1(x_a))` of
+    :func:`nngp_ppl.centred.centred_moments` (the one home of the centred moments); its
+    Jacobian by ``jax.jacfwd``."""
+    from ..centred import centred_moments
 
-    ``moments``: {order: (T_order,)} holding every order 1..n (:math:`G_\emptyset = 1`).
-    Returns (C (T_n,), J (T_n, Σ_{m=1..n} T_m)), the columns of J in the order of
-    :func:`~nngp_ppl.stats.observable_rows` over orders 1..n.
-    """
-    missing = [m for m in range(1, n + 1) if m not in moments]
-    if missing:
-        raise NNGPInputError(f"the centred {n}-pt moment needs the moments of orders 1..{n}; "
-                             f"orders {missing} were not measured")
-    size = {m: len(_tuples.distinct_tuples(k, m)) for m in range(1, n + 1)}
-    offset = dict(zip(range(1, n + 1), np.cumsum([0] + [size[m] for m in range(1, n)]).tolist(),
-                      strict=True))
-    rows = _tuples.distinct_tuples(k, n)
-    T = len(rows)
-    idx = np.arange(T)
-    g1 = np.asarray(moments[1], np.float64)
-    value = np.zeros(T)
-    jac = np.zeros((T, sum(size.values())))
-    for mask in range(1 << n):
-        inside = [a for a in range(n) if mask >> a & 1]
-        outside = [a for a in range(n) if not mask >> a & 1]
-        if inside:
-            r = _tuples.rows_of(k, np.sort(rows[:, inside], axis=1))
-            g = np.asarray(moments[len(inside)], np.float64)[r]
-        else:
-            r, g = None, np.ones(T)
-        factors = [-g1[rows[:, a]] for a in outside]
-        prod = np.prod(factors, axis=0) if factors else np.ones(T)
-        value += g * prod
-        if r is not None:
-            np.add.at(jac, (idx, offset[len(inside)] + r), prod)
-        for j, a in enumerate(outside):
-            others = np.prod([f for i, f in enumerate(factors) if i != j], axis=0) \
-                if len(factors) > 1 else np.ones(T)
-            np.add.at(jac, (idx, offset[1] + rows[:, a]), -g * others)
-    return value, jac
+    cuts = np.cumsum([0] + [len(_tuples.distinct_tuples(k, m)) for m in range(1, top + 1)])
+
+    def fn(vec):
+        raw = {m: vec[cuts[m - 1]:cuts[m]] for m in range(1, top + 1)}
+        return jnp.concatenate([jnp.atleast_1d(centred_moments(raw, k, n)) for n in orders])
+
+    return fn
+
+
+@functools.lru_cache(maxsize=32)
+def _centred_values_and_jacobian(k: int, orders: tuple[int, ...], top: int):
+    """Compiled ``vec -> (centred moments, Jacobian)`` of :func:`centred_map`."""
+    fn = centred_map(k, orders, top)
+    return jax.jit(lambda vec: (fn(vec), jax.jacfwd(fn)(vec)))
 
 
 def _moment_estimates(stats: CorrelatorStats, width: int, top: int):
@@ -182,13 +168,15 @@ def expansion_block(stats: CorrelatorStats, width: int, orders, kind: str = "con
     _check_orders(stats, top)
     moments = _moment_estimates(stats, width, top)
     sigma = stats.covariance(width, tuple(range(1, top + 1)))
+    if kind == "centred":
+        vec = jnp.asarray(np.concatenate([moments[m] for m in range(1, top + 1)]))
+        values, J = (np.asarray(a) for a in
+                     _centred_values_and_jacobian(stats.k, orders, top)(vec))
+        blocks = tuple(len(_tuples.distinct_tuples(stats.k, n)) for n in orders)
+        return values, J @ sigma @ J.T, blocks
     values, jacs = [], []
     for n in orders:
-        sub = {m: moments[m] for m in range(1, n + 1)}
-        if kind == "connected":
-            v, J = cumulants_with_jacobian(sub, stats.k, n)
-        else:
-            v, J = centred_moments_with_jacobian(sub, stats.k, n)
+        v, J = cumulants_with_jacobian({m: moments[m] for m in range(1, n + 1)}, stats.k, n)
         values.append(v)
         jacs.append(np.pad(J, ((0, 0), (0, sigma.shape[0] - J.shape[1]))))
     J = np.concatenate(jacs)
@@ -338,17 +326,14 @@ def _couplings(couplings) -> tuple[str, ...]:
     return names
 
 
-def step_design(propagator, X, couplings, cutoff: float):
-    """(design (T, C), scale_columns (T,), data orders) of the centred first-order fit."""
-    from ..theory.diagrams import first_order_design
+def step_theory(net, propagator, X, couplings, cutoff: float):
+    """The centred theory of one step (:func:`nngp_ppl.centred.build_theory`): propagator
+    ``propagator`` (Σ_t), data orders (3, 4) for (g3, λ), the box up to ``cutoff``. Its
+    ``at(cutoff)[0]`` is the design (T, C), ``scale_columns`` the coupling scaling each
+    row."""
+    from ..centred import build_theory
 
-    orders = tuple(n for n, c in ((3, "g3"), (4, "lambda")) if c in couplings)
-    parts, cols = [], []
-    for n in orders:
-        D = first_order_design(propagator, X, n, [cutoff], couplings, "full", centred=True)
-        parts.append(D[0])
-        cols.append(np.full(D.shape[1], couplings.index("g3" if n == 3 else "lambda")))
-    return np.concatenate(parts), np.concatenate(cols), orders
+    return build_theory(net, X, couplings, kernel_net=propagator, max_cutoff=cutoff)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,16 +458,19 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
     fits = [[None] * len(widths) for _ in trained.steps]
     for s, step in enumerate(trained.steps):
         stats = trained.at_step(step)
-        designs = {}
+        theories = {}
         for i, w in enumerate(widths):
             rows[s][i] = _step_block(stats, w, mu[s, i], alpha, odd_orders, top)
             key = w if setup.parametrisation == "standard" else None
-            if key not in designs:
-                designs[key] = step_design(_propagator(net, xt, yt, setup, step, w), X,
-                                           couplings, cutoff)
-            D, cols, orders = designs[key]
-            r, C, _ = expansion_block(stats, w, orders, "connected")
-            fits[s][i] = fit_step(r, C, D, cols, scales=scales)
+            if key not in theories:
+                th = step_theory(net, _propagator(net, xt, yt, setup, step, w), X, couplings,
+                                 cutoff)
+                theories[key] = th, th.at(cutoff)[0]
+            th, D = theories[key]
+            # = nngp_ppl.centred.observed_deviation(stats, w, th.data_orders, "sample") to
+            # round-off (r_3 = kappa_3, r_4 = kappa_4; tested), without a JAX trace per call
+            r, C, _ = expansion_block(stats, w, th.data_orders)
+            fits[s][i] = fit_step(r, C, D, th.scale_columns, scales=scales)
     ds = _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top, mu,
                   sigma, rows, fits)
     ds.attrs["scales"] = scales
