@@ -9,6 +9,9 @@ nulls where it holds exactly:
   (b) the infinite-width trained ensemble (Gaussian with mean mu_t != 0 and covariance
       Sigma_t of the NTK oracle after 40 steps, 2000 draws per seed): a learned mean and
       Gaussian fluctuations, where the raw f -> -f test rejects always.
+Part ``coverage``: the per-step coupling posterior at step 0, where the exact target is
+known (the untrained ensemble's exact finite-width cumulants, propagator Sigma_0 = K):
+90% coverage, mean and sd of z over seeds (Erf-net N = 8, 2000 networks per seed).
 Part ``example``: a trained Erf-net at N = 8, 32, 128 on 3 points; the per-step dataset of
 :func:`nngp_ppl.inference.training_flow.training_flow` (printed and written to
 ``training_flow_example.nc``): the step where phi -> -phi breaks, its power, the couplings.
@@ -16,6 +19,7 @@ Part ``example``: a trained Erf-net at N = 8, 32, 128 on 3 points; the per-step 
 Measured (one run each on the shared 2-core machine, load ~20): see docs/training_flow.md.
 
     nice -n 10 python benchmarks/training_symmetry.py fpr --seeds 300
+    nice -n 10 python benchmarks/training_symmetry.py coverage --seeds 200
     nice -n 10 python benchmarks/training_symmetry.py example
 """
 
@@ -72,6 +76,42 @@ def fpr(seeds: int, n_nets: int) -> None:
           f"centred {_rate(gauss)}; raw {_rate(raw)}")
 
 
+def coverage(seeds: int, n_nets: int) -> None:
+    """90% coverage of the per-step posterior at step 0 (the untrained ensemble, whose exact
+    finite-width cumulants give the target), per-order scales, over seeds."""
+    import nngp_ppl
+    from nngp_ppl.inference.training_flow import expansion_block, fit_step, step_theory
+    from nngp_ppl.theory.exact import exact_correlator_tuples
+    from nngp_ppl.tuples import distinct_tuples
+
+    net = nngp_ppl.ErfNet(sigma_w=1.0, sigma_b=0.5)
+    width, cutoff = 8, 10.0
+    th = step_theory(net, net, X[:, None], ("g3", "lambda"), cutoff)
+    D, cols = th.at(cutoff)[0], th.scale_columns
+    K = net.kernel(X)
+    wick = np.array([K[a, b] * K[c, d] + K[a, c] * K[b, d] + K[a, d] * K[b, c]
+                     for a, b, c, d in distinct_tuples(4, 4)])
+    r = np.concatenate([np.zeros(20), exact_correlator_tuples(net, X, width, 4) - wick])
+    target = fit_step(r, np.eye(len(r)), D, cols)["median"]
+    z, inside = [], []
+    t0 = time.time()
+    for seed in range(seeds):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stats = nngp_ppl.sample_correlators(net, X, [width], n_nets, orders=(1, 2, 3, 4),
+                                                seed=seed, progress=False)
+        rh, C, _ = expansion_block(stats, width, (3, 4))
+        fit = fit_step(rh, C, D, cols)
+        z.append((fit["median"] - target) / fit["sd"])
+        inside.append((fit["lower"] <= target) & (target <= fit["upper"]))
+    z, inside = np.asarray(z), np.asarray(inside)
+    for j, c in enumerate(("g3", "lambda")):
+        print(f"step 0, Erf N = {width}, {n_nets} nets, {seeds} seeds, cutoff {cutoff:g}, {c}: "
+              f"target {target[j]:.4g}; 90% coverage {inside[:, j].mean():.3f}, mean z "
+              f"{z[:, j].mean():+.3f}, sd z {z[:, j].std():.3f}")
+    print(f"[{time.time() - t0:.0f} s]")
+
+
 def example(n_nets: int) -> None:
     import nngp_ppl
     from nngp_ppl.inference.training_flow import training_flow
@@ -104,12 +144,14 @@ def example(n_nets: int) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["fpr", "example"])
+    parser.add_argument("part", choices=["fpr", "coverage", "example"])
     parser.add_argument("--seeds", type=int, default=300)
     parser.add_argument("--n-nets", type=int, default=2000)
     args = parser.parse_args(argv)
     if args.part == "fpr":
         fpr(args.seeds, args.n_nets)
+    elif args.part == "coverage":
+        coverage(args.seeds, args.n_nets)
     else:
         example(args.n_nets if args.n_nets != 2000 else 20000)
 

@@ -52,9 +52,10 @@ Couplings per step
 ------------------
 With the trained covariance :math:`\Sigma_t` of the oracle as the propagator
 (:class:`~nngp_ppl.theory.trained_kernel.TrainedKernel`, the lattice integrals over the
-cutoff box :math:`[-\Lambda, \Lambda]^{d_{in}}`), the first-order designs of the centred
-moments (:func:`nngp_ppl.theory.diagrams.first_order_design`, ``centred=True``, rule 4.5:
-the propagator is taken as the exact 2-pt function) are, for the basis (g₃, λ),
+cutoff box :math:`[-\Lambda, \Lambda]^{d_{in}}`), the centred theory of
+:func:`nngp_ppl.centred.build_theory` (its ``kernel_net`` is :math:`\Sigma_t`) gives the
+first-order designs of the centred moments (``centred=True`` diagrams, rule 4.5: the
+propagator is taken as the exact 2-pt function); for the basis (g₃, λ) they are
 
 .. math:: \Delta C_3 = -6\, g_3 \int_{box} \Sigma_{1y}\Sigma_{2y}\Sigma_{3y},\qquad
     \Delta C_4 - \mathrm{Wick}(C_2) = -24\,\lambda \int_{box}
