@@ -284,7 +284,7 @@ def row_scales(design, scale_columns, scales: str = "order") -> np.ndarray:
     return out
 
 
-def fit_step(r, cov, design, scale_columns, *, scales: str = "order") -> dict:
+def fit_step(r, cov, design, scale_columns, *, scales: str = "order", draws=None) -> dict:
     r"""Posterior and point fit of the couplings from the centred deviations at one step.
 
     ``r`` (T,): observed centred deviations; ``cov`` (T, T): their covariance; ``design``
@@ -294,7 +294,9 @@ def fit_step(r, cov, design, scale_columns, *, scales: str = "order") -> dict:
     :math:`S = \mathrm{diag}(s_t)`. Returns a dict of (C,) arrays: ``median`` =
     :math:`B\hat r`, ``sd`` = :math:`\sqrt{\mathrm{diag}\,BCB^T}`, ``lower`` and
     ``upper`` (central :data:`INTERVAL`), ``point`` (inverse-variance weighted least
-    squares) and the scalar ``tau`` (module docstring).
+    squares) and the scalar ``tau`` (module docstring). With ``draws`` (S, T), posterior
+    draws of the noise-free r (e.g. NUTS, :func:`nngp_ppl.centred.posterior`), the median,
+    sd and interval are those of the draws :math:`B r_s` instead of the closed form.
     """
     r = np.asarray(r, np.float64)
     design = np.asarray(design, np.float64)
@@ -305,13 +307,18 @@ def fit_step(r, cov, design, scale_columns, *, scales: str = "order") -> dict:
     median = B @ r
     sd = np.sqrt(np.clip(np.diag(B @ cov @ B.T), 0.0, None))
     q = float(_sps.norm.ppf(0.5 + INTERVAL / 2))
+    lower, upper = median - q * sd, median + q * sd
     var = np.diag(cov)
     w = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
     point = np.linalg.lstsq(design.T @ (w[:, None] * design), design.T @ (w * r),
                             rcond=None)[0]
     tau = float(np.sqrt(np.mean(((r - design @ median) / s) ** 2)))
-    return {"median": median, "sd": sd, "lower": median - q * sd, "upper": median + q * sd,
-            "point": point, "tau": tau}
+    if draws is not None:
+        g = np.asarray(draws, np.float64).reshape(-1, len(r)) @ B.T
+        median, sd = np.median(g, axis=0), np.std(g, axis=0, ddof=1)
+        lower, upper = np.quantile(g, [0.5 - INTERVAL / 2, 0.5 + INTERVAL / 2], axis=0)
+    return {"median": median, "sd": sd, "lower": lower, "upper": upper, "point": point,
+            "tau": tau}
 
 
 def _couplings(couplings) -> tuple[str, ...]:
@@ -425,7 +432,8 @@ def _step_block(stats, width, mu, alpha, odd_orders, top):
 
 def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
                   couplings=TRAINING_COUPLINGS, cutoff: float = 10.0, alpha: float = 0.05,
-                  odd_orders=(3,), scales: str = "order"):
+                  odd_orders=(3,), scales: str = "order", posterior: str = "normal",
+                  num_samples: int = 1000, seed: int = 0):
     r"""The effective action at every recorded step of a trained ensemble, as an
     :class:`xarray.Dataset` with a ``step`` coordinate (module docstring).
 
@@ -435,15 +443,21 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
     otherwise). ``couplings``: a subset of (g3, lambda); ``cutoff``: Λ of the box of the
     vertex integrals with the propagator :math:`\Sigma_t`; ``alpha``: level of the symmetry
     tests; ``odd_orders``: the centred orders of the :math:`\phi\to-\phi` test ((3,) or
-    (3, 5)); ``scales``: the estimand's scales (:func:`row_scales`). Variables (dims step,
+    (3, 5)); ``scales``: the estimand's scales (:func:`row_scales`); ``posterior``:
+    ``"normal"`` (the closed form) or ``"nuts"`` (:func:`nngp_ppl.centred.posterior`'s
+    draws of r, ``num_samples`` per chain, ``seed``). Variables (dims step,
     width, input, coupling, tuple_n): the learned mean, its standard error, the oracle's
     :math:`\mu_t`, z and the finite-width deviation; the connected and centred n-pt functions
     with errors; both symmetry tests; the couplings' median, sd, 90% interval, point fit and
     discrepancy τ. ``ds.to_netcdf(path)`` writes it.
     """
+    from ..centred import posterior as centred_posterior
     from ..theory.lattice import check_box
 
     net, X, xt, yt, setup = _inputs(trained, net, X, x_train, y_train)
+    if posterior not in ("normal", "nuts"):
+        raise NNGPInputError(f"posterior must be 'normal' or 'nuts', got {posterior!r}")
+    num_samples = _checks.positive_int("num_samples", num_samples)
     couplings = _couplings(couplings)
     cutoff = _checks.finite_float("cutoff", cutoff, minimum=0.0)
     check_box(net, X, cutoff)
@@ -471,10 +485,19 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
             # = nngp_ppl.centred.observed_deviation(stats, w, th.data_orders, "sample") to
             # round-off (r_3 = kappa_3, r_4 = kappa_4; tested), without a JAX trace per call
             r, C, _ = expansion_block(stats, w, th.data_orders)
-            fits[s][i] = fit_step(r, C, D, th.scale_columns, scales=scales)
+            draws = None
+            if posterior == "nuts":
+                draws = centred_posterior(th, r, C, [cutoff], num_chains=2,
+                                          num_samples=num_samples, seed=seed)["r"]
+            fits[s][i] = fit_step(r, C, D, th.scale_columns, scales=scales, draws=draws)
     ds = _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top, mu,
                   sigma, rows, fits)
     ds.attrs["scales"] = scales
+    ds.attrs["posterior"] = (
+        "closed form: N(B r_hat, B C B^T), flat prior on r, normal likelihood"
+        if posterior == "normal" else
+        f"NUTS (nngp_ppl.centred.posterior: latent r ~ N(0, 100 C), normal likelihood; "
+        f"2 chains x {num_samples} draws, seed {seed}), g = B r per draw")
     return ds
 
 
