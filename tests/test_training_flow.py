@@ -169,10 +169,12 @@ def test_delta_method_errors_match_the_replicate_spread():
 
 # --- symmetry ---------------------------------------------------------------------------------
 def test_centred_test_ignores_a_mean_that_the_raw_test_sees():
-    # A Gaussian field with a non-zero mean: f -> -f fails, phi -> -phi holds.
+    # A Gaussian field with a non-zero mean: f -> -f fails, phi -> -phi holds (with the
+    # centred 3-pt function, and with the 3- and 5-pt functions).
     rng = np.random.default_rng(3)
     F = rng.multivariate_normal([0.5, -0.3, 0.8, 0.1], NET.kernel(X), size=4000)
-    stats = _stats_from_samples(F)
+    stats = _stats_from_samples(F, orders=(1, 2, 3, 4, 5))
+    assert not centred_parity_test(stats, 7, orders=(3, 5)).reject
     from nngp_ppl.inference.symmetry import parity_test
 
     assert parity_test(stats, 7).reject
@@ -247,6 +249,9 @@ def test_training_flow_dataset(flow):
     assert int(ds["symmetry_break_step"].sel(width=8)) in (3, 40)
     assert not bool(ds["parity_reject"].sel(step=0, width=8))
     assert np.all(ds["raw_parity_reject"].values[1:])
+    k3 = ds["connected_3"].sel(step=40, width=8).values
+    assert np.isclose(float(ds["odd_connected_rms"].sel(step=40, width=8)),
+                      np.sqrt(np.mean(k3**2)))
 
 
 def test_step_zero_couplings_hold_the_exact_values(flow):
@@ -274,6 +279,7 @@ def test_training_flow_figures_and_file(flow, tmp_path):
     flow.to_netcdf(path, engine="h5netcdf")
     assert plot_training_couplings(path, tmp_path / "c.png").stat().st_size > 0
     assert plot_training_symmetry(flow, tmp_path / "s.png").stat().st_size > 0
+    assert set(np.unique(flow["parity_reject"].values)) <= {0, 1}
     with pytest.raises(NNGPInputError, match="training-flow"):
         plot_training_symmetry(flow.drop_attrs(), tmp_path / "x.png")
 

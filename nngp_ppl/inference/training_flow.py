@@ -563,11 +563,18 @@ def _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top,
             {"long_name": "infinite-width covariance Sigma_t on the 2-tuples"}),
     }
     for key in _SCALARS:
-        data[key] = (SW, stack(key))
+        value = stack(key)
+        # netCDF has no boolean type: verdicts are stored as 0/1
+        data[key] = (SW, value.astype(np.int8) if value.dtype == bool else value)
     for kind in ("connected", "centred"):
         for n in range(2, top + 1):
             for suffix in ("", "_stderr"):
                 data[f"{kind}_{n}{suffix}"] = (SW + (f"tuple_{n}",), stack(f"{kind}_{n}{suffix}"))
+    k3 = np.sqrt(np.mean(stack("connected_3") ** 2, -1))
+    data["odd_connected_rms"] = (SW, k3, {"long_name": "rms over tuples of kappa_3"})
+    data["odd_connected_slope"] = (("step",), np.asarray(
+        [_slope(widths, k3[s]) for s in range(len(steps))]),
+        {"long_name": "log-log slope of the rms kappa_3 over widths (-1: 1/N)"})
     for key in ("median", "sd", "lower", "upper", "point"):
         data[f"coupling_{key}"] = (SW + ("coupling",), np.asarray(
             [[f[key] for f in row] for row in fits]))
