@@ -420,3 +420,98 @@ def posterior(theory, r, cov, cutoffs, *, num_chains: int = 4, num_samples: int 
     return {"r": draws, "couplings": est.couplings(draws), "beta": est.beta(draws),
             "names": theory.couplings, "cutoffs": np.asarray(cutoffs),
             "sample_stats": sstats}
+
+
+def fit_couplings(data, cutoffs, net, X, *, width=None, couplings=("g3", "lambda"),
+                  orders=None, covariance=None, weighting=None, propagator: str = "full",
+                  two_point: str = "auto"):
+    r"""The point fit of :func:`nngp_ppl.eft.fit_couplings` for a net with non-zero means:
+    the estimand on the sampled centred deviations, :math:`\hat g = B\hat r` (weighting
+    ``"estimand"``, the only one here) with the sandwich covariance :math:`B\Sigma_r
+    B^\top`. ``data``: a CorrelatorStats holding the raw orders 1..max(orders) (its
+    estimator covariance is used unless ``covariance``, that of the concatenated raw
+    moments, is given), or a mapping {m: raw m-pt moments} with ``covariance``. Returns a
+    :class:`nngp_ppl.eft.CouplingFit` (``chi2``: the sum of squared scaled residuals
+    :math:`\sum_t ((r_t - D_t g)/s_t)^2` over the fitted tuples)."""
+    from . import _checks
+    from .eft import CouplingFit, _stats_width
+
+    if weighting not in (None, "estimand"):
+        raise NNGPInputError(f"weighting: a net with non-zero means is fitted by the estimand "
+                             f"of its centred moments (weighting='estimand'), got "
+                             f"{weighting!r}")
+    mode = "measured" if two_point == "auto" else two_point
+    th = build_theory(net, X, couplings, data_orders=orders, propagator=propagator,
+                      max_cutoff=float(np.max(np.atleast_1d(cutoffs))))
+    if hasattr(data, "correlator_tuples") and hasattr(data, "widths"):
+        w = _stats_width(data, width)
+        raw = {m: data.correlator_tuples(m, w) for m in raw_orders(th.data_orders)
+               if m in data.orders}
+        if covariance is None:
+            observed_raw_vector(data, w, th.data_orders)  # names missing orders
+            covariance = data.covariance(w, orders=raw_orders(th.data_orders))
+    elif isinstance(data, dict):
+        raw = data
+    else:
+        raise NNGPInputError("data must be a CorrelatorStats or a mapping of raw moments "
+                             "{1: G1, 2: G2, ...} for a net with non-zero means")
+    if covariance is None:
+        raise NNGPInputError("covariance must be given (that of the concatenated raw "
+                             "moments) when the data are plain arrays")
+    r, cov = deviations_from_moments(th, raw, covariance, two_point=mode)
+    lam = _checks.cutoffs("cutoffs", cutoffs, _checks.extent(th.X)).reshape(-1)
+    pf = point_fit(th, r, cov, lam)
+    n_fit = int(np.count_nonzero(th.fitted))
+    chi2 = pf["tau"] ** 2 * n_fit
+    return CouplingFit(th.couplings, np.asarray(lam, dtype=np.float64), pf["values"],
+                       pf["covariance"], chi2, n_fit - len(th.couplings), "estimand", mode)
+
+
+def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
+                couplings=("lambda", "kappa"), two_point: str = "auto"):
+    """:func:`nngp_ppl.eft.fit_dataset` for a net with non-zero means: per width and cutoff
+    the centred point fit (:func:`fit_couplings`: ``fit``, ``fit_stderr``, ``fit_chi2``)
+    and its running (``beta_fit``, ``beta_fit_stderr``: the estimand's cutoff derivative
+    on the same deviations), the model discrepancy ``tau``. The paper's per-tuple λ_t and
+    the 6-pt check of the zero-mean fit file are not defined here (their free part is
+    Wick(K) of raw moments) and are absent."""
+    import xarray as xr
+
+    from . import _checks
+    from .eft import _fit_attrs
+
+    names = tuple(couplings)
+    widths = stats.widths if widths is None else _checks.positive_ints("widths", widths)
+    mode = "measured" if two_point == "auto" else two_point
+    th = build_theory(stats.net, stats.X, names, propagator=propagator,
+                      max_cutoff=float(np.max(np.atleast_1d(cutoffs))))
+    lam = _checks.cutoffs("cutoffs", cutoffs, _checks.extent(th.X)).reshape(-1)
+    shape = (len(widths), len(lam), len(th.couplings))
+    out = {k: np.full(shape, np.nan) for k in ("fit", "fit_stderr", "beta", "beta_se")}
+    chi2 = np.full(shape[:2], np.nan)
+    tau = np.full(shape[:2], np.nan)
+    for i, w in enumerate(widths):
+        vec = observed_raw_vector(stats, w, th.data_orders)
+        cov = stats.covariance(w, orders=raw_orders(th.data_orders))
+        r, rc = deviations_from_moments(th, vec, cov, two_point=mode)
+        pf = point_fit(th, r, rc, lam)
+        out["fit"][i], out["fit_stderr"][i] = pf["values"], pf["stderr"]
+        out["beta"][i], out["beta_se"][i] = pf["beta"], pf["beta_stderr"]
+        tau[i] = pf["tau"]
+        chi2[i] = pf["tau"] ** 2 * int(np.count_nonzero(th.fitted))
+    dims = ("width", "cutoff", "coupling")
+    data = {
+        "fit": (dims, out["fit"], {"long_name": "centred estimand B r of the centred "
+                                                "moments (nngp_ppl.centred)"}),
+        "fit_stderr": (dims, out["fit_stderr"], {}),
+        "beta_fit": (dims, out["beta"], {"long_name": "d fit / d log cutoff"}),
+        "beta_fit_stderr": (dims, out["beta_se"], {}),
+        "fit_chi2": (dims[:2], chi2, {"long_name": "sum of squared scaled residuals"}),
+        "tau": (dims[:2], tau, {"long_name": "model discrepancy (coupling units)"}),
+    }
+    coords = {"width": ("width", np.asarray(widths, np.int64)), "cutoff": ("cutoff", lam),
+              "coupling": ("coupling", list(th.couplings))}
+    attrs = _fit_attrs(stats.net, th.X, propagator, None, "measured", "estimand")
+    attrs.update(two_point=mode, free_part=describe(mode), centred=1, order=1,
+                 data_orders=str(th.data_orders))
+    return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -295,8 +295,22 @@ def fit_couplings(
 
     ``order=2``: the second-order estimand of :mod:`nngp_ppl.estimators` (weighting
     ``"estimand"``; the λ² diagrams removed at the leading-order λ̄), errors J Σ Jᵀ.
+
+    A net with non-zero means (μ_W, μ_b) is fitted centred, to its centred moments
+    (:func:`nngp_ppl.centred.fit_couplings`; ``orders`` then names centred orders, by
+    default those of the basis; weighting ``"estimand"``).
     """
     net, X = _net_and_inputs(data, net, X)
+    if not getattr(net, "zero_mean", True):  # symmetry broken: the centred theory
+        from .centred import fit_couplings as centred_fit
+
+        if order != 1:
+            raise NNGPInputError("order: a net with non-zero means is fitted centred, at "
+                                 "order 1 only")
+        return centred_fit(data, cutoffs, net, X, width=width, couplings=couplings,
+                           orders=None if tuple(orders) == (4, 6) else orders,
+                           covariance=covariance, weighting=weighting,
+                           propagator=propagator, two_point=two_point)
     X, lam = _setup(net, X, cutoffs)
     names = _problem.coupling_names(couplings)
     # Odd correlators are fitted where an odd operator (g3, g5) is (zero-mean ensembles,
@@ -673,12 +687,21 @@ def fit_dataset(stats, cutoffs, propagator: str = "full", *, widths=None,
     errors and χ², the 6-pt check (m6 of GP and EFT, improvement), β and the local γ; per
     width the fitted γ; the analytic γ as an attribute. ``two_point``: the free part
     subtracted (:func:`free_correlators`), recorded in the attribute ``two_point``.
+    A net with non-zero means gets the centred fit (:func:`nngp_ppl.centred.fit_dataset`).
     ``order=2``: the joint ``fit`` is the second-order estimand, and ``lambda_mean2``,
     ``m6_eft2``, ``improvement6_2`` (λ̄ and the 6-pt check at second order,
     :func:`six_point_check`) are added beside the first-order ones.
     """
     import xarray as xr
 
+    if _is_stats(stats) and not getattr(stats.net, "zero_mean", True):
+        from .centred import fit_dataset as centred_dataset  # non-zero means: centred
+
+        if order != 1:
+            raise NNGPInputError("order: a net with non-zero means is fitted centred, at "
+                                 "order 1 only")
+        return centred_dataset(stats, cutoffs, propagator, widths=widths,
+                               couplings=couplings, two_point=two_point)
     names, X, lam, widths = _fit_dataset_inputs(stats, cutoffs, propagator, widths, couplings)
     k = X.shape[0]
     T4 = len(_tuples.distinct_tuples(k, 4))

@@ -10,8 +10,10 @@ estimand evaluated on the *exact* finite-width correlators
 r_{exact}`. Never data simulated from the model: the networks are real, the target is exact.
 
 An odd basis (``("g3", "lambda")``) is fitted to the odd correlators too (orders 1, 3, 4;
-zero-mean ensembles, where g3's target is exactly 0 and its interval must cover 0 at the
-nominal rate).
+on zero-mean ensembles g3's target is exactly 0 and its interval must cover 0 at the
+nominal rate). A net with non-zero means is fitted centred (:mod:`nngp_ppl.centred`): the
+raw orders 1..4 are sampled, the centred deviations and their delta-method noise formed
+per seed, and the target is the estimand on the exact centred moments.
 
 Returned per cutoff, quantity (``lambda``, ``kappa``, ``beta_lambda`` ...):
 

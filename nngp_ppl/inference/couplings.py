@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _checks
+from .. import centred as _centred
 from .. import two_point as _two_point
 from .._checks import NNGPInputError, finite_float, positive_int
 from ..models.couplings import (
@@ -216,8 +217,10 @@ def infer_couplings(
     cutoffs : cutoffs :math:`\Lambda` of the vertex box :math:`[-\Lambda, \Lambda]^{d_{in}}`.
     couplings : ``("lambda",)`` or ``("lambda", "kappa")``, either with ``g3`` (or
         ``g3, g5``): the odd couplings are fitted to the odd correlators (orders 1, 3, 5:
-        sample them with ``orders=(1, 2, 3, 4, 6)``), zero-mean ensembles only
-        (:func:`nngp_ppl.problem.basis` builds a basis by dimension and symmetry).
+        sample them with ``orders=(1, 2, 3, 4, 6)``) (:func:`nngp_ppl.problem.basis`
+        builds a basis by dimension and symmetry). A net with non-zero means is fitted
+        centred, to its centred moments of orders 3..6 (every raw order 1..n sampled;
+        :mod:`nngp_ppl.centred`; root attribute ``centred``).
     widths : widths to fit (default: all in ``stats``).
     orders : correlator orders that define the couplings (the estimand,
         :mod:`nngp_ppl.problem`). Default: (4,) for λ alone (the paper's choice; the 6-pt
@@ -261,7 +264,9 @@ def infer_couplings(
     setup = _validate(stats, net, X, cutoffs, couplings, widths, orders, num_chains,
                       num_samples, num_warmup, prior_width, covariance, predictive_draws)
     stats, net, X, cutoffs, couplings, widths, orders, data_orders, noise = setup
-    mode = _two_point.resolve(net, two_point, 2 in stats.orders)
+    centred = not getattr(net, "zero_mean", True)
+    mode = (_centred_mode(two_point) if centred
+            else _two_point.resolve(net, two_point, 2 in stats.orders))
     theory, est = _theory(net, X, couplings, orders, data_orders, propagator, cutoffs, order)
     _warn_heavy_tails(stats, widths)
 
@@ -280,7 +285,9 @@ def infer_couplings(
         "covariance_rcond": float(rcond), "seed": int(seed), "num_chains": num_chains,
         "num_samples": num_samples, "num_warmup": num_warmup, "predictive_thin": thin,
         "stats_seed": int(getattr(stats, "seed", -1)), "two_point": mode,
-        "free_part": _two_point.DESCRIPTION[mode],
+        "centred": int(theory.centred),
+        "free_part": (_centred.describe(mode) if theory.centred
+                      else _two_point.DESCRIPTION[mode]),
         "kernel_noise": _kernel_noise_note(runs, kernel_design),
     })
     gate = _diag.diagnostics_gate(dt, warn=True)
@@ -320,6 +327,8 @@ def _validate(stats, net, X, cutoffs, couplings, widths, orders, num_chains, num
     # odd basis on the odd ones too.
     data_orders = tuple(n for n in (ALL_FIT_ORDERS if odd_couplings(couplings) else FIT_ORDERS)
                         if n in available)
+    if not getattr(net, "zero_mean", True):
+        data_orders = _centred_data_orders(couplings, available)
     if orders is None:
         # Name what the statistics lack, not the orders option the caller never gave.
         _checks.sampled_orders("stats", available, (4, 6) if "kappa" in couplings else (4,),
@@ -362,6 +371,29 @@ def _theory(net, X, couplings, orders, data_orders, propagator, cutoffs, order):
     return theory, est
 
 
+def _centred_mode(two_point: str) -> str:
+    """The centred free part (:mod:`nngp_ppl.centred`): ``"auto"`` is the measured centred
+    2-pt function (with μ_W ≠ 0 the finite-width covariance is not K)."""
+    if two_point not in _two_point.TWO_POINT:
+        raise NNGPInputError(f"two_point must be one of {_two_point.TWO_POINT}, got "
+                             f"{two_point!r}")
+    return "measured" if two_point == "auto" else two_point
+
+
+def _centred_data_orders(couplings, available) -> tuple[int, ...]:
+    """The centred orders a net with means conditions on: those whose raw orders 1..n were
+    all sampled (odd ones with an odd basis); refused without the 4-pt function."""
+    out = tuple(n for n in _centred.CENTRED_ORDERS
+                if (n % 2 == 0 or odd_couplings(couplings))
+                and all(m in available for m in range(1, n + 1)))
+    if 4 not in out:
+        raise NNGPInputError(
+            f"stats: a net with non-zero means is fitted to its centred moments, which need "
+            f"the raw moments of every order 1..4 (the mean included), but the statistics "
+            f"hold {available}; sample with orders=(1, 2, 3, 4)")
+    return out
+
+
 def _warn_heavy_tails(stats, widths):
     from ..stats import CorrelatorStats, check_tails
 
@@ -381,7 +413,17 @@ def _width_data(stats, theory, width, noise, rcond, mode="kernel") -> dict:
         raise NNGPInputError(f"width {width} has {n_nets} network(s): the noise of the "
                              "correlators needs at least two")
     kernel_var = np.zeros(len(y))
-    if mode == "measured":
+    if theory.centred:
+        # The centred moments and their deviations (delta method, nngp_ppl.centred).
+        r, cov = _centred.observed_deviation(stats, width, theory.data_orders, noise,
+                                             net=theory.net, X=theory.X, two_point=mode,
+                                             K=theory.kernel)
+        raw = {m: jnp.asarray(stats.correlator_tuples(m, width))
+               for m in _centred.raw_orders(theory.data_orders)}
+        y = np.concatenate([np.asarray(_centred.centred_moments(raw, theory.k, n))
+                            for n in theory.data_orders])
+        free = y - r
+    elif mode == "measured":
         G2 = _two_point.two_point_matrix(stats, theory.k, width)
         free, jac = _two_point.free_part(G2, theory.data_orders)
         # Ĝ2 comes from the same networks: the noise of (Ĝ2, Ĝ), propagated.
@@ -543,7 +585,8 @@ def _compare_models(theory, runs, est, thin) -> dict:
             continue
         base, _, order = name.partition("@")
         sub = EFTTheory.build(theory.net, theory.X, MODELS[base], None, theory.data_orders,
-                              theory.propagator, theory.max_cutoff, int(order or 1))
+                              theory.propagator, theory.max_cutoff, int(order or 1),
+                              centred=theory.centred, kernel_net=theory.kernel_net)
         if (sub.couplings, sub.orders, sub.order) == (theory.couplings, theory.orders,
                                                       theory.order):
             sub_est = est  # the fitted model itself: its designs are already built
