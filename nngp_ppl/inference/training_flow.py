@@ -47,6 +47,10 @@ with the covariance under the null, :math:`\Sigma_0 = J\hat\Sigma J^T + \hat c\h
 raw test uses uncentred second moments), scaled to unit diagonal, pseudo-inverted above
 ``rcond`` and referred to :math:`\chi^2` on the kept rank. By Sherman–Morrison it is
 :math:`W = W_H/(1 + W_H/n)` of the Hotelling form :math:`W_H`: self-normalised, bounded by n.
+Calibration (``benchmarks/training_symmetry.py``, docs/training_flow.md): false-positive
+rate at the 5% level 0.043 ± 0.006 over 1000 seeds of the untrained Erf-net (N = 8, 2000
+networks) and 0.041 ± 0.006 over 1000 seeds of the N → ∞ trained ensemble (Gaussian with
+the learned mean μ₄₀ ≠ 0, where the raw test rejects every time).
 
 Couplings per step
 ------------------
