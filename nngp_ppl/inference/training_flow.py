@@ -102,12 +102,24 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 from scipy import stats as _sps
 
-from .. import _checks
+from .. import __version__, _checks
+from .. import centred as _centred
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
+from ..problem import coupling_names
 from ..stats import CorrelatorStats, cumulants_with_jacobian
+from ..theory.lattice import check_box
+from ..theory.ntk import training_oracle
+from ..theory.trained_kernel import TrainedKernel
+from ..training import TrainedCorrelators
+from .symmetry import RCOND, parity_test
+
+__all__ = ["FLOW_FORMAT", "INTERVAL", "TRAINING_COUPLINGS", "CentredParityTest",
+           "centred_map", "centred_parity_test", "expansion_block", "fit_step", "row_scales",
+           "step_theory", "training_flow"]
 
 #: The couplings this module fits along training (module docstring).
 TRAINING_COUPLINGS = ("g3", "lambda")
@@ -126,13 +138,12 @@ def centred_map(k: int, orders, top: int):
     :math:`C_n(t) = \sum_{S\subseteq t} G_{t_S}\prod_{a\notin S}(-G_1(x_a))` of
     :func:`nngp_ppl.centred.centred_moments` (the one home of the centred moments); its
     Jacobian by ``jax.jacfwd``."""
-    from ..centred import centred_moments
-
     cuts = np.cumsum([0] + [len(_tuples.distinct_tuples(k, m)) for m in range(1, top + 1)])
 
     def fn(vec):
         raw = {m: vec[cuts[m - 1]:cuts[m]] for m in range(1, top + 1)}
-        return jnp.concatenate([jnp.atleast_1d(centred_moments(raw, k, n)) for n in orders])
+        return jnp.concatenate([jnp.atleast_1d(_centred.centred_moments(raw, k, n))
+                                for n in orders])
 
     return fn
 
@@ -237,8 +248,6 @@ def centred_parity_test(stats: CorrelatorStats, width, *, orders=(3,), alpha: fl
                         rcond: float | None = None) -> CentredParityTest:
     r"""Test :math:`\phi \to -\phi` around the learned mean (every odd centred moment of
     ``orders``, 3 and optionally 5, zero) on sampled statistics (module docstring)."""
-    from .symmetry import RCOND
-
     if not isinstance(stats, CorrelatorStats):
         raise NNGPInputError(f"stats must be a CorrelatorStats, got {type(stats).__name__}")
     orders = tuple(int(n) for n in orders)
@@ -326,8 +335,6 @@ def fit_step(r, cov, design, scale_columns, *, scales: str = "order", draws=None
 
 
 def _couplings(couplings) -> tuple[str, ...]:
-    from ..problem import coupling_names
-
     names = coupling_names(couplings)
     extra = [c for c in names if c not in TRAINING_COUPLINGS]
     if extra:
@@ -343,9 +350,7 @@ def step_theory(net, propagator, X, couplings, cutoff: float):
     ``propagator`` (Σ_t), data orders (3, 4) for (g3, λ), the box up to ``cutoff``. Its
     ``at(cutoff)[0]`` is the design (T, C), ``scale_columns`` the coupling scaling each
     row."""
-    from ..centred import build_theory
-
-    return build_theory(net, X, couplings, kernel_net=propagator, max_cutoff=cutoff)
+    return _centred.build_theory(net, X, couplings, kernel_net=propagator, max_cutoff=cutoff)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,8 +359,6 @@ def step_theory(net, propagator, X, couplings, cutoff: float):
 def _inputs(trained, net, X, x_train, y_train):
     """The trained run's ensemble, inputs and training set; what the caller passes must
     agree with what the run recorded."""
-    from ..training import TrainedCorrelators
-
     if not isinstance(trained, TrainedCorrelators):
         raise NNGPInputError(f"trained must be a TrainedCorrelators (nngp_ppl.training), got "
                              f"{type(trained).__name__}")
@@ -386,8 +389,6 @@ def _inputs(trained, net, X, x_train, y_train):
 def _oracle(net, X, xt, yt, setup, widths):
     """(S, W, k) means and (S, W, k, k) covariances of the oracle, per width only in the
     standard parametrisation (whose kernel grows with N)."""
-    from ..theory.ntk import training_oracle
-
     per_width = setup.parametrisation == "standard"
     mus, sigmas = [], []
     for w in (widths if per_width else widths[:1]):
@@ -412,8 +413,6 @@ def _slope(widths, values) -> float:
 
 def _step_block(stats, width, mu, alpha, odd_orders, top):
     """Everything of one (step, width) but the couplings."""
-    from .symmetry import parity_test
-
     n = stats.n_nets(width)
     g1 = stats.correlator_tuples(1, width)
     se1 = stats.stderr_tuples(1, width)
@@ -455,9 +454,6 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
     with errors; both symmetry tests; the couplings' median, sd, 90% interval, point fit and
     discrepancy τ. ``ds.to_netcdf(path)`` writes it.
     """
-    from ..centred import posterior as centred_posterior
-    from ..theory.lattice import check_box
-
     net, X, xt, yt, setup = _inputs(trained, net, X, x_train, y_train)
     if posterior not in ("normal", "nuts"):
         raise NNGPInputError(f"posterior must be 'normal' or 'nuts', got {posterior!r}")
@@ -491,7 +487,7 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
             r, C, _ = expansion_block(stats, w, th.data_orders)
             draws = None
             if posterior == "nuts":
-                draws = centred_posterior(th, r, C, [cutoff], num_chains=2,
+                draws = _centred.posterior(th, r, C, [cutoff], num_chains=2,
                                           num_samples=num_samples, seed=seed)["r"]
             fits[s][i] = fit_step(r, C, D, th.scale_columns, scales=scales, draws=draws)
     ds = _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top, mu,
@@ -506,8 +502,6 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
 
 
 def _propagator(net, xt, yt, setup, step, width):
-    from ..theory.trained_kernel import TrainedKernel
-
     return TrainedKernel.build(net, xt, yt, step, setup.learning_rate,
                                parametrisation=setup.parametrisation,
                                width=width if setup.parametrisation == "standard" else None)
@@ -533,10 +527,6 @@ def _first_reject(steps, reject) -> np.ndarray:
 
 def _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top, mu, sigma,
              rows, fits):
-    import xarray as xr
-
-    from .. import __version__
-
     steps = np.asarray(trained.steps, np.int64)
     k = len(X)
     SW = ("step", "width")

@@ -7,22 +7,49 @@ step. Nothing is recomputed; labels come from the dataset's coordinates and attr
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from .._checks import NNGPInputError
-from .figures import _figure, _save, _suptitle
+from .._io import atomic_path
+from ..ensembles import ensemble_from_dict
+from ..inference.training_flow import FLOW_FORMAT
+
+__all__ = ["plot_training_couplings", "plot_training_symmetry"]
 
 _NAMES = {"g3": "g₃", "lambda": "λ", "g5": "g₅", "kappa": "κ"}
+_DPI = 110
+
+
+def _figure(ncols, nrows, size=(4.2, 3.4)):
+    """A Figure with an Agg canvas (no pyplot state), as the report's other figures."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _save(fig, path: Path) -> Path:
+    """Write the PNG atomically (a complete file or none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI)
+    return path
+
+
+def _suptitle(fig, text: str, fontsize: float = 11) -> None:
+    # wrapped to the figure's width (about 0.55 em per glyph, one em of margin)
+    chars = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)) - 2)
+    fig.suptitle(textwrap.fill(text, chars), fontsize=fontsize)
 
 
 def _read(ds):
     """The dataset (or a path to its netCDF file), checked to be a training flow."""
-    import xarray as xr
-
-    from ..inference.training_flow import FLOW_FORMAT
-
     if isinstance(ds, (str, Path)):
         ds = xr.load_dataset(ds, engine="h5netcdf")
     if not isinstance(ds, xr.Dataset) or ds.attrs.get("nngp_ppl_format") != FLOW_FORMAT:
@@ -32,8 +59,6 @@ def _read(ds):
 
 
 def _title(ds, what: str) -> str:
-    from ..ensembles import ensemble_from_dict
-
     try:
         net = ensemble_from_dict(json.loads(ds.attrs["ensemble"])).describe()
     except (NNGPInputError, KeyError, ValueError):

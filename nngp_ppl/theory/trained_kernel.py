@@ -41,8 +41,18 @@ import numpy as np
 
 from .. import _checks
 from .._checks import NNGPInputError
-from ..ensembles import Ensemble, ensemble_from_dict, register_ensemble
-from .ntk import _step_sum, check_parametrisation, ntk_and_nngp
+from ..ensembles import (
+    Ensemble,
+    ErfNet,
+    GaussNet,
+    ReLUNet,
+    SingleLayerNet,
+    ensemble_from_dict,
+    register_ensemble,
+)
+from .ntk import check_parametrisation, layer_maps, ntk_and_nngp, step_sum
+
+__all__ = ["TrainedKernel", "traced_layer_maps", "traced_ntk_and_nngp"]
 
 
 def _erf_pair(a, b, c):
@@ -91,9 +101,6 @@ def _callback_pair(numpy_pair):
 
 def traced_layer_maps(net):
     """``(pair, dpair)``: E[σσ'] and E[σ'σ'] of (a, b, c) in ``jax.numpy`` (traceable)."""
-    from ..ensembles import ErfNet, GaussNet, ReLUNet
-    from .ntk import layer_maps
-
     if isinstance(net, ErfNet):
         return _erf_pair, _erf_dpair
     if isinstance(net, ReLUNet):
@@ -154,10 +161,14 @@ class TrainedKernel(Ensemble):
     def build(cls, net, x_train, y_train, step: int, learning_rate: float, *,
               parametrisation: str = "ntk", width: int | None = None) -> TrainedKernel:
         """Validated constructor (each argument refused with a message naming it)."""
-        from ..training import _trainable
-
-        net = _trainable(net)
-        net._require_zero_mean("the trained covariance (its NTK)")
+        if not isinstance(net, SingleLayerNet) or isinstance(net, TrainedKernel):
+            raise NNGPInputError(
+                f"net must be a single-layer ensemble (ErfNet, ReLUNet, GaussNet, "
+                f"ActivationNet): the trained covariance uses their NTK; got "
+                f"{type(net).__name__}")
+        if not net.zero_mean:
+            raise NNGPInputError("net: the NTK oracle of training (nngp_ppl.theory.ntk) "
+                                 "holds for zero weight and bias means")
         x = _checks.inputs("x_train", x_train, net.d_in)
         y = np.asarray(y_train, np.float64).reshape(-1)
         if len(y) != len(x) or not np.all(np.isfinite(y)):
@@ -187,7 +198,7 @@ class TrainedKernel(Ensemble):
                                     width=self.width)
         lam, V = np.linalg.eigh((theta + theta.T) / 2)
         lam = np.clip(lam, 0.0, None)
-        M = (V * _step_sum(lam, self.learning_rate / len(y), self.step)) @ V.T
+        M = (V * step_sum(lam, self.learning_rate / len(y), self.step)) @ V.T
         return x, y, M, K
 
     def _B(self, X):
