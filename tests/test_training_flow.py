@@ -18,6 +18,7 @@ from nngp_ppl.inference.training_flow import (
     centred_parity_test,
     expansion_block,
     fit_step,
+    rounding_ratio,
     step_theory,
     training_flow,
 )
@@ -366,3 +367,19 @@ def test_posterior_draws_path_of_fit_step():
         assert np.all(np.abs(drawn[key] - closed[key]) < 0.05 * closed["sd"]), key
     assert np.allclose(drawn["sd"], closed["sd"], rtol=0.03)
     assert np.array_equal(drawn["point"], closed["point"])
+
+
+def test_variances_within_float32_rounding_are_flagged():
+    # Outputs with mean ~1 and spread 1e-4: the centred 3-pt variance (~1e-24 per network)
+    # is far below the rounding of float32 products of O(1) outputs; the test refuses to
+    # decide and the error bars are NaN. The same spread around 0 is decidable.
+    rng = np.random.default_rng(9)
+    G = rng.multivariate_normal(np.zeros(4), NET.kernel(X), size=3000)
+    for shift, limited in ((1.0, True), (0.0, False)):
+        stats = _stats_from_samples(shift + 1e-4 * G)
+        ratio = rounding_ratio(stats, 7, (3,), "centred")
+        assert np.any(~(ratio < 0.1)) == limited
+        cen = centred_parity_test(stats, 7)
+        assert cen.rounding_limited == limited
+        assert not cen.reject
+    assert "not decidable" in centred_parity_test(_stats_from_samples(1 + 1e-4 * G), 7).verdict

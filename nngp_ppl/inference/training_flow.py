@@ -110,14 +110,15 @@ from .. import centred as _centred
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
 from ..problem import coupling_names
-from ..stats import CorrelatorStats, cumulants_with_jacobian
+from ..stats import CorrelatorStats, cumulants_with_jacobian, union_index
 from ..theory.lattice import check_box
 from ..theory.ntk import training_oracle
 from ..theory.trained_kernel import TrainedKernel
 from ..training import TrainedCorrelators
 from .symmetry import RCOND, parity_test
 
-__all__ = ["FLOW_FORMAT", "INTERVAL", "TRAINING_COUPLINGS", "CentredParityTest",
+__all__ = ["FLOW_FORMAT", "INTERVAL", "ROUNDING_LIMIT", "TRAINING_COUPLINGS",
+           "CentredParityTest", "rounding_ratio",
            "centred_map", "centred_parity_test", "expansion_block", "fit_step", "row_scales",
            "step_theory", "training_flow"]
 
@@ -171,6 +172,28 @@ def _check_orders(stats: CorrelatorStats, top: int):
         raise NNGPInputError("trained: the errors need a run with covariance=True")
 
 
+def _expansion(stats: CorrelatorStats, width: int, orders, kind: str):
+    """(values, covariance, blocks, J, top) of :func:`expansion_block`."""
+    orders = tuple(int(n) for n in orders)
+    top = max(orders)
+    _check_orders(stats, top)
+    moments = _moment_estimates(stats, width, top)
+    sigma = stats.covariance(width, tuple(range(1, top + 1)))
+    blocks = tuple(len(_tuples.distinct_tuples(stats.k, n)) for n in orders)
+    if kind == "centred":
+        vec = jnp.asarray(np.concatenate([moments[m] for m in range(1, top + 1)]))
+        values, J = (np.asarray(a) for a in
+                     _centred_values_and_jacobian(stats.k, orders, top)(vec))
+        return values, J @ sigma @ J.T, blocks, J, top
+    values, jacs = [], []
+    for n in orders:
+        v, J = cumulants_with_jacobian({m: moments[m] for m in range(1, n + 1)}, stats.k, n)
+        values.append(v)
+        jacs.append(np.pad(J, ((0, 0), (0, sigma.shape[0] - J.shape[1]))))
+    J = np.concatenate(jacs)
+    return np.concatenate(values), J @ sigma @ J.T, blocks, J, top
+
+
 def expansion_block(stats: CorrelatorStats, width: int, orders, kind: str = "connected"):
     r"""Connected correlators (``kind="connected"``) or centred moments (``"centred"``) of
     several ``orders`` at once with their joint delta-method covariance.
@@ -179,24 +202,52 @@ def expansion_block(stats: CorrelatorStats, width: int, orders, kind: str = "con
     covariance :math:`J\Sigma J^T` with :math:`\Sigma` the sampled covariance of the
     moments of orders 1..max(orders), and the block sizes.
     """
-    orders = tuple(int(n) for n in orders)
-    top = max(orders)
-    _check_orders(stats, top)
-    moments = _moment_estimates(stats, width, top)
-    sigma = stats.covariance(width, tuple(range(1, top + 1)))
-    if kind == "centred":
-        vec = jnp.asarray(np.concatenate([moments[m] for m in range(1, top + 1)]))
-        values, J = (np.asarray(a) for a in
-                     _centred_values_and_jacobian(stats.k, orders, top)(vec))
-        blocks = tuple(len(_tuples.distinct_tuples(stats.k, n)) for n in orders)
-        return values, J @ sigma @ J.T, blocks
-    values, jacs = [], []
-    for n in orders:
-        v, J = cumulants_with_jacobian({m: moments[m] for m in range(1, n + 1)}, stats.k, n)
-        values.append(v)
-        jacs.append(np.pad(J, ((0, 0), (0, sigma.shape[0] - J.shape[1]))))
-    J = np.concatenate(jacs)
-    return np.concatenate(values), J @ sigma @ J.T, tuple(len(v) for v in values)
+    return _expansion(stats, width, orders, kind)[:3]
+
+
+#: A variance whose expected float32 rounding error (:func:`rounding_ratio`) exceeds this
+#: fraction of it is not computable from the stored sums.
+ROUNDING_LIMIT = 0.1
+
+
+def rounding_ratio(stats: CorrelatorStats, width: int, orders, kind: str = "connected"):
+    r"""Per value of :func:`expansion_block`, the expected float32 rounding error of its
+    delta-method variance divided by that variance.
+
+    The sampler multiplies float32 outputs in float32 (relative error :math:`\le m\,
+    2^{-24}` for m factors) and adds the products in float64, so an entry of the moments'
+    covariance, built from sums of up to 2·top factors, is off by at most
+    :math:`\epsilon |G_{s\cup t}|/n` with :math:`\epsilon = 2\,\mathrm{top}\,2^{-24}`,
+    and :math:`J\Sigma J^T` by at most :math:`\epsilon\,|J|\,U\,|J|^T/n`, U the
+    absolute raw moments of the unions (the worst-case bound of the train stage's
+    comparison). Round-to-nearest errors of different networks are independent, so a sum
+    of n products is off by about :math:`\sqrt n` times one product's error, not n times:
+    the estimate used here is the bound divided by :math:`\sqrt n`. Measured against the
+    same float32 outputs multiplied in float64 (Erf-net, 4000 networks, the
+    ``tests/test_training_flow.py`` set-up): the actual relative error of the variances was
+    1.3e-4 / 6.1e-3 (κ₃ / κ₄, N = 16, step 5), 2.7e-4 / 0.027 (step 20), 0.039 / 16
+    (step 300) and 0.10 / 58 (N = 128, step 300), where this estimate gives 2.7e-3 /
+    0.093, 0.011 / 0.46, 0.42 / 83 and 1.6 / 97: it overstates by 2 to 40 times, the
+    worst-case bound by 60 times more. After training, outputs whose spread is far below
+    their mean (near the data, late steps) cancel many digits in the centred quantities;
+    ratio ≥ :data:`ROUNDING_LIMIT` marks their variances as not computable from the stored
+    sums (only accumulating centred outputs would fix it). The values themselves stayed
+    within 1e-5 standard errors of the float64 products in every case. NaN where the
+    variance is not positive (rounding has already destroyed it)."""
+    _, cov, _, J, top = _expansion(stats, width, orders, kind)
+    count = stats.n_nets(width)
+    sums = stats.moment_sums(width)
+    used = range(1, top + 1)
+    U = np.abs(np.block([[sums[a + b][union_index(stats.k, a, b)] / count for b in used]
+                         for a in used]))
+    bound = 2 * top * 2.0**-24 * np.einsum("ti,ij,tj->t", np.abs(J), U, np.abs(J)) / count
+    floor = bound / np.sqrt(count)
+    var = np.diag(cov)
+    return np.divide(floor, var, out=np.full_like(var, np.nan), where=var > 0)
+
+
+def _limited(ratio) -> bool:
+    return bool(np.any(~(np.asarray(ratio) < ROUNDING_LIMIT)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +257,9 @@ def expansion_block(stats: CorrelatorStats, width: int, orders, kind: str = "con
 class CentredParityTest:
     """Result of :func:`centred_parity_test`: the Wald statistic of the odd centred moments
     (module docstring), its degrees of freedom, p-value, verdict at ``alpha``, and the size
-    of the odd connected 3-pt function: the largest and the rms of :math:`|\\kappa_3/se|`."""
+    of the odd connected 3-pt function: the largest and the rms of :math:`|\\kappa_3/se|`;
+    ``rounding_limited``: some odd centred variance is within float32 rounding of the stored
+    sums (:func:`rounding_ratio`), and then ``reject`` is False whatever p says."""
 
     statistic: float
     dof: int
@@ -218,10 +271,14 @@ class CentredParityTest:
     orders: tuple[int, ...]
     max_abs_z3: float
     rms_z3: float
+    rounding_limited: bool = False
 
     @property
     def verdict(self) -> str:
         head = ("phi -> -phi rejected" if self.reject else "consistent with phi -> -phi")
+        if self.rounding_limited:
+            head = ("phi -> -phi not decidable (the variances of the odd centred moments are "
+                    "below the float32 rounding of the stored sums)")
         return (f"{head} (phi = f - <f>) at the {self.alpha:.0%} level: Wald W = "
                 f"{self.statistic:.3g} on {self.dof} degrees of freedom (odd centred orders "
                 f"{list(self.orders)}, N = {self.width}, {self.n_nets} networks), "
@@ -269,8 +326,10 @@ def centred_parity_test(stats: CorrelatorStats, width, *, orders=(3,), alpha: fl
         var3 = np.diag(c3)
     se3 = np.sqrt(np.clip(var3, 0.0, None))
     z3 = np.divide(k3, se3, out=np.zeros_like(k3), where=se3 > 0)
-    return CentredParityTest(w, dof, p, alpha, p < alpha, width, n, orders,
-                             float(np.max(np.abs(z3))), float(np.sqrt(np.mean(z3**2))))
+    limited = _limited(rounding_ratio(stats, width, orders, "centred"))
+    return CentredParityTest(w, dof, p, alpha, bool(p < alpha and not limited), width, n,
+                             orders, float(np.max(np.abs(z3))),
+                             float(np.sqrt(np.mean(z3**2))), limited)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,12 +480,16 @@ def _step_block(stats, width, mu, alpha, odd_orders, top):
     for kind in ("connected", "centred"):
         for order in range(2, top + 1):
             v, c, _ = expansion_block(stats, width, (order,), kind)
+            ok = rounding_ratio(stats, width, (order,), kind) < ROUNDING_LIMIT
             out[f"{kind}_{order}"] = v
-            out[f"{kind}_{order}_stderr"] = np.sqrt(np.clip(np.diag(c), 0.0, None))
+            # an error bar within float32 rounding of the sums is not computable: NaN
+            out[f"{kind}_{order}_stderr"] = np.where(
+                ok, np.sqrt(np.clip(np.diag(c), 0.0, None)), np.nan)
     cen = centred_parity_test(stats, width, orders=odd_orders, alpha=alpha)
     raw = parity_test(stats, width, alpha=alpha)
     out.update(parity_statistic=cen.statistic, parity_dof=cen.dof, parity_p_value=cen.p_value,
-               parity_reject=cen.reject, odd_connected_max_z=cen.max_abs_z3,
+               parity_reject=cen.reject, parity_rounding_limited=cen.rounding_limited,
+               odd_connected_max_z=cen.max_abs_z3,
                odd_connected_rms_z=cen.rms_z3, raw_parity_statistic=raw.statistic,
                raw_parity_dof=raw.dof, raw_parity_p_value=raw.p_value,
                raw_parity_reject=raw.reject, n_nets=n)
@@ -490,6 +553,7 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
                 draws = _centred.posterior(th, r, C, [cutoff], num_chains=2,
                                           num_samples=num_samples, seed=seed)["r"]
             fits[s][i] = fit_step(r, C, D, th.scale_columns, scales=scales, draws=draws)
+            fits[s][i]["limited"] = _limited(rounding_ratio(stats, w, th.data_orders))
     ds = _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top, mu,
                   sigma, rows, fits)
     ds.attrs["scales"] = scales
@@ -511,6 +575,7 @@ def _propagator(net, xt, yt, setup, step, width):
 FLOW_FORMAT = "nngp_ppl.training_flow"
 
 _SCALARS = ("parity_statistic", "parity_dof", "parity_p_value", "parity_reject",
+            "parity_rounding_limited",
             "odd_connected_max_z", "odd_connected_rms_z", "raw_parity_statistic",
             "raw_parity_dof", "raw_parity_p_value", "raw_parity_reject", "n_nets")
 
@@ -573,6 +638,10 @@ def _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top,
         data[f"coupling_{key}"] = (SW + ("coupling",), np.asarray(
             [[f[key] for f in row] for row in fits]))
     data["coupling_tau"] = (SW, np.asarray([[f["tau"] for f in row] for row in fits]))
+    data["coupling_rounding_limited"] = (
+        SW, np.asarray([[f["limited"] for f in row] for row in fits], np.int8),
+        {"long_name": "1: some fitted variance is within float32 rounding of the sums "
+                      "(training_flow.rounding_ratio); the band is not reliable"})
     for name, key in (("symmetry_break_step", "parity_reject"),
                       ("raw_symmetry_break_step", "raw_parity_reject")):
         data[name] = (("width",), _first_reject(steps, stack(key)),

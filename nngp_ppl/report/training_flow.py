@@ -76,7 +76,8 @@ def _step_axis(ax, steps):
 
 def plot_training_couplings(ds, path) -> Path:
     """Figure (d): each coupling's posterior median with its central interval (band) and
-    the point fit (crosses) against the step, one colour per width."""
+    the point fit (crosses) against the step, one colour per width; hollow where the
+    band's variances are within float32 rounding of the stored sums."""
     ds = _read(ds)
     couplings = [str(c) for c in ds["coupling"].values]
     steps = ds["step"].values
@@ -89,8 +90,12 @@ def plot_training_couplings(ds, path) -> Path:
             one = sub.sel(width=w)
             ax.fill_between(steps, one["coupling_lower"], one["coupling_upper"],
                             color=colour, alpha=0.25, lw=0)
-            ax.plot(steps, one["coupling_median"], "o-", color=colour, ms=3,
+            ax.plot(steps, one["coupling_median"], "-", color=colour,
                     label=f"N = {w}: median, {level:.0%} band")
+            lim = ds["coupling_rounding_limited"].sel(width=w).values.astype(bool)
+            med = one["coupling_median"].values
+            ax.plot(steps[~lim], med[~lim], "o", color=colour, ms=3)
+            ax.plot(steps[lim], med[lim], "o", mfc="white", color=colour, ms=4)
             ax.plot(steps, one["coupling_point"], "x", color=colour, ms=5)
         ax.axhline(0.0, color="0.5", lw=0.6)
         _step_axis(ax, steps)
@@ -99,6 +104,9 @@ def plot_training_couplings(ds, path) -> Path:
         ax.set_yscale("symlog", linthresh=float(np.min(finite)) if finite.size else 1.0)
         ax.set_ylabel(f"{_NAMES.get(c, c)} (Λ = {ds.attrs['cutoff']:g}, propagator Σ_t)")
         ax.plot([], [], "x", color="0.3", label="point fit (inverse-variance WLS)")
+        if np.any(ds["coupling_rounding_limited"].values):
+            ax.plot([], [], "o", mfc="white", color="0.3",
+                    label="hollow: band within float32 rounding")
         ax.legend(fontsize=7)
     _suptitle(fig, _title(ds, "Couplings along training, around the learned mean"))
     return _save(fig, Path(path))
@@ -107,7 +115,8 @@ def plot_training_couplings(ds, path) -> Path:
 def plot_training_symmetry(ds, path) -> Path:
     """Figure (e): the symmetry verdict against the step. Left: -log10 p of the test of
     φ -> -φ around the learned mean (solid; filled where it rejects) and of f -> -f
-    (dashed), with the level α; right: the largest |κ₃|/se of the odd connected 3-pt
+    (dashed), with the level α, and a cross where the test cannot decide (its variances
+    within float32 rounding); right: the largest |κ₃|/se of the odd connected 3-pt
     function."""
     ds = _read(ds)
     steps = ds["step"].values
@@ -121,13 +130,17 @@ def plot_training_symmetry(ds, path) -> Path:
         p = -np.log10(np.clip(one["parity_p_value"].values, tiny, 1.0))
         raw = -np.log10(np.clip(one["raw_parity_p_value"].values, tiny, 1.0))
         rej = one["parity_reject"].values.astype(bool)
+        lim = one["parity_rounding_limited"].values.astype(bool)
         left.plot(steps, p, "-", color=colour, label=f"N = {w}: φ → −φ (φ = f − ⟨f⟩)")
         left.plot(steps[rej], p[rej], "o", color=colour, ms=5)
-        left.plot(steps[~rej], p[~rej], "o", mfc="white", color=colour, ms=5)
+        left.plot(steps[~rej & ~lim], p[~rej & ~lim], "o", mfc="white", color=colour, ms=5)
+        left.plot(steps[lim], p[lim], "x", color=colour, ms=7)
         left.plot(steps, raw, "--", color=colour, lw=0.9, label=f"N = {w}: f → −f")
         right.plot(steps, one["odd_connected_max_z"].values, "o-", color=colour, ms=3,
                    label=f"N = {w}")
     left.axhline(-np.log10(alpha), color="k", lw=0.7, ls=":", label=f"α = {alpha:g}")
+    if np.any(ds["parity_rounding_limited"].values):
+        left.plot([], [], "x", color="0.3", label="not decidable: float32 rounding")
     left.set_yscale("symlog", linthresh=1.0)
     left.set_ylim(bottom=0.0)
     left.set_ylabel("−log10 p (filled: rejected)")
