@@ -312,7 +312,8 @@ def test_large_width_mean_and_covariance_match_the_oracle():
         c2 = ds["connected_2"].isel(step=s, width=0).values
         se = ds["connected_2_stderr"].isel(step=s, width=0).values
         sig = ds["sigma_oracle"].isel(step=s, width=0).values
-        assert np.max(np.abs(c2 - sig) / se) <= 4.5, step
+        z = np.abs(c2 - sig) / se  # NaN where the error bar is within float32 rounding
+        assert np.sum(np.isfinite(z)) >= 5 and np.nanmax(z) <= 4.5, step
 
 
 def test_exact_gaussian_trained_ensemble_matches_mu_t():
