@@ -36,7 +36,7 @@ CASES = [
     ("Erf N=5 g3", "erf", 1.0, 5, ("g3", "lambda")),
     ("ReLU sb=1 N=20 g3", "relu", 1.0, 20, ("g3", "lambda")),
     # Symmetry-broken nets (non-zero means), fitted centred: g3 and lambda of the centred
-    # moments against the exact centred target (nngp_ppl.centred; issue 17, 5).
+    # moments against the exact centred target (nngp_ppl.inference.centred; issue 17, 5).
     ("Erf mu=(.5,.2) N=5", "erf", 1.0, 5, ("g3", "lambda"), {"mu_w": 0.5, "mu_b": 0.2}),
     ("Erf mu=(1,.5) N=5", "erf", 1.0, 5, ("g3", "lambda"), {"mu_w": 1.0, "mu_b": 0.5}),
     ("Gauss mu=(.5,.2) N=20", "gauss", 0.5, 20, ("g3", "lambda"),

@@ -46,7 +46,7 @@ def fpr(seeds: int, n_nets: int) -> None:
     import nngp_ppl
     from nngp_ppl.inference.symmetry import parity_test
     from nngp_ppl.inference.training_flow import centred_parity_test
-    from nngp_ppl.stats import accumulated_orders
+    from nngp_ppl.sampling.stats import accumulated_orders
     from nngp_ppl.theory.ntk import training_oracle
     from nngp_ppl.tuples import distinct_tuples
 
@@ -115,7 +115,7 @@ def coverage(seeds: int, n_nets: int) -> None:
 def example(n_nets: int) -> None:
     import nngp_ppl
     from nngp_ppl.inference.training_flow import training_flow
-    from nngp_ppl.training import train_correlators
+    from nngp_ppl.training.trainer import train_correlators
 
     net = nngp_ppl.ErfNet(sigma_w=1.0, sigma_b=0.5)
     steps = [0, 1, 2, 3, 5, 10, 20, 50, 100, 300]

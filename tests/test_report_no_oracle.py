@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 
 from nngp_ppl import CorrelatorStats
-from nngp_ppl.report import FIGURES
-from nngp_ppl.reproduce import plan_dict, reproduce
-from nngp_ppl.study import study_from_text
+from nngp_ppl.study.report import FIGURES
+from nngp_ppl.study.spec import plan_dict, study_from_text
+from nngp_ppl.study.stages import reproduce
 
 SIGMA_W, SIGMA_B, DEPTH = 1.0, 0.5, 2
 INPUTS = [-1.0, -0.3, 0.4, 1.0]
@@ -171,7 +171,7 @@ def test_a_study_mixing_runs_with_and_without_an_oracle_counts_coverage_only_whe
     MLP run given exact λ̄ at both widths, one inside its 90% interval and one outside): the
     coverage sentence counts only that run's two posteriors, and only the run without an
     oracle gets the 'unavailable' notes."""
-    from nngp_ppl.report import render_report
+    from nngp_ppl.study.report import render_report
 
     summary = copy.deepcopy(study[3])
     run = summary["runs"]["mlp"]
@@ -198,7 +198,7 @@ def test_the_report_stage_shows_a_bar_over_its_figures_on_a_terminal(study, monk
     """The report stage is the longest one without NUTS or sampling (about 10 s for the
     demo on a quiet machine): with progress forced on, its figures get a bar on standard
     error; with progress off, nothing is drawn."""
-    from nngp_ppl.report import make_figures
+    from nngp_ppl.study.report import make_figures
 
     preset, out, _, _ = study
     monkeypatch.setenv("NNGP_PPL_PROGRESS", "1")

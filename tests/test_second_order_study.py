@@ -14,8 +14,8 @@ import json
 import numpy as np
 import pytest
 
-from nngp_ppl.reproduce import reproduce, stages
-from nngp_ppl.study import study_from_text
+from nngp_ppl.study.spec import study_from_text
+from nngp_ppl.study.stages import reproduce, stages
 
 STUDY = """
 name = "second_order_tiny"

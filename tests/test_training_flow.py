@@ -12,7 +12,7 @@ import pytest
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, ErfNet, GaussNet, ReLUNet
 from nngp_ppl._checks import NNGPInputError
-from nngp_ppl.ensembles import ensemble_from_dict
+from nngp_ppl.ensembles.core import ensemble_from_dict
 from nngp_ppl.inference.training_flow import (
     centred_map,
     centred_parity_test,
@@ -22,11 +22,11 @@ from nngp_ppl.inference.training_flow import (
     step_theory,
     training_flow,
 )
-from nngp_ppl.stats import accumulated_orders
+from nngp_ppl.sampling.stats import accumulated_orders
 from nngp_ppl.theory.exact import exact_correlator_tuples
 from nngp_ppl.theory.ntk import training_oracle
 from nngp_ppl.theory.trained_kernel import TrainedKernel
-from nngp_ppl.training import TrainedCorrelators, train_correlators, training_setup
+from nngp_ppl.training.trainer import TrainedCorrelators, train_correlators, training_setup
 from nngp_ppl.tuples import distinct_tuples
 
 X = np.array([-1.0, -0.2, 0.6, 1.3])
@@ -135,9 +135,9 @@ def test_centred_jacobian_by_finite_differences():
 
 def test_connected_blocks_equal_the_centred_deviations_of_the_centred_theory():
     # Two implementations: the cumulant polynomial (stats.cumulants_with_jacobian) and
-    # nngp_ppl.centred's r = C_n - Wick(C_2) with a JAX Jacobian: kappa_3, kappa_4 and
+    # nngp_ppl.inference.centred's r = C_n - Wick(C_2) with a JAX Jacobian: kappa_3, kappa_4 and
     # their joint delta-method covariance agree to round-off.
-    from nngp_ppl.centred import observed_deviation
+    from nngp_ppl.inference.problem import centred_observation as observed_deviation
 
     rng = np.random.default_rng(7)
     F = rng.normal(size=(800, 4)) ** 2 - 0.5
@@ -228,8 +228,8 @@ def test_per_step_fit_recovers_a_known_target_on_exact_centred_data():
                       rtol=1e-10)
     fit = fit_step(noisy, cov, D, cols, scales="tuple")
     assert np.isclose(fit["median"][0], np.mean(noisy[odd] / D[odd, 0]), rtol=1e-10)
-    # ... which is nngp_ppl.centred's point fit (the package's estimand), value and error
-    from nngp_ppl.centred import point_fit
+    # ... which is nngp_ppl.inference.centred's point fit (the package's estimand), value and error
+    from nngp_ppl.inference.centred import point_fit
 
     theirs = point_fit(th, noisy, cov, [10.0])
     assert np.allclose(fit["median"], theirs["values"][0], rtol=1e-10)
@@ -274,7 +274,7 @@ def test_step_zero_couplings_hold_the_exact_values(flow):
 
 
 def test_training_flow_figures_and_file(flow, tmp_path):
-    from nngp_ppl.report.training_flow import plot_training_couplings, plot_training_symmetry
+    from nngp_ppl.study.report.training_flow import plot_training_couplings, plot_training_symmetry
 
     path = tmp_path / "flow.nc"
     flow.to_netcdf(path, engine="h5netcdf")
@@ -337,10 +337,10 @@ def test_exact_gaussian_trained_ensemble_matches_mu_t():
 
 @pytest.mark.slow
 def test_nuts_posterior_agrees_with_the_closed_form(trained):
-    # nngp_ppl.centred.posterior's NUTS draws of r (prior N(0, 100 C): the closed form
+    # nngp_ppl.inference.centred.posterior's NUTS draws of r (prior N(0, 100 C): the closed form
     # shrunk by 100/101) through the per-order estimand: median within 0.15 sd (MC error
     # of a 2 x 1000-draw median ~0.04 sd), sd within 10%.
-    from nngp_ppl.training import TrainedCorrelators as TC
+    from nngp_ppl.training.trainer import TrainedCorrelators as TC
 
     one = TC(training_setup(NET, X_TRAIN, Y_TRAIN, [40], 1.0), [trained.at_step(40)])
     normal = training_flow(one, cutoff=5.0)

@@ -11,7 +11,7 @@ r_{exact}`. Never data simulated from the model: the networks are real, the targ
 
 An odd basis (``("g3", "lambda")``) is fitted to the odd correlators too (orders 1, 3, 4;
 on zero-mean ensembles g3's target is exactly 0 and its interval must cover 0 at the
-nominal rate). A net with non-zero means is fitted centred (:mod:`nngp_ppl.centred`): the
+nominal rate). A net with non-zero means is fitted centred (:mod:`nngp_ppl.inference.centred`): the
 raw orders 1..4 are sampled, the centred deviations and their delta-method noise formed
 per seed, and the target is the estimand on the exact centred moments.
 
@@ -44,19 +44,32 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+from arviz_stats.base import array_stats
 
 from .. import _checks
 from .._checks import NNGPInputError, positive_int
-from ..models.couplings import latent_arrays, stable_cholesky
-from ..problem import (
+from ..sampling.sampler import sample_correlators
+from ..sampling.stats import HeavyTailWarning
+from .centring import deviation_function, raw_orders
+from .couplings import sample_latent
+from .diagnostics import ESS_MIN, rhat_components
+from .models.couplings import latent_arrays, stable_cholesky
+from .problem import (
     EFTTheory,
+    centred_observation,
+    centred_raw_vector,
     choose_noise,
     coupling_names,
     default_data_orders,
     likelihood_df,
     missed_tail_mass,
     noise_covariance,
+    perturbative_order,
 )
+
+__all__ = [
+    "calibrate",
+]
 
 
 def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), *,
@@ -65,11 +78,9 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
               batch: int = 25, order=1) -> list[dict]:
     """Coverage of the posteriors over ``seeds`` (module docstring); one dict per
     perturbative order, cutoff and quantity. ``order``: 1, 2 or (1, 2) — the orders share
-    the NUTS draws of r and differ only in the estimand's map (:mod:`nngp_ppl.estimators`),
+    the NUTS draws of r and differ only in the estimand's map
+    (:mod:`nngp_ppl.inference.estimators`),
     each judged against its own estimand on the exact correlators."""
-    from ..problem import perturbative_order
-    from ..stats import HeavyTailWarning
-    from .couplings import sample_latent
 
     X = _checks.inputs("X", X, getattr(net, "d_in", None))
     cutoffs = tuple(float(c) for c in _checks.cutoffs("cutoffs", cutoffs, _checks.extent(X)))
@@ -80,7 +91,7 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
     pert = tuple(perturbative_order(o) for o in np.atleast_1d(order))
     couplings = coupling_names(couplings)
     # The orders the fitted basis needs (the 6-pt function only with κ); a net with
-    # non-zero means is fitted centred, to the centred moments (nngp_ppl.centred).
+    # non-zero means is fitted centred, to the centred moments (nngp_ppl.inference.centred).
     data_orders = None if not getattr(net, "zero_mean", True) else tuple(
         n for n in default_data_orders(couplings) if n != 6 or "kappa" in couplings)
     theory = EFTTheory.build(net, X, couplings, None, data_orders, max_cutoff=max(cutoffs))
@@ -163,31 +174,27 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
 
 
 class _Centring:
-    """One seed's centred deviations and noise factor (:mod:`nngp_ppl.centred`): the map
+    """One seed's centred deviations and noise factor (:mod:`nngp_ppl.inference.centred`): the map
     compiled once, the exact noise model's factor (linearised at the exact moments) built
     once per width."""
 
     def __init__(self, theory):
-        from .. import centred
-
         self.theory = theory
-        self.raw = centred.raw_orders(theory.data_orders)
-        self.fn = jax.jit(centred.deviation_function(theory.k, theory.data_orders))
+        self.raw = raw_orders(theory.data_orders)
+        self.fn = jax.jit(deviation_function(theory.k, theory.data_orders))
         self.exact = {}
 
     def __call__(self, stats, width, kind, n_nets):
-        from .. import centred
-
         th = self.theory
-        vec = centred.observed_raw_vector(stats, width, th.data_orders)
+        vec = centred_raw_vector(stats, width, th.data_orders)
         resid = np.asarray(self.fn(jnp.asarray(vec)))
         if kind == "exact":
             if width not in self.exact:
-                _, cov = centred.observed_deviation(stats, width, th.data_orders, kind,
+                _, cov = centred_observation(stats, width, th.data_orders, kind,
                                                     net=th.net, X=th.X)
                 self.exact[width] = stable_cholesky(cov)[0]
             return resid, self.exact[width]
-        _, cov = centred.observed_deviation(stats, width, th.data_orders, kind, net=th.net,
+        _, cov = centred_observation(stats, width, th.data_orders, kind, net=th.net,
                                             X=th.X)
         return resid, stable_cholesky(cov)[0]
 
@@ -196,9 +203,6 @@ def _seed_diagnostics(q, diverging) -> dict:
     """Per seed and (order, cutoff, quantity) of draws ``q`` (seed, chain, draw, ...): the
     gate's R-hat verdict (:func:`~nngp_ppl.inference.diagnostics.rhat_components`), bulk
     ESS, the seed's divergent transitions and whether all three pass."""
-    from arviz_stats.base import array_stats
-
-    from .diagnostics import ESS_MIN, rhat_components
 
     draws = np.moveaxis(q, (1, 2), (-2, -1))  # (seed, order, L, 2C, chain, draw)
     rh = rhat_components(draws)
@@ -211,8 +215,6 @@ def _seed_diagnostics(q, diverging) -> dict:
 def _seed_stats(net, X, width, n_nets, orders, seed, covariance, theory):
     """One seed's networks: ``(stats, noise model, first heavy-tail message or None)``;
     other warnings pass on."""
-    from ..sampling import sample_correlators
-    from ..stats import HeavyTailWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

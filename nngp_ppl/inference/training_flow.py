@@ -8,13 +8,13 @@ Expansion around the learned mean
 Supervised training learns the 1-pt function :math:`\langle f\rangle_t`. Write
 :math:`f = \langle f\rangle_t + \phi` (docs/physics.md §6b, the centred convention). At
 each step :math:`t` and width N this module gives, from the sampled sums
-(:class:`~nngp_ppl.training.TrainedCorrelators`):
+(:class:`~nngp_ppl.training.trainer.TrainedCorrelators`):
 
 * the connected correlators :math:`\kappa_n` (joint cumulants, n = 2..6;
   :meth:`~nngp_ppl.CorrelatorStats.connected`) and the centred moments
   :math:`C_n(t) = E\prod_{a\in t}(f(x_a) - \langle f(x_a)\rangle)`, by the binomial
   expansion :math:`C_n(t) = \sum_{S\subseteq t} G_{S} \prod_{a\in t\setminus S}
-  (-G_1(x_a))` (:func:`centred_map`, :mod:`nngp_ppl.centred`), both with the delta-method
+  (-G_1(x_a))` (:func:`centred_map`, :mod:`nngp_ppl.inference.centring`), both with the delta-method
   covariance :math:`J\Sigma J^T` of the moment estimates;
 * the learned mean against the infinite-width oracle :math:`\mu_t`
   (:func:`nngp_ppl.theory.ntk.training_oracle`): :math:`z = (\hat G_1 - \mu_t)/\mathrm{se}`,
@@ -57,7 +57,7 @@ Couplings per step
 With the trained covariance :math:`\Sigma_t` of the oracle as the propagator
 (:class:`~nngp_ppl.theory.trained_kernel.TrainedKernel`, the lattice integrals over the
 cutoff box :math:`[-\Lambda, \Lambda]^{d_{in}}`), the centred theory of
-:func:`nngp_ppl.centred.build_theory` (its ``kernel_net`` is :math:`\Sigma_t`) gives the
+:func:`nngp_ppl.inference.centred.build_theory` (its ``kernel_net`` is :math:`\Sigma_t`) gives the
 first-order designs of the centred moments (``centred=True`` diagrams, rule 4.5: the
 propagator is taken as the exact 2-pt function); for the basis (g₃, λ) they are
 
@@ -68,7 +68,7 @@ propagator is taken as the exact 2-pt function); for the basis (g₃, λ) they a
 fitted to the observed :math:`r = (\hat\kappa_3, \hat\kappa_4)`: the centred 3-pt moment
 and the centred 4-pt moment minus the Wick sums of the *measured* centred 2-pt function
 (so the O(1/N) deviation of the trained covariance from :math:`\Sigma_t` does not enter
-λ). The coupling is a declared estimand in the form of :mod:`nngp_ppl.problem`'s,
+λ). The coupling is a declared estimand in the form of :mod:`nngp_ppl.inference.problem`'s,
 :math:`g^* = B r`, :math:`B = (A^TA)^{-1}A^TS^{-1}`, :math:`A = S^{-1}D`, with one
 change: the scales :math:`s_t` are one per order, the rms over that order's tuples of the
 sensitivity :math:`|D_{t c}|` (least squares within each order; :func:`row_scales`),
@@ -105,16 +105,18 @@ import numpy as np
 import xarray as xr
 from scipy import stats as _sps
 
-from .. import __version__, _checks
-from .. import centred as _centred
+from .. import _checks
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
-from ..problem import coupling_names
-from ..stats import CorrelatorStats, cumulants_with_jacobian, union_index
+from .._version import __version__
+from ..sampling.stats import CorrelatorStats, cumulants_with_jacobian, union_index
 from ..theory.lattice import check_box
 from ..theory.ntk import training_oracle
 from ..theory.trained_kernel import TrainedKernel
-from ..training import TrainedCorrelators
+from ..training.trainer import TrainedCorrelators
+from . import centred as _centred
+from . import centring as _centring
+from .problem import coupling_names
 from .symmetry import RCOND, parity_test
 
 __all__ = ["FLOW_FORMAT", "INTERVAL", "ROUNDING_LIMIT", "TRAINING_COUPLINGS",
@@ -137,13 +139,13 @@ def centred_map(k: int, orders, top: int):
     r"""Pure JAX map: raw moments of orders 1..``top`` concatenated (distinct tuples) ->
     the centred moments of ``orders`` concatenated, by the binomial expansion
     :math:`C_n(t) = \sum_{S\subseteq t} G_{t_S}\prod_{a\notin S}(-G_1(x_a))` of
-    :func:`nngp_ppl.centred.centred_moments` (the one home of the centred moments); its
+    ``nngp_ppl.inference.centring.centred_moments`` (the one home of the centred moments); its
     Jacobian by ``jax.jacfwd``."""
     cuts = np.cumsum([0] + [len(_tuples.distinct_tuples(k, m)) for m in range(1, top + 1)])
 
     def fn(vec):
         raw = {m: vec[cuts[m - 1]:cuts[m]] for m in range(1, top + 1)}
-        return jnp.concatenate([jnp.atleast_1d(_centred.centred_moments(raw, k, n))
+        return jnp.concatenate([jnp.atleast_1d(_centring.centred_moments(raw, k, n))
                                 for n in orders])
 
     return fn
@@ -339,7 +341,8 @@ def row_scales(design, scale_columns, scales: str = "order") -> np.ndarray:
     r"""The estimand's scales :math:`s_t` (module docstring): ``"order"``, the rms of the
     sensitivity :math:`|D_{t c_t}|` over the rows that share the scaling coupling
     :math:`c_t` (one scale per order: least squares within each order); ``"tuple"``, the
-    package's per-tuple :math:`|D_{t c_t}|` (:func:`nngp_ppl.problem.estimand_projection`)."""
+    package's per-tuple :math:`|D_{t c_t}|`
+    (:func:`nngp_ppl.inference.problem.estimand_projection`)."""
     cols = np.asarray(scale_columns)
     sens = np.abs(design[np.arange(design.shape[0]), cols])
     if scales == "tuple":
@@ -367,7 +370,7 @@ def fit_step(r, cov, design, scale_columns, *, scales: str = "order", draws=None
     :math:`B\hat r`, ``sd`` = :math:`\sqrt{\mathrm{diag}\,BCB^T}`, ``lower`` and
     ``upper`` (central :data:`INTERVAL`), ``point`` (inverse-variance weighted least
     squares) and the scalar ``tau`` (module docstring). With ``draws`` (S, T), posterior
-    draws of the noise-free r (e.g. NUTS, :func:`nngp_ppl.centred.posterior`), the median,
+    draws of the noise-free r (e.g. NUTS, :func:`nngp_ppl.inference.centred.posterior`), the median,
     sd and interval are those of the draws :math:`B r_s` instead of the closed form.
     """
     r = np.asarray(r, np.float64)
@@ -405,7 +408,7 @@ def _couplings(couplings) -> tuple[str, ...]:
 
 
 def step_theory(net, propagator, X, couplings, cutoff: float):
-    """The centred theory of one step (:func:`nngp_ppl.centred.build_theory`): propagator
+    """The centred theory of one step (:func:`nngp_ppl.inference.centred.build_theory`): propagator
     ``propagator`` (Σ_t), data orders (3, 4) for (g3, λ), the box up to ``cutoff``. Its
     ``at(cutoff)[0]`` is the design (T, C), ``scale_columns`` the coupling scaling each
     row."""
@@ -419,8 +422,8 @@ def _inputs(trained, net, X, x_train, y_train):
     """The trained run's ensemble, inputs and training set; what the caller passes must
     agree with what the run recorded."""
     if not isinstance(trained, TrainedCorrelators):
-        raise NNGPInputError(f"trained must be a TrainedCorrelators (nngp_ppl.training), got "
-                             f"{type(trained).__name__}")
+        raise NNGPInputError(f"trained must be a TrainedCorrelators (nngp_ppl.training."
+                             f"trainer), got {type(trained).__name__}")
     setup = trained.setup
     first = trained.at_step(trained.steps[0])
     if net is not None and net != first.net:
@@ -503,14 +506,14 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
     r"""The effective action at every recorded step of a trained ensemble, as an
     :class:`xarray.Dataset` with a ``step`` coordinate (module docstring).
 
-    ``trained``: :class:`~nngp_ppl.training.TrainedCorrelators` recorded with orders 1..4 at
+    ``trained``: :class:`~nngp_ppl.training.trainer.TrainedCorrelators` recorded with orders 1..4 at
     least (1..6 for the full expansion) and ``covariance=True``. ``net``, ``X``,
     ``x_train``, ``y_train``: optional; when given they must be the run's (read from it
     otherwise). ``couplings``: a subset of (g3, lambda); ``cutoff``: Λ of the box of the
     vertex integrals with the propagator :math:`\Sigma_t`; ``alpha``: level of the symmetry
     tests; ``odd_orders``: the centred orders of the :math:`\phi\to-\phi` test ((3,) or
     (3, 5)); ``scales``: the estimand's scales (:func:`row_scales`); ``posterior``:
-    ``"normal"`` (the closed form) or ``"nuts"`` (:func:`nngp_ppl.centred.posterior`'s
+    ``"normal"`` (the closed form) or ``"nuts"`` (:func:`nngp_ppl.inference.centred.posterior`'s
     draws of r, ``num_samples`` per chain, ``seed``). Variables (dims step,
     width, input, coupling, tuple_n): the learned mean, its standard error, the oracle's
     :math:`\mu_t`, z and the finite-width deviation; the connected and centred n-pt functions
@@ -545,7 +548,7 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
                                  cutoff)
                 theories[key] = th, th.at(cutoff)[0]
             th, D = theories[key]
-            # = nngp_ppl.centred.observed_deviation(stats, w, th.data_orders, "sample") to
+            # = inference.problem.centred_observation(stats, w, th.data_orders, "sample") to
             # round-off (r_3 = kappa_3, r_4 = kappa_4; tested), without a JAX trace per call
             r, C, _ = expansion_block(stats, w, th.data_orders)
             draws = None
@@ -560,7 +563,7 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
     ds.attrs["posterior"] = (
         "closed form: N(B r_hat, B C B^T), flat prior on r, normal likelihood"
         if posterior == "normal" else
-        f"NUTS (nngp_ppl.centred.posterior: latent r ~ N(0, 100 C), normal likelihood; "
+        f"NUTS (nngp_ppl.inference.centred.posterior: latent r ~ N(0, 100 C), normal likelihood; "
         f"2 chains x {num_samples} draws, seed {seed}), g = B r per draw")
     return ds
 

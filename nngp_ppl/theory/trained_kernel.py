@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import _checks
 from .._checks import NNGPInputError
-from ..ensembles import (
+from ..ensembles.core import (
     Ensemble,
     ErfNet,
     GaussNet,
@@ -230,7 +230,7 @@ class TrainedKernel(Ensemble):
     def network_outputs(self, keys, X, width: int, dtype=jnp.float32):
         raise NNGPInputError("a TrainedKernel is the infinite-width oracle's covariance, a "
                              "propagator; it draws no networks (train them with "
-                             "nngp_ppl.training.train_correlators)")
+                             "nngp_ppl.training.trainer.train_correlators)")
 
     def kernel_length_scale(self) -> float:
         return self.net.kernel_length_scale()
