@@ -50,7 +50,7 @@ CHILD = textwrap.dedent("""
     import json, sys, warnings
     import jax
     import nngp_ppl
-    from nngp_ppl import sampling
+    from nngp_ppl.sampling import sampler as sampling
 
     warnings.simplefilter("ignore")
     used = []

@@ -33,7 +33,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("nngp_ppl.theory",),  # GP, exact finite-width, diagrams, lattice, NTK
     ("nngp_ppl.training",),  # trained ensembles (sampler + NTK oracle)
     ("nngp_ppl.inference",),  # coupling problems, fits, posteriors, flows
-    ("nngp_ppl.study.presets", "nngp_ppl.study.spec", "nngp_ppl.study.manifest"),
+    ("nngp_ppl.study.presets", "nngp_ppl.study.spec", "nngp_ppl.study.manifest",
+     "nngp_ppl.study.train_spec"),
     ("nngp_ppl.study.report",),
     ("nngp_ppl.study.stages", "nngp_ppl.study"),
     ("nngp_ppl.cli",),

@@ -39,7 +39,7 @@ def _literal_counts(n, k1, k2):
     """Every perfect matching of the n + k1 + k2 labelled legs, classified."""
     counts = {}
     vertex = [None] * n + [0] * k1 + [1] * k2
-    for matching in dg._matchings(tuple(range(n + k1 + k2))):
+    for matching in tuples.pairings(n + k1 + k2):
         att, pairs, loops, lines = ([], []), [], [0, 0], 0
         for a, b in matching:
             va, vb = vertex[a], vertex[b]

@@ -46,6 +46,7 @@ __all__ = [
     "dask_client",
     "DaskExecutor",
     "run_dask",
+    "worker_kernel",
 ]
 
 #: Seconds to wait for a remote scheduler before giving up.
@@ -226,3 +227,11 @@ class DaskExecutor:
 def run_dask(plan, ledger, dask, on_networks, on_shard) -> None:
     """Compute the ledger's missing shards on Dask workers (:class:`DaskExecutor`)."""
     DaskExecutor(dask).run(plan, ledger, on_networks, on_shard)
+
+
+def worker_kernel(client) -> dict:
+    """The accumulation kernel's identity (:func:`nngp_ppl._native.identity`) that the
+    workers of ``client`` share, after the checks of :class:`DaskExecutor` (workers that
+    cannot import nngp_ppl, or would sum with different kernels, are refused): for other
+    runs on Dask workers, such as the training's (:mod:`nngp_ppl.training`)."""
+    return _check_workers(client)

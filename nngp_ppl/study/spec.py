@@ -47,6 +47,12 @@ name)::
     [run.params]                     # further constructor arguments of the ensemble
     sigma_w = 1.5
 
+    [train]                          # optional: train a run's networks on data, record
+    steps = [0, 10, 100]             # their correlators per step (schema and checks:
+    learning_rate = 0.5              # nngp_ppl.study.train_spec)
+    x_train = [-1.0, 0.0, 1.0]
+    y_train = [0.3, -0.2, 0.5]
+
 Validation happens when the file is read, and again (:func:`check_study`) when
 :func:`~nngp_ppl.study.stages.reproduce` starts, before any stage: the TOML syntax
 (``tomllib``), every key's type and range, run keys unique and at most
@@ -88,6 +94,7 @@ from ..theory.lattice import check_box
 from ..tuples import distinct_tuples
 from ..vocabulary import COVARIANCES, PROPAGATORS
 from .presets import PAPER_CUTOFFS, PAPER_INPUTS, PAPER_WIDTHS, paper_inputs
+from .train_spec import check_train, plan_entry, train_spec
 
 __all__ = [
     "ORDERS",
@@ -258,6 +265,8 @@ class Preset:
     run_table: tuple[RunSpec, ...] = ()
     #: Where the study was read from (named in errors); not part of its settings.
     source: str | None = field(default=None, compare=False, repr=False)
+    #: The ``[train]`` block (:class:`nngp_ppl.study.train_spec.TrainSpec`), or None.
+    train: object = None
 
     @property
     def rg_dims(self) -> tuple[int, ...]:
@@ -403,7 +412,8 @@ def plan_dict(preset: Preset) -> dict:
             "symmetries": list(r.symmetries), "orders": list(r.orders),
         })
     # Runs with non-zero means: sampled and tested for f -> -f only (RunSpec.zero_mean).
-    return {"preset": preset.to_dict(), "runs": runs, "symmetry_runs": tested_only}
+    return {"preset": preset.to_dict(), "runs": runs, "symmetry_runs": tested_only,
+            "training": plan_entry(preset)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,6 +429,7 @@ STUDY_KEYS = {
     "num_warmup": (False, "count"), "covariance": (False, "covariance"),
     "infer_widths": (False, "width_table"), "run": (True, "runs"),
     "symmetries": (False, "symmetries"), "odd_orders": (False, "flag"),
+    "train": (False, "train"),
 }
 #: Keys of one ``[[run]]`` table: (required, kind).
 RUN_KEYS = {
@@ -654,6 +665,7 @@ def check_study(preset, source=None) -> None:
     index = {t.key: i for i, t in enumerate(preset.run_table, 1)}
     for run in preset.runs():
         _check_run(preset, run, _run_where(source, index.get(run.key, 0), run.key), source)
+    check_train(preset, source)  # the [train] block (nngp_ppl.study.train_spec)
 
 
 def _check_run(preset, run, where: str, source) -> None:
@@ -747,7 +759,7 @@ def study_from_text(text: str, source="study"):
         raise NNGPInputError(f"{source}: not valid TOML ({err})") from None
     _check_keys(data, STUDY_KEYS, str(source))
     v = {k: _value(STUDY_KEYS[k][1], data[k], _where(source, key=k))
-         for k in data if k != "run"}
+         for k in data if k not in ("run", "train")}
     if not isinstance(data["run"], list) or not data["run"]:
         raise NNGPInputError(f"{source}: run must be one or more [[run]] tables")
     runs = tuple(_run(t, i, source, v) for i, t in enumerate(data["run"], 1))
@@ -769,6 +781,7 @@ def study_from_text(text: str, source="study"):
         raise NNGPInputError(f"{_where(source, key='n_nets')} must be in 2..2**32, got "
                              f"{n_nets}")
     infer_cutoffs = v["infer_cutoffs"]
+    train = train_spec(data["train"], source, runs) if "train" in data else None
     preset = Preset(
         name=v["name"], n_nets=n_nets, chunk=v.get("chunk", min(100_000, n_nets)),
         widths=v["widths"], fit_cutoffs=v["fit_cutoffs"], infer_cutoffs=infer_cutoffs,
@@ -776,7 +789,7 @@ def study_from_text(text: str, source="study"):
         num_chains=v.get("num_chains", 4), num_samples=v.get("num_samples", 1000),
         num_warmup=v.get("num_warmup", 500), infer_widths=v.get("infer_widths", {}),
         seed=v.get("seed", 0), covariance=v.get("covariance", "auto"), run_table=runs,
-        source=str(source),
+        source=str(source), train=train,
     )
     check_study(preset)
     return preset

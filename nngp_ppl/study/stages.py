@@ -82,6 +82,7 @@ from .presets import PAPER_WIDTHS
 from .report import FIGURES, write_report
 from .report.second_order import FIGURE
 from .report.symmetry import FIGURE as SYMMETRY_FIGURE
+from .report.training import figure_names
 from .spec import (
     ORDERS,
     Preset,
@@ -98,6 +99,7 @@ from .spec import (
     second_order_files,
     symmetry_file,
 )
+from .training_stages import report_inputs, training_stages
 
 __all__ = [
     "second_order_cutoffs",
@@ -420,6 +422,7 @@ def report_outputs(preset: Preset) -> tuple[str, ...]:
     runs = get_preset(preset).runs()
     extra = (FIGURE,) if any(r.order == 2 for r in runs) else ()
     extra += (SYMMETRY_FIGURE,) if any(r.tests_symmetry for r in runs) else ()
+    extra += figure_names(get_preset(preset))
     return ("report.md", "summary.json") + tuple(f"figures/{f}" for f in (*FIGURES, *extra))
 
 
@@ -508,6 +511,8 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
         inputs += [fit_file(r.key, p) for p in r.propagators]
     inputs += [p for r in sampled if not r.zero_mean
                for p in (run_file(r.key), symmetry_file(r.key))]
+    out += training_stages(preset, progress=progress, log=log)  # a study's [train] block
+    inputs += report_inputs(preset)
     out.append(Stage("report", "figures, summary.json and report.md", tuple(inputs),
                      report_outputs(preset), {"preset": preset.to_dict()},
                      _report_action(preset, records, progress)))

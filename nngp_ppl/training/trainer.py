@@ -27,15 +27,24 @@ CPU devices, the XLA kernel :func:`nngp_ppl.sampling._shard.monomial_sums` elsew
 :class:`~nngp_ppl.sampling.checkpoint.ShardLedger` per step over the sampler's shard plan
 (:func:`nngp_ppl.sampling.sampler.plan_run`), so each step's statistics are a
 :class:`~nngp_ppl.CorrelatorStats` with everything the sampler gives (orders, covariance,
-tails), added in shard order: the same bits whatever the device count and however often a
-checkpointed run was resumed. Networks are trained in batches, vmapped, ``batch`` at a time;
+tails), added in shard order: the same bits whatever the device count, on Dask workers
+(``dask=``, one task per shard as in :mod:`nngp_ppl.distributed`) and however often a
+checkpointed run was resumed. The accumulation kernel's identity
+(:func:`nngp_ppl._native.identity`) is recorded in each step's ledger and checkpoint, and a
+resume, a device list or a Dask worker that would sum with another kernel is refused (two
+kernels round differently). Networks are trained in batches, vmapped, ``batch`` at a time;
 memory does not grow with ``n_nets``.
+
+Speed (``benchmarks/training.py``): the training step is bound by the activation and its
+derivative at the batch's (batch, N, n) neuron-points, not by its matrix products, and XLA
+already vectorises one network's N n points; docs/training.md has the measured ratios.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
@@ -63,16 +72,32 @@ from ..sampling._shard import (
 )
 from ..sampling._shard import compiled_outputs as _sampler_outputs
 from ..sampling._shard import compiled_step as _sampler_step
-from ..sampling.checkpoint import RunPlan, ShardLedger, ShardSums, remove_stale_temporaries
-from ..sampling.sampler import check_flag, check_widths, local_devices, plan_run, run_round_robin
+from ..sampling.checkpoint import (
+    RunPlan,
+    ShardLedger,
+    ShardSums,
+    kernel_key,
+    remove_stale_temporaries,
+)
+from ..sampling.distributed import DaskExecutor, dask_client, worker_kernel
+from ..sampling.sampler import (
+    LocalExecutor,
+    check_flag,
+    check_widths,
+    local_devices,
+    plan_run,
+    run_round_robin,
+)
 from ..sampling.stats import CorrelatorStats
 from ..theory.ntk import check_parametrisation, check_steps
 
 __all__ = [
+    "check_trainable",
     "OPTIMIZERS",
     "TRAINED_FORMAT",
     "TRAINED_VERSION",
     "TRAIN_BATCH_BYTES",
+    "CPU_COMPILER_OPTIONS",
     "TrainingSetup",
     "training_setup",
     "draw_parameters",
@@ -90,8 +115,11 @@ OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 TRAINED_FORMAT = "nngp_ppl.trained_correlators"
 TRAINED_VERSION = 1
 
-#: Bytes of training working memory a default batch aims at.
-TRAIN_BATCH_BYTES = 32 * 2**20
+#: Bytes of training working memory a default batch aims at: a batch whose (batch, N, n)
+#: activations stay near the core's cache. Measured (2-core AVX-512 CPU, width 100, 16
+#: points, 6 test inputs): 2.52 / 2.64 / 2.84 us per network-step at 192 / 384 / 808
+#: networks per batch; 12 MiB gives 304 there (384 once rounded to accumulation chunks).
+TRAIN_BATCH_BYTES = 12 * 2**20
 
 
 @dataclass(frozen=True)
@@ -150,6 +178,12 @@ def training_setup(net, x_train, y_train, steps, learning_rate, *, optimizer="gd
     return TrainingSetup(tuple(tuple(float(v) for v in p) for p in x),
                          tuple(float(v) for v in y), steps, lr, optimizer, parametrisation,
                          momentum)
+
+
+def check_trainable(net) -> SingleLayerNet:
+    """``net`` if training can draw its networks as the sampler does (a single-layer
+    ensemble with the standard draw), else a message naming it."""
+    return _trainable(net)
 
 
 def _trainable(net) -> SingleLayerNet:
@@ -250,8 +284,9 @@ def compiled_outputs(net, width: int, batch: int, parametrisation: str):
 
 
 @lru_cache(maxsize=16)
-def _compiled_train(net, width: int, batch: int, setup: TrainingSetup):
-    """``(params, state, n_steps) -> (params, state)`` after ``n_steps`` optimiser steps.
+def _compiled_train(net, width: int, batch: int, setup: TrainingSetup, platform: str = "cpu"):
+    """``(params, state, n_steps) -> (params, state)`` after ``n_steps`` optimiser steps,
+    compiled for devices of ``platform``.
 
     The optimisers are elementwise (GD, optax's sgd, momentum, adam), so they update the
     whole batch's parameters at once, as if per network.
@@ -259,9 +294,12 @@ def _compiled_train(net, width: int, batch: int, setup: TrainingSetup):
     x = jnp.asarray(np.asarray(setup.x_train), jnp.float32)
     y = jnp.asarray(np.asarray(setup.y_train), jnp.float32)
     update = _optimizer(setup)[1]
-    # Per-network gradients, vmapped. (Measured, 2-core CPU, width 100, 16 points: 2.9 us
-    # per network-step against 7 us for the same gradients written out as elementwise
-    # (batch, N, n) products and sums, and 4.7 us for one network's jitted loop.)
+    # Per-network gradients, vmapped: XLA makes them one erf pass, one pass computing
+    # erf' and the back-propagated error, and four batched products. (Measured, 2-core
+    # CPU, width 100, 16 points, XLA's default vectors: 2.85 us per network-step against
+    # 4.0 us for the same gradients written out as batched einsums over (batch, N, n) and
+    # 5.1 us in the (batch, n, N) layout; the erf + erf' evaluation alone costs 2.3 us, so
+    # the step is within 1.25x of its transcendental floor; batch sizes: TRAIN_BATCH_BYTES.)
     grads = jax.vmap(jax.grad(lambda p: _loss(net, width, setup, p, x, y)))
 
     def one_step(_, carry):
@@ -273,7 +311,27 @@ def _compiled_train(net, width: int, batch: int, setup: TrainingSetup):
     def train(params, state, n_steps):
         return jax.lax.fori_loop(0, n_steps, one_step, (params, state))
 
-    return jax.jit(train)
+    # The old parameters are dead once trained on: donated, they are updated in place.
+    return _jit(train, platform, donate_argnums=(0, 1))
+
+
+#: XLA options of the training programs on CPU devices: 512-bit vectors where the host has
+#: them (XLA:CPU prefers 256 by default). The step is bound by the activation and its
+#: derivative over (batch, N, n), and measured on the 2-core AVX-512 host the option took
+#: the erf + erf' evaluation from 2.31 to 1.66 ns per neuron-point and the whole training
+#: step from 3.05 to 2.56 us per network-step (width 100, 16 points; benchmarks/training.py).
+CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
+
+
+def _jit(fn, platform: str, **kwargs):
+    """``jax.jit`` with :data:`CPU_COMPILER_OPTIONS` on CPU devices (JAX >= 0.4.36 takes
+    ``compiler_options``; older JAX compiles with XLA's defaults)."""
+    if platform == "cpu":
+        try:
+            return jax.jit(fn, compiler_options=CPU_COMPILER_OPTIONS, **kwargs)
+        except TypeError:
+            pass
+    return jax.jit(fn, **kwargs)
 
 
 @lru_cache(maxsize=16)
@@ -368,7 +426,8 @@ class _TrainShard:
         self._X64 = self._put(jnp.asarray(plan.inputs))
         self._seed = self._put(jnp.asarray(plan.seed, jnp.int64))
         self._init = _compiled_init(net, width, batch, setup.compiled)
-        self._train = _compiled_train(net, width, batch, setup.compiled)
+        self._train = _compiled_train(net, width, batch, setup.compiled,
+                                      getattr(device, "platform", "cpu"))
         self._outputs = compiled_outputs(net, width, batch, setup.parametrisation)
         splan = StepPlan(plan.k, plan.orders, plan.covariance)
         self._sums = [_Sums(net, width, splan, batch, device, step) for step in setup.steps]
@@ -411,18 +470,82 @@ class _TrainShard:
         return [s.result() for s in self._sums]
 
 
+def _todo(ledgers: list[ShardLedger]) -> list[tuple[int, int]]:
+    """``(width, shard index)`` of the shards some step's ledger still lacks, in plan order."""
+    return [t for t in ledgers[0].plan.tasks() if not all(lg.done(*t) for lg in ledgers)]
+
+
+def _adopt_kernel(ledgers: list[ShardLedger], identity: dict) -> None:
+    """Record the accumulation kernel in every step's ledger (saved with its checkpoint);
+    a resume whose finished shards another kernel summed is refused
+    (:meth:`~nngp_ppl.checkpoint.ShardLedger.adopt_kernel`)."""
+    for lg in ledgers:
+        lg.adopt_kernel(identity)
+
+
 def _run_local(net, setup: TrainingSetup, ledgers: list[ShardLedger], devices, on_networks,
                on_shard) -> None:
     """Every shard missing from some step's ledger, one shard per device at a time (the
     sampler's :class:`~nngp_ppl.sampling.sampler.LocalExecutor` schedule)."""
+    _adopt_kernel(ledgers, LocalExecutor(devices).identity())
     plan = ledgers[0].plan
-    todo = [t for t in plan.tasks() if not all(lg.done(*t) for lg in ledgers)]
+    todo = _todo(ledgers)
 
     def start_job(width, index, device):
         start, count = plan.shards(width)[index]
         return _TrainShard(net, setup, plan, width, start, count, device)
 
     run_round_robin(todo, devices, start_job, on_networks, on_shard)
+
+
+def _train_shard_task(net, setup: TrainingSetup, plan: RunPlan, width: int,
+                      index: int) -> list[ShardSums]:
+    """One shard of a training run on a Dask worker (all its recorded steps), a pure
+    function of its arguments. The worker refuses to sum with another accumulation kernel
+    than the one the plan records (a worker that joined after the check, or one whose C
+    kernel stopped building), so a run never mixes two roundings."""
+    require_x64("a training shard (float64 running sums)")
+    device = jax.local_devices()[0]
+    mine = _native.identity(device.platform)
+    if kernel_key(mine) != kernel_key(json.loads(plan.kernel)):
+        raise NNGPInputError(
+            f"dask: this worker would sum with the accumulation kernel {kernel_key(mine)}, "
+            f"the run with {kernel_key(json.loads(plan.kernel))}; give every worker the "
+            "same kernel (a C compiler everywhere, or NNGP_PPL_KERNEL=xla on all)")
+    start, count = plan.shards(width)[index]
+    job = _TrainShard(net, setup, plan, width, start, count, device)
+    while job.dispatch():
+        job.retire(1)
+    return job.result()
+
+
+def _run_dask(net, setup: TrainingSetup, ledgers: list[ShardLedger], dask, on_networks,
+              on_shard) -> None:
+    """Every shard missing from some step's ledger as one Dask task (the sampler's
+    :class:`~nngp_ppl.distributed.DaskExecutor`: the workers checked for one accumulation
+    kernel, recorded in the ledgers; results folded in shard order whatever the order in
+    which they finish, so the sums are the local run's)."""
+    with dask_client(dask) as client:  # a missing Dask is refused here, with its message
+        import distributed
+
+        _adopt_kernel(ledgers, worker_kernel(client))
+        plan = ledgers[0].plan
+        tag = uuid.uuid4().hex[:8]
+        futures = {}
+        for width, index in _todo(ledgers):
+            fut = client.submit(_train_shard_task, net, setup, plan, width, index,
+                                key=f"nngp-train-{tag}-N{width}-{index}", pure=False)
+            futures[fut] = (width, index, plan.shards(width)[index][1])
+        try:
+            for fut in distributed.as_completed(list(futures)):
+                width, index, count = futures[fut]
+                results = fut.result()
+                fut.release()
+                on_shard((width, index), results)
+                on_networks(count)
+        except BaseException:
+            client.cancel(list(futures))
+            raise
 
 
 def default_train_batch(net, width: int, k: int, n_train: int) -> int:
@@ -442,7 +565,7 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
                       momentum: float = 0.9, covariance: bool = True,
                       batch_size: int | None = None, shard_size: int | None = None,
                       devices=None, checkpoint=None, resume: bool = False,
-                      progress: bool = True) -> TrainedCorrelators:
+                      progress: bool = True, dask=None) -> TrainedCorrelators:
     r"""Train ``n_nets`` networks per width on (x_train, y_train) and record their
     correlators at the inputs ``X`` after each of ``steps`` (module docstring).
 
@@ -470,7 +593,14 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
     plan = plan_run(net, X, widths, n_nets, orders=orders, seed=seed, covariance=covariance,
                     batch_size=batch_size, shard_size=shard_size)
     progress, resume = check_flag("progress", progress), check_flag("resume", resume)
-    devs = local_devices(devices)
+    if dask is not None and devices is not None:
+        raise NNGPInputError("pass devices (local JAX devices) or dask (Dask workers), not "
+                             "both")
+    if dask is None:
+        devs = local_devices(devices)
+        _native.kernel_choice()  # a bad NNGP_PPL_KERNEL is refused before any work
+    else:
+        DaskExecutor(dask)  # a bad spec is refused before any work
     ledgers, folder = _open_ledgers(plan, setup, checkpoint, resume)
 
     def on_shard(key, results):
@@ -487,8 +617,12 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
     with tqdm(total=plan.n_nets * len(plan.widths), initial=done, unit="net",
               unit_scale=True, disable=not progress, dynamic_ncols=True,
               desc=f"train {first.plan.net.name}-net") as bar:
-        _run_local(net, setup, ledgers, devs, bar.update, on_shard)
-    return TrainedCorrelators(setup, [lg.stats() for lg in ledgers])
+        if dask is None:
+            _run_local(net, setup, ledgers, devs, bar.update, on_shard)
+        else:
+            _run_dask(net, setup, ledgers, dask, bar.update, on_shard)
+    return TrainedCorrelators(setup, [lg.stats() for lg in ledgers],
+                              json.loads(ledgers[0].plan.kernel or "{}"))
 
 
 def _open_ledgers(plan: RunPlan, setup: TrainingSetup, checkpoint, resume: bool):
@@ -533,16 +667,19 @@ class TrainedCorrelators:
     ``steps``: the recorded steps; :meth:`at_step` gives that step's
     :class:`~nngp_ppl.CorrelatorStats` (everything the sampler's statistics offer:
     correlators, standard errors, covariance); ``setup``: the training
-    (:class:`TrainingSetup`). One netCDF file holds them all, the per-width sums stacked
-    along a ``step`` coordinate (:meth:`to_netcdf`).
+    (:class:`TrainingSetup`); ``kernel``: the identity of the accumulation kernel that summed
+    the networks (:func:`nngp_ppl._native.identity`, a dict; empty when unknown). One netCDF
+    file holds them all, the per-width sums stacked along a ``step`` coordinate
+    (:meth:`to_netcdf`).
     """
 
-    def __init__(self, setup: TrainingSetup, stats):
+    def __init__(self, setup: TrainingSetup, stats, kernel: dict | None = None):
         stats = list(stats)
         if len(stats) != len(setup.steps):
             raise ValueError("one CorrelatorStats per recorded step")
         self.setup = setup
         self._stats = dict(zip(setup.steps, stats, strict=True))
+        self.kernel = dict(kernel or {})
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -572,6 +709,7 @@ class TrainedCorrelators:
         ds.attrs["correlators_format"] = ds.attrs.pop("nngp_ppl_format")
         ds.attrs["correlators_format_version"] = ds.attrs.pop("nngp_ppl_format_version")
         ds.attrs["training"] = json.dumps(self.setup.describe())
+        ds.attrs["accumulation_kernel"] = json.dumps(self.kernel, sort_keys=True)
         return ds
 
     def to_netcdf(self, path) -> Path:
@@ -598,9 +736,12 @@ class TrainedCorrelators:
                 sub = ds.sel(step=step).drop_vars("step")
                 sub.attrs["nngp_ppl_format"] = sub.attrs["correlators_format"]
                 stats.append(CorrelatorStats._from_dataset(sub))
+            kernel = json.loads(ds.attrs.get("accumulation_kernel", "{}"))
+            if not isinstance(kernel, dict):
+                raise ValueError("accumulation_kernel is not a JSON object")
         except (KeyError, ValueError, TypeError) as err:
             raise NNGPInputError(f"path: {path} is damaged or incomplete ({err})") from None
-        return cls(setup, stats)
+        return cls(setup, stats, kernel)
 
 
 def trained_outputs(net, X, width: int, n_nets: int, x_train, y_train, steps,
@@ -619,7 +760,7 @@ def trained_outputs(net, X, width: int, n_nets: int, x_train, y_train, steps,
     batch = -(-n_nets // 8) * 8
     params, state = _compiled_init(net, width, batch, setup.compiled)(
         jnp.asarray(_checks.seed("seed", seed), jnp.int64), jnp.asarray(start, jnp.uint32))
-    train = _compiled_train(net, width, batch, setup.compiled)
+    train = _compiled_train(net, width, batch, setup.compiled, jax.devices()[0].platform)
     outputs = compiled_outputs(net, width, batch, setup.parametrisation)
     out, done = [], 0
     for step in setup.steps:

@@ -25,9 +25,9 @@ from ..._checks import NNGPInputError
 from ..._io import output_file
 from ...inference import eft
 from ...inference.problem import coupling_names
-from ...sampling.stats import CorrelatorStats
 from ...study.presets import PAPER_CUTOFFS
 from .sample import add_trusted_ensemble_argument
+from .stepped import COUPLING_STEP, add_step_argument, read_run
 
 __all__ = [
     "register",
@@ -47,6 +47,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("file", metavar="RUN.nc", help="file written by `nngp-ppl sample`")
     add_trusted_ensemble_argument(p)
+    add_step_argument(p, what=COUPLING_STEP)
     p.add_argument("--cutoffs", metavar="Λ,Λ,...",
                    help='cutoffs, e.g. "10,100,1000", or "paper" for the paper\'s 21 (7 .. 1e5)')
     p.add_argument("--propagator", default="full", metavar="NAME",
@@ -199,7 +200,7 @@ def run(args) -> int:
     if order not in (1, 2):
         raise NNGPInputError(f"--order must be 1 or 2, got {args.order!r}")
     widths = parse_widths(args.widths)
-    stats = CorrelatorStats.from_netcdf(run_path)
+    stats = read_run(run_path, args.step, "fit")  # --step of a trained file
     _checks.sampled_orders(str(run_path), stats.orders, (4, 6),
                            "fitting lambda and kappa and the 6-pt check")
     widths = usable_widths(stats, widths)

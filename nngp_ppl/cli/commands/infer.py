@@ -33,10 +33,10 @@ from ..._io import POSTERIOR_FORMAT, POSTERIOR_VERSION, atomic_path, output_file
 from ...inference import diagnostics_gate, infer_couplings
 from ...inference.plots import plot_running
 from ...inference.problem import basis, coupling_names
-from ...sampling.stats import CorrelatorStats
 from ...tuples import distinct_tuples
 from .fit import parse_cutoffs, parse_widths, usable_widths
 from .sample import add_trusted_ensemble_argument, parse_integer, parse_integer_list, parse_real
+from .stepped import COUPLING_STEP, add_step_argument, read_run
 
 __all__ = [
     "register",
@@ -57,6 +57,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("file", metavar="RUN.nc", help="file written by `nngp-ppl sample`")
     add_trusted_ensemble_argument(p)
+    add_step_argument(p, what=COUPLING_STEP)
     p.add_argument("--cutoffs", required=True, metavar="Λ,Λ,...",
                    help='cutoffs, e.g. "10,100,1000", or "paper" for the paper\'s 21')
     p.add_argument("--couplings", default=None, metavar="NAMES",
@@ -189,7 +190,7 @@ def run(args) -> int:
     if not 0 < rcond < 1:
         raise NNGPInputError(f"--rcond must be a number in (0, 1), got {args.rcond!r}")
     widths = parse_widths(args.widths)
-    stats = CorrelatorStats.from_netcdf(run_path)
+    stats = read_run(run_path, args.step, "infer")  # --step of a trained file
     if orders is None:
         _checks.sampled_orders(str(run_path), stats.orders,
                                (4, 6) if "kappa" in couplings else (4,),

@@ -31,7 +31,8 @@ from ...sampling.stats import CorrelatorStats, normalised_deviation
 from ...theory.exact import check_net, exact_correlator_tuples, max_exact_order
 from ...theory.wick import gp_correlator_tuples
 from .sample import add_trusted_ensemble_argument
-from .train import is_trained_file, show_trained
+from .stepped import add_step_argument
+from .stepped import show as show_stepped
 
 __all__ = [
     "SHOWN_ORDERS",
@@ -52,6 +53,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("file", metavar="RUN.nc", help="file written by `nngp-ppl sample`")
     add_trusted_ensemble_argument(p)
+    add_step_argument(p, what="to show in detail (default: a summary of every step)")
     p.add_argument("--no-exact", action="store_true",
                    help="skip the exact finite-width column (quadrature for erf/relu)")
     p.set_defaults(func=run)
@@ -100,8 +102,9 @@ def deviation_table(stats, *, exact: bool = True) -> list[dict]:
 
 def run(args) -> int:
 
-    if is_trained_file(args.file):  # written by `nngp-ppl train`: one table per step
-        return show_trained(args.file, sys.stdout)
+    shown = show_stepped(args.file, args.step, sys.stdout)  # a file of `nngp-ppl train`
+    if shown is not None:
+        return shown
     stats = CorrelatorStats.from_netcdf(args.file)
     net = stats.net
     out = sys.stdout

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..._io import atomic_path
 from ..._progress import bar
-from . import second_order, symmetry
+from . import second_order, symmetry, training
 from .files import deviation, six_point, study_runs
 from .summary import orders_text, six_point_summary
 
@@ -493,6 +493,9 @@ def make_figures(out, plan: dict, *, runs=None, progress: bool = False) -> list[
     if any(symmetry.summary(run) for run in tested):
         makers[symmetry.FIGURE] = lambda: symmetry.figure(tested)
         names.append(symmetry.FIGURE)
+    trained = training.figures(out, plan)  # a study's [train] block
+    makers.update(trained)
+    names += list(trained)
     paths = []
     with bar(len(names), "report figures", progress) as shown:
         for name in names:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import second_order, symmetry
+from . import second_order, symmetry, training
 from .summary import nearest, orders_text
 
 __all__ = [
@@ -537,6 +537,7 @@ def render_report(summary: dict) -> str:
     L += _posterior_vs_point_section(runs, p)
     L += second_order.section(runs, _table)
     L += symmetry.section(runs, _table, summary.get("symmetry_runs", {}))
+    L += training.section(summary.get("training"), _table)
     L += _diagnostics_section(summary)
     L += _timings_section(summary)
     return "\n".join(L)

@@ -24,7 +24,7 @@ from ..._version import __version__
 from ...inference import diagnostics_gate
 from ...inference.diagnostics import GATE_RULE
 from ..spec import SHIPPED
-from . import second_order, symmetry
+from . import second_order, symmetry, training
 from .files import StudyRun, deviation, six_point, study_runs
 
 __all__ = [
@@ -293,6 +293,7 @@ def collect_summary(out, plan: dict, timings: dict | None = None, *, warnings=No
         "conventions": conventions(entries),
         "runs": entries,
         "symmetry_runs": symmetry.tested_only(out, plan),
+        "training": training.summary(out, plan),
         "timings_s": timings or {},
         "warnings": warnings or {},
     }
