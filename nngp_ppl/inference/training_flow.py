@@ -113,6 +113,7 @@ from ..sampling.stats import CorrelatorStats, cumulants_with_jacobian, union_ind
 from ..theory.lattice import check_box
 from ..theory.ntk import training_oracle
 from ..theory.trained_kernel import TrainedKernel
+from ..training.comparison import FLOW_FORMAT
 from ..training.trainer import TrainedCorrelators
 from . import centred as _centred
 from . import centring as _centring
@@ -574,8 +575,6 @@ def _propagator(net, xt, yt, setup, step, width):
                                width=width if setup.parametrisation == "standard" else None)
 
 
-#: ``nngp_ppl_format`` of a training-flow dataset.
-FLOW_FORMAT = "nngp_ppl.training_flow"
 
 _SCALARS = ("parity_statistic", "parity_dof", "parity_p_value", "parity_reject",
             "parity_rounding_limited",
