@@ -1,7 +1,7 @@
 """Bias and spread of the centred plug-in estimate over many seeds (no NUTS; issue 17, 5).
 
 For a net with non-zero means, per seed: sample ``--n-nets`` networks (raw orders 1..4),
-form the centred deviations (:mod:`nngp_ppl.centred`) and the plug-in estimand
+form the centred deviations (:mod:`nngp_ppl.inference.centred`) and the plug-in estimand
 g = B(Lambda) r-hat at Lambda = 10, and standardise by the exact noise model's sd,
 z = (g - g*) / sd with g* the estimand on the exact centred moments. Prints mean z (with
 its standard error sd/sqrt(S)) and sd z per coupling: 0 and 1 when the delta-method noise

@@ -1,4 +1,4 @@
-"""The centred theory of symmetry-broken (non-zero-mean) ensembles (nngp_ppl.centred).
+"""The centred theory of symmetry-broken (non-zero-mean) ensembles (nngp_ppl.inference.centred).
 
 Physics against physics: the traced limit covariance against the exact oracle's
 (`exact.limit_kernel`, independent quadrature); the centred deviations of the exact moments

@@ -430,7 +430,7 @@ def _width_data(stats, theory, width, noise, rcond, mode="kernel") -> dict:
                              "correlators needs at least two")
     kernel_var = np.zeros(len(y))
     if theory.centred:
-        # The centred moments and their deviations (delta method, nngp_ppl.centred).
+        # The centred moments and their deviations (delta method, nngp_ppl.inference.centring).
         r, cov = centred_observation(stats, width, theory.data_orders, noise,
                                      net=theory.net, X=theory.X, two_point=mode,
                                      K=theory.kernel)
