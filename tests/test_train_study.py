@@ -208,13 +208,15 @@ def test_the_stage_matches_the_oracle_at_large_width(wide):
         np.testing.assert_array_equal(again[v].values, comp[v].values)
 
 
-def test_the_flow_slot_says_not_computed(wide):
+def test_the_flow_stage_computes_the_couplings_and_the_verdict(wide):
     import xarray as xr
 
     _, out = wide
     flow = xr.load_dataset(out / flow_file("erf"), engine="h5netcdf")
-    assert flow.attrs["computed"] == "no" and "not wired" in flow.attrs["reason"]
+    assert flow.attrs["computed"] == "yes"
     assert list(flow["step"].values) == [0, 2, 8, 30]
+    assert flow["coupling_median"].dims == ("step", "width", "coupling")
+    assert not bool(flow["symmetry_reject"].sel(step=0).any())
 
 
 def test_the_report_section_and_figures(wide, tmp_path):
@@ -229,12 +231,12 @@ def test_the_report_section_and_figures(wide, tmp_path):
     lines = "\n".join(training.section(summary, _table))
     assert "trained at widths 16, 2048 (1,000, 1,000 networks) on 4 points" in lines
     assert "within 4.5 standard errors of the oracle's mean" in lines
-    assert "figures d, e): not computed" in lines
+    assert "along training: `training_couplings.png` (d)" in lines
     for name, make in training.figures(out, plan).items():
         fig = make()
         fig.savefig(tmp_path / name)
         assert (tmp_path / name).stat().st_size > 10_000, name
-    assert set(training.figures(out, plan)) == set(training.FIGURES)
+    assert set(training.figures(out, plan)) == set(training.FIGURES + training.FLOW_FIGURES)
 
 
 def test_an_interrupted_train_stage_resumes_to_the_same_bits(wide, tmp_path, monkeypatch):

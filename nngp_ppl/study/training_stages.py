@@ -27,9 +27,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
 from .._io import write_netcdf
+from ..inference.training_flow import training_flow
 from ..training.comparison import (
     COMPARISON_FORMAT,
     COMPARISON_VERSION,
@@ -52,19 +52,19 @@ def effective_action_along_training(trained, *, seed: int = 0, progress: bool = 
     Dataset over ``step``; the report draws them against the step (figures d, e; the
     variables it reads: :mod:`nngp_ppl.study.report.training`).
 
-    Not computed here: the effective action along training (expansion around the learned
-    1-pt function, coupling posteriors per step, the symmetry test per step) lives with
-    the inference code. Until it is wired in (and
-    :data:`~nngp_ppl.training.comparison.FLOW_IMPLEMENTATION` names it), this returns a
-    dataset whose ``computed`` and ``reason`` attributes say that nothing was computed;
-    the report then says so instead of drawing the two figures.
+    :func:`nngp_ppl.inference.training_flow.training_flow` (docs/training_flow.md): the
+    expansion around the learned 1-pt function with the trained covariance Σ_t as
+    propagator, the (g3, λ) posteriors per step (closed form, Λ = 10) and the test of
+    φ -> -φ around the learned mean, whose verdict and p-value the report reads as
+    ``symmetry_reject`` and ``symmetry_p_value``.
     """
-    del seed, progress
-    return xr.Dataset(coords={"step": np.asarray(trained.steps, np.int64)}, attrs={
-        "computed": "no",
-        "reason": "the couplings and the symmetry verdict along training are not wired "
-                  "into the training stage (nngp_ppl.study.training_stages."
-                  "effective_action_along_training)"})
+    del progress
+    ds = training_flow(trained, seed=seed)
+    ds = ds.assign(symmetry_p_value=ds["parity_p_value"],
+                   symmetry_reject=ds["parity_reject"])
+    ds.attrs.update(computed="yes", reason="",
+                    band=f"{ds.attrs['interval']:.0%} posterior interval")
+    return ds
 
 
 def _train_action(run, spec, progress: bool, log, params: dict):

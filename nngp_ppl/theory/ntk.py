@@ -93,6 +93,7 @@ __all__ = [
     "ntk_and_nngp",
     "ntk",
     "check_steps",
+    "step_sum",
     "training_oracle",
     "gaussian_moment_tuples",
 ]
@@ -197,7 +198,7 @@ def check_steps(steps) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
-def _step_sum(lam, rate, t: int):
+def step_sum(lam, rate, t: int):
     r""":math:`\text{rate}\sum_{s<t}(1 - \text{rate}\,\lambda)^s = (1 - (1 -
     \text{rate}\,\lambda)^t)/\lambda`, without cancellation for small λ (expm1/log1p) and
     :math:`t\,\text{rate}` at λ = 0."""
@@ -207,6 +208,9 @@ def _step_sum(lam, rate, t: int):
     one_minus = np.where(stable, -np.expm1(t * log_decay), 1.0 - (1.0 - r) ** t)
     safe = np.where(lam > 0, lam, 1.0)
     return np.where(lam > 0, one_minus / safe, t * rate)
+
+
+_step_sum = step_sum  # the name benchmarks/training_width.py imports
 
 
 def training_oracle(net, X, x_train, y_train, steps, learning_rate: float, *,
@@ -235,7 +239,7 @@ def training_oracle(net, X, x_train, y_train, steps, learning_rate: float, *,
     lam = np.clip(lam, 0.0, None)
     mus, covs = [], []
     for t in steps:
-        B = theta[:k, k:] @ (V * _step_sum(lam, eta / n, t)) @ V.T
+        B = theta[:k, k:] @ (V * step_sum(lam, eta / n, t)) @ V.T
         mus.append(B @ y_train)
         cov = K[:k, :k] - B @ K[k:, :k] - K[:k, k:] @ B.T + B @ K[k:, k:] @ B.T
         covs.append((cov + cov.T) / 2)

@@ -42,7 +42,7 @@ FLOW_FORMAT, FLOW_VERSION = "nngp_ppl.TrainingFlow", 1
 #: wiring another one reruns the stage; the report draws figures d, e unless "none"):
 #: "none" until the effective action along training (issue 20, part 3) is wired into
 #: :func:`nngp_ppl.study.training_stages.effective_action_along_training`.
-FLOW_IMPLEMENTATION = "none"
+FLOW_IMPLEMENTATION = "nngp_ppl.inference.training_flow"
 #: Points of the oracle's curves between the recorded steps (the figures' lines).
 CURVE_POINTS = 80
 

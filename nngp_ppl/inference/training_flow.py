@@ -1,0 +1,677 @@
+r"""The effective action along training: the trained ensemble expanded around its learned
+1-pt function at every recorded step, the f -> -f test per step, and the couplings' flow
+in training time (issue 20, part 3), as :mod:`nngp_ppl.inference.flow` follows them in
+:math:`\log\Lambda`.
+
+Expansion around the learned mean
+---------------------------------
+Supervised training learns the 1-pt function :math:`\langle f\rangle_t`. Write
+:math:`f = \langle f\rangle_t + \phi` (docs/physics.md §6b, the centred convention). At
+each step :math:`t` and width N this module gives, from the sampled sums
+(:class:`~nngp_ppl.training.trainer.TrainedCorrelators`):
+
+* the connected correlators :math:`\kappa_n` (joint cumulants, n = 2..6;
+  :meth:`~nngp_ppl.CorrelatorStats.connected`) and the centred moments
+  :math:`C_n(t) = E\prod_{a\in t}(f(x_a) - \langle f(x_a)\rangle)`, by the binomial
+  expansion :math:`C_n(t) = \sum_{S\subseteq t} G_{S} \prod_{a\in t\setminus S}
+  (-G_1(x_a))` (:func:`centred_map`, :mod:`nngp_ppl.inference.centring`), both with the delta-method
+  covariance :math:`J\Sigma J^T` of the moment estimates;
+* the learned mean against the infinite-width oracle :math:`\mu_t`
+  (:func:`nngp_ppl.theory.ntk.training_oracle`): :math:`z = (\hat G_1 - \mu_t)/\mathrm{se}`,
+  and what finite width adds, :math:`\delta_t = \hat G_1 - \mu_t`, its rms over inputs per
+  width and the log-log slope of that rms over the widths (−1 for a 1/N correction; the
+  statistical background, the rms standard error, is stored beside it: a deviation inside
+  it has no measurable slope).
+
+Which null for the symmetry test
+--------------------------------
+Two hypotheses, both tested at every step:
+
+* **raw**, :math:`f \to -f` of the whole distribution: every odd moment vanishes
+  (:func:`nngp_ppl.inference.symmetry.parity_test` on :math:`G_1, G_3`). Once training has
+  learned a non-zero mean this rejects for a trivial reason: :math:`\mu_t \ne 0` already at
+  infinite width, where the ensemble is still a Gaussian process. It says that the mean is
+  learned, not that the fluctuations became non-Gaussian.
+* **centred**, :math:`\phi \to -\phi` of the fluctuations around the learned mean: every odd
+  *centred* moment vanishes (:math:`C_3 = \kappa_3`, optionally :math:`C_5`). This is the
+  null that matters for the effective action expanded around the mean: under it the odd
+  couplings of :math:`S[\langle f\rangle + \phi]` vanish (g₃ = 0), and at N → ∞ it holds at
+  every step (the trained ensemble stays Gaussian). The symmetry is said to *break* at the
+  first recorded step where the centred test rejects. It is the verdict stored as
+  ``parity_reject`` and drawn in the symmetry figure.
+
+The centred statistic mirrors :func:`~nngp_ppl.inference.symmetry.parity_test`: a Wald
+statistic :math:`W = \hat c^T \Sigma_0^+ \hat c` on the odd centred moments :math:`\hat c`,
+with the covariance under the null, :math:`\Sigma_0 = J\hat\Sigma J^T + \hat c\hat c^T/n`
+(the influence functions' second moments with the odd centred moments set to zero, as the
+raw test uses uncentred second moments), scaled to unit diagonal, pseudo-inverted above
+``rcond`` and referred to :math:`\chi^2` on the kept rank. By Sherman–Morrison it is
+:math:`W = W_H/(1 + W_H/n)` of the Hotelling form :math:`W_H`: self-normalised, bounded by n.
+Calibration (``benchmarks/training_symmetry.py``, docs/training_flow.md): false-positive
+rate at the 5% level 0.043 ± 0.006 over 1000 seeds of the untrained Erf-net (N = 8, 2000
+networks) and 0.041 ± 0.006 over 1000 seeds of the N → ∞ trained ensemble (Gaussian with
+the learned mean μ₄₀ ≠ 0, where the raw test rejects every time).
+
+Couplings per step
+------------------
+With the trained covariance :math:`\Sigma_t` of the oracle as the propagator
+(:class:`~nngp_ppl.theory.trained_kernel.TrainedKernel`, the lattice integrals over the
+cutoff box :math:`[-\Lambda, \Lambda]^{d_{in}}`), the centred theory of
+:func:`nngp_ppl.inference.centred.build_theory` (its ``kernel_net`` is :math:`\Sigma_t`) gives the
+first-order designs of the centred moments (``centred=True`` diagrams, rule 4.5: the
+propagator is taken as the exact 2-pt function); for the basis (g₃, λ) they are
+
+.. math:: \Delta C_3 = -6\, g_3 \int_{box} \Sigma_{1y}\Sigma_{2y}\Sigma_{3y},\qquad
+    \Delta C_4 - \mathrm{Wick}(C_2) = -24\,\lambda \int_{box}
+    \Sigma_{1y}\Sigma_{2y}\Sigma_{3y}\Sigma_{4y},
+
+fitted to the observed :math:`r = (\hat\kappa_3, \hat\kappa_4)`: the centred 3-pt moment
+and the centred 4-pt moment minus the Wick sums of the *measured* centred 2-pt function
+(so the O(1/N) deviation of the trained covariance from :math:`\Sigma_t` does not enter
+λ). The coupling is a declared estimand in the form of :mod:`nngp_ppl.inference.problem`'s,
+:math:`g^* = B r`, :math:`B = (A^TA)^{-1}A^TS^{-1}`, :math:`A = S^{-1}D`, with one
+change: the scales :math:`s_t` are one per order, the rms over that order's tuples of the
+sensitivity :math:`|D_{t c}|` (least squares within each order; :func:`row_scales`),
+instead of each tuple's own :math:`|D_{t c}|` (whose estimand, for one coupling per order,
+is the paper's mean of :math:`r_t/D_{tc}` over tuples). The trained propagator changes
+sign: :math:`\Sigma_t(x_a, y)` of a test input near the training points is small and
+crosses zero in y, so a tuple's vertex integral can pass through zero at some step, and
+:math:`r_t/D_{tc}` with it (measured on the example of ``benchmarks/training_symmetry.py``:
+per-tuple scales gave g₃ = 173 ± 15 at step 2, N = 8, with a per-tuple spread τ = 530,
+where the weighted fit gave 0.11). The per-tuple estimand stays available
+(``fit_step(..., scales="tuple")``). Its posterior under a flat prior on the noise-free
+:math:`r` and the normal likelihood with the delta-method covariance :math:`C` of :math:`\hat r` is
+exactly normal, :math:`g^* \sim \mathcal N(B\hat r, BCB^T)`: the median, sd and central
+90% interval are stored. The point fit beside it is the inverse-variance weighted
+least-squares fit :math:`(D^TWD)^{-1}D^TW\hat r`, :math:`W = \mathrm{diag}(1/C_{tt})`
+(the generalised least squares with the full :math:`C^{-1}` was tried and is unstable: the
+sampled covariance of a few hundred strongly correlated tuples is near-singular). It weighs
+the tuples differently from the estimand, so the two differ by more than noise where one
+coupling per order does not describe every tuple: that model discrepancy is
+``coupling_tau``, the rms of :math:`(r_t - D_t g^*)/s_t` over tuples in coupling units.
+Only g₃ and λ are fitted: κ and g₅ would need the centred 5- and 6-pt designs with their
+disconnected pieces, which this first-order module does not build.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from scipy import stats as _sps
+
+from .. import _checks
+from .. import tuples as _tuples
+from .._checks import NNGPInputError
+from .._version import __version__
+from ..sampling.stats import CorrelatorStats, cumulants_with_jacobian, union_index
+from ..theory.lattice import check_box
+from ..theory.ntk import training_oracle
+from ..theory.trained_kernel import TrainedKernel
+from ..training.comparison import FLOW_FORMAT
+from ..training.trainer import TrainedCorrelators
+from . import centred as _centred
+from . import centring as _centring
+from .problem import coupling_names
+from .symmetry import RCOND, parity_test
+
+__all__ = ["FLOW_FORMAT", "INTERVAL", "ROUNDING_LIMIT", "TRAINING_COUPLINGS",
+           "CentredParityTest", "rounding_ratio",
+           "centred_map", "centred_parity_test", "expansion_block", "fit_step", "row_scales",
+           "step_theory", "training_flow"]
+
+#: The couplings this module fits along training (module docstring).
+TRAINING_COUPLINGS = ("g3", "lambda")
+#: Correlator orders a training-flow analysis needs recorded.
+REQUIRED_ORDERS = (1, 2, 3, 4)
+#: Central interval of the stored coupling bands.
+INTERVAL = 0.90
+
+
+# ---------------------------------------------------------------------------------------------
+# centred moments and joint covariances
+# ---------------------------------------------------------------------------------------------
+def centred_map(k: int, orders, top: int):
+    r"""Pure JAX map: raw moments of orders 1..``top`` concatenated (distinct tuples) ->
+    the centred moments of ``orders`` concatenated, by the binomial expansion
+    :math:`C_n(t) = \sum_{S\subseteq t} G_{t_S}\prod_{a\notin S}(-G_1(x_a))` of
+    ``nngp_ppl.inference.centring.centred_moments`` (the one home of the centred moments); its
+    Jacobian by ``jax.jacfwd``."""
+    cuts = np.cumsum([0] + [len(_tuples.distinct_tuples(k, m)) for m in range(1, top + 1)])
+
+    def fn(vec):
+        raw = {m: vec[cuts[m - 1]:cuts[m]] for m in range(1, top + 1)}
+        return jnp.concatenate([jnp.atleast_1d(_centring.centred_moments(raw, k, n))
+                                for n in orders])
+
+    return fn
+
+
+@functools.lru_cache(maxsize=32)
+def _centred_values_and_jacobian(k: int, orders: tuple[int, ...], top: int):
+    """Compiled ``vec -> (centred moments, Jacobian)`` of :func:`centred_map`."""
+    fn = centred_map(k, orders, top)
+    return jax.jit(lambda vec: (fn(vec), jax.jacfwd(fn)(vec)))
+
+
+def _moment_estimates(stats: CorrelatorStats, width: int, top: int):
+    count = stats.n_nets(width)
+    return {m: stats.moment_sums(width)[m] / count for m in range(1, top + 1)}
+
+
+def _check_orders(stats: CorrelatorStats, top: int):
+    missing = [m for m in range(1, top + 1) if m not in stats.orders]
+    if missing:
+        raise NNGPInputError(
+            f"trained: expanding around the learned mean needs the correlators of every order "
+            f"1..{top} (odd ones included: the mean is no longer zero), but orders {missing} "
+            f"were not recorded (recorded: {stats.orders}); train with orders=(1, 2, ..., 6)")
+    if not stats.has_covariance:
+        raise NNGPInputError("trained: the errors need a run with covariance=True")
+
+
+def _expansion(stats: CorrelatorStats, width: int, orders, kind: str):
+    """(values, covariance, blocks, J, top) of :func:`expansion_block`."""
+    orders = tuple(int(n) for n in orders)
+    top = max(orders)
+    _check_orders(stats, top)
+    moments = _moment_estimates(stats, width, top)
+    sigma = stats.covariance(width, tuple(range(1, top + 1)))
+    blocks = tuple(len(_tuples.distinct_tuples(stats.k, n)) for n in orders)
+    if kind == "centred":
+        vec = jnp.asarray(np.concatenate([moments[m] for m in range(1, top + 1)]))
+        values, J = (np.asarray(a) for a in
+                     _centred_values_and_jacobian(stats.k, orders, top)(vec))
+        return values, J @ sigma @ J.T, blocks, J, top
+    values, jacs = [], []
+    for n in orders:
+        v, J = cumulants_with_jacobian({m: moments[m] for m in range(1, n + 1)}, stats.k, n)
+        values.append(v)
+        jacs.append(np.pad(J, ((0, 0), (0, sigma.shape[0] - J.shape[1]))))
+    J = np.concatenate(jacs)
+    return np.concatenate(values), J @ sigma @ J.T, blocks, J, top
+
+
+def expansion_block(stats: CorrelatorStats, width: int, orders, kind: str = "connected"):
+    r"""Connected correlators (``kind="connected"``) or centred moments (``"centred"``) of
+    several ``orders`` at once with their joint delta-method covariance.
+
+    Returns ``(values, covariance, blocks)``: the concatenated values (Σ T_n,), their
+    covariance :math:`J\Sigma J^T` with :math:`\Sigma` the sampled covariance of the
+    moments of orders 1..max(orders), and the block sizes.
+    """
+    return _expansion(stats, width, orders, kind)[:3]
+
+
+#: A variance whose expected float32 rounding error (:func:`rounding_ratio`) exceeds this
+#: fraction of it is not computable from the stored sums.
+ROUNDING_LIMIT = 0.1
+
+
+def rounding_ratio(stats: CorrelatorStats, width: int, orders, kind: str = "connected"):
+    r"""Per value of :func:`expansion_block`, the expected float32 rounding error of its
+    delta-method variance divided by that variance.
+
+    The sampler multiplies float32 outputs in float32 (relative error :math:`\le m\,
+    2^{-24}` for m factors) and adds the products in float64, so an entry of the moments'
+    covariance, built from sums of up to 2·top factors, is off by at most
+    :math:`\epsilon |G_{s\cup t}|/n` with :math:`\epsilon = 2\,\mathrm{top}\,2^{-24}`,
+    and :math:`J\Sigma J^T` by at most :math:`\epsilon\,|J|\,U\,|J|^T/n`, U the
+    absolute raw moments of the unions (the worst-case bound of the train stage's
+    comparison). Round-to-nearest errors of different networks are independent, so a sum
+    of n products is off by about :math:`\sqrt n` times one product's error, not n times:
+    the estimate used here is the bound divided by :math:`\sqrt n`. Measured against the
+    same float32 outputs multiplied in float64 (Erf-net, 4000 networks, the
+    ``tests/test_training_flow.py`` set-up): the actual relative error of the variances was
+    1.3e-4 / 6.1e-3 (κ₃ / κ₄, N = 16, step 5), 2.7e-4 / 0.027 (step 20), 0.039 / 16
+    (step 300) and 0.10 / 58 (N = 128, step 300), where this estimate gives 2.7e-3 /
+    0.093, 0.011 / 0.46, 0.42 / 83 and 1.6 / 97: it overstates by 2 to 40 times, the
+    worst-case bound by 60 times more. After training, outputs whose spread is far below
+    their mean (near the data, late steps) cancel many digits in the centred quantities;
+    ratio ≥ :data:`ROUNDING_LIMIT` marks their variances as not computable from the stored
+    sums (only accumulating centred outputs would fix it). The values themselves stayed
+    within 1e-5 standard errors of the float64 products in every case. NaN where the
+    variance is not positive (rounding has already destroyed it)."""
+    _, cov, _, J, top = _expansion(stats, width, orders, kind)
+    count = stats.n_nets(width)
+    sums = stats.moment_sums(width)
+    used = range(1, top + 1)
+    U = np.abs(np.block([[sums[a + b][union_index(stats.k, a, b)] / count for b in used]
+                         for a in used]))
+    bound = 2 * top * 2.0**-24 * np.einsum("ti,ij,tj->t", np.abs(J), U, np.abs(J)) / count
+    floor = bound / np.sqrt(count)
+    var = np.diag(cov)
+    return np.divide(floor, var, out=np.full_like(var, np.nan), where=var > 0)
+
+
+def _limited(ratio) -> bool:
+    return bool(np.any(~(np.asarray(ratio) < ROUNDING_LIMIT)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the centred symmetry test
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CentredParityTest:
+    """Result of :func:`centred_parity_test`: the Wald statistic of the odd centred moments
+    (module docstring), its degrees of freedom, p-value, verdict at ``alpha``, and the size
+    of the odd connected 3-pt function: the largest and the rms of :math:`|\\kappa_3/se|`;
+    ``rounding_limited``: some odd centred variance is within float32 rounding of the stored
+    sums (:func:`rounding_ratio`), and then ``reject`` is False whatever p says."""
+
+    statistic: float
+    dof: int
+    p_value: float
+    alpha: float
+    reject: bool
+    width: int
+    n_nets: int
+    orders: tuple[int, ...]
+    max_abs_z3: float
+    rms_z3: float
+    rounding_limited: bool = False
+
+    @property
+    def verdict(self) -> str:
+        head = ("phi -> -phi rejected" if self.reject else "consistent with phi -> -phi")
+        if self.rounding_limited:
+            head = ("phi -> -phi not decidable (the variances of the odd centred moments are "
+                    "below the float32 rounding of the stored sums)")
+        return (f"{head} (phi = f - <f>) at the {self.alpha:.0%} level: Wald W = "
+                f"{self.statistic:.3g} on {self.dof} degrees of freedom (odd centred orders "
+                f"{list(self.orders)}, N = {self.width}, {self.n_nets} networks), "
+                f"p = {self.p_value:.3g}; largest |kappa_3|/se = {self.max_abs_z3:.3g}")
+
+
+def _wald(values, cov, n: int, rcond: float):
+    """W, rank of the null-covariance Wald statistic (module docstring)."""
+    null = cov + np.outer(values, values) / n
+    scale = np.sqrt(np.clip(np.diag(null), 0.0, None))
+    live = scale > 0
+    if not np.any(live):
+        raise NNGPInputError("stats: every odd centred correlator is exactly zero in every "
+                             "network; there is nothing to test")
+    z = values[live] / scale[live]
+    corr = null[np.ix_(live, live)] / np.outer(scale[live], scale[live])
+    vals, vecs = np.linalg.eigh(corr)
+    keep = vals > rcond * vals[-1]
+    proj = vecs[:, keep].T @ z
+    return float(np.sum(proj**2 / vals[keep])), int(np.sum(keep))
+
+
+def centred_parity_test(stats: CorrelatorStats, width, *, orders=(3,), alpha: float = 0.05,
+                        rcond: float | None = None) -> CentredParityTest:
+    r"""Test :math:`\phi \to -\phi` around the learned mean (every odd centred moment of
+    ``orders``, 3 and optionally 5, zero) on sampled statistics (module docstring)."""
+    if not isinstance(stats, CorrelatorStats):
+        raise NNGPInputError(f"stats must be a CorrelatorStats, got {type(stats).__name__}")
+    orders = tuple(int(n) for n in orders)
+    if not orders or any(n not in (3, 5) for n in orders):
+        raise NNGPInputError(f"orders must be odd centred orders among (3, 5), got {orders}")
+    alpha = _checks.finite_float("alpha", alpha)
+    if not 0 < alpha < 1:
+        raise NNGPInputError(f"alpha must lie strictly between 0 and 1, got {alpha}")
+    rcond = RCOND if rcond is None else _checks.finite_float("rcond", rcond)
+    width = int(width)
+    values, cov, blocks = expansion_block(stats, width, orders, "centred")
+    n = stats.n_nets(width)
+    w, dof = _wald(values, cov, n, rcond)
+    p = float(_sps.chi2.sf(w, dof))
+    if orders[0] == 3:
+        k3, var3 = values[:blocks[0]], np.diag(cov)[:blocks[0]]
+    else:
+        k3, c3, _ = expansion_block(stats, width, (3,), "centred")
+        var3 = np.diag(c3)
+    se3 = np.sqrt(np.clip(var3, 0.0, None))
+    z3 = np.divide(k3, se3, out=np.zeros_like(k3), where=se3 > 0)
+    limited = _limited(rounding_ratio(stats, width, orders, "centred"))
+    return CentredParityTest(w, dof, p, alpha, bool(p < alpha and not limited), width, n,
+                             orders, float(np.max(np.abs(z3))),
+                             float(np.sqrt(np.mean(z3**2))), limited)
+
+
+# ---------------------------------------------------------------------------------------------
+# couplings at one step
+# ---------------------------------------------------------------------------------------------
+def row_scales(design, scale_columns, scales: str = "order") -> np.ndarray:
+    r"""The estimand's scales :math:`s_t` (module docstring): ``"order"``, the rms of the
+    sensitivity :math:`|D_{t c_t}|` over the rows that share the scaling coupling
+    :math:`c_t` (one scale per order: least squares within each order); ``"tuple"``, the
+    package's per-tuple :math:`|D_{t c_t}|`
+    (:func:`nngp_ppl.inference.problem.estimand_projection`)."""
+    cols = np.asarray(scale_columns)
+    sens = np.abs(design[np.arange(design.shape[0]), cols])
+    if scales == "tuple":
+        return sens
+    if scales != "order":
+        raise NNGPInputError(f"scales must be 'order' or 'tuple', got {scales!r}")
+    out = np.empty_like(sens)
+    for c in np.unique(cols):
+        rms = float(np.sqrt(np.mean(sens[cols == c] ** 2)))
+        if not rms > 0:
+            raise NNGPInputError(f"the design of coupling column {c} is zero on every tuple "
+                                 "it scales: the coupling is not identified at this step")
+        out[cols == c] = rms
+    return out
+
+
+def fit_step(r, cov, design, scale_columns, *, scales: str = "order", draws=None) -> dict:
+    r"""Posterior and point fit of the couplings from the centred deviations at one step.
+
+    ``r`` (T,): observed centred deviations; ``cov`` (T, T): their covariance; ``design``
+    (T, C): first-order design; ``scale_columns`` (T,): the coupling whose sensitivity
+    scales each row; ``scales``: :func:`row_scales`. The estimand is
+    :math:`g^* = B r`, :math:`B = (A^TA)^{-1}A^TS^{-1}`, :math:`A = S^{-1}D`,
+    :math:`S = \mathrm{diag}(s_t)`. Returns a dict of (C,) arrays: ``median`` =
+    :math:`B\hat r`, ``sd`` = :math:`\sqrt{\mathrm{diag}\,BCB^T}`, ``lower`` and
+    ``upper`` (central :data:`INTERVAL`), ``point`` (inverse-variance weighted least
+    squares) and the scalar ``tau`` (module docstring). With ``draws`` (S, T), posterior
+    draws of the noise-free r (e.g. NUTS, :func:`nngp_ppl.inference.centred.posterior`), the median,
+    sd and interval are those of the draws :math:`B r_s` instead of the closed form.
+    """
+    r = np.asarray(r, np.float64)
+    design = np.asarray(design, np.float64)
+    cov = np.asarray(cov, np.float64)
+    s = row_scales(design, scale_columns, scales)
+    A = design / s[:, None]
+    B = np.linalg.solve(A.T @ A, A.T) / s[None, :]
+    median = B @ r
+    sd = np.sqrt(np.clip(np.diag(B @ cov @ B.T), 0.0, None))
+    q = float(_sps.norm.ppf(0.5 + INTERVAL / 2))
+    lower, upper = median - q * sd, median + q * sd
+    var = np.diag(cov)
+    w = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
+    point = np.linalg.lstsq(design.T @ (w[:, None] * design), design.T @ (w * r),
+                            rcond=None)[0]
+    tau = float(np.sqrt(np.mean(((r - design @ median) / s) ** 2)))
+    if draws is not None:
+        g = np.asarray(draws, np.float64).reshape(-1, len(r)) @ B.T
+        median, sd = np.median(g, axis=0), np.std(g, axis=0, ddof=1)
+        lower, upper = np.quantile(g, [0.5 - INTERVAL / 2, 0.5 + INTERVAL / 2], axis=0)
+    return {"median": median, "sd": sd, "lower": lower, "upper": upper, "point": point,
+            "tau": tau}
+
+
+def _couplings(couplings) -> tuple[str, ...]:
+    names = coupling_names(couplings)
+    extra = [c for c in names if c not in TRAINING_COUPLINGS]
+    if extra:
+        raise NNGPInputError(
+            f"couplings: along training this module fits {list(TRAINING_COUPLINGS)} (the "
+            f"centred 3- and 4-pt functions); {extra} need the centred 5- and 6-pt designs, "
+            "not built here")
+    return names
+
+
+def step_theory(net, propagator, X, couplings, cutoff: float):
+    """The centred theory of one step (:func:`nngp_ppl.inference.centred.build_theory`): propagator
+    ``propagator`` (Σ_t), data orders (3, 4) for (g3, λ), the box up to ``cutoff``. Its
+    ``at(cutoff)[0]`` is the design (T, C), ``scale_columns`` the coupling scaling each
+    row."""
+    return _centred.build_theory(net, X, couplings, kernel_net=propagator, max_cutoff=cutoff)
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-step dataset
+# ---------------------------------------------------------------------------------------------
+def _inputs(trained, net, X, x_train, y_train):
+    """The trained run's ensemble, inputs and training set; what the caller passes must
+    agree with what the run recorded."""
+    if not isinstance(trained, TrainedCorrelators):
+        raise NNGPInputError(f"trained must be a TrainedCorrelators (nngp_ppl.training."
+                             f"trainer), got {type(trained).__name__}")
+    setup = trained.setup
+    first = trained.at_step(trained.steps[0])
+    if net is not None and net != first.net:
+        raise NNGPInputError(f"net must be the ensemble the run trained ({first.net.describe()}),"
+                             f" got {getattr(net, 'describe', lambda: net)()}")
+    if X is not None:
+        X = _checks.inputs("X", X, first.net.d_in)
+        if X.shape != first.X.shape or not np.allclose(X, first.X, rtol=0, atol=1e-12):
+            raise NNGPInputError("X must be the inputs the run recorded its correlators at")
+    xt, yt = np.asarray(setup.x_train), np.asarray(setup.y_train)
+    for name, given, stored in (("x_train", x_train, xt), ("y_train", y_train, yt)):
+        if given is not None:
+            given = np.asarray(given, np.float64).reshape(stored.shape) \
+                if np.size(given) == stored.size else np.asarray(given)
+            if given.shape != stored.shape or not np.allclose(given, stored, rtol=0,
+                                                              atol=1e-12):
+                raise NNGPInputError(f"{name} must be the training set the run used")
+    if setup.optimizer not in ("gd", "sgd"):
+        raise NNGPInputError(
+            f"trained: the infinite-width oracle and its covariance Sigma_t (the propagator) "
+            f"hold for plain gradient descent; this run used {setup.optimizer!r}")
+    return first.net, first.X, xt, yt, setup
+
+
+def _oracle(net, X, xt, yt, setup, widths):
+    """(S, W, k) means and (S, W, k, k) covariances of the oracle, per width only in the
+    standard parametrisation (whose kernel grows with N)."""
+    per_width = setup.parametrisation == "standard"
+    mus, sigmas = [], []
+    for w in (widths if per_width else widths[:1]):
+        mu, sig = training_oracle(net, X, xt, yt, setup.steps, setup.learning_rate,
+                                  parametrisation=setup.parametrisation,
+                                  width=w if per_width else None)
+        mus.append(mu)
+        sigmas.append(sig)
+    mu, sig = np.stack(mus, 1), np.stack(sigmas, 1)
+    if not per_width:
+        mu = np.repeat(mu, len(widths), 1)
+        sig = np.repeat(sig, len(widths), 1)
+    return mu, sig
+
+
+def _slope(widths, values) -> float:
+    ok = np.isfinite(values) & (values > 0)
+    if np.sum(ok) < 2:
+        return np.nan
+    return float(np.polyfit(np.log(np.asarray(widths, float)[ok]), np.log(values[ok]), 1)[0])
+
+
+def _step_block(stats, width, mu, alpha, odd_orders, top):
+    """Everything of one (step, width) but the couplings."""
+    n = stats.n_nets(width)
+    g1 = stats.correlator_tuples(1, width)
+    se1 = stats.stderr_tuples(1, width)
+    out = {"mean": g1, "mean_stderr": se1,
+           "mean_z": np.divide(g1 - mu, se1, out=np.full_like(g1, np.nan), where=se1 > 0)}
+    for kind in ("connected", "centred"):
+        for order in range(2, top + 1):
+            v, c, _ = expansion_block(stats, width, (order,), kind)
+            ok = rounding_ratio(stats, width, (order,), kind) < ROUNDING_LIMIT
+            out[f"{kind}_{order}"] = v
+            # an error bar within float32 rounding of the sums is not computable: NaN
+            out[f"{kind}_{order}_stderr"] = np.where(
+                ok, np.sqrt(np.clip(np.diag(c), 0.0, None)), np.nan)
+    cen = centred_parity_test(stats, width, orders=odd_orders, alpha=alpha)
+    raw = parity_test(stats, width, alpha=alpha)
+    out.update(parity_statistic=cen.statistic, parity_dof=cen.dof, parity_p_value=cen.p_value,
+               parity_reject=cen.reject, parity_rounding_limited=cen.rounding_limited,
+               odd_connected_max_z=cen.max_abs_z3,
+               odd_connected_rms_z=cen.rms_z3, raw_parity_statistic=raw.statistic,
+               raw_parity_dof=raw.dof, raw_parity_p_value=raw.p_value,
+               raw_parity_reject=raw.reject, n_nets=n)
+    return out
+
+
+def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
+                  couplings=TRAINING_COUPLINGS, cutoff: float = 10.0, alpha: float = 0.05,
+                  odd_orders=(3,), scales: str = "order", posterior: str = "normal",
+                  num_samples: int = 1000, seed: int = 0):
+    r"""The effective action at every recorded step of a trained ensemble, as an
+    :class:`xarray.Dataset` with a ``step`` coordinate (module docstring).
+
+    ``trained``: :class:`~nngp_ppl.training.trainer.TrainedCorrelators` recorded with orders 1..4 at
+    least (1..6 for the full expansion) and ``covariance=True``. ``net``, ``X``,
+    ``x_train``, ``y_train``: optional; when given they must be the run's (read from it
+    otherwise). ``couplings``: a subset of (g3, lambda); ``cutoff``: Λ of the box of the
+    vertex integrals with the propagator :math:`\Sigma_t`; ``alpha``: level of the symmetry
+    tests; ``odd_orders``: the centred orders of the :math:`\phi\to-\phi` test ((3,) or
+    (3, 5)); ``scales``: the estimand's scales (:func:`row_scales`); ``posterior``:
+    ``"normal"`` (the closed form) or ``"nuts"`` (:func:`nngp_ppl.inference.centred.posterior`'s
+    draws of r, ``num_samples`` per chain, ``seed``). Variables (dims step,
+    width, input, coupling, tuple_n): the learned mean, its standard error, the oracle's
+    :math:`\mu_t`, z and the finite-width deviation; the connected and centred n-pt functions
+    with errors; both symmetry tests; the couplings' median, sd, 90% interval, point fit and
+    discrepancy τ. ``ds.to_netcdf(path)`` writes it.
+    """
+    net, X, xt, yt, setup = _inputs(trained, net, X, x_train, y_train)
+    if posterior not in ("normal", "nuts"):
+        raise NNGPInputError(f"posterior must be 'normal' or 'nuts', got {posterior!r}")
+    num_samples = _checks.positive_int("num_samples", num_samples)
+    couplings = _couplings(couplings)
+    cutoff = _checks.finite_float("cutoff", cutoff, minimum=0.0)
+    check_box(net, X, cutoff)
+    alpha = _checks.finite_float("alpha", alpha)
+    first = trained.at_step(trained.steps[0])
+    widths = list(first.widths)
+    top = 0
+    while top + 1 in first.orders and top < 6:
+        top += 1
+    _check_orders(first, 4)
+    mu, sigma = _oracle(net, X, xt, yt, setup, widths)
+    rows = [[None] * len(widths) for _ in trained.steps]
+    fits = [[None] * len(widths) for _ in trained.steps]
+    for s, step in enumerate(trained.steps):
+        stats = trained.at_step(step)
+        theories = {}
+        for i, w in enumerate(widths):
+            rows[s][i] = _step_block(stats, w, mu[s, i], alpha, odd_orders, top)
+            key = w if setup.parametrisation == "standard" else None
+            if key not in theories:
+                th = step_theory(net, _propagator(net, xt, yt, setup, step, w), X, couplings,
+                                 cutoff)
+                theories[key] = th, th.at(cutoff)[0]
+            th, D = theories[key]
+            # = inference.problem.centred_observation(stats, w, th.data_orders, "sample") to
+            # round-off (r_3 = kappa_3, r_4 = kappa_4; tested), without a JAX trace per call
+            r, C, _ = expansion_block(stats, w, th.data_orders)
+            draws = None
+            if posterior == "nuts":
+                draws = _centred.posterior(th, r, C, [cutoff], num_chains=2,
+                                          num_samples=num_samples, seed=seed)["r"]
+            fits[s][i] = fit_step(r, C, D, th.scale_columns, scales=scales, draws=draws)
+            fits[s][i]["limited"] = _limited(rounding_ratio(stats, w, th.data_orders))
+    ds = _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top, mu,
+                  sigma, rows, fits)
+    ds.attrs["scales"] = scales
+    ds.attrs["posterior"] = (
+        "closed form: N(B r_hat, B C B^T), flat prior on r, normal likelihood"
+        if posterior == "normal" else
+        f"NUTS (nngp_ppl.inference.centred.posterior: latent r ~ N(0, 100 C), normal likelihood; "
+        f"2 chains x {num_samples} draws, seed {seed}), g = B r per draw")
+    return ds
+
+
+def _propagator(net, xt, yt, setup, step, width):
+    return TrainedKernel.build(net, xt, yt, step, setup.learning_rate,
+                               parametrisation=setup.parametrisation,
+                               width=width if setup.parametrisation == "standard" else None)
+
+
+
+_SCALARS = ("parity_statistic", "parity_dof", "parity_p_value", "parity_reject",
+            "parity_rounding_limited",
+            "odd_connected_max_z", "odd_connected_rms_z", "raw_parity_statistic",
+            "raw_parity_dof", "raw_parity_p_value", "raw_parity_reject", "n_nets")
+
+
+def _first_reject(steps, reject) -> np.ndarray:
+    """(W,) the first step whose test rejects, -1 where none does."""
+    out = np.full(reject.shape[1], -1, np.int64)
+    for i in range(reject.shape[1]):
+        hit = np.flatnonzero(reject[:, i])
+        if hit.size:
+            out[i] = steps[hit[0]]
+    return out
+
+
+def _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top, mu, sigma,
+             rows, fits):
+    steps = np.asarray(trained.steps, np.int64)
+    k = len(X)
+    SW = ("step", "width")
+
+    def stack(key):
+        return np.asarray([[cell[key] for cell in row] for row in rows])
+
+    mean = stack("mean")
+    dev = mean - mu
+    se = stack("mean_stderr")
+    data = {
+        "mean": (SW + ("input",), mean, {"long_name": "sampled 1-pt function <f>_t"}),
+        "mean_stderr": (SW + ("input",), se, {"long_name": "standard error of <f>_t"}),
+        "mu_oracle": (SW + ("input",), mu,
+                      {"long_name": "infinite-width mean mu_t (NTK oracle, discrete GD)"}),
+        "mean_deviation": (SW + ("input",), dev,
+                           {"long_name": "finite-width deviation <f>_t - mu_t"}),
+        "mean_z": (SW + ("input",), stack("mean_z"), {"long_name": "(<f>_t - mu_t) / se"}),
+        "mean_max_abs_z": (SW, np.nanmax(np.abs(stack("mean_z")), axis=-1)),
+        "mean_deviation_rms": (SW, np.sqrt(np.mean(dev**2, -1))),
+        "mean_noise_rms": (SW, np.sqrt(np.mean(se**2, -1)),
+                           {"long_name": "rms standard error of <f>_t: the background"}),
+        "mean_deviation_slope": (("step",), np.asarray(
+            [_slope(widths, np.sqrt(np.mean(dev[s] ** 2, -1))) for s in range(len(steps))]),
+            {"long_name": "log-log slope of the rms deviation over widths (-1: 1/N)"}),
+        "sigma_oracle": (SW + ("tuple_2",), np.stack(
+            [sigma[..., r[0], r[1]] for r in _tuples.distinct_tuples(k, 2)], -1),
+            {"long_name": "infinite-width covariance Sigma_t on the 2-tuples"}),
+    }
+    for key in _SCALARS:
+        value = stack(key)
+        # netCDF has no boolean type: verdicts are stored as 0/1
+        data[key] = (SW, value.astype(np.int8) if value.dtype == bool else value)
+    for kind in ("connected", "centred"):
+        for n in range(2, top + 1):
+            for suffix in ("", "_stderr"):
+                data[f"{kind}_{n}{suffix}"] = (SW + (f"tuple_{n}",), stack(f"{kind}_{n}{suffix}"))
+    k3 = np.sqrt(np.mean(stack("connected_3") ** 2, -1))
+    data["odd_connected_rms"] = (SW, k3, {"long_name": "rms over tuples of kappa_3"})
+    data["odd_connected_slope"] = (("step",), np.asarray(
+        [_slope(widths, k3[s]) for s in range(len(steps))]),
+        {"long_name": "log-log slope of the rms kappa_3 over widths (-1: 1/N)"})
+    for key in ("median", "sd", "lower", "upper", "point"):
+        data[f"coupling_{key}"] = (SW + ("coupling",), np.asarray(
+            [[f[key] for f in row] for row in fits]))
+    data["coupling_tau"] = (SW, np.asarray([[f["tau"] for f in row] for row in fits]))
+    data["coupling_rounding_limited"] = (
+        SW, np.asarray([[f["limited"] for f in row] for row in fits], np.int8),
+        {"long_name": "1: some fitted variance is within float32 rounding of the sums "
+                      "(training_flow.rounding_ratio); the band is not reliable"})
+    for name, key in (("symmetry_break_step", "parity_reject"),
+                      ("raw_symmetry_break_step", "raw_parity_reject")):
+        data[name] = (("width",), _first_reject(steps, stack(key)),
+                      {"long_name": "first recorded step whose test rejects (-1: none)"})
+    coords = {"step": steps, "width": np.asarray(widths, np.int64),
+              "coupling": list(couplings), "input": np.arange(k)}
+    for n in range(2, top + 1):
+        coords[f"tuples_{n}"] = ((f"tuple_{n}", f"position_{n}"),
+                                 np.asarray(_tuples.distinct_tuples(k, n)))
+    attrs = {
+        "nngp_ppl_format": FLOW_FORMAT,
+        "nngp_ppl_version": __version__,
+        "ensemble": json.dumps(net.to_dict()),
+        "inputs": json.dumps(np.asarray(X).tolist()),
+        "training": json.dumps(trained.setup.describe()),
+        "couplings": json.dumps(list(couplings)),
+        "cutoff": float(cutoff),
+        "alpha": float(alpha),
+        "interval": INTERVAL,
+        "odd_orders": json.dumps(list(odd_orders)),
+        "propagator": "Sigma_t: the infinite-width trained covariance of the NTK oracle "
+                      "(nngp_ppl.theory.trained_kernel.TrainedKernel), full",
+        "convention": "expansion around the learned mean (centred, docs/physics.md 6b); "
+                      "couplings fitted to the connected 3- and 4-pt functions; estimand "
+                      "g* = B r (scales: attribute scales) with its exact normal "
+                      "posterior; point = inverse-variance WLS",
+        "symmetry_null": "parity_*: phi -> -phi of phi = f - <f> (odd centred moments "
+                         "zero); raw_parity_*: f -> -f (every odd moment zero, rejected by "
+                         "any learned mean)",
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
