@@ -125,7 +125,7 @@ def lazy_outputs(net, both, width, n_nets, seed, setup, eta, steps, k, y_train, 
     import jax
     import jax.numpy as jnp
 
-    from nngp_ppl.theory.ntk import _step_sum
+    from nngp_ppl.theory.ntk import step_sum
     from nngp_ppl.training.trainer import _compiled_init, forward
 
     n = len(y_train)
@@ -142,7 +142,7 @@ def lazy_outputs(net, both, width, n_nets, seed, setup, eta, steps, k, y_train, 
         lam, W = np.linalg.eigh(TN[:, k:, k:])
         res = y_train[None, :] - f0[lo:lo + block, k:]
         for i, t in enumerate(steps):
-            M = np.einsum("bij,bj,bkj->bik", W, _step_sum(np.clip(lam, 0, None), eta / n, t),
+            M = np.einsum("bij,bj,bkj->bik", W, step_sum(np.clip(lam, 0, None), eta / n, t),
                           W)
             out[i, lo:lo + block] = f0[lo:lo + block, :k] + np.einsum(
                 "bij,bjk,bk->bi", TN[:, :k, k:], M, res)
@@ -161,7 +161,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import nngp_ppl
-    from nngp_ppl.theory.ntk import _step_sum, ntk_and_nngp
+    from nngp_ppl.theory.ntk import ntk_and_nngp, step_sum
     from nngp_ppl.training.trainer import trained_outputs
 
     s = SETUPS[args.setup]
@@ -183,7 +183,7 @@ def main(argv=None):
               f"t={t}: {np.array2string(v, precision=2)}" for t, v in zip(steps[1:], left,
                                                                            strict=True)) +
           f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-    Bs = [theta[:k, k:] @ (V * _step_sum(lam, eta / n, t)) @ V.T for t in steps[1:]]
+    Bs = [theta[:k, k:] @ (V * step_sum(lam, eta / n, t)) @ V.T for t in steps[1:]]
     signed = []  # per width, per late/early step: (d_mean, se, d_cov, se)
     for width in widths:
         n_nets = max(4096, per_width * width)

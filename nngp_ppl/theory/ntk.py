@@ -210,7 +210,6 @@ def step_sum(lam, rate, t: int):
     return np.where(lam > 0, one_minus / safe, t * rate)
 
 
-_step_sum = step_sum  # the name benchmarks/training_width.py imports
 
 
 def training_oracle(net, X, x_train, y_train, steps, learning_rate: float, *,
