@@ -25,10 +25,13 @@ RUNS = {
     "erf": (lambda: nn.ErfNet(d_in=1), ERF3, (5, 50), 20_000, 0),
 }
 
-#: (module, fixture) pairs that run a whole ``reproduce`` pipeline: tests using them are slow.
-PIPELINE_FIXTURES = {("test_reproduce", "study"), ("test_report_no_oracle", "study"),
-                     ("test_second_order_study", "study"),
-                     ("test_estimators", "second_order_posterior")}
+#: (module, fixture) pairs that run a whole ``reproduce`` pipeline or NUTS on a fresh run:
+#: tests using them are slow. Module "*": a session fixture, whichever module uses it.
+PIPELINE_FIXTURES = {("*", "tiny_study"), ("test_estimators", "second_order_posterior")}
+
+#: The schedule's weight of a slow test, in fast tests (measured: a slow test takes about
+#: 20 times the average fast one).
+SLOW_WEIGHT = 20
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +58,61 @@ def erf_run(sampled_runs):
     return sampled_runs("erf")
 
 
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """``(preset, out, result)``: the tiny multi-run study of tests/tiny_study.py, run once
+    per session into a directory that no test may change (tests copy it first)."""
+    from tiny_study import TINY
+
+    from nngp_ppl.reproduce import reproduce
+
+    out = tmp_path_factory.mktemp("tiny_study")
+    result = reproduce(TINY, out, progress=False, log=lambda _line: None)
+    return TINY, out, result
+
+
+def _group(item, slow: bool) -> str | None:
+    """The pytest-xdist group of a test under ``--dist loadgroup`` (``make test``): a
+    group runs on one worker, so a fixture wider than a test is built once. The users of
+    ``tiny_study`` form one group; a module's tests form one, except a slow test that shares
+    no module- or class-scoped fixture, which goes alone (None) to whichever worker is free,
+    so that no long module keeps one worker busy after the other has finished."""
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    scopes = {name: defs[-1].scope
+              for name, defs in item._fixtureinfo.name2fixturedefs.items() if defs}
+    if "tiny_study" in scopes:
+        return "tiny_study"
+    if not slow or any(s in ("module", "class", "package") for s in scopes.values()):
+        return module
+    return None
+
+
+def _schedule(items) -> None:
+    """Groups for xdist, and the most expensive groups first (longest processing time
+    first: the schedule that ends both workers nearest together). xdist hands the groups out
+    in collection order (``--no-loadscope-reorder``), so the order is set here; every worker
+    computes the same one."""
+    cost, key = {}, {}
+    for item in items:
+        slow = item.get_closest_marker("slow") is not None
+        group = _group(item, slow)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+        key[item] = group or item.nodeid
+        cost[key[item]] = cost.get(key[item], 0) + (SLOW_WEIGHT if slow else 1)
+    first = {}
+    for i, item in enumerate(items):
+        first.setdefault(key[item], i)
+    items.sort(key=lambda it: (-cost[key[it]], first[key[it]]))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist turns the groups into node ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
-        if any((module, f) in PIPELINE_FIXTURES for f in getattr(item, "fixturenames", ())):
+        names = getattr(item, "fixturenames", ())
+        if any((module, f) in PIPELINE_FIXTURES or ("*", f) in PIPELINE_FIXTURES
+               for f in names):
             item.add_marker(pytest.mark.slow)
+    if getattr(config.option, "dist", "no") == "loadgroup":
+        _schedule(items)
