@@ -41,9 +41,9 @@ def child(quick: bool, repeats: int) -> None:
     import numpy as np
 
     import nngp_ppl
-    from nngp_ppl.sampling import plan_run
+    from nngp_ppl.sampling.sampler import plan_run
 
-    warnings.simplefilter("ignore", nngp_ppl.stats.HeavyTailWarning)
+    warnings.simplefilter("ignore", nngp_ppl.sampling.stats.HeavyTailWarning)
     assert len(jax.local_devices()) == 2, jax.local_devices()
     net, X = nngp_ppl.ErfNet(), nngp_ppl.paper_inputs("erf")
     rows = []
@@ -103,7 +103,7 @@ def throughput(n_nets: int, widths: list[int]) -> int:
 
     import nngp_ppl
 
-    warnings.simplefilter("ignore", nngp_ppl.stats.HeavyTailWarning)
+    warnings.simplefilter("ignore", nngp_ppl.sampling.stats.HeavyTailWarning)
     devs = jax.local_devices()
     net, X = nngp_ppl.ErfNet(), nngp_ppl.paper_inputs("erf")
     print(f"sampler throughput on {len(devs)} x {devs[0].device_kind} ({devs[0].platform}): "

@@ -46,9 +46,9 @@ def main(argv=None) -> int:
     from distributed import Client, LocalCluster, get_task_stream
 
     import nngp_ppl
-    from nngp_ppl.sampling import plan_run
+    from nngp_ppl.sampling.sampler import plan_run
 
-    warnings.simplefilter("ignore", nngp_ppl.stats.HeavyTailWarning)
+    warnings.simplefilter("ignore", nngp_ppl.sampling.stats.HeavyTailWarning)
     net, X = nngp_ppl.ErfNet(), nngp_ppl.paper_inputs("erf")
     repeats = 2 if args.quick else 3
     load0 = os.getloadavg()[0]

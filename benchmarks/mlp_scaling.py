@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nngp_ppl as nn
-from nngp_ppl.ensembles import network_keys
+from nngp_ppl.ensembles.core import network_keys
 from nngp_ppl.tuples import distinct_tuples
 
 WIDTHS = (5, 10, 20, 50, 100)

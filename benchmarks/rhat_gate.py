@@ -82,7 +82,7 @@ def nuts_gaussian(n_problems, T=50, seed=0):
     import jax
 
     from nngp_ppl.inference import sample_latent
-    from nngp_ppl.models.couplings import latent_arrays
+    from nngp_ppl.inference.models.couplings import latent_arrays
 
     rng = np.random.default_rng(seed)
     arrays = [latent_arrays(rng.normal(size=T), np.eye(T)) for _ in range(n_problems)]
@@ -104,7 +104,7 @@ def real_posteriors(n_problems, path="demo_out/run_erf.nc", width=5, seed=0):
 
     from nngp_ppl.inference import sample_latent
     from nngp_ppl.inference.couplings import _theory, _validate, _width_data
-    from nngp_ppl.models.couplings import latent_arrays
+    from nngp_ppl.inference.models.couplings import latent_arrays
 
     cutoffs = (10.0, 100.0, 1000.0)
     setup = _validate(path, None, None, cutoffs, ("lambda",), (width,), None, CHAINS, DRAWS,

@@ -2,9 +2,9 @@
 
 For each (ensemble, width) on the paper's six inputs it measures, in the same run:
 
-* ``sampler``: :func:`nngp_ppl.sampling.network_sums` with the full estimator covariance
+* ``sampler``: :func:`nngp_ppl.sampling.sampler.network_sums` with the full estimator covariance
   (orders 2, 4, 6 and the 11 087 monomials of orders 2..12), default batch size, with the
-  CPU's default accumulation kernel (C, :mod:`nngp_ppl._native`, where it builds);
+  CPU's default accumulation kernel (C, :mod:`nngp_ppl.sampling._native`, where it builds);
 * ``xla``: the same with the XLA kernel (``NNGP_PPL_KERNEL=xla``), which GPUs use;
 * ``no-cov``: the same with ``covariance=False`` (orders 2, 4, 6 and their squares);
 * ``odd``: the same as ``sampler`` with every order 1..6 (odd correlators and the 1-pt
@@ -59,8 +59,8 @@ def _setup():
     import jax.numpy as jnp
 
     import nngp_ppl
-    from nngp_ppl.ensembles import network_keys
-    from nngp_ppl.sampling import default_batch_size, network_sums
+    from nngp_ppl.ensembles.core import network_keys
+    from nngp_ppl.sampling.sampler import default_batch_size, network_sums
 
     return jax, jnp, nngp_ppl, network_keys, default_batch_size, network_sums
 
@@ -123,7 +123,7 @@ def bookkeeping_ops(k: int, orders=(2, 4, 6)) -> dict:
     add (into its sum); the tail sums of the measured orders (X^3 and X^4 of each of the
     609 observables) need a square and two multiply-adds each.
     """
-    from nngp_ppl.stats import accumulated_orders
+    from nngp_ppl.sampling.stats import accumulated_orders
 
     monomials = sum(math.comb(k + m - 1, m) for m in accumulated_orders(orders, True))
     observables = sum(math.comb(k + n - 1, n) for n in orders)

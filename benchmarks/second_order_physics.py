@@ -5,7 +5,7 @@ inputs (d_in = 1), the full propagator (or ``--propagator bias_subtracted``), ru
 with the exact finite-width cumulants of :mod:`nngp_ppl.theory.exact` as data (no sampling
 noise):
 
-* λ̄(Λ) is the paper's estimator (:func:`nngp_ppl.eft.mean_coupling`) on the exact G4.
+* λ̄(Λ) is the paper's estimator (:func:`nngp_ppl.inference.eft.mean_coupling`) on the exact G4.
 * The connected 6-pt function at O(1/N²) in the EFT is the κ contact term plus the tree-level
   exchange of two λ vertices (every other first- and second-order 6-pt diagram is
   disconnected or O(1/N³)):
@@ -37,8 +37,8 @@ import time
 import numpy as np
 
 import nngp_ppl as nn
-from nngp_ppl.connected import six_point_diagrams
-from nngp_ppl.eft import mean_coupling
+from nngp_ppl.inference.connected import six_point_diagrams
+from nngp_ppl.inference.eft import mean_coupling
 from nngp_ppl.theory import diagrams as dg
 from nngp_ppl.theory.exact import exact_correlator_tuples, exact_cumulant_tuples
 

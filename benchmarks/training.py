@@ -1,4 +1,5 @@
-"""Speed of trained ensembles (:func:`nngp_ppl.training.train_correlators`; a script, not a test).
+"""Speed of trained ensembles (:func:`nngp_ppl.training.trainer.train_correlators`; a script, not a
+test).
 
 The issue's case: Erf-net of width 100, d_in = 1, 16 training points, 1000 full-batch
 gradient-descent steps, correlators of orders 2, 4, 6 with covariance at the paper's six
@@ -53,8 +54,8 @@ def matmul_rate(jax, jnp, size: int = 1024, repeats: int = 5) -> tuple[float, fl
 
 def user_loop(jax, jnp, net, width, X, x_train, y_train, steps, lr, n_nets):
     """The per-network loop a user would write; returns (outputs, wall s, cpu s)."""
-    from nngp_ppl.ensembles import network_keys
-    from nngp_ppl.training import draw_parameters, forward
+    from nngp_ppl.ensembles.core import network_keys
+    from nngp_ppl.training.trainer import draw_parameters, forward
 
     xt = jnp.asarray(np.reshape(x_train, (len(y_train), -1)), jnp.float32)
     yt = jnp.asarray(y_train, jnp.float32)
@@ -99,8 +100,8 @@ def main(argv=None):
     import jax.numpy as jnp
 
     import nngp_ppl
-    from nngp_ppl.presets import paper_inputs
-    from nngp_ppl.training import train_correlators
+    from nngp_ppl.study.presets import paper_inputs
+    from nngp_ppl.training.trainer import train_correlators
 
     width, n_train, lr = 100, 16, 0.5
     net = nngp_ppl.ErfNet(sigma_w=1.0, sigma_b=1.0)

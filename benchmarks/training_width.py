@@ -47,7 +47,7 @@ def main(argv=None):
 
     import nngp_ppl
     from nngp_ppl.theory.ntk import _step_sum, ntk_and_nngp, training_oracle
-    from nngp_ppl.training import trained_outputs
+    from nngp_ppl.training.trainer import trained_outputs
 
     net = nngp_ppl.ErfNet(sigma_w=1.0, sigma_b=0.5)
     X = np.array([-1.0, 0.3, 1.4])

@@ -19,7 +19,7 @@ import argparse
 import numpy as np
 
 import nngp_ppl
-from nngp_ppl.stats import normalised_deviation
+from nngp_ppl.sampling.stats import normalised_deviation
 from nngp_ppl.theory.exact import exact_correlator_tuples, exact_cumulant_tuples
 from nngp_ppl.theory.wick import gp_correlator_tuples
 

@@ -21,7 +21,7 @@ import argparse
 import numpy as np
 
 import nngp_ppl
-from nngp_ppl import eft
+from nngp_ppl.inference import eft
 from nngp_ppl.theory.diagrams import first_order_expression
 from nngp_ppl.theory.exact import exact_correlator_tuples
 

@@ -1,10 +1,10 @@
 """A posterior for the quartic coupling λ at one cutoff, with ArviZ diagnostics.
 
-The coupling model (nngp_ppl.models.couplings) treats the noise-free deviations
+The coupling model (nngp_ppl.inference.models.couplings) treats the noise-free deviations
 r = G - G_GP of the distinct 4- and 6-pt correlators as latent, observed through the noise of
 a mean over the sampled networks (exact finite-width moments); the coupling at a cutoff is
 the declared estimand λ(Λ) = B(Λ) r, for λ alone the paper's equal-weight mean of the
-per-tuple couplings λ_t = r_t / D_t(Λ) (nngp_ppl.problem). NUTS (numpyro) samples r; the
+per-tuple couplings λ_t = r_t / D_t(Λ) (nngp_ppl.inference.problem). NUTS (numpyro) samples r; the
 result is an ArviZ DataTree with the ArviZ workflow's groups. This script fits Erf-net at
 N = 5 (the paper's "NGP" width for Erf), prints the ArviZ summary, the model discrepancy (the
 spread of λ_t) and the diagnostics gate (R-hat <= 1.01 or within its Monte
@@ -24,8 +24,7 @@ import arviz_stats
 import numpy as np
 
 import nngp_ppl
-from nngp_ppl import eft
-from nngp_ppl.inference import diagnostics_gate, infer_couplings
+from nngp_ppl.inference import diagnostics_gate, eft, infer_couplings
 from nngp_ppl.theory.exact import exact_correlator_tuples
 
 

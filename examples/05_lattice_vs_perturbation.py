@@ -1,7 +1,7 @@
 """The effective action on a lattice, sampled non-perturbatively, against first-order diagrams.
 
 The NGP action S = S_GP + Σ_j w_j (λ f_j⁴ + κ f_j⁶) on a uniform lattice of the input box
-[-Λ, Λ] is a numpyro model (nngp_ppl.models.field): the free part through the kernel's
+[-Λ, Λ] is a numpyro model (nngp_ppl.inference.models.field): the free part through the kernel's
 Cholesky factor, the interaction as a factor. NUTS gives its correlators without any
 expansion in the couplings. At small coupling the connected 4-pt function must agree with
 the first-order diagram evaluated with the same lattice sum,
@@ -27,7 +27,7 @@ import argparse
 import numpy as np
 
 import nngp_ppl
-from nngp_ppl.models.field import FieldLattice, field_correlators
+from nngp_ppl.inference.models.field import FieldLattice, field_correlators
 from nngp_ppl.theory.lattice import box_lattice
 
 

@@ -18,7 +18,7 @@ non-Gaussianity that λ̄ measures.
 With two hidden layers the 2-pt function is not K at finite width (it differs at O(1/N),
 docs/physics.md "Deep MLPs and your own network"): the package warns, and this script shows
 what that does to λ̄. Per width it fits λ̄ at a cutoff Λ with
-``nngp_ppl.eft.mean_coupling`` twice:
+``nngp_ppl.inference.eft.mean_coupling`` twice:
 
 * from G4 - Wick(K), the paper's recipe (rule 4.5: K taken as the exact 2-pt function);
 * from the connected 4-pt function G4 - Wick(Ĝ2) of the sampled data (the 2-pt shift
@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 import nngp_ppl
-from nngp_ppl import eft
+from nngp_ppl.inference import eft
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # what PYTHONPATH=examples does in a shell
@@ -146,7 +146,7 @@ def main(argv=None):
     assert k == K.shape[0]
 
     # 3. The whole study as data: every stage and the report, as `nngp-ppl reproduce`.
-    from nngp_ppl.cli import main as nngp_ppl_cli
+    from nngp_ppl.cli.main import main as nngp_ppl_cli
 
     out = Path(args.out or tempfile.mkdtemp(prefix="nngp_deep_tanh_"))
     out.mkdir(parents=True, exist_ok=True)

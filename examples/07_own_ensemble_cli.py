@@ -69,7 +69,7 @@ propagators = ["full", "bias_subtracted"]
 
 
 def cli(*argv: str) -> None:
-    from nngp_ppl.cli import main as nngp_ppl
+    from nngp_ppl.cli.main import main as nngp_ppl
 
     print("$ nngp-ppl " + " ".join(argv), flush=True)
     code = nngp_ppl(list(argv))

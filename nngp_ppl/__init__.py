@@ -23,27 +23,12 @@ from . import _startup
 
 _startup.guard()  # Ctrl-C while the command line starts: one line, not a traceback
 
-import jax as _jax  # noqa: E402
-
-
-def enable_x64() -> None:
-    """Switch JAX to 64-bit types (idempotent; called when the package is imported)."""
-    _jax.config.update("jax_enable_x64", True)
-
-
-def require_x64(what: str) -> None:
-    """Refuse to compute ``what`` in float32 after someone turned JAX's x64 mode off."""
-    if not _jax.config.jax_enable_x64:
-        raise RuntimeError(
-            f"{what} needs JAX's 64-bit mode, which was turned off after nngp_ppl was "
-            "imported; call nngp_ppl.enable_x64() (or run 32-bit code in another process)"
-        )
-
+from ._version import __version__, enable_x64, require_x64  # noqa: E402
 
 enable_x64()
 
 from ._checks import NNGPInputError  # noqa: E402
-from .ensembles import (  # noqa: E402
+from .ensembles.core import (  # noqa: E402
     ActivationNet,
     Ensemble,
     ErfNet,
@@ -55,6 +40,7 @@ from .ensembles import (  # noqa: E402
     register_activation,
     register_ensemble,
 )
+from .ensembles.networks import MLP, JaxNetwork, TwoPointWarning  # noqa: E402
 from .inference import (  # noqa: E402
     beta_function,
     calibrate,
@@ -62,10 +48,9 @@ from .inference import (  # noqa: E402
     diagnostics_gate,
     infer_couplings,
 )
-from .networks import MLP, JaxNetwork, TwoPointWarning  # noqa: E402
-from .presets import PAPER_CUTOFFS, PAPER_WIDTHS, paper_inputs  # noqa: E402
-from .sampling import sample_correlators  # noqa: E402
-from .stats import CorrelatorStats, HeavyTailWarning  # noqa: E402
+from .sampling.sampler import sample_correlators  # noqa: E402
+from .sampling.stats import CorrelatorStats, HeavyTailWarning  # noqa: E402
+from .study.presets import PAPER_CUTOFFS, PAPER_WIDTHS, paper_inputs  # noqa: E402
 from .theory.diagrams import (  # noqa: E402
     first_order_correction,
     first_order_design,
@@ -75,8 +60,6 @@ from .theory.diagrams import (  # noqa: E402
 from .theory.exact import exact_connected, exact_correlator  # noqa: E402
 from .theory.lattice import Lattice, box_lattice, vertex_integrals  # noqa: E402
 from .theory.wick import connected_correlator, gp_correlator  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = [
     "NNGPInputError",

@@ -26,7 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import h5netcdf
 import numpy as np
+import xarray as xr
 
 from ._checks import NNGPInputError
 
@@ -47,7 +49,7 @@ LATTICE_FORMAT, LATTICE_VERSION = "nngp_ppl.LatticeCorrelators", 2
 #: ``nngp_ppl_format`` and layout version of a reproduction's exact summary; version 2 added
 #: the stored slopes (``m4_slope`` …, ``gamma_fit_exact``) the report reads.
 EXACT_FORMAT, EXACT_VERSION = "nngp_ppl.ExactSummary", 2
-#: The connected 6-pt comparison of a second-order stage (nngp_ppl.connected).
+#: The connected 6-pt comparison of a second-order stage (nngp_ppl.inference.connected).
 SIXPOINT_FORMAT, SIXPOINT_VERSION = "nngp_ppl.ConnectedSixPoint", 1
 
 
@@ -269,6 +271,17 @@ def _attrs_json(attrs, keep_lists=()) -> bytes:
     return json.dumps(canon, sort_keys=True).encode()
 
 
+def sha256_file(path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks: what ties a fit to the exact run
+    file it was made from (``run_sha256``) and a pipeline stage to its input and output
+    files (the manifest)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def content_checksum(obj, *, keep_lists=()) -> str:
     """``"sha256:<hex>"`` of a Dataset's or DataTree's content.
 
@@ -279,14 +292,13 @@ def content_checksum(obj, *, keep_lists=()) -> str:
     with any edit of a value, a coordinate, a group or a provenance attribute. For a Dataset
     it is the digest run files have always carried; ``keep_lists`` names attributes hashed
     as lists even with one element (how files written before that canonical rule hashed
-    them: see :func:`nngp_ppl.stats.CorrelatorStats.from_netcdf`).
+    them: see :func:`nngp_ppl.sampling.stats.CorrelatorStats.from_netcdf`).
     """
     return _digests(obj, [keep_lists])[0]
 
 
 def _digests(obj, variants) -> list[str]:
     """One digest per ``keep_lists`` variant; the variables are hashed only once."""
-    import xarray as xr
 
     h = hashlib.sha256()
     if isinstance(obj, xr.DataTree):
@@ -311,7 +323,6 @@ def _digests(obj, variants) -> list[str]:
 # writing and reading checksummed netCDF files
 # ---------------------------------------------------------------------------------------------
 def _load(path, tree: bool):
-    import xarray as xr
 
     if tree:
         return xr.load_datatree(path, engine="h5netcdf")
@@ -370,8 +381,6 @@ def write_netcdf(obj, path, *, file_format: str | None = None, version: int | No
     (:func:`atomic_path`), so a full disk is one OSError and leaves nothing behind.
     ``durable`` also flushes the file to disk before the rename (checkpoints).
     """
-    import h5netcdf
-    import xarray as xr
 
     path = Path(path)
     tree = isinstance(obj, xr.DataTree)

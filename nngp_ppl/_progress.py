@@ -13,6 +13,10 @@ import math
 import os
 import sys
 
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
 
 def on_terminal(progress: bool = True, stream=None) -> bool:
     """Whether a progress bar should be drawn: ``progress`` asked for and ``stream``
@@ -33,7 +37,6 @@ def on_terminal(progress: bool = True, stream=None) -> bool:
 
 def bar(total: int, desc: str, progress: bool = True, **kwargs):
     """A tqdm bar on standard error, disabled off a terminal (:func:`on_terminal`)."""
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not on_terminal(progress),
                 dynamic_ncols=True, leave=False, **kwargs)
@@ -69,8 +72,6 @@ def run_nuts(state, advance, num_warmup: int, num_samples: int, progress: bool, 
     pieces make the same chain as one scan), with a bar of steps on a terminal. ``out`` is
     a tuple of arrays with the draw axis at ``draw_axis`` ((problem, chain, draw, ...) by
     default); returns the pieces' outputs joined along it."""
-    import jax
-    import numpy as np
 
     shown = on_terminal(progress)
     warm, draw = pieces(num_warmup, num_samples, shown)

@@ -3,7 +3,7 @@
 Starting the command imports the package, JAX and SciPy, which takes seconds; a Ctrl-C
 then lands inside some import and Python prints a long traceback before
 :func:`nngp_ppl.cli.main` (which handles interrupts) has even begun. When, and only when,
-this process is the command line (the ``nngp-ppl`` script or ``python -m nngp_ppl.cli``),
+this process is the command line (the ``nngp-ppl`` script or ``python -m nngp_ppl.cli.main``),
 :func:`guard` is called first thing by the package's ``__init__`` and turns SIGINT into
 that one line; :func:`release` hands SIGINT back to Python once ``main`` is ready for it.
 A program that imports the package keeps Python's own handling: nothing is installed.
@@ -25,7 +25,7 @@ def _command_line() -> bool:
     if sys.argv and os.path.basename(sys.argv[0]) == "nngp-ppl":
         return True
     orig = list(getattr(sys, "orig_argv", ()))
-    return any(a == "-m" and b == "nngp_ppl.cli" for a, b in zip(orig, orig[1:], strict=False))
+    return any(a == "-m" and b == "nngp_ppl.cli.main" for a, b in zip(orig, orig[1:], strict=False))
 
 
 def _interrupted(signum, frame):

@@ -13,6 +13,22 @@ from functools import cache
 
 import numpy as np
 
+__all__ = [
+    "distinct_tuples",
+    "tuple_row",
+    "full_index",
+    "expand",
+    "compress",
+    "pairings",
+    "set_partitions",
+    "rows_of",
+    "prefix_suffix_orders",
+    "has_odd",
+    "materialised_orders",
+    "first_index_starts",
+    "index_counts",
+]
+
 
 @cache
 def distinct_tuples(k: int, n: int) -> np.ndarray:
@@ -70,7 +86,9 @@ def compress(full, k: int, n: int) -> np.ndarray:
 
 @cache
 def pairings(n: int) -> tuple[tuple[tuple[int, int], ...], ...]:
-    """All (n-1)!! perfect matchings of positions 0..n-1 (n even), as tuples of pairs."""
+    """All (n-1)!! perfect matchings of positions 0..n-1 (n even), as tuples of pairs
+    (a < b in each): position 0 paired with each later one in turn, then the rest alike.
+    Wick's theorem, the diagrams' contractions and the derivative vertices all use it."""
     if n % 2:
         raise ValueError(f"pairings need an even number of points, got {n}")
 
@@ -117,7 +135,7 @@ def rows_of(k: int, sorted_rows) -> np.ndarray:
 
 def prefix_suffix_orders(m: int, odd: bool = False) -> tuple[int, int]:
     """(p, q) of the prefix-suffix split of a monomial order m (the sampler's kernels,
-    :mod:`nngp_ppl._shard`), p <= q.
+    :mod:`nngp_ppl.sampling._shard`), p <= q.
 
     Even-only plans (``odd=False``: orders 2, 4, .. materialised) split as p = 2 floor(m/4),
     even, q = m - p. Plans with an odd order materialise every order 1..max(orders)

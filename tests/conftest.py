@@ -64,7 +64,7 @@ def tiny_study(tmp_path_factory):
     per session into a directory that no test may change (tests copy it first)."""
     from tiny_study import TINY
 
-    from nngp_ppl.reproduce import reproduce
+    from nngp_ppl.study.stages import reproduce
 
     out = tmp_path_factory.mktemp("tiny_study")
     result = reproduce(TINY, out, progress=False, log=lambda _line: None)

@@ -27,7 +27,7 @@ import nngp_ppl as nn
 from nngp_ppl import _io
 from nngp_ppl.inference import DiagnosticsWarning, infer_couplings
 from nngp_ppl.inference.compare import model_loo, select_problem
-from nngp_ppl.stats import HeavyTailWarning
+from nngp_ppl.sampling.stats import HeavyTailWarning
 
 matplotlib.use("Agg")
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import nngp_ppl as nn
-from nngp_ppl import problem
-from nngp_ppl.cli import main
+from nngp_ppl.cli.main import main
+from nngp_ppl.inference import problem
 from nngp_ppl.theory import diagrams as dg
 
 X3 = np.array([[-0.5], [0.2], [0.9]])
@@ -144,7 +144,7 @@ def _args(**kw):
 
 
 def test_cli_basis_options():
-    from nngp_ppl.commands.infer import _basis
+    from nngp_ppl.cli.commands.infer import _basis
 
     assert _basis(_args()) == ("lambda",)
     assert _basis(_args(couplings="g3,lambda")) == ("g3", "lambda")
@@ -198,7 +198,7 @@ def test_odd_posterior_on_a_symmetric_net_covers_zero(erf, tmp_path, capsys):
 def test_point_fit_with_g3_recovers_a_first_order_theory(erf, odd_theory):
     """eft.fit_couplings with (g3, lambda) on orders 1, 3, 4 and the estimand weighting: on
     correlators that are exactly GP + D g (first order by construction) it returns g."""
-    from nngp_ppl import eft
+    from nngp_ppl.inference import eft
     from nngp_ppl.theory.wick import gp_correlator_tuples
     from nngp_ppl.tuples import expand
 

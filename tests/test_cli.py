@@ -10,11 +10,12 @@ import sys
 
 import numpy as np
 import pytest
+from patching import patch_everywhere
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, sample_correlators
-from nngp_ppl.cli import main
-from nngp_ppl.stats import normalised_deviation
+from nngp_ppl.cli.main import main
+from nngp_ppl.sampling.stats import normalised_deviation
 from nngp_ppl.theory.exact import exact_correlator_tuples
 from nngp_ppl.theory.wick import gp_correlator_tuples
 
@@ -145,7 +146,7 @@ def test_interrupted_run_leaves_no_file(tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nngp_ppl, "sample_correlators", interrupted)
+    patch_everywhere(monkeypatch, nngp_ppl, "sample_correlators", interrupted)
     out = tmp_path / "run.nc"
     assert main(_argv([], out)) == 130
     assert "interrupted" in capsys.readouterr().err
@@ -155,7 +156,7 @@ def test_interrupted_run_leaves_no_file(tmp_path, monkeypatch, capsys):
 def test_console_entry_point_reports_errors_without_traceback(tmp_path):
     junk = tmp_path / "junk.nc"
     junk.write_text("not netCDF")
-    proc = subprocess.run([sys.executable, "-m", "nngp_ppl.cli", "show", str(junk)],
+    proc = subprocess.run([sys.executable, "-m", "nngp_ppl.cli.main", "show", str(junk)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "not a readable netCDF" in proc.stderr
@@ -178,7 +179,8 @@ def erf_run(tmp_path_factory):
 
 def _floored(cov, rcond):
     """The covariance with its correlation matrix's eigenvalues floored at rcond × the
-    largest (the documented regularisation of nngp_ppl.models.couplings.stable_cholesky)."""
+    largest (the documented regularisation of
+    nngp_ppl.inference.models.couplings.stable_cholesky)."""
     sd = np.sqrt(np.diag(cov))
     e, V = np.linalg.eigh(cov / np.outer(sd, sd))
     return ((V * np.maximum(e, rcond * e[-1])) @ V.T) * np.outer(sd, sd)
@@ -338,7 +340,7 @@ def test_lattice_kind_and_propagator_reach_the_file(tmp_path, capsys, kind, prop
     assert ds.attrs["nngp_ppl_format_version"] == 2
 
 
-_DEVICES = ("from nngp_ppl import cli; print(cli.cpu_devices_per_core()); "
+_DEVICES = ("import nngp_ppl.cli.main as cli; print(cli.cpu_devices_per_core()); "
             "import jax; print(len(jax.devices()))")
 
 
@@ -362,7 +364,7 @@ def test_the_command_gives_jax_one_cpu_device_per_core_unless_told(env):
 
 def test_main_called_with_argv_leaves_jax_alone(monkeypatch):
     calls = []
-    monkeypatch.setattr("nngp_ppl.cli.cpu_devices_per_core", lambda: calls.append(1))
+    monkeypatch.setattr("nngp_ppl.cli.main.cpu_devices_per_core", lambda: calls.append(1))
     with pytest.raises(SystemExit):  # argparse exits after printing the version
         main(["--version"])
     assert calls == []

@@ -9,7 +9,7 @@ import pytest
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats
-from nngp_ppl.cli import main
+from nngp_ppl.cli.main import main
 
 
 def init(key, width):

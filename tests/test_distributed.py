@@ -1,6 +1,6 @@
 """Multi-device and Dask sampling give the same numbers as a single-device local run.
 
-Shards are folded in shard order (nngp_ppl.checkpoint) and a shard's sums do not depend
+Shards are folded in shard order (nngp_ppl.sampling.checkpoint) and a shard's sums do not depend
 on the device or worker that computed it, so the comparisons below are bitwise
 (``np.array_equal``), not within a tolerance. Dask runs against an in-process LocalCluster
 on 127.0.0.1 (threads, TCP), which starts in about a second.
@@ -19,10 +19,10 @@ import pytest
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, NNGPInputError, sample_correlators
-from nngp_ppl.checkpoint import ShardLedger
-from nngp_ppl.cli import main
-from nngp_ppl.distributed import parse_dask
-from nngp_ppl.sampling import plan_run, shard_sums
+from nngp_ppl.cli.main import main
+from nngp_ppl.sampling.checkpoint import ShardLedger
+from nngp_ppl.sampling.distributed import parse_dask
+from nngp_ppl.sampling.sampler import plan_run, shard_sums
 
 NET = nngp_ppl.GaussNet(sigma_w=0.6, sigma_b=0.3)
 X = [0.0, 0.4, 1.0]
@@ -162,7 +162,7 @@ def test_unreachable_scheduler_and_missing_dask_are_clear_errors(monkeypatch, ca
                                                                 tmp_path):
     import socket
 
-    import nngp_ppl.distributed as dist
+    import nngp_ppl.sampling.distributed as dist
 
     with socket.socket() as s:  # a port with nobody listening
         s.bind(("127.0.0.1", 0))
@@ -194,7 +194,8 @@ def test_the_shard_kernel_stands_alone_and_executors_are_interchangeable():
     import ast
     import inspect
 
-    from nngp_ppl import _shard, distributed, sampling
+    import nngp_ppl.sampling.sampler as sampling
+    from nngp_ppl.sampling import _shard, distributed
 
     def imported(module):
         tree = ast.parse(inspect.getsource(module))
@@ -204,8 +205,8 @@ def test_the_shard_kernel_stands_alone_and_executors_are_interchangeable():
                 names.add(("." * node.level) + (node.module or ""))
         return names
 
-    assert not {".sampling", ".distributed"} & imported(_shard)
-    assert ".sampling" not in imported(distributed)
+    assert not {".sampler", ".distributed"} & imported(_shard)
+    assert ".sampler" not in imported(distributed)
     assert "._shard" in imported(distributed)
     for name in ("check", "run"):
         local = inspect.signature(getattr(sampling.LocalExecutor, name))

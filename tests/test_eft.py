@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 
 import nngp_ppl as nn
-from nngp_ppl import cli, eft, tuples
+import nngp_ppl.cli.main as cli
+from nngp_ppl import tuples
+from nngp_ppl.inference import eft
 from nngp_ppl.theory.diagrams import first_order_design
 from nngp_ppl.theory.exact import exact_correlator_tuples, exact_cumulant_tuples
 from nngp_ppl.theory.wick import gp_correlator_tuples

@@ -16,7 +16,7 @@ def _inputs(d_in, k, seed, scale=1.0):
 
 
 # --------------------------------------------------------------------------------------------
-# Formulas transcribed independently of nngp_ppl.ensembles (physics.md §2 and the
+# Formulas transcribed independently of nngp_ppl.ensembles.core (physics.md §2 and the
 # neural-tangents papers), written in a different but equivalent form.
 # --------------------------------------------------------------------------------------------
 def _m(net, x, y):
@@ -325,7 +325,7 @@ def test_activation_kernel_matches_monte_carlo(activation):
 
 def test_activation_nets_round_trip_and_are_made_by_name():
     from nngp_ppl import ActivationNet
-    from nngp_ppl.ensembles import ensemble_from_dict
+    from nngp_ppl.ensembles.core import ensemble_from_dict
 
     for name in ("tanh", "gelu", "sin", "softplus"):
         net = make_ensemble(name, d_in=2, sigma_w=0.9)
@@ -341,7 +341,7 @@ def test_callable_activation_works_in_memory_but_is_refused_on_save():
     import jax.numpy as jnp
 
     from nngp_ppl import ActivationNet, register_activation
-    from nngp_ppl.ensembles import ensemble_from_dict
+    from nngp_ppl.ensembles.core import ensemble_from_dict
 
     def swish_like(z):
         return z * jnp.tanh(z)
@@ -368,7 +368,7 @@ def test_subclass_without_its_own_name_does_not_reload_as_its_parent():
     from typing import ClassVar
 
     from nngp_ppl import ActivationNet, register_ensemble
-    from nngp_ppl.ensembles import ensemble_from_dict
+    from nngp_ppl.ensembles.core import ensemble_from_dict
 
     @dataclass(frozen=True)
     class MyErf(ErfNet):
@@ -427,7 +427,7 @@ def test_activation_nets_pickle_by_their_fields():
 def test_activation_forward_pass_stays_in_the_requested_precision():
     # The sampler computes batches in float32; a float64 constant would promote them.
     from nngp_ppl import ActivationNet
-    from nngp_ppl.ensembles import network_keys
+    from nngp_ppl.ensembles.core import network_keys
 
     keys = network_keys(0, 3, 0, 4)
     for name in ("tanh", "gelu", "sin", "softplus"):
@@ -448,7 +448,7 @@ def test_activation_forward_pass_stays_in_the_requested_precision():
 def test_numeric_kernel_growth_matches_the_analytic_exponents(net):
     # The measured exponent (unrounded) against each closed-form ensemble's own: within
     # 1e-3 (measured <= 1e-4), for both vertex propagators.
-    from nngp_ppl.ensembles import kernel_growth_numeric
+    from nngp_ppl.ensembles.core import kernel_growth_numeric
 
     for propagator in ("full", "bias_subtracted"):
         analytic = net.kernel_growth(propagator)
@@ -461,7 +461,7 @@ def test_numeric_kernel_growth_matches_the_analytic_exponents(net):
 
 def test_activation_kernel_growth_and_beta_exponent():
     from nngp_ppl import ActivationNet
-    from nngp_ppl.eft import asymptotic_exponent
+    from nngp_ppl.inference.eft import asymptotic_exponent
 
     tanh, gelu, sin = ActivationNet("tanh"), ActivationNet("gelu"), ActivationNet("sin")
     assert tanh.kernel_growth("full") == 0.0
@@ -475,7 +475,7 @@ def test_activation_kernel_growth_and_beta_exponent():
         tanh.kernel_growth("cutoff")
 
 
-# --- a user's own JAX network (nngp_ppl.networks.JaxNetwork) ----------------------------------
+# --- a user's own JAX network (nngp_ppl.ensembles.networks.JaxNetwork) ---------------
 # Module-level functions: importable as "test_ensembles:erf_init", so the net can be saved.
 def erf_init(key, width):
     """One Erf-net of physics.md §1 (σ_W = σ_b = 1, d_in = 1), written as a user would."""
@@ -515,7 +515,7 @@ def test_jax_network_kernel_and_correlators_match_erf_net():
 @pytest.mark.slow
 def test_jax_network_saves_by_import_path_and_refuses_closures(tmp_path):
     from nngp_ppl import JaxNetwork, sample_correlators
-    from nngp_ppl.ensembles import ensemble_from_dict
+    from nngp_ppl.ensembles.core import ensemble_from_dict
 
     X = np.array([[0.5], [1.0]])
     net = JaxNetwork(erf_init, erf_apply, 1, name="my_erf", kernel_nets=64)

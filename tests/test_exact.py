@@ -706,7 +706,7 @@ def test_unsupported_networks_are_refused():
 
 
 # --------------------------------------------------------------------------------------------
-# Erf at orders 8..12: the trapezoid quadrature (nngp_ppl.theory.quadrature)
+# Erf at orders 8..12: the trapezoid quadrature (nngp_ppl.ensembles.quadrature)
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("d_in", [1, 2, 3])
 def test_erf_quadrature_agrees_with_price_theorem_at_low_orders(d_in):
@@ -714,7 +714,7 @@ def test_erf_quadrature_agrees_with_price_theorem_at_low_orders(d_in):
     # in the interpolation parameter) and the trapezoid rule in the pre-activations. Measured
     # agreement 3e-15 of the largest moment; promised 1e-10.
     from nngp_ppl import paper_inputs
-    from nngp_ppl.theory import quadrature
+    from nngp_ppl.ensembles import quadrature
 
     net = ErfNet(d_in=d_in)
     X = paper_inputs("erf", d_in)
@@ -896,7 +896,7 @@ def test_erf_order_eight_quadrature_agrees_with_price_theorem_in_higher_rank(d_i
     # Measured agreement 2.6e-14 of the largest moment (also for all four d_in = 3
     # corners, rank 4, which takes 7 s by Price).
     from nngp_ppl import paper_inputs
-    from nngp_ppl.theory import quadrature
+    from nngp_ppl.ensembles import quadrature
     from nngp_ppl.theory.exact import _erf_moments
 
     net = ErfNet(d_in=d_in)

@@ -143,7 +143,7 @@ def test_06_own_network():
     assert 1.3 < small["lambda_connected"] / large["lambda_connected"] < 3.0
     # The same network's study ran through `reproduce --config` (no exact stage): every
     # figure drawn, and the report says the exact comparison is unavailable for it.
-    from nngp_ppl.report import FIGURES
+    from nngp_ppl.study.report import FIGURES
 
     study = out["study"]
     assert not list(study.glob("exact_*.nc"))
@@ -170,7 +170,7 @@ def test_07_own_ensemble_cli(tmp_path):
     assert float(out["fit"].attrs["gamma_analytic"]) == 0.0
     assert np.all(np.abs(out["fit"]["gamma_fit"].values) < 1e-6)
     # Every stage wrote its file; the study has the full report with its figures.
-    from nngp_ppl.report import FIGURES
+    from nngp_ppl.study.report import FIGURES
 
     assert out["posterior_file"].stat().st_size > 0 and out["beta_file"].stat().st_size > 0
     study = out["study"]

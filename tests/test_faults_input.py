@@ -16,14 +16,16 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
+from patching import patch_everywhere
 from test_robustness import cli_error
 
 import nngp_ppl
-from nngp_ppl import CorrelatorStats, NNGPInputError, _checks, eft
-from nngp_ppl.cli import main
-from nngp_ppl.problem import coupling_names
-from nngp_ppl.stats import accumulated_orders
-from nngp_ppl.study import MAX_KEY_LENGTH, MAX_TEXT_LENGTH, study_from_text
+from nngp_ppl import CorrelatorStats, NNGPInputError, _checks
+from nngp_ppl.cli.main import main
+from nngp_ppl.inference import eft
+from nngp_ppl.inference.problem import coupling_names
+from nngp_ppl.sampling.stats import accumulated_orders
+from nngp_ppl.study.spec import MAX_KEY_LENGTH, MAX_TEXT_LENGTH, study_from_text
 from nngp_ppl.tuples import distinct_tuples
 
 NET = nngp_ppl.ErfNet(sigma_w=1.2, sigma_b=0.4)
@@ -44,14 +46,13 @@ def synthetic_stats(orders=(2, 4, 6), *, n=60, width=3, seed=0, net=NET, inputs=
 def nothing_runs(monkeypatch):
     """Sampling and NUTS fail the test: the error must come before any work."""
     import nngp_ppl.inference.couplings as couplings
-    import nngp_ppl.sampling as sampling
+    import nngp_ppl.sampling.sampler as sampling
 
     def forbidden(*args, **kwargs):
         raise AssertionError("work started although the input was bad")
 
-    monkeypatch.setattr(sampling, "sample_correlators", forbidden)
-    monkeypatch.setattr(nngp_ppl, "sample_correlators", forbidden)
-    monkeypatch.setattr(couplings, "sample_latent", forbidden)
+    patch_everywhere(monkeypatch, sampling, "sample_correlators", forbidden)
+    patch_everywhere(monkeypatch, couplings, "sample_latent", forbidden)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +192,7 @@ def test_a_preset_changed_in_python_is_checked_by_reproduce(tmp_path):
                           ({"n_nets": 1}, "study.toml: n_nets must be an integer in 2..2**32"),
                           ({"covariance": "exakt"}, "covariance must be one of")):
         with pytest.raises(NNGPInputError, match=None) as err:
-            nngp_ppl.reproduce.reproduce(dataclasses.replace(preset, **change),
+            nngp_ppl.study.stages.reproduce(dataclasses.replace(preset, **change),
                                          tmp_path / "out", dry_run=True, log=lambda _: None)
         assert words in str(err.value), err.value
     assert not (tmp_path / "out").exists()
@@ -256,7 +257,7 @@ def test_inputs_where_the_kernel_vanishes_are_refused(tmp_path, capsys, nothing_
 
 def test_lattice_coupling_too_strong_to_sample_is_refused_naming_it(tmp_path, capsys):
     """λ = 1e300 gave R-hat inf and a warning about a κ f⁶ wall with κ = 0."""
-    from nngp_ppl.models.field import MAX_INTERACTION_SPREAD, FieldLattice, check_strength
+    from nngp_ppl.inference.models.field import MAX_INTERACTION_SPREAD, FieldLattice, check_strength
     from nngp_ppl.theory.lattice import box_lattice
 
     err = cli_error(["lattice", "--ensemble", "gauss", "--sigma-w", "1", "--sigma-b", "0.5",
@@ -277,14 +278,14 @@ def test_lattice_coupling_too_strong_to_sample_is_refused_naming_it(tmp_path, ca
 
 def test_lattice_divergence_warning_names_the_wall_the_action_has(tmp_path, capsys,
                                                                   monkeypatch):
-    import nngp_ppl.models.field as field
+    import nngp_ppl.inference.models.field as field
 
     def fake(f, lam, kappa, **kw):
         return xr.Dataset(attrs={"lambda": lam, "kappa": kappa, "lattice": "L",
                                  "propagator": "full", "divergences": 3, "max_r_hat": 1.0,
                                  "min_ess_bulk": 500.0, "num_chains": 2, "num_samples": 10})
 
-    monkeypatch.setattr(field, "field_correlators", fake)
+    patch_everywhere(monkeypatch, field, "field_correlators", fake)
     argv = ["lattice", "--ensemble", "gauss", "--inputs", "0,0.5", "--cutoff", "1",
             "--sites", "4", "-o", str(tmp_path / "l.nc")]
     assert main([*argv, "--lambda", "0.1"]) == 0

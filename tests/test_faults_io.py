@@ -30,9 +30,10 @@ import pytest
 import xarray as xr
 
 import nngp_ppl
-from nngp_ppl import CorrelatorStats, NNGPInputError, _io, _lock, ensembles, sample_correlators
-from nngp_ppl.checkpoint import ShardLedger
-from nngp_ppl.cli import main
+import nngp_ppl.ensembles.core as ensembles
+from nngp_ppl import CorrelatorStats, NNGPInputError, _io, _lock, sample_correlators
+from nngp_ppl.cli.main import main
+from nngp_ppl.sampling.checkpoint import ShardLedger
 
 X4 = np.array([-1.0, -0.3, 0.4, 1.0])
 
@@ -139,7 +140,7 @@ def proc_one_line(proc, status) -> str:
 def kernel(request, monkeypatch):
     """Both accumulation kernels: the per-batch checks must guard each."""
     monkeypatch.setenv("NNGP_PPL_KERNEL", request.param)
-    if request.param == "c" and nngp_ppl._native.library() is None:
+    if request.param == "c" and nngp_ppl.sampling._native.library() is None:
         pytest.skip("no C compiler: the C kernel cannot be built here")
     return request.param
 
@@ -191,7 +192,7 @@ def test_a_nonfinite_later_batch_names_that_batch(kernel):
         def network_outputs(self, keys, X, width, dtype=jnp.float32):
             f = super().network_outputs(keys, X, width, dtype)
             # NaN for network 40 only: identified by its key, not by its row.
-            hit = jnp.all(keys == nngp_ppl.ensembles.network_keys(0, width, 40, 1)[0], axis=-1)
+            hit = jnp.all(keys == nngp_ppl.ensembles.core.network_keys(0, width, 40, 1)[0], axis=-1)
             return jnp.where(hit[:, None], jnp.nan, f)
 
     with pytest.raises(NNGPInputError, match=r"networks 32\.\.63 at width 3"):
@@ -278,7 +279,7 @@ def test_a_full_disk_while_writing_a_fit_is_one_line_on_a_real_tmpfs(tmp_path, r
     # Before: exit 139 (a segfault in HDF5 at exit) after h5py tracebacks.
     with small_tmpfs(tmp_path / "disk") as disk:
         fill(disk, 8)
-        proc = subprocess.run([sys.executable, "-m", "nngp_ppl.cli", "fit", str(run_file),
+        proc = subprocess.run([sys.executable, "-m", "nngp_ppl.cli.main", "fit", str(run_file),
                                "--cutoffs", "5", "-o", str(disk / "fit.nc")],
                               capture_output=True, text=True, timeout=300)
         line = proc_one_line(proc, 1)
@@ -331,7 +332,7 @@ def test_a_full_disk_is_one_oserror_and_leaves_no_temporary(tmp_path, full_disk,
             _io.write_netcdf(_posterior_tree(), target, file_format=_io.BETA_FORMAT,
                              version=_io.BETA_VERSION)
         else:
-            plan = nngp_ppl.sampling.plan_run(nngp_ppl.ErfNet(), X4, [3], 16)
+            plan = nngp_ppl.sampling.sampler.plan_run(nngp_ppl.ErfNet(), X4, [3], 16)
             ShardLedger(plan).save(target)
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
     assert list(tmp_path.iterdir()) == []
@@ -430,13 +431,13 @@ def held_by_another_process(target):
 
 def test_a_run_locks_its_default_checkpoint(tmp_path, monkeypatch, capsys):
     seen = []
-    real = nngp_ppl.sampling._execute
+    real = nngp_ppl.sampling.sampler._execute
 
     def spy(ledger, executor, checkpoint, progress):
         seen.append(set(_lock._HELD))
         return real(ledger, executor, checkpoint, progress)
 
-    monkeypatch.setattr(nngp_ppl.sampling, "_execute", spy)
+    monkeypatch.setattr(nngp_ppl.sampling.sampler, "_execute", spy)
     out = tmp_path / "a.nc"
     assert main(["sample", "--ensemble", "erf", "--inputs", "1,2", "--widths", "3",
                  "--n-nets", "16", "--no-progress", "-o", str(out)]) == 0
@@ -586,7 +587,7 @@ def test_json_depth_ignores_brackets_inside_strings():
 
 
 def test_a_checkpoint_with_a_string_version_or_deep_plan_is_refused(tmp_path):
-    plan = nngp_ppl.sampling.plan_run(nngp_ppl.ErfNet(), X4, [3], 16)
+    plan = nngp_ppl.sampling.sampler.plan_run(nngp_ppl.ErfNet(), X4, [3], 16)
     cp = ShardLedger(plan).save(tmp_path / "cp.partial")
     for attrs, what in (({"nngp_ppl_format_version": "1"}, "not an integer"),
                         ({"plan": "{" * 5000}, "nested")):
@@ -620,7 +621,7 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
     # Before: a 26-41 line traceback from inside some import (jax, dataclasses, ...).
     for delay in (0.0, 1.0):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nngp_ppl.cli", "sample", "--ensemble", "erf", "--inputs",
+            [sys.executable, "-m", "nngp_ppl.cli.main", "sample", "--ensemble", "erf", "--inputs",
              "1,2", "--widths", "3", "--n-nets", "1e6", "-o", str(tmp_path / "x.nc")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         importing_jax(proc.pid)
@@ -646,20 +647,20 @@ def test_a_refused_resume_does_not_first_announce_itself(tmp_path, capsys):
 
 
 def test_a_damaged_manifest_says_everything_reruns(tmp_path):
-    from nngp_ppl.reproduce import MANIFEST, _load_manifest
+    from nngp_ppl.study.manifest import MANIFEST, load_manifest
 
     said = []
     (tmp_path / MANIFEST).write_text('{"stages": {"sample"')
-    assert _load_manifest(tmp_path, said.append) == {"stages": {}}
+    assert load_manifest(tmp_path, said.append) == {"stages": {}}
     assert len(said) == 1 and "damaged" in said[0] and "every stage runs again" in said[0]
     (tmp_path / MANIFEST).write_text('{"stages": []}')
-    assert _load_manifest(tmp_path, said.append) == {"stages": {}} and len(said) == 2
+    assert load_manifest(tmp_path, said.append) == {"stages": {}} and len(said) == 2
     (tmp_path / MANIFEST).write_text('{"stages": {}}')
-    assert _load_manifest(tmp_path, said.append) == {"stages": {}} and len(said) == 2
+    assert load_manifest(tmp_path, said.append) == {"stages": {}} and len(said) == 2
 
 
 def test_reproduce_dry_run_warns_of_a_damaged_manifest(tmp_path, capsys):
-    from nngp_ppl.reproduce import MANIFEST
+    from nngp_ppl.study.manifest import MANIFEST
 
     out = tmp_path / "study"
     out.mkdir()

@@ -1,6 +1,6 @@
 """Coupling posteriors, their calibration on real networks, the ArviZ workflow, β-functions, CLI.
 
-Oracles: the paper's λ̄ of :func:`nngp_ppl.eft.mean_coupling` and an independent numpy
+Oracles: the paper's λ̄ of :func:`nngp_ppl.inference.eft.mean_coupling` and an independent numpy
 least-squares fit (the declared estimand); the closed-form Gaussian posterior of the latent
 model; the exact finite-width correlators of :mod:`nngp_ppl.theory.exact` (the estimand's
 target, and noise-free data); real sampled networks for calibration; the closed-form exponents
@@ -22,20 +22,22 @@ import pytest
 import xarray as xr
 
 import nngp_ppl as nn
-from nngp_ppl import NNGPInputError, cli, eft
+import nngp_ppl.cli.main as cli
+from nngp_ppl import NNGPInputError
 from nngp_ppl.inference import (
     DiagnosticsWarning,
     beta_function,
     compare_point_estimates,
     diagnostics_gate,
+    eft,
     infer_couplings,
 )
 from nngp_ppl.inference.calibration import calibrate
 from nngp_ppl.inference.compare import select_problem
 from nngp_ppl.inference.flow import design_function
 from nngp_ppl.inference.plots import plot_beta, plot_coupling_posteriors, plot_running
-from nngp_ppl.problem import EFTTheory
-from nngp_ppl.stats import HeavyTailWarning
+from nngp_ppl.inference.problem import EFTTheory
+from nngp_ppl.sampling.stats import HeavyTailWarning
 from nngp_ppl.theory.diagrams import first_order_design
 from nngp_ppl.theory.exact import exact_correlator_tuples
 from nngp_ppl.tuples import distinct_tuples

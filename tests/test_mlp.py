@@ -1,4 +1,5 @@
-"""Deep MLPs (nngp_ppl.networks.MLP): kernel recursion, finite-width 2-pt shift, capabilities.
+"""Deep MLPs (nngp_ppl.ensembles.networks.MLP): kernel recursion, finite-width 2-pt shift,
+capabilities.
 
 Oracles: the single-layer closed forms of ensembles.py (depth 1); scipy's erf through the
 quadrature path (the recursion's NumPy branch against its closed-form branch); wide
@@ -16,9 +17,9 @@ import pytest
 from scipy import special
 
 from nngp_ppl import ActivationNet, ErfNet, NNGPInputError, ReLUNet, sample_correlators
-from nngp_ppl.ensembles import ensemble_from_dict, network_keys
-from nngp_ppl.networks import MLP, TwoPointWarning, _quadrature_recursion
-from nngp_ppl.problem import choose_noise, exact_noise_available
+from nngp_ppl.ensembles.core import ensemble_from_dict, network_keys
+from nngp_ppl.ensembles.networks import MLP, TwoPointWarning, _quadrature_recursion
+from nngp_ppl.inference.problem import choose_noise, exact_noise_available
 from nngp_ppl.theory.exact import max_exact_order
 
 X1 = np.array([[-1.0], [0.2], [1.0]])
@@ -182,7 +183,7 @@ def test_forward_pass_is_one_network_per_key():
 def test_default_batches_count_the_hidden_weights():
     # A depth-3 net of width 1000 draws 2·10⁶ numbers per network, not 3·10³: its default
     # batch (about 16 MiB of forward-pass memory) must be ~700 times smaller than Erf-net's.
-    from nngp_ppl.sampling import _memory_d_in, batch_bytes, plan_run
+    from nngp_ppl.sampling.sampler import _memory_d_in, batch_bytes, plan_run
 
     deep, shallow = MLP(3, "relu", 1), ErfNet()
     assert plan_run(deep, X1, [1000], 4096).batch_size(1000) == 8
@@ -195,7 +196,7 @@ def test_growth_exponents_of_deep_kernels():
     """Analytic: the ReLU recursion with σ_b = 0 is homogeneous of degree 1 in each input at
     every depth (K(x, t y) = t K(x, y), t > 0), so γ = d_in + 4; the Erf kernel is bounded
     and tends to a direction-dependent constant, so γ = d_in (physics.md §8)."""
-    from nngp_ppl.eft import asymptotic_exponent
+    from nngp_ppl.inference.eft import asymptotic_exponent
 
     relu, erf = MLP(2, "relu", 2, 1.0, 0.0), MLP(3, "erf", 2, 1.0, 0.5)
     x, y = np.array([[0.3, -0.2]]), np.array([[1.0, 0.4]])
@@ -216,8 +217,8 @@ def test_two_point_corrected_lambda_is_the_connected_one():
     does not, and moves from the corrected one by B (Wick(Ĝ2) - Wick(K)) predicted from the
     hidden-layer G2 = E[Σ] (measured: -0.00353 ± 0.00009 corrected, -0.00348 oracle,
     -0.00243 rule 4.5, at 2·10⁵ networks)."""
-    from nngp_ppl import eft
-    from nngp_ppl import two_point as tp
+    from nngp_ppl.inference import eft
+    from nngp_ppl.inference import two_point as tp
     from nngp_ppl.theory.diagrams import first_order_design
     from nngp_ppl.theory.wick import gp_correlator_tuples
     from nngp_ppl.tuples import distinct_tuples, expand

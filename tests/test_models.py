@@ -20,7 +20,7 @@ from numpyro.infer.util import log_density
 
 import nngp_ppl as nn
 from nngp_ppl import NNGPInputError
-from nngp_ppl.models import (
+from nngp_ppl.inference.models import (
     FieldLattice,
     LatentArrays,
     check_bounded,
@@ -28,7 +28,7 @@ from nngp_ppl.models import (
     field_correlators,
     stable_cholesky,
 )
-from nngp_ppl.models.couplings import (
+from nngp_ppl.inference.models.couplings import (
     NORMAL_DF,
     estimator_covariance,
     gaussian_moments,
@@ -36,7 +36,7 @@ from nngp_ppl.models.couplings import (
     latent_draws,
     whitened_log_likelihood,
 )
-from nngp_ppl.models.field import MAX_FIELD_POINTS, interaction_spread, sample_field
+from nngp_ppl.inference.models.field import MAX_FIELD_POINTS, interaction_spread, sample_field
 from nngp_ppl.theory.diagrams import first_order_design
 from nngp_ppl.theory.lattice import Lattice, box_lattice
 from nngp_ppl.theory.wick import gp_correlator_tuples

@@ -1,4 +1,4 @@
-"""The sampler's C accumulation kernel (nngp_ppl._native) against exact float64 sums.
+"""The sampler's C accumulation kernel (nngp_ppl.sampling._native) against exact float64 sums.
 
 Oracles: brute-force float64 products of the same float32 outputs; the XLA kernel (its own
 float32 bound); exact power-of-two scaling. Bounds come from the kernel's arithmetic
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 import nngp_ppl
-from nngp_ppl import NNGPInputError, _native, _shard
-from nngp_ppl.stats import accumulated_orders
+from nngp_ppl import NNGPInputError
+from nngp_ppl.sampling import _native, _shard
+from nngp_ppl.sampling.stats import accumulated_orders
 from nngp_ppl.tuples import distinct_tuples
 
 lib = _native.library()
@@ -25,7 +26,7 @@ U32 = 2.0**-24
 
 
 def host_sums(F, k, orders, covariance=True, batches=2):
-    plan = _shard._Plan(k, tuple(orders), covariance)
+    plan = _shard.StepPlan(k, tuple(orders), covariance)
     sums = _native.HostSums(lib, k, plan.orders, plan.split, covariance)
     for part in np.array_split(F, batches):
         sums.add(part)
@@ -107,7 +108,7 @@ def test_c_and_xla_kernels_sample_the_same_sums(monkeypatch):
         monkeypatch.setenv("NNGP_PPL_KERNEL", kernel)
         runs[kernel] = nngp_ppl.sample_correlators(net, X, width, n, progress=False, seed=4)
     f = np.abs(np.asarray(net.network_outputs(
-        nngp_ppl.ensembles.network_keys(4, width, 0, n), np.asarray(X)[:, None], width,
+        nngp_ppl.ensembles.core.network_keys(4, width, 0, n), np.asarray(X)[:, None], width,
         np.float32), np.float64))
     for m, s in runs["c"].moment_sums(width).items():
         size = np.prod(f[:, distinct_tuples(len(X), m)], axis=2).sum(axis=0)
@@ -136,9 +137,9 @@ def test_without_a_compiler_the_xla_kernel_is_used_with_one_warning(monkeypatch,
         with pytest.raises(NNGPInputError, match="NNGP_PPL_KERNEL=c but the C kernel"):
             _native.library()
         monkeypatch.setenv("NNGP_PPL_KERNEL", "auto")
-        job = _shard.shard_job(nngp_ppl.ErfNet(), [[0.5]], 3, 0, 0, 64, _shard._Plan(
+        job = _shard.shard_job(nngp_ppl.ErfNet(), [[0.5]], 3, 0, 0, 64, _shard.StepPlan(
             1, (2,), True), 64, 64)
-        assert type(job) is _shard._ShardJob  # the XLA kernel
+        assert type(job) is _shard.ShardJob  # the XLA kernel
     finally:
         _native._library_or_error.cache_clear()
         _native._warn_once.cache_clear()
@@ -157,7 +158,7 @@ def test_a_broken_source_fails_the_build_and_leaves_no_file(monkeypatch, tmp_pat
 
 
 def test_a_bad_kernel_choice_is_refused_before_sampling(monkeypatch, tmp_path, capsys):
-    from nngp_ppl.cli import main
+    from nngp_ppl.cli.main import main
 
     monkeypatch.setenv("NNGP_PPL_KERNEL", "fortran")
     out = tmp_path / "run.nc"

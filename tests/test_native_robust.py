@@ -6,7 +6,7 @@ or builds the wrong thing), and the test checks that sampling still gives the ri
 with exactly one NativeKernelWarning saying what happened. A cache is damaged after a good
 build, so the faulty file sits under the exact name the kernel looks for.
 
-Identity: every build with nngp_ppl._native.NUMERICS gives the same sums bit for bit
+Identity: every build with nngp_ppl.sampling._native.NUMERICS gives the same sums bit for bit
 whatever the vector ISA (tested on the baseline, AVX2 and cloned builds); a resume or a
 Dask run that would mix kernels of different bits is refused.
 """
@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 
 import nngp_ppl
-from nngp_ppl import NNGPInputError, _native, distributed
-from nngp_ppl.checkpoint import ShardLedger, kernel_key
-from nngp_ppl.sampling import plan_run, shard_sums
+from nngp_ppl import NNGPInputError
+from nngp_ppl.sampling import _native, distributed
+from nngp_ppl.sampling.checkpoint import ShardLedger, kernel_key
+from nngp_ppl.sampling.sampler import plan_run, shard_sums
 
 NET = nngp_ppl.ErfNet(sigma_w=1.1, sigma_b=0.4)
 X = [-0.8, 0.1, 0.9]
@@ -94,7 +95,8 @@ def _seal(path):
 
 
 def _sums_with(lib, F, k=3, orders=(2, 4)):
-    split = tuple(m for m in nngp_ppl.stats.accumulated_orders(orders, True) if m > max(orders))
+    split = tuple(m for m in nngp_ppl.sampling.stats.accumulated_orders(orders, True)
+                  if m > max(orders))
     sums = _native.HostSums(lib, k, orders, split, True)
     sums.add(F)
     return sums.result()
@@ -131,7 +133,7 @@ def test_truncated_cache_is_rebuilt_not_a_sigbus(cache, tmp_path):
     path = _cached_library(cache)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     code = ("import warnings, numpy as np, nngp_ppl\n"
-            "from nngp_ppl import _native\n"
+            "import nngp_ppl.sampling._native as _native\n"
             "warnings.simplefilter('always')\n"
             "with warnings.catch_warnings(record=True) as seen:\n"
             "    lib = _native.library()\n"

@@ -24,7 +24,7 @@ from nngp_ppl import (
     ReLUNet,
     sample_correlators,
 )
-from nngp_ppl.stats import HeavyTailWarning
+from nngp_ppl.sampling.stats import HeavyTailWarning
 from nngp_ppl.theory.exact import (
     exact_correlator_tuples,
     exact_cumulant_tuples,

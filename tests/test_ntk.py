@@ -11,11 +11,12 @@ import pytest
 import nngp_ppl
 from nngp_ppl import ActivationNet, ErfNet, GaussNet, ReLUNet
 from nngp_ppl._checks import NNGPInputError
-from nngp_ppl.networks import MLP
+from nngp_ppl.ensembles.activations import ERF, GAUSS
+from nngp_ppl.ensembles.networks import MLP
+from nngp_ppl.ensembles.quadrature import pair_expectation
 from nngp_ppl.theory import ntk as ntk_mod
 from nngp_ppl.theory.ntk import ntk, ntk_and_nngp, training_oracle
-from nngp_ppl.theory.quadrature import pair_expectation
-from nngp_ppl.training import draw_parameters, forward
+from nngp_ppl.training.trainer import draw_parameters, forward
 
 X = np.array([-1.0, -0.3, 0.4, 1.1])
 X_TRAIN = np.array([-0.8, 0.1, 0.9])
@@ -26,7 +27,7 @@ def test_erf_derivative_pair_matches_quadrature():
     a, b = np.array([0.3, 1.2, 2.0]), np.array([0.7, 0.5, 2.0])
     c = np.array([0.2, -0.6, 1.99])
     derf = ntk_mod._derivative(jax.lax.erf)
-    assert np.allclose(ntk_mod._erf_dpair(a, b, c), pair_expectation(derf, a, b, c),
+    assert np.allclose(ERF.dpair(a, b, c), pair_expectation(derf, a, b, c),
                        rtol=1e-9, atol=0)
 
 
@@ -40,13 +41,13 @@ def test_gauss_pair_is_the_lognormal_moment():
     u = np.sqrt(a) * t[:, None]
     v = L21 * t[:, None] + L22 * t[None, :]
     quad = np.einsum("i,j,ij->", w, w, np.exp(u - a) * np.exp(v - b))
-    assert np.isclose(ntk_mod._gauss_pair(a, b, c), quad, rtol=1e-10)
+    assert np.isclose(GAUSS.pair(a, b, c), quad, rtol=1e-10)
 
 
 def _empirical_ntk(net, width, n_nets, X, seed=0):
     """Per-network NTK in the NTK parametrisation, from jax.jacobian: (n_nets, k, k)."""
     Xj = jnp.asarray(np.asarray(X, np.float32).reshape(len(X), -1))
-    keys = nngp_ppl.ensembles.network_keys(seed, width, 0, n_nets)
+    keys = nngp_ppl.ensembles.core.network_keys(seed, width, 0, n_nets)
 
     def one(key):
         p = draw_parameters(net, key, width, "ntk")

@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nngp_ppl import NNGPInputError, _native, _shard
+from nngp_ppl import NNGPInputError
 from nngp_ppl._checks import orders as check_orders
-from nngp_ppl.stats import accumulated_orders
+from nngp_ppl.sampling import _native, _shard
+from nngp_ppl.sampling.stats import accumulated_orders
 from nngp_ppl.tuples import distinct_tuples, materialised_orders, prefix_suffix_orders
 
 U32 = 2.0**-24
@@ -72,7 +73,7 @@ def test_c_kernel_odd_orders_against_brute_force(k, orders, wide):
     """Every accumulated order 1..2 max(orders) and the tail sums of the measured ones;
     "wide" outputs (1e-3..1e3) take the power-of-two scaling path."""
     F = _outputs(k, 203, k, wide)
-    plan = _shard._Plan(k, orders, True)
+    plan = _shard.StepPlan(k, orders, True)
     sums = _native.HostSums(lib, k, plan.orders, plan.split, True)
     for part in np.array_split(F, 2):
         sums.add(part)
@@ -89,11 +90,11 @@ def test_c_kernel_odd_orders_against_brute_force(k, orders, wide):
 @pytest.mark.parametrize(("k", "orders"), ODD_PLANS[:3])
 def test_xla_kernel_odd_orders_against_brute_force(k, orders):
     F = _outputs(k, 200, k + 1, wide=True)
-    plan = _shard._Plan(k, orders, True)
+    plan = _shard.StepPlan(k, orders, True)
     chunk = 40
     total = None
     for c in F.astype(np.float64).reshape(-1, chunk, k):
-        part = _shard._monomial_sums(jnp.asarray(c.T), plan)
+        part = _shard.monomial_sums(jnp.asarray(c.T), plan)
         total = part if total is None else [
             tuple(a + b for a, b in zip(x, y, strict=True)) for x, y in zip(total, part,
                                                                              strict=True)]
@@ -105,7 +106,7 @@ def test_xla_kernel_odd_orders_against_brute_force(k, orders):
 # connected correlators
 # ---------------------------------------------------------------------------------------------
 def test_cumulant_jacobian_matches_finite_differences_and_wick_cumulants():
-    from nngp_ppl.stats import cumulants_with_jacobian
+    from nngp_ppl.sampling.stats import cumulants_with_jacobian
     from nngp_ppl.theory.wick import connected_correlator_tuples
 
     k, n = 3, 5
@@ -185,7 +186,8 @@ def test_c_and_xla_kernels_sample_the_same_odd_order_sums(monkeypatch):
     """A whole run with each kernel, orders 1..6 of a non-zero-mean net: the same networks,
     so the sums agree to float64 round-off for the measured orders and to the XLA
     kernel's float32 bound, 2 (CHUNK + 2) u sum|terms|, for the covariance-only ones."""
-    from nngp_ppl import ErfNet, ensembles, sample_correlators
+    import nngp_ppl.ensembles.core as ensembles
+    from nngp_ppl import ErfNet, sample_correlators
 
     net, X, width, n = ErfNet(mu_b=0.2), np.array([[-0.5], [0.2], [1.0]]), 5, 1000
     runs = {}
@@ -203,7 +205,7 @@ def test_c_and_xla_kernels_sample_the_same_odd_order_sums(monkeypatch):
 
 def test_an_interrupted_odd_order_run_resumes_to_the_identical_sums(tmp_path, monkeypatch):
     from nngp_ppl import ErfNet, sample_correlators
-    from nngp_ppl.checkpoint import ShardLedger
+    from nngp_ppl.sampling.checkpoint import ShardLedger
 
     net, X, ck = ErfNet(mu_b=0.2), np.array([[-0.8], [0.1], [0.9]]), tmp_path / "odd.partial"
     kw = dict(orders=(1, 3, 4), seed=5, batch_size=64, shard_size=64, progress=False)

@@ -9,8 +9,8 @@ import pytest
 from numpyro import handlers
 
 import nngp_ppl as nn
-from nngp_ppl import eft, problem
-from nngp_ppl.models import field as fm
+from nngp_ppl.inference import eft, problem
+from nngp_ppl.inference.models import field as fm
 from nngp_ppl.theory import diagrams as dg
 from nngp_ppl.theory import operators as ops
 from nngp_ppl.theory.lattice import Lattice

@@ -24,9 +24,9 @@ from scipy.special import erf
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, NNGPInputError
-from nngp_ppl.ensembles import network_keys
-from nngp_ppl.sampling import network_sums
-from nngp_ppl.stats import HeavyTailWarning, accumulated_orders, check_tails
+from nngp_ppl.ensembles.core import network_keys
+from nngp_ppl.sampling.sampler import network_sums
+from nngp_ppl.sampling.stats import HeavyTailWarning, accumulated_orders, check_tails
 from nngp_ppl.theory.wick import gp_correlator, gp_correlator_tuples
 from nngp_ppl.tuples import compress, distinct_tuples, expand, full_index, tuple_row
 

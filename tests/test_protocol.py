@@ -26,8 +26,9 @@ import numpy as np
 import pytest
 
 import nngp_ppl
-from nngp_ppl import NNGPInputError, eft
-from nngp_ppl.ensembles import ensemble_from_dict
+from nngp_ppl import NNGPInputError
+from nngp_ppl.ensembles.core import ensemble_from_dict
+from nngp_ppl.inference import eft
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,8 @@ def test_kernel_constant_and_growth_come_from_the_ensemble():
     net = CosNet(sigma_w=1.0, sigma_b=0.5)
     # K -> σ_b² far from the inputs (the Gaussian factor wins over cosh): p = 0 for the
     # full propagator; K - σ_b² decays faster than any power: None (coupling stops running).
-    assert nngp_ppl.ensembles.kernel_growth_numeric(net, "full") == 0.0
-    assert nngp_ppl.ensembles.kernel_growth_numeric(net, "bias_subtracted") is None
+    assert nngp_ppl.ensembles.core.kernel_growth_numeric(net, "full") == 0.0
+    assert nngp_ppl.ensembles.core.kernel_growth_numeric(net, "bias_subtracted") is None
     assert eft.asymptotic_exponent(net, "full") == pytest.approx(1.0)
     # The bias-subtracted vertex integral uses K - kernel_constant on every leg: compare
     # with the box integral of (K - σ_b²) done here by a dense trapezoid rule.

@@ -8,7 +8,7 @@ import pytest
 from scipy import integrate, special
 
 from nngp_ppl import NNGPInputError, tuples
-from nngp_ppl.theory import quadrature
+from nngp_ppl.ensembles import quadrature
 
 
 def _mults(k, d):

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import nngp_ppl as nn
-from nngp_ppl.cli import main
+from nngp_ppl.cli.main import main
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

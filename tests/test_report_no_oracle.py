@@ -30,8 +30,9 @@ import pytest
 from tiny_study import MLP_DEPTH, MLP_INPUTS, MLP_SIGMA_B, MLP_SIGMA_W
 
 from nngp_ppl import CorrelatorStats
-from nngp_ppl.report import FIGURES
-from nngp_ppl.reproduce import plan_dict, reproduce
+from nngp_ppl.study.report import FIGURES
+from nngp_ppl.study.spec import plan_dict
+from nngp_ppl.study.stages import reproduce
 
 SIGMA_W, SIGMA_B, DEPTH, INPUTS = MLP_SIGMA_W, MLP_SIGMA_B, MLP_DEPTH, MLP_INPUTS
 
@@ -159,7 +160,7 @@ def test_a_study_mixing_runs_with_and_without_an_oracle_counts_coverage_only_whe
     MLP run given exact λ̄ at both widths, one inside its 90% interval and one outside): the
     coverage sentence counts only that run's two posteriors, and only the run without an
     oracle gets the 'unavailable' notes."""
-    from nngp_ppl.report import render_report
+    from nngp_ppl.study.report import render_report
 
     summary = copy.deepcopy(study[3])
     run = summary["runs"]["mlp"]
@@ -187,7 +188,7 @@ def test_the_report_stage_shows_a_bar_over_its_figures_on_a_terminal(study, monk
     """The report stage is the longest one without NUTS or sampling (about 10 s for the
     demo on a quiet machine): with progress forced on, its figures get a bar on standard
     error; with progress off, nothing is drawn."""
-    from nngp_ppl.report import make_figures
+    from nngp_ppl.study.report import make_figures
 
     preset, src, _, _ = study
     out = tmp_path / "copy"  # the figures are drawn again: not into the shared study

@@ -16,9 +16,9 @@ import json
 import numpy as np
 import pytest
 
-from nngp_ppl.commands.flow import _interval
-from nngp_ppl.report import markdown as md
-from nngp_ppl.report.summary import sign_sentence, study_title
+from nngp_ppl.cli.commands.flow import _interval
+from nngp_ppl.study.report import markdown as md
+from nngp_ppl.study.report.summary import sign_sentence, study_title
 
 FLAG = md.FAIL
 
@@ -192,8 +192,8 @@ ngp_width = 4
 
 @pytest.fixture(scope="module")
 def gelu_study(tmp_path_factory):
-    from nngp_ppl.reproduce import reproduce
-    from nngp_ppl.study import study_from_text
+    from nngp_ppl.study.spec import study_from_text
+    from nngp_ppl.study.stages import reproduce
 
     out = tmp_path_factory.mktemp("gelu_truth")
     reproduce(study_from_text(GELU_STUDY), out, progress=False, log=lambda _line: None)
@@ -222,10 +222,9 @@ def test_a_gelu_study_report_says_only_what_its_own_results_say(gelu_study):
 
 @pytest.mark.slow
 def test_a_one_run_studys_figures_are_titled_from_it_and_not_cut_off(gelu_study):
-    from nngp_ppl.report import figures
-    from nngp_ppl.report.files import study_runs
-    from nngp_ppl.reproduce import plan_dict
-    from nngp_ppl.study import study_from_text
+    from nngp_ppl.study.report import figures
+    from nngp_ppl.study.report.files import study_runs
+    from nngp_ppl.study.spec import plan_dict, study_from_text
 
     runs = study_runs(gelu_study, plan_dict(study_from_text(GELU_STUDY)))
     for fig in (figures.fig_deviation(runs), figures.fig_lambda(runs, 5.0),

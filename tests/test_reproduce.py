@@ -21,19 +21,15 @@ import numpy as np
 import pytest
 from tiny_study import TINY
 
-from nngp_ppl import CorrelatorStats, NNGPInputError, eft
+from nngp_ppl import CorrelatorStats, NNGPInputError
 from nngp_ppl._lock import exclusive_lock
-from nngp_ppl.cli import main
-from nngp_ppl.report import FIGURES
-from nngp_ppl.reproduce import (
-    PRESETS,
-    check_preset_overrides,
-    part_file,
-    reproduce,
-    sha256_file,
-    stages,
-)
-from nngp_ppl.stats import normalised_deviation
+from nngp_ppl.cli.main import main
+from nngp_ppl.inference import eft
+from nngp_ppl.sampling.stats import normalised_deviation
+from nngp_ppl.study.manifest import sha256_file
+from nngp_ppl.study.report import FIGURES
+from nngp_ppl.study.spec import PRESETS, check_preset_overrides, part_file
+from nngp_ppl.study.stages import reproduce, stages
 from nngp_ppl.theory.wick import gp_correlator_tuples
 
 STAGES = ["sample_relu", "sample_mlp", "sample_erf", "exact_relu", "exact_erf", "fit_relu",
@@ -291,12 +287,14 @@ def _refuse_physics(monkeypatch):
     import importlib
     import inspect
 
-    from nngp_ppl import ensembles, networks
+    from patching import patch_everywhere
+
+    from nngp_ppl.ensembles import core, networks
 
     readers = {"load_fit", "file_identity"}
-    names = ["nngp_ppl.eft", "nngp_ppl.problem", "nngp_ppl.stats"] + [
-        f"nngp_ppl.theory.{m}" for m in ("diagrams", "exact", "lattice", "quadrature",
-                                         "second_order", "wick")]
+    names = ["nngp_ppl.inference.eft", "nngp_ppl.inference.problem", "nngp_ppl.sampling.stats",
+             "nngp_ppl.ensembles.quadrature"] + [
+        f"nngp_ppl.theory.{m}" for m in ("diagrams", "exact", "lattice", "second_order", "wick")]
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("the report called the theory")
@@ -306,10 +304,10 @@ def _refuse_physics(monkeypatch):
         module = importlib.import_module(name)
         for attr, obj in vars(module).items():
             if (inspect.isfunction(obj) and obj.__module__ == name and attr not in readers
-                    and not (name == "nngp_ppl.stats" and attr[0].isupper())):
-                monkeypatch.setattr(module, attr, refuse)
-                patched += 1
-    for module in (ensembles, networks):
+                    and not (name == "nngp_ppl.sampling.stats" and attr[0].isupper())):
+                # every binding: the report's modules import these by name
+                patched += patch_everywhere(monkeypatch, module, attr, refuse)
+    for module in (core, networks):
         for obj in vars(module).values():
             if inspect.isclass(obj) and "kernel" in vars(obj):
                 monkeypatch.setattr(obj, "kernel", refuse)
@@ -321,7 +319,7 @@ def rewrite_report_without_physics(out, plan, monkeypatch) -> tuple[dict, dict]:
     """Delete report.md, make every theory function and kernel raise, write the report
     again from the stored files; returns the summaries (before, after) without the fields
     that change between writes (creation time, machine)."""
-    from nngp_ppl.report import write_report
+    from nngp_ppl.study.report import write_report
     from nngp_ppl.theory import wick
 
     before = json.loads((out / "summary.json").read_text())
@@ -337,7 +335,7 @@ def rewrite_report_without_physics(out, plan, monkeypatch) -> tuple[dict, dict]:
 
 
 def test_the_report_reads_stored_results_and_computes_no_physics(study, monkeypatch):
-    from nngp_ppl.reproduce import plan_dict
+    from nngp_ppl.study.spec import plan_dict
 
     out, _ = study
     before, after = rewrite_report_without_physics(out, plan_dict(TINY), monkeypatch)
@@ -359,8 +357,8 @@ def test_the_report_refuses_an_edited_stored_number(study, name, change):
     one edited value is refused, not reported."""
     import h5netcdf
 
-    from nngp_ppl.report import write_report
-    from nngp_ppl.reproduce import plan_dict
+    from nngp_ppl.study.report import write_report
+    from nngp_ppl.study.spec import plan_dict
 
     out, _ = study
     var, value = change

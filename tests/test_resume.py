@@ -1,6 +1,6 @@
 """Checkpoints and resume: a killed run continues without losing or double-counting a network.
 
-The sums of a run are folded shard by shard in shard order (nngp_ppl.checkpoint), so an
+The sums of a run are folded shard by shard in shard order (nngp_ppl.sampling.checkpoint), so an
 interrupted and resumed run must reproduce the uninterrupted one *bit for bit*: the tests
 compare with ``np.array_equal`` / ``Dataset.identical``, not with a tolerance. A network
 lost would change n_nets and the sums; one counted twice would too (and is refused).
@@ -20,9 +20,9 @@ import xarray as xr
 
 import nngp_ppl
 from nngp_ppl import NNGPInputError, sample_correlators
-from nngp_ppl.checkpoint import ShardLedger
-from nngp_ppl.cli import main
-from nngp_ppl.sampling import plan_run, shard_sums
+from nngp_ppl.cli.main import main
+from nngp_ppl.sampling.checkpoint import ShardLedger
+from nngp_ppl.sampling.sampler import plan_run, shard_sums
 
 # Small and cheap to compile: 3 inputs, orders 2 and 4.
 NET = nngp_ppl.ErfNet(sigma_w=1.1, sigma_b=0.4)
@@ -140,7 +140,7 @@ def test_sigkill_mid_run_then_resume_gives_the_identical_file(tmp_path, capsys):
     assert main(_argv(ref, "--no-checkpoint")) == 0
     out = tmp_path / "run.nc"
     ck = tmp_path / "run.nc.partial"
-    proc = subprocess.Popen([sys.executable, "-m", "nngp_ppl.cli", *_argv(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "nngp_ppl.cli.main", *_argv(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 300

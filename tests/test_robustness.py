@@ -18,12 +18,13 @@ import h5netcdf
 import numpy as np
 import pytest
 import xarray as xr
+from patching import patch_everywhere
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, NNGPInputError, _io
 from nngp_ppl._lock import exclusive_lock
-from nngp_ppl.cli import build_parser, main
-from nngp_ppl.stats import accumulated_orders
+from nngp_ppl.cli.main import build_parser, main
+from nngp_ppl.sampling.stats import accumulated_orders
 from nngp_ppl.tuples import distinct_tuples
 
 NET = nngp_ppl.ErfNet(sigma_w=1.2, sigma_b=0.4)
@@ -64,7 +65,7 @@ def no_sampling(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the sampler ran although the arguments were bad")
 
-    monkeypatch.setattr(nngp_ppl, "sample_correlators", forbidden)
+    patch_everywhere(monkeypatch, nngp_ppl, "sample_correlators", forbidden)
 
 
 SAMPLE = ["sample", "--ensemble", "erf", "--inputs", "0.5,1", "--widths", "2",
@@ -303,7 +304,7 @@ def test_flow_on_a_beta_file_says_what_it_got(tmp_path, capsys):
 
 
 def small_fit():
-    from nngp_ppl import eft
+    from nngp_ppl.inference import eft
 
     return xr.Dataset(
         {"lambda_mean": (("width", "cutoff"), np.array([[-1e-3, -5e-4]]))},
@@ -314,7 +315,7 @@ def small_fit():
 
 
 def test_fit_verify_refuses_an_edited_fit(tmp_path, capsys):
-    from nngp_ppl import eft
+    from nngp_ppl.inference import eft
 
     run = tmp_path / "run.nc"
     synthetic_stats().to_netcdf(run)
@@ -336,7 +337,7 @@ def run_file(tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("infer_couplings ran although the arguments were bad")
 
-    monkeypatch.setattr(inference, "infer_couplings", forbidden)
+    patch_everywhere(monkeypatch, inference, "infer_couplings", forbidden)
     path = tmp_path / "run.nc"
     synthetic_stats().to_netcdf(path)
     return path
@@ -390,8 +391,8 @@ def test_a_uniform_lattice_too_large_to_hold_is_refused():
 
 
 def test_a_checkpoint_with_a_damaged_header_prints_one_line_only(tmp_path, monkeypatch):
-    from nngp_ppl.checkpoint import ShardLedger
-    from nngp_ppl.sampling import plan_run
+    from nngp_ppl.sampling.checkpoint import ShardLedger
+    from nngp_ppl.sampling.sampler import plan_run
 
     path = tmp_path / "run.nc.partial"
     ShardLedger(plan_run(NET, X, [3], 20, orders=(2,))).save(path)
@@ -401,7 +402,7 @@ def test_a_checkpoint_with_a_damaged_header_prints_one_line_only(tmp_path, monke
 
 def test_a_lattice_field_too_large_for_memory_is_refused(tmp_path, capsys, monkeypatch):
     # --sites 1e6 used to make XLA abort (SIGABRT) allocating the dense (P, P) kernel.
-    import nngp_ppl.models.field as field
+    import nngp_ppl.inference.models.field as field
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the field lattice was built although it cannot fit")
@@ -429,7 +430,7 @@ def test_a_plot_on_the_posterior_path_is_refused(tmp_path, capsys, run_file):
 
 @pytest.mark.parametrize("path", [123, None, ""])
 def test_a_fit_path_that_is_no_path_is_a_clear_error(path):
-    from nngp_ppl import eft
+    from nngp_ppl.inference import eft
 
     with pytest.raises(NNGPInputError, match="fit file must be a file path"):
         eft.load_fit(path)
@@ -477,7 +478,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch, capsys):
         os.kill(os.getpid(), signal.SIGTERM)
         raise AssertionError("SIGTERM did not stop the run")
 
-    monkeypatch.setattr(nngp_ppl, "sample_correlators", terminated)
+    patch_everywhere(monkeypatch, nngp_ppl, "sample_correlators", terminated)
     before = signal.getsignal(signal.SIGTERM)
     assert main(SAMPLE + ["-o", str(tmp_path / "run.nc")]) == 143
     err = capsys.readouterr().err
@@ -493,14 +494,14 @@ def test_a_full_disk_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "fit.nc"))
 
-    monkeypatch.setattr(_io, "write_netcdf", full)
+    patch_everywhere(monkeypatch, _io, "write_netcdf", full)
     assert main(["fit", str(run), "--cutoffs", "10", "-o", str(tmp_path / "fit.nc")]) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and err.count("\n") == 1
 
 
 def test_a_fit_file_given_as_a_run_file_is_named(tmp_path, capsys):
-    from nngp_ppl import eft
+    from nngp_ppl.inference import eft
 
     run = tmp_path / "run.nc"
     synthetic_stats().to_netcdf(run)

@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 
 import nngp_ppl
-from nngp_ppl import NNGPInputError, _shard, sample_correlators, sampling
+import nngp_ppl.sampling.sampler as sampling
+from nngp_ppl import NNGPInputError, sample_correlators
 from nngp_ppl._lock import exclusive_lock, lock_path_for
-from nngp_ppl.sampling import network_sums, plan_run
+from nngp_ppl.sampling import _shard
+from nngp_ppl.sampling.sampler import network_sums, plan_run
 
 
 # --- exclusive output lock -------------------------------------------------------------------
@@ -114,9 +116,9 @@ def test_the_memory_estimate_bounds_what_xla_allocates(name, d_in, k):
     # below it (a refusal would come too late) nor far above it (it would refuse runs that fit).
     net = nngp_ppl.make_ensemble(name, d_in=d_in)
     width, batch = 2000, 64
-    plan = _shard._Plan(k, (2, 4), True)
-    step = _shard._compiled_step(net, width, batch, min(batch, _shard._chunk_size(k, 4)), plan)
-    lowered = step.lower(_shard._zero_totals(plan), jnp.zeros((k, d_in)),
+    plan = _shard.StepPlan(k, (2, 4), True)
+    step = _shard.compiled_step(net, width, batch, min(batch, _shard.chunk_size(k, 4)), plan)
+    lowered = step.lower(_shard.zero_totals(plan), jnp.zeros((k, d_in)),
                          jnp.asarray(0, jnp.int64), jnp.asarray(0, jnp.uint32),
                          jnp.asarray(batch, jnp.int32))
     xla = lowered.compile().memory_analysis().temp_size_in_bytes
@@ -174,7 +176,7 @@ def test_float64_entry_points_refuse_to_run_with_x64_turned_off():
 # --- lattice CLI -----------------------------------------------------------------------------
 def test_lattice_uniform_box_smaller_than_the_inputs_is_refused_like_gauss_legendre(
         tmp_path, capsys):
-    from nngp_ppl.cli import main
+    from nngp_ppl.cli.main import main
 
     for kind in ("uniform", "gauss_legendre"):
         argv = ["lattice", "--ensemble", "gauss", "--inputs=0,0.5", "--cutoff", "0.3",
@@ -187,7 +189,7 @@ def test_lattice_uniform_box_smaller_than_the_inputs_is_refused_like_gauss_legen
 
 
 def test_lattice_target_accept_outside_the_unit_interval_is_refused(tmp_path, capsys):
-    from nngp_ppl.cli import main
+    from nngp_ppl.cli.main import main
 
     for bad in ("1", "0", "-0.5", "x"):
         assert main(["lattice", "--ensemble", "gauss", "--inputs=0,0.5", "--cutoff", "1",
@@ -215,7 +217,7 @@ def _lattice_table(reliable: int):
 def test_lattice_table_flags_first_order_where_the_couplings_are_non_perturbative():
     import io
 
-    from nngp_ppl.commands.lattice import print_table
+    from nngp_ppl.cli.commands.lattice import print_table
 
     flagged, plain = io.StringIO(), io.StringIO()
     print_table(_lattice_table(0), flagged)
@@ -234,7 +236,7 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_any_shard(tmp_pat
 
 
 def test_reproduce_refuses_more_networks_than_indices_before_sampling():
-    from nngp_ppl.reproduce import PRESETS, check_preset_overrides
+    from nngp_ppl.study.spec import PRESETS, check_preset_overrides
 
     with pytest.raises(NNGPInputError, match=r"^n_nets must be at most 2\*\*32"):
         check_preset_overrides(PRESETS["quick"], n_nets=2**32 + 1)
@@ -255,7 +257,7 @@ def test_network_sums_progress_must_be_a_callback():
     ({"target_accept": 1.0}, r"^target_accept must be in \(0, 1\)"),
 ])
 def test_field_nuts_settings_are_checked_before_sampling(change, match):
-    from nngp_ppl.models.field import FieldLattice, field_correlators
+    from nngp_ppl.inference.models.field import FieldLattice, field_correlators
     from nngp_ppl.theory.lattice import box_lattice
 
     field = FieldLattice.build(nngp_ppl.GaussNet(), np.array([[0.0], [0.5]]),

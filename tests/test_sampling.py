@@ -17,9 +17,10 @@ import pytest
 import scipy.stats
 
 import nngp_ppl
-from nngp_ppl import NNGPInputError, _shard, sample_correlators
-from nngp_ppl.sampling import default_batch_size, network_sums
-from nngp_ppl.stats import observable_rows
+from nngp_ppl import NNGPInputError, sample_correlators
+from nngp_ppl.sampling import _shard
+from nngp_ppl.sampling.sampler import default_batch_size, network_sums
+from nngp_ppl.sampling.stats import observable_rows
 from nngp_ppl.theory.exact import exact_correlator_tuples
 from nngp_ppl.theory.wick import gp_correlator_tuples
 from nngp_ppl.tuples import distinct_tuples
@@ -205,8 +206,8 @@ def test_monomial_kernel_against_float64_brute_force(k, orders):
     F[:, -3:] = 0.0  # masked rows
     if k >= 4:
         F[1] = 0.0  # an input whose outputs vanish (binary exponent of 0)
-    plan = _shard._Plan(k, orders, True)
-    moments, products, _, tails = jax.jit(lambda F: _shard._monomial_sums(F, plan))(
+    plan = _shard.StepPlan(k, orders, True)
+    moments, products, _, tails = jax.jit(lambda F: _shard.monomial_sums(F, plan))(
         jnp.asarray(F))
     got = _shard._assemble_moments(plan, moments, products)
     for n, tail in zip(orders, tails, strict=True):  # float32: (C + 4) u sum|terms|
@@ -311,7 +312,7 @@ def test_forward_pass_stays_in_float32(net):
     # it would promote the whole batch under x64 (measured 3x slower on CPU).
     import jax
 
-    from nngp_ppl.ensembles import network_keys
+    from nngp_ppl.ensembles.core import network_keys
 
     X = np.ones((4, net.d_in))
     jaxpr = jax.make_jaxpr(lambda s: net.network_outputs(network_keys(s, 5, 0, 3), X, 5))(0)

@@ -304,7 +304,7 @@ def test_exchange_on_the_degenerate_relu_net_equals_the_zero_dimensional_theory(
     λ = -κ4(S) / (24 σ^8 Λ^5/5)); the exact κ6_t = κ6(S) Π x, with κ_n(S) = N κ_n(a h) from
     E[a^2m] = (2m-1)!! N^-m and E[relu(w)^2m] = (2m-1)!!/2. A closed-form oracle of the
     exchange coefficient 576, the two-vertex integral and the sign: the ratio is 3.409."""
-    from nngp_ppl.eft import mean_coupling
+    from nngp_ppl.inference.eft import mean_coupling
     from nngp_ppl.theory.exact import exact_correlator_tuples, exact_cumulant_tuples
 
     net = nn.ReLUNet(d_in=1, sigma_b=0.0)

@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from nngp_ppl.reproduce import reproduce, stages
+from nngp_ppl.study.stages import reproduce, stages
 
 
 def _quiet(*_args):

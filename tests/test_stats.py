@@ -16,7 +16,7 @@ import xarray as xr
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, NNGPInputError
-from nngp_ppl.stats import (
+from nngp_ppl.sampling.stats import (
     accumulated_orders,
     monomial_count,
     normalised_deviation,
@@ -186,7 +186,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
             fh.write(data[: len(data) // 2])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nngp_ppl.stats, "write_bytes", broken)
+    monkeypatch.setattr(nngp_ppl.sampling.stats, "write_bytes", broken)
     with pytest.raises(KeyboardInterrupt):
         make(outputs(10, 7)).to_netcdf(tmp_path / "run.nc")
     assert os.listdir(tmp_path) == []

@@ -8,9 +8,16 @@ from pathlib import Path
 import pytest
 
 from nngp_ppl import NNGPInputError
-from nngp_ppl.cli import main
-from nngp_ppl.reproduce import PRESETS, get_preset, plan_dict, stages
-from nngp_ppl.study import load_study, study_from_text, supported_orders
+from nngp_ppl.cli.main import main
+from nngp_ppl.study.spec import (
+    PRESETS,
+    get_preset,
+    load_study,
+    plan_dict,
+    study_from_text,
+    supported_orders,
+)
+from nngp_ppl.study.stages import stages
 
 DATA = Path(__file__).resolve().parent / "data"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -99,7 +106,7 @@ def test_an_ensemble_without_an_oracle_has_no_exact_stage(tmp_path):
                                                       "needed_order": 6}
     # Accepted by reproduce (the report shows such a run without the exact comparison,
     # tests/test_report_no_oracle.py): a dry run lists the stages, the exact one absent.
-    from nngp_ppl.reproduce import reproduce
+    from nngp_ppl.study.stages import reproduce
 
     result = reproduce(p, tmp_path / "study", dry_run=True, progress=False,
                        log=lambda _: None)

@@ -94,7 +94,7 @@ def test_bad_input_is_refused_with_clear_messages():
 
 
 def test_show_prints_the_symmetry_verdict_of_a_run_with_odd_orders(tmp_path, capsys):
-    from nngp_ppl.cli import main
+    from nngp_ppl.cli.main import main
 
     path = _stats(ErfNet(mu_b=0.3), 1024, 2, orders=(1, 3, 4)).to_netcdf(tmp_path / "odd.nc")
     assert main(["show", "--no-exact", str(path)]) == 0

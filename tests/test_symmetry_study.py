@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from nngp_ppl import NNGPInputError
-from nngp_ppl.reproduce import ODD_ORDERS, ORDERS, plan_dict, reproduce, stages
-from nngp_ppl.study import shipped_study, study_from_text
+from nngp_ppl.study.spec import ODD_ORDERS, ORDERS, plan_dict, shipped_study, study_from_text
+from nngp_ppl.study.stages import reproduce, stages
 
 INPUTS = [-1.0, 0.2, 1.0]
 STUDY = f"""
@@ -165,7 +165,7 @@ def test_a_study_of_non_zero_mean_runs_alone_is_refused():
 
 
 def test_the_cli_refuses_a_bad_symmetry_key_before_any_work(tmp_path, capsys):
-    from nngp_ppl.cli import main
+    from nngp_ppl.cli.main import main
 
     cfg = tmp_path / "bad.toml"
     cfg.write_text(STUDY.replace('symmetries = ["z2"]', 'symmetries = ["Z2"]'))
@@ -182,8 +182,9 @@ def test_odd_orders_without_a_declaration_test_but_do_not_warn(tmp_path):
     since no symmetry was declared."""
     import warnings
 
-    from nngp_ppl.reproduce import _symmetry_action, run_file
-    from nngp_ppl.sampling import sample_correlators
+    from nngp_ppl.sampling.sampler import sample_correlators
+    from nngp_ppl.study.spec import run_file
+    from nngp_ppl.study.stages import _symmetry_action
 
     text = STUDY.replace('symmetries = ["z2"]', "odd_orders = true")
     run = study_from_text(text).runs()[1]

@@ -1,4 +1,4 @@
-"""Trained ensembles (nngp_ppl.training): the sampler's networks at step 0, bit for bit;
+"""Trained ensembles (nngp_ppl.training.trainer): the sampler's networks at step 0, bit for bit;
 one gradient step by hand; the optimisers; the stepped file; resume; the infinite-width
 oracle at large width (slow)."""
 
@@ -15,9 +15,9 @@ import pytest
 import nngp_ppl
 from nngp_ppl import ErfNet, GaussNet, ReLUNet, sample_correlators
 from nngp_ppl._checks import NNGPInputError
-from nngp_ppl.networks import MLP
+from nngp_ppl.ensembles.networks import MLP
 from nngp_ppl.theory.ntk import training_oracle
-from nngp_ppl.training import (
+from nngp_ppl.training.trainer import (
     TrainedCorrelators,
     _TrainShard,
     draw_parameters,
@@ -55,7 +55,7 @@ def test_one_gradient_step_by_hand():
     # dL/db1 = mean r, dL/dw_i = (1/n) sum_j r_j a_i σ'(z_ij) x_j, dL/dβ_i likewise without
     # x_j; the network is then evaluated at X, in float64 here.
     width, eta = 5, 0.3
-    key = nngp_ppl.ensembles.network_keys(7, width, 0, 1)[0]
+    key = nngp_ppl.ensembles.core.network_keys(7, width, 0, 1)[0]
     w, b, a, b1 = (np.asarray(p, np.float64) for p in draw_parameters(NET, key, width,
                                                                        "standard"))
     w = w[:, 0]
@@ -143,7 +143,7 @@ CHILD = """
 import json, sys
 import numpy as np
 import jax, nngp_ppl
-from nngp_ppl.training import train_correlators
+from nngp_ppl.training.trainer import train_correlators
 spec = json.loads(sys.argv[1])
 net = nngp_ppl.ErfNet(sigma_w=1.0, sigma_b=0.5)
 runs = [train_correlators(net, spec["X"], [4, 6], 384, spec["xt"], spec["yt"], [0, 5], 0.5,
@@ -239,7 +239,7 @@ def test_training_forward_pass_is_the_samplers_network(net):
 
 
 def test_cli_train_writes_the_stepped_file(tmp_path, capsys):
-    from nngp_ppl.cli import main
+    from nngp_ppl.cli.main import main
 
     data = tmp_path / "points.csv"
     data.write_text("x,y\n" + "".join(f"{x},{y}\n" for x, y in zip(X_TRAIN, Y_TRAIN,
@@ -273,7 +273,7 @@ def test_odd_orders_record_the_learned_one_point_function():
     after 20 steps (|z| <= 4.5 with the naive standard error; at N = 200 the O(1/N)
     deviation is ~10x below the error of 4000 networks)."""
     from nngp_ppl.theory.ntk import training_oracle
-    from nngp_ppl.training import train_correlators
+    from nngp_ppl.training.trainer import train_correlators
 
     net = ErfNet(d_in=1, sigma_w=1.0, sigma_b=0.5)
     X = np.array([[-0.5], [0.3], [0.8]])
@@ -293,7 +293,7 @@ def test_diverging_training_is_refused_not_summed(kernel, monkeypatch):
     """A learning rate far past the stable 2n / max eig(Theta) makes the outputs overflow;
     both accumulation kernels refuse the batch with one message instead of summing NaN."""
     from nngp_ppl._checks import NNGPInputError
-    from nngp_ppl.training import train_correlators
+    from nngp_ppl.training.trainer import train_correlators
 
     monkeypatch.setenv("NNGP_PPL_KERNEL", kernel)
     net = ErfNet(d_in=1)

@@ -1,4 +1,4 @@
-"""The free part of the fits (nngp_ppl.two_point): λ must not absorb a 2-pt shift.
+"""The free part of the fits (nngp_ppl.inference.two_point): λ must not absorb a 2-pt shift.
 
 Oracle: a synthetic "network" that is exactly Gaussian, f = s(N) (σ_b a_0 + a_1 erf(x) +
 a_2 cos(x)) with a ~ N(0, I), so its 2-pt function is G2 = s(N)² K with s(N)² = 1 + 1/N
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import nngp_ppl as nn
-from nngp_ppl import eft
-from nngp_ppl import two_point as tp
+from nngp_ppl.inference import eft
+from nngp_ppl.inference import two_point as tp
 from nngp_ppl.theory.wick import gp_correlator_tuples
 from nngp_ppl.tuples import distinct_tuples, expand
 
@@ -77,7 +77,7 @@ def test_propagated_noise_matches_replicate_runs():
     variance of a variance estimate from R replicates has relative s.d. √(2/R) = 7%, so the
     diagonal ratios must lie within 0.75..1.33 (4 s.d.) — and the naive Var(Ĝ4) alone, the
     covariance that ignores Ĝ2's noise, must not."""
-    from nngp_ppl.models.couplings import estimator_covariance, gaussian_moments
+    from nngp_ppl.inference.models.couplings import estimator_covariance, gaussian_moments
 
     K = np.asarray(gauss_kernel(jnp.asarray(X3), jnp.asarray(X3)))
     L = np.linalg.cholesky(K)

@@ -15,7 +15,7 @@ import pytest
 
 import nngp_ppl as nn
 from nngp_ppl import _progress
-from nngp_ppl.cli import main
+from nngp_ppl.cli.main import main
 from nngp_ppl.inference.diagnostics import (
     RHAT_MAX,
     diagnostics_gate,
@@ -59,7 +59,7 @@ def test_nuts_in_pieces_gives_the_same_draws_and_a_bar(monkeypatch, capsys):
     import jax
 
     from nngp_ppl.inference import sample_latent
-    from nngp_ppl.models.couplings import latent_arrays
+    from nngp_ppl.inference.models.couplings import latent_arrays
 
     rng = np.random.default_rng(0)
     arrays = latent_arrays(rng.normal(size=4), np.eye(4))
@@ -132,7 +132,7 @@ def test_gate_table_reports_the_limit_and_passes_mc_noise():
 
 # --- labels, show, paper inputs -----------------------------------------------------------
 def test_labels_do_not_double_net():
-    from nngp_ppl.ensembles import net_label
+    from nngp_ppl.ensembles.core import net_label
 
     assert net_label("erf") == "erf-net" and net_label("sin_net") == "sin_net"
     assert net_label("mymod:CosNet") == "CosNet" and net_label("tanh") == "tanh-net"

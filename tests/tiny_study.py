@@ -18,7 +18,7 @@ diagnostics gate, and no test reads these posteriors as physics.
 
 from __future__ import annotations
 
-from nngp_ppl.study import study_from_text
+from nngp_ppl.study.spec import study_from_text
 
 #: The MLP run's settings, which test_report_no_oracle's independent GP recomputes.
 MLP_SIGMA_W, MLP_SIGMA_B, MLP_DEPTH = 1.0, 0.5, 2

@@ -42,11 +42,16 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+from arviz_stats.base import array_stats
 
 from .. import _checks
 from .._checks import NNGPInputError, positive_int
-from ..models.couplings import latent_arrays, stable_cholesky
-from ..problem import (
+from ..sampling.sampler import sample_correlators
+from ..sampling.stats import HeavyTailWarning
+from .couplings import sample_latent
+from .diagnostics import ESS_MIN, rhat_components
+from .models.couplings import latent_arrays, stable_cholesky
+from .problem import (
     EFTTheory,
     choose_noise,
     coupling_names,
@@ -54,7 +59,12 @@ from ..problem import (
     likelihood_df,
     missed_tail_mass,
     noise_covariance,
+    perturbative_order,
 )
+
+__all__ = [
+    "calibrate",
+]
 
 
 def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), *,
@@ -63,11 +73,9 @@ def calibrate(net, X, width: int, couplings=("lambda",), cutoffs=(10.0, 100.0), 
               batch: int = 25, order=1) -> list[dict]:
     """Coverage of the posteriors over ``seeds`` (module docstring); one dict per
     perturbative order, cutoff and quantity. ``order``: 1, 2 or (1, 2) — the orders share
-    the NUTS draws of r and differ only in the estimand's map (:mod:`nngp_ppl.estimators`),
+    the NUTS draws of r and differ only in the estimand's map
+    (:mod:`nngp_ppl.inference.estimators`),
     each judged against its own estimand on the exact correlators."""
-    from ..problem import perturbative_order
-    from ..stats import HeavyTailWarning
-    from .couplings import sample_latent
 
     X = _checks.inputs("X", X, getattr(net, "d_in", None))
     cutoffs = tuple(float(c) for c in _checks.cutoffs("cutoffs", cutoffs, _checks.extent(X)))
@@ -157,9 +165,6 @@ def _seed_diagnostics(q, diverging) -> dict:
     """Per seed and (order, cutoff, quantity) of draws ``q`` (seed, chain, draw, ...): the
     gate's R-hat verdict (:func:`~nngp_ppl.inference.diagnostics.rhat_components`), bulk
     ESS, the seed's divergent transitions and whether all three pass."""
-    from arviz_stats.base import array_stats
-
-    from .diagnostics import ESS_MIN, rhat_components
 
     draws = np.moveaxis(q, (1, 2), (-2, -1))  # (seed, order, L, 2C, chain, draw)
     rh = rhat_components(draws)
@@ -172,8 +177,6 @@ def _seed_diagnostics(q, diverging) -> dict:
 def _seed_stats(net, X, width, n_nets, orders, seed, covariance, theory):
     """One seed's networks: ``(stats, noise model, first heavy-tail message or None)``;
     other warnings pass on."""
-    from ..sampling import sample_correlators
-    from ..stats import HeavyTailWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -1,6 +1,6 @@
 """Coupling posteriors next to the paper's point estimates (physics.md §7).
 
-The point fits (:mod:`nngp_ppl.eft`) give one number per width and cutoff: the mean of the
+The point fits (:mod:`nngp_ppl.inference.eft`) give one number per width and cutoff: the mean of the
 per-tuple couplings :math:`\\bar\\lambda(\\Lambda)` or a weighted least-squares fit of
 :math:`(\\lambda, \\kappa)`. The posterior gives a distribution. The comparison reports, per
 width, cutoff and coupling, the posterior mean, standard deviation and 90% equal-tailed
@@ -10,11 +10,25 @@ deviations, and whether the interval contains it.
 
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass
 
+import arviz_stats
 import numpy as np
+import pandas as pd
+import xarray as xr
 
 from .._checks import NNGPInputError
+from .plots import plot_running
+
+__all__ = [
+    "PointComparison",
+    "compare_point_estimates",
+    "select_problem",
+    "model_loo",
+    "elpd_table",
+]
 
 # Names under which a fit may carry a coupling's point estimate, in order of preference.
 _ALIASES = ("{c}_mean", "{c}_bar", "{c}", "{c}_fit", "{c}_wls", "{c}_hat")
@@ -35,7 +49,6 @@ class PointComparison:
 def _same_problem(posterior, fit) -> None:
     """Refuse a fit file of another ensemble or other inputs than the posterior's (where both
     record them): its numbers would be compared as if they estimated the same couplings."""
-    import json
 
     const = posterior["constant_data"].to_dataset() if "constant_data" in posterior else {}
     if "inputs" in fit.attrs and "inputs" in const:
@@ -51,7 +64,6 @@ def _same_problem(posterior, fit) -> None:
 
 
 def _as_dataset(fit):
-    import xarray as xr
 
     if isinstance(fit, xr.Dataset):
         return fit
@@ -67,15 +79,15 @@ def _as_dataset(fit):
     if isinstance(fit, str) or hasattr(fit, "__fspath__"):
         return xr.open_dataset(fit, engine="h5netcdf").load()
     raise NNGPInputError(
-        "fit must be the point-estimate fit (xarray Dataset from nngp_ppl.eft, or a path to "
-        f"its netCDF file, or a dict of DataArrays); got {type(fit).__name__}"
+        "fit must be the point-estimate fit (xarray Dataset from nngp_ppl.inference.eft, or a "
+        f"path to its netCDF file, or a dict of DataArrays); got {type(fit).__name__}"
     )
 
 
 def _point_variable(ds, coupling):
     """(primary, secondary) point estimates of ``coupling`` in a fit dataset (or None).
 
-    For the :func:`nngp_ppl.eft.fit_dataset` layout the primary estimate of λ is the
+    For the :func:`nngp_ppl.inference.eft.fit_dataset` layout the primary estimate of λ is the
     paper's λ̄ (``lambda_mean``) and the secondary the weighted least-squares ``fit``; κ has
     only the latter. Other layouts: the first variable named after the coupling.
     """
@@ -115,7 +127,8 @@ def compare_point_estimates(posterior, fit, *, prob: float = 0.9, plot: bool = T
     """Table (and figure) of the coupling posteriors against point estimates.
 
     ``posterior``: DataTree from :func:`~nngp_ppl.infer_couplings`. ``fit``: the
-    point-estimate dataset of :func:`nngp_ppl.eft.fit_dataset` (or its file): the ``point``
+    point-estimate dataset of :func:`nngp_ppl.inference.eft.fit_dataset` (or its file): the
+    ``point``
     column is then the paper's λ̄ (``lambda_mean``) for λ and the weighted least-squares
     ``fit`` for κ, and ``point_fit``/``z_fit``/``inside_fit`` compare λ's least-squares fit
     too. Other datasets or dicts: a variable per coupling (``lambda``, ``lambda_bar``, ...)
@@ -123,7 +136,6 @@ def compare_point_estimates(posterior, fit, *, prob: float = 0.9, plot: bool = T
     stored in the posterior. ``z`` = (point - posterior mean) / posterior sd; ``inside``:
     within the central ``prob`` interval.
     """
-    import pandas as pd
 
     if not hasattr(posterior, "children") or "posterior" not in posterior.children:
         raise NNGPInputError("posterior must be the DataTree of infer_couplings (or its file "
@@ -182,7 +194,6 @@ def compare_point_estimates(posterior, fit, *, prob: float = 0.9, plot: bool = T
     table = pd.DataFrame(rows)
     figure = None
     if plot:
-        from .plots import plot_running
 
         figure = plot_running(posterior, points=table)
     return PointComparison(table=table, figure=figure)
@@ -220,7 +231,6 @@ def select_problem(posterior, *, width, cutoff):
 
 
 def _model_names_of(posterior) -> list[str]:
-    import json
 
     return list(json.loads(posterior.attrs.get("elpd_models", "[]")))
 
@@ -253,8 +263,6 @@ def _loo_with_constants(one, model: str, pointwise: bool = True):
     density is that density): all of them for the GP, and for a model with no coupling of
     an observation's parity (λ alone on a 3-pt tuple predicts exactly 0 there) those
     observations; PSIS smooths the others (ArviZ refuses constant weights)."""
-    import arviz_stats
-    import xarray as xr
 
     ll = one["log_likelihood"][model]
     obs = [d for d in ll.dims if d not in ("chain", "draw")]
@@ -284,7 +292,6 @@ def elpd_table(posterior) -> dict:
     """``elpd``, ``elpd_se``, ``elpd_p`` and ``elpd_pareto_k_max`` (width, cutoff, model) of
     every compared model, by :func:`model_loo` on the tree itself (so that ArviZ on the
     stored file gives the stored numbers)."""
-    import warnings
 
     models = _model_names_of(posterior)
     widths = posterior["posterior"]["width"].values

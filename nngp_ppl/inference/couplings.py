@@ -1,9 +1,11 @@
 r"""Coupling posteriors: NUTS on the latent correlators, the couplings at every cutoff from them.
 
 For each width N the measured deviations :math:`\hat r = \hat G - G_{GP}` of
-:class:`nngp_ppl.stats.CorrelatorStats` condition :func:`nngp_ppl.models.coupling_model`; the
+:class:`nngp_ppl.sampling.stats.CorrelatorStats` condition
+:func:`nngp_ppl.inference.models.coupling_model`; the
 posterior of the noise-free deviations :math:`r` is mapped to the declared estimand
-:math:`g^*(\Lambda) = B(\Lambda) r` at every cutoff (:mod:`nngp_ppl.problem`). One NUTS run
+:math:`g^*(\Lambda) = B(\Lambda) r` at every cutoff (:mod:`nngp_ppl.inference.problem`). One NUTS
+run
 per width serves all cutoffs, the β-functions (:func:`~nngp_ppl.beta_function`) and the
 comparison of models (GP only, λ, λ + κ), with the correlations between them intact.
 
@@ -22,14 +24,24 @@ import datetime
 import functools
 import json
 
+import arviz_base
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
+from numpyro.infer.hmc import hmc
+from numpyro.infer.util import potential_energy
 
 from .. import _checks
-from .. import two_point as _two_point
 from .._checks import NNGPInputError, finite_float, positive_int
-from ..models.couplings import (
+from .._progress import run_nuts
+from .._version import __version__
+from ..sampling.stats import CorrelatorStats, check_tails
+from ..tuples import distinct_tuples
+from . import diagnostics as _diag
+from . import two_point as _two_point
+from .compare import elpd_table
+from .models.couplings import (
     NORMAL_DF,
     RCOND,
     coupling_model,
@@ -37,7 +49,7 @@ from ..models.couplings import (
     latent_draws,
     stable_cholesky,
 )
-from ..problem import (
+from .problem import (
     ALL_FIT_ORDERS,
     FIT_ORDERS,
     EFTTheory,
@@ -48,22 +60,30 @@ from ..problem import (
     noise_covariance,
     odd_couplings,
 )
-from ..tuples import distinct_tuples
+
+__all__ = [
+    "ESTIMANDS",
+    "MODELS",
+    "MODEL_COUPLINGS",
+    "sample_latent",
+    "infer_couplings",
+]
 
 # numpyro's names for NUTS diagnostics -> ArviZ's names in sample_stats.
 _EXTRA_FIELDS = ("diverging", "acceptance_rate", "n_steps", "step_size", "energy", "lp")
 
-#: The declared estimand at each perturbative order (:mod:`nngp_ppl.problem`,
-#: :mod:`nngp_ppl.estimators`), as stored in the ``estimand`` attribute.
+#: The declared estimand at each perturbative order (:mod:`nngp_ppl.inference.problem`,
+#: :mod:`nngp_ppl.inference.estimators`), as stored in the ``estimand`` attribute.
 ESTIMANDS = {
     1: "g*(cutoff) = argmin_g sum_t ((r_t - D_t g)/|D_t,lambda|)^2 over the distinct tuples "
     "of the fitted orders, r = G_exact - G_free (G_free: Wick sums of {free}; for lambda "
-    "alone the equal-weight mean of lambda_t, the paper's lambda-bar); see nngp_ppl.problem",
+    "alone the equal-weight mean of lambda_t, the paper's lambda-bar); see "
+    "nngp_ppl.inference.problem",
     2: "g*(cutoff) = B(cutoff) [r - lambda1^2 d2]: the first-order estimand's map B applied "
     "to the deviations with the two-vertex (lambda^2) diagrams d2 removed at the "
     "leading-order lambda1 = lambda-bar of the 4-pt function (consistent at O(1/N^2)), "
     "r = G_exact - G_free "
-    "(G_free: Wick sums of {free}); see nngp_ppl.estimators",
+    "(G_free: Wick sums of {free}); see nngp_ppl.inference.estimators",
 }
 
 #: The models ranked by expected log predictive density (ELPD): name -> couplings.
@@ -84,14 +104,12 @@ def _runner(num_warmup, student):
     """Compiled NUTS in pieces: ``init(keys (P, chains), start (P, chains, T[+1]), arrays)
     -> state`` and ``advance(state, arrays, length, keep) -> (state, draws)``, numpyro's
     functional NUTS (``numpyro.infer.hmc.hmc``) on the potential energy of
-    :func:`~nngp_ppl.models.coupling_model` in its unconstrained coordinates (``xi`` and,
+    :func:`~nngp_ppl.inference.models.coupling_model` in its unconstrained coordinates (``xi`` and,
     with a Student-t likelihood, log ``precision``), problems and chains vectorised,
     ``length`` steps scanned. A run of warm-up and draws in several ``advance`` calls is
     the same chain, step for step, as one scan (the state carries the key and the
     adaptation); the pieces let a progress bar move between them. ``keep=False`` (warm-up)
     returns no draws."""
-    from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import potential_energy
 
     model = functools.partial(coupling_model, student=student)
 
@@ -141,7 +159,7 @@ def sample_latent(arrays, scale_tril, rng_key, *, num_chains: int = 4,
                   progress: bool = False):
     """NUTS draws of the noise-free deviations, :math:`r = L z`.
 
-    ``arrays`` is one :class:`~nngp_ppl.models.LatentArrays` or a batch of independent
+    ``arrays`` is one :class:`~nngp_ppl.inference.models.LatentArrays` or a batch of independent
     problems of equal size (leading axis P on every field and on ``scale_tril``), sampled
     in one compiled call; problem p uses the key ``fold_in(rng_key, problem_ids[p])``
     (default: p), so a problem's draws do not depend on its companions. A batch with any
@@ -154,7 +172,6 @@ def sample_latent(arrays, scale_tril, rng_key, *, num_chains: int = 4,
     ``(r, stats)``: r of shape (chain, draw, T), or (P, chain, draw, T) for a batch, and the
     NUTS statistics alike.
     """
-    from .._progress import run_nuts
 
     batched = np.ndim(arrays.whitened) == 2
     if not batched:
@@ -217,29 +234,29 @@ def infer_couplings(
     couplings : ``("lambda",)`` or ``("lambda", "kappa")``, either with ``g3`` (or
         ``g3, g5``): the odd couplings are fitted to the odd correlators (orders 1, 3, 5:
         sample them with ``orders=(1, 2, 3, 4, 6)``), zero-mean ensembles only
-        (:func:`nngp_ppl.problem.basis` builds a basis by dimension and symmetry).
+        (:func:`nngp_ppl.inference.problem.basis` builds a basis by dimension and symmetry).
     widths : widths to fit (default: all in ``stats``).
     orders : correlator orders that define the couplings (the estimand,
-        :mod:`nngp_ppl.problem`). Default: (4,) for λ alone (the paper's choice; the 6-pt
+        :mod:`nngp_ppl.inference.problem`). Default: (4,) for λ alone (the paper's choice; the 6-pt
         function then tests the prediction out of sample), (4, 6) with κ. The posterior
         conditions on every sampled order among (4, 6), so that the models can be
         compared on the same data.
     propagator : ``"full"`` (K on vertex legs) or ``"bias_subtracted"`` (K - σ_b²).
-    covariance : the noise model (:func:`nngp_ppl.problem.choose_noise`): ``"auto"``
+    covariance : the noise model (:func:`nngp_ppl.inference.problem.choose_noise`): ``"auto"``
         (default), ``"exact"``, ``"sample"`` or ``"gp"``; stored as ``covariance``.
     rcond : eigenvalue floor of the covariance's correlation matrix, relative to its
-        largest eigenvalue (:func:`~nngp_ppl.models.stable_cholesky`); it only widens.
+        largest eigenvalue (:func:`~nngp_ppl.inference.models.stable_cholesky`); it only widens.
     compare : rank the GP, λ and (with the 6-pt function) λ + κ models by the PSIS-LOO ELPD
         of their ``log_likelihood`` variables (:func:`~nngp_ppl.inference.model_loo`) per
         width and cutoff (``constant_data/elpd``, the root attribute ``elpd_best``).
     predictive_draws : draws per chain kept in the pointwise groups (``log_likelihood``,
         ``posterior_predictive``, ``prior``, ``prior_predictive``), thinned evenly.
-    two_point : the free part of :math:`r = G - G_{free}` (:mod:`nngp_ppl.two_point`):
+    two_point : the free part of :math:`r = G - G_{free}` (:mod:`nngp_ppl.inference.two_point`):
         ``"kernel"`` (Wick sums of K, rule 4.5), ``"measured"`` (of the sampled 2-pt
         function, its noise propagated) or ``"auto"`` (measured where the 2-pt function is
         not K); a Monte Carlo kernel's error enters the noise (attribute ``kernel_noise``).
 
-    order : perturbative order of the estimand (:mod:`nngp_ppl.estimators`): 1, or 2
+    order : perturbative order of the estimand (:mod:`nngp_ppl.inference.estimators`): 1, or 2
         (the λ² diagrams removed at the leading-order λ̄; adds ``second_order_share`` and
         ranks every model at both orders).
 
@@ -256,7 +273,6 @@ def infer_couplings(
     gate (:func:`~nngp_ppl.inference.diagnostics_gate`) is applied; its verdict is the root
     attribute ``diagnostics_passed`` and a failure warns, naming width and cutoff.
     """
-    from . import diagnostics as _diag
 
     setup = _validate(stats, net, X, cutoffs, couplings, widths, orders, num_chains,
                       num_samples, num_warmup, prior_width, covariance, predictive_draws)
@@ -363,7 +379,6 @@ def _theory(net, X, couplings, orders, data_orders, propagator, cutoffs, order):
 
 
 def _warn_heavy_tails(stats, widths):
-    from ..stats import CorrelatorStats, check_tails
 
     if isinstance(stats, CorrelatorStats):
         bad = check_tails(stats, warn=False)
@@ -373,7 +388,7 @@ def _warn_heavy_tails(stats, widths):
 
 def _width_data(stats, theory, width, noise, rcond, mode="kernel") -> dict:
     """Observed correlators, their deviations from the free part (``mode``,
-    :mod:`nngp_ppl.two_point`) and the noise factor of one width."""
+    :mod:`nngp_ppl.inference.two_point`) and the noise factor of one width."""
     y = np.concatenate([np.asarray(stats.correlator_tuples(n, width), dtype=np.float64)
                         for n in theory.data_orders])
     n_nets = int(stats.n_nets(width))
@@ -407,7 +422,7 @@ def _kernel_noise_note(runs, design: str = "") -> str:
         ratio = max(float(np.median(run["kernel_var"] / np.sum(run["tril"] ** 2, axis=1)))
                     for run in runs)
         notes.insert(0, "free part: J Sigma_K J^T of the Monte Carlo kernel's Wick sums "
-                     "added to the noise covariance (nngp_ppl.two_point.kernel_noise); "
+                     "added to the noise covariance (nngp_ppl.inference.two_point.kernel_noise); "
                      f"median share of the variance {ratio:.3g}")
     return "; ".join(notes) or "none (exact kernel)"
 
@@ -415,7 +430,7 @@ def _kernel_noise_note(runs, design: str = "") -> str:
 def _kernel_design_error(theory, runs, derived, cutoffs, seed) -> str:
     r"""A Monte Carlo kernel's error through the design, for λ alone on the 4-pt function at
     first order: per width the influence :math:`\psi_{jl}` of each kernel network on the
-    estimand at every cutoff (:func:`nngp_ppl.two_point.kernel_coupling_influence`, at the
+    estimand at every cutoff (:func:`nngp_ppl.inference.two_point.kernel_coupling_influence`, at the
     observed deviations), whose covariance :math:`\mathrm{Cov}_j(\psi)/M` (L, L) is added
     to the λ draws as correlated Gaussian jitter (one draw per posterior draw, the same
     kernel error at every cutoff) and to the point estimate's s.d. (``point_sd``). The
@@ -451,7 +466,8 @@ def _thinned(a, thin):
 
 def _derive(theory, runs, est, thin, seed) -> dict:
     """Couplings, spread, pointwise log likelihood, predictive and prior draws per width,
-    through the estimand's map ``est`` (:mod:`nngp_ppl.estimators`, first or second order)."""
+    through the estimand's map ``est`` (:mod:`nngp_ppl.inference.estimators`, first or second
+    order)."""
     fit = theory.fitted
     rng = np.random.default_rng([seed, 1])
     out = {name: [] for name in ("g", "spread", "share", "loglik", "ppc", "prior_g",
@@ -529,7 +545,7 @@ def _compare_models(theory, runs, est, thin) -> dict:
     names = _model_names(theory)
     # Each model's couplings (posterior mean and sd; NaN where it has none), so that models
     # can be compared coupling by coupling and their predictions drawn (e.g. the connected
-    # 6-pt function of nngp_ppl.connected).
+    # 6-pt function of nngp_ppl.inference.connected).
     model_couplings = _model_couplings(theory)
     shape = (len(runs), len(cutoffs), len(names), len(model_couplings))
     gmean, gsd = np.full(shape, np.nan), np.full(shape, np.nan)
@@ -565,7 +581,6 @@ def _compare_models(theory, runs, est, thin) -> dict:
 
 
 def _datatree(theory, est, runs, derived, elpd, widths, cutoffs, thin, attrs):
-    import arviz_base
 
     couplings, data_orders = theory.couplings, theory.data_orders
     splits = np.cumsum(theory.blocks)[:-1]
@@ -693,9 +708,6 @@ def _store_elpd(tree, widths, cutoffs) -> None:
     (:func:`~nngp_ppl.inference.compare.elpd_table`: what ``az.loo`` gives on the stored
     file) into ``constant_data``, and the best model per width/cutoff into the root
     attribute ``elpd_best`` (JSON)."""
-    import xarray as xr
-
-    from .compare import elpd_table
 
     table = elpd_table(tree)
     const = tree["constant_data"].to_dataset()
@@ -711,7 +723,6 @@ def _store_elpd(tree, widths, cutoffs) -> None:
 
 def _root_attrs(theory, runs, elpd, elpd_best, attrs) -> dict:
     """Provenance and settings at the root of the posterior DataTree."""
-    from .. import __version__
 
     couplings, orders, data_orders = theory.couplings, theory.orders, theory.data_orders
     return {
@@ -726,7 +737,7 @@ def _root_attrs(theory, runs, elpd, elpd_best, attrs) -> dict:
         "order": theory.order,
         "sampler": "numpyro NUTS on the latent deviations, whitened, diagonal mass, "
         "chains vmapped",
-        "model": "nngp_ppl.models.coupling_model",
+        "model": "nngp_ppl.inference.models.coupling_model",
         "sign_convention": "S = S_GP + int (lambda f^4 + kappa f^6); rule 4.5 on",
         "likelihood": "normal" if all(run["df"] >= NORMAL_DF for run in runs) else
         "Student-t (heavy tails; degrees of freedom per width in "
@@ -746,7 +757,6 @@ def _cutoffs(cutoffs, X) -> tuple[float, ...]:
 
 def _load_stats(stats):
     if isinstance(stats, (str,)) or hasattr(stats, "__fspath__"):
-        from ..stats import CorrelatorStats
 
         return CorrelatorStats.from_netcdf(stats)
     for attr in ("correlator_tuples", "n_nets", "widths", "orders", "X"):

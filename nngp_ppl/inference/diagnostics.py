@@ -30,9 +30,25 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import arviz_stats
 import numpy as np
+import pandas as pd
+from arviz_stats.base import array_stats
+from scipy.stats import chi2
 
 from .._checks import NNGPInputError
+
+__all__ = [
+    "RHAT_MAX",
+    "ESS_MIN",
+    "RHAT_ALPHA",
+    "GATE_RULE",
+    "rhat_limit",
+    "rhat_components",
+    "DiagnosticsWarning",
+    "GateResult",
+    "diagnostics_gate",
+]
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
@@ -54,7 +70,6 @@ def rhat_limit(ess, split_chains: int, split_draws: int, alpha: float = RHAT_ALP
     ``ess_min`` counts as ``ess_min``: a run that short fails the ESS check anyway, and R-hat
     stays a check of its own (never above ``rhat_limit(ess_min)``, 1.033 at 4 x 1000).
     ``ess`` may be an array; NaN stays NaN."""
-    from scipy.stats import chi2
 
     m, n = int(split_chains), int(split_draws)
     ess = np.maximum(np.asarray(ess, dtype=np.float64), ess_min)
@@ -74,7 +89,6 @@ def rhat_components(draws, alpha: float = RHAT_ALPHA, floor: float = RHAT_MAX,
     default R-hat), ``r_hat_limit`` (the limit of that component) and ``rhat_ok`` (both
     within theirs).
     """
-    from arviz_stats.base import array_stats
 
     draws = np.asarray(draws, dtype=np.float64)
     chains, n = draws.shape[-2], draws.shape[-1]
@@ -123,8 +137,6 @@ def diagnostics_gate(
     rule R-hat <= ``rhat_max``. With ``warn`` a failure raises a :class:`DiagnosticsWarning`
     that names each failing width and cutoff and what failed there.
     """
-    import arviz_stats
-    import pandas as pd
 
     if "posterior" not in getattr(posterior, "children", {}):
         raise NNGPInputError("posterior must be an ArviZ DataTree with a posterior group")

@@ -2,7 +2,8 @@ r"""β-functions from coupling posteriors: the Wilsonian running of the coupling
 
 physics.md §8: every cutoff :math:`\Lambda \gg |x|` must describe the same correlators, so
 the couplings run, :math:`\beta = dg/d\log\Lambda`. The couplings of a posterior are the
-declared estimand of :mod:`nngp_ppl.problem`, :math:`g^*(\Lambda) = B(\Lambda)\, r`, a fixed
+declared estimand of :mod:`nngp_ppl.inference.problem`, :math:`g^*(\Lambda) = B(\Lambda)\, r`, a
+fixed
 map of the noise-free deviations :math:`r = G - G_{GP}`; each posterior draw :math:`r_s`
 (stored as ``posterior/deviation``) therefore defines a whole trajectory
 :math:`g_s(\Lambda) = B(\Lambda) r_s` and its derivative
@@ -13,7 +14,7 @@ computed by JAX forward mode through the vertex integrals (whose cutoff derivati
 exact surface term). A posterior drawn at second order (``infer_couplings(..., order=2)``,
 attribute ``order``) gives each draw the second-order trajectory
 :math:`g_s(\Lambda) = B(\Lambda)[r_s - \lambda_1(\Lambda)^2 d_2(\Lambda)]` and its
-closed-form derivative instead (:mod:`nngp_ppl.estimators`).
+closed-form derivative instead (:mod:`nngp_ppl.inference.estimators`).
 For one coupling, :math:`\lambda_s(\Lambda) = \frac1T\sum_t r_{s,t}/D_t(\Lambda)` and
 :math:`\gamma = -\beta/\lambda` is the :math:`\lambda_t`-weighted mean of the per-tuple
 exponents :math:`\gamma_t = d\log I_t/d\log\Lambda`: its posterior spread comes from the
@@ -33,7 +34,7 @@ at :math:`\Lambda_r` with the last two differences as its systematic error, and 
 says so. (If :math:`\Lambda_r/4` lies inside the inputs' extent, three times the last
 difference.)
 
-Closed forms to compare with (:func:`nngp_ppl.eft.asymptotic_exponent`):
+Closed forms to compare with (:func:`nngp_ppl.inference.eft.asymptotic_exponent`):
 :math:`\gamma = d_{in}` where the vertex propagator tends to a non-zero constant (Gauss-net
 with full K and σ_b > 0, Erf-net), :math:`d_{in} + 4` where it grows like :math:`|y|`
 (ReLU-net), 0 where it decays (Gauss-net with K - σ_b²).
@@ -45,17 +46,24 @@ import datetime
 import json
 import warnings
 
+import arviz_base
 import numpy as np
+import xarray as xr
 
 from .._checks import NNGPInputError
 from .._io import json_attr
-from ..eft import asymptotic_exponent, log_slope
-from ..ensembles import ensemble_from_dict
-from ..problem import EFTTheory, design_function  # noqa: F401  (re-exported)
+from .._version import __version__
+from ..ensembles.core import ensemble_from_dict
+from .eft import asymptotic_exponent, log_slope
+from .problem import EFTTheory, design_function  # noqa: F401  (re-exported)
+
+__all__ = [
+    "beta_function",
+    "METHODS",
+]
 
 
 def _read_posterior(posterior):
-    import xarray as xr
 
     if isinstance(posterior, str) or hasattr(posterior, "__fspath__"):
         posterior = xr.open_datatree(posterior, engine="h5netcdf").load()
@@ -155,9 +163,6 @@ def _beta_tree(net, propagator, attrs, couplings, orders, order, coupling, ref, 
                cutoffs, probe, beta, gamma_local, gamma, gamma_data, gamma_slope,
                gamma_probe, systematic, converged):
     """The β file's DataTree (docs/file_formats.md)."""
-    import arviz_base
-
-    from .. import __version__
 
     dims = {
         "beta": ["width", "cutoff", "coupling"],
@@ -226,7 +231,7 @@ METHODS = {
     "every cutoff; beta = dB/dlog(cutoff) r by JAX forward mode; gamma: Aitken "
     "extrapolation from cutoff/4, /2, /1",
     2: "each posterior draw of the noise-free deviations r gives the second-order estimand "
-    "g(cutoff) (nonlinear least squares, nngp_ppl.estimators); beta = dg/dlog(cutoff) by "
+    "g(cutoff) (nonlinear least squares, nngp_ppl.inference.estimators); beta = dg/dlog(cutoff) by "
     "the implicit-function theorem on its stationarity condition, with the cutoff slopes "
     "of the first- and second-order designs; gamma: Aitken extrapolation from cutoff/4, "
     "/2, /1",

@@ -12,6 +12,12 @@ import numpy as np
 
 from .._checks import NNGPInputError
 
+__all__ = [
+    "plot_coupling_posteriors",
+    "plot_running",
+    "plot_beta",
+]
+
 
 def _figure(ncols=1, nrows=1, size=(5.0, 3.6)):
     from matplotlib.backends.backend_agg import FigureCanvasAgg

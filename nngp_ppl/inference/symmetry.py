@@ -45,7 +45,17 @@ from scipy import stats as _sps
 
 from .. import _checks
 from .._checks import NNGPInputError
-from ..stats import CorrelatorStats, union_index
+from ..sampling.stats import CorrelatorStats, union_index
+
+__all__ = [
+    "RCOND",
+    "DEFAULT_ORDERS",
+    "SYMMETRIES",
+    "SymmetryWarning",
+    "ParityTest",
+    "parity_test",
+    "check_declared_symmetries",
+]
 
 #: Default relative eigenvalue cut of the pseudo-inverse of the null correlation matrix
 #: (module docstring: 1e-6 kept near-degenerate directions and made the test conservative).

@@ -79,6 +79,7 @@ import numpy as np
 from .. import _checks
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
+from ..vocabulary import propagator_shift
 from . import diagrams as _diagrams
 from . import lattice as _lattice
 from . import operators as _operators
@@ -122,21 +123,13 @@ class DerivativeDiagram:
         return f"{self.coefficient} {self.symbol} ∫ " + " ".join(terms)
 
 
-def _matchings(legs):
-    if not legs:
-        yield ()
-        return
-    for j in range(1, len(legs)):
-        for tail in _matchings(legs[1:j] + legs[j + 1:]):
-            yield ((legs[0], legs[j]),) + tail
-
-
 @cache
 def _contraction_counts(n: int, derivatives: tuple[int, ...]):
     """Wick contractions of n external legs with the vertex legs (derivative count each),
     counted by labelled structure."""
     counts: Counter = Counter()
-    for matching in _matchings(tuple(range(n + len(derivatives)))):
+    legs = n + len(derivatives)
+    for matching in _tuples.pairings(legs) if legs % 2 == 0 else ():
         plain, deriv, pairs, loops, mixed, dd = [], [], [], 0, 0, False
         for a, b in matching:  # a < b
             if b < n:
@@ -224,8 +217,7 @@ def leg_factors(net, X, Y, propagator: str = "full") -> dict[str, np.ndarray]:
     ``net.traced_kernel``: ``K`` (k, P) = K̃(x_a, y); ``dK`` (k, P, d_in) = ∂_y K̃(x_a, y);
     ``Kyy`` (P,) = K̃(y, y); ``M`` (P, d_in) = ∂_{y'} K̃(y, y')|_{y'=y};
     ``T`` (P,) = Σ_μ ∂_{y_μ} ∂_{y'_μ} K̃(y, y')|_{y'=y}."""
-    _lattice.check_propagator(propagator)
-    shift = float(net.kernel_constant()) if propagator == "bias_subtracted" else 0.0
+    shift = propagator_shift(net, propagator)
     Xj = jnp.asarray(X)
 
     def column(y):

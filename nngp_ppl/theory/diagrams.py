@@ -239,23 +239,12 @@ class Topology:
         return f"{self.coefficient} {coupling_symbol(self.k_vertex)} ∫ " + " ".join(terms + legs)
 
 
-def _matchings(legs: tuple[int, ...]):
-    """Every perfect matching of ``legs`` (the first leg paired with each other in turn)."""
-    if not legs:
-        yield ()
-        return
-    first = legs[0]
-    for j in range(1, len(legs)):
-        rest = legs[1:j] + legs[j + 1 :]
-        for tail in _matchings(rest):
-            yield ((first, legs[j]),) + tail
-
-
 @cache
 def _contraction_counts(n: int, k: int) -> tuple[tuple[tuple, int], ...]:
     """Wick contractions of n external + k vertex legs, counted by labelled structure."""
     counts: Counter = Counter()
-    for matching in _matchings(tuple(range(n + k))):
+    # An odd number of legs has no perfect matching (and no first-order contraction).
+    for matching in _tuples.pairings(n + k) if (n + k) % 2 == 0 else ():
         attached, pairs, loops = [], [], 0
         for a, b in matching:  # a < b always
             if b < n:

@@ -50,7 +50,7 @@ logarithm and exponential follow from the Euler operator :math:`\sum_j t_j\parti
 
 Non-zero means
 --------------
-With means (physics.md §1, in the parametrisation of :mod:`nngp_ppl.ensembles`):
+With means (physics.md §1, in the parametrisation of :mod:`nngp_ppl.ensembles.core`):
 :math:`a_i \sim \mathcal N(\mu_a, s^2)`, :math:`\mu_a = \mu_W/N`, :math:`s^2 = \sigma_W^2/N`;
 first-layer weights of mean :math:`\mu_W` and biases of mean :math:`\mu_b`, so the
 pre-activations :math:`z_j = \nu_j + \phi_j\cdot u` have means
@@ -65,7 +65,7 @@ the non-central Gaussian moments, now non-zero for odd d too, and :math:`M_S` th
 Gaussian integral with the mean shift: Gauss-net
 :math:`M_S = \exp(m\cdot\nu + \tfrac12 m^T C m - m\cdot\mathrm{diag}\,C)` (its activation
 divides by :math:`e^{v(x)}`, v the variance), Erf-net and ActivationNet the trapezoid
-quadrature at :math:`z = \nu + \Phi u` (:func:`nngp_ppl.theory.quadrature.gaussian_moments`
+quadrature at :math:`z = \nu + \Phi u` (:func:`nngp_ppl.ensembles.quadrature.gaussian_moments`
 with ``shift``; Price's theorem is not used off zero mean). ReLU's cone method needs zero
 means and is refused. The cumulants of every degree d >= 1 follow as before from
 :math:`\log\Phi`, and :math:`b_1` adds :math:`\mu_b` to :math:`\kappa_1` and
@@ -107,7 +107,7 @@ at most :math:`\min(d_{in}+1, \#\text{points})`.
   the number of nested levels (n = 8: 240 s for six inputs), so
 * Erf-net, orders 8..12 (the estimator covariance of 4- and 6-pt fits): every moment of
   every degree from one truncated trapezoid rule in the rank-r pre-activation space,
-  :func:`nngp_ppl.theory.quadrature.gaussian_moments`. The trapezoid rule with a
+  :func:`nngp_ppl.ensembles.quadrature.gaussian_moments`. The trapezoid rule with a
   measured step beats Gauss–Hermite for this entire, fast-growing integrand. Measured at
   σ_W = σ_b = 1 on the paper's inputs: orders 2..6 agree with Price's theorem to 3e-15
   (relative to the largest moment) for d_in = 1, 2, 3, orders 8 and 12 at d_in = 1 with
@@ -144,8 +144,23 @@ from scipy.special import gammaln
 from .. import _checks
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
-from ..ensembles import SingleLayerNet
-from . import quadrature as _quadrature
+from ..ensembles import quadrature as _quadrature
+from ..ensembles.core import SingleLayerNet
+from ..vocabulary import EXACT_METHODS
+
+__all__ = [
+    "ERF_PRICE_MAX_ORDER",
+    "MAX_RELU_RANK",
+    "max_exact_order",
+    "check_net",
+    "neuron_moments",
+    "exact_cumulant_tuples",
+    "exact_correlator_tuples",
+    "exact_correlator",
+    "exact_connected",
+    "mean_function",
+    "limit_kernel",
+]
 
 # The highest order of each oracle is the ensemble's own capability, ``exact_max_order``
 # (:func:`max_exact_order`), never a lookup by name. Gauss-net moments are closed form and
@@ -163,23 +178,22 @@ MAX_RELU_RANK = 4
 # --------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------
-_METHODS = ("lognormal", "price", "cones", "quadrature")
 
 
 def max_exact_order(net) -> int:
     """Highest order of the exact oracle for ``net`` (0 when it has none): a capability
     the ensemble declares (``exact_moments``, ``exact_max_order``), not a name lookup."""
-    if getattr(net, "exact_moments", None) not in _METHODS:
+    if getattr(net, "exact_moments", None) not in EXACT_METHODS:
         return 0
     return int(getattr(net, "exact_max_order", 0))
 
 
-def _check_net(net, what: str) -> str:
+def check_net(net, what: str) -> str:
     if not isinstance(net, SingleLayerNet) or max_exact_order(net) == 0:
         raise NNGPInputError(
             f"net must be an ensemble with an exact-moment oracle for {what} (ErfNet, "
             f"ReLUNet, GaussNet or ActivationNet; one whose exact_moments is one of "
-            f"{list(_METHODS)}), got {type(net).__name__}"
+            f"{list(EXACT_METHODS)}), got {type(net).__name__}"
         )
     if net.exact_moments == "quadrature" and not callable(getattr(net, "numpy_activation", None)):
         raise NNGPInputError(
@@ -700,7 +714,7 @@ def neuron_moments(net: SingleLayerNet, X, n: int) -> np.ndarray:
 
     Returns a float64 array of length C(k+n-1, n).
     """
-    name = _check_net(net, "neuron_moments")
+    name = check_net(net, "neuron_moments")
     n = _check_order("n", n, 0, max_exact_order(net), name)
     X = _inputs(net, X)
     return np.array(_moments_for(net, X, [n])[n])
@@ -746,7 +760,7 @@ def exact_cumulant_tuples(net: SingleLayerNet, X, width: int, n: int) -> np.ndar
     width, :math:`\kappa_n \propto N^{1-n/2}` for n >= 4, odd orders vanish; see the module
     docstring for the derivation (physics.md §4). Zero means only.
     """
-    name = _check_net(net, "exact_cumulant_tuples")
+    name = check_net(net, "exact_cumulant_tuples")
     n = _check_order("n", n, 1, max_exact_order(net), name)
     width = _checks.positive_int("width", width)
     X = _inputs(net, X)
@@ -764,7 +778,7 @@ def exact_correlator_tuples(net: SingleLayerNet, X, width: int, n: int) -> np.nd
     cumulant generating series (module docstring). Odd n give zeros, n = 0 gives 1.
     Orders up to :func:`max_exact_order` (12 for Gauss-net, ReLU, Erf and ActivationNet).
     """
-    name = _check_net(net, "exact_correlator")
+    name = check_net(net, "exact_correlator")
     n = _check_order("n", n, 0, max_exact_order(net), name)
     width = _checks.positive_int("width", width)
     X = _inputs(net, X)
@@ -808,7 +822,7 @@ def mean_function(net: SingleLayerNet, X) -> np.ndarray:
     :math:`M_1(x) = E\,\sigma(z(x))`, z with mean :math:`\nu(x)` (module docstring, non-zero
     means); zeros for zero-mean ensembles. Ensembles with an exact oracle only.
     """
-    _check_net(net, "mean_function")
+    check_net(net, "mean_function")
     X = _inputs(net, X)
     if net.zero_mean:
         return np.zeros(len(X))
@@ -823,7 +837,7 @@ def limit_kernel(net: SingleLayerNet, X) -> np.ndarray:
     :math:`\mu_W \neq 0` the finite-width 2-pt cumulant exceeds it by
     :math:`(\mu_W^2/N)(M_{12} - M_1 M_2)` (module docstring).
     """
-    _check_net(net, "limit_kernel")
+    check_net(net, "limit_kernel")
     X = _inputs(net, X)
     k = len(X)
     m2 = np.array(_moments_for(net, X, [2])[2])

@@ -51,8 +51,25 @@ import numpy as np
 
 from .. import _checks
 from .._checks import NNGPInputError
+from ..vocabulary import check_propagator, propagator_shift
 
-PROPAGATORS = ("full", "bias_subtracted")
+__all__ = [
+    "LATTICE_KINDS",
+    "MAX_AXIS_NODES",
+    "MAX_BOX_POINTS",
+    "MAX_CUTOFF",
+    "Lattice",
+    "check_propagator",
+    "propagator_kernels",
+    "check_cutoffs",
+    "kernel_scale",
+    "check_box",
+    "box_lattice",
+    "vertex_integral_function",
+    "vertex_integrals",
+    "vertex_integral_exponents",
+]
+
 LATTICE_KINDS = ("gauss_legendre", "uniform")
 
 # Quadrature defaults per input dimension: (nodes per panel, geometric panel ratio). Chosen by
@@ -220,11 +237,11 @@ def _grid(rules):
 # --- integrands --------------------------------------------------------------------------
 
 
-def _propagator(net, propagator: str):
-    """Traceable (K(X, Y), K(y, y)) for the chosen vertex-leg propagator."""
-    # The ensemble says which constant the bias-subtracted propagator removes
-    # (Ensemble.kernel_constant: σ_b² for the nets with an output bias b_1).
-    shift = float(net.kernel_constant()) if propagator == "bias_subtracted" else 0.0
+def propagator_kernels(net, propagator: str):
+    """Traceable ``(cross, diag)``: :math:`\\tilde K(X, Y)` and :math:`\\tilde K(y, y)` for
+    each row y of Y, with :math:`\\tilde K = K - c` for the chosen vertex-leg propagator
+    (c from :func:`nngp_ppl.vocabulary.propagator_shift`)."""
+    shift = propagator_shift(net, propagator)
 
     def cross(X, Y):
         return net.traced_kernel(X, Y) - shift
@@ -284,7 +301,7 @@ def _face_sum(cross, diag, X, rows, loops, rules, lam):
 @cache
 def _integral_kernel(net, propagator: str, plans: tuple[_AxisPlan, ...], loops: int):
     """Pure function (Λ, X, rows) -> (T,) with the surface-term JVP in Λ."""
-    cross, diag = _propagator(net, propagator)
+    cross, diag = propagator_kernels(net, propagator)
 
     @jax.custom_jvp
     def integral(lam, X, rows):
@@ -317,12 +334,6 @@ def _batched(net, propagator, plans, loops):
 
 
 # --- validation ----------------------------------------------------------------------------
-
-
-def check_propagator(propagator) -> str:
-    if propagator not in PROPAGATORS:
-        raise NNGPInputError(f"propagator must be one of {PROPAGATORS}, got {propagator!r}")
-    return propagator
 
 
 def _concrete(value):
@@ -582,7 +593,7 @@ def vertex_integrals(
                     f"cutoff {given.ravel().tolist()} does not match the lattice's cutoff "
                     f"{lattice.cutoff:g}; pass cutoff=None to use the lattice as it is"
                 )
-        cross, diag = _propagator(net, check_propagator(propagator))
+        cross, diag = propagator_kernels(net, check_propagator(propagator))
         return _weighted_products(cross, diag, jnp.asarray(X), jnp.asarray(rows), loops,
                                   jnp.asarray(lattice.points), jnp.asarray(lattice.weights))
 

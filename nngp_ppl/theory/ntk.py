@@ -1,6 +1,6 @@
 r"""The neural tangent kernel and the infinite-width oracle of gradient-descent training.
 
-Parametrisations (:mod:`nngp_ppl.training` trains in both)
+Parametrisations (:mod:`nngp_ppl.training.trainer` trains in both)
 ---------------------------------------------------------
 A single-layer ensemble (physics.md §1) is :math:`f(x) = \sum_i a_i \sigma(w_i\cdot x +
 \beta_i) + b_1`. In the **NTK parametrisation** (Jacot, Gabriel, Hongler 2018) the trained
@@ -40,7 +40,7 @@ E[e^{-z^2-z'^2}] = \tfrac{4}{\pi}\det(1 + 2\Sigma)^{-1/2} = \tfrac{4}{\pi}
 ((1+2a)(1+2b) - 4c^2)^{-1/2}`; ReLU, :math:`\sigma' = 1_{z>0}`: :math:`P(z>0, z'>0) =
 (\pi - \theta)/(2\pi)`, :math:`\cos\theta = c/\sqrt{ab}` (Sheppard); Gauss-net,
 :math:`\sigma = \sigma' = e^{z - v}`: :math:`e^{c - (a+b)/2}`. Any other activation:
-:func:`nngp_ppl.theory.quadrature.pair_expectation` of :math:`\sigma'` (from ``jax.grad``).
+:func:`nngp_ppl.ensembles.quadrature.pair_expectation` of :math:`\sigma'` (from ``jax.grad``).
 
 In the standard parametrisation the same sums give, at width N (not a limit: the readout
 term grows like N, and a fixed learning rate must shrink like 1/N for a limit to exist),
@@ -81,7 +81,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _checks
+from .. import tuples as _tuples
 from .._checks import NNGPInputError
+from ..ensembles.core import SingleLayerNet
+from ..ensembles.quadrature import pair_expectation
+
+__all__ = [
+    "PARAMETRISATIONS",
+    "check_parametrisation",
+    "layer_maps",
+    "ntk_and_nngp",
+    "ntk",
+    "check_steps",
+    "training_oracle",
+    "gaussian_moment_tuples",
+]
 
 PARAMETRISATIONS = ("ntk", "standard")
 
@@ -91,25 +105,6 @@ def check_parametrisation(value) -> str:
         raise NNGPInputError(
             f"parametrisation must be one of {list(PARAMETRISATIONS)}, got {value!r}")
     return value
-
-
-# ---------------------------------------------------------------------------------------------
-# E[σ'(u) σ'(v)] for (u, v) ~ N(0, [[a, c], [c, b]])
-# ---------------------------------------------------------------------------------------------
-def _erf_dpair(a, b, c):
-    det = np.clip((1.0 + 2.0 * a) * (1.0 + 2.0 * b) - 4.0 * c * c, 1e-300, None)
-    return (4.0 / np.pi) / np.sqrt(det)
-
-
-def _relu_dpair(a, b, c):
-    norm = np.sqrt(np.clip(a * b, 0.0, None))
-    cos = np.clip(c / np.where(norm > 0, norm, 1.0), -1.0, 1.0)
-    # A zero-variance pre-activation is 0: σ'(0) = 1_{0>0} = 0.
-    return np.where(norm > 0, (np.pi - np.arccos(cos)) / (2.0 * np.pi), 0.0)
-
-
-def _gauss_pair(a, b, c):
-    return np.exp(c - (a + b) / 2.0)
 
 
 @functools.cache
@@ -126,41 +121,23 @@ def _derivative(jax_fn):
 
 
 def _quadrature_pairs(h, dh):
-    from .quadrature import pair_expectation
 
     return (lambda a, b, c: pair_expectation(h, a, b, c),
             lambda a, b, c: pair_expectation(dh, a, b, c))
 
 
 def layer_maps(net):
-    """``(pair, dpair)``: E[σσ'] and E[σ'σ'] as functions of (a, b, c), NumPy arrays."""
-    from ..ensembles import ActivationNet, ErfNet, GaussNet, ReLUNet
-    from ..networks import MLP
+    """``(pair, dpair)``: E[σσ'] and E[σ'σ'] as functions of (a, b, c), NumPy arrays: the
+    closed forms of the net's activation record (:mod:`nngp_ppl.ensembles.activations`), else the
+    quadrature of σ and σ'."""
 
-    if isinstance(net, MLP):
-        name = net.activation
-    elif isinstance(net, ErfNet):
-        name = "erf"
-    elif isinstance(net, ReLUNet):
-        name = "relu"
-    elif isinstance(net, GaussNet):
-        return _gauss_pair, _gauss_pair
-    elif isinstance(net, ActivationNet):
-        spec = net._spec
-        return _quadrature_pairs(spec.numpy_fn, _derivative(spec.jax_fn))
-    else:
+    spec = getattr(net, "spec", None) if isinstance(net, SingleLayerNet) else None
+    if spec is None:
         raise NNGPInputError(
             f"the NTK is known for ErfNet, ReLUNet, GaussNet, ActivationNet and MLP, not for "
             f"{type(net).__name__}")
-    from ..networks import _erf_pair, _relu_pair
-
-    if name == "erf":
-        return (lambda a, b, c: np.asarray(_erf_pair(a, b, c))), _erf_dpair
-    if name == "relu":
-        return (lambda a, b, c: np.asarray(_relu_pair(a, b, c))), _relu_dpair
-    from ..ensembles import ACTIVATIONS
-
-    spec = ACTIVATIONS[name]
+    if spec.pair is not None:
+        return (lambda a, b, c: np.asarray(spec.pair(a, b, c))), spec.dpair
     return _quadrature_pairs(spec.numpy_fn, _derivative(spec.jax_fn))
 
 
@@ -207,7 +184,7 @@ def ntk(net, X, Y=None, *, parametrisation: str = "ntk", width: int | None = Non
     return ntk_and_nngp(net, X, Y, parametrisation=parametrisation, width=width)[0]
 
 
-def _steps(steps) -> tuple[int, ...]:
+def check_steps(steps) -> tuple[int, ...]:
     if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
         steps = [steps]
     out = []
@@ -249,7 +226,7 @@ def training_oracle(net, X, x_train, y_train, steps, learning_rate: float, *,
             f"y_train must be {len(x_train)} finite numbers (one per x_train row), got "
             f"{y_train.shape[0]} values")
     eta = _checks.finite_float("learning_rate", learning_rate, minimum=0.0)
-    steps = _steps(steps)
+    steps = check_steps(steps)
     n = len(x_train)
     both = np.concatenate([X, x_train])
     theta, K = ntk_and_nngp(net, both, parametrisation=parametrisation, width=width)
@@ -272,7 +249,6 @@ def gaussian_moment_tuples(mu, Sigma, n: int) -> np.ndarray:
     :math:`E[f_1 R] = \mu_1 E[R] + \sum_{j} \Sigma_{1j} E[R / f_j]`. The trained
     ensemble's correlators at infinite width (μ_t, Σ_t of :func:`training_oracle`).
     """
-    from .. import tuples as _tuples
 
     mu = np.asarray(mu, np.float64)
     Sigma = np.asarray(Sigma, np.float64)

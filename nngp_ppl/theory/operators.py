@@ -24,7 +24,7 @@ with :math:`P[f] \propto e^{-S}` and unit coefficients (no :math:`1/k!`). An
 * :meth:`Operator.density` — its density on a lattice: the value of
   :math:`\mathcal O_c` at a site given the field there, so that the discretised
   interaction is :math:`\sum_j w_j \sum_c g_c\, \mathcal O_c(f_j)`
-  (:mod:`nngp_ppl.models.field`).
+  (:mod:`nngp_ppl.inference.models.field`).
 
 Names. ``g<k>`` (k >= 1) is the local operator :math:`f^k`; ``lambda`` = ``g4`` and
 ``kappa`` = ``g6`` are aliases, and the alias is the name a validated basis carries (so

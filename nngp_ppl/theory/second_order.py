@@ -103,18 +103,6 @@ def _check_key(key) -> TwoVertexKey:
     return TwoVertexKey(*(int(v) for v in key))
 
 
-def _propagator(net, propagator: str):
-    shift = float(net.kernel_constant()) if propagator == "bias_subtracted" else 0.0
-
-    def cross(A, B):
-        return net.traced_kernel(A, B) - shift
-
-    def diag(Y):
-        return jax.vmap(lambda y: net.traced_kernel(y[None, :], y[None, :])[0, 0])(Y) - shift
-
-    return cross, diag
-
-
 def _leg_factors(Kxy, dgl, w, rows: np.ndarray, loops: int):
     """(T, *P): w_p Π_{a∈row} K̃(x_a, y_p) K̃(y_p, y_p)^loops (P any shape)."""
     out = jnp.broadcast_to(w * dgl**loops, (rows.shape[0], *w.shape))
@@ -130,7 +118,7 @@ def _integral_fn(net, propagator: str, k: int, keys: tuple[TwoVertexKey, ...], b
     P must be a multiple of ``block``; the propagator matrix is built ``block`` rows at a
     time inside a scan, and each row block is contracted at once with the right-hand leg
     factors of every key (grouped by power of the propagator)."""
-    cross, diag = _propagator(net, propagator)
+    cross, diag = _lattice.propagator_kernels(net, propagator)
     rows = {m: _tuples.distinct_tuples(k, m) for key in keys for m in (key.m1, key.m2)}
     legs = sorted({(key.m1, key.loops1) for key in keys} | {(key.m2, key.loops2) for key in keys})
     powers = sorted({key.lines for key in keys if key.lines > 0})
@@ -204,7 +192,7 @@ def has_ridge(net, propagator: str = "full") -> bool:
     that still drops by more than 0.1 % over one kernel scale at |y| = 10^3 scales does not,
     and gets panels of fixed width (see :func:`ridge_rule`)."""
     scale = _lattice.kernel_scale(net)
-    cross, _ = _propagator(net, propagator)
+    cross, _ = _lattice.propagator_kernels(net, propagator)
     y0 = np.zeros((1, net.d_in))
     y0[0, 0] = 1e3 * scale
     y1 = y0.copy()
@@ -276,7 +264,7 @@ def ridge_split(net, propagator: str = "full") -> tuple[float, float]:
     kernel scales). For the Gauss-net c0 = σ_b² (full) or 0 (bias-subtracted) and R is
     σ_W² exp(-σ_W² (y - z)² / 2). Raises NNGPInputError if R does not decay."""
     scale = _lattice.kernel_scale(net)
-    cross, _ = _propagator(net, propagator)
+    cross, _ = _lattice.propagator_kernels(net, propagator)
 
     def k(y, z):
         return float(cross(jnp.full((1, 1), y), jnp.full((1, 1), z))[0, 0])
@@ -336,7 +324,7 @@ def _banded_fn(net, propagator: str, k: int, keys: tuple[TwoVertexKey, ...], blo
     I = Σ_j C(L, j) c0^(L-j) ∫dy A1(y) ∫_{|z-y| <= band} R(y, z)^j A2(z) dz: the j = 0 term
     factorises; for j >= 1 the inner integral runs over the band [y + lo, y + hi] (clipped
     to the box) with its own nodes per outer node, ``block`` outer nodes at a time."""
-    cross, diag = _propagator(net, propagator)
+    cross, diag = _lattice.propagator_kernels(net, propagator)
     rows = {m: _tuples.distinct_tuples(k, m) for key in keys for m in (key.m1, key.m2)}
     right = sorted({(key.m2, key.loops2) for key in keys if key.lines > 0})
     legs = sorted({(key.m1, key.loops1) for key in keys} | {(key.m2, key.loops2) for key in keys})

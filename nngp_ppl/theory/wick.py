@@ -16,6 +16,13 @@ from .. import _checks
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
 
+__all__ = [
+    "gp_correlator_tuples",
+    "gp_correlator",
+    "connected_correlator_tuples",
+    "connected_correlator",
+]
+
 
 def _kernel_matrix(K) -> np.ndarray:
     return _checks.symmetric_matrix("K", K)

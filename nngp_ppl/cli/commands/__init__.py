@@ -1,0 +1,1 @@
+"""CLI subcommands, one module each (see nngp_ppl.cli.main)."""
