@@ -32,14 +32,17 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 # Everything (what CI runs).
-# pytest-xdist: two workers, one test file each at a time (module fixtures stay shared).
+# pytest-xdist: two workers; tests/conftest.py puts each module's tests in one group (module
+# fixtures stay shared) except slow tests that share nothing, which go alone, and hands the
+# groups out longest first, so that both workers finish together.
+XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 test: venv lint
-	$(VPY) -m pytest -q -n 2 --dist loadfile
+	$(VPY) -m pytest -q $(XDIST)
 
 # Everything but the slow tier (@pytest.mark.slow: statistical runs and pipelines of more
 # than ~20 s each): the loop for an edit.
 test-fast: venv lint
-	$(VPY) -m pytest -q -n 2 --dist loadfile -m "not slow"
+	$(VPY) -m pytest -q $(XDIST) -m "not slow"
 
 demo: venv
 	$(VENV)/bin/nngp-ppl demo

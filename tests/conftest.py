@@ -25,10 +25,43 @@ RUNS = {
     "erf": (lambda: nn.ErfNet(d_in=1), ERF3, (5, 50), 20_000, 0),
 }
 
-#: (module, fixture) pairs that run a whole ``reproduce`` pipeline: tests using them are slow.
-PIPELINE_FIXTURES = {("test_reproduce", "study"), ("test_report_no_oracle", "study"),
-                     ("test_second_order_study", "study"),
-                     ("test_estimators", "second_order_posterior")}
+#: (module, fixture) pairs that run a whole ``reproduce`` pipeline or NUTS on a fresh run:
+#: tests using them are slow. Module "*": a session fixture, whichever module uses it.
+PIPELINE_FIXTURES = {("*", "tiny_study"), ("test_estimators", "second_order_posterior")}
+
+#: Tests of the fast tier's cost that took 28 s or more each in the --durations run of the
+#: whole suite on two workers on the shared 2-core machine (load 3-22, median 16; about 3.5 s
+#: each on a quiet machine): slow, so that ``make test-fast`` stays the loop for an edit.
+#: Node ids relative to tests/ (the module's own @pytest.mark.slow does the same; this list
+#: keeps the marks out of modules that others are editing).
+SLOW_BY_DURATION = {
+    "test_models.py::test_field_model_without_couplings_reproduces_wick",
+    "test_odd_correlators.py::test_xla_kernel_odd_orders_against_brute_force[6-orders0]",
+    "test_odd_correlators.py::test_xla_kernel_odd_orders_against_brute_force[3-orders1]",
+    "test_odd_correlators.py::test_c_and_xla_kernels_sample_the_same_odd_order_sums",
+    "test_training.py::test_two_devices_give_the_one_device_bits",
+    "test_training.py::test_optax_sgd_is_plain_gradient_descent_and_momentum_adam_lower_the_loss",
+    "test_training.py::test_step_zero_is_the_sampler_bit_for_bit[xla]",
+    "test_training.py::test_step_zero_is_the_sampler_bit_for_bit[c]",
+    "test_training.py::test_a_killed_run_resumes_to_the_same_bits",
+    "test_training.py::test_parametrisations_agree_at_step_zero_and_differ_after",
+    "test_mlp.py::test_two_point_corrected_lambda_is_the_connected_one",
+    "test_mlp.py::test_serialisation_and_bad_input",
+    "test_inference.py::test_estimand_is_the_papers_lambda_bar_and_a_fixed_weight_least_squares_fit",
+    "test_lattice.py::test_gauss_net_matches_closed_form[bias_subtracted-3]",
+    "test_lattice.py::test_gauss_net_matches_closed_form[full-3]",
+    "test_lattice.py::test_gauss_net_matches_closed_form[bias_subtracted-2]",
+    "test_faults_io.py::test_ctrl_c_while_the_command_starts_is_one_line",
+    "test_faults_io.py::test_a_full_disk_while_writing_a_fit_is_one_line_on_a_real_tmpfs",
+    "test_native.py::test_c_and_xla_kernels_sample_the_same_sums",
+    "test_distributed.py::test_dask_local_cluster_matches_the_local_run",
+    "test_cli.py::test_flow_writes_beta_and_gamma_of_the_posteriors_own_draws",
+    "test_eft.py::test_estimators_recover_couplings_of_synthetic_eft_data",
+}
+
+#: The schedule's weight of a slow test, in fast tests (measured: a slow test takes about
+#: 20 times the average fast one).
+SLOW_WEIGHT = 20
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +88,63 @@ def erf_run(sampled_runs):
     return sampled_runs("erf")
 
 
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """``(preset, out, result)``: the tiny multi-run study of tests/tiny_study.py, run once
+    per session into a directory that no test may change (tests copy it first)."""
+    from tiny_study import TINY
+
+    from nngp_ppl.study.stages import reproduce
+
+    out = tmp_path_factory.mktemp("tiny_study")
+    result = reproduce(TINY, out, progress=False, log=lambda _line: None)
+    return TINY, out, result
+
+
+def _group(item, slow: bool) -> str | None:
+    """The pytest-xdist group of a test under ``--dist loadgroup`` (``make test``): a
+    group runs on one worker, so a fixture wider than a test is built once. The users of
+    ``tiny_study`` form one group; a module's tests form one, except a slow test that shares
+    no module- or class-scoped fixture, which goes alone (None) to whichever worker is free,
+    so that no long module keeps one worker busy after the other has finished."""
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    scopes = {name: defs[-1].scope
+              for name, defs in item._fixtureinfo.name2fixturedefs.items() if defs}
+    if "tiny_study" in scopes:
+        return "tiny_study"
+    if not slow or any(s in ("module", "class", "package") for s in scopes.values()):
+        return module
+    return None
+
+
+def _schedule(items) -> None:
+    """Groups for xdist, and the most expensive groups first (longest processing time
+    first: the schedule that ends both workers nearest together). xdist hands the groups out
+    in collection order (``--no-loadscope-reorder``), so the order is set here; every worker
+    computes the same one."""
+    cost, key = {}, {}
+    for item in items:
+        slow = item.get_closest_marker("slow") is not None
+        group = _group(item, slow)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+        key[item] = group or item.nodeid
+        cost[key[item]] = cost.get(key[item], 0) + (SLOW_WEIGHT if slow else 1)
+    first = {}
+    for i, item in enumerate(items):
+        first.setdefault(key[item], i)
+    items.sort(key=lambda it: (-cost[key[it]], first[key[it]]))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist turns the groups into node ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
-        if any((module, f) in PIPELINE_FIXTURES for f in getattr(item, "fixturenames", ())):
+        names = getattr(item, "fixturenames", ())
+        if any((module, f) in PIPELINE_FIXTURES or ("*", f) in PIPELINE_FIXTURES
+               for f in names):
             item.add_marker(pytest.mark.slow)
+        if item.nodeid.removeprefix("tests/") in SLOW_BY_DURATION:
+            item.add_marker(pytest.mark.slow)
+    if getattr(config.option, "dist", "no") == "loadgroup":
+        _schedule(items)

@@ -339,12 +339,14 @@ def test_design_function_matches_physics_md_formulas_and_its_derivative():
     X = ERF3
     fn = design_function(net, X, (4, 6), ("lambda", "kappa"), max_cutoff=100.0)
     t, w = np.polynomial.legendre.leggauss(400)
+    kernels = {}  # cutoff -> (K(x, y), K(y, y), weights) on the nodes: 33 integrals share one
 
     def integral(rows, cutoff, loops):
-        y = np.concatenate([(t + 1) / 2 * (-cutoff), (t + 1) / 2 * cutoff])[:, None]
-        ww = np.concatenate([w, w]) * cutoff / 2
-        Ky = np.asarray(net.kernel(X, y))
-        Kyy = np.diag(np.asarray(net.kernel(y)))
+        if cutoff not in kernels:
+            y = np.concatenate([(t + 1) / 2 * (-cutoff), (t + 1) / 2 * cutoff])[:, None]
+            kernels[cutoff] = (np.asarray(net.kernel(X, y)), np.diag(np.asarray(net.kernel(y))),
+                               np.concatenate([w, w]) * cutoff / 2)
+        Ky, Kyy, ww = kernels[cutoff]
         return (np.prod(Ky[rows], axis=1) * Kyy**loops) @ ww
 
     cut = 8.0

@@ -11,8 +11,10 @@ the arcsin recursion written out below (Williams 1997 for E[erf(u) erf(v)]), and
 Wick sum over the three pairings written out by hand. Both are deterministic functions of
 stored data, so they must agree to round-off.
 
-Size: 2,000 networks at widths 4 and 16, two fit cutoffs, one posterior cutoff, 2 chains ×
-100 draws (about 35 s on two shared cores). The posteriors are far too short to pass the
+The run is ``mlp`` of the shared tiny study (tests/tiny_study.py, the ``tiny_study``
+fixture: 2,000 networks at widths 4 and 16, three fit cutoffs, two posterior cutoffs, 2
+chains × 100 draws), beside runs that have an oracle: every statement about the missing
+comparison must be the MLP run's alone. The posteriors are far too short to pass the
 diagnostics gate; nothing here reads them as physics.
 """
 
@@ -25,43 +27,19 @@ import shutil
 
 import numpy as np
 import pytest
+from tiny_study import MLP_DEPTH, MLP_INPUTS, MLP_SIGMA_B, MLP_SIGMA_W
 
 from nngp_ppl import CorrelatorStats
 from nngp_ppl.study.report import FIGURES
-from nngp_ppl.study.spec import plan_dict, study_from_text
+from nngp_ppl.study.spec import plan_dict
 from nngp_ppl.study.stages import reproduce
 
-SIGMA_W, SIGMA_B, DEPTH = 1.0, 0.5, 2
-INPUTS = [-1.0, -0.3, 0.4, 1.0]
-STUDY = f"""
-name = "mlp_no_oracle"
-n_nets = 2000
-widths = [4, 16]
-fit_cutoffs = [5, 20]
-infer_cutoffs = [5]
-six_point_cutoff = 5.0
-num_chains = 2
-num_samples = 100
-num_warmup = 100
-
-[[run]]
-key = "mlp"
-ensemble = "mlp"
-sigma_b = {SIGMA_B}
-inputs = {INPUTS}
-
-[run.params]
-depth = {DEPTH}
-activation = "erf"
-sigma_w = {SIGMA_W}
-"""
+SIGMA_W, SIGMA_B, DEPTH, INPUTS = MLP_SIGMA_W, MLP_SIGMA_B, MLP_DEPTH, MLP_INPUTS
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    preset = study_from_text(STUDY)
-    out = tmp_path_factory.mktemp("no_oracle")
-    result = reproduce(preset, out, progress=False, log=lambda _line: None)
+def study(tiny_study):
+    preset, out, result = tiny_study
     summary = json.loads((out / "summary.json").read_text())
     return preset, out, result, summary
 
@@ -86,16 +64,21 @@ def _wick4(K, t):
 
 def test_the_study_runs_every_stage_but_the_exact_one_and_draws_every_figure(study):
     preset, out, result, summary = study
-    assert list(result.status) == ["sample_mlp", "fit_mlp", "infer_mlp", "flow_mlp", "report"]
-    assert set(result.status.values()) == {"ran"}
-    assert not list(out.glob("exact_*.nc"))
-    assert plan_dict(preset)["runs"][0]["files"]["exact"] is None
+    assert [s for s in result.status if s.endswith("_mlp")] == [
+        "sample_mlp", "fit_mlp", "infer_mlp", "flow_mlp"]
+    assert set(result.status.values()) == {"ran"} and list(result.status)[-1] == "report"
+    # No exact file for this run; the runs with an oracle beside it have theirs.
+    assert sorted(p.name for p in out.glob("exact_*.nc")) == ["exact_erf.nc", "exact_relu.nc"]
+    plan = {r["key"]: r for r in plan_dict(preset)["runs"]}
+    assert plan["mlp"]["files"]["exact"] is None and plan["relu"]["files"]["exact"]
     for name in FIGURES:
         path = out / "figures" / name
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    assert summary["figures"] == [f"figures/{name}" for name in FIGURES]
+    # ... and the second-order figure, which the study's Erf run of order 2 adds.
+    assert summary["figures"] == [f"figures/{name}" for name in FIGURES] + [
+        "figures/connected_six_point.png"]
     # Rerunning finds everything up to date: the missing exact file is not a missing input.
-    again = reproduce(preset, out, progress=False, log=lambda _line: None)
+    again = reproduce(preset, out, progress=False, log=lambda _line: None, dry_run=True)
     assert set(again.status.values()) == {"skipped"}
 
 
@@ -111,18 +94,24 @@ def test_the_report_says_the_exact_comparison_is_unavailable(study):
     assert "declares no exact-moment oracle; the exact stage needs order 6" in report
     # Sections 1 (twice), 2, 3 and 5 each say it for this run.
     assert report.count(f"*{label}: exact comparison unavailable") == 5
-    assert "the 90% interval contains the exact" not in report  # no coverage claim
-    # Settings sentences follow the study, not the paper: its own inputs, its d_in.
+    # No coverage claim for it: the coverage sentence counts the other two runs' one NUTS
+    # run each (ReLU N = 20, Erf N = 5), not the MLP's two widths.
+    assert ("Coverage of the runs with an exact oracle: 2 independent checks — one NUTS run "
+            "per ensemble and width, each serving its 2 cutoffs") in report
+    assert "Missed: " + label not in report and f"; {label} N=" not in report
+    # Settings sentences follow the study, not the paper: its own inputs (the other runs
+    # take the authors'), its d_in.
     assert run["inputs_source"] == "study"
-    assert "Ensembles and inputs (the study's own):" in report
-    assert "the authors'" not in report
+    assert ("Ensembles and inputs (inputs: the authors' (physics.md §9) for relu, erf; the "
+            "study's own for mlp):") in report
     assert f"(d_in = {run['d_in']})" in report.split("\n")[2]
     # Every exact number is absent (null), never a stand-in; the sampled ones are there.
     dev, po = run["deviation"], run["posterior"]
     for n in (4, 6):
         assert dev[f"m{n}_exact"] == [None, None] and dev[f"m{n}_z"] == [None, None]
         assert all(np.isfinite(dev[f"m{n}_sampled"]))
-    assert po["lambda_exact"] == [[None], [None]] and po["exact_inside90"] == [[None], [None]]
+    none = [[None, None], [None, None]]  # (width, cutoff)
+    assert po["lambda_exact"] == none and po["exact_inside90"] == none
     assert all(np.isfinite(np.asarray(po["lambda_median"], float)).ravel())
     assert run["fit"]["full"]["gamma_fit_exact"] == [None, None]
     assert all(run["exact_curve"][f"{q}_slope"] is None for q in ("m4", "m6", "c4", "c6"))
@@ -179,14 +168,15 @@ def test_a_study_mixing_runs_with_and_without_an_oracle_counts_coverage_only_whe
     other["label"] = "with-oracle"
     other["exact_curve"]["available"] = True
     po = other["posterior"]
-    inside = [po["lambda_median"][0][0], po["lambda_q95"][1][0] + 1.0]  # in, out
-    po["lambda_exact"] = [[inside[0]], [inside[1]]]
-    po["exact_inside90"] = [[True], [False]]
-    po["z_exact"] = [[0.0], [1.0]]
-    summary["runs"]["other"] = other
+    # Width 4: the medians (inside at both cutoffs); width 16: above the 95% quantiles.
+    po["lambda_exact"] = [list(po["lambda_median"][0]), [q + 1.0 for q in po["lambda_q95"][1]]]
+    po["exact_inside90"] = [[True, True], [False, False]]
+    po["z_exact"] = [[0.0, 0.0], [1.0, 1.0]]
+    summary["runs"] = {"mlp": run, "other": other}  # the tiny study's runs with an oracle out
     report = render_report(summary)
     assert ("Coverage of the runs with an exact oracle: 2 independent checks — one NUTS run "
-            "per ensemble and width, each for one cutoff with the same draws. The 90% "
+            "per ensemble and width, each serving its 2 cutoffs with the same draws, so the 4 "
+            "intervals over every width and cutoff are not 4 independent checks. The 90% "
             "intervals contain the exact λ̄ at every cutoff in 1 of the 2 NUTS runs.") in report
     assert "Missed: with-oracle N=16" in report and "Missed: " + run["label"] not in report
     assert report.count("exact comparison unavailable") == 5
@@ -194,13 +184,15 @@ def test_a_study_mixing_runs_with_and_without_an_oracle_counts_coverage_only_whe
 
 
 def test_the_report_stage_shows_a_bar_over_its_figures_on_a_terminal(study, monkeypatch,
-                                                                      capsys):
+                                                                      capsys, tmp_path):
     """The report stage is the longest one without NUTS or sampling (about 10 s for the
     demo on a quiet machine): with progress forced on, its figures get a bar on standard
     error; with progress off, nothing is drawn."""
     from nngp_ppl.study.report import make_figures
 
-    preset, out, _, _ = study
+    preset, src, _, _ = study
+    out = tmp_path / "copy"  # the figures are drawn again: not into the shared study
+    shutil.copytree(src, out)
     monkeypatch.setenv("NNGP_PPL_PROGRESS", "1")
     paths = make_figures(out, plan_dict(preset), progress=True)
     err = capsys.readouterr().err

@@ -1,12 +1,14 @@
 """``nngp-ppl reproduce``: stages, resume, report, and the physics the report states.
 
-One tiny study (ReLU-net with σ_b = 0, two widths, few networks, short NUTS runs) runs
-once per module into a directory no test touches; each test gets its own copy of it
-(``study``), so a test that deletes or changes files cannot change what another one sees,
-whatever the order they run in. The tests rerun it in ways that must skip, resume or redo
-exactly the right stages. Physics checks use closed forms: ReLU-net with σ_b = 0 on positive
-inputs is degenerate (f(x) = x·S), so every per-tuple λ_t is the same and runs exactly as
-Λ^-5 (physics.md §9), and the exact connected 4-pt function falls exactly as 1/N.
+The shared tiny study (tests/tiny_study.py, the session's ``tiny_study`` fixture: a ReLU-net
+with σ_b = 0 at two widths, an erf MLP without an oracle and a second-order Erf-net, few
+networks, short NUTS runs) runs once into a directory no test touches; each test gets its
+own copy of it (``study``), so a test that deletes or changes files cannot change what
+another one sees, whatever the order they run in. The tests rerun it in ways that must
+skip, resume or redo exactly the right stages. Physics checks use closed forms: ReLU-net
+with σ_b = 0 on positive inputs is degenerate (f(x) = x·S), so every per-tuple λ_t is the
+same and runs exactly as Λ^-5 (physics.md §9), and the exact connected 4-pt function falls
+exactly as 1/N.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 
 import numpy as np
 import pytest
+from tiny_study import TINY
 
 from nngp_ppl import CorrelatorStats, NNGPInputError
 from nngp_ppl._lock import exclusive_lock
@@ -29,30 +32,19 @@ from nngp_ppl.study.spec import PRESETS, check_preset_overrides, part_file
 from nngp_ppl.study.stages import reproduce, stages
 from nngp_ppl.theory.wick import gp_correlator_tuples
 
-TINY = dataclasses.replace(
-    PRESETS["quick"], name="tiny", n_nets=3000, chunk=1500, widths=(2, 20),
-    fit_cutoffs=(10.0, 100.0, 1000.0), infer_cutoffs=(10.0, 1000.0), six_point_cutoff=10.0,
-    num_chains=2, num_samples=100, num_warmup=100, infer_widths={"relu": (20,)},
-    only=("relu",),
-)
-STAGES = ["sample_relu", "exact_relu", "fit_relu", "infer_relu", "flow_relu", "report"]
+STAGES = ["sample_relu", "sample_mlp", "sample_erf", "exact_relu", "exact_erf", "fit_relu",
+          "fit_mlp", "fit_erf", "infer_relu", "infer_mlp", "infer_erf", "flow_relu",
+          "flow_mlp", "flow_erf", "second_order_erf", "report"]
 
 
 def _quiet(*_args):
     pass
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pristine")
-    result = reproduce(TINY, out, progress=False, log=_quiet)
-    return out, result
-
-
 @pytest.fixture
-def study(pristine, tmp_path):
+def study(tiny_study, tmp_path):
     """A private copy of the study (modification times kept, as a copy by hand would)."""
-    src, result = pristine
+    _, src, result = tiny_study
     out = tmp_path / "study"
     shutil.copytree(src, out)
     return out, dataclasses.replace(result, out=out)
@@ -69,11 +61,11 @@ def test_first_run_writes_every_stage_and_the_report(study):
     for name in ("run_relu.nc", "exact_relu.nc", "fit_relu.nc", "posterior_relu.nc",
                  "beta_relu.nc", "report.md", "summary.json", "manifest.json"):
         assert (out / name).is_file(), name
-    # Two parts of 1500 networks per width, merged into 3000.
+    # Two parts of 1000 networks per width, merged into 2000.
     stats = CorrelatorStats.from_netcdf(out / "run_relu.nc")
     assert stats.widths == (2, 20)
-    assert all(stats.network_ranges(w) == ((0, 3000),) for w in stats.widths)
-    assert (out / part_file("relu", 20, 1500, 3000)).is_file()
+    assert all(stats.network_ranges(w) == ((0, 2000),) for w in stats.widths)
+    assert (out / part_file("relu", 20, 1000, 2000)).is_file()
     from matplotlib.image import imread
 
     report = (out / "report.md").read_text()
@@ -137,7 +129,7 @@ def test_copied_study_is_up_to_date_elsewhere(study, tmp_path):
 def test_lost_run_file_is_rebuilt_from_its_parts_and_nothing_downstream_reruns(study):
     out, _ = study
     digest = sha256_file(out / "run_relu.nc")
-    parts = sorted((out / "parts").rglob("*.nc"))
+    parts = sorted((out / "parts" / "relu").rglob("*.nc"))
     part_times = {p: p.stat().st_mtime_ns for p in parts}
     (out / "run_relu.nc").unlink()
     lines = []
@@ -153,13 +145,13 @@ def test_lost_run_file_is_rebuilt_from_its_parts_and_nothing_downstream_reruns(s
 def test_interrupted_sampling_resamples_only_the_broken_part(study):
     out, _ = study
     digest = sha256_file(out / "run_relu.nc")
-    broken = out / part_file("relu", 20, 1500, 3000)
+    broken = out / part_file("relu", 20, 1000, 2000)
     broken.write_bytes(b"half a file")  # as left by a crash mid-write of a foreign tool
     (out / "run_relu.nc").unlink()
     lines = []
     result = reproduce(TINY, out, progress=False, log=lines.append)
     assert sum(1 for line in lines if "reusing" in line) == 3
-    assert CorrelatorStats.from_netcdf(broken).network_ranges(20) == ((1500, 3000),)
+    assert CorrelatorStats.from_netcdf(broken).network_ranges(20) == ((1000, 2000),)
     # Same seed and network indices: the resampled part gives the same merged sums.
     assert sha256_file(out / "run_relu.nc") == digest
     assert [s for s, v in result.status.items() if v == "ran"] == ["sample_relu"]
@@ -183,8 +175,10 @@ def test_changed_cutoffs_rerun_exactly_the_stages_they_reach(study):
     out, _ = study
     changed = dataclasses.replace(TINY, fit_cutoffs=(10.0, 100.0, 1000.0, 1e4))
     result = reproduce(changed, out, progress=False, log=_quiet)
+    # The fit cutoffs reach the exact summaries and the fits (of every run), and the report;
+    # the posteriors, flows and the second-order stage use the posterior cutoffs only.
     assert [s for s, v in result.status.items() if v == "ran"] == [
-        "exact_relu", "fit_relu", "report"]
+        "exact_relu", "exact_erf", "fit_relu", "fit_mlp", "fit_erf", "report"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["runs"]["relu"]["fit"]["full"]["cutoffs"] == [10.0, 100.0, 1000.0, 1e4]
 
@@ -349,7 +343,8 @@ def test_the_report_reads_stored_results_and_computes_no_physics(study, monkeypa
     report = (out / "report.md").read_text()
     assert "## 6. Diagnostics gate" in report and "figures/six_point.png" in report
     # The settings sentences come from the plan: the preset's paper inputs, d_in = 1.
-    assert "Ensembles and inputs (the authors', physics.md §9):" in report
+    assert ("Ensembles and inputs (inputs: the authors' (physics.md §9) for relu, erf; the "
+            "study's own for mlp):") in report
     assert "(d_in = 1)" in report.split("\n")[2]
 
 
