@@ -90,3 +90,40 @@ def test_show_describes_the_non_zero_mean_run(odd_run, capsys):
     text = capsys.readouterr().out
     assert "mu_w=0.5" in text and "mu_b=0.2" in text
     assert "f -> -f rejected" in text  # the means break the symmetry, and show says so
+
+
+def test_the_report_names_the_stages_of_a_non_zero_mean_run_and_why():
+    """The study pipeline gives a run with non-zero means its sample and symmetry stages
+    only; the report's sentence names them from the plan's files and says why."""
+    from nngp_ppl.study.report import symmetry
+    from nngp_ppl.study.spec import plan_dict, study_from_text
+    from nngp_ppl.study.stages import stages
+
+    text = """
+name = "centred_tiny"
+n_nets = 100
+widths = [5]
+fit_cutoffs = [10]
+infer_cutoffs = [10]
+[[run]]
+key = "even"
+ensemble = "erf"
+inputs = [-1.0, 0.2, 1.0]
+[[run]]
+key = "shift"
+ensemble = "erf"
+inputs = [-1.0, 0.2, 1.0]
+[run.params]
+mu_w = 0.4
+"""
+    preset = study_from_text(text, "cfg")
+    shift = [s.name for s in stages(preset) if s.name.endswith("_shift")]
+    assert sorted(shift) == ["sample_shift", "symmetry_shift"]
+    spec = plan_dict(preset)["symmetry_runs"][0]
+    entry = {"label": "Erf (mu_w=0.4)", "params": spec["params"], "files": spec["files"]}
+    sentence = " ".join(symmetry._means_sentence({"shift": entry}))
+    assert "mu_w = 0.4" in sentence
+    assert f"sample (`{spec['files']['run']}`)" in sentence
+    assert f"symmetry (`{spec['files']['symmetry']}`)" in sentence
+    assert "only their sample and symmetry stages" in sentence
+    assert "zero-mean GP kernel" in sentence and "centred" in sentence
