@@ -163,7 +163,7 @@ def _means_sentence(tested_only: dict) -> list[str]:
     return [f"Runs with non-zero parameter means have only their sample and symmetry stages "
             f"here: {names}. Why: this study's exact, fit, posterior and flow stages and the "
             "even-coupling sections expand around the zero-mean GP kernel, and the mean "
-            "<f> of these nets is not zero, so those stages are not run for them. Their "
+            "⟨f⟩ of these nets is not zero, so those stages are not run for them. Their "
             "couplings are defined centred, expanded around the measured mean (physics.md "
             "§6d): `nngp-ppl fit RUN.nc` (g3, λ and their running) and `nngp-ppl infer "
             "RUN.nc` fit them to the centred moments of the run file named above.", ""]
