@@ -127,3 +127,17 @@ mu_w = 0.4
     assert f"symmetry (`{spec['files']['symmetry']}`)" in sentence
     assert "only their sample and symmetry stages" in sentence
     assert "zero-mean GP kernel" in sentence and "centred" in sentence
+
+
+def test_sample_takes_the_means_and_fit_goes_centred(tmp_path, capsys):
+    run = tmp_path / "cli.nc"
+    assert main(["sample", "--ensemble", "erf", "--mu-w", "0.5", "--mu-b", "-0.2",
+                 "--inputs=-1,0.2,1", "--widths", "5", "--n-nets", "300", "--orders",
+                 "1,2,3,4", "--no-progress", "-o", str(run)]) == 0
+    net = nn.CorrelatorStats.from_netcdf(run).net
+    assert (net.mu_w, net.mu_b) == (0.5, -0.2)
+    assert main(["fit", str(run), "--cutoffs", "10", "-o", str(tmp_path / "f.nc")]) == 0
+    assert "centred fit" in capsys.readouterr().out
+    code = main(["sample", "--ensemble", "erf", "--mu-w", "inf", "--inputs=-1,1", "--widths",
+                 "5", "--n-nets", "10", "-o", str(tmp_path / "bad.nc")])
+    _one_line_error(capsys, code, "--mu-w")
