@@ -23,7 +23,7 @@ import numpy as np
 from ... import _checks
 from ..._checks import NNGPInputError
 from ..._io import output_file
-from ...inference import eft
+from ...inference import centring, eft
 from ...inference.problem import coupling_names
 from ...study.presets import PAPER_CUTOFFS
 from .sample import add_trusted_ensemble_argument
@@ -55,8 +55,9 @@ def register(subparsers) -> None:
                         "default full")
     p.add_argument("--widths", default=None, metavar="N,N,...",
                    help="widths to fit (default: every width in the run)")
-    p.add_argument("--couplings", default="lambda,kappa", metavar="NAMES",
-                   help="couplings of the joint fit (default lambda,kappa)")
+    p.add_argument("--couplings", default=None, metavar="NAMES",
+                   help="couplings of the joint fit (default lambda,kappa; g3,lambda for a "
+                        "net with non-zero means, fitted centred)")
     p.add_argument("--fit-from", default=None, metavar="Λ",
                    help="regress log|λ̄| on log Λ over cutoffs >= this (default: all)")
     p.add_argument("--order", default="1", metavar="P",
@@ -138,10 +139,44 @@ def _fmt(x: float) -> str:
     return f"{x:>11.3e}" if np.isfinite(x) else f"{'nan':>11}"
 
 
+def print_centred_table(ds, out=None) -> None:
+    """A centred fit (net with non-zero means, physics.md §6d) as a table: per width and
+    cutoff each coupling of the estimand ± σ, its running d/d log Λ ± σ, χ² and τ.
+
+    The centred fit file holds no λ̄, 6-pt check or γ (their free part is Wick(K) of raw
+    moments); the columns are read from the file's variables and attributes."""
+    out = sys.stdout if out is None else out
+    names = [str(c) for c in ds["coupling"].values]
+    print(f"propagator {ds.attrs['propagator']}; centred fit (expanded around the measured "
+          f"mean, data orders {ds.attrs.get('data_orders', '?')}): fit = "
+          f"{ds['fit'].attrs.get('long_name', 'centred estimand')} of "
+          f"({', '.join(names)}); {ds.attrs.get('free_part', '')}", file=out)
+    head = f"{'width':>6} {'cutoff':>9}"
+    for c in names:
+        head += f" {c:>11} {'±':>9} {'d/dlogΛ':>11} {'±':>9}"
+    head += f" {'chi2':>10} {'tau':>10}"
+    print(head, file=out)
+    for i, w in enumerate(ds["width"].values):
+        for j, c in enumerate(ds["cutoff"].values):
+            line = f"{int(w):>6} {c:>9.3g}"
+            for m in range(len(names)):
+                line += (f" {_fmt(float(ds['fit'][i, j, m]))}"
+                         f" {float(ds['fit_stderr'][i, j, m]):>9.2e}"
+                         f" {_fmt(float(ds['beta_fit'][i, j, m]))}"
+                         f" {float(ds['beta_fit_stderr'][i, j, m]):>9.2e}")
+            line += (f" {float(ds['fit_chi2'][i, j]):>10.3e}"
+                     f" {float(ds['tau'][i, j]):>10.3e}")
+            print(line, file=out)
+
+
 def print_table(ds, out=None) -> None:
-    """The fit as a table: per width and cutoff λ̄, (λ, κ) ± σ, m6 and γ."""
+    """The fit as a table: per width and cutoff λ̄, (λ, κ) ± σ, m6 and γ (a centred fit:
+    :func:`print_centred_table`)."""
     # Resolved at call time: a default bound at import would pin a replaced stdout.
     out = sys.stdout if out is None else out
+    if int(ds.attrs.get("centred", 0)):
+        print_centred_table(ds, out)
+        return
     names = [str(c) for c in ds["coupling"].values]
     print(f"propagator {ds.attrs['propagator']}; λ̄ = mean_t -(G4 - G4_GP)_t / (24 ∫ Π K); "
           f"fit = weighted least squares of ({', '.join(names)}) on 4- and 6-pt data"
@@ -177,6 +212,19 @@ def print_table(ds, out=None) -> None:
               f"analytic asymptotic γ = {gamma_a:g}", file=out)
 
 
+def _check_centred(run_path, stats, couplings, order) -> None:
+    """A run of a net with non-zero means is fitted centred (physics.md §6d): at order 1,
+    from the raw moments 1..max of the centred data orders of ``couplings``."""
+    if order != 1:
+        raise NNGPInputError(f"--order {order:g}: {run_path} is a net with non-zero means "
+                             "(mu_w, mu_b), fitted centred, at order 1 only")
+    data_orders = centring.default_centred_orders(couplings)
+    need = tuple(centring.raw_orders(data_orders))
+    _checks.sampled_orders(str(run_path), stats.orders, need,
+                           f"the centred fit of {', '.join(couplings)} (a net with non-zero "
+                           f"means: centred orders {list(data_orders)} from the raw moments)")
+
+
 def run(args) -> int:
 
     run_path = Path(args.file)
@@ -194,15 +242,20 @@ def run(args) -> int:
     out_path = output_file("-o/--output", args.output, inputs=(run_path,))
     cutoffs = parse_cutoffs(args.cutoffs)
 
-    couplings = coupling_names(args.couplings, name="--couplings")
     fit_from = _float("--fit-from", args.fit_from)
     order = _float("--order", args.order)
     if order not in (1, 2):
         raise NNGPInputError(f"--order must be 1 or 2, got {args.order!r}")
     widths = parse_widths(args.widths)
     stats = read_run(run_path, args.step, "fit")  # --step of a trained file
-    _checks.sampled_orders(str(run_path), stats.orders, (4, 6),
-                           "fitting lambda and kappa and the 6-pt check")
+    centred = not getattr(stats.net, "zero_mean", True)
+    couplings = coupling_names(args.couplings or ("g3,lambda" if centred else "lambda,kappa"),
+                               name="--couplings")
+    if centred:
+        _check_centred(run_path, stats, couplings, order)
+    else:
+        _checks.sampled_orders(str(run_path), stats.orders, (4, 6),
+                               "fitting lambda and kappa and the 6-pt check")
     widths = usable_widths(stats, widths)
     ds = eft.fit_dataset(stats, cutoffs, args.propagator, widths=widths,
                          couplings=couplings, fit_from=fit_from, order=int(order))

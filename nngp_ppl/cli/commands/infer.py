@@ -30,7 +30,7 @@ import pandas as pd
 from ... import _checks
 from ..._checks import NNGPInputError, fits_in_memory
 from ..._io import POSTERIOR_FORMAT, POSTERIOR_VERSION, atomic_path, output_file, write_netcdf
-from ...inference import diagnostics_gate, infer_couplings
+from ...inference import centring, diagnostics_gate, infer_couplings
 from ...inference.plots import plot_running
 from ...inference.problem import basis, coupling_names
 from ...tuples import distinct_tuples
@@ -191,7 +191,12 @@ def run(args) -> int:
         raise NNGPInputError(f"--rcond must be a number in (0, 1), got {args.rcond!r}")
     widths = parse_widths(args.widths)
     stats = read_run(run_path, args.step, "infer")  # --step of a trained file
-    if orders is None:
+    if orders is None and not getattr(stats.net, "zero_mean", True):
+        _checks.sampled_orders(str(run_path), stats.orders,
+                               centring.raw_orders(centring.default_centred_orders(couplings)),
+                               f"inferring {' and '.join(couplings)} centred (a net with "
+                               "non-zero means: centred moments from the raw ones)")
+    elif orders is None:
         _checks.sampled_orders(str(run_path), stats.orders,
                                (4, 6) if "kappa" in couplings else (4,),
                                f"inferring {' and '.join(couplings)}")
@@ -229,6 +234,11 @@ def run(args) -> int:
           f"couplings from orders {json.loads(attrs['orders'])}, conditioned on orders "
           f"{json.loads(attrs['data_orders'])}; noise model {attrs['covariance']} "
           f"({attrs['likelihood']} likelihood); perturbative order {attrs['order']}")
+    if int(attrs.get("centred", 0)):
+        # The stored estimand text names the zero-mean deviations; say which ones were fitted.
+        print("centred fit (a net with non-zero means, expanded around the measured mean): "
+              "the estimand below acts on the centred deviations r = C - Wick(C2), "
+              f"{attrs['free_part']}")
     print(f"estimand: {attrs['estimand']}")
     names = [v for v in dt["posterior"].data_vars if v != "deviation"]
     summary = arviz_stats.summary(dt, var_names=names, ci_prob=0.9, ci_kind="eti")

@@ -40,6 +40,7 @@ from ...sampling.checkpoint import ShardLedger, remove_stale_temporaries
 from ...sampling.sampler import check_resumable, plan_run, sample_correlators
 from ...sampling.stats import HeavyTailWarning
 from ...study.presets import PAPER_WIDTHS, paper_inputs
+from ...theory.exact import limit_kernel
 
 __all__ = [
     "add_ensemble_arguments",
@@ -103,6 +104,11 @@ def register(subparsers) -> None:
         description=__doc__.splitlines()[0].split(": ", 1)[1],
     )
     add_ensemble_arguments(p)
+    for name, what in (("w", "weights"), ("b", "biases")):
+        p.add_argument(f"--mu-{name}", default=None, metavar="M",
+                       help=f"mean of the {what} (default 0); non-zero means break f -> -f, "
+                            "are fitted centred and need the odd orders, e.g. --orders "
+                            "1,2,3,4")
     p.add_argument("--widths", required=True, metavar="N,N,...",
                    help='hidden widths, e.g. "2,10,100", or "paper" for the paper\'s ten')
     p.add_argument("--n-nets", required=True, metavar="COUNT",
@@ -253,6 +259,9 @@ def ensemble_and_inputs(args):
         hyper["sigma_w"] = parse_real("--sigma-w", args.sigma_w)
     if args.sigma_b is not None:
         hyper["sigma_b"] = parse_real("--sigma-b", args.sigma_b)
+    for name in ("mu_w", "mu_b"):  # only `sample` has these options
+        if getattr(args, name, None) is not None:
+            hyper[name] = parse_real(f"--{name.replace('_', '-')}", getattr(args, name))
     if getattr(args, "depth", None) is not None:
         hyper["depth"] = parse_integer("--depth", args.depth, minimum=1)
     if getattr(args, "activation", None) is not None:
@@ -288,7 +297,9 @@ def check_kernel(net, X) -> None:
     kernel, so a NaN there would surface as nonsense far downstream.
     """
     X = _checks.inputs("--inputs", X, net.d_in)
-    K = np.asarray(net.kernel(X), dtype=np.float64)
+    # A net with non-zero means has no zero-mean closed form: its limit covariance instead.
+    K = np.asarray(net.kernel(X) if getattr(net, "zero_mean", True) else limit_kernel(net, X),
+                   dtype=np.float64)
     if not np.all(np.isfinite(K)):
         raise NNGPInputError(
             f"--inputs: the {net.describe()} kernel is not finite on these inputs "

@@ -63,7 +63,8 @@ def tested_only_runs(out, plan: dict) -> list:
 def tested_only(out, plan: dict) -> dict:
     """Summary entries of :func:`tested_only_runs`: label, ensemble, parameters, symmetry."""
     return {run.key: {"label": run.label, "ensemble": run.spec["ensemble"],
-                      "params": run.spec["params"], "symmetry": summary(run)}
+                      "params": run.spec["params"], "symmetry": summary(run),
+                      "files": dict(run.spec.get("files", {}))}
             for run in tested_only_runs(out, plan)}
 
 
@@ -141,6 +142,10 @@ def _odd_rows(label: str, s: dict) -> list[list]:
     return rows
 
 
+#: Stage that writes each file of a run spec (``files`` in :func:`nngp_ppl.study.spec.plan_dict`).
+_STAGE_OF_FILE = {"run": "sample", "symmetry": "symmetry"}
+
+
 def _means_sentence(tested_only: dict) -> list[str]:
     if not tested_only:
         return []
@@ -148,10 +153,20 @@ def _means_sentence(tested_only: dict) -> list[str]:
         return ", ".join(f"{k} = {v:g}" for k, v in r["params"].items()
                          if k in ("mu_w", "mu_b"))
 
-    names = "; ".join(f"{r['label']} ({means(r)})" for r in tested_only.values())
-    return [f"Runs with non-zero parameter means, sampled and tested here only (the "
-            f"even-coupling sections expand around the zero-mean GP kernel and omit them): "
-            f"{names}.", ""]
+    def stages(r):
+        files = r.get("files", {})
+        return ", ".join(f"{_STAGE_OF_FILE.get(k, k)} (`{v}`)" for k, v in files.items()
+                         if isinstance(v, str)) or "sample and symmetry"
+
+    names = "; ".join(f"{r['label']} ({means(r)}; stages: {stages(r)})"
+                      for r in tested_only.values())
+    return [f"Runs with non-zero parameter means have only their sample and symmetry stages "
+            f"here: {names}. Why: this study's exact, fit, posterior and flow stages and the "
+            "even-coupling sections expand around the zero-mean GP kernel, and the mean "
+            "⟨f⟩ of these nets is not zero, so those stages are not run for them. Their "
+            "couplings are defined centred, expanded around the measured mean (physics.md "
+            "§6d): `nngp-ppl fit RUN.nc` (g3, λ and their running) and `nngp-ppl infer "
+            "RUN.nc` fit them to the centred moments of the run file named above.", ""]
 
 
 def section(runs_summary: dict, table, tested_only: dict | None = None,
