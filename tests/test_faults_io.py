@@ -617,13 +617,21 @@ def importing_jax(pid: int, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+def default_sigint() -> None:
+    """Ctrl-C as a user's terminal delivers it: a process started with SIGINT ignored (a
+    pytest-xdist worker's children can inherit that) keeps ignoring it, and the guard
+    rightly leaves an ignored SIGINT alone."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
     # Before: a 26-41 line traceback from inside some import (jax, dataclasses, ...).
     for delay in (0.0, 1.0):
         proc = subprocess.Popen(
             [sys.executable, "-m", "nngp_ppl.cli.main", "sample", "--ensemble", "erf", "--inputs",
              "1,2", "--widths", "3", "--n-nets", "1e6", "-o", str(tmp_path / "x.nc")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=default_sigint)
         importing_jax(proc.pid)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)

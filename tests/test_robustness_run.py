@@ -8,6 +8,7 @@ the option, exit status 2, no traceback) and must never lose or half-write a res
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,6 @@ import textwrap
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -110,18 +110,36 @@ def test_the_memory_refusal_names_exactly_the_widest_width_that_fits(monkeypatch
         network_sums(NET, X3, 10**8, 0, 0, 10)
 
 
-@pytest.mark.parametrize(("name", "d_in", "k"), [("erf", 1, 6), ("gauss", 3, 1)])
-def test_the_memory_estimate_bounds_what_xla_allocates(name, d_in, k):
-    # Oracle: XLA's own buffer assignment for the compiled step. The estimate must not be
-    # below it (a refusal would come too late) nor far above it (it would refuse runs that fit).
+#: XLA's buffer assignment for the compiled step, measured in a fresh process: in a test
+#: session the same program can be assigned more temporary memory once other tests have
+#: compiled (seen once in a full run: 19.1 MB against 13.8 MB alone), which is the
+#: session's state, not the estimate's error.
+MEMORY_CHILD = textwrap.dedent("""
+    import json, sys
+    import jax.numpy as jnp
+    import nngp_ppl
+    from nngp_ppl.sampling import _shard
+    name, d_in, k, width, batch = json.loads(sys.argv[1])
     net = nngp_ppl.make_ensemble(name, d_in=d_in)
-    width, batch = 2000, 64
     plan = _shard.StepPlan(k, (2, 4), True)
     step = _shard.compiled_step(net, width, batch, min(batch, _shard.chunk_size(k, 4)), plan)
     lowered = step.lower(_shard.zero_totals(plan), jnp.zeros((k, d_in)),
                          jnp.asarray(0, jnp.int64), jnp.asarray(0, jnp.uint32),
                          jnp.asarray(batch, jnp.int32))
-    xla = lowered.compile().memory_analysis().temp_size_in_bytes
+    print(lowered.compile().memory_analysis().temp_size_in_bytes)
+""")
+
+
+@pytest.mark.parametrize(("name", "d_in", "k"), [("erf", 1, 6), ("gauss", 3, 1)])
+def test_the_memory_estimate_bounds_what_xla_allocates(name, d_in, k):
+    # Oracle: XLA's own buffer assignment for the compiled step. The estimate must not be
+    # below it (a refusal would come too late) nor far above it (it would refuse runs that fit).
+    width, batch = 2000, 64
+    proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD,
+                           json.dumps([name, d_in, k, width, batch])],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    xla = int(proc.stdout.split()[-1])
     estimate = _shard.batch_bytes(width, batch, k, d_in)
     assert xla <= estimate <= 1.5 * xla
 
