@@ -41,6 +41,7 @@ import numpy as np
 
 from .. import _checks
 from .._checks import NNGPInputError
+from ..ensembles.activations import ERF, RELU
 from ..ensembles.core import (
     Ensemble,
     ErfNet,
@@ -55,22 +56,9 @@ from .ntk import check_parametrisation, layer_maps, ntk_and_nngp, step_sum
 __all__ = ["TrainedKernel", "traced_layer_maps", "traced_ntk_and_nngp"]
 
 
-def _erf_pair(a, b, c):
-    det = jnp.clip((1.0 + 2.0 * a) * (1.0 + 2.0 * b) - 4.0 * c * c, 0.0, None)
-    return (2.0 / jnp.pi) * jnp.arctan2(2.0 * c, jnp.sqrt(det))
-
-
 def _erf_dpair(a, b, c):
     det = jnp.clip((1.0 + 2.0 * a) * (1.0 + 2.0 * b) - 4.0 * c * c, 1e-300, None)
     return (4.0 / jnp.pi) / jnp.sqrt(det)
-
-
-def _relu_pair(a, b, c):
-    norm = jnp.sqrt(jnp.clip(a * b, 0.0, None))
-    safe = jnp.where(norm > 0, norm, 1.0)
-    cos = jnp.clip(c / safe, -1.0, 1.0)
-    body = jnp.sqrt(jnp.clip(1.0 - cos**2, 0.0, None)) + (jnp.pi - jnp.arccos(cos)) * cos
-    return jnp.where(norm > 0, norm * body / (2.0 * jnp.pi), 0.0)
 
 
 def _relu_dpair(a, b, c):
@@ -102,9 +90,9 @@ def _callback_pair(numpy_pair):
 def traced_layer_maps(net):
     """``(pair, dpair)``: E[σσ'] and E[σ'σ'] of (a, b, c) in ``jax.numpy`` (traceable)."""
     if isinstance(net, ErfNet):
-        return _erf_pair, _erf_dpair
+        return ERF.pair, _erf_dpair  # the record's E[σσ'] is already jax.numpy
     if isinstance(net, ReLUNet):
-        return _relu_pair, _relu_dpair
+        return RELU.pair, _relu_dpair
     if isinstance(net, GaussNet):
         return _gauss_pair, _gauss_pair
     pair, dpair = layer_maps(net)  # refuses what has no NTK

@@ -30,10 +30,10 @@ from pathlib import Path
 import h5netcdf
 import numpy as np
 
-from ..._checks import NNGPInputError
 from ..._io import output_file
 from ..._lock import exclusive_lock
 from ...sampling.stats import normalised_deviation
+from ...study.train_spec import read_training_data
 from ...theory.ntk import gaussian_moment_tuples, training_oracle
 from ...training.trainer import TRAINED_FORMAT, TrainedCorrelators, train_correlators
 from .sample import (
@@ -47,7 +47,6 @@ from .sample import (
 __all__ = [
     "OPTION_NAMES",
     "register",
-    "load_data",
     "run",
     "is_trained_file",
     "show_trained",
@@ -100,46 +99,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_data(path, d_in: int) -> tuple[np.ndarray, np.ndarray]:
-    """(x_train (n, d_in), y_train (n,)) from an .npz or a .csv file (module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise NNGPInputError(f"--data: no such file {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                if "x_train" not in f or "y_train" not in f:
-                    raise NNGPInputError(
-                        f"--data: {path} must hold arrays x_train and y_train, found "
-                        f"{sorted(f.files)}")
-                x, y = np.asarray(f["x_train"]), np.asarray(f["y_train"])
-        except (ValueError, OSError) as err:
-            raise NNGPInputError(f"--data: cannot read {path} as .npz ({err})") from None
-    elif suffix == ".csv":
-        try:
-            table = np.loadtxt(path, delimiter=",", ndmin=2)
-        except ValueError:
-            try:
-                table = np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)
-            except ValueError as err:
-                raise NNGPInputError(f"--data: {path} is not a numeric CSV ({err})") from None
-        if table.shape[1] != d_in + 1:
-            raise NNGPInputError(
-                f"--data: {path} has {table.shape[1]} columns; with --d-in {d_in} each row "
-                f"must be {d_in} input coordinates and one target")
-        x, y = table[:, :d_in], table[:, d_in]
-    else:
-        raise NNGPInputError(f"--data must be a .npz or .csv file, got {path.name}")
-    if x.dtype.kind not in "fiu" or y.dtype.kind not in "fiu":
-        raise NNGPInputError(f"--data: {path} must hold numbers")
-    return x.reshape(len(x), -1).astype(np.float64), y.astype(np.float64)
-
-
 def run(args) -> int:
 
     net, X = ensemble_and_inputs(args)
-    x_train, y_train = load_data(args.data, net.d_in)
+    x_train, y_train = read_training_data(args.data, net.d_in, "--data")
     widths = parse_integer_list("--widths", args.widths, minimum=1)
     n_nets = parse_integer("--n-nets", args.n_nets, minimum=2)
     steps = parse_integer_list("--steps", args.steps, minimum=0)
