@@ -41,6 +41,7 @@ from ._shard import shard_sums
 from .checkpoint import kernel_key
 
 __all__ = [
+    "collect",
     "CONNECT_TIMEOUT",
     "parse_dask",
     "dask_client",
@@ -194,7 +195,6 @@ class DaskExecutor:
         """``on_shard((width, index), sums)`` is called in the order the shards finish (the
         ledger restores shard order); ``on_networks(count)`` after each. An error or
         interrupt cancels the shards still queued."""
-        distributed = _distributed()
         with dask_client(self.dask) as client:
             ledger.adopt_kernel(_check_workers(client))
             plan = ledger.plan
@@ -212,16 +212,24 @@ class DaskExecutor:
                     key=f"nngp-shard-{tag}-N{width}-{index}", pure=False,
                 )
                 futures[fut] = (width, index, count)
-            try:
-                for fut in distributed.as_completed(list(futures)):
-                    width, index, count = futures[fut]
-                    sums = fut.result()
-                    fut.release()
-                    on_shard((width, index), sums)
-                    on_networks(count)
-            except BaseException:
-                client.cancel(list(futures))
-                raise
+            collect(client, futures, on_shard, on_networks)
+
+
+def collect(client, futures: dict, on_shard, on_networks) -> None:
+    """Hand each finished shard to ``on_shard((width, index), result)`` and its network
+    count to ``on_networks`` as the workers finish them (``futures``: future -> (width,
+    index, count)); any failure or interrupt cancels the shards still queued, so a killed
+    run leaves no work running on the cluster."""
+    try:
+        for fut in _distributed().as_completed(list(futures)):
+            width, index, count = futures[fut]
+            result = fut.result()
+            fut.release()
+            on_shard((width, index), result)
+            on_networks(count)
+    except BaseException:
+        client.cancel(list(futures))
+        raise
 
 
 def run_dask(plan, ledger, dask, on_networks, on_shard) -> None:

@@ -79,7 +79,7 @@ from ..sampling.checkpoint import (
     kernel_key,
     remove_stale_temporaries,
 )
-from ..sampling.distributed import DaskExecutor, dask_client, worker_kernel
+from ..sampling.distributed import DaskExecutor, collect, dask_client, worker_kernel
 from ..sampling.sampler import (
     LocalExecutor,
     check_flag,
@@ -526,8 +526,6 @@ def _run_dask(net, setup: TrainingSetup, ledgers: list[ShardLedger], dask, on_ne
     kernel, recorded in the ledgers; results folded in shard order whatever the order in
     which they finish, so the sums are the local run's)."""
     with dask_client(dask) as client:  # a missing Dask is refused here, with its message
-        import distributed
-
         _adopt_kernel(ledgers, worker_kernel(client))
         plan = ledgers[0].plan
         tag = uuid.uuid4().hex[:8]
@@ -536,16 +534,7 @@ def _run_dask(net, setup: TrainingSetup, ledgers: list[ShardLedger], dask, on_ne
             fut = client.submit(_train_shard_task, net, setup, plan, width, index,
                                 key=f"nngp-train-{tag}-N{width}-{index}", pure=False)
             futures[fut] = (width, index, plan.shards(width)[index][1])
-        try:
-            for fut in distributed.as_completed(list(futures)):
-                width, index, count = futures[fut]
-                results = fut.result()
-                fut.release()
-                on_shard((width, index), results)
-                on_networks(count)
-        except BaseException:
-            client.cancel(list(futures))
-            raise
+        collect(client, futures, on_shard, on_networks)
 
 
 def default_train_batch(net, width: int, k: int, n_train: int) -> int:
