@@ -12,10 +12,23 @@ of the full pipelines in :data:`PIPELINE_FIXTURES` (each runs ``reproduce`` end 
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import os
+from pathlib import Path
 
-import nngp_ppl as nn
+# XLA compilation is over half the suite's time, and many tests (and the CLI subprocesses
+# they start, which inherit the environment) compile the same programs from fresh closures,
+# which jax's in-memory cache, keyed by function object, cannot reuse: its persistent cache,
+# keyed by the program and jax's version and flags, can. It must be configured before jax
+# is imported. Kept in .pytest_cache (``make clean`` removes it; a run may point
+# JAX_COMPILATION_CACHE_DIR elsewhere: a fresh directory gives a cold run's timing).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import nngp_ppl as nn  # noqa: E402
 
 #: Three inputs keep the exact Erf 6-pt oracle quick.
 ERF3 = np.array([[-1.0], [0.2], [1.0]])
@@ -146,5 +159,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if item.nodeid.removeprefix("tests/") in SLOW_BY_DURATION:
             item.add_marker(pytest.mark.slow)
-    if getattr(config.option, "dist", "no") == "loadgroup":
+    # On an xdist worker, where the collection that counts happens, xdist has set
+    # option.dist to "no" and left option.loadgroup to say whether --dist loadgroup is on.
+    if getattr(config.option, "loadgroup", False):
         _schedule(items)
+
+
+
+def pytest_xdist_node_collection_finished(node, ids):
+    """Stop a ``--dist loadgroup`` run whose groups xdist did not apply (every test gets one
+    here but the slow ones that go alone): such a run works, but builds each shared fixture
+    once per worker, as pytest 9.2 with pytest-xdist 3.8 did (pytest-xdist issue 1386),
+    which costs minutes. Runs on the controller, with the test ids a worker collected."""
+    if node.config.getoption("dist") == "loadgroup" and ids and not any("@" in i for i in ids):
+        pytest.exit(f"pytest-xdist did not group the {len(ids)} tests: this pytest "
+                    f"({pytest.__version__}) and pytest-xdist do not work together under "
+                    "--dist loadgroup; install the versions pyproject.toml's test extra allows",
+                    returncode=4)
