@@ -166,6 +166,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest -p no:xdist must still run
 def pytest_xdist_node_collection_finished(node, ids):
     """Stop a ``--dist loadgroup`` run whose groups xdist did not apply (every test gets one
     here but the slow ones that go alone): such a run works, but builds each shared fixture
