@@ -23,6 +23,9 @@ from nngp_ppl.tuples import distinct_tuples, expand
 
 SB = 0.5
 X3 = np.array([[-1.0], [0.3], [1.0]])
+#: The NUTS settings of tests/test_inference.py's γ and β tests: one width of the 4-pt
+#: function on three inputs compiles to the same program, which the persistent cache reuses.
+RUN = {"num_chains": 4, "num_samples": 500, "num_warmup": 300}
 
 
 def _features(X):
@@ -131,8 +134,7 @@ def test_posterior_does_not_absorb_the_two_point_shift(gauss_stats):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dt = infer_couplings(gauss_stats, cutoffs=[5.0], num_chains=2, num_samples=400,
-                             num_warmup=300, compare=False)
+        dt = infer_couplings(gauss_stats, cutoffs=[5.0], compare=False, **RUN)
     lam = dt.posterior["lambda"].values
     assert abs(lam.mean()) < 4 * lam.std()
     assert dt.attrs["two_point"] == "measured" and "measured" in dt.attrs["free_part"]
@@ -182,6 +184,14 @@ def _mc_erf(nets, seed=12345):
                          two_point_exact=True)
 
 
+@pytest.fixture(scope="module")
+def mc_stats():
+    """2·10⁴ single-layer Erf-nets at N = 3 with the 64-network Monte Carlo kernel, seed 2:
+    the point fit's and the posterior's kernel-error tests read the same run."""
+    return nn.sample_correlators(_mc_erf(64), X3, [3], 20_000, orders=(2, 4), seed=2,
+                                 progress=False)
+
+
 def test_kernel_error_propagation_matches_the_spread_over_kernel_seeds():
     """Oracle: 40 independent Monte Carlo kernels (disjoint groups of M = 64 networks). The
     λ̄ of the exact ErfNet correlators at N = 3 (design from each K̂, free part Wick(Ĝ2)
@@ -217,14 +227,13 @@ def test_kernel_error_propagation_matches_the_spread_over_kernel_seeds():
         assert 0.7 < ratio < 1.4, (mode, ratio)
 
 
-def test_kernel_error_widens_the_fit_and_vanishes_with_many_networks():
+def test_kernel_error_widens_the_fit_and_vanishes_with_many_networks(mc_stats):
     """The point fit's variance is the statistical sandwich plus the kernel's share, which
     falls as 1/M: with 64 kernel networks it dominates the λ̄ interval of 2·10⁴ sampled
     networks (free part Wick(Ĝ2): the design's error alone; measured 72 %), with 16384 it
     is below 5 % (4.8 % already at 4096); with an exact kernel it is zero and the rest is
     the same sandwich."""
-    stats = nn.sample_correlators(_mc_erf(64), X3, [3], 20_000, orders=(2, 4), seed=2,
-                                  progress=False)
+    stats = mc_stats
     kw = dict(width=3, couplings=("lambda",), orders=(4,), weighting="estimand",
               two_point="measured")
     few = eft.fit_couplings(stats, [5.0], net=_mc_erf(64), **kw)
@@ -246,20 +255,19 @@ def test_kernel_error_widens_the_fit_and_vanishes_with_many_networks():
                                ref.covariance[0, 0, 0], rtol=0.2)
 
 
-def test_posterior_carries_the_kernel_error():
+def test_posterior_carries_the_kernel_error(mc_stats):
     """The posterior of λ with a 64-network Monte Carlo kernel is wider than with the exact
     kernel (same networks) by the linearised kernel variance of the point fit:
-    sd² ≈ sd_exact² + Var_K within 15 % in sd (NUTS error of 2 x 400 draws, ~4 %, and the
+    sd² ≈ sd_exact² + Var_K within 15 % in sd (NUTS error of 4 x 500 draws, ~3 %, and the
     few-% design difference of the statistical part); the attributes say so."""
     from nngp_ppl.inference.couplings import infer_couplings
 
     exact = nn.JaxNetwork(erf1_init, erf1_apply, 1, name="my_erf1", sigma_b=1.0,
                           kernel=nn.ErfNet(), two_point_exact=True)
-    sd, kw = {}, dict(cutoffs=[5.0], num_chains=2, num_samples=400, num_warmup=300,
-                      compare=False, two_point="measured")
-    for name, net in (("mc", _mc_erf(64)), ("exact", exact)):
-        stats = nn.sample_correlators(net, X3, [3], 20_000, orders=(2, 4), seed=2,
-                                      progress=False)
+    sd, kw = {}, dict(cutoffs=[5.0], compare=False, two_point="measured", **RUN)
+    for name, net in (("mc", None), ("exact", exact)):
+        stats = mc_stats if net is None else nn.sample_correlators(
+            net, X3, [3], 20_000, orders=(2, 4), seed=2, progress=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dt = infer_couplings(stats, **kw)

@@ -55,19 +55,22 @@ def test_pieces_cover_the_run_with_one_length_where_possible():
 @pytest.mark.slow
 def test_nuts_in_pieces_gives_the_same_draws_and_a_bar(monkeypatch, capsys):
     """The bar's pieces are the same chain as one scan, bit for bit; off a terminal (pytest's
-    captured stderr) nothing is drawn, forced on the bar names NUTS."""
+    captured stderr) nothing is drawn, forced on the bar names NUTS. The size and settings of
+    the posteriors in tests/test_arviz_file.py (43 correlators, 2 chains, 150 + 200 steps):
+    the one-scan run reuses their compiled program, the pieces (10 steps) compile anew."""
     import jax
 
     from nngp_ppl.inference import sample_latent
     from nngp_ppl.inference.models.couplings import latent_arrays
 
     rng = np.random.default_rng(0)
-    arrays = latent_arrays(rng.normal(size=4), np.eye(4))
+    arrays = latent_arrays(rng.normal(size=43), np.eye(43))
+    assert _progress.pieces(150, 200, True) == ([10] * 15, [10] * 20)
     run = {}
     for mode in ("0", "1"):
         monkeypatch.setenv("NNGP_PPL_PROGRESS", mode)
-        run[mode] = sample_latent(arrays, np.eye(4), jax.random.PRNGKey(1), num_chains=2,
-                                  num_samples=60, num_warmup=30, progress=True)
+        run[mode] = sample_latent(arrays, np.eye(43), jax.random.PRNGKey(1), num_chains=2,
+                                  num_samples=200, num_warmup=150, progress=True)
         err = capsys.readouterr().err
         assert ("NUTS" in err) == (mode == "1")
     np.testing.assert_array_equal(run["0"][0], run["1"][0])
@@ -231,8 +234,10 @@ def test_calibrate_reports_diagnostics_timing_and_tails():
     X = np.array([[-1.0], [0.2], [1.0]])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        # One seed per NUTS call at tests/test_inference.py's RUN settings: the program of
+        # its γ, β and heavy-tail tests (one width of the 4-pt function on three inputs).
         rows = nn.calibrate(nn.ErfNet(), X, 3, ("lambda",), (10.0,), seeds=range(2),
-                            n_nets=300, num_samples=200, num_warmup=200)
+                            n_nets=300, num_samples=500, num_warmup=300, batch=1)
     keys = {"r_hat_max", "ess_bulk_min", "divergences", "gate_failures", "seconds",
             "seconds_nuts", "tails", "tail_seeds"}
     assert rows and all(keys <= set(r) for r in rows)
