@@ -188,14 +188,19 @@ def test_the_report_stage_shows_a_bar_over_its_figures_on_a_terminal(study, monk
     """The report stage is the longest one without NUTS or sampling (about 10 s for the
     demo on a quiet machine): with progress forced on, its figures get a bar on standard
     error; with progress off, nothing is drawn."""
+    from test_reproduce import blank_figures
+
     from nngp_ppl.study.report import make_figures
 
     preset, src, _, _ = study
     out = tmp_path / "copy"  # the figures are drawn again: not into the shared study
     shutil.copytree(src, out)
+    drawn = blank_figures(monkeypatch)  # the bar is the subject here, not the figures
     monkeypatch.setenv("NNGP_PPL_PROGRESS", "1")
     paths = make_figures(out, plan_dict(preset), progress=True)
     err = capsys.readouterr().err
     assert "report figures" in err and f"{len(paths)}/{len(paths)}" in err
+    # Every figure of the study had its turn under the bar (the 7 + the second-order one).
+    assert len(drawn) == len(paths) == len(FIGURES) + 1
     make_figures(out, plan_dict(preset), progress=False)
     assert "report figures" not in capsys.readouterr().err

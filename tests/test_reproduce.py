@@ -50,6 +50,45 @@ def study(tiny_study, tmp_path):
     return out, dataclasses.replace(result, out=out)
 
 
+def blank_figures(monkeypatch) -> list:
+    """Make every figure of the report a blank one; returns the list that gains an entry per
+    figure drawn. For the tests whose subject is which stages run or a progress bar, not the
+    figures: every figure is drawn from the stored files when the shared study is built and
+    checked there (test_first_run_writes_every_stage_and_the_report, and
+    test_report_no_oracle), and drawing and rendering them all takes ~7 CPU s a time."""
+    import time
+
+    import matplotlib.pyplot as plt
+
+    from nngp_ppl.study.report import figures
+
+    drawn = []
+
+    def blank(*_args, **_kw):
+        drawn.append(1)
+        time.sleep(0.15)  # a bar redraws at most every 0.1 s (tqdm's mininterval)
+        return plt.figure(figsize=(1, 1))
+
+    for name in ("fig_deviation", "fig_connected", "fig_lambda", "fig_beta",
+                 "fig_rg_dimension", "fig_six_point", "fig_posterior_vs_point"):
+        monkeypatch.setattr(figures, name, blank)
+    monkeypatch.setattr(figures.second_order, "figure", blank)
+    monkeypatch.setattr(figures, "_save", _closing(figures._save))
+    return drawn
+
+
+def _closing(save):
+    import matplotlib.pyplot as plt
+
+    def closing(fig, path):
+        try:
+            return save(fig, path)
+        finally:
+            plt.close(fig)
+
+    return closing
+
+
 def _mtimes(out):
     return {p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
 
@@ -157,8 +196,9 @@ def test_interrupted_sampling_resamples_only_the_broken_part(study):
     assert [s for s, v in result.status.items() if v == "ran"] == ["sample_relu"]
 
 
-def test_a_deleted_fit_is_refitted_identically(study):
+def test_a_deleted_fit_is_refitted_identically(study, monkeypatch):
     out, _ = study
+    drawn = blank_figures(monkeypatch)  # the refit is the subject, not the figures
     # A fit file records the absolute path of its run file (eft.write_fit), so the first
     # refit in this copy differs from the original's in that attribute and reaches the
     # report; from then on a refit here must reproduce the file byte for byte.
@@ -169,10 +209,12 @@ def test_a_deleted_fit_is_refitted_identically(study):
     result = reproduce(TINY, out, progress=False, log=_quiet)
     assert [s for s, v in result.status.items() if v == "ran"] == ["fit_relu"]
     assert sha256_file(out / "fit_relu.nc") == digest  # so the report stays up to date
+    assert len(drawn) == len(FIGURES) + 1  # the first refit's report, not the second's
 
 
-def test_changed_cutoffs_rerun_exactly_the_stages_they_reach(study):
+def test_changed_cutoffs_rerun_exactly_the_stages_they_reach(study, monkeypatch):
     out, _ = study
+    drawn = blank_figures(monkeypatch)  # which stages run is the subject, not the figures
     changed = dataclasses.replace(TINY, fit_cutoffs=(10.0, 100.0, 1000.0, 1e4))
     result = reproduce(changed, out, progress=False, log=_quiet)
     # The fit cutoffs reach the exact summaries and the fits (of every run), and the report;
@@ -181,6 +223,7 @@ def test_changed_cutoffs_rerun_exactly_the_stages_they_reach(study):
         "exact_relu", "exact_erf", "fit_relu", "fit_mlp", "fit_erf", "report"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["runs"]["relu"]["fit"]["full"]["cutoffs"] == [10.0, 100.0, 1000.0, 1e4]
+    assert len(drawn) == len(FIGURES) + 1  # the report stage drew its figures again
 
 
 def test_redo_and_dry_run(study, tmp_path):
