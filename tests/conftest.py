@@ -72,6 +72,9 @@ SLOW_BY_DURATION = {
     "test_eft.py::test_estimators_recover_couplings_of_synthetic_eft_data",
 }
 
+#: Session fixtures whose users form one xdist group each (so each is built once).
+SHARED_SESSION_FIXTURES = ("tiny_study", "symmetric_erf_posterior")
+
 #: The schedule's weight of a slow test, in fast tests (measured: a slow test takes about
 #: 20 times the average fast one).
 SLOW_WEIGHT = 20
@@ -123,8 +126,9 @@ def _group(item, slow: bool) -> str | None:
     module = item.module.__name__.rsplit(".", 1)[-1]
     scopes = {name: defs[-1].scope
               for name, defs in item._fixtureinfo.name2fixturedefs.items() if defs}
-    if "tiny_study" in scopes:
-        return "tiny_study"
+    for shared in SHARED_SESSION_FIXTURES:
+        if shared in scopes:
+            return shared
     if not slow or any(s in ("module", "class", "package") for s in scopes.values()):
         return module
     return None
@@ -176,3 +180,24 @@ def pytest_xdist_node_collection_finished(node, ids):
                     f"({pytest.__version__}) and pytest-xdist do not work together under "
                     "--dist loadgroup; install the versions pyproject.toml's test extra allows",
                     returncode=4)
+
+
+@pytest.fixture(scope="session")
+def symmetric_erf_posterior(tmp_path_factory):
+    """``(stats, run path, posterior)``: 20 000 Erf-nets (σ_b = 1, zero means: f -> -f
+    symmetric) at N = 5 on ERF3, orders 1..6 but 5, seed 3, and their posterior in the
+    basis (g3, lambda) (2 chains × 300 draws after 200 warm-up steps, seed 1). Shared by
+    tests/test_basis_evidence.py and tests/test_basis_report.py, which built the same
+    posterior each (the latter with other seeds), and by tests/test_basis.py's CLI test,
+    which reads the run file with the same NUTS settings (compiled programs reused)."""
+    import warnings
+
+    net = nn.make_ensemble("erf", sigma_b=1.0)
+    stats = nn.sample_correlators(net, ERF3, [5], 20_000, orders=(1, 2, 3, 4, 6), seed=3,
+                                  progress=False)
+    path = stats.to_netcdf(tmp_path_factory.mktemp("symmetric_erf") / "run.nc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        posterior = nn.infer_couplings(stats, cutoffs=[10.0], couplings=("g3", "lambda"),
+                                       num_chains=2, num_samples=300, num_warmup=200, seed=1)
+    return stats, path, posterior

@@ -10,7 +10,6 @@ import warnings
 import numpy as np
 import pytest
 
-import nngp_ppl as nn
 from nngp_ppl import NNGPInputError
 from nngp_ppl.study.report import basis as rbasis
 from nngp_ppl.study.report.basis_section import basis_lines
@@ -130,16 +129,11 @@ def test_section_states_the_comparison_and_flags_failures():
 
 
 @pytest.fixture(scope="module")
-def posterior():
-    """20 000 symmetric Erf-nets at N = 5 on INPUTS, orders 1..6, basis (g3, lambda)."""
-    net = nn.make_ensemble("erf", sigma_b=1.0)
-    X = np.asarray(INPUTS)[:, None]
-    stats = nn.sample_correlators(net, X, [5], 20_000, orders=(1, 2, 3, 4, 6), seed=4,
-                                  progress=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return nn.infer_couplings(stats, cutoffs=[10.0], couplings=("g3", "lambda"),
-                                  num_chains=2, num_samples=300, num_warmup=200, seed=2)
+def posterior(symmetric_erf_posterior):
+    """20 000 symmetric Erf-nets at N = 5 on INPUTS, orders 1..6, basis (g3, lambda): the
+    session's (tests/conftest.py; its inputs are INPUTS)."""
+    assert np.array_equal(symmetric_erf_posterior[0].X[:, 0], INPUTS)
+    return symmetric_erf_posterior[2]
 
 
 def test_summary_reads_the_stored_elpd_and_the_odd_posterior(posterior):
