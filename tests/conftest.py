@@ -40,7 +40,8 @@ RUNS = {
 
 #: (module, fixture) pairs that run a whole ``reproduce`` pipeline or NUTS on a fresh run:
 #: tests using them are slow. Module "*": a session fixture, whichever module uses it.
-PIPELINE_FIXTURES = {("*", "tiny_study"), ("test_estimators", "second_order_posterior")}
+PIPELINE_FIXTURES = {("*", "tiny_study"), ("test_estimators", "second_order_posterior"),
+                     ("*", "basis_study")}
 
 #: Tests of the fast tier's cost that took 28 s or more each in the --durations run of the
 #: whole suite on two workers on the shared 2-core machine (load 3-22, median 16; about 3.5 s
@@ -73,7 +74,7 @@ SLOW_BY_DURATION = {
 }
 
 #: Session fixtures whose users form one xdist group each (so each is built once).
-SHARED_SESSION_FIXTURES = ("tiny_study", "symmetric_erf_posterior")
+SHARED_SESSION_FIXTURES = ("tiny_study", "basis_study")
 
 #: The schedule's weight of a slow test, in fast tests (measured: a slow test takes about
 #: 20 times the average fast one).
@@ -182,22 +183,57 @@ def pytest_xdist_node_collection_finished(node, ids):
                     returncode=4)
 
 
+#: The study of tests/test_basis_report.py's pipeline test, sized for the posterior that
+#: tests/test_basis_evidence.py reads as physics: 20 000 symmetric Erf-nets (σ_b = 1, zero
+#: means) at N = 5 on ERF3, every operator up to dimension 4 (g3, lambda), 2 chains × 300
+#: NUTS draws after 200 warm-up steps.
+BASIS_STUDY = """
+name = "basis_tiny"
+n_nets = 20000
+widths = [5]
+fit_cutoffs = [10]
+infer_cutoffs = [10]
+num_chains = 2
+num_samples = 300
+num_warmup = 200
+
+[infer]
+max_dimension = 4
+
+[[run]]
+key = "sym"
+ensemble = "erf"
+sigma_b = 1.0
+inputs = [-1.0, 0.2, 1.0]
+"""
+
+
 @pytest.fixture(scope="session")
-def symmetric_erf_posterior(tmp_path_factory):
-    """``(stats, run path, posterior)``: 20 000 Erf-nets (σ_b = 1, zero means: f -> -f
-    symmetric) at N = 5 on ERF3, orders 1..6 but 5, seed 3, and their posterior in the
-    basis (g3, lambda) (2 chains × 300 draws after 200 warm-up steps, seed 1). Shared by
-    tests/test_basis_evidence.py and tests/test_basis_report.py, which built the same
-    posterior each (the latter with other seeds), and by tests/test_basis.py's CLI test,
-    which reads the run file with the same NUTS settings (compiled programs reused)."""
+def basis_study(tmp_path_factory):
+    """``(preset, out, result)``: BASIS_STUDY run once per session by ``reproduce`` into a
+    directory that no test may change."""
     import warnings
 
-    net = nn.make_ensemble("erf", sigma_b=1.0)
-    stats = nn.sample_correlators(net, ERF3, [5], 20_000, orders=(1, 2, 3, 4, 6), seed=3,
-                                  progress=False)
-    path = stats.to_netcdf(tmp_path_factory.mktemp("symmetric_erf") / "run.nc")
+    from nngp_ppl.study.spec import study_from_text
+    from nngp_ppl.study.stages import reproduce
+
+    preset = study_from_text(BASIS_STUDY)
+    out = tmp_path_factory.mktemp("basis_study")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        posterior = nn.infer_couplings(stats, cutoffs=[10.0], couplings=("g3", "lambda"),
-                                       num_chains=2, num_samples=300, num_warmup=200, seed=1)
-    return stats, path, posterior
+        result = reproduce(preset, out, progress=False, log=lambda _line: None)
+    return preset, out, result
+
+
+@pytest.fixture(scope="session")
+def symmetric_erf_posterior(basis_study):
+    """``(run path, posterior)`` of the basis study's run: one posterior (and one NUTS
+    compilation: its programs hold the data) serves tests/test_basis_evidence.py,
+    tests/test_basis_report.py and tests/test_basis.py's CLI test, which built one each."""
+    import xarray as xr
+
+    from nngp_ppl.study.spec import run_file
+
+    out = basis_study[1]
+    return out / run_file("sym"), xr.open_datatree(out / "posterior_sym.nc",
+                                                  engine="h5netcdf").load()

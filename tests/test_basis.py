@@ -176,11 +176,12 @@ def test_cli_bad_basis_exits_2(tmp_path, capsys):
 @pytest.mark.slow
 def test_odd_posterior_on_a_symmetric_net_covers_zero(symmetric_erf_posterior, tmp_path,
                                                       capsys):
-    """Erf-net N = 5, 2e4 networks, orders 1..6 (the session's run, tests/conftest.py): the
-    CLI's g3 posterior's 90% interval holds g3's exact target 0 (one seed; the rate is
-    benchmarks/calibration.py's), and the ELPD table ranks the odd models beside the even
-    ones. NUTS settings as the session's posterior, so its compiled programs are reused."""
-    run = symmetric_erf_posterior[1]
+    """Erf-net N = 5, 2e4 networks, orders 1..6 (the session's basis study's run,
+    tests/conftest.py): the CLI's g3 posterior's 90% interval holds g3's exact target 0
+    (one seed; the rate is benchmarks/calibration.py's), and the ELPD table ranks the odd
+    models beside the even ones. NUTS settings as the study's posterior, so its compiled
+    programs are reused."""
+    run = symmetric_erf_posterior[0]
     out = tmp_path / "post.nc"
     code = main(["infer", str(run), "--cutoffs", "10", "--couplings", "g3,lambda",
                  "--chains", "2", "--samples", "300", "--warmup", "200", "--no-progress",

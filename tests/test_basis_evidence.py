@@ -108,8 +108,9 @@ def test_nested_models_of_the_data_orders():
 @pytest.fixture(scope="module")
 def symmetric_posterior(symmetric_erf_posterior):
     """20 000 Erf-nets (σ_b = 1, zero means: f -> -f symmetric) at N = 5 on X3, orders
-    1..6, posterior in the basis (g3, lambda): the session's (tests/conftest.py)."""
-    return symmetric_erf_posterior[2]
+    1..6, posterior in the basis (g3, lambda): the session's basis study's
+    (tests/conftest.py)."""
+    return symmetric_erf_posterior[1]
 
 
 def test_adding_an_odd_coupling_changes_only_the_odd_tuples(symmetric_posterior):
