@@ -40,7 +40,8 @@ RUNS = {
 
 #: (module, fixture) pairs that run a whole ``reproduce`` pipeline or NUTS on a fresh run:
 #: tests using them are slow. Module "*": a session fixture, whichever module uses it.
-PIPELINE_FIXTURES = {("*", "tiny_study"), ("test_estimators", "second_order_posterior")}
+PIPELINE_FIXTURES = {("*", "tiny_study"), ("test_estimators", "second_order_posterior"),
+                     ("*", "basis_study")}
 
 #: Tests of the fast tier's cost that took 28 s or more each in the --durations run of the
 #: whole suite on two workers on the shared 2-core machine (load 3-22, median 16; about 3.5 s
@@ -71,6 +72,9 @@ SLOW_BY_DURATION = {
     "test_cli.py::test_flow_writes_beta_and_gamma_of_the_posteriors_own_draws",
     "test_eft.py::test_estimators_recover_couplings_of_synthetic_eft_data",
 }
+
+#: Session fixtures whose users form one xdist group each (so each is built once).
+SHARED_SESSION_FIXTURES = ("tiny_study", "basis_study")
 
 #: The schedule's weight of a slow test, in fast tests (measured: a slow test takes about
 #: 20 times the average fast one).
@@ -123,8 +127,9 @@ def _group(item, slow: bool) -> str | None:
     module = item.module.__name__.rsplit(".", 1)[-1]
     scopes = {name: defs[-1].scope
               for name, defs in item._fixtureinfo.name2fixturedefs.items() if defs}
-    if "tiny_study" in scopes:
-        return "tiny_study"
+    for shared in SHARED_SESSION_FIXTURES:
+        if shared in scopes:
+            return shared
     if not slow or any(s in ("module", "class", "package") for s in scopes.values()):
         return module
     return None
@@ -177,3 +182,59 @@ def pytest_xdist_node_collection_finished(node, ids):
                     f"({pytest.__version__}) and pytest-xdist do not work together under "
                     "--dist loadgroup; install the versions pyproject.toml's test extra allows",
                     returncode=4)
+
+
+#: The study of tests/test_basis_report.py's pipeline test, sized for the posterior that
+#: tests/test_basis_evidence.py reads as physics: 20 000 symmetric Erf-nets (σ_b = 1, zero
+#: means) at N = 5 on ERF3, every operator up to dimension 4 (g3, lambda), 2 chains × 300
+#: NUTS draws after 200 warm-up steps.
+BASIS_STUDY = """
+name = "basis_tiny"
+n_nets = 20000
+widths = [5]
+fit_cutoffs = [10]
+infer_cutoffs = [10]
+num_chains = 2
+num_samples = 300
+num_warmup = 200
+
+[infer]
+max_dimension = 4
+
+[[run]]
+key = "sym"
+ensemble = "erf"
+sigma_b = 1.0
+inputs = [-1.0, 0.2, 1.0]
+"""
+
+
+@pytest.fixture(scope="session")
+def basis_study(tmp_path_factory):
+    """``(preset, out, result)``: BASIS_STUDY run once per session by ``reproduce`` into a
+    directory that no test may change."""
+    import warnings
+
+    from nngp_ppl.study.spec import study_from_text
+    from nngp_ppl.study.stages import reproduce
+
+    preset = study_from_text(BASIS_STUDY)
+    out = tmp_path_factory.mktemp("basis_study")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = reproduce(preset, out, progress=False, log=lambda _line: None)
+    return preset, out, result
+
+
+@pytest.fixture(scope="session")
+def symmetric_erf_posterior(basis_study):
+    """``(run path, posterior)`` of the basis study's run: one posterior (and one NUTS
+    compilation: its programs hold the data) serves tests/test_basis_evidence.py,
+    tests/test_basis_report.py and tests/test_basis.py's CLI test, which built one each."""
+    import xarray as xr
+
+    from nngp_ppl.study.spec import run_file
+
+    out = basis_study[1]
+    return out / run_file("sym"), xr.open_datatree(out / "posterior_sym.nc",
+                                                  engine="h5netcdf").load()

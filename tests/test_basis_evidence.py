@@ -106,16 +106,11 @@ def test_nested_models_of_the_data_orders():
 
 
 @pytest.fixture(scope="module")
-def symmetric_posterior():
+def symmetric_posterior(symmetric_erf_posterior):
     """20 000 Erf-nets (σ_b = 1, zero means: f -> -f symmetric) at N = 5 on X3, orders
-    1..6, posterior in the basis (g3, lambda)."""
-    net = nn.make_ensemble("erf", sigma_b=1.0)
-    stats = nn.sample_correlators(net, X3, [5], 20_000, orders=(1, 2, 3, 4, 6), seed=3,
-                                  progress=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return nn.infer_couplings(stats, cutoffs=[10.0], couplings=("g3", "lambda"),
-                                  num_chains=2, num_samples=300, num_warmup=200, seed=1)
+    1..6, posterior in the basis (g3, lambda): the session's basis study's
+    (tests/conftest.py)."""
+    return symmetric_erf_posterior[1]
 
 
 def test_adding_an_odd_coupling_changes_only_the_odd_tuples(symmetric_posterior):

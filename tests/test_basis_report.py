@@ -5,18 +5,16 @@ ELPD table, nested comparisons and odd couplings (issue 17, part 7)."""
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
 
-import nngp_ppl as nn
 from nngp_ppl import NNGPInputError
 from nngp_ppl.study.report import basis as rbasis
 from nngp_ppl.study.report.basis_section import basis_lines
 from nngp_ppl.study.report.markdown import FAIL
 from nngp_ppl.study.spec import ODD_ORDERS, ORDERS, study_from_text
-from nngp_ppl.study.stages import reproduce, stages
+from nngp_ppl.study.stages import stages
 
 INPUTS = [-1.0, 0.2, 1.0]
 BASE = """
@@ -130,16 +128,10 @@ def test_section_states_the_comparison_and_flags_failures():
 
 
 @pytest.fixture(scope="module")
-def posterior():
-    """20 000 symmetric Erf-nets at N = 5 on INPUTS, orders 1..6, basis (g3, lambda)."""
-    net = nn.make_ensemble("erf", sigma_b=1.0)
-    X = np.asarray(INPUTS)[:, None]
-    stats = nn.sample_correlators(net, X, [5], 20_000, orders=(1, 2, 3, 4, 6), seed=4,
-                                  progress=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return nn.infer_couplings(stats, cutoffs=[10.0], couplings=("g3", "lambda"),
-                                  num_chains=2, num_samples=300, num_warmup=200, seed=2)
+def posterior(symmetric_erf_posterior):
+    """20 000 symmetric Erf-nets at N = 5 on INPUTS, orders 1..6, basis (g3, lambda): the
+    session's basis study's (tests/conftest.py)."""
+    return symmetric_erf_posterior[1]
 
 
 def test_summary_reads_the_stored_elpd_and_the_odd_posterior(posterior):
@@ -154,8 +146,11 @@ def test_summary_reads_the_stored_elpd_and_the_odd_posterior(posterior):
     for t in s["table"]:  # Δ against the best, whose sum is the difference of the ELPDs
         assert t["delta"] == pytest.approx(t["elpd"] - best["elpd"], abs=1e-6)
         assert t["delta_se"] >= 0
-    assert [(n["even"], n["odd"]) for n in s["nested"]] == [
-        ("lambda", "g3+lambda"), ("lambda+kappa", "g3+lambda+kappa")]
+    # The study samples orders 1..6, so g5 joins the odd models (data orders 1, 3, 4, 5, 6).
+    assert json.loads(posterior.attrs["data_orders"]) == [1, 3, 4, 5, 6]
+    assert sorted((n["even"], n["odd"]) for n in s["nested"]) == [
+        ("lambda", "g3+lambda"), ("lambda", "g3+lambda+g5"),
+        ("lambda+kappa", "g3+lambda+g5+kappa"), ("lambda+kappa", "g3+lambda+kappa")]
     (g3,) = s["odd"]
     draws = posterior["posterior"]["g3"].values.ravel()
     assert g3["q05"] == pytest.approx(np.quantile(draws, 0.05))
@@ -165,16 +160,15 @@ def test_summary_reads_the_stored_elpd_and_the_odd_posterior(posterior):
 
 
 @pytest.mark.slow
-def test_pipeline_fits_the_study_basis_and_reports_it(tmp_path):
+def test_pipeline_fits_the_study_basis_and_reports_it(basis_study):
     """A tiny study asking for every operator up to dimension 4 (g3, lambda): the posterior
     file holds both couplings, the report's section shows the ELPD table, the nested
-    comparison and g₃'s interval, and the figure gains the ELPD row (~2 min on the shared
-    machine: slow)."""
-    text = BASE + "[infer]\nmax_dimension = 4\n" + RUN
-    out = tmp_path / "out"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reproduce(study_from_text(text), out, progress=False, log=lambda *_: None)
+    comparison and g₃'s interval, and the figure gains the ELPD row. The study is the
+    session's (tests/conftest.py: BASE and RUN with max_dimension = 4, sized for the
+    posterior that the other tests read)."""
+    preset, out, _ = basis_study
+    (run,) = preset.runs()
+    assert run.basis == ("g3", "lambda") and list(run.inputs()[:, 0]) == INPUTS
     import xarray as xr
 
     dt = xr.open_datatree(out / "posterior_sym.nc", engine="h5netcdf")

@@ -146,17 +146,19 @@ import jax, nngp_ppl
 from nngp_ppl.training.trainer import train_correlators
 spec = json.loads(sys.argv[1])
 net = nngp_ppl.ErfNet(sigma_w=1.0, sigma_b=0.5)
-runs = [train_correlators(net, spec["X"], [4, 6], 384, spec["xt"], spec["yt"], [0, 5], 0.5,
+runs = [train_correlators(net, spec["X"], [4], 384, spec["xt"], spec["yt"], [0, 5], 0.5,
                           devices=d, orders=[2, 4], seed=3, batch_size=64, shard_size=128,
                           progress=False) for d in (1, 2)]
-same = all(np.array_equal(runs[0].at_step(s).moment_sums(w)[m],
-                          runs[1].at_step(s).moment_sums(w)[m])
-           for s in (0, 5) for w in (4, 6) for m in (2, 4, 6, 8))
+same = all(np.array_equal(runs[0].at_step(s).moment_sums(4)[m],
+                          runs[1].at_step(s).moment_sums(4)[m])
+           for s in (0, 5) for m in (2, 4, 6, 8))
 print(json.dumps({"devices": len(jax.local_devices()), "same": same}))
 """
 
 
 def test_two_devices_give_the_one_device_bits():
+    # One width (the child compiles every program twice, once per device count): its three
+    # shards of 128 networks go unevenly to the two devices.
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "JAX_PLATFORMS": "cpu"}
     spec = {"X": X.tolist(), "xt": X_TRAIN.tolist(), "yt": Y_TRAIN.tolist()}
