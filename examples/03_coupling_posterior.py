@@ -40,7 +40,7 @@ def main(argv=None):
     n_nets = 20_000 if args.small else 400_000
     stats = nngp_ppl.sample_correlators(net, X, [width], n_nets, seed=3,
                                         progress=not args.small)
-    nuts = dict(num_chains=2, num_samples=1000, num_warmup=500) if args.small else {}
+    nuts = dict(num_chains=2, num_samples=500, num_warmup=300) if args.small else {}
     with warnings.catch_warnings():
         # A short run may fail the gate; the table below says so.
         warnings.simplefilter("ignore", category=RuntimeWarning)

@@ -40,7 +40,7 @@ def main(argv=None):
     cutoffs = (10.0, 100.0, 1000.0) if args.small else (10.0, 30.0, 100.0, 1000.0, 1e4, 1e5)
     stats = nngp_ppl.sample_correlators(net, X, [width], n_nets, seed=4,
                                         progress=not args.small)
-    nuts = dict(num_chains=2, num_samples=1000, num_warmup=500) if args.small else {}
+    nuts = dict(num_chains=2, num_samples=500, num_warmup=300) if args.small else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)  # short runs may fail the gate
         posterior = infer_couplings(stats, cutoffs=cutoffs, couplings=("lambda",), **nuts)

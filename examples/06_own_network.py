@@ -153,7 +153,7 @@ def main(argv=None):
     study = out / "deep_tanh.toml"
     study.write_text(STUDY.format(n_nets=2000 if args.small else 100_000,
                                   widths=", ".join(map(str, widths)), cutoff=args.cutoff,
-                                  samples=100 if args.small else 1000))
+                                  samples=50 if args.small else 1000))
     argv = ["reproduce", "--config", str(study), "--out", str(out / "study"),
             "--no-progress"]
     print("\n$ PYTHONPATH=examples nngp-ppl " + " ".join(argv), flush=True)

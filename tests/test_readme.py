@@ -6,10 +6,12 @@ each of which must match the text exactly once (so an edit to the README that th
 longer covers fails it):
 
 * Python: ``n_nets=100_000`` -> ``n_nets=2_000``; ``cutoffs=[10, 100, 1000])`` ->
-  ``cutoffs=[10, 100, 1000], num_chains=2, num_samples=200, num_warmup=200)``;
+  ``cutoffs=[10, 100, 1000], num_chains=2, num_samples=50, num_warmup=50)``;
 * command line: ``--n-nets 100000`` -> ``--n-nets 2000``; ``infer ... -o posterior.nc``
-  gets ``--chains 2 --samples 200 --warmup 200 --allow-failed-gate`` (so short a run may
-  fail the diagnostics gate, exit 3 by design); the two ``reproduce`` lines get
+  gets ``--widths 5,100 --chains 2 --samples 50 --warmup 50 --allow-failed-gate`` (so
+  short a run may fail the diagnostics gate, exit 3 by design; the Python quickstart's
+  widths and NUTS settings, so that both run one compiled NUTS batch, which jax's
+  persistent cache shares); the two ``reproduce`` lines get
   ``--dry-run`` (whole pipelines: tests/test_reproduce.py runs a small one).
 
 Every command must exit 0 (the commands run in-process through ``nngp_ppl.cli.main``).
@@ -42,12 +44,12 @@ def substitute(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-@pytest.mark.slow  # one NUTS run of 2 x 400 steps per width and 2 000 networks per width
+@pytest.mark.slow  # one NUTS run of 2 x 100 steps per width and 2 000 networks per width
 def test_python_quickstart_runs():
     code = block("## Quickstart (Python)", "python")
     code = substitute(code, "n_nets=100_000", "n_nets=2_000")
     code = substitute(code, "cutoffs=[10, 100, 1000])",
-                      "cutoffs=[10, 100, 1000], num_chains=2, num_samples=200, num_warmup=200)")
+                      "cutoffs=[10, 100, 1000], num_chains=2, num_samples=50, num_warmup=50)")
     scope: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short runs: heavy tails, the diagnostics gate
@@ -61,8 +63,8 @@ def test_python_quickstart_runs():
 def test_command_line_quickstart_runs(tmp_path, monkeypatch):
     text = block("## Quickstart (command line)", "bash")
     text = substitute(text, "--n-nets 100000", "--n-nets 2000")
-    text = substitute(text, "-o posterior.nc", "-o posterior.nc --chains 2 --samples 200 "
-                                               "--warmup 200 --allow-failed-gate")
+    text = substitute(text, "-o posterior.nc", "-o posterior.nc --widths 5,100 --chains 2 "
+                                               "--samples 50 --warmup 50 --allow-failed-gate")
     text = substitute(text, "--out demo_out", "--out demo_out --dry-run")
     text = substitute(text, "--out paper_out", "--out paper_out --dry-run")
     monkeypatch.chdir(tmp_path)
