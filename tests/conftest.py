@@ -250,8 +250,8 @@ def _schedule(items) -> None:
     for item in items:
         slow = item.get_closest_marker("slow") is not None
         # Slow by measurement only (SLOW_BY_DURATION): kept with its module, whose compiled
-        # programs it mostly shares (split off, 105 such tests cost the whole suite
-        # 11 min 46 s -> 13 min 49 s with both workers equally busy).
+        # programs it mostly shares (whole suite, quiet machine: 13 min 49 s with the 105
+        # such tests split off alone, 12 min 53 s kept with their modules).
         by_duration = item.nodeid.removeprefix("tests/").partition("@")[0] in SLOW_BY_DURATION
         group = _group(item, slow and not by_duration)
         if group is not None:
