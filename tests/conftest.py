@@ -241,7 +241,7 @@ def _group(item, slow: bool) -> str | None:
     return None
 
 
-def _schedule(items) -> None:
+def _schedule(items, by_duration) -> None:
     """Groups for xdist, and the most expensive groups first (longest processing time
     first: the schedule that ends both workers nearest together). xdist hands the groups out
     in collection order (``--no-loadscope-reorder``), so the order is set here; every worker
@@ -252,8 +252,7 @@ def _schedule(items) -> None:
         # Slow by measurement only (SLOW_BY_DURATION): kept with its module, whose compiled
         # programs it mostly shares (whole suite, quiet machine: 13 min 49 s with the 105
         # such tests split off alone, 12 min 53 s kept with their modules).
-        by_duration = item.nodeid.removeprefix("tests/").partition("@")[0] in SLOW_BY_DURATION
-        group = _group(item, slow and not by_duration)
+        group = _group(item, slow and item not in by_duration)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
         key[item] = group or item.nodeid
@@ -266,6 +265,7 @@ def _schedule(items) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist turns the groups into node ids
 def pytest_collection_modifyitems(config, items):
+    by_duration = set()
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
         names = getattr(item, "fixturenames", ())
@@ -274,11 +274,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if item.nodeid.removeprefix("tests/") in SLOW_BY_DURATION:
             item.add_marker(pytest.mark.slow)
+            by_duration.add(item)
     # On an xdist worker, where the collection that counts happens, xdist has set
     # option.dist to "no" and left option.loadgroup to say whether --dist loadgroup is on.
     if getattr(config.option, "loadgroup", False):
-        _schedule(items)
-
+        _schedule(items, by_duration)
 
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest -p no:xdist must still run
@@ -338,8 +338,8 @@ def basis_study(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def symmetric_erf_posterior(basis_study):
-    """``(run path, posterior)`` of the basis study's run: one posterior (and one NUTS
-    compilation: its programs hold the data) serves tests/test_basis_evidence.py,
+    """``(run path, posterior)`` of the basis study's run: one posterior (one NUTS run)
+    serves tests/test_basis_evidence.py,
     tests/test_basis_report.py and tests/test_basis.py's CLI test, which built one each."""
     import xarray as xr
 
