@@ -25,6 +25,14 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
+# The tests check what the programs compute, not how fast XLA's optimised code runs them:
+# at backend optimisation level 0 the LLVM passes that dominate compiling NUTS and the
+# samplers are skipped (a NUTS test: 25 s -> 13 s; a sampling-heavy pair: 94 s -> 70 s).
+# Users' runs keep XLA's default. A run that sets the level itself keeps its own.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=0").strip()
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

@@ -76,7 +76,8 @@ def test_two_forced_cpu_devices_give_bitwise_the_single_device_result(local_run,
     spec = {"net": {"sigma_w": NET.sigma_w, "sigma_b": NET.sigma_b}, "X": X,
             "widths": WIDTHS, "n_nets": N_NETS, "kw": {**KW, "orders": list(KW["orders"])},
             "out": str(out)}
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
+                                       + " --xla_force_host_platform_device_count=2").strip(),
            "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], env=env,
                           capture_output=True, text=True, timeout=300)

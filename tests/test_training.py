@@ -159,7 +159,8 @@ print(json.dumps({"devices": len(jax.local_devices()), "same": same}))
 def test_two_devices_give_the_one_device_bits():
     # One width (the child compiles every program twice, once per device count): its three
     # shards of 128 networks go unevenly to the two devices.
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
+                                       + " --xla_force_host_platform_device_count=2").strip(),
            "JAX_PLATFORMS": "cpu"}
     spec = {"X": X.tolist(), "xt": X_TRAIN.tolist(), "yt": Y_TRAIN.tolist()}
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], env=env,
