@@ -52,14 +52,15 @@ import numpy as np
 
 import nngp_ppl as nn
 from nngp_ppl.inference.compare import model_loo
+from nngp_ppl.inference.evidence import richer_model_earns_its_place
 from nngp_ppl.inference.problem import EFTTheory
 
 PAIRS = (("gp", "lambda"), ("lambda", "lambda+kappa"), ("lambda", "g3+lambda"),
          ("lambda+kappa", "g3+lambda+kappa"))
 
 
-def _one_seed(net, X, width, n_nets, seed, cutoff, num_samples, num_warmup):
-    stats = nn.sample_correlators(net, X, [width], n_nets, orders=(1, 2, 3, 4, 6), seed=seed,
+def _one_seed(net, X, width, n_nets, seed, cutoff, num_samples, num_warmup, orders):
+    stats = nn.sample_correlators(net, X, [width], n_nets, orders=orders, seed=seed,
                                   progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # heavy tails and the gate are reported below
@@ -96,6 +97,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ensemble", default="erf")
     ap.add_argument("--sigma-b", type=float, default=1.0)
+    ap.add_argument("--mu-w", type=float, default=0.0,
+                    help="mean of the readout weights (times 1/N; non-zero breaks f -> -f)")
+    ap.add_argument("--mu-b", type=float, default=0.0, help="mean of the biases")
+    ap.add_argument("--orders", default="1,2,3,4,6",
+                    help="sampled orders (a net with means needs 1-6: its centred 6-pt "
+                    "function takes the raw 5-pt one)")
     ap.add_argument("--width", type=int, default=5)
     ap.add_argument("--n-nets", type=int, default=20_000)
     ap.add_argument("--seeds", type=int, default=20)
@@ -113,7 +120,9 @@ def main(argv=None):
         import nngp_ppl.inference.couplings as _c
 
         _c.LOO_DENSITY = args.density
-    net = nn.make_ensemble(args.ensemble, sigma_b=args.sigma_b)
+    orders = tuple(int(n) for n in args.orders.split(","))
+    means = {k: v for k, v in (("mu_w", args.mu_w), ("mu_b", args.mu_b)) if v}
+    net = nn.make_ensemble(args.ensemble, sigma_b=args.sigma_b, **means)
     X = (nn.paper_inputs(args.ensemble, d_in=1) if args.inputs == "paper"
          else np.asarray([float(v) for v in args.inputs.split(",")])[:, None])
     print(f"{net.describe()}, inputs {X.ravel().tolist()}, N = {args.width}, "
@@ -124,7 +133,7 @@ def main(argv=None):
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         t0 = time.perf_counter()
         dt, loo, odd, blocks = _one_seed(net, X, args.width, args.n_nets, seed, args.cutoff,
-                                         args.num_samples, args.num_warmup)
+                                         args.num_samples, args.num_warmup, orders)
         if seed == args.first_seed:
             print("exact deviations against noise, median/max |z|:",
                   _resolution(net, X, dt, args.width, blocks), flush=True)
@@ -139,12 +148,14 @@ def main(argv=None):
         gate = "gate ok" if dt.attrs["diagnostics_passed"] else "GATE FAILED"
         print(f"seed {seed} ({time.perf_counter() - t0:.0f} s, {gate}): " + "; ".join(cells),
               flush=True)
-    print("\npair (simpler < richer)            prefers simpler   mean Δ   sd Δ   "
-          "median paired s.e.   mean Δ on odd tuples")
+    print("\npair (simpler < richer)            higher ELPD for simpler   kept simpler by "
+          "the rule   mean Δ   sd Δ   median paired s.e.   mean Δ on odd tuples")
     for (simple, rich), rows in deltas.items():
         a = np.asarray(rows)
+        kept = [not richer_model_earns_its_place(d, se) for d, se in a[:, :2]]
         print(f"{rich:>16s} vs {simple:<14s} {np.mean(a[:, 0] < 0):6.2f} "
-              f"({int(np.sum(a[:, 0] < 0))}/{len(a)})  {a[:, 0].mean():+8.1f} "
+              f"({int(np.sum(a[:, 0] < 0))}/{len(a)})         {np.mean(kept):6.2f} "
+              f"({int(np.sum(kept))}/{len(a)})  {a[:, 0].mean():+8.1f} "
               f"{a[:, 0].std(ddof=1) if len(a) > 1 else 0:7.1f}  {np.median(a[:, 1]):8.1f}"
               f"            {a[:, 2].mean():+8.1f}")
 

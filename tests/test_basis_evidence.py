@@ -15,7 +15,7 @@ from nngp_ppl.inference.compare import model_loo
 from nngp_ppl.inference.couplings import model_bases, model_couplings_of
 from nngp_ppl.inference.diagnostics import DiagnosticsWarning
 from nngp_ppl.inference.estimators import estimand
-from nngp_ppl.inference.evidence import discrepancy_variance
+from nngp_ppl.inference.evidence import discrepancy_variance, richer_model_earns_its_place
 from nngp_ppl.inference.problem import EFTTheory
 
 X5 = np.array([[-1.0], [-0.4], [0.1], [0.6], [1.2]])
@@ -165,3 +165,20 @@ def test_conditional_density_is_the_normal_conditional():
             var = C[t, t] - C[t, o] @ w
             assert got[k, t] == pytest.approx(norm.logpdf(rhat[t], mu, np.sqrt(var)),
                                               rel=1e-9)
+
+
+@pytest.mark.parametrize("delta, se, kept", [
+    (3.9, 0.1, False),   # below 4: no preference, however small its error
+    (4.1, 1.0, True),    # above 4 and above 2 s.e.
+    (6.0, 3.1, False),   # above 4 but within 2 s.e.
+    (6.3, 3.1, True),
+    (-20.0, 1.0, False),
+])
+def test_the_richer_basis_is_kept_above_max_4_and_two_standard_errors(delta, se, kept):
+    assert richer_model_earns_its_place(delta, se) is kept
+
+
+def test_the_decision_rule_refuses_non_finite_input():
+    for bad in ((np.nan, 1.0), (1.0, np.inf), (5.0, -1.0)):
+        with pytest.raises(ValueError, match="delta and delta_se must be finite"):
+            richer_model_earns_its_place(*bad)

@@ -83,10 +83,11 @@ def test_declared_symmetry_refuses_odd_couplings():
         study_from_text(text, "s.toml")
 
 
-def _summary(prefers_even=True, k_bad=0, holds_zero=True, reject=False):
+def _summary(prefers_even=True, k_bad=0, holds_zero=True, reject=False, even_higher=None):
     """A stored summary entry (the shape report.basis.summary writes) with one nested
     comparison and one odd coupling."""
-    delta = -3.0 if prefers_even else 3.0
+    even_higher = prefers_even if even_higher is None else even_higher
+    delta = -3.0 if even_higher else 3.0
     table = [{"width": 5, "cutoff": 10.0, "model": m, "label": lab, "elpd": e, "se": 2.0,
               "p_loo": 1.0, "delta": d, "delta_se": 0.5, "best": d == 0.0, "k_max": 0.3,
               "k_bad": k_bad if m == "g3+lambda" else 0, "n": 40}
@@ -94,7 +95,7 @@ def _summary(prefers_even=True, k_bad=0, holds_zero=True, reject=False):
                                   ("g3+lambda", "g₃ + λ", -8.0, -3.0))]
     nested = [{"width": 5, "cutoff": 10.0, "even": "lambda", "odd": "g3+lambda",
                "even_label": "λ", "odd_label": "g₃ + λ", "delta": delta, "delta_se": 0.5,
-               "prefers_even": prefers_even}]
+               "prefers_even": prefers_even, "even_higher": even_higher}]
     odd = [{"coupling": "g3", "width": 5, "cutoff": 10.0, "mean": 1e-4, "sd": 1e-4,
             "q05": -6e-5 if holds_zero else 2e-5, "q95": 3e-4, "holds_zero": holds_zero}]
     sym = {"widths": [{"width": 5, "reject": reject, "p_value": 1e-9 if reject else 0.4}],
@@ -112,7 +113,15 @@ def _table(header, rows):
 def test_section_states_the_comparison_and_flags_failures():
     good = "\n".join(basis_lines(_summary(), _table, FAIL))
     assert FAIL not in good
-    assert "prefers the even basis in 1 of 1 comparisons, by more than 2 s.e. in 1" in good
+    assert ("the evidence keeps the even basis in 1 of 1 comparisons; the even basis has "
+            "the higher ELPD in 1") in good
+    assert "by more than max(4, 2 s.e.)" in good
+    # kept by the threshold although the odd basis has the higher ELPD: said in the cell
+    close = "\n".join(basis_lines(_summary(even_higher=False), _table, FAIL))
+    assert "keeps the even basis in 1 of 1 comparisons; the even basis has the higher ELPD " \
+           "in 0" in close
+    assert "higher ELPD with the odd couplings, by less than the threshold" in close
+    assert FAIL not in close
     assert "posterior in the basis g₃ + λ, conditioned on the correlators of orders " \
            "[1, 3, 4, 6]" in good
     # odd basis preferred while the parity test is consistent: flagged in the cell

@@ -98,4 +98,36 @@ def conditional_loglik(L, rhat, mean, extra):
     return -0.5 * g**2 / d + 0.5 * np.log(d / (2 * np.pi))
 
 
-__all__ = ["conditional_loglik", "discrepancy_variance"]
+#: An ELPD gain below this does not count as a preference: models this close predict alike,
+#: and the normal approximation of the difference's error is poor there (Sivula, Magnusson,
+#: Matamoros and Vehtari, "Uncertainty in Bayesian leave-one-out cross-validation based model
+#: comparison", arXiv:2008.10296; Vehtari's cross-validation FAQ).
+ELPD_NEGLIGIBLE = 4.0
+#: Above it, a gain counts once it exceeds this many standard errors of the paired pointwise
+#: differences.
+ELPD_SE_MULTIPLE = 2.0
+
+
+def richer_model_earns_its_place(delta: float, delta_se: float) -> bool:
+    r"""Whether the ELPD keeps a richer nested model (more couplings) over the simpler one.
+
+    :math:`\Delta = \mathrm{ELPD}(\text{richer}) - \mathrm{ELPD}(\text{simpler})` and its
+    standard error :math:`\mathrm{se}_\Delta = \sqrt{n}\,\mathrm{sd}_i(\mathrm{elpd}_i(
+    \text{richer}) - \mathrm{elpd}_i(\text{simpler}))` (``az.compare``'s dse). The richer
+    model is kept when :math:`\Delta > \max(4, 2\,\mathrm{se}_\Delta)`
+    (:data:`ELPD_NEGLIGIBLE`, :data:`ELPD_SE_MULTIPLE`): the decision rule of the sources
+    cited there, applied to nested bases. Why a rule and not the sign of Δ: a coupling
+    whose exact value is 0 (g₃ on an f -> -f symmetric net) raises the in-sample fit by
+    fitting noise, and PSIS-LOO takes back only part of that where the left-out tuple
+    shares its noise with the others (odd correlators of nearby inputs); the sign of Δ then
+    favours the richer basis on ~30% of seeds (physics.md §6d, ``benchmarks/basis_elpd.py``).
+    """
+    delta, delta_se = float(delta), float(delta_se)
+    if not (np.isfinite(delta) and np.isfinite(delta_se)) or delta_se < 0:
+        raise ValueError(f"delta and delta_se must be finite (delta_se >= 0), got {delta!r}, "
+                         f"{delta_se!r}")
+    return delta > max(ELPD_NEGLIGIBLE, ELPD_SE_MULTIPLE * delta_se)
+
+
+__all__ = ["ELPD_NEGLIGIBLE", "ELPD_SE_MULTIPLE", "conditional_loglik",
+           "discrepancy_variance", "richer_model_earns_its_place"]

@@ -9,7 +9,9 @@ stored pointwise log-likelihoods (:func:`nngp_ppl.inference.model_loo`, the numb
   Pareto k, and its difference from the best model with the standard error of the paired
   pointwise differences (``az.compare``'s dse: √n · sd of elpd_i(m) − elpd_i(best));
 * each nested pair (an even basis, the same basis with odd couplings): which one the ELPD
-  prefers, and by how much;
+  keeps (the odd couplings only where they raise it by more than max(4, 2 s.e.):
+  :func:`nngp_ppl.inference.evidence.richer_model_earns_its_place`), which has the higher
+  ELPD, and by how much;
 * the posteriors of the odd couplings (g₃, g₅) with their 90% equal-tailed intervals, and
   whether the interval holds 0.
 
@@ -25,6 +27,7 @@ import numpy as np
 
 from ...inference.compare import model_loo
 from ...inference.couplings import model_couplings_of
+from ...inference.evidence import richer_model_earns_its_place
 from ...theory.operators import operator
 
 #: Pareto k above which PSIS-LOO's estimate of one observation is unreliable.
@@ -124,7 +127,9 @@ def _summary(dt) -> dict | None:
                 nested.append({"width": int(w), "cutoff": float(c), "even": even,
                                "odd": odd, "even_label": model_label(even),
                                "odd_label": model_label(odd), "delta": diff,
-                               "delta_se": dse, "prefers_even": diff < 0})
+                               "delta_se": dse,
+                               "prefers_even": not richer_model_earns_its_place(diff, dse),
+                               "even_higher": diff < 0})
     return {"fitted": couplings, "fitted_label": model_label("+".join(couplings)),
             "data_orders": json.loads(dt.attrs["data_orders"]), "models": models,
             "table": table, "nested": nested, "odd": _odd_posteriors(dt, couplings)}

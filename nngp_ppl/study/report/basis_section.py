@@ -3,14 +3,16 @@
 Every sentence is built from the stored summary (:func:`nngp_ppl.study.report.basis.summary`)
 and the parity test of the same run and width; a failure is flagged in its cell: an
 observation whose PSIS-LOO estimate is unreliable (Pareto k > 0.7), a basis with odd
-couplings preferred although the data are consistent with f -> -f, an odd coupling's 90%
-interval that excludes 0 although they are.
+couplings kept (:func:`nngp_ppl.inference.evidence.richer_model_earns_its_place`)
+although the data are consistent with f -> -f, an odd coupling's 90% interval that excludes
+0 although they are.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ...inference.evidence import ELPD_NEGLIGIBLE, ELPD_SE_MULTIPLE
 from ...theory.operators import operator
 from .basis import K_UNRELIABLE
 
@@ -43,16 +45,17 @@ def _elpd_rows(label: str, b: dict, fail: str) -> list[list]:
 
 
 def _nested_rows(label: str, s: dict, b: dict, fail: str) -> tuple[list[list], list[int]]:
-    rows, counts = [], [0, 0, 0]  # prefers even, by > 2 s.e., comparisons
+    rows, counts = [], [0, 0, 0]  # keeps even, even has the higher ELPD, comparisons
     for n in b["nested"]:
         e = _parity(s, n["width"])
-        resolved = abs(n["delta"]) > 2 * n["delta_se"]
         choice = n["even_label"] if n["prefers_even"] else n["odd_label"]
-        cell = f"{choice}" + ("" if resolved else " (|Δ| < 2 s.e.)")
+        cell = f"{choice}"
+        if n["prefers_even"] and not n["even_higher"]:
+            cell += " (higher ELPD with the odd couplings, by less than the threshold)"
         if not n["prefers_even"] and e is not None and not e["reject"]:
             cell += f" {fail} odd couplings preferred although consistent with f -> -f"
         counts[0] += n["prefers_even"]
-        counts[1] += n["prefers_even"] and resolved
+        counts[1] += n["even_higher"]
         counts[2] += 1
         rows.append([label, n["width"], f"{n['cutoff']:g}", n["even_label"], n["odd_label"],
                      f"{n['delta']:+.1f} ± {n['delta_se']:.1f}", cell, _verdict(e)])
@@ -101,9 +104,11 @@ def basis_lines(runs: dict, table, fail: str) -> list[str]:
         L += table(["ensemble", "N", "Λ", "model", "ELPD ± s.e.", "Δ vs best", "p_loo",
                     "max k", f"k > {K_UNRELIABLE}"], elpd)
     if nested:
-        L += [f"Nested bases (an even basis against the same basis with odd couplings): "
-              f"the ELPD prefers the even basis in {counts[0]} of {counts[2]} comparisons, "
-              f"by more than 2 s.e. in {counts[1]}.", ""]
+        L += [f"Nested bases (an even basis against the same basis with odd couplings; the "
+              f"odd couplings are kept where they raise the ELPD by more than "
+              f"max({ELPD_NEGLIGIBLE:g}, {ELPD_SE_MULTIPLE:g} s.e.)): the evidence keeps the "
+              f"even basis in {counts[0]} of {counts[2]} comparisons; the even basis has the "
+              f"higher ELPD in {counts[1]}.", ""]
         L += table(["ensemble", "N", "Λ", "even basis", "with odd couplings",
                     "Δ (odd − even)", "preferred", "parity test"], nested)
     if odd:
