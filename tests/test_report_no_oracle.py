@@ -140,20 +140,6 @@ def test_the_reported_sampled_m4_is_the_run_files_against_an_independent_gp(stud
         assert dev["m4_background"][i] == pytest.approx(background, rel=1e-10)
 
 
-def test_the_report_of_a_run_without_an_oracle_computes_no_physics(study, monkeypatch,
-                                                                   tmp_path):
-    """As tests/test_reproduce.py checks for a run with an exact file: with every theory
-    function and kernel made to raise, the report is rewritten identically."""
-    from test_reproduce import rewrite_report_without_physics
-
-    preset, src, _, _ = study
-    out = tmp_path / "copy"
-    shutil.copytree(src, out)
-    before, after = rewrite_report_without_physics(out, plan_dict(preset), monkeypatch)
-    assert after == before
-    assert "exact comparison unavailable" in (out / "report.md").read_text()
-
-
 def test_a_study_mixing_runs_with_and_without_an_oracle_counts_coverage_only_where_defined(
         study):
     """render_report on the summary with a second run that has exact values (a copy of the
