@@ -219,17 +219,37 @@ def erf_run(sampled_runs):
     return sampled_runs("erf")
 
 
-@pytest.fixture(scope="session")
-def tiny_study(tmp_path_factory):
-    """``(preset, out, result)``: the tiny multi-run study of tests/tiny_study.py, run once
-    per session into a directory that no test may change (tests copy it first)."""
-    from tiny_study import TINY
+def _study_once(tmp_path_factory, preset, name: str, quiet: bool = False):
+    """``(preset, out, result)``: ``preset`` run by ``reproduce`` into a fresh directory
+    that no test may change (tests copy it first); ``quiet`` silences its warnings."""
+    import warnings
 
     from nngp_ppl.study.stages import reproduce
 
-    out = tmp_path_factory.mktemp("tiny_study")
-    result = reproduce(TINY, out, progress=False, log=lambda _line: None)
-    return TINY, out, result
+    out = tmp_path_factory.mktemp(name)
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+        result = reproduce(preset, out, progress=False, log=lambda _line: None)
+    return preset, out, result
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """The tiny multi-run study of tests/tiny_study.py, run once per session
+    (:func:`_study_once`)."""
+    from tiny_study import TINY
+
+    return _study_once(tmp_path_factory, TINY, "tiny_study")
+
+
+@pytest.fixture
+def two_cpu_devices_env():
+    """The environment of a child process with two forced CPU devices. It keeps the suite's
+    XLA flags (the backend optimisation level above): the tests compare the child's bits
+    with this process's, so both must compile the same way."""
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    return {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}
 
 
 def _group(item, slow: bool) -> str | None:
@@ -329,19 +349,11 @@ inputs = [-1.0, 0.2, 1.0]
 
 @pytest.fixture(scope="session")
 def basis_study(tmp_path_factory):
-    """``(preset, out, result)``: BASIS_STUDY run once per session by ``reproduce`` into a
-    directory that no test may change."""
-    import warnings
-
+    """BASIS_STUDY run once per session (:func:`_study_once`)."""
     from nngp_ppl.study.spec import study_from_text
-    from nngp_ppl.study.stages import reproduce
 
-    preset = study_from_text(BASIS_STUDY)
-    out = tmp_path_factory.mktemp("basis_study")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = reproduce(preset, out, progress=False, log=lambda _line: None)
-    return preset, out, result
+    return _study_once(tmp_path_factory, study_from_text(BASIS_STUDY), "basis_study",
+                       quiet=True)
 
 
 @pytest.fixture(scope="session")

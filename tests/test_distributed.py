@@ -70,15 +70,14 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_two_forced_cpu_devices_give_bitwise_the_single_device_result(local_run, tmp_path):
+def test_two_forced_cpu_devices_give_bitwise_the_single_device_result(local_run, tmp_path,
+                                                                     two_cpu_devices_env):
     # The flag must be set before JAX initialises its backend: hence a child process.
     out = tmp_path / "two.nc"
     spec = {"net": {"sigma_w": NET.sigma_w, "sigma_b": NET.sigma_b}, "X": X,
             "widths": WIDTHS, "n_nets": N_NETS, "kw": {**KW, "orders": list(KW["orders"])},
             "out": str(out)}
-    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
-                                       + " --xla_force_host_platform_device_count=2").strip(),
-           "JAX_PLATFORMS": "cpu"}
+    env = two_cpu_devices_env
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

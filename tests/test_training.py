@@ -3,7 +3,6 @@ one gradient step by hand; the optimisers; the stepped file; resume; the infinit
 oracle at large width (slow)."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -156,12 +155,10 @@ print(json.dumps({"devices": len(jax.local_devices()), "same": same}))
 """
 
 
-def test_two_devices_give_the_one_device_bits():
+def test_two_devices_give_the_one_device_bits(two_cpu_devices_env):
     # One width (the child compiles every program twice, once per device count): its three
     # shards of 128 networks go unevenly to the two devices.
-    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
-                                       + " --xla_force_host_platform_device_count=2").strip(),
-           "JAX_PLATFORMS": "cpu"}
+    env = two_cpu_devices_env
     spec = {"X": X.tolist(), "xt": X_TRAIN.tolist(), "yt": Y_TRAIN.tolist()}
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], env=env,
                           capture_output=True, text=True, timeout=600)
