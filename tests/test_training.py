@@ -18,11 +18,13 @@ from nngp_ppl.ensembles.networks import MLP
 from nngp_ppl.theory.ntk import training_oracle
 from nngp_ppl.training.trainer import (
     TrainedCorrelators,
+    _Sums,
     _TrainShard,
     draw_parameters,
     train_correlators,
     trained_outputs,
 )
+from nngp_ppl.tuples import distinct_tuples
 
 NET = ErfNet(sigma_w=1.0, sigma_b=0.5)
 X = np.array([-1.0, -0.2, 0.6])
@@ -138,6 +140,118 @@ def test_a_killed_run_resumes_to_the_same_bits(tmp_path, monkeypatch):
         assert _same(whole.at_step(s), resumed.at_step(s))
 
 
+def _capture(monkeypatch):
+    """The outputs each step's accumulation receives, per step: {step: [(n, k) arrays]}."""
+    seen, real = {}, _Sums.add
+
+    def add(self, f, n_valid):
+        if f is not None:
+            seen.setdefault(self._stepno, []).append(np.asarray(f)[:n_valid].copy())
+        return real(self, f, n_valid)
+
+    monkeypatch.setattr(_Sums, "add", add)
+    return seen
+
+
+@pytest.mark.filterwarnings("ignore::nngp_ppl.sampling.stats.HeavyTailWarning")
+@pytest.mark.parametrize("kernel", ["c", "xla"])
+def test_shifted_sums_are_the_float64_products_of_the_same_outputs(kernel, monkeypatch):
+    # Orders 1..4 with covariance: the trained steps' outputs are shifted by the pilot
+    # block's float32 mean before their products are summed (docs/training_flow.md).
+    monkeypatch.setenv("NNGP_PPL_KERNEL", kernel)
+    kw = {**KW, "orders": (1, 2, 3, 4)}
+    seen = _capture(monkeypatch)
+    # 250 networks: the last batch of 64 has padding rows, which must stay out of the sums
+    run = train_correlators(NET, X, [5], 250, X_TRAIN, Y_TRAIN, [0, 9], 0.5, **kw)
+    # step 0: reference 0, the sampler's sums bit for bit
+    assert not run.at_step(0).is_shifted
+    assert _same(sample_correlators(NET, X, [5], 250, **kw), run.at_step(0))
+    # the reference: networks 0..63 trained alone, their mean rounded to float32
+    pilot = trained_outputs(NET, X, 5, 64, X_TRAIN, Y_TRAIN, [9], 0.5, seed=3)[0]
+    r = run.at_step(9).shift(5)
+    assert np.array_equal(r, np.mean(pilot.astype(np.float64), 0).astype(np.float32))
+    assert np.all(r != 0)
+    st = run.at_step(9)
+    F = np.concatenate(seen[9]).astype(np.float64)
+    assert F.shape == (250, 3)
+    # The stored sums are those of prod (f - r): each product of m float32 factors is off
+    # by at most 2m 2^-24 of itself (m roundings of f - r, m - 1 of the products), so the
+    # sums by at most that times sum |prod| (float64 addition adds ~250 2^-53).
+    for m, got in st.shifted_moment_sums(5).items():
+        prods = np.prod((F - r)[:, distinct_tuples(3, m)], axis=2)
+        assert np.all(np.abs(got - prods.sum(0)) <= 2 * m * 2.0**-24 * np.abs(prods).sum(0)
+                      + 1e-13), m
+    # Correlators and connected functions against float64 products of the same outputs:
+    # the rounding above moves them by ~1e-6 of their scale, their standard errors are
+    # ~1/16 of it (250 networks), so 1e-4 standard errors holds by a margin of ~10.
+    exact = {n: np.prod(F[:, distinct_tuples(3, n)], axis=2).mean(0) for n in (1, 2, 3, 4)}
+    C = F - F.mean(0)
+    centred = {n: np.prod(C[:, distinct_tuples(3, n)], axis=2).mean(0) for n in (2, 3)}
+    for n in (1, 2, 3, 4):
+        assert np.all(np.abs(st.correlator_tuples(n, 5) - exact[n])
+                      <= 1e-4 * st.stderr_tuples(n, 5)), n
+    for n, want in ((1, exact[1]), (2, centred[2]), (3, centred[3])):
+        c = st.connected(n, 5)
+        assert np.all(np.abs(c.values - want) <= 1e-4 * c.stderr), n
+
+
+def test_a_killed_shifted_run_resumes_with_its_stored_reference(tmp_path, monkeypatch):
+    kw = {**KW, "orders": (1, 2)}
+    args = (NET, X, [4], 384, X_TRAIN, Y_TRAIN, [0, 5], 0.5)
+    whole = train_correlators(*args, **kw)
+    real, calls = _TrainShard.result, []
+
+    def dying(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(_TrainShard, "result", dying)
+    folder = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_correlators(*args, checkpoint=folder, **kw)
+    monkeypatch.setattr(_TrainShard, "result", real)
+    stored = folder / "reference.json"
+    saved = stored.read_text()
+    stored.unlink()  # as an older version's checkpoint: unshifted sums, refused
+    with pytest.raises(NNGPInputError, match="older nngp_ppl"):
+        train_correlators(*args, checkpoint=folder, resume=True, **kw)
+    stored.write_text(saved)
+    resumed = train_correlators(*args, checkpoint=folder, resume=True, **kw)
+    assert np.any(whole.at_step(5).shift(4) != 0)
+    for s in whole.steps:
+        a, b = whole.at_step(s), resumed.at_step(s)
+        assert np.array_equal(a.shift(4), b.shift(4))
+        assert all(np.array_equal(a.shifted_moment_sums(4)[m], b.shifted_moment_sums(4)[m])
+                   for m in a.accumulated_orders)
+
+
+def test_shifted_file_round_trip_and_version_one_files(tmp_path):
+    from nngp_ppl._io import write_netcdf
+    from nngp_ppl.training.trainer import TRAINED_FORMAT
+
+    tr = train_correlators(NET, X, 5, 128, X_TRAIN, Y_TRAIN, [0, 3], 0.5,
+                           **{**KW, "orders": (1, 2)})
+    back = TrainedCorrelators.from_netcdf(tr.to_netcdf(tmp_path / "trained.nc"))
+    for s in (0, 3):
+        a, b = tr.at_step(s), back.at_step(s)
+        assert np.array_equal(a.shift(5), b.shift(5)) and a.is_shifted == (s == 3)
+        assert _same(a, b) and np.array_equal(a.connected(2, 5).stderr,
+                                              b.connected(2, 5).stderr)
+    # A version-1 file (unshifted sums, no reference) reads with reference 0.
+    old = train_correlators(NET, X, 5, 128, X_TRAIN, Y_TRAIN, [0, 3], 0.5, **KW)
+    ds = old.to_dataset().drop_vars("reference")
+    path = write_netcdf(ds, tmp_path / "v1.nc", file_format=TRAINED_FORMAT, version=1)
+    v1 = TrainedCorrelators.from_netcdf(path)
+    assert all(_same(old.at_step(s), v1.at_step(s)) and not v1.at_step(s).is_shifted
+               for s in (0, 3))
+    ds.attrs["correlators_format_version"] = 2
+    path = write_netcdf(ds, tmp_path / "v9.nc", file_format=TRAINED_FORMAT, version=9)
+    with pytest.raises(NNGPInputError, match="version 9"):
+        TrainedCorrelators.from_netcdf(path)
+
+
 CHILD = """
 import json, sys
 import numpy as np
@@ -145,12 +259,17 @@ import jax, nngp_ppl
 from nngp_ppl.training.trainer import train_correlators
 spec = json.loads(sys.argv[1])
 net = nngp_ppl.ErfNet(sigma_w=1.0, sigma_b=0.5)
-runs = [train_correlators(net, spec["X"], [4], 384, spec["xt"], spec["yt"], [0, 5], 0.5,
-                          devices=d, orders=[2, 4], seed=3, batch_size=64, shard_size=128,
-                          progress=False) for d in (1, 2)]
-same = all(np.array_equal(runs[0].at_step(s).moment_sums(4)[m],
-                          runs[1].at_step(s).moment_sums(4)[m])
-           for s in (0, 5) for m in (2, 4, 6, 8))
+same = True
+for orders in ([2, 4], [1, 2]):  # [1, 2]: step 5's outputs are shifted by the reference
+    runs = [train_correlators(net, spec["X"], [4], 384, spec["xt"], spec["yt"], [0, 5], 0.5,
+                              devices=d, orders=orders, seed=3, batch_size=64,
+                              shard_size=128, progress=False) for d in (1, 2)]
+    a, b = runs[0].at_step(5), runs[1].at_step(5)
+    same = same and (np.any(a.shift(4) != 0) == (orders == [1, 2])) and np.array_equal(
+        a.shift(4), b.shift(4))
+    same = same and all(np.array_equal(runs[0].at_step(s).shifted_moment_sums(4)[m],
+                                       runs[1].at_step(s).shifted_moment_sums(4)[m])
+                        for s in (0, 5) for m in runs[0].at_step(s).accumulated_orders)
 print(json.dumps({"devices": len(jax.local_devices()), "same": same}))
 """
 

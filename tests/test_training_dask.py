@@ -64,6 +64,21 @@ def test_dask_training_gives_the_local_bits(local_run, client):
                               local_run.at_step(0).moment_sums(4)[2])
 
 
+def test_dask_shifted_training_gives_the_local_bits(client):
+    # Orders 1, 2: step 5's outputs are shifted by the reference, computed once on the
+    # client and sent with every task; the workers' sums are the local ones bit for bit.
+    args = (NET, X, [4], 256, X_TRAIN, Y_TRAIN, [0, 5], 0.5)
+    kw = {**KW, "orders": (1, 2)}
+    local = train_correlators(*args, **kw)
+    on_dask = train_correlators(*args, dask=client, **kw)
+    assert np.any(local.at_step(5).shift(4) != 0)
+    for s in local.steps:
+        a, b = local.at_step(s), on_dask.at_step(s)
+        assert np.array_equal(a.shift(4), b.shift(4))
+        assert all(np.array_equal(a.shifted_moment_sums(4)[m], b.shifted_moment_sums(4)[m])
+                   for m in a.accumulated_orders)
+
+
 def test_killed_locally_resumed_on_dask_gives_the_local_bits(local_run, client, tmp_path,
                                                              monkeypatch):
     real, calls = _TrainShard.result, []

@@ -385,3 +385,43 @@ def test_variances_within_float32_rounding_are_flagged():
         assert cen.rounding_limited == limited
         assert not cen.reject
     assert "not decidable" in centred_parity_test(_stats_from_samples(1 + 1e-4 * G), 7).verdict
+
+
+def test_shifted_sums_keep_the_late_step_variances(monkeypatch):
+    # rounding_ratio's measurement set-up (Erf-net, these inputs and data, 4000 networks,
+    # N = 16, step 300, learning rate 1): the spread of the outputs is far below their mean
+    # there, and main's unshifted float32 products put the kappa_4 variances off by up to a
+    # factor 11 (34 of 35 flagged). The recorded outputs are captured and multiplied in
+    # float64 (centred by their own mean: exact algebra, no cancellation), and every
+    # kappa_3 / kappa_4 delta-method variance from the stored sums must agree with that
+    # within the worst-case rounding bound of the shifted sums (rounding_ratio * sqrt(n):
+    # 2 m 2^-24 per product of m factors, summed over all n networks, first order in the
+    # errors) and none may be flagged (measured: relative errors <= 3.4e-7).
+    import nngp_ppl.training.trainer as trainer
+
+    seen, real = [], trainer._Sums.add
+
+    def add(self, f, n_valid):
+        if f is not None:
+            seen.append(np.asarray(f)[:n_valid].copy())
+        return real(self, f, n_valid)
+
+    monkeypatch.setattr(trainer._Sums, "add", add)
+    n = 4000
+    run = train_correlators(NET, X, [16], n, X_TRAIN, Y_TRAIN, [300], 1.0,
+                            orders=(1, 2, 3, 4), seed=11, progress=False)
+    stats = run.at_step(300)
+    assert np.all(stats.shift(16) != 0)
+    F = np.concatenate(seen).astype(np.float64)
+    assert F.shape == (n, 4)
+    exact = _stats_from_samples(F - F.mean(0), width=16)
+    for order in (3, 4):
+        got = np.diag(expansion_block(stats, 16, (order,))[1])
+        want = np.diag(expansion_block(exact, 16, (order,))[1])
+        ratio = rounding_ratio(stats, 16, (order,))
+        assert np.all(ratio < 0.1), order  # none flagged
+        assert np.all(np.abs(got / want - 1) <= ratio * np.sqrt(n)), order
+        # the values: kappa_n is shift-invariant (its float32 products round at ~1e-7)
+        vals = expansion_block(stats, 16, (order,))[0]
+        assert np.all(np.abs(vals - expansion_block(exact, 16, (order,))[0])
+                      <= 1e-3 * np.sqrt(want)), order

@@ -109,7 +109,7 @@ from .. import _checks
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
 from .._version import __version__
-from ..sampling.stats import CorrelatorStats, cumulants_with_jacobian, union_index
+from ..sampling.stats import CorrelatorStats, cumulants_with_jacobian, square_index
 from ..theory.lattice import check_box
 from ..theory.ntk import training_oracle
 from ..theory.trained_kernel import TrainedKernel
@@ -160,8 +160,13 @@ def _centred_values_and_jacobian(k: int, orders: tuple[int, ...], top: int):
 
 
 def _moment_estimates(stats: CorrelatorStats, width: int, top: int):
+    """Moments of orders 1..top of the shifted outputs f - r the sums hold
+    (:meth:`~nngp_ppl.CorrelatorStats.shift`; r = 0 for sampled runs): every centred moment
+    and connected function of order >= 2 is the same for f - r as for f, and computed from
+    these no digits cancel where the spread of f is far below its mean."""
     count = stats.n_nets(width)
-    return {m: stats.moment_sums(width)[m] / count for m in range(1, top + 1)}
+    sums = stats.shifted_moment_sums(width)
+    return {m: sums[m] / count for m in range(1, top + 1)}
 
 
 def _check_orders(stats: CorrelatorStats, top: int):
@@ -181,7 +186,7 @@ def _expansion(stats: CorrelatorStats, width: int, orders, kind: str):
     top = max(orders)
     _check_orders(stats, top)
     moments = _moment_estimates(stats, width, top)
-    sigma = stats.covariance(width, tuple(range(1, top + 1)))
+    sigma = stats.shifted_covariance(width, tuple(range(1, top + 1)))
     blocks = tuple(len(_tuples.distinct_tuples(stats.k, n)) for n in orders)
     if kind == "centred":
         vec = jnp.asarray(np.concatenate([moments[m] for m in range(1, top + 1)]))
@@ -191,7 +196,7 @@ def _expansion(stats: CorrelatorStats, width: int, orders, kind: str):
     values, jacs = [], []
     for n in orders:
         v, J = cumulants_with_jacobian({m: moments[m] for m in range(1, n + 1)}, stats.k, n)
-        values.append(v)
+        values.append(v + stats.shift(width) if n == 1 else v)
         jacs.append(np.pad(J, ((0, 0), (0, sigma.shape[0] - J.shape[1]))))
     J = np.concatenate(jacs)
     return np.concatenate(values), J @ sigma @ J.T, blocks, J, top
@@ -217,33 +222,41 @@ def rounding_ratio(stats: CorrelatorStats, width: int, orders, kind: str = "conn
     r"""Per value of :func:`expansion_block`, the expected float32 rounding error of its
     delta-method variance divided by that variance.
 
-    The sampler multiplies float32 outputs in float32 (relative error :math:`\le m\,
-    2^{-24}` for m factors) and adds the products in float64, so an entry of the moments'
-    covariance, built from sums of up to 2·top factors, is off by at most
-    :math:`\epsilon |G_{s\cup t}|/n` with :math:`\epsilon = 2\,\mathrm{top}\,2^{-24}`,
-    and :math:`J\Sigma J^T` by at most :math:`\epsilon\,|J|\,U\,|J|^T/n`, U the
-    absolute raw moments of the unions (the worst-case bound of the train stage's
-    comparison). Round-to-nearest errors of different networks are independent, so a sum
-    of n products is off by about :math:`\sqrt n` times one product's error, not n times:
-    the estimate used here is the bound divided by :math:`\sqrt n`. Measured against the
-    same float32 outputs multiplied in float64 (Erf-net, 4000 networks, the
-    ``tests/test_training_flow.py`` set-up): the actual relative error of the variances was
-    1.3e-4 / 6.1e-3 (κ₃ / κ₄, N = 16, step 5), 2.7e-4 / 0.027 (step 20), 0.039 / 16
-    (step 300) and 0.10 / 58 (N = 128, step 300), where this estimate gives 2.7e-3 /
-    0.093, 0.011 / 0.46, 0.42 / 83 and 1.6 / 97: it overstates by 2 to 40 times, the
-    worst-case bound by 60 times more. After training, outputs whose spread is far below
-    their mean (near the data, late steps) cancel many digits in the centred quantities;
-    ratio ≥ :data:`ROUNDING_LIMIT` marks their variances as not computable from the stored
-    sums (only accumulating centred outputs would fix it). The values themselves stayed
-    within 1e-5 standard errors of the float64 products in every case. NaN where the
-    variance is not positive (rounding has already destroyed it)."""
+    The accumulation kernels multiply float32 numbers in float32 and add the products in
+    float64. Trained runs multiply the outputs shifted by a reference,
+    :math:`g = \mathrm{fl}_{32}(f - r)` (:func:`nngp_ppl.training.trainer.reference_outputs`;
+    r = 0 in sampled runs and version-1 trained files): a product of m factors carries at most
+    m roundings of its factors and m − 1 of its partial products, a relative error
+    :math:`\le \epsilon = 2m\,2^{-24}`, m up to 2·top. A covariance entry built from the sum
+    of :math:`\prod_{s\cup t} g` over the n networks is then off by at most
+    :math:`\epsilon\,E|\prod_s g \prod_t g|/n \le \epsilon\,U_{st}/n`,
+    :math:`U_{st} = (Q_s Q_t)^{1/2}` with :math:`Q_s = \overline{(\prod_s g)^2}` (Cauchy–
+    Schwarz, from the stored order-2|s| sums), and :math:`J\Sigma J^T` by at most
+    :math:`\epsilon\,|J|\,U\,|J|^T/n`, J the Jacobian with respect to the moments of g
+    (those the variance is computed from, :func:`expansion_block`). Round-to-nearest errors
+    of different networks are independent, so a sum of n products is off by about
+    :math:`\sqrt n` times one product's error, not n times: the estimate used here is the
+    bound divided by :math:`\sqrt n`.
+
+    Measured against the same float32 outputs multiplied in float64 (Erf-net, 4000
+    networks, inputs and data of ``tests/test_training_flow.py``, learning rate 1, seed 11;
+    largest relative error of the κ̂₃ / κ̂₄ variances over the tuples): with the shifted
+    sums 6.3e-8 / 3.4e-7 (N = 16, step 5), 5.9e-8 / 1.5e-7 (step 20), 4.3e-8 / 7.1e-8 (step
+    300), 4.6e-8 / 1.6e-7 (N = 128, step 300), where this estimate gives at most 7.9e-8 /
+    2.7e-7, 1.1e-7 / 4.5e-7, 9.1e-8 / 3.6e-7 and 1.1e-7 / 4.4e-7 (per tuple the actual
+    error was at most 0.5 to 4 times the estimate, by case; the worst-case bound is √n
+    times the estimate); the unshifted sums (version-1 files) were off by 8.8e-5 / 5.1e-3,
+    4.8e-4 / 0.093, 0.027 / 11 and 0.15 / 66 (the outputs' spread, 0.05–0.1, is far below their
+    mean, 0.5–1, late in training, and the centred quantities cancelled many digits).
+    Ratio ≥ :data:`ROUNDING_LIMIT` marks a variance as not computable from the stored sums.
+    NaN where the variance is not positive (rounding has already destroyed it)."""
     _, cov, _, J, top = _expansion(stats, width, orders, kind)
     count = stats.n_nets(width)
-    sums = stats.moment_sums(width)
-    used = range(1, top + 1)
-    U = np.abs(np.block([[sums[a + b][union_index(stats.k, a, b)] / count for b in used]
-                         for a in used]))
-    bound = 2 * top * 2.0**-24 * np.einsum("ti,ij,tj->t", np.abs(J), U, np.abs(J)) / count
+    sums = stats.shifted_moment_sums(width)
+    k = stats.k
+    Q = np.concatenate([sums[2 * m][square_index(k, m)] / count for m in range(1, top + 1)])
+    U = np.sqrt(np.outer(Q, Q))
+    bound = 4 * top * 2.0**-24 * np.einsum("ti,ij,tj->t", np.abs(J), U, np.abs(J)) / count
     floor = bound / np.sqrt(count)
     var = np.diag(cov)
     return np.divide(floor, var, out=np.full_like(var, np.nan), where=var > 0)

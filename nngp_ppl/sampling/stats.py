@@ -56,6 +56,28 @@ tuple has :math:`n_{\mathrm{eff}} <` :data:`MIN_EFFECTIVE_NETWORKS` = 10, i.e.
 that make it are the ones missing), so passing the check does not prove the errors right;
 failing it shows they are not.
 
+Shifted sums (trained ensembles)
+--------------------------------
+A run may sum the products of the outputs shifted by a fixed reference
+:math:`r(x_a)` per input and width, :math:`S^{(r)}_t = \sum_j \prod_{a\in t}
+(f_j(x_a) - r(x_a))` (``shift=``; :mod:`nngp_ppl.training.trainer` does, with the mean of
+a pilot block of trained networks, so that the float32 products are of small numbers).
+Connected correlators and centred moments are invariant under the shift except
+:math:`\kappa_1` (which gets r back), and their delta-method covariance is computed from the
+shifted sums (:meth:`CorrelatorStats.connected`, :meth:`CorrelatorStats.shifted_covariance`),
+where no digits cancel. The raw sums of f (:meth:`CorrelatorStats.moment_sums`, and all that
+reads them: correlators, standard errors, covariance) are rebuilt in float64 by the binomial
+expansion, one input at a time:
+
+.. math:: S_t = \sum_{d=0}^{c_a(t)} \binom{c_a(t)}{d}\, r_a^{d}\;
+    S_{t \setminus \{a\}^d}
+
+(:math:`c_a(t)` copies of input a in t; :math:`t\setminus\{a\}^d` drops d of them;
+:math:`S_\emptyset = n`), which needs the sums of every order 1..max: a shift is accepted
+only for runs that measured orders 1..M with the covariance. The tail sums stay those of the
+shifted products (:meth:`CorrelatorStats.effective_networks` describes
+:math:`\prod_t (f - r)`).
+
 Files
 -----
 :meth:`CorrelatorStats.to_netcdf` stores a SHA-256 checksum of every variable and every
@@ -104,6 +126,7 @@ __all__ = [
     "monomial_count",
     "rows_of",
     "union_index",
+    "unshifted_sums",
     "square_index",
     "observable_rows",
     "normalised_deviation",
@@ -305,6 +328,49 @@ def cumulants_with_jacobian(moments: dict, k: int, n: int):
     return kappa, jac
 
 
+@cache
+def _removed_rows(k: int, m: int, a: int, d: int):
+    """(rows of ``distinct_tuples(k, m)`` holding input ``a`` at least ``d`` times, their
+    multiplicities of a, the row of each with d copies of a removed in
+    ``distinct_tuples(k, m - d)``)."""
+    counts = _tuples.index_counts(k, m).astype(np.int64)
+    rows = np.flatnonzero(counts[:, a] >= d)
+    c = counts[rows].copy()
+    c[:, a] -= d
+    cum = np.cumsum(c, axis=1)
+    kept = (cum[:, :, None] <= np.arange(m - d)[None, None, :]).sum(axis=1)
+    out = (rows, counts[rows, a], rows_of(k, kept))
+    for arr in out:
+        arr.setflags(write=False)
+    return out
+
+
+def unshifted_sums(sums: dict, count: int, shift, k: int) -> dict[int, np.ndarray]:
+    r"""Raw sums :math:`S_t = \sum_j \prod_{a\in t} f_j(x_a)` of every order in ``sums``
+    from the sums of the shifted products :math:`\prod_{a\in t}(f_j(x_a) - r_a)` (module
+    docstring, "Shifted sums"): the binomial expansion one input at a time, in float64.
+    ``sums``: {order: (T_order,)} for every order 1..max; ``count``: the number of networks
+    (the order-0 sum); ``shift``: r, (k,)."""
+    top = max(sums)
+    S = {0: np.array([float(count)])}
+    S.update({m: np.asarray(sums[m], np.float64) for m in range(1, top + 1)})
+    for a, r in enumerate(np.asarray(shift, np.float64)):
+        if r == 0.0:
+            continue
+        new = {}
+        for m in range(1, top + 1):
+            out = S[m].copy()
+            for d in range(1, m + 1):
+                rows, c, target = _removed_rows(k, m, a, d)
+                if not len(rows):
+                    break
+                coeff = np.array([math.comb(int(v), d) for v in c], np.float64)
+                out[rows] += coeff * r**d * S[m - d][target]
+            new[m] = out
+        S.update(new)
+    return {m: S[m] for m in sums}
+
+
 # ---------------------------------------------------------------------------------------------
 # the statistics object
 # ---------------------------------------------------------------------------------------------
@@ -337,10 +403,14 @@ class CorrelatorStats:
     tails : {width: {order: (2, T_order) float64}}, optional
         Tail sums :math:`\sum_j (\prod_t f_j)^p` for p = 3, 4 (rows), per measured order;
         they feed :meth:`effective_networks` and :func:`check_tails`.
+    shift : {width: (k,) float64}, optional
+        The reference r the summed products were shifted by (module docstring, "Shifted
+        sums"): ``moments`` and ``tails`` are then sums of :math:`\prod_t (f - r)`. Absent
+        or zero: the plain sums. Non-zero needs ``covariance`` and orders 1..max(orders).
     """
 
     def __init__(self, net, X, orders, seed, moments, ranges, *, squares=None,
-                 covariance: bool = True, tails=None):
+                 covariance: bool = True, tails=None, shift=None):
         if not isinstance(net, Ensemble):
             raise NNGPInputError(
                 f"net must be an ensemble (an nngp_ppl.Ensemble such as ErfNet, "
@@ -383,6 +453,32 @@ class CorrelatorStats:
             w: self._check_sums("tails", tails[w], self._orders, k, rows=len(TAIL_POWERS))
             for w in widths
         }
+        self._shift = self._check_shift(shift, widths, k)
+        self._raw: dict[int, dict[int, np.ndarray]] = {}
+
+    def _check_shift(self, shift, widths, k):
+        """{width: (k,) read-only float64} of the non-zero shifts (module docstring)."""
+        if shift is None:
+            return {}
+        if set(shift) - set(widths):
+            raise NNGPInputError(f"shift must be given per sampled width ({widths}), got "
+                                 f"widths {sorted(shift)}")
+        out = {}
+        for w in widths:
+            r = np.array(shift.get(w, np.zeros(k)), dtype=np.float64)
+            if r.shape != (k,) or not np.all(np.isfinite(r)):
+                raise NNGPInputError(f"shift[{w}] must hold {k} finite numbers (one per "
+                                     f"input), got {r!r}")
+            if np.any(r != 0.0):
+                r.setflags(write=False)
+                out[w] = r
+        if out and (not self._covariance
+                    or self._orders != tuple(range(1, max(self._orders) + 1))):
+            raise NNGPInputError(
+                "shift: shifted sums can be undone only with the sums of every order 1..max "
+                f"and the covariance orders (measured orders {self._orders}, covariance="
+                f"{self._covariance})")
+        return out
 
     @staticmethod
     def _check_sums(name, sums, orders, k, rows=None):
@@ -479,8 +575,37 @@ class CorrelatorStats:
         """Half-open network index ranges [start, stop) drawn at this width."""
         return self._ranges[self._width(width)]
 
+    def _raw_sums(self, width: int) -> dict[int, np.ndarray]:
+        """The raw sums of f at a checked width (rebuilt once where the sums are shifted)."""
+        if width not in self._shift:
+            return self._moments[width]
+        if width not in self._raw:
+            raw = unshifted_sums(self._moments[width], self.n_nets(width),
+                                 self._shift[width], self.k)
+            for arr in raw.values():
+                arr.setflags(write=False)
+            self._raw[width] = raw
+        return self._raw[width]
+
     def moment_sums(self, width) -> dict[int, np.ndarray]:
-        """The raw sums {order: (T_order,)} (read-only arrays); see the module docstring."""
+        """The raw sums {order: (T_order,)} of f (read-only arrays; module docstring),
+        rebuilt in float64 where the stored sums are shifted (:meth:`shift`)."""
+        return dict(self._raw_sums(self._width(width)))
+
+    def shift(self, width) -> np.ndarray:
+        """The reference r (k,) the stored sums were shifted by at this width (zeros:
+        unshifted; module docstring, "Shifted sums")."""
+        width = self._width(width)
+        return self._shift.get(width, np.zeros(self.k))
+
+    @property
+    def is_shifted(self) -> bool:
+        """Whether some width's sums are shifted (:meth:`shift` not zero)."""
+        return bool(self._shift)
+
+    def shifted_moment_sums(self, width) -> dict[int, np.ndarray]:
+        r"""The stored sums :math:`\sum_j \prod_{a\in t}(f_j(x_a) - r_a)`, r = :meth:`shift`
+        (the raw sums of :meth:`moment_sums` where r = 0); read-only arrays."""
         return dict(self._moments[self._width(width)])
 
     def square_sums(self, width) -> dict[int, np.ndarray]:
@@ -488,11 +613,14 @@ class CorrelatorStats:
         width = self._width(width)
         if self._squares is not None:
             return dict(self._squares[width])
-        k = self.k
-        return {n: self._moments[width][2 * n][square_index(k, n)] for n in self._orders}
+        return self._squares_of(self._raw_sums(width))
+
+    def _squares_of(self, sums):
+        return {n: sums[2 * n][square_index(self.k, n)] for n in self._orders}
 
     def tail_sums(self, width) -> dict[int, np.ndarray]:
-        r""":math:`\sum_j (\prod_{a\in t} f_j(x_a))^p`, p = 3, 4 (rows), per order: (2, T_n)."""
+        r""":math:`\sum_j (\prod_{a\in t} f_j(x_a))^p`, p = 3, 4 (rows), per order: (2, T_n);
+        of the shifted products :math:`\prod_t (f - r)` where the sums are shifted."""
         width = self._width(width)
         if self._tails is None:
             raise NNGPInputError(
@@ -505,7 +633,7 @@ class CorrelatorStats:
     def correlator_tuples(self, n, width) -> np.ndarray:
         """Estimate of G^(n) on ``distinct_tuples(k, n)``: the mean over networks, (T_n,)."""
         n, width = self._order(n), self._width(width)
-        return self._moments[width][n] / self.n_nets(width)
+        return self._raw_sums(width)[n] / self.n_nets(width)
 
     def correlator(self, n, width) -> np.ndarray:
         """Estimate of G^(n) as the full symmetric (k,)*n array."""
@@ -522,7 +650,7 @@ class CorrelatorStats:
         count = self.n_nets(width)
         if count < 2:
             return np.full(len(_tuples.distinct_tuples(self.k, n)), np.nan)
-        s = self._moments[width][n]
+        s = self._raw_sums(width)[n]
         q = self.square_sums(width)[n]
         var = np.clip((q - s * s / count) / (count - 1), 0.0, None)
         return np.sqrt(var / count)
@@ -539,15 +667,18 @@ class CorrelatorStats:
 
         from raw power sums 1..4 (central moments by the binomial expansion, float64). The
         naive standard error is uncertain by about :math:`\tfrac12 n_{\mathrm{eff}}^{-1/2}`
-        (module docstring). NaN where the sample variance vanishes or n < 2.
+        (module docstring). NaN where the sample variance vanishes or n < 2. Where the
+        sums are shifted (:meth:`shift`) it is that of :math:`\prod_t (f - r)`.
         """
         n, width = self._order(n), self._width(width)
         count = self.n_nets(width)
         size = len(_tuples.distinct_tuples(self.k, n))
         if count < 2:
             return np.full(size, np.nan)
+        # The stored sums throughout: where they are shifted, the n_eff of prod_t (f - r).
         s1 = self._moments[width][n] / count
-        s2 = self.square_sums(width)[n] / count
+        s2 = (self._squares[width] if self._squares is not None
+              else self._squares_of(self._moments[width]))[n] / count
         s3, s4 = self.tail_sums(width)[n] / count
         m2 = s2 - s1 * s1
         m4 = s4 - 4 * s1 * s3 + 6 * s1 * s1 * s2 - 3 * s1**4
@@ -575,6 +706,17 @@ class CorrelatorStats:
         (module docstring). Rows: :meth:`observables` ``(orders)``, orders ascending. Its
         diagonal is :meth:`stderr_tuples` squared. NaN with fewer than two networks.
         """
+        return self._covariance_of(width, orders, shifted=False)
+
+    def shifted_covariance(self, width, orders=None) -> np.ndarray:
+        r""":meth:`covariance` of the moment estimators of the shifted outputs f - r
+        (:meth:`shift`), from the stored sums: the same formula, without the cancellation
+        of the raw sums where the outputs' spread is far below their mean. Equal to
+        :meth:`covariance` where r = 0. A connected function's delta-method covariance
+        from these and the shifted moments is that of f (module docstring)."""
+        return self._covariance_of(width, orders, shifted=True)
+
+    def _covariance_of(self, width, orders, shifted: bool) -> np.ndarray:
         if not self._covariance:
             raise NNGPInputError(
                 "covariance is not available: this run was sampled with covariance=False "
@@ -584,7 +726,7 @@ class CorrelatorStats:
         width = self._width(width)
         count = self.n_nets(width)
         k = self.k
-        sums = self._moments[width]
+        sums = self._moments[width] if shifted else self._raw_sums(width)
         blocks = []
         for a in orders:
             row = []
@@ -625,9 +767,13 @@ class CorrelatorStats:
                 f"{even_missing} were not measured (measured: {self._orders})")
         used = tuple(m for m in range(1, n + 1) if m in self._orders)
         count = self.n_nets(width)
+        # From the stored (shifted) sums: kappa_n >= 2 and its delta-method covariance are
+        # invariant under f -> f - r, and there nothing cancels (module docstring).
         moments = {m: self._moments[width][m] / count for m in used}
         kappa, jac = cumulants_with_jacobian(moments, self.k, n)
-        cov = jac @ self.covariance(width, used) @ jac.T
+        if n == 1:
+            kappa = kappa + self.shift(width)
+        cov = jac @ self.shifted_covariance(width, used) @ jac.T
         return ConnectedCorrelator(n, kappa, np.sqrt(np.clip(np.diag(cov), 0.0, None)), cov,
                                    used, tuple(missing))
 
@@ -649,6 +795,9 @@ class CorrelatorStats:
             ("seed", self._seed, other._seed, self._seed == other._seed),
             ("covariance setting", self._covariance, other._covariance,
              self._covariance == other._covariance),
+            ("shift", self._shift, other._shift,
+             all(np.array_equal(self.shift(w), other.shift(w))
+                 for w in set(self._widths) & set(other._widths))),
         ):
             if not same:
                 mine_s = repr(mine.tolist()) if isinstance(mine, np.ndarray) else repr(mine)
@@ -671,8 +820,10 @@ class CorrelatorStats:
                 squares[w] = {n: sum(s._squares[w][n] for s in parts) for n in self._orders}
             if tails is not None:
                 tails[w] = {n: sum(s._tails[w][n] for s in parts) for n in self._orders}
+        shift = {**other._shift, **self._shift}
         return CorrelatorStats(self._net, self._X, self._orders, self._seed, moments, ranges,
-                               squares=squares, covariance=self._covariance, tails=tails)
+                               squares=squares, covariance=self._covariance, tails=tails,
+                               shift=shift or None)
 
     # --- files -----------------------------------------------------------------------------
     def to_dataset(self):
@@ -706,6 +857,12 @@ class CorrelatorStats:
                     np.stack([self._tails[w][n] for w in widths]),
                     {"long_name": f"sum over networks of (prod_(a in t) f(x_a))^p, |t| = {n}"},
                 )
+        if self._shift:
+            data["moment_shift"] = (
+                ("width", "input"), np.stack([self.shift(w) for w in widths]),
+                {"long_name": "reference r(x_a) the summed products were shifted by: "
+                              "moment_sum_m = sum over networks of prod_(a in t) "
+                              "(f(x_a) - r(x_a)) (tail sums likewise)"})
         for n in self._orders:
             data[f"tuples_{n}"] = ((f"tuple_{n}", f"position_{n}"),
                                    np.asarray(_tuples.distinct_tuples(k, n)),
@@ -789,8 +946,11 @@ class CorrelatorStats:
         if all(f"tail_sum_{n}" in ds for n in orders):
             tails = {w: {n: ds[f"tail_sum_{n}"].values[i] for n in orders}
                      for i, w in enumerate(widths)}
+        shift = None
+        if "moment_shift" in ds:
+            shift = {w: ds["moment_shift"].values[i] for i, w in enumerate(widths)}
         stats = cls(net, ds["X"].values, orders, int(a["seed"]), moments, ranges,
-                    squares=squares, covariance=covariance, tails=tails)
+                    squares=squares, covariance=covariance, tails=tails, shift=shift)
         stored = [int(v) for v in ds["n_nets"].values]
         if stored != [stats.n_nets(w) for w in widths]:
             raise ValueError("n_nets does not match the recorded network ranges")

@@ -21,7 +21,7 @@ import json
 import numpy as np
 import xarray as xr
 
-from ..sampling.stats import cumulants_with_jacobian, union_index
+from ..sampling.stats import cumulants_with_jacobian, square_index
 from ..theory.ntk import training_oracle
 from ..tuples import distinct_tuples
 
@@ -57,31 +57,31 @@ def rounding_floor(stats, c, width: int) -> np.ndarray:
     r"""Per tuple, a bound on the rounding error of the delta-method variance of a
     connected function ``c`` (:meth:`~nngp_ppl.CorrelatorStats.connected`).
 
-    The accumulation multiplies float32 outputs in float32 (relative error
-    :math:`\le m\,2^{-24}` for a product of m of them) before adding them in float64. With
-    independent rounding errors over the n networks, an estimator covariance entry
-    :math:`\mathrm{Cov}(\hat G_s, \hat G_t)` is off by about
-    :math:`\epsilon\,|G_{s\cup t}|/n^{3/2}`, :math:`\epsilon = 2n_{max}\,2^{-24}`, and the
-    variance :math:`J\Sigma J^T` by :math:`\epsilon\,|J|\,|U|\,|J|^T/n^{3/2}`, U the raw
-    moments of the unions. Untrained ensembles are centred and this is negligible; trained
+    The accumulation multiplies float32 numbers in float32 (the outputs shifted by the
+    step's reference, :math:`g = \mathrm{fl}_{32}(f - r)`; r = 0 in sampled runs and
+    version-1 trained files) and adds the products in float64: a product of m factors is
+    off by at most :math:`2m\,2^{-24}` of itself. With independent rounding errors over
+    the n networks, an estimator covariance entry :math:`\mathrm{Cov}(\hat G_s, \hat G_t)`
+    is off by about :math:`\epsilon\,U_{st}/n^{3/2}`, :math:`\epsilon = 4n_{max}\,2^{-24}`,
+    :math:`U_{st} = (Q_s Q_t)^{1/2} \ge E|\prod_s g\prod_t g|` with
+    :math:`Q_s = \overline{(\prod_s g)^2}` (Cauchy–Schwarz), and the variance
+    :math:`J\Sigma J^T` by :math:`\epsilon\,|J|\,U\,|J|^T/n^{3/2}` (J with respect to
+    the moments of g, from which :meth:`~nngp_ppl.CorrelatorStats.connected` computes it).
+    Untrained ensembles are centred and this is negligible. Unshifted sums of trained
     networks whose spread at an input is far below their mean (near the data, late in
-    training) cancel many digits, and there the error bar is not computable from the
-    stored sums (the values are: they need no such cancellation of second moments).
-    Measured against float64 errors from the raw outputs (example 08's setting, N = 16,
-    1000 networks, step 300, 165 triples): 85 stored-sum errors off by more than 10 % (31
-    of them negative variances), every one flagged by ``variance <= 10 floor``, with 40
-    accurate ones flagged too; in ``examples/train_1d.toml`` (4000 networks, four inputs
-    away from the data) the errors of the four coincident-input triples at steps 100 and
-    300 agreed with the float64 ones to 0.1 %.
+    training) cancelled many digits, and there the error bar was not computable (measured
+    on such sums, example 08's setting, N = 16, 1000 networks, step 300, 165 triples: 85
+    stored-sum errors off by more than 10 %, every one flagged by ``variance <= 10 floor``);
+    the shifted sums keep the variances to ~1e-7 (docs/training_flow.md).
     """
     count = stats.n_nets(width)
-    sums = stats.moment_sums(width)
+    sums = stats.shifted_moment_sums(width)  # the products the kernel rounded: of f - r
     used = c.orders
     moments = {m: sums[m] / count for m in used}
     jac = np.abs(cumulants_with_jacobian(moments, stats.k, c.order)[1])
-    U = np.abs(np.block([[sums[a + b][union_index(stats.k, a, b)] / count for b in used]
-                         for a in used]))
-    eps = 2 * max(used) * 2.0**-24
+    Q = np.concatenate([sums[2 * m][square_index(stats.k, m)] / count for m in used])
+    U = np.sqrt(np.outer(Q, Q))
+    eps = 4 * max(used) * 2.0**-24
     return eps * np.einsum("ti,ij,tj->t", jac, U, jac) / count**1.5
 
 

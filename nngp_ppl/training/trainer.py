@@ -43,6 +43,7 @@ already vectorises one network's N n points; docs/training.md has the measured r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import uuid
 from collections import deque
@@ -58,7 +59,14 @@ from tqdm.auto import tqdm
 
 from .. import _checks
 from .._checks import NNGPInputError
-from .._io import atomic_path, output_file, read_netcdf, write_netcdf
+from .._io import (
+    atomic_path,
+    format_version,
+    output_file,
+    read_netcdf,
+    version_error,
+    write_netcdf,
+)
 from .._version import require_x64
 from ..ensembles.core import Ensemble, SingleLayerNet, network_keys
 from ..sampling import _native
@@ -96,6 +104,8 @@ __all__ = [
     "OPTIMIZERS",
     "TRAINED_FORMAT",
     "TRAINED_VERSION",
+    "REFERENCE_NETWORKS",
+    "reference_outputs",
     "TRAIN_BATCH_BYTES",
     "CPU_COMPILER_OPTIONS",
     "TrainingSetup",
@@ -113,7 +123,14 @@ OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 
 #: ``nngp_ppl_format`` of a trained-correlators file.
 TRAINED_FORMAT = "nngp_ppl.trained_correlators"
-TRAINED_VERSION = 1
+#: Its layout version. 2: the sums are of the outputs shifted by the ``reference`` variable
+#: (:func:`reference_outputs`); version-1 files (unshifted sums) are read with reference 0.
+TRAINED_VERSION = 2
+
+#: Networks of the pilot block whose mean output is the reference of the shifted sums
+#: (:func:`reference_outputs`): its error, spread/8, keeps the shifted outputs of the size
+#: of their spread, and training 64 more networks costs a few per cent of a run's thousands.
+REFERENCE_NETWORKS = 64
 
 #: Bytes of training working memory a default batch aims at: a batch whose (batch, N, n)
 #: activations stay near the core's cache. Measured (2-core AVX-512 CPU, width 100, 16
@@ -338,13 +355,23 @@ def _jit(fn, platform: str, **kwargs):
     return jax.jit(fn, **kwargs)
 
 
+def shifted(f, reference):
+    """The float32 outputs ``f`` (n, k) minus the float32-valued ``reference`` (k,), rounded
+    to float32: the difference is exact in float64 and exact in float32 too wherever the two
+    lie within a factor 2 (Sterbenz), otherwise rounded once, relative to the difference."""
+    return (np.asarray(f, np.float64) - reference).astype(np.float32)
+
+
 @lru_cache(maxsize=16)
 def _compiled_add(plan: StepPlan, batch: int, chunk: int):
-    """XLA accumulation of a batch of outputs, as the sampler's step does after its forward
-    pass (:func:`nngp_ppl.sampling._shard.compiled_step`)."""
+    """XLA accumulation of a batch of outputs shifted by the step's reference (rows past
+    ``n_valid`` zero), as the sampler's step does after its forward pass
+    (:func:`nngp_ppl.sampling._shard.compiled_step`); :func:`shifted` in XLA."""
 
-    def add(totals, f):
-        chunks = f.astype(jnp.float64).reshape(batch // chunk, chunk, plan.k).transpose(0, 2, 1)
+    def add(totals, f, reference, n_valid):
+        g = (f.astype(jnp.float64) - reference).astype(jnp.float32).astype(jnp.float64)
+        g = jnp.where((jnp.arange(batch) < n_valid)[:, None], g, 0.0)
+        chunks = g.reshape(batch // chunk, chunk, plan.k).transpose(0, 2, 1)
 
         def add_chunk(carry, F):
             return jax.tree.map(jnp.add, carry, monomial_sums(F, plan)), None
@@ -358,8 +385,10 @@ class _Sums:
     """One step's running sums over one shard: the sampler's C kernel on a CPU device,
     else its XLA kernel (:func:`nngp_ppl.sampling._shard.shard_job` chooses the same way)."""
 
-    def __init__(self, net, width: int, plan: StepPlan, batch: int, device, step: int):
+    def __init__(self, net, width: int, plan: StepPlan, batch: int, device, step: int,
+                 reference):
         self._net, self._width, self._stepno = net, width, step
+        self._reference = np.asarray(reference, np.float64)
         platform = getattr(device, "platform", "cpu")
         lib = _native.library() if platform == "cpu" else None
         self._plan = plan
@@ -373,6 +402,7 @@ class _Sums:
             self._add = _compiled_add(plan, batch, chunk)
             self._step = _sampler_step(net, width, batch, chunk, plan)
             self._totals = jax.device_put(zero_totals(plan), device)
+            self._ref = jax.device_put(jnp.asarray(self._reference), device)
 
     def untrained(self, X, seed, first, valid):
         """Queue the untrained networks exactly as the sampler does (its own compiled
@@ -403,9 +433,9 @@ class _Sums:
                 "the MSE is stable for learning_rate < 2 n / the largest eigenvalue of the "
                 "NTK on x_train) or fewer steps")
         if self._host is not None:
-            self._host.add(f)
+            self._host.add(shifted(f, self._reference))
         else:
-            self._totals = self._add(self._totals, f)
+            self._totals = self._add(self._totals, f, self._ref, n_valid)
 
     def result(self) -> ShardSums:
         if self._host is not None:
@@ -421,7 +451,7 @@ class _TrainShard:
     adds batch i's recorded outputs while the device trains batch i + 1."""
 
     def __init__(self, net, setup: TrainingSetup, plan: RunPlan, width: int, start: int,
-                 count: int, device):
+                 count: int, device, references):
         batch = plan.batch_size(width)
         self._batch, self._start, self._count = batch, start, count
         self._setup = setup
@@ -434,7 +464,8 @@ class _TrainShard:
                                       getattr(device, "platform", "cpu"))
         self._outputs = compiled_outputs(net, width, batch, setup.parametrisation)
         splan = StepPlan(plan.k, plan.orders, plan.covariance)
-        self._sums = [_Sums(net, width, splan, batch, device, step) for step in setup.steps]
+        self._sums = [_Sums(net, width, splan, batch, device, step, ref)
+                      for step, ref in zip(setup.steps, references, strict=True)]
         self._offsets = iter(range(0, count, batch))
         self._inflight: deque = deque()
 
@@ -487,8 +518,8 @@ def _adopt_kernel(ledgers: list[ShardLedger], identity: dict) -> None:
         lg.adopt_kernel(identity)
 
 
-def _run_local(net, setup: TrainingSetup, ledgers: list[ShardLedger], devices, on_networks,
-               on_shard) -> None:
+def _run_local(net, setup: TrainingSetup, ledgers: list[ShardLedger], references, devices,
+               on_networks, on_shard) -> None:
     """Every shard missing from some step's ledger, one shard per device at a time (the
     sampler's :class:`~nngp_ppl.sampling.sampler.LocalExecutor` schedule)."""
     _adopt_kernel(ledgers, LocalExecutor(devices).identity())
@@ -497,17 +528,19 @@ def _run_local(net, setup: TrainingSetup, ledgers: list[ShardLedger], devices, o
 
     def start_job(width, index, device):
         start, count = plan.shards(width)[index]
-        return _TrainShard(net, setup, plan, width, start, count, device)
+        return _TrainShard(net, setup, plan, width, start, count, device,
+                           [ref[width] for ref in references])
 
     run_round_robin(todo, devices, start_job, on_networks, on_shard)
 
 
 def _train_shard_task(net, setup: TrainingSetup, plan: RunPlan, width: int,
-                      index: int) -> list[ShardSums]:
+                      index: int, references=None) -> list[ShardSums]:
     """One shard of a training run on a Dask worker (all its recorded steps), a pure
-    function of its arguments. The worker refuses to sum with another accumulation kernel
-    than the one the plan records (a worker that joined after the check, or one whose C
-    kernel stopped building), so a run never mixes two roundings."""
+    function of its arguments (``references``: the step's reference at this width, one per
+    step, :func:`reference_outputs`; None: zeros). The worker refuses to sum with another
+    accumulation kernel than the one the plan records (a worker that joined after the
+    check, or one whose C kernel stopped building), so a run never mixes two roundings."""
     require_x64("a training shard (float64 running sums)")
     device = jax.local_devices()[0]
     mine = _native.identity(device.platform)
@@ -517,14 +550,16 @@ def _train_shard_task(net, setup: TrainingSetup, plan: RunPlan, width: int,
             f"the run with {kernel_key(json.loads(plan.kernel))}; give every worker the "
             "same kernel (a C compiler everywhere, or NNGP_PPL_KERNEL=xla on all)")
     start, count = plan.shards(width)[index]
-    job = _TrainShard(net, setup, plan, width, start, count, device)
+    if references is None:
+        references = [np.zeros(plan.k) for _ in setup.steps]
+    job = _TrainShard(net, setup, plan, width, start, count, device, references)
     while job.dispatch():
         job.retire(1)
     return job.result()
 
 
-def _run_dask(net, setup: TrainingSetup, ledgers: list[ShardLedger], dask, on_networks,
-              on_shard) -> None:
+def _run_dask(net, setup: TrainingSetup, ledgers: list[ShardLedger], references, dask,
+              on_networks, on_shard) -> None:
     """Every shard missing from some step's ledger as one Dask task (the sampler's
     :class:`~nngp_ppl.distributed.DaskExecutor`: the workers checked for one accumulation
     kernel, recorded in the ledgers; results folded in shard order whatever the order in
@@ -536,6 +571,7 @@ def _run_dask(net, setup: TrainingSetup, ledgers: list[ShardLedger], dask, on_ne
         futures = {}
         for width, index in _todo(ledgers):
             fut = client.submit(_train_shard_task, net, setup, plan, width, index,
+                                [ref[width] for ref in references],
                                 key=f"nngp-train-{tag}-N{width}-{index}", pure=False)
             futures[fut] = (width, index, plan.shards(width)[index][1])
         collect(client, futures, on_shard, on_networks)
@@ -594,7 +630,7 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
         _native.kernel_choice()  # a bad NNGP_PPL_KERNEL is refused before any work
     else:
         DaskExecutor(dask)  # a bad spec is refused before any work
-    ledgers, folder = _open_ledgers(plan, setup, checkpoint, resume)
+    ledgers, references, folder = _open_ledgers(net, plan, setup, checkpoint, resume)
 
     def on_shard(key, results):
         for lg, sums in zip(ledgers, results, strict=True):
@@ -611,18 +647,76 @@ def train_correlators(net, X, widths, n_nets: int, x_train, y_train, steps,
               unit_scale=True, disable=not progress, dynamic_ncols=True,
               desc=f"train {first.plan.net.name}-net") as bar:
         if dask is None:
-            _run_local(net, setup, ledgers, devs, bar.update, on_shard)
+            _run_local(net, setup, ledgers, references, devs, bar.update, on_shard)
         else:
-            _run_dask(net, setup, ledgers, dask, bar.update, on_shard)
-    return TrainedCorrelators(setup, [lg.stats() for lg in ledgers],
+            _run_dask(net, setup, ledgers, references, dask, bar.update, on_shard)
+    return TrainedCorrelators(setup, [_shifted_stats(lg.stats(), ref)
+                                      for lg, ref in zip(ledgers, references, strict=True)],
                               json.loads(ledgers[0].plan.kernel or "{}"))
 
 
-def _open_ledgers(plan: RunPlan, setup: TrainingSetup, checkpoint, resume: bool):
+def _shifted_stats(stats: CorrelatorStats, reference: dict) -> CorrelatorStats:
+    """``stats`` (the ledger's sums of f - r) told the reference r they were shifted by."""
+    if not any(np.any(r != 0) for r in reference.values()):
+        return stats
+    widths = stats.widths
+    return CorrelatorStats(
+        stats.net, stats.X, stats.orders, stats.seed,
+        {w: stats.shifted_moment_sums(w) for w in widths},
+        {w: stats.network_ranges(w) for w in widths}, covariance=stats.has_covariance,
+        tails={w: stats.tail_sums(w) for w in widths} if stats.has_tails else None,
+        shift=reference)
+
+
+def reference_outputs(net, X, widths, n_nets: int, setup: TrainingSetup, orders, seed: int,
+                      covariance: bool = True, start: int = 0) -> list[dict[int, np.ndarray]]:
+    r"""The reference :math:`r_t(x)` per recorded step and width that the recorded outputs
+    are shifted by before their products are summed (docs/training_flow.md, "Float32
+    rounding of the stored sums"): ``[{width: (k,) float64}]``, one dict per step.
+
+    :math:`r_t(x) = \mathrm{fl}_{32}\big(\frac1P\sum_{j<P} f_{j,t}(x)\big)`, the mean of
+    the pilot block, networks j = start..start+P-1 (:data:`REFERENCE_NETWORKS`, at most
+    ``n_nets``)
+    drawn with the sampler's keys and trained as the run trains them, in one batch of
+    P (rounded up to 8) on the host CPU (the default device where JAX was started without
+    one), the mean summed in float64 and rounded to float32.
+    It depends on the run's definition only (ensemble, inputs, width, seed, training), not
+    on the batch or shard sizes, the devices, Dask or a resume, and it needs no oracle
+    (every optimiser and parametrisation have it); it is stored with the sums. Step 0
+    (the untrained, zero-mean networks: the sampler's sums bit for bit) and runs that do
+    not record every order 1..max with the covariance (the shifted sums could not be
+    undone, :class:`~nngp_ppl.CorrelatorStats`) have r = 0.
+    """
+    k = len(X)
+    zero = [{w: np.zeros(k) for w in widths} for _ in setup.steps]
+    orders = tuple(orders)
+    if not covariance or orders != tuple(range(1, max(orders) + 1)) or setup.steps == (0,):
+        return zero
+    try:
+        cpu = jax.devices("cpu")[0]
+    except RuntimeError:  # JAX_PLATFORMS without cpu: the default device, as documented
+        cpu = jax.devices()[0]
+    pilot = min(REFERENCE_NETWORKS, n_nets)
+    for w in widths:
+        outs = _outputs_at_steps(net, X, w, pilot, setup, seed, start, cpu)
+        for ref, step, f in zip(zero, setup.steps, outs, strict=True):
+            if step:
+                mean = np.mean(np.asarray(f, np.float64), axis=0)
+                ref[w] = mean.astype(np.float32).astype(np.float64)
+    return zero
+
+
+def _open_ledgers(net, plan: RunPlan, setup: TrainingSetup, checkpoint, resume: bool):
+    """(one ledger per step, the references of :func:`reference_outputs`, the checkpoint
+    folder or None); a resumed run reads its references from the checkpoint."""
+    def references():
+        return reference_outputs(net, plan.inputs, plan.widths, plan.n_nets, setup,
+                                 plan.orders, plan.seed, plan.covariance, plan.start)
+
     if checkpoint is None:
         if resume:
             raise NNGPInputError("resume=True needs a checkpoint directory to resume from")
-        return [ShardLedger(plan) for _ in setup.steps], None
+        return [ShardLedger(plan) for _ in setup.steps], references(), None
     folder = Path(checkpoint)
     if folder.exists() and not folder.is_dir():
         raise NNGPInputError(f"checkpoint must be a directory, got the file {folder}")
@@ -638,17 +732,51 @@ def _open_ledgers(plan: RunPlan, setup: TrainingSetup, checkpoint, resume: bool)
             raise NNGPInputError(
                 f"checkpoint: {folder} belongs to a different training run; rerun with the "
                 "original arguments, or delete it to start over")
+        refs = _load_references(folder / REFERENCE_FILE, setup, plan)
         ledgers = []
         for step in setup.steps:
             path = folder / f"step_{step}.nc"
             remove_stale_temporaries(path)
             ledgers.append(ShardLedger.load(path) if path.exists() else ShardLedger(plan))
-        return ledgers, folder
+        return ledgers, refs, folder
 
     folder.mkdir(parents=True, exist_ok=True)
+    refs = references()
+    # The references first: a folder with training.json always has them (one without is
+    # an older version's, whose sums are unshifted, and is refused).
+    with atomic_path(folder / REFERENCE_FILE) as tmp:
+        Path(tmp).write_text(json.dumps(
+            {"steps": list(setup.steps), "widths": list(plan.widths),
+             "reference": [[ref[w].tolist() for w in plan.widths] for ref in refs]}))
     with atomic_path(meta) as tmp:
         Path(tmp).write_text(described)
-    return [ShardLedger(plan) for _ in setup.steps], folder
+    return [ShardLedger(plan) for _ in setup.steps], refs, folder
+
+
+#: The checkpoint's file of the references (:func:`reference_outputs`), JSON: float64
+#: values print and read back exactly.
+REFERENCE_FILE = "reference.json"
+
+
+def _load_references(path: Path, setup: TrainingSetup, plan: RunPlan):
+    if not path.exists():
+        raise NNGPInputError(
+            f"checkpoint: {path.parent} was written by an older nngp_ppl, whose sums are not "
+            "shifted by a reference (docs/training_flow.md); delete it to start over")
+    try:
+        got = json.loads(path.read_text())
+        if got["steps"] != list(setup.steps) or got["widths"] != list(plan.widths):
+            raise ValueError("steps or widths differ from the run's")
+        k = len(plan.inputs)
+        refs = [{w: np.asarray(r, np.float64).reshape(k) for w, r in zip(plan.widths, per,
+                                                                           strict=True)}
+                for per in got["reference"]]
+        if len(refs) != len(setup.steps):
+            raise ValueError("one reference per step")
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise NNGPInputError(f"checkpoint: {path} is damaged ({err}); delete the "
+                             "checkpoint to start over") from None
+    return refs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -663,7 +791,9 @@ class TrainedCorrelators:
     (:class:`TrainingSetup`); ``kernel``: the identity of the accumulation kernel that summed
     the networks (:func:`nngp_ppl._native.identity`, a dict; empty when unknown). One netCDF
     file holds them all, the per-width sums stacked along a ``step`` coordinate
-    (:meth:`to_netcdf`).
+    (:meth:`to_netcdf`), with the ``reference`` (step, width, input) the summed outputs were
+    shifted by (:func:`reference_outputs`; each step's statistics carry it as
+    :meth:`~nngp_ppl.CorrelatorStats.shift`).
     """
 
     def __init__(self, setup: TrainingSetup, stats, kernel: dict | None = None):
@@ -692,12 +822,20 @@ class TrainedCorrelators:
 
     def to_dataset(self):
 
-        parts = [self._stats[s].to_dataset() for s in self.steps]
+        parts = [self._stats[s].to_dataset().drop_vars("moment_shift", errors="ignore")
+                 for s in self.steps]
         per_step = [v for v in parts[0].data_vars if "width" in parts[0][v].dims]
         stacked = xr.concat([p[per_step] for p in parts], dim="step", coords="minimal",
                             compat="override")
         ds = parts[0].drop_vars(per_step).assign(stacked.data_vars)
         ds = ds.assign_coords(step=("step", np.asarray(self.steps, np.int64)))
+        widths = self._stats[self.steps[0]].widths
+        ds["reference"] = (("step", "width", "input"), np.stack(
+            [[self._stats[s].shift(w) for w in widths] for s in self.steps]),
+            {"long_name": "reference r_t(x_a) the recorded outputs were shifted by: "
+                          "moment_sum_m and tail_sum_n are sums over networks of products "
+                          "of f_t(x_a) - r_t(x_a) (nngp_ppl.training.trainer."
+                          "reference_outputs)"})
         ds.attrs.pop("checksum", None)
         ds.attrs["correlators_format"] = ds.attrs.pop("nngp_ppl_format")
         ds.attrs["correlators_format_version"] = ds.attrs.pop("nngp_ppl_format_version")
@@ -716,7 +854,11 @@ class TrainedCorrelators:
     def from_netcdf(cls, path) -> TrainedCorrelators:
 
         ds = read_netcdf(path, name="path", what="trained-correlators file",
-                         file_format=TRAINED_FORMAT, version=TRAINED_VERSION)
+                         file_format=TRAINED_FORMAT)
+        version = format_version(ds.attrs)
+        if version not in (1, TRAINED_VERSION):  # 1: unshifted sums, read with reference 0
+            raise version_error("path", path, version, TRAINED_VERSION,
+                                "trained-correlators file")
         try:
             t = json.loads(ds.attrs["training"])
             setup = TrainingSetup(
@@ -727,6 +869,8 @@ class TrainedCorrelators:
             stats = []
             for step in setup.steps:
                 sub = ds.sel(step=step).drop_vars("step")
+                if "reference" in sub:
+                    sub = sub.rename({"reference": "moment_shift"})
                 sub.attrs["nngp_ppl_format"] = sub.attrs["correlators_format"]
                 stats.append(CorrelatorStats._from_dataset(sub))
             kernel = json.loads(ds.attrs.get("accumulation_kernel", "{}"))
@@ -747,18 +891,28 @@ def trained_outputs(net, X, width: int, n_nets: int, x_train, y_train, steps,
     net = _trainable(net)
     setup = training_setup(net, x_train, y_train, steps, learning_rate, optimizer=optimizer,
                            parametrisation=parametrisation, momentum=momentum)
-    X = jnp.asarray(_checks.inputs("X", X, net.d_in), jnp.float32)
+    X = _checks.inputs("X", X, net.d_in)
     width = _checks.positive_int("width", width)
     n_nets = _checks.positive_int("n_nets", n_nets)
+    return _outputs_at_steps(net, X, width, n_nets, setup, _checks.seed("seed", seed), start,
+                             jax.devices()[0])
+
+
+def _outputs_at_steps(net, X, width: int, n_nets: int, setup: TrainingSetup, seed: int,
+                      start: int, device) -> np.ndarray:
+    """(S, n_nets, k) float32 outputs of networks start.. at each recorded step, trained
+    in one batch of n_nets rounded up to 8 on ``device``."""
     batch = -(-n_nets // 8) * 8
+    put = functools.partial(jax.device_put, device=device)
     params, state = _compiled_init(net, width, batch, setup.compiled)(
-        jnp.asarray(_checks.seed("seed", seed), jnp.int64), jnp.asarray(start, jnp.uint32))
-    train = _compiled_train(net, width, batch, setup.compiled, jax.devices()[0].platform)
+        put(jnp.asarray(seed, jnp.int64)), put(jnp.asarray(start, jnp.uint32)))
+    train = _compiled_train(net, width, batch, setup.compiled, device.platform)
     outputs = compiled_outputs(net, width, batch, setup.parametrisation)
+    X = put(jnp.asarray(X, jnp.float32))
     out, done = [], 0
     for step in setup.steps:
         if step > done:
-            params, state = train(params, state, jnp.asarray(step - done, jnp.int32))
+            params, state = train(params, state, put(jnp.asarray(step - done, jnp.int32)))
             done = step
         out.append(np.asarray(outputs(params, X, batch))[:n_nets])
     return np.stack(out)
