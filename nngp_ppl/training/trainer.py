@@ -35,6 +35,13 @@ resume, a device list or a Dask worker that would sum with another kernel is ref
 kernels round differently). Networks are trained in batches, vmapped, ``batch`` at a time;
 memory does not grow with ``n_nets``.
 
+Trained outputs have a spread far below their mean, and float32 products of them would
+cancel the digits the centred statistics need; so every step but 0 sums the products of the
+outputs shifted by a reference :math:`r_t(x)` (:func:`reference_outputs`: the float32 mean
+of a 64-network pilot block), stored beside the sums (the statistics' ``shift``; the file's
+``reference``; the checkpoint's ``reference.json``). docs/training_flow.md, "Float32
+rounding of the stored sums", has the measured effect.
+
 Speed (``benchmarks/training.py``): the training step is bound by the activation and its
 derivative at the batch's (batch, N, n) neuron-points, not by its matrix products, and XLA
 already vectorises one network's N n points; docs/training.md has the measured ratios.
