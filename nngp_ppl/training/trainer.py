@@ -683,20 +683,27 @@ def reference_outputs(net, X, widths, n_nets: int, setup: TrainingSetup, orders,
 
     :math:`r_t(x) = \mathrm{fl}_{32}\big(\frac1P\sum_{j<P} f_{j,t}(x)\big)`, the mean of
     the pilot block, networks j = start..start+P-1 (:data:`REFERENCE_NETWORKS`, at most
-    ``n_nets``)
-    drawn with the sampler's keys and trained as the run trains them, in one batch of
-    P (rounded up to 8) on the host CPU (the default device where JAX was started without
-    one), the mean summed in float64 and rounded to float32.
-    It depends on the run's definition only (ensemble, inputs, width, seed, training), not
+    ``n_nets``) drawn with the sampler's keys and trained as the run trains them, in one
+    batch of P (rounded up to 8) on the host CPU (the default device where JAX was started
+    without one), the mean summed in float64 and rounded to float32. It depends on the
+    run's definition only (ensemble, inputs, width, seed, training), not
     on the batch or shard sizes, the devices, Dask or a resume, and it needs no oracle
     (every optimiser and parametrisation have it); it is stored with the sums. Step 0
     (the untrained, zero-mean networks: the sampler's sums bit for bit) and runs that do
     not record every order 1..max with the covariance (the shifted sums could not be
     undone, :class:`~nngp_ppl.CorrelatorStats`) have r = 0.
     """
+    net = _trainable(net)
+    X = _checks.inputs("X", X, net.d_in)
+    widths = check_widths(widths)
+    n_nets = _checks.positive_int("n_nets", n_nets)
+    seed = _checks.seed("seed", seed)
+    if not isinstance(setup, TrainingSetup):
+        raise NNGPInputError(f"setup must be a TrainingSetup (training_setup(...)), got "
+                             f"{type(setup).__name__}")
     k = len(X)
     zero = [{w: np.zeros(k) for w in widths} for _ in setup.steps]
-    orders = tuple(orders)
+    orders = _checks.orders("orders", orders, odd=True)
     if not covariance or orders != tuple(range(1, max(orders) + 1)) or setup.steps == (0,):
         return zero
     try:
