@@ -461,7 +461,8 @@ def pair_expectation(activation: Callable, a, b, c, rtol: float = 1e-12, nu=None
     a, b = np.where(swap, b, a), np.where(swap, a, b)
     n1, n2 = np.where(swap, n2, n1), np.where(swap, n1, n2)
     growth, sym, R = _activation_profile(activation, rtol)
-    if np.any(n1) or np.any(n2):
+    moved = bool(np.any(n1) or np.any(n2))
+    if moved:
         sym = 0  # h(nu + z) has no parity in z
     L11 = np.sqrt(np.clip(a, 0.0, None))
     safe = np.where(L11 > 0, L11, 1.0)
@@ -480,9 +481,11 @@ def pair_expectation(activation: Callable, a, b, c, rtol: float = 1e-12, nu=None
             per = max(1, 4_000_000 // len(u))
             for lo in range(0, len(sel), per):
                 idx = sel[lo : lo + per]
-                z1 = n1[idx, None] + L11[idx, None] * u[None, :, 0]
-                z2 = (n2[idx, None] + L21[idx, None] * u[None, :, 0]
-                      + L22[idx, None] * u[None, :, 1])
+                z1 = L11[idx, None] * u[None, :, 0]
+                z2 = L21[idx, None] * u[None, :, 0] + L22[idx, None] * u[None, :, 1]
+                if moved:  # the zero-mean kernel skips the two additions
+                    z1 += n1[idx, None]
+                    z2 += n2[idx, None]
                 acc[lo : lo + per] += (
                     np.asarray(activation(z1), np.float64) * np.asarray(activation(z2), np.float64)
                 ) @ w
