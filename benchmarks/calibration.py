@@ -43,6 +43,11 @@ CASES = [
      {"mu_w": 0.5, "mu_b": 0.2, "sigma_w": 0.5, "inputs": "erf"}),
     ("Gauss mu=(1,.5) N=20", "gauss", 0.5, 20, ("g3", "lambda"),
      {"mu_w": 1.0, "mu_b": 0.5, "sigma_w": 0.5, "inputs": "erf"}),
+    # An ActivationNet with means: its propagator is the quadrature limit covariance.
+    ("tanh mu=(.5,.2) N=5", "tanh", 1.0, 5, ("g3", "lambda"),
+     {"mu_w": 0.5, "mu_b": 0.2, "inputs": "erf"}),
+    ("tanh mu=(1,.5) N=5", "tanh", 1.0, 5, ("g3", "lambda"),
+     {"mu_w": 1.0, "mu_b": 0.5, "inputs": "erf"}),
 ]
 
 

@@ -25,6 +25,7 @@ jax.config.update("jax_enable_x64", True)
 NETS = {
     "erf": (lambda: nn.ErfNet(sigma_b=1.0, mu_w=1.0, mu_b=0.5), 5),
     "gauss": (lambda: nn.GaussNet(sigma_w=0.5, sigma_b=0.5, mu_w=1.0, mu_b=0.5), 20),
+    "tanh": (lambda: nn.ActivationNet("tanh", sigma_b=1.0, mu_w=1.0, mu_b=0.5), 5),
 }
 
 

@@ -182,3 +182,77 @@ def test_the_decision_rule_refuses_non_finite_input():
     for bad in ((np.nan, 1.0), (1.0, np.inf), (5.0, -1.0)):
         with pytest.raises(ValueError, match="delta and delta_se must be finite"):
             richer_model_earns_its_place(*bad)
+
+
+def _pointwise(rng, n=20):
+    """Pointwise ELPDs of nested models on n observations: the GP; λ far better (+3 each);
+    λ + κ better again (+1 each); g₃ added to either raises the sum by ~2 (noise fitted:
+    below the rule's margin of 4, yet the highest ELPD)."""
+    gp = rng.normal(-2.0, 1.0, n)
+    lam = gp + 3.0
+    lk = lam + 1.0
+    wiggle = rng.normal(0.0, 0.05, n)
+    wiggle += 0.1 - wiggle.mean()  # sums to +2 exactly
+    return {"gp": gp, "lambda": lam, "lambda+kappa": lk, "g3+lambda": lam + wiggle,
+            "g3+lambda+kappa": lk + wiggle}
+
+
+def test_nested_choice_is_the_rule_not_the_argmax():
+    from nngp_ppl.inference.evidence import choose_nested_basis, nested_in, paired_difference
+
+    rng = np.random.default_rng(7)
+    pw = _pointwise(rng)
+    sums = {m: v.sum() for m, v in pw.items()}
+    assert max(sums, key=sums.get) == "g3+lambda+kappa"  # the argmax keeps the noise fit
+    chosen, path = choose_nested_basis(pw)
+    assert (chosen, path) == ("lambda+kappa", ["gp", "lambda", "lambda+kappa"])
+    # Each step earned its place and the refused one did not, by the package's rule.
+    for a, b in zip(path[:-1], path[1:], strict=True):
+        assert nested_in(a, b)
+        assert richer_model_earns_its_place(*paired_difference(pw[b], pw[a]))
+    assert not richer_model_earns_its_place(*paired_difference(pw["g3+lambda+kappa"],
+                                                               pw["lambda+kappa"]))
+    # Without κ the same: λ, not g₃ + λ.
+    no_kappa = {m: pw[m] for m in ("gp", "lambda", "g3+lambda")}
+    assert choose_nested_basis(no_kappa)[0] == "lambda"
+    # A gain above 4 but within 2 paired s.e. does not count either: +10 with s.e. ~ 9.
+    noisy = {"gp": pw["gp"], "lambda": pw["gp"] + 0.5 + rng.normal(0.0, 2.0, 20)}
+    noisy["lambda"] += 0.5 - (noisy["lambda"] - pw["gp"]).mean()
+    d, dse = paired_difference(noisy["lambda"], noisy["gp"])
+    assert d > 4 and d < 2 * dse
+    assert choose_nested_basis(noisy)[0] == "gp"
+    # Order is nesting too: λ at second order over λ at first.
+    assert nested_in("lambda", "lambda@2") and not nested_in("lambda@2", "lambda")
+    assert nested_in("gp", "g3+lambda") and not nested_in("lambda+kappa", "g3+lambda")
+    second = {"gp": pw["gp"], "lambda": pw["lambda"], "lambda@2": pw["lambda"] + 0.5}
+    assert choose_nested_basis(second)[0] == "lambda@2"  # +10 with s.e. 0
+
+
+def test_infer_prints_the_basis_the_rule_chooses(monkeypatch):
+    """The CLI's ELPD table keeps the stored numbers and names the rule's choice, with the
+    argmax beside it where they differ."""
+    import xarray as xr
+
+    from nngp_ppl.cli.commands import infer
+
+    pw = _pointwise(np.random.default_rng(7))
+    models = list(pw)
+    elpd = np.array([[[pw[m].sum() for m in models]]])
+    const = xr.Dataset(
+        {"elpd": (("width", "cutoff", "model"), elpd),
+         "elpd_se": (("width", "cutoff", "model"), np.full_like(elpd, 3.0))},
+        coords={"width": [5], "cutoff": [10.0], "model": models})
+    dt = xr.DataTree.from_dict({"constant_data": const, "log_likelihood": xr.Dataset()})
+    dt.attrs["data_orders"] = json.dumps([1, 3, 4, 6])
+    monkeypatch.setattr(infer, "_pointwise_elpd", lambda dt, w, c, ms: {m: pw[m] for m in ms})
+    text = infer.elpd_table(dt)
+    row = [line for line in text.splitlines() if line.split()[:2] == ["5", "10"]][0]
+    assert row.rstrip().endswith("lambda+kappa [highest: g3+lambda+kappa]")
+    for m in models:  # the ELPD numbers as stored
+        assert f"{pw[m].sum():.1f} ± 3.0" in row
+    assert "max(4, 2 paired s.e.)" in text and "choose_nested_basis" in text
+    # Without pointwise values the table says it fell back to the highest ELPD.
+    bare = xr.DataTree.from_dict({"constant_data": const})
+    bare.attrs["data_orders"] = json.dumps([1, 3, 4, 6])
+    text = infer.elpd_table(bare)
+    assert "g3+lambda+kappa\n" in text and "cannot be applied" in text

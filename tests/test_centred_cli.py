@@ -141,3 +141,24 @@ def test_sample_takes_the_means_and_fit_goes_centred(tmp_path, capsys):
     code = main(["sample", "--ensemble", "erf", "--mu-w", "inf", "--inputs=-1,1", "--widths",
                  "5", "--n-nets", "10", "-o", str(tmp_path / "bad.nc")])
     _one_line_error(capsys, code, "--mu-w")
+
+
+@pytest.mark.slow
+def test_sample_and_fit_a_tanh_net_with_means(tmp_path, capsys):
+    """An ActivationNet with means has the centred theory too (quadrature propagator):
+    sample, then fit, writes a centred fit whose values are finite."""
+    run = tmp_path / "tanh.nc"
+    assert main(["sample", "--ensemble", "tanh", "--mu-w", "0.5", "--mu-b", "0.2",
+                 "--inputs=-1,0.2,1", "--widths", "5", "--n-nets", "300", "--orders",
+                 "1,2,3,4", "--no-progress", "-o", str(run)]) == 0
+    net = nn.CorrelatorStats.from_netcdf(run).net
+    assert isinstance(net, nn.ActivationNet) and (net.mu_w, net.mu_b) == (0.5, 0.2)
+    out = tmp_path / "f.nc"
+    assert main(["fit", str(run), "--cutoffs", "10,100", "-o", str(out)]) == 0
+    assert "centred fit" in capsys.readouterr().out
+    ds = eft.load_fit(out, run_path=run)
+    assert int(ds.attrs["centred"]) == 1
+    assert list(ds["coupling"].values) == ["g3", "lambda"]
+    assert np.all(np.isfinite(ds["fit"].values)) and np.all(ds["fit_stderr"].values > 0)
+    # tanh's limit covariance tends to a constant far out: gamma = d_in, as for Erf.
+    assert float(ds.attrs["gamma_analytic"]) == 1.0

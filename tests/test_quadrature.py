@@ -166,6 +166,64 @@ def test_pair_expectation_of_oscillating_activations_at_large_variance():
         np.testing.assert_allclose(got[ok], exact[ok], rtol=1e-10)
 
 
+def _dblquad_pair(h, a, b, c, nu, nu_p):
+    """E[h(z) h(z')] and E|h(z) h(z')| by adaptive scipy integration in (u1, u2) (Cholesky
+    of the covariance, the means added; |u| <= 12 leaves a tail below 1e-30)."""
+    L11 = math.sqrt(a)
+    L21 = c / L11
+    L22 = math.sqrt(b - L21 * L21)
+
+    def f(u2, u1):
+        return (float(h(np.array(nu + L11 * u1))) * float(h(np.array(nu_p + L21 * u1 + L22 * u2)))
+                * math.exp(-0.5 * (u1 * u1 + u2 * u2)) / (2 * math.pi))
+
+    val = integrate.dblquad(f, -12, 12, -12, 12, epsabs=1e-14, epsrel=1e-13)[0]
+    scale = integrate.dblquad(lambda u2, u1: abs(f(u2, u1)), -12, 12, -12, 12,
+                              epsabs=1e-14, epsrel=1e-8)[0]
+    return val, scale
+
+
+def _softplus(z):
+    return np.logaddexp(0.0, z)
+
+
+@pytest.mark.parametrize("h", [np.tanh, _softplus])
+def test_pair_expectation_with_means_matches_adaptive_scipy_integration(h):
+    # Means up to 3 standard deviations, either variance the larger; the second call swaps
+    # the pair (the rule puts the larger variance first, and its mean must go with it).
+    cases = [(2.0, 1.5, 0.7, 0.5, 0.2), (1.2, 3.0, -0.9, -1.0, 1.5),
+             (4.0, 4.0, 3.5, 3.0, -3.0), (0.25, 2.0, 0.3, 1.5, -0.5)]
+    for a, b, c, nu, nu_p in cases:
+        ref, scale = _dblquad_pair(h, a, b, c, nu, nu_p)
+        got = quadrature.pair_expectation(h, a, b, c, nu=nu, nu_p=nu_p)
+        swapped = quadrature.pair_expectation(h, b, a, c, nu=nu_p, nu_p=nu)
+        # Error bound: rtol 1e-12 of E|h h'| (measured 3e-14 here); judged at 1e-10.
+        assert abs(got - ref) < 1e-10 * scale, (a, b, c, nu, nu_p, got, ref)
+        assert abs(swapped - ref) < 1e-10 * scale, (a, b, c, nu, nu_p, swapped, ref)
+
+
+def test_pair_expectation_with_means_of_sine_and_at_zero_mean():
+    # E[sin(nu + z) sin(nu' + z')] = (cos(nu - nu') e^{-(a+b-2c)/2}
+    #                                 - cos(nu + nu') e^{-(a+b+2c)/2}) / 2,
+    # broadcast over arrays, at variances up to 1e4 (the kernel far out in a cutoff box).
+    a = np.array([2.0, 901.0, 1.25, 400.0, 10001.0])
+    b = np.array([1.5, 1.25, 91.0, 400.0, 1.25])
+    c = np.array([0.7, 16.0, 7.0, 399.0, -51.0])
+    nu = np.array([0.5, 30.0, -1.0, 20.0, 100.0])
+    nu_p = np.array([[0.2], [-0.7]])  # (2, 1): broadcasts against (5,)
+    exact = 0.5 * (np.cos(nu - nu_p) * np.exp(-(a + b - 2 * c) / 2)
+                   - np.cos(nu + nu_p) * np.exp(-(a + b + 2 * c) / 2))
+    got = quadrature.pair_expectation(np.sin, a, b, c, nu=nu, nu_p=nu_p)
+    assert got.shape == (2, 5)
+    np.testing.assert_allclose(got, exact, rtol=0, atol=1e-10)  # E|h h'| <= 1
+    # Zero means: the same numbers as the unshifted rule (which may halve the lattice).
+    for h in (np.tanh, np.sin, _softplus):
+        plain = quadrature.pair_expectation(h, a, b, c)
+        np.testing.assert_allclose(
+            quadrature.pair_expectation(h, a, b, c, nu=np.zeros(5), nu_p=0.0), plain,
+            rtol=1e-12, atol=1e-15)
+
+
 def test_oscillation_detector():
     assert quadrature.oscillatory(np.sin) and quadrature.oscillatory(np.cos)
     assert not any(quadrature.oscillatory(f) for f in (np.tanh, special.erf, np.exp2))

@@ -746,24 +746,40 @@ class ActivationNet(SingleLayerNet):
         mxy = self.preactivation_cov(X, Y)
         vx = jnp.broadcast_to(self.preactivation_var(X)[:, None], mxy.shape)
         vy = jnp.broadcast_to(self.preactivation_var(Y)[None, :], mxy.shape)
-        h = self.numpy_activation()
-
-        def callback(a, b, c):
-            return _cached_pair_expectation(h, a, b, c)
-
-        shape = jax.ShapeDtypeStruct(mxy.shape, jnp.float64)
-        E = jax.pure_callback(callback, shape, vx, vy, mxy, vmap_method="broadcast_all")
+        E = traced_pair_expectation(self.numpy_activation(), vx, vy, mxy)
         return self.sigma_b**2 + self.sigma_w**2 * E
 
 
-#: Memo of quadrature kernel blocks: (activation, a, b, c bytes) -> E[h h'].
+def traced_pair_expectation(h, a, b, c, nu=None, nu_p=None):
+    r""":math:`E[h(z)h(z')]` of :func:`~nngp_ppl.ensembles.quadrature.pair_expectation` as a
+    traceable function: the NumPy quadrature runs through ``jax.pure_callback`` (so it
+    traces under jit and vmap but is not differentiable), memoised per block
+    (:func:`_cached_pair_expectation`). ``a, b, c`` (and the means ``nu, nu_p``, if given)
+    are JAX arrays of one shape."""
+    shape = jax.ShapeDtypeStruct(jnp.shape(c), jnp.float64)
+    if nu is None and nu_p is None:
+        def callback(a, b, c):
+            return _cached_pair_expectation(h, a, b, c)
+
+        return jax.pure_callback(callback, shape, a, b, c, vmap_method="broadcast_all")
+
+    def shifted(a, b, c, n1, n2):
+        return _cached_pair_expectation(h, a, b, c, n1, n2)
+
+    nu = jnp.zeros(jnp.shape(c)) if nu is None else nu
+    nu_p = jnp.zeros(jnp.shape(c)) if nu_p is None else nu_p
+    return jax.pure_callback(shifted, shape, a, b, c, nu, nu_p, vmap_method="broadcast_all")
+
+
+#: Memo of quadrature kernel blocks: (activation, shape, a, b, c[, nu, nu'] bytes) ->
+#: (E[h h'], bytes held).
 _PAIR_CACHE: collections.OrderedDict = collections.OrderedDict()
 #: Bytes of arrays the memo may hold (keys and values together).
 PAIR_CACHE_BYTES = 256 * 2**20
 _pair_cache_bytes = 0
 
 
-def _cached_pair_expectation(h, a, b, c) -> np.ndarray:
+def _cached_pair_expectation(h, a, b, c, nu=None, nu_p=None) -> np.ndarray:
     """:func:`~nngp_ppl.ensembles.quadrature.pair_expectation` of one block, memoised.
 
     The quadrature costs about a millisecond per pair far out in a cutoff box (its node
@@ -771,26 +787,32 @@ def _cached_pair_expectation(h, a, b, c) -> np.ndarray:
     blocks again: the vertex integrals of one box at one cutoff are evaluated by the exact
     stage, the fits of both propagators (the same K before the constant is removed), the
     posterior and the flow. The callback receives the same (a, b, c) arrays each time, so a
-    block is integrated once per process. Least recently used blocks are dropped beyond
-    :data:`PAIR_CACHE_BYTES`.
+    block is integrated once per process. With pre-activation means (``nu``, ``nu_p``; the
+    centred theory's propagator) they are part of the key. Least recently used blocks are
+    dropped beyond :data:`PAIR_CACHE_BYTES`.
     """
     global _pair_cache_bytes
 
-    a, b, c = (np.ascontiguousarray(v, dtype=np.float64) for v in (a, b, c))
-    key = (h, a.shape, a.tobytes(), b.tobytes(), c.tobytes())
+    arrays = [np.ascontiguousarray(v, dtype=np.float64) for v in (a, b, c)]
+    if nu is not None or nu_p is not None:
+        arrays += [np.ascontiguousarray(np.broadcast_to(0.0 if v is None else v,
+                                                        arrays[2].shape), dtype=np.float64)
+                   for v in (nu, nu_p)]
+    key = (h, arrays[0].shape, *(v.tobytes() for v in arrays))
     hit = _PAIR_CACHE.get(key)
     if hit is not None:
         _PAIR_CACHE.move_to_end(key)
-        return hit
-    out = pair_expectation(h, a, b, c).astype(np.float64)
+        return hit[0]
+    means = arrays[3:] if len(arrays) > 3 else (None, None)
+    out = pair_expectation(h, *arrays[:3], nu=means[0], nu_p=means[1]).astype(np.float64)
     out.setflags(write=False)
-    size = 4 * a.nbytes
+    size = (len(arrays) + 1) * arrays[0].nbytes
     if size <= PAIR_CACHE_BYTES:
-        _PAIR_CACHE[key] = out
+        _PAIR_CACHE[key] = (out, size)
         _pair_cache_bytes += size
         while _pair_cache_bytes > PAIR_CACHE_BYTES:
-            old_key, _ = _PAIR_CACHE.popitem(last=False)
-            _pair_cache_bytes -= 4 * len(old_key[2])
+            _, (_, old_size) = _PAIR_CACHE.popitem(last=False)
+            _pair_cache_bytes -= old_size
     return out
 
 

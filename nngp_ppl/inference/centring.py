@@ -52,7 +52,15 @@ theorem in the correlation c of the two pre-activations,
 :math:`D = (1+2a)(1+2b) - 4c'^2`, a = m(x,x), b = m(y,y), c = m(x,y) (∂/∂c E[f(z_x)g(z_y)]
 = E[f'g'] and :math:`E[e^{-z^\top z}] = \det(I+2\Sigma)^{-1/2} e^{-\nu^\top(I+2\Sigma)^{-1}
 \nu}`); the integrand is analytic on [0, c] (D >= 1), so 48 Gauss–Legendre nodes give
-round-off accuracy; at ν = 0 it is the arcsine kernel. Any other object with a
+round-off accuracy; at ν = 0 it is the arcsine kernel. For an
+:class:`~nngp_ppl.ActivationNet` (tanh, gelu, sin, softplus, registered activations)
+:math:`E[\sigma(z_x)\sigma(z_y)]` is the trapezoid quadrature of
+:func:`nngp_ppl.ensembles.quadrature.pair_expectation` with the means ``nu`` (relative
+error <= 1e-12 of :math:`E|\sigma\sigma'|`; the shift moves the activation's argument
+along the real axis, leaving the analyticity strip that sets the step and the Gaussian
+tail that sets the radius as they were), run through ``jax.pure_callback`` and memoised
+on (a, b, c, ν_x, ν_y): traceable under jit and vmap, not differentiable. ReLU-net is
+refused (its cone oracle needs zero-mean pre-activations). Any other object with a
 ``traced_kernel`` (e.g. a trained ensemble's covariance) can be the propagator.
 
 **Designs.** The first-order designs of the centred moments (``centred=True`` of
@@ -78,13 +86,14 @@ from numpy.polynomial.legendre import leggauss
 
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
-from ..ensembles.core import Ensemble, SingleLayerNet
+from ..ensembles.core import Ensemble, SingleLayerNet, traced_pair_expectation
 
 __all__ = [
     "CENTRED_ORDERS",
     "CENTRED_TWO_POINT",
     "ERF_PRICE_NODES",
     "LimitCovariance",
+    "MEAN_NET_MOMENTS",
     "check_mean_net",
     "propagator_net",
     "raw_orders",
@@ -112,8 +121,10 @@ ERF_PRICE_NODES = 48
 class LimitCovariance(Ensemble):
     r"""The N -> infinity covariance of a single-layer net with non-zero means, as an
     ensemble-like propagator (``traced_kernel``, ``kernel``, ``kernel_constant``): the
-    field φ = f - <f> of the centred theory (module docstring). ``base`` is the net;
-    Erf-net and Gauss-net are supported (closed form / Price integral), others refused."""
+    field φ = f - <f> of the centred theory (module docstring). ``base`` is the net:
+    Gauss-net (closed form), Erf-net (Price integral) or an ActivationNet (quadrature with
+    the means, through ``jax.pure_callback``: traceable, not differentiable); ReLU-net
+    refused."""
 
     d_in: int = 1
     base: object = None
@@ -131,10 +142,17 @@ class LimitCovariance(Ensemble):
         if net.exact_moments == "lognormal":
             d2 = sum((X[:, None, i] - Y[None, :, i]) ** 2 for i in range(X.shape[1]))
             body = jnp.exp(nx[:, None] + ny[None, :] - net.sigma_w**2 * d2 / (2 * net.d_in))
-        else:
+        elif net.exact_moments == "price":
             body = _erf_mean_moment(net.preactivation_var(X)[:, None],
                                     net.preactivation_var(Y)[None, :],
                                     net.preactivation_cov(X, Y), nx[:, None], ny[None, :])
+        else:  # "quadrature": ActivationNet
+            mxy = net.preactivation_cov(X, Y)
+            full = functools.partial(jnp.broadcast_to, shape=mxy.shape)
+            body = traced_pair_expectation(
+                net.numpy_activation(), full(net.preactivation_var(X)[:, None]),
+                full(net.preactivation_var(Y)[None, :]), mxy, full(nx[:, None]),
+                full(ny[None, :]))
         return net.sigma_b**2 + net.sigma_w**2 * body
 
     def kernel_constant(self) -> float:
@@ -160,16 +178,23 @@ def _erf_mean_moment(a, b, c, nx, ny):
     return start + (4.0 / jnp.pi) * c * total
 
 
+#: ``exact_moments`` of the single-layer nets whose limit covariance with means is traced
+#: here: Gauss-net's closed form, Erf-net's Price integral, ActivationNet's quadrature.
+MEAN_NET_MOMENTS = ("lognormal", "price", "quadrature")
+
+
 def check_mean_net(net) -> None:
     """Refuse a net whose limit covariance with means has no traced form here."""
     if not isinstance(net, SingleLayerNet):
         raise NNGPInputError(f"net: the limit covariance with non-zero means is defined for "
-                             f"single-layer nets (ErfNet, GaussNet), got {type(net).__name__}")
-    if net.exact_moments not in ("price", "lognormal"):
+                             f"single-layer nets (ErfNet, GaussNet, ActivationNet), got "
+                             f"{type(net).__name__}")
+    if net.exact_moments not in MEAN_NET_MOMENTS:
         raise NNGPInputError(
             f"net: the centred theory of a non-zero-mean {type(net).__name__} needs its limit "
-            "covariance as a traced kernel and an exact oracle, which exist for ErfNet and "
-            "GaussNet only (the ReLU cone oracle needs zero-mean pre-activations); got "
+            "covariance as a traced kernel and an exact oracle, which exist for ErfNet, "
+            "GaussNet and ActivationNet (tanh, gelu, sin, softplus, registered activations), "
+            "not for ReLUNet (its cone oracle needs zero-mean pre-activations); got "
             f"mu_w={net.mu_w}, mu_b={net.mu_b}")
 
 

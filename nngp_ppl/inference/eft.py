@@ -816,8 +816,10 @@ _SECOND_ORDER_NAMES = {
 }
 
 
-def _fit_attrs(net, X, propagator, fit_from, mode, weighting) -> dict:
-    """Provenance and conventions of a fit file (docs/file_formats.md)."""
+def _fit_attrs(net, X, propagator, fit_from, mode, weighting, growth_net=None) -> dict:
+    """Provenance and conventions of a fit file (docs/file_formats.md). ``growth_net``:
+    the propagator whose growth sets ``gamma_analytic`` (default ``net``; a centred fit's
+    limit covariance, since a net with means has no zero-mean kernel)."""
 
     return {
         "nngp_ppl_format": FIT_FORMAT,
@@ -826,7 +828,8 @@ def _fit_attrs(net, X, propagator, fit_from, mode, weighting) -> dict:
         "ensemble": json.dumps(net.to_dict()),
         "inputs": json.dumps(np.asarray(X).tolist()),
         "propagator": propagator,
-        "gamma_analytic": asymptotic_exponent(net, propagator),
+        "gamma_analytic": asymptotic_exponent(net if growth_net is None else growth_net,
+                                              propagator),
         "fit_from": "all cutoffs" if fit_from is None else float(fit_from),
         "sign_convention": "P ~ exp(-S), S = S_GP + int_box (lambda f^4 + kappa f^6); "
                            "lambda < 0 means heavier-than-Gaussian tails",
@@ -956,7 +959,8 @@ def _centred_dataset(stats, cutoffs, propagator, widths, couplings, two_point):
     }
     coords = {"width": ("width", np.asarray(widths, np.int64)), "cutoff": ("cutoff", lam),
               "coupling": ("coupling", list(th.couplings))}
-    attrs = _fit_attrs(stats.net, th.X, propagator, None, "measured", "estimand")
+    attrs = _fit_attrs(stats.net, th.X, propagator, None, "measured", "estimand",
+                       growth_net=th.propagator_net)
     attrs.update(two_point=mode, free_part=_centred.describe(mode), centred=1, order=1,
                  data_orders=str(th.data_orders))
     return xr.Dataset(data, coords=coords, attrs=attrs)

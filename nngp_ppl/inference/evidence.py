@@ -129,5 +129,62 @@ def richer_model_earns_its_place(delta: float, delta_se: float) -> bool:
     return delta > max(ELPD_NEGLIGIBLE, ELPD_SE_MULTIPLE * delta_se)
 
 
-__all__ = ["ELPD_NEGLIGIBLE", "ELPD_SE_MULTIPLE", "conditional_loglik",
-           "discrepancy_variance", "richer_model_earns_its_place"]
+def paired_difference(richer, simpler) -> tuple[float, float]:
+    r""":math:`\Delta = \sum_i (e_i - e'_i)` and its standard error
+    :math:`\sqrt n\,\mathrm{sd}_i(e_i - e'_i)` of two models' pointwise ELPDs on the same
+    observations (``az.compare``'s elpd_diff and dse)."""
+    d = np.asarray(richer, dtype=np.float64).ravel() - np.asarray(simpler,
+                                                                  dtype=np.float64).ravel()
+    return float(d.sum()), float(np.sqrt(d.size) * d.std(ddof=1)) if d.size > 1 else 0.0
+
+
+def _model_key(name: str) -> tuple[frozenset, int]:
+    """(couplings, perturbative order) of a compared model's name: ``"gp"``, ``"lambda"``,
+    ``"g3+lambda+kappa"``, ``"lambda+kappa@2"``."""
+    base, _, order = name.partition("@")
+    return (frozenset() if base == "gp" else frozenset(base.split("+")),
+            int(order) if order else 1)
+
+
+def nested_in(simpler: str, richer: str) -> bool:
+    """Whether model ``richer`` contains ``simpler``: every coupling of it, at the same or a
+    higher perturbative order, and more (the GP is nested in every model)."""
+    (cs, os_), (cr, or_) = _model_key(simpler), _model_key(richer)
+    return cs <= cr and os_ <= or_ and (cs, os_) != (cr, or_)
+
+
+def choose_nested_basis(pointwise: dict) -> tuple[str, list[str]]:
+    """The basis the ELPD keeps among nested models, and the path to it.
+
+    ``pointwise``: {model name: its pointwise PSIS-LOO ELPDs}, on the same observations.
+    Start at the simplest model (fewest couplings, lowest order; the GP where it is
+    compared) and step to a richer model nested over the current one
+    (:func:`nested_in`) only where it earns its place
+    (:func:`richer_model_earns_its_place`: ΔELPD > max(4, 2 paired s.e.)); of several,
+    the smallest step (fewest couplings, then lowest order), and of equally small ones the
+    highest ELPD; stop where none earns it. So a coupling enters only on its own evidence:
+    a richer basis whose ELPD is highest by less than the rule's margin is not chosen (the
+    argmax of ELPD would be). Returns (chosen model, models visited from the simplest)."""
+    if not pointwise:
+        raise ValueError("choose_nested_basis needs at least one model")
+    elpd = {m: float(np.sum(v)) for m, v in pointwise.items()}
+
+    def size(m):
+        cs, order = _model_key(m)
+        return len(cs), order
+
+    current = min(pointwise, key=lambda m: (*size(m), -elpd[m]))
+    path = [current]
+    while True:
+        earned = [m for m in pointwise if nested_in(current, m)
+                  and richer_model_earns_its_place(*paired_difference(pointwise[m],
+                                                                      pointwise[current]))]
+        if not earned:
+            return current, path
+        current = min(earned, key=lambda m: (*size(m), -elpd[m]))
+        path.append(current)
+
+
+__all__ = ["ELPD_NEGLIGIBLE", "ELPD_SE_MULTIPLE", "choose_nested_basis", "conditional_loglik",
+           "discrepancy_variance", "nested_in", "paired_difference",
+           "richer_model_earns_its_place"]

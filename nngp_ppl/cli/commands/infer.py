@@ -10,8 +10,10 @@ the
 estimator's noise model) gives the couplings at every cutoff Λ as the declared estimand of
 :mod:`nngp_ppl.inference.problem` (for λ alone the paper's equal-weight mean of the per-tuple
 couplings on the exact correlators). Prints the ArviZ summary, the model discrepancy, the
-models ranked by ELPD (GP, λ, λ + κ) and the diagnostics gate (R-hat <= 1.01 or within
-its Monte Carlo error at the measured ESS, bulk ESS >= 400, no divergences:
+models' ELPD (GP, λ, λ + κ, ...) with the basis chosen among the nested ones (the simplest
+unless a richer one raises the ELPD by more than max(4, 2 paired s.e.):
+:func:`nngp_ppl.inference.evidence.choose_nested_basis`) and the diagnostics gate (R-hat
+<= 1.01 or within its Monte Carlo error at the measured ESS, bulk ESS >= 400, no divergences:
 :mod:`nngp_ppl.inference.diagnostics`), and writes an ArviZ DataTree (netCDF). Exits 3
 when the gate fails, unless ``--allow-failed-gate``. ``nngp-ppl flow`` turns the file into
 β-functions.
@@ -25,12 +27,15 @@ import warnings
 from pathlib import Path
 
 import arviz_stats
+import numpy as np
 import pandas as pd
 
 from ... import _checks
 from ..._checks import NNGPInputError, fits_in_memory
 from ..._io import POSTERIOR_FORMAT, POSTERIOR_VERSION, atomic_path, output_file, write_netcdf
 from ...inference import centring, diagnostics_gate, infer_couplings
+from ...inference.compare import model_loo
+from ...inference.evidence import ELPD_NEGLIGIBLE, ELPD_SE_MULTIPLE, choose_nested_basis
 from ...inference.plots import plot_running
 from ...inference.problem import basis, coupling_names
 from ...tuples import distinct_tuples
@@ -274,24 +279,51 @@ def run(args) -> int:
 
 
 def elpd_table(dt) -> str:
-    """The models ranked by PSIS-LOO ELPD at every width and cutoff, as text."""
+    """The models' PSIS-LOO ELPD at every width and cutoff, as text, and the basis chosen
+    among the nested models by :func:`nngp_ppl.inference.evidence.choose_nested_basis`
+    (the simplest unless a richer nested one raises the ELPD by more than max(4, 2 paired
+    s.e.)), with the highest-ELPD model named where it differs."""
     const = dt["constant_data"].to_dataset()
     if "elpd" not in const:
         return "ELPD: not computed"
     elpd, se = const["elpd"], const["elpd_se"]
     models = [str(m) for m in elpd["model"].values]
+    pointwise = "log_likelihood" in dt.children
+    rule = (f"chosen: the simplest basis unless a richer nested one earns its place, ΔELPD > "
+            f"max({ELPD_NEGLIGIBLE:g}, {ELPD_SE_MULTIPLE:g} paired s.e.) "
+            "(nngp_ppl.inference.evidence.choose_nested_basis); [highest: ...] where the "
+            "highest ELPD is another model" if pointwise else
+            "chosen: the highest ELPD (no pointwise log-likelihood stored, so the nested "
+            "rule of nngp_ppl.inference.evidence cannot be applied)")
     lines = ["ELPD (PSIS-LOO, correlators of orders "
              f"{json.loads(dt.attrs['data_orders'])}; higher is better):",
              f"{'width':>6} {'cutoff':>9}  " + "  ".join(f"{m:>18}" for m in models)
-             + "  best"]
+             + "  chosen"]
     for w in elpd["width"].values:
         for c in elpd["cutoff"].values:
             vals = elpd.sel(width=w, cutoff=c).values
             errs = se.sel(width=w, cutoff=c).values
             cells = "  ".join(f"{v:>10.1f} ± {e:<5.1f}" for v, e in zip(vals, errs,
                                                                          strict=True))
-            lines.append(f"{int(w):>6} {float(c):>9g}  {cells}  {models[int(vals.argmax())]}")
+            highest = models[int(vals.argmax())]
+            choice = highest
+            if pointwise:
+                choice = choose_nested_basis(_pointwise_elpd(dt, w, c, models))[0]
+            note = "" if choice == highest else f" [highest: {highest}]"
+            lines.append(f"{int(w):>6} {float(c):>9g}  {cells}  {choice}{note}")
+    lines.append(rule)
     return "\n".join(lines)
+
+
+def _pointwise_elpd(dt, width, cutoff, models) -> dict:
+    """{model: pointwise PSIS-LOO ELPD} at one width and cutoff (the stored ELPD's terms)."""
+    out = {}
+    for m in models:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pareto k is in the stored table, not repeated
+            out[m] = np.asarray(model_loo(dt, width=width, cutoff=cutoff, model=m).elpd_i,
+                                dtype=np.float64).ravel()
+    return out
 
 
 class _pandas_wide:
