@@ -12,10 +12,10 @@ Wick sum over the three pairings written out by hand. Both are deterministic fun
 stored data, so they must agree to round-off.
 
 The run is ``mlp`` of the shared tiny study (tests/tiny_study.py, the ``tiny_study``
-fixture: 2,000 networks at widths 4 and 16, three fit cutoffs, two posterior cutoffs, 2
-chains × 100 draws), beside runs that have an oracle: every statement about the missing
-comparison must be the MLP run's alone. The posteriors are far too short to pass the
-diagnostics gate; nothing here reads them as physics.
+fixture: 2,000 networks at widths 4 and 16, a posterior at width 4, three fit cutoffs, two
+posterior cutoffs, 2 chains × 50 draws), beside runs that have an oracle: every statement
+about the missing comparison must be the MLP run's alone. The posteriors are far too short
+to pass the diagnostics gate; nothing here reads them as physics.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def test_the_report_says_the_exact_comparison_is_unavailable(study):
     # Sections 1 (twice), 2, 3 and 5 each say it for this run.
     assert report.count(f"*{label}: exact comparison unavailable") == 5
     # No coverage claim for it: the coverage sentence counts the other two runs' one NUTS
-    # run each (ReLU N = 20, Erf N = 5), not the MLP's two widths.
+    # run each (ReLU N = 20, Erf N = 5), not the MLP's.
     assert ("Coverage of the runs with an exact oracle: 2 independent checks — one NUTS run "
             "per ensemble and width, each serving its 2 cutoffs") in report
     assert "Missed: " + label not in report and f"; {label} N=" not in report
@@ -110,7 +110,8 @@ def test_the_report_says_the_exact_comparison_is_unavailable(study):
     for n in (4, 6):
         assert dev[f"m{n}_exact"] == [None, None] and dev[f"m{n}_z"] == [None, None]
         assert all(np.isfinite(dev[f"m{n}_sampled"]))
-    none = [[None, None], [None, None]]  # (width, cutoff)
+    assert po["widths"] == [4]  # the one posterior width (tests/tiny_study.py)
+    none = [[None, None]]  # (width, cutoff)
     assert po["lambda_exact"] == none and po["exact_inside90"] == none
     assert all(np.isfinite(np.asarray(po["lambda_median"], float)).ravel())
     assert run["fit"]["full"]["gamma_fit_exact"] == [None, None]
@@ -142,31 +143,37 @@ def test_the_reported_sampled_m4_is_the_run_files_against_an_independent_gp(stud
 
 def test_a_study_mixing_runs_with_and_without_an_oracle_counts_coverage_only_where_defined(
         study):
-    """render_report on the summary with a second run that has exact values (a copy of the
-    MLP run given exact λ̄ at both widths, one inside its 90% interval and one outside): the
-    coverage sentence counts only that run's two posteriors, and only the run without an
-    oracle gets the 'unavailable' notes."""
+    """render_report on the summary with two runs that have exact values (copies of the
+    MLP run's one posterior width given exact λ̄, one inside its 90% interval and one
+    outside): the coverage sentence counts only their two posteriors, and only the run
+    without an oracle gets the 'unavailable' notes."""
     from nngp_ppl.study.report import render_report
 
     summary = copy.deepcopy(study[3])
     run = summary["runs"]["mlp"]
-    other = copy.deepcopy(run)
-    other["label"] = "with-oracle"
-    other["exact_curve"]["available"] = True
-    po = other["posterior"]
-    # Width 4: the medians (inside at both cutoffs); width 16: above the 95% quantiles.
-    po["lambda_exact"] = [list(po["lambda_median"][0]), [q + 1.0 for q in po["lambda_q95"][1]]]
-    po["exact_inside90"] = [[True, True], [False, False]]
-    po["z_exact"] = [[0.0, 0.0], [1.0, 1.0]]
-    summary["runs"] = {"mlp": run, "other": other}  # the tiny study's runs with an oracle out
+    others = {}
+    # "inside": the medians (inside at both cutoffs); "outside": above the 95% quantiles.
+    for key, inside in (("inside", True), ("outside", False)):
+        other = others[key] = copy.deepcopy(run)
+        other["label"] = f"with-oracle-{key}"
+        other["exact_curve"]["available"] = True
+        po = other["posterior"]
+        po["lambda_exact"] = [list(po["lambda_median"][0]) if inside
+                              else [q + 1.0 for q in po["lambda_q95"][0]]]
+        po["exact_inside90"] = [[inside, inside]]
+        po["z_exact"] = [[0.0, 0.0] if inside else [1.0, 1.0]]
+    # the tiny study's runs with an oracle out
+    summary["runs"] = {"mlp": run, **others}
     report = render_report(summary)
     assert ("Coverage of the runs with an exact oracle: 2 independent checks — one NUTS run "
             "per ensemble and width, each serving its 2 cutoffs with the same draws, so the 4 "
             "intervals over every width and cutoff are not 4 independent checks. The 90% "
             "intervals contain the exact λ̄ at every cutoff in 1 of the 2 NUTS runs.") in report
-    assert "Missed: with-oracle N=16" in report and "Missed: " + run["label"] not in report
+    assert "Missed: with-oracle-outside N=4" in report and "with-oracle-inside N=" not in report
+    assert "Missed: " + run["label"] not in report
     assert report.count("exact comparison unavailable") == 5
-    assert "*with-oracle: exact comparison unavailable" not in report
+    assert "*with-oracle-inside: exact comparison unavailable" not in report
+    assert "*with-oracle-outside: exact comparison unavailable" not in report
 
 
 def test_the_report_stage_shows_a_bar_over_its_figures_on_a_terminal(study, monkeypatch,

@@ -19,7 +19,7 @@ import numpy as np
 from ..._io import atomic_path
 from ..._progress import bar
 from . import second_order, symmetry, training
-from .files import deviation, six_point, study_runs
+from .files import StudyRuns, deviation, six_point, study_runs
 from .summary import orders_text, six_point_summary
 
 __all__ = [
@@ -474,7 +474,7 @@ def make_figures(out, plan: dict, *, runs=None, progress: bool = False) -> list[
     """Draw every figure of :data:`FIGURES` into ``out/figures``; returns their paths.
     ``progress``: a bar over the figures on a terminal (:mod:`nngp_ppl._progress`)."""
     out = Path(out)
-    runs = study_runs(out, plan) if runs is None else runs
+    runs = study_runs(out, plan) if runs is None else StudyRuns.of(runs)
     cutoff = float(plan["preset"]["six_point_cutoff"])
     makers = {
         "deviation_vs_width.png": lambda: fig_deviation(runs),
@@ -493,7 +493,7 @@ def make_figures(out, plan: dict, *, runs=None, progress: bool = False) -> list[
     if any(symmetry.summary(run) for run in tested):
         makers[symmetry.FIGURE] = lambda: symmetry.figure(tested)
         names.append(symmetry.FIGURE)
-    trained = training.figures(out, plan)  # a study's [train] block
+    trained = training.figures(out, plan, runs)  # a study's [train] block
     makers.update(trained)
     names += list(trained)
     paths = []

@@ -25,6 +25,7 @@ from ...inference.eft import load_fit
 
 __all__ = [
     "StudyRun",
+    "StudyRuns",
     "study_runs",
     "deviation",
     "six_point",
@@ -103,11 +104,32 @@ class StudyRun:
         return min(widths, key=lambda w: (abs(math.log(w / width)), w))
 
 
-def study_runs(out: Path, plan: dict) -> list[StudyRun]:
+class StudyRuns(list):
+    """The :class:`StudyRun` of every run of a study, and a cache of the study-wide files
+    (the ``[train]`` block's), so that the summary and the figures of one report read each
+    file once (a comparison and a flow file: about 0.5 s of CPU per read)."""
+
+    def __init__(self, runs=()):
+        super().__init__(runs)
+        self._cache = {}
+
+    @classmethod
+    def of(cls, runs) -> StudyRuns:
+        """``runs`` itself if it is a StudyRuns, else a StudyRuns of the same runs."""
+        return runs if isinstance(runs, cls) else cls(runs)
+
+    def cached(self, name, loader):
+        if name not in self._cache:
+            self._cache[name] = loader()
+        return self._cache[name]
+
+
+def study_runs(out: Path, plan: dict) -> StudyRuns:
     others = [e for e in dict.fromkeys(s["ensemble"] for s in plan["runs"])
               if e not in _COLORS]
     colors = {e: _CYCLE[i % len(_CYCLE)] for i, e in enumerate(others)}
-    return [StudyRun(out, spec, colors.get(spec["ensemble"])) for spec in plan["runs"]]
+    return StudyRuns(StudyRun(out, spec, colors.get(spec["ensemble"]))
+                     for spec in plan["runs"])
 
 
 def deviation(run: StudyRun) -> dict:

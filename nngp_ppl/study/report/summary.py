@@ -25,7 +25,7 @@ from ...inference import diagnostics_gate
 from ...inference.diagnostics import GATE_RULE
 from ..spec import SHIPPED
 from . import second_order, symmetry, training
-from .files import StudyRun, deviation, six_point, study_runs
+from .files import StudyRun, StudyRuns, deviation, six_point, study_runs
 
 __all__ = [
     "nearest",
@@ -280,7 +280,7 @@ def collect_summary(out, plan: dict, timings: dict | None = None, *, warnings=No
 
     out = Path(out)
     preset = plan["preset"]
-    runs = study_runs(out, plan) if runs is None else runs
+    runs = study_runs(out, plan) if runs is None else StudyRuns.of(runs)
     entries = {run.key: _run_entry(run, preset) for run in runs}
     summary = {
         "title": study_title(plan),
@@ -293,7 +293,7 @@ def collect_summary(out, plan: dict, timings: dict | None = None, *, warnings=No
         "conventions": conventions(entries),
         "runs": entries,
         "symmetry_runs": symmetry.tested_only(out, plan),
-        "training": training.summary(out, plan),
+        "training": training.summary(out, plan, runs),
         "timings_s": timings or {},
         "warnings": warnings or {},
     }

@@ -52,8 +52,11 @@ def figure_names(preset) -> tuple[str, ...]:
     return FIGURES + (FLOW_FIGURES if FLOW_IMPLEMENTATION != "none" else ())
 
 
-def _read(out, plan: dict):
-    """(plan entry, comparison Dataset, flow Dataset) or None."""
+def _read(out, plan: dict, runs=None):
+    """(plan entry, comparison Dataset, flow Dataset) or None; read once per ``runs`` (a
+    :class:`~nngp_ppl.study.report.files.StudyRuns`) when given."""
+    if runs is not None:
+        return runs.cached("training", lambda: _read(out, plan))
     entry = plan.get("training")
     if not entry:
         return None
@@ -68,11 +71,12 @@ def _flow_computed(flow) -> bool:
     return str(flow.attrs.get("computed", "no")) == "yes"
 
 
-def summary(out, plan: dict) -> dict | None:
+def summary(out, plan: dict, runs=None) -> dict | None:
     """The summary's ``training`` entry: the setup, the oracle, per width and step the
     largest |z| of κ1 against μ_t and κ2 against Σ_t, the largest |κ3| and |κ3| / s.e.;
-    whether the flow was computed and, if not, why. None without a ``[train]`` block."""
-    found = _read(out, plan)
+    whether the flow was computed and, if not, why. None without a ``[train]`` block.
+    ``runs``: the report's :class:`~nngp_ppl.study.report.files.StudyRuns` (files read once)."""
+    found = _read(out, plan, runs)
     if found is None:
         return None
     entry, comp, flow = found
@@ -172,9 +176,10 @@ def _against_step(comp, n: int, curve, ylabel: str, title: str):
     return fig
 
 
-def figures(out, plan: dict) -> dict:
-    """``{file name: maker}`` of the section's figures (none without a ``[train]`` block)."""
-    found = _read(out, plan)
+def figures(out, plan: dict, runs=None) -> dict:
+    """``{file name: maker}`` of the section's figures (none without a ``[train]`` block);
+    ``runs`` as in :func:`summary`."""
+    found = _read(out, plan, runs)
     if found is None:
         return {}
     _, comp, flow = found
