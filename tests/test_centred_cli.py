@@ -154,7 +154,7 @@ def test_sample_and_fit_a_tanh_net_with_means(tmp_path, capsys):
     net = nn.CorrelatorStats.from_netcdf(run).net
     assert isinstance(net, nn.ActivationNet) and (net.mu_w, net.mu_b) == (0.5, 0.2)
     out = tmp_path / "f.nc"
-    assert main(["fit", str(run), "--cutoffs", "10,100", "-o", str(out)]) == 0
+    assert main(["fit", str(run), "--cutoffs", "5,10", "-o", str(out)]) == 0
     assert "centred fit" in capsys.readouterr().out
     ds = eft.load_fit(out, run_path=run)
     assert int(ds.attrs["centred"]) == 1
