@@ -27,7 +27,7 @@ import numpy as np
 
 from ...inference.compare import model_loo
 from ...inference.couplings import model_couplings_of
-from ...inference.evidence import richer_model_earns_its_place
+from ...inference.evidence import paired_difference, richer_model_earns_its_place
 from ...theory.operators import operator
 
 #: Pareto k above which PSIS-LOO's estimate of one observation is unreliable.
@@ -53,12 +53,6 @@ def _loo(dt, width, cutoff, models):
                   np.asarray(res.elpd_i, dtype=np.float64).ravel(),
                   np.asarray(res.pareto_k, dtype=np.float64).ravel())
     return out
-
-
-def _paired(a, b) -> tuple[float, float]:
-    """Σ(a − b) and √n · sd(a − b) of two models' pointwise ELPDs."""
-    d = a - b
-    return float(d.sum()), float(np.sqrt(d.size) * d.std(ddof=1)) if d.size > 1 else 0.0
 
 
 def _nested_pairs(models) -> list[tuple[str, str]]:
@@ -116,14 +110,14 @@ def _summary(dt) -> dict | None:
             best = max(models, key=lambda m: loo[m][0])
             for m in models:
                 elpd, se, p, pw, k = loo[m]
-                diff, dse = _paired(pw, loo[best][3])
+                diff, dse = paired_difference(pw, loo[best][3])
                 table.append({"width": int(w), "cutoff": float(c), "model": m,
                               "label": model_label(m), "elpd": elpd, "se": se, "p_loo": p,
                               "delta": diff, "delta_se": dse, "best": m == best,
                               "k_max": float(np.max(k)),
                               "k_bad": int(np.sum(k > K_UNRELIABLE)), "n": int(k.size)})
             for even, odd in pairs:
-                diff, dse = _paired(loo[odd][3], loo[even][3])
+                diff, dse = paired_difference(loo[odd][3], loo[even][3])
                 nested.append({"width": int(w), "cutoff": float(c), "even": even,
                                "odd": odd, "even_label": model_label(even),
                                "odd_label": model_label(odd), "delta": diff,
