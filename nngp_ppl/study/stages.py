@@ -25,6 +25,11 @@ Bayesian versions beside the paper's point estimates, and writes a report
                              or non-zero means
 ``target_<key>.json``        a run with non-zero means: the exact centred target
                              B(Λ) r and its running at the posterior's widths and cutoffs
+``report.md``,               the report, every number in it, and its figures
+``summary.json``,
+``figures/*.png``
+``manifest.json``            per stage: the key of its inputs and parameters, its outputs'
+                             SHA-256, its wall time
 ===========================  ==============================================================
 
 A run with non-zero means (μ_W, μ_b; :attr:`~nngp_ppl.study.spec.RunSpec.centred`) has no
@@ -33,14 +38,6 @@ fit, posterior and flow stages are centred (expanded around the measured mean, b
 by default), followed by its ``target`` stage where the ensemble's oracle reaches the
 basis' orders; otherwise (e.g. a tanh-net with means) it has only its sample and symmetry
 stages.
-
-===========================  ==============================================================
-``report.md``,               the report, every number in it, and its figures
-``summary.json``,
-``figures/*.png``
-``manifest.json``            per stage: the key of its inputs and parameters, its outputs'
-                             SHA-256, its wall time
-===========================  ==============================================================
 
 Resuming. A stage is skipped when ``manifest.json`` records the same key (a hash of the
 stage's parameters, the package version and the SHA-256 of every file it reads) and each of
