@@ -94,7 +94,11 @@ def test_show_describes_the_non_zero_mean_run(odd_run, capsys):
 
 def test_the_report_names_the_stages_of_a_non_zero_mean_run_and_why():
     """The study pipeline gives a run with non-zero means its sample and symmetry stages
-    only; the report's sentence names them from the plan's files and says why."""
+    and, where the centred theory describes the ensemble (Erf, Gauss, an ActivationNet such
+    as tanh), its centred fit, posterior, flow and exact-target stages. The report's
+    sentence names them from the plan's files; for a run outside the centred theory (which
+    reading a study refuses today, so the entry is built by hand) it says why it has only
+    its sample and symmetry stages."""
     from nngp_ppl.study.report import symmetry
     from nngp_ppl.study.spec import plan_dict, study_from_text
     from nngp_ppl.study.stages import stages
@@ -115,18 +119,38 @@ ensemble = "erf"
 inputs = [-1.0, 0.2, 1.0]
 [run.params]
 mu_w = 0.4
+[[run]]
+key = "cone"
+ensemble = "tanh"
+inputs = [-1.0, 0.2, 1.0]
+[run.params]
+mu_w = 0.4
 """
     preset = study_from_text(text, "cfg")
     shift = [s.name for s in stages(preset) if s.name.endswith("_shift")]
-    assert sorted(shift) == ["sample_shift", "symmetry_shift"]
-    spec = plan_dict(preset)["symmetry_runs"][0]
-    entry = {"label": "Erf (mu_w=0.4)", "params": spec["params"], "files": spec["files"]}
-    sentence = " ".join(symmetry._means_sentence({"shift": entry}))
-    assert "mu_w = 0.4" in sentence
-    assert f"sample (`{spec['files']['run']}`)" in sentence
-    assert f"symmetry (`{spec['files']['symmetry']}`)" in sentence
+    assert sorted(shift) == ["fit_shift", "flow_shift", "infer_shift", "sample_shift",
+                             "symmetry_shift", "target_shift"]
+    cone = [s.name for s in stages(preset) if s.name.endswith("_cone")]
+    assert sorted(cone) == ["fit_cone", "flow_cone", "infer_cone", "sample_cone",
+                            "symmetry_cone", "target_cone"]
+    specs = {s["key"]: s for s in plan_dict(preset)["symmetry_runs"]}
+    entries = {k: {"label": k, "params": s["params"], "files": s["files"],
+                   "centred": s["centred"]} for k, s in specs.items()}
+    sentence = " ".join(symmetry._means_sentence({"shift": entries["shift"]}))
+    assert "mu_w = 0.4" in sentence and "fitted centred" in sentence
+    for stage, name in (("sample", "run"), ("symmetry", "symmetry"), ("infer", "posterior"),
+                        ("flow", "beta"), ("target", "target")):
+        assert f"{stage} (`{specs['shift']['files'][name]}`)" in sentence
+    assert f"fit (`{specs['shift']['files']['fit']['full']}`)" in sentence
+    assert "zero-mean GP kernel" in sentence
+    outside = {**entries["cone"], "centred": False,
+               "files": {k: v for k, v in entries["cone"]["files"].items()
+                         if k in ("run", "symmetry")}}
+    sentence = " ".join(symmetry._means_sentence({"cone": outside}))
+    assert f"sample (`{specs['cone']['files']['run']}`)" in sentence
+    assert f"symmetry (`{specs['cone']['files']['symmetry']}`)" in sentence
     assert "only their sample and symmetry stages" in sentence
-    assert "zero-mean GP kernel" in sentence and "centred" in sentence
+    assert "zero-mean GP kernel" in sentence and "ErfNet, GaussNet and ActivationNet" in sentence
 
 
 def test_sample_takes_the_means_and_fit_goes_centred(tmp_path, capsys):

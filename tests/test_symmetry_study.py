@@ -161,10 +161,12 @@ def test_a_study_of_non_zero_mean_runs_alone_is_refused():
     text = STUDY.split("[[run]]")[0] + "[[run]]" + STUDY.split("[[run]]")[2]
     with pytest.raises(NNGPInputError, match="cfg: every run has non-zero parameter means"):
         study_from_text(text, "cfg")
-    # Its stages: sample and symmetry only (no exact/fit/infer/flow on a non-zero mean).
+    # Its stages: no exact summary on a non-zero mean; fit, infer and flow centred, and the
+    # exact centred target of its posterior (Erf-net has the oracle with means).
     names = [s.name for s in stages(study_from_text(STUDY))]
     assert names == ["sample_sym", "sample_shift", "symmetry_sym", "symmetry_shift",
-                     "exact_sym", "fit_sym", "infer_sym", "flow_sym", "report"]
+                     "exact_sym", "fit_sym", "fit_shift", "infer_sym", "infer_shift",
+                     "flow_sym", "flow_shift", "target_shift", "report"]
 
 
 def test_the_cli_refuses_a_bad_symmetry_key_before_any_work(tmp_path, capsys):

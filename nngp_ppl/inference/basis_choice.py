@@ -16,7 +16,9 @@ The result is a validated fit basis (:func:`nngp_ppl.inference.problem.basis`,
 the run's inference stage fits; its ELPD table ranks every nested basis the conditioned
 orders hold (:func:`nngp_ppl.inference.couplings.model_bases`). A basis with odd couplings
 makes the run sample the odd orders (and so gives it a symmetry stage). Default:
-``("lambda",)``, the paper's.
+``("lambda",)``, the paper's; a study run with non-zero means (fitted centred) defaults to
+``basis(4)`` = (g3, λ), or ``basis(4, "z2")`` = (λ,) where it declares z2
+(:mod:`nngp_ppl.study.spec`).
 
 The derivative operator g∂ = f²(∂f)² (:mod:`nngp_ppl.theory.derivative`) is not in the
 basis of a dimension: the package counts an operator's dimension as its legs plus its

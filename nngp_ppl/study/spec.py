@@ -48,6 +48,9 @@ name)::
     propagators = ["full"]           # point-fit conventions; the first one is inferred
     order = 1                        # perturbative order of fit/infer
     symmetries = ["z2"]              # declared symmetries (default: the study's, else none)
+                                     # (a run with mu_w/mu_b != 0 in [run.params] is fitted
+                                     # centred, basis g3, lambda unless z2 is declared or
+                                     # [run.infer] says otherwise: RunSpec.centred)
     odd_orders = true                # measure orders 1..6 and test f -> -f (default: the
                                      # study's; implied by a declared symmetry)
     [run.params]                     # further constructor arguments of the ensemble
@@ -93,6 +96,14 @@ from .._checks import NNGPInputError
 from ..ensembles.core import make_ensemble, net_label
 from ..inference import infer_couplings
 from ..inference.basis_choice import infer_basis
+from ..inference.centring import (
+    CENTRED_ORDERS,
+    check_mean_net,
+    default_centred_orders,
+    propagator_net,
+    raw_orders,
+)
+from ..inference.problem import basis as basis_of
 from ..inference.problem import exact_noise_available
 from ..inference.symmetry import SYMMETRIES
 from ..sampling.sampler import MAX_WIDTH
@@ -118,6 +129,7 @@ __all__ = [
     "beta_file",
     "second_order_files",
     "symmetry_file",
+    "target_file",
     "part_file",
     "plan_dict",
     "STUDY_KEYS",
@@ -198,9 +210,39 @@ class RunSpec:
     def zero_mean(self) -> bool:
         """Whether the ensemble's parameters have zero means (``zero_mean``; True for an
         ensemble that does not say). The even-coupling stages (exact summary, fit,
-        posteriors, flow) expand around the zero-mean GP kernel, so a run with non-zero
-        means has only its sample and symmetry stages; its odd couplings are future work."""
+        posteriors, flow, the report's even-coupling sections) expand around the zero-mean
+        GP kernel; a run with non-zero means is fitted centred instead (:attr:`centred`)."""
         return bool(getattr(self.net(), "zero_mean", True))
+
+    @property
+    def centred(self) -> bool:
+        """Whether the run has non-zero means and the centred theory describes it
+        (physics.md §6d, :mod:`nngp_ppl.inference.centred`: ErfNet, GaussNet and
+        ActivationNet, whose limit covariance with means is a traced kernel). Such a run gets
+        the centred fit, posterior and flow stages beside its sample and symmetry stages; a
+        run with means outside it (an ensemble :func:`~nngp_ppl.inference.centring.check_mean_net`
+        refuses) would keep only its sample and symmetry stages, but reading the study
+        already refuses those, which have no limit kernel either (ReLU-net, MLP)."""
+        if self.zero_mean:
+            return False
+        try:
+            check_mean_net(self.net())
+        except NNGPInputError:
+            return False
+        return True
+
+    def centred_oracle(self) -> dict:
+        """The exact centred target's availability for a :attr:`centred` run: the raw
+        moment order its basis needs (``needed_order``: the highest raw order of the
+        centred data orders, :func:`~nngp_ppl.inference.centring.default_centred_orders`)
+        against the oracle the ensemble declares (``moments``, ``max_order``), and
+        ``available``."""
+        oracle = self.exact_oracle()
+        needed = max(raw_orders(default_centred_orders(self.basis)))
+        return {"moments": oracle["moments"], "max_order": oracle["max_order"],
+                "needed_order": needed,
+                "available": bool(self.centred and oracle["moments"] is not None
+                                  and oracle["max_order"] >= needed)}
 
     def net(self):
         """The ensemble, built from its description (a name, a registered class or an
@@ -388,6 +430,12 @@ def symmetry_file(key: str) -> str:
     return f"symmetry_{key}.json"
 
 
+def target_file(key: str) -> str:
+    """The exact centred target of a run with non-zero means: B(Λ) r of the exact centred
+    moments at the posterior's widths and cutoffs (:mod:`nngp_ppl.study.stages`)."""
+    return f"target_{key}.json"
+
+
 def part_file(key: str, width: int, start: int, stop: int) -> str:
     return f"parts/{key}/N{width:05d}_{start:010d}-{stop:010d}.nc"
 
@@ -398,13 +446,21 @@ def plan_dict(preset: Preset) -> dict:
     runs, tested_only = [], []
     for r in preset.runs():
         if not r.zero_mean:
-            tested_only.append({
+            files = {"run": run_file(r.key), "symmetry": symmetry_file(r.key)}
+            entry = {
                 "key": r.key, "label": r.label, "ensemble": r.ensemble,
                 "sigma_b": r.sigma_b, "d_in": r.d_in, "widths": list(r.widths),
                 "inputs": r.inputs().tolist(), "exact_oracle": r.exact_oracle(),
                 "params": dict(r.params), "symmetries": list(r.symmetries),
-                "orders": list(r.orders),
-                "files": {"run": run_file(r.key), "symmetry": symmetry_file(r.key)}})
+                "orders": list(r.orders), "centred": r.centred, "files": files}
+            if r.centred:  # the centred fit, posterior, flow and exact target stages
+                oracle = r.centred_oracle()
+                files.update({"fit": {p: fit_file(r.key, p) for p in r.propagators},
+                              "posterior": posterior_file(r.key), "beta": beta_file(r.key),
+                              "target": target_file(r.key) if oracle["available"] else None})
+                entry.update(basis=list(r.basis), infer_widths=list(r.infer_widths),
+                             propagators=list(r.propagators), centred_oracle=oracle)
+            tested_only.append(entry)
             continue
         runs.append({
             "key": r.key, "label": r.label, "ensemble": r.ensemble, "sigma_b": r.sigma_b,
@@ -425,7 +481,9 @@ def plan_dict(preset: Preset) -> dict:
             "symmetries": list(r.symmetries), "orders": list(r.orders),
             "basis": list(r.basis),
         })
-    # Runs with non-zero means: sampled and tested for f -> -f only (RunSpec.zero_mean).
+    # Runs with non-zero means (RunSpec.zero_mean): sampled, tested for f -> -f and, where
+    # the centred theory describes them (RunSpec.centred), fitted centred; the report's
+    # even-coupling sections do not read them.
     return {"preset": preset.to_dict(), "runs": runs, "symmetry_runs": tested_only,
             "training": plan_entry(preset)}
 
@@ -661,6 +719,10 @@ def _run(table, i: int, source, study: dict):
         net.to_dict()
     except (NNGPInputError, TypeError) as err:
         raise NNGPInputError(f"{where}: ensemble {spec.ensemble!r}: {err}") from None
+    if v.get("infer", study.get("infer")) is None and spec.centred:
+        # Means break f -> -f, so the recipe's basis up to dimension 4 keeps g3 (the same
+        # rule as a declared basis: a declared z2 prunes it; physics.md §6d).
+        spec = dataclasses.replace(spec, basis=basis_of(4, "z2" if "z2" in declared else None))
     if spec.points == "paper":
 
         if (str(spec.ensemble).lower(), d_in) not in PAPER_INPUTS:
@@ -712,14 +774,17 @@ def _check_run(preset, run, where: str, source) -> None:
         zero_mean = bool(getattr(net, "zero_mean", True))
         with warnings.catch_warnings():  # e.g. K is not an MLP's 2-pt function: the stages say so
             warnings.simplefilter("ignore")
-            # non-zero means: the output covariance of the N -> infinity limit (such a run
-            # is only sampled and tested for f -> -f, RunSpec.zero_mean)
+            # non-zero means: the output covariance of the N -> infinity limit (the
+            # propagator of the centred theory, RunSpec.centred)
             K = _checks.symmetric_matrix(
                 "kernel", net.kernel(X) if zero_mean else limit_kernel(net, X))
         _checks.kernel_scale("inputs", K, net.describe())
     except (NNGPInputError, TypeError) as err:
         raise NNGPInputError(f"{where}: {err}") from None
-    if not zero_mean:  # no fit, posterior or flow stage reads the cutoffs or the noise model
+    if not zero_mean and not run.centred:
+        return  # sample and symmetry stages only: nothing reads the cutoffs or the noise
+    if not zero_mean:
+        _check_centred_run(preset, run, net, where, source)
         return
     extent = _checks.extent(X)
     whose = f"run {run.key!r}"
@@ -741,6 +806,43 @@ def _check_run(preset, run, where: str, source) -> None:
         raise NNGPInputError(
             f"{_where(source, key='covariance')}: \"exact\" needs the exact finite-width "
             f"moments up to order {2 * max(ORDERS)}, which {whose} ({net.describe()}) has no "
+            f"oracle for; use \"auto\", \"sample\" or \"gp\"")
+
+
+def _check_centred_run(preset, run, net, where: str, source) -> None:
+    """What the centred stages of a run with non-zero means (:attr:`RunSpec.centred`)
+    would refuse later: order 2 (the centred theory is first order), the fit and posterior
+    cutoffs against the inputs and the vertex box of the limit covariance, the draws in
+    memory, and the exact noise model where the oracle does not reach it."""
+    whose = f"run {run.key!r}"
+    if run.order != 1:
+        raise NNGPInputError(f"{where}: order = {run.order}: a run with non-zero means "
+                             "(mu_w, mu_b) is fitted centred, at order 1 only (physics.md "
+                             "§6d)")
+    X = run.inputs()
+    prop = propagator_net(net)
+    for key, values in (("fit_cutoffs", preset.fit_cutoffs),
+                        ("infer_cutoffs", preset.infer_cutoffs)):
+        cut = _checks.cutoffs(_where(source, key=key), values, _checks.extent(X),
+                              inputs_of=whose)
+        _check_box(prop, X, float(np.max(cut)), _where(source, key=key), whose)
+    # The centred posterior conditions on every centred order whose raw moments 1..n the
+    # run holds (even ones only for an even basis: nngp_ppl.inference.couplings).
+    odd = any(not operator(c).even for c in run.basis)
+    data = tuple(n for n in CENTRED_ORDERS if (odd or n % 2 == 0)
+                 and all(m in run.orders for m in range(1, n + 1)))
+    latent = sum(len(distinct_tuples(len(X), n)) for n in data)
+    widths = len(run.infer_widths)
+    _checks.fits_in_memory(
+        f"{_where(source, key='num_chains')}/num_samples",
+        8.0 * preset.num_chains * preset.num_samples
+        * (len(preset.infer_cutoffs) * widths * 9 + 2 * latent * widths),
+        f"{preset.num_chains} chains x {preset.num_samples} draws for {whose}",
+        advice="use fewer chains or samples")
+    if preset.covariance == "exact" and not exact_noise_available(net, data):
+        raise NNGPInputError(
+            f"{_where(source, key='covariance')}: \"exact\" needs the exact finite-width "
+            f"moments up to order {2 * max(data)}, which {whose} ({net.describe()}) has no "
             f"oracle for; use \"auto\", \"sample\" or \"gp\"")
 
 
@@ -794,8 +896,8 @@ def study_from_text(text: str, source="study"):
     if dup:
         raise NNGPInputError(f"{source}: run key {dup[0]!r} is used twice; keys name files")
     if not any(r.zero_mean for r in runs):
-        # Runs with non-zero means have only sample and symmetry stages (RunSpec.zero_mean);
-        # the report's even-coupling sections need at least one run to describe.
+        # Runs with non-zero means are left out of the report's even-coupling sections
+        # (deviation, λ̄, 6-pt, flow figures: RunSpec.zero_mean), which need a run to show.
         raise NNGPInputError(f"{source}: every run has non-zero parameter means (mu_w, mu_b); "
                              "add at least one zero-mean run")
     unknown = sorted(set(v.get("infer_widths", {})) - set(keys))

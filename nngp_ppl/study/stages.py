@@ -22,13 +22,22 @@ Bayesian versions beside the paper's point estimates, and writes a report
 ``beta_<key>.nc``            β-function posteriors (:func:`nngp_ppl.inference.beta_function`)
 ``symmetry_<key>.json``      the parity test (f -> -f) per width and the 1- and 3-pt
                              functions; only for a run with ``symmetries``, ``odd_orders``
-                             or non-zero means (which has no fit/infer/flow stage)
+                             or non-zero means
+``target_<key>.json``        a run with non-zero means: the exact centred target
+                             B(Λ) r and its running at the posterior's widths and cutoffs
 ``report.md``,               the report, every number in it, and its figures
 ``summary.json``,
 ``figures/*.png``
 ``manifest.json``            per stage: the key of its inputs and parameters, its outputs'
                              SHA-256, its wall time
 ===========================  ==============================================================
+
+A run with non-zero means (μ_W, μ_b; :attr:`~nngp_ppl.study.spec.RunSpec.centred`) has no
+exact summary; where the centred theory describes it (ErfNet, GaussNet, ActivationNet;
+physics.md §6d) its fit, posterior and flow stages are centred (expanded around the
+measured mean, basis g₃, λ by default), followed by its ``target`` stage where the
+ensemble's oracle reaches the basis' orders; otherwise it would have only its sample and symmetry stages (reading the
+study refuses such ensembles: ReLU-net and MLP with means have no limit kernel here).
 
 Resuming. A stage is skipped when ``manifest.json`` records the same key (a hash of the
 stage's parameters, the package version and the SHA-256 of every file it reads) and each of
@@ -60,6 +69,7 @@ from ..inference import beta_function, eft, infer_couplings
 from ..inference import eft as _eft
 from ..inference.connected import connected_six_point
 from ..inference.eft import log_slope
+from ..inference.problem import EFTTheory
 from ..inference.symmetry import check_declared_symmetries, parity_test
 from ..sampling import stats as _stats
 from ..sampling.sampler import sample_correlators
@@ -98,6 +108,7 @@ from .spec import (
     run_file,
     second_order_files,
     symmetry_file,
+    target_file,
 )
 from .training_stages import report_inputs, training_stages
 
@@ -274,9 +285,15 @@ def _fit_action(run: RunSpec, preset: Preset, propagator: str):
     def action(out: Path):
 
         stats = CorrelatorStats.from_netcdf(out / run_file(run.key))
-        ds = eft.fit_dataset(stats, np.asarray(preset.fit_cutoffs), propagator,
-                             couplings=("lambda", "kappa"))
-        ds = ds.assign(_sampled_deviation(stats))
+        if run.centred:
+            # Non-zero means: the centred point fit of the run's basis (fit, fit_stderr,
+            # beta_fit, tau; eft._centred_dataset), no λ̄ or 6-pt check (physics.md §6d).
+            ds = eft.fit_dataset(stats, np.asarray(preset.fit_cutoffs), propagator,
+                                 couplings=run.basis)
+        else:
+            ds = eft.fit_dataset(stats, np.asarray(preset.fit_cutoffs), propagator,
+                                 couplings=("lambda", "kappa"))
+            ds = ds.assign(_sampled_deviation(stats))
         eft.write_fit(ds, out / fit_file(run.key, propagator), out / run_file(run.key))
 
     return action
@@ -387,6 +404,44 @@ def _symmetry_action(run: RunSpec):
     return action
 
 
+def _target_action(run: RunSpec):
+    r"""The exact centred target of a run with non-zero means (physics.md §5a, §6d): at
+    each width and cutoff of its posterior, :math:`g^* = B(\Lambda)\, r` and
+    :math:`\beta^* = \dot B(\Lambda)\, r` on the exact centred deviations r of the exact
+    finite-width moments (:meth:`~nngp_ppl.inference.problem.EFTTheory.exact_deviation`),
+    with the theory the posterior file records (couplings, fitted orders, propagator, free
+    part), built as :func:`~nngp_ppl.beta_function` builds it. Written to
+    ``target_<key>.json`` so that the report only reads it."""
+    def action(out: Path):
+
+        dt = xr.open_datatree(out / posterior_file(run.key), engine="h5netcdf").load()
+        attrs = dict(dt.attrs)
+        couplings = json.loads(attrs["couplings"])
+        orders = tuple(int(n) for n in json.loads(attrs["orders"]))
+        post = dt["posterior"]
+        widths = [int(w) for w in post["width"].values]
+        cutoffs = [float(c) for c in post["cutoff"].values]
+        X = np.asarray(dt["constant_data"]["inputs"].values, dtype=np.float64)
+        mode = str(attrs["two_point"])
+        theory = EFTTheory.build(run.net(), X, couplings, orders, orders,
+                                 str(attrs["propagator"]), max_cutoff=max(cutoffs))
+        est = theory.estimator(tuple(cutoffs))
+        target, beta = [], []
+        for w in widths:
+            r = theory.exact_deviation(w, mode)
+            g = est.couplings(r)  # (cutoff, coupling)
+            target.append(np.asarray(g).tolist())
+            beta.append(np.asarray(est.beta(r, g)).tolist())
+        result = {"key": run.key, "couplings": couplings, "orders": list(orders),
+                  "two_point": mode, "propagator": str(attrs["propagator"]),
+                  "widths": widths, "cutoffs": cutoffs, "target": target, "beta": beta,
+                  "source": "B(cutoff) r and dB/dlog(cutoff) r of the exact centred "
+                            "moments (nngp_ppl.theory.exact; nngp_ppl.inference.centred)"}
+        write_text(out / target_file(run.key), json.dumps(result, indent=1))
+
+    return action
+
+
 def _flow_action(run: RunSpec):
     def action(out: Path):
 
@@ -433,6 +488,9 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
     preset = get_preset(preset)
     sampled = preset.runs()
     runs = tuple(r for r in sampled if r.zero_mean)  # the even-coupling stages' runs
+    # With the runs fitted centred (non-zero means, RunSpec.centred), in study order: the
+    # fit, posterior and flow stages.
+    fitted = tuple(r for r in sampled if r.zero_mean or r.centred)
     out: list[Stage] = []
     for r in sampled:
         out.append(Stage(
@@ -463,19 +521,23 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
              "cutoffs": list(preset.fit_cutoffs), "propagators": list(r.propagators),
              "format": _io.EXACT_VERSION},
             _exact_action(r, preset)))
-    for r in runs:
+    for r in fitted:
         for p in r.propagators:
+            params = {"cutoffs": list(preset.fit_cutoffs), "propagator": p,
+                      "format": _eft.FIT_VERSION, "sampled_deviation": True}
+            if r.centred:
+                params = {**params, "sampled_deviation": False, "centred": True,
+                          "couplings": list(r.basis)}
             out.append(Stage(
                 f"fit_{r.key}" + ("" if p == "full" else "_bs"),
-                f"point estimates, {r.label}, propagator {p}, {len(preset.fit_cutoffs)} "
-                "cutoffs", (run_file(r.key),), (fit_file(r.key, p),),
-                {"cutoffs": list(preset.fit_cutoffs), "propagator": p,
-                 "format": _eft.FIT_VERSION, "sampled_deviation": True},
-                _fit_action(r, preset, p)))
-    for r in runs:
+                ("centred " if r.centred else "") + f"point estimates, {r.label}, "
+                f"propagator {p}, {len(preset.fit_cutoffs)} cutoffs", (run_file(r.key),),
+                (fit_file(r.key, p),), params, _fit_action(r, preset, p)))
+    for r in fitted:
         out.append(Stage(
             f"infer_{r.key}",
-            f"coupling posteriors, {r.label}: widths {','.join(map(str, r.infer_widths))} x "
+            ("centred " if r.centred else "")
+            + f"coupling posteriors, {r.label}: widths {','.join(map(str, r.infer_widths))} x "
             f"cutoffs {','.join(f'{c:g}' for c in preset.infer_cutoffs)}",
             (run_file(r.key),), (posterior_file(r.key),),
             {"cutoffs": list(preset.infer_cutoffs), "widths": list(r.infer_widths),
@@ -484,10 +546,16 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
              "propagator": r.propagators[0], "couplings": list(r.basis),
              "covariance": preset.covariance, "format": _io.POSTERIOR_VERSION},
             _infer_action(r, preset, progress, log)))
-    for r in runs:
+    for r in fitted:
         out.append(Stage(
             f"flow_{r.key}", f"β-function posterior, {r.label}",
             (posterior_file(r.key),), (beta_file(r.key),), {}, _flow_action(r)))
+    # The exact centred target where the ensemble's oracle reaches the basis' orders.
+    for r in (r for r in fitted if r.centred and r.centred_oracle()["available"]):
+        out.append(Stage(
+            f"target_{r.key}", f"exact centred target of the posterior, {r.label}",
+            (posterior_file(r.key),), (target_file(r.key),),
+            {"net": r.net().to_dict(), "format": 1}, _target_action(r)))
     for r in (r for r in runs if r.order == 2):
         out.append(Stage(
             f"second_order_{r.key}",
@@ -511,6 +579,10 @@ def stages(preset: Preset, *, progress: bool = True, log=print,
         inputs += [fit_file(r.key, p) for p in r.propagators]
     inputs += [p for r in sampled if not r.zero_mean
                for p in (run_file(r.key), symmetry_file(r.key))]
+    for r in (r for r in sampled if r.centred):
+        inputs += [fit_file(r.key, p) for p in r.propagators]
+        inputs += [posterior_file(r.key), beta_file(r.key)]
+        inputs += [target_file(r.key)] if r.centred_oracle()["available"] else []
     out += training_stages(preset, progress=progress, log=log)  # a study's [train] block
     inputs += report_inputs(preset)
     out.append(Stage("report", "figures, summary.json and report.md", tuple(inputs),

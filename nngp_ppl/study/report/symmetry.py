@@ -8,7 +8,9 @@ an exact oracle, their exact finite-width values (zero for zero means). This mod
 that file -- it computes no physics -- into the summary, draws the figure and writes the
 section. The ELPD table over the nested operator bases and the odd couplings' posteriors
 come from the run's stored posterior (:mod:`nngp_ppl.study.report.basis`; the study's ``[infer]``
-basis, :mod:`nngp_ppl.inference.basis_choice`); without one the section says so.
+basis, :mod:`nngp_ppl.inference.basis_choice`); without one the section says so. A run with
+non-zero means fitted centred adds its couplings (g₃ and λ by default) against the exact
+centred target (:mod:`nngp_ppl.study.report.centred`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 
 import numpy as np
 
-from . import basis
+from . import basis, centred
 from .basis_section import basis_lines, figure_rows
 from .files import StudyRun
 
@@ -55,16 +57,21 @@ def _with_basis(stored: dict, run) -> dict:
 
 def tested_only_runs(out, plan: dict) -> list:
     """:class:`~nngp_ppl.study.report.files.StudyRun` of the plan's ``symmetry_runs``: runs with
-    non-zero means, which have only a sample and a symmetry stage."""
+    non-zero means, which the even-coupling sections leave out (a sample and a symmetry
+    stage, and the centred fit, posterior, flow and target stages where the centred theory
+    describes the ensemble)."""
 
     return [StudyRun(out, spec) for spec in plan.get("symmetry_runs", [])]
 
 
 def tested_only(out, plan: dict) -> dict:
-    """Summary entries of :func:`tested_only_runs`: label, ensemble, parameters, symmetry."""
+    """Summary entries of :func:`tested_only_runs`: label, ensemble, parameters, symmetry,
+    files and ``centred`` (:func:`nngp_ppl.study.report.centred.summary`, None for a run
+    without centred stages)."""
     return {run.key: {"label": run.label, "ensemble": run.spec["ensemble"],
                       "params": run.spec["params"], "symmetry": summary(run),
-                      "files": dict(run.spec.get("files", {}))}
+                      "files": dict(run.spec.get("files", {})),
+                      "centred": centred.summary(run)}
             for run in tested_only_runs(out, plan)}
 
 
@@ -143,30 +150,47 @@ def _odd_rows(label: str, s: dict) -> list[list]:
 
 
 #: Stage that writes each file of a run spec (``files`` in :func:`nngp_ppl.study.spec.plan_dict`).
-_STAGE_OF_FILE = {"run": "sample", "symmetry": "symmetry"}
+_STAGE_OF_FILE = {"run": "sample", "symmetry": "symmetry", "fit": "fit", "posterior": "infer",
+                  "beta": "flow", "target": "target"}
+
+
+def _stages(r) -> str:
+    """The stages of a run with means and the files they wrote, from the plan's files."""
+    parts = []
+    for k, v in r.get("files", {}).items():
+        for f in (v.values() if isinstance(v, dict) else [v]):
+            if isinstance(f, str):
+                parts.append(f"{_STAGE_OF_FILE.get(k, k)} (`{f}`)")
+    return ", ".join(parts) or "sample and symmetry"
 
 
 def _means_sentence(tested_only: dict) -> list[str]:
     if not tested_only:
         return []
+
     def means(r):
         return ", ".join(f"{k} = {v:g}" for k, v in r["params"].items()
                          if k in ("mu_w", "mu_b"))
 
-    def stages(r):
-        files = r.get("files", {})
-        return ", ".join(f"{_STAGE_OF_FILE.get(k, k)} (`{v}`)" for k, v in files.items()
-                         if isinstance(v, str)) or "sample and symmetry"
-
-    names = "; ".join(f"{r['label']} ({means(r)}; stages: {stages(r)})"
-                      for r in tested_only.values())
-    return [f"Runs with non-zero parameter means have only their sample and symmetry stages "
-            f"here: {names}. Why: this study's exact, fit, posterior and flow stages and the "
-            "even-coupling sections expand around the zero-mean GP kernel, and the mean "
-            "⟨f⟩ of these nets is not zero, so those stages are not run for them. Their "
-            "couplings are defined centred, expanded around the measured mean (physics.md "
-            "§6d): `nngp-ppl fit RUN.nc` (g3, λ and their running) and `nngp-ppl infer "
-            "RUN.nc` fit them to the centred moments of the run file named above.", ""]
+    L = []
+    fitted = [r for r in tested_only.values() if r.get("centred")]
+    alone = [r for r in tested_only.values() if not r.get("centred")]
+    if fitted:
+        names = "; ".join(f"{r['label']} ({means(r)}; stages: {_stages(r)})" for r in fitted)
+        L += [f"Runs with non-zero parameter means are fitted centred, expanded around the "
+              f"measured mean (physics.md §6d): {names}. The study's exact summary and the "
+              "even-coupling sections above (deviation, λ̄, 6-pt check, flow figures) "
+              "expand around the zero-mean GP kernel and do not show them; their couplings "
+              "are below.", ""]
+    if alone:
+        names = "; ".join(f"{r['label']} ({means(r)}; stages: {_stages(r)})" for r in alone)
+        L += [f"Runs with non-zero parameter means have only their sample and symmetry "
+              f"stages here: {names}. Why: the even-coupling stages expand around the "
+              "zero-mean GP kernel, and the centred theory (physics.md §6d), expanded "
+              "around the measured mean, needs the ensemble's limit covariance with means "
+              "as a traced kernel and an exact oracle, which ErfNet, GaussNet and "
+              "ActivationNet have and this ensemble has not.", ""]
+    return L
 
 
 def section(runs_summary: dict, table, tested_only: dict | None = None,
@@ -212,6 +236,6 @@ def section(runs_summary: dict, table, tested_only: dict | None = None,
     if all(r["symmetry"].get("basis_comparison") is None for r in runs.values()):
         L += ["The ELPD comparison over operator bases (the even basis against bases with "
               "odd couplings) was not run: no basis comparison is stored for any run.", ""]
-        return L
-    L += basis_lines(runs, table, fail)
-    return L
+    else:
+        L += basis_lines(runs, table, fail)
+    return L + centred.section_lines(tested_only, table, fail)
