@@ -36,8 +36,9 @@ A run with non-zero means (μ_W, μ_b; :attr:`~nngp_ppl.study.spec.RunSpec.centr
 exact summary; where the centred theory describes it (ErfNet, GaussNet, ActivationNet;
 physics.md §6d) its fit, posterior and flow stages are centred (expanded around the
 measured mean, basis g₃, λ by default), followed by its ``target`` stage where the
-ensemble's oracle reaches the basis' orders; otherwise it would have only its sample and symmetry stages (reading the
-study refuses such ensembles: ReLU-net and MLP with means have no limit kernel here).
+ensemble's oracle reaches the basis' orders; otherwise it would have only its sample and
+symmetry stages (reading the study refuses such ensembles: ReLU-net and MLP with means have
+no limit kernel here).
 
 Resuming. A stage is skipped when ``manifest.json`` records the same key (a hash of the
 stage's parameters, the package version and the SHA-256 of every file it reads) and each of
