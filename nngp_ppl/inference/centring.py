@@ -169,12 +169,15 @@ def _erf_mean_moment(a, b, c, nx, ny):
     s, w = 0.5 * (s + 1.0), 0.5 * w
     pa, pb = 1.0 + 2.0 * a, 1.0 + 2.0 * b
     start = jax.lax.erf(nx / jnp.sqrt(pa)) * jax.lax.erf(ny / jnp.sqrt(pb))
-    total = jnp.zeros(jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
-    for sj, wj in zip(s.tolist(), w.tolist(), strict=True):
-        cp = sj * c
-        det = pa * pb - 4.0 * cp**2
-        quad = (pb * nx**2 - 4.0 * cp * nx * ny + pa * ny**2) / det
-        total = total + wj * jnp.exp(-quad) / jnp.sqrt(det)
+    # The nodes on a leading axis, summed in one reduction: a loop over them traced 48
+    # copies of the integrand (0.16 s of tracing per kernel call, 30 s of a centred
+    # posterior's model comparison).
+    dims = len(jnp.broadcast_shapes(*(jnp.shape(v) for v in (a, b, c, nx, ny))))
+    sj = jnp.asarray(s).reshape((-1,) + (1,) * dims)
+    cp = sj * c
+    det = pa * pb - 4.0 * cp**2
+    quad = (pb * nx**2 - 4.0 * cp * nx * ny + pa * ny**2) / det
+    total = jnp.tensordot(jnp.asarray(w), jnp.exp(-quad) / jnp.sqrt(det), axes=1)
     return start + (4.0 / jnp.pi) * c * total
 
 
