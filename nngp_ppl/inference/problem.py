@@ -361,21 +361,45 @@ class EFTTheory:
         return _cached(key, self._compile_design)
 
     def _compile_design(self):
-        design = design_function(self.propagator_net, self.X, self.data_orders,
-                                 self.couplings, self.propagator, self.max_cutoff,
-                                 centred=self.centred)
+        # One compiled column per coupling, shared by every theory that needs it: the
+        # nested bases an ELPD table ranks (λ; g3 + λ; g3 + λ + κ; ...) hold the same
+        # columns, and each column's vertex integrals are the costly part (a coupling with
+        # k legs owns the integrals of m legs and (k - m)/2 loops, so no integral is
+        # shared between columns). The basis's own part, the projection B, is small.
+        columns = [self._column_fn(c) for c in self.couplings]
         fitted = jnp.asarray(self.fitted)
         lam = self.scale_columns
 
-        def pieces(t):
-            D = design(jnp.exp(t))  # (T, C)
-            return D, estimand_projection(D, fitted, lam, xp=jnp)
+        @jax.jit
+        def project(D, dD):
+            return jax.jvp(lambda d: estimand_projection(d, fitted, lam, xp=jnp), (D,), (dD,))
 
         def with_derivative(t):
-            (D, B), (dD, dB) = jax.jvp(pieces, (t,), (jnp.ones_like(t),))
+            parts = [col(t) for col in columns]
+            D = jnp.stack([p[0] for p in parts], axis=1)  # (T, C)
+            dD = jnp.stack([p[1] for p in parts], axis=1)
+            B, dB = project(D, dD)
             return D, B, dD, dB
 
-        return jax.jit(with_derivative)
+        return with_derivative
+
+    def _column_fn(self, coupling: str):
+        """Compiled ``log Λ -> (D_c, dD_c/dlog Λ)`` of one coupling's design column."""
+        ident = self._identity
+        key = None if ident is None else (
+            "design_column", ident[0], *ident[1:3], *ident[5:8], coupling)
+
+        def make():
+            design = design_function(self.propagator_net, self.X, self.data_orders,
+                                     (coupling,), self.propagator, self.max_cutoff,
+                                     centred=self.centred)
+
+            def column(t):
+                return jax.jvp(lambda u: design(jnp.exp(u))[:, 0], (t,), (jnp.ones_like(t),))
+
+            return jax.jit(column)
+
+        return _cached(key, make)
 
     def at(self, cutoff) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         r"""``(D, B, dD, dB)`` at one cutoff: the design (T, C), the estimand's projection
@@ -495,11 +519,11 @@ _SHARED: dict = {}
 
 
 def _cached(key, make):
-    """``make()``, kept under ``key`` (the 32 most recent; ``key=None``: not kept)."""
+    """``make()``, kept under ``key`` (the 64 most recent; ``key=None``: not kept)."""
     if key is None:
         return make()
     if key not in _SHARED:
-        if len(_SHARED) >= 32:
+        if len(_SHARED) >= 64:
             _SHARED.pop(next(iter(_SHARED)))
         _SHARED[key] = make()
     return _SHARED[key]
