@@ -793,8 +793,15 @@ def _check_run(preset, run, where: str, source) -> None:
                         ("six_point_cutoff", preset.six_point_cutoff)):
         cut = _checks.cutoffs(_where(source, key=key), values, extent, inputs_of=whose)
         _check_box(net, X, float(np.max(cut)), _where(source, key=key), whose)
-    # What `infer` checks for its own options: the draws of every posterior fit in memory.
-    latent = sum(len(distinct_tuples(len(X), n)) for n in run.orders if n != 2)
+    _check_posterior(preset, run, net, ORDERS[1:],
+                     sum(len(distinct_tuples(len(X), n)) for n in run.orders if n != 2),
+                     source, whose)
+
+
+def _check_posterior(preset, run, net, data_orders, latent: int, source, whose: str) -> None:
+    """What `infer` checks for its own options: the draws of every posterior of ``run``
+    (``latent`` conditioned values per width) fit in memory, and the exact noise model has
+    the oracle it needs (moments up to twice the highest of ``data_orders``)."""
     widths = len(run.infer_widths)
     _checks.fits_in_memory(
         f"{_where(source, key='num_chains')}/num_samples",
@@ -802,11 +809,11 @@ def _check_run(preset, run, where: str, source) -> None:
         * (len(preset.infer_cutoffs) * widths * 9 + 2 * latent * widths),
         f"{preset.num_chains} chains x {preset.num_samples} draws for {whose}",
         advice="use fewer chains or samples")
-    if preset.covariance == "exact" and not exact_noise_available(net, ORDERS[1:]):
+    if preset.covariance == "exact" and not exact_noise_available(net, data_orders):
         raise NNGPInputError(
             f"{_where(source, key='covariance')}: \"exact\" needs the exact finite-width "
-            f"moments up to order {2 * max(ORDERS)}, which {whose} ({net.describe()}) has no "
-            f"oracle for; use \"auto\", \"sample\" or \"gp\"")
+            f"moments up to order {2 * max(data_orders)}, which {whose} ({net.describe()}) "
+            "has no oracle for; use \"auto\", \"sample\" or \"gp\"")
 
 
 def _check_centred_run(preset, run, net, where: str, source) -> None:
@@ -831,19 +838,8 @@ def _check_centred_run(preset, run, net, where: str, source) -> None:
     odd = any(not operator(c).even for c in run.basis)
     data = tuple(n for n in CENTRED_ORDERS if (odd or n % 2 == 0)
                  and all(m in run.orders for m in range(1, n + 1)))
-    latent = sum(len(distinct_tuples(len(X), n)) for n in data)
-    widths = len(run.infer_widths)
-    _checks.fits_in_memory(
-        f"{_where(source, key='num_chains')}/num_samples",
-        8.0 * preset.num_chains * preset.num_samples
-        * (len(preset.infer_cutoffs) * widths * 9 + 2 * latent * widths),
-        f"{preset.num_chains} chains x {preset.num_samples} draws for {whose}",
-        advice="use fewer chains or samples")
-    if preset.covariance == "exact" and not exact_noise_available(net, data):
-        raise NNGPInputError(
-            f"{_where(source, key='covariance')}: \"exact\" needs the exact finite-width "
-            f"moments up to order {2 * max(data)}, which {whose} ({net.describe()}) has no "
-            f"oracle for; use \"auto\", \"sample\" or \"gp\"")
+    _check_posterior(preset, run, net, data,
+                     sum(len(distinct_tuples(len(X), n)) for n in data), source, whose)
 
 
 def _check_box(net, X, cutoff: float, name: str, whose: str) -> None:
