@@ -243,6 +243,26 @@ def tiny_study(tmp_path_factory):
     return _study_once(tmp_path_factory, TINY, "tiny_study")
 
 
+def kill_training_at_shard(monkeypatch, shard: int, run) -> None:
+    """``run()`` (a training run or stage) interrupted by a KeyboardInterrupt as its
+    ``shard``-th shard hands over its sums, as a kill would; the trainer is whole again
+    afterwards, so the test can resume the run."""
+    from nngp_ppl.training.trainer import _TrainShard
+
+    real, calls = _TrainShard.result, []
+
+    def dying(self):
+        calls.append(1)
+        if len(calls) == shard:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(_TrainShard, "result", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(_TrainShard, "result", real)
+
+
 @pytest.fixture
 def two_cpu_devices_env():
     """The environment of a child process with two forced CPU devices. It keeps the suite's

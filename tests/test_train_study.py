@@ -16,13 +16,14 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import kill_training_at_shard
 
 from nngp_ppl import NNGPInputError
 from nngp_ppl.study.spec import check_study, study_from_text
 from nngp_ppl.study.train_spec import comparison_file, flow_file, trained_file
 from nngp_ppl.study.training_stages import training_stages
 from nngp_ppl.training.comparison import oracle_comparison
-from nngp_ppl.training.trainer import TrainedCorrelators, _TrainShard
+from nngp_ppl.training.trainer import TrainedCorrelators
 
 HEAD = """
 name = "t"
@@ -255,21 +256,10 @@ def test_an_interrupted_train_stage_resumes_to_the_same_bits(wide, tmp_path, mon
 
     monkeypatch.setattr(stages, "train_correlators", small_shards)
     stage.action(whole)
-    real, calls = _TrainShard.result, []
-
-    def dying(self):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(self)
-
     cut = tmp_path / "cut"
     cut.mkdir()
-    monkeypatch.setattr(_TrainShard, "result", dying)
-    with pytest.raises(KeyboardInterrupt):
-        stage.action(cut)
+    kill_training_at_shard(monkeypatch, 3, lambda: stage.action(cut))
     assert list(cut.glob("train_erf.nc.partial-*")) and not (cut / "train_erf.nc").exists()
-    monkeypatch.setattr(_TrainShard, "result", real)
     lines = []
     stage = training_stages(preset, progress=False, log=lines.append)[0]
     stage.action(cut)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import kill_training_at_shard
 
 import nngp_ppl
 from nngp_ppl import ErfNet, GaussNet, ReLUNet, sample_correlators
@@ -19,7 +20,6 @@ from nngp_ppl.theory.ntk import training_oracle
 from nngp_ppl.training.trainer import (
     TrainedCorrelators,
     _Sums,
-    _TrainShard,
     draw_parameters,
     train_correlators,
     trained_outputs,
@@ -118,19 +118,9 @@ def test_stepped_file_round_trip(tmp_path):
 def test_a_killed_run_resumes_to_the_same_bits(tmp_path, monkeypatch):
     args = (NET, X, [4, 6], 384, X_TRAIN, Y_TRAIN, [0, 5], 0.5)
     whole = train_correlators(*args, **KW)
-    real, calls = _TrainShard.result, []
-
-    def dying(self):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(_TrainShard, "result", dying)
     folder = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        train_correlators(*args, checkpoint=folder, **KW)
-    monkeypatch.setattr(_TrainShard, "result", real)
+    kill_training_at_shard(
+        monkeypatch, 3, lambda: train_correlators(*args, checkpoint=folder, **KW))
     with pytest.raises(NNGPInputError, match="resume"):
         train_correlators(*args, checkpoint=folder, **KW)
     with pytest.raises(NNGPInputError, match="different training run"):
@@ -199,19 +189,9 @@ def test_a_killed_shifted_run_resumes_with_its_stored_reference(tmp_path, monkey
     kw = {**KW, "orders": (1, 2)}
     args = (NET, X, [4], 384, X_TRAIN, Y_TRAIN, [0, 5], 0.5)
     whole = train_correlators(*args, **kw)
-    real, calls = _TrainShard.result, []
-
-    def dying(self):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(_TrainShard, "result", dying)
     folder = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        train_correlators(*args, checkpoint=folder, **kw)
-    monkeypatch.setattr(_TrainShard, "result", real)
+    kill_training_at_shard(
+        monkeypatch, 2, lambda: train_correlators(*args, checkpoint=folder, **kw))
     stored = folder / "reference.json"
     saved = stored.read_text()
     stored.unlink()  # as an older version's checkpoint: unshifted sums, refused

@@ -14,12 +14,13 @@ import json
 
 import numpy as np
 import pytest
+from conftest import kill_training_at_shard
 
 import nngp_ppl.sampling._native as _native
 from nngp_ppl import ErfNet
 from nngp_ppl._checks import NNGPInputError
 from nngp_ppl.sampling.checkpoint import ShardLedger, kernel_key
-from nngp_ppl.training.trainer import _train_shard_task, _TrainShard, train_correlators
+from nngp_ppl.training.trainer import _train_shard_task, train_correlators
 
 NET = ErfNet(sigma_w=1.0, sigma_b=0.5)
 X = np.array([-1.0, -0.2, 0.6])
@@ -81,19 +82,9 @@ def test_dask_shifted_training_gives_the_local_bits(client):
 
 def test_killed_locally_resumed_on_dask_gives_the_local_bits(local_run, client, tmp_path,
                                                              monkeypatch):
-    real, calls = _TrainShard.result, []
-
-    def dying(self):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(_TrainShard, "result", dying)
     folder = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        train_correlators(*ARGS, checkpoint=folder, **KW)
-    monkeypatch.setattr(_TrainShard, "result", real)
+    kill_training_at_shard(
+        monkeypatch, 3, lambda: train_correlators(*ARGS, checkpoint=folder, **KW))
     saved = ShardLedger.load(folder / "step_5.nc")
     assert 0 < saved.shards_done() < len(saved.plan.tasks())
     # the kernel that summed the finished shards is in the checkpoint
@@ -105,19 +96,9 @@ def test_killed_locally_resumed_on_dask_gives_the_local_bits(local_run, client, 
 def test_resume_with_another_kernel_is_refused(tmp_path, monkeypatch):
     if _native.library() is None:
         pytest.skip("needs the C kernel to differ from the XLA one")
-    real, calls = _TrainShard.result, []
-
-    def dying(self):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(_TrainShard, "result", dying)
     folder = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        train_correlators(*ARGS, checkpoint=folder, **KW)
-    monkeypatch.setattr(_TrainShard, "result", real)
+    kill_training_at_shard(
+        monkeypatch, 2, lambda: train_correlators(*ARGS, checkpoint=folder, **KW))
     monkeypatch.setenv("NNGP_PPL_KERNEL", "xla")
     with pytest.raises(NNGPInputError, match="two roundings"):
         train_correlators(*ARGS, checkpoint=folder, resume=True, **KW)
