@@ -324,3 +324,15 @@ def test_posterior_of_a_tanh_net_with_means_holds_the_exact_target():
         draws = dt["posterior"][name].values.reshape(-1)
         lo, hi = np.quantile(draws, [0.0005, 0.9995])
         assert lo <= target[c] <= hi, (name, lo, target[c], hi)
+    # Its flow: gamma_analytic from the limit covariance (tanh's tends to a constant far
+    # out: gamma = d_in; the net itself has no zero-mean kernel to measure), and the β
+    # draws' 99.9% interval holds the exact running dB/dlogΛ r of the same estimand.
+    from nngp_ppl.inference.flow import beta_function
+
+    flow = beta_function(dt)
+    assert float(flow["constant_data"]["gamma_analytic"]) == 1.0
+    exact_beta = th.estimator((10.0,)).beta(th.exact_deviation(5))[0]
+    for c in range(2):
+        draws = flow["posterior"]["beta"].values[..., 0, 0, c].reshape(-1)
+        lo, hi = np.quantile(draws, [0.0005, 0.9995])
+        assert lo <= exact_beta[c] <= hi, (c, lo, exact_beta[c], hi)

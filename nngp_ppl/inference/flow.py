@@ -153,16 +153,19 @@ def beta_function(posterior, *, reference_cutoff=None, seed: int = 0, coupling: 
             )
     gamma_slope = _neg_slope(np.log(cutoffs), g[..., ci])
 
+    # gamma_analytic from the propagator on the vertex legs: the net's kernel, or for a net
+    # with means the limit covariance of its centred theory (it has no zero-mean kernel).
     return _beta_tree(
-        net, propagator, attrs, couplings, orders, order, coupling, ref, widths, cutoffs,
-        probe, beta, gamma_local, gamma, gamma_data, gamma_slope, gamma_probe, systematic,
-        converged)
+        theory.propagator_net, propagator, attrs, couplings, orders, order, coupling, ref,
+        widths, cutoffs, probe, beta, gamma_local, gamma, gamma_data, gamma_slope,
+        gamma_probe, systematic, converged)
 
 
-def _beta_tree(net, propagator, attrs, couplings, orders, order, coupling, ref, widths,
-               cutoffs, probe, beta, gamma_local, gamma, gamma_data, gamma_slope,
+def _beta_tree(growth_net, propagator, attrs, couplings, orders, order, coupling, ref,
+               widths, cutoffs, probe, beta, gamma_local, gamma, gamma_data, gamma_slope,
                gamma_probe, systematic, converged):
-    """The β file's DataTree (docs/file_formats.md)."""
+    """The β file's DataTree (docs/file_formats.md); ``growth_net``: the propagator whose
+    growth sets ``gamma_analytic``."""
 
     dims = {
         "beta": ["width", "cutoff", "coupling"],
@@ -185,7 +188,7 @@ def _beta_tree(net, propagator, attrs, couplings, orders, order, coupling, ref, 
                 "gamma_slope": gamma_slope,
             },
             "constant_data": {
-                "gamma_analytic": np.asarray(asymptotic_exponent(net, propagator)),
+                "gamma_analytic": np.asarray(asymptotic_exponent(growth_net, propagator)),
                 "gamma_at_reference": np.nanmedian(gamma_probe[..., 0], axis=(0, 1)),
                 "gamma_systematic": np.nanmedian(systematic, axis=(0, 1)),
                 "gamma_probe": np.nanmedian(gamma_probe, axis=(0, 1)),
