@@ -21,6 +21,7 @@ import numpy as np
 
 from ..._checks import NNGPInputError
 from ...theory.operators import operator
+from .files import gate_summary
 
 __all__ = ["summary", "section_lines"]
 
@@ -85,8 +86,6 @@ def summary(run) -> dict | None:
 
 
 def _summary(run) -> dict:
-    from .summary import gate_summary  # summary imports this module's callers
-
     dt = run.posterior
     attrs = dt.attrs
     post = dt["posterior"].to_dataset()

@@ -21,6 +21,7 @@ import numpy as np
 
 from ... import _io
 from ..._checks import NNGPInputError
+from ...inference import diagnostics_gate
 from ...inference.eft import load_fit
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "StudyRuns",
     "study_runs",
     "deviation",
+    "gate_summary",
     "six_point",
 ]
 
@@ -189,4 +191,22 @@ def _six_point(run: StudyRun, cutoff: float) -> dict:
         "stderr": const["G6_se"].sel(width=width).values, "point": gp + lam_point * design,
         "posterior": gp + lam_post * design, "lambda_point": lam_point,
         "lambda_post": lam_post, "draws": gp[None, :] + draws[:, None] * design[None, :],
+    }
+
+
+def gate_summary(run: StudyRun) -> dict:
+    """The diagnostics gate (R-hat, ESS, divergences) of the stored chains."""
+
+    gate = diagnostics_gate(run.posterior, warn=False)
+    t = gate.table
+    coupling_rows = t[t["variable"] == "lambda"]
+    return {
+        "passed": bool(gate.passed),
+        "n_posteriors": int(len(coupling_rows)),
+        "n_failed": int(len(gate.failures)),
+        "failures": [[int(f[0]), float(f[1])] for f in gate.failures],
+        "max_r_hat": float(np.nanmax(t["r_hat"].values)),
+        "min_ess_bulk": float(np.nanmin(t["ess_bulk"].values)),
+        "min_ess_tail": float(np.nanmin(t["ess_tail"].values)),
+        "divergences": int(coupling_rows["divergences"].sum()),
     }

@@ -21,11 +21,10 @@ import jax
 import numpy as np
 
 from ..._version import __version__
-from ...inference import diagnostics_gate
 from ...inference.diagnostics import GATE_RULE
 from ..spec import SHIPPED
 from . import second_order, symmetry, training
-from .files import StudyRun, StudyRuns, deviation, six_point, study_runs
+from .files import StudyRun, StudyRuns, deviation, gate_summary, six_point, study_runs
 
 __all__ = [
     "nearest",
@@ -124,24 +123,6 @@ def fit_summary(run: StudyRun) -> dict:
             entry[f"wls_{name}_stderr"] = fit["fit_stderr"].values[..., c]
         out[p] = entry
     return out
-
-
-def gate_summary(run: StudyRun) -> dict:
-    """The diagnostics gate (R-hat, ESS, divergences) of the stored chains."""
-
-    gate = diagnostics_gate(run.posterior, warn=False)
-    t = gate.table
-    coupling_rows = t[t["variable"] == "lambda"]
-    return {
-        "passed": bool(gate.passed),
-        "n_posteriors": int(len(coupling_rows)),
-        "n_failed": int(len(gate.failures)),
-        "failures": [[int(f[0]), float(f[1])] for f in gate.failures],
-        "max_r_hat": float(np.nanmax(t["r_hat"].values)),
-        "min_ess_bulk": float(np.nanmin(t["ess_bulk"].values)),
-        "min_ess_tail": float(np.nanmin(t["ess_tail"].values)),
-        "divergences": int(coupling_rows["divergences"].sum()),
-    }
 
 
 def posterior_summary(run: StudyRun) -> dict:
