@@ -27,6 +27,7 @@ __all__ = [
     "compare_point_estimates",
     "select_problem",
     "model_loo",
+    "pointwise_elpd",
     "elpd_table",
 ]
 
@@ -289,6 +290,19 @@ def _loo_with_constants(one, model: str, pointwise: bool = True):
         pareto_k = pareto_k.copy(data=k)
     return arviz_stats.loo(one, var_name=model, pointwise=pointwise,
                            log_weights=log_weights, pareto_k=pareto_k)
+
+
+def pointwise_elpd(posterior, width, cutoff, models) -> dict:
+    """{model: its pointwise PSIS-LOO ELPD} at one width and cutoff (the terms of the
+    stored ELPD, :func:`model_loo`), for a decision rule on paired differences such as
+    :func:`nngp_ppl.inference.evidence.choose_nested_basis`."""
+    out = {}
+    for m in models:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pareto k is in the stored table, not repeated
+            out[m] = np.asarray(model_loo(posterior, width=width, cutoff=cutoff,
+                                          model=m).elpd_i, dtype=np.float64).ravel()
+    return out
 
 
 def elpd_table(posterior) -> dict:

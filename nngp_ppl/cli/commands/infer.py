@@ -27,14 +27,13 @@ import warnings
 from pathlib import Path
 
 import arviz_stats
-import numpy as np
 import pandas as pd
 
 from ... import _checks
 from ..._checks import NNGPInputError, fits_in_memory
 from ..._io import POSTERIOR_FORMAT, POSTERIOR_VERSION, atomic_path, output_file, write_netcdf
 from ...inference import centring, diagnostics_gate, infer_couplings
-from ...inference.compare import model_loo
+from ...inference.compare import pointwise_elpd
 from ...inference.evidence import ELPD_NEGLIGIBLE, ELPD_SE_MULTIPLE, choose_nested_basis
 from ...inference.plots import plot_running
 from ...inference.problem import basis, coupling_names
@@ -308,22 +307,11 @@ def elpd_table(dt) -> str:
             highest = models[int(vals.argmax())]
             choice = highest
             if pointwise:
-                choice = choose_nested_basis(_pointwise_elpd(dt, w, c, models))[0]
+                choice = choose_nested_basis(pointwise_elpd(dt, w, c, models))[0]
             note = "" if choice == highest else f" [highest: {highest}]"
             lines.append(f"{int(w):>6} {float(c):>9g}  {cells}  {choice}{note}")
     lines.append(rule)
     return "\n".join(lines)
-
-
-def _pointwise_elpd(dt, width, cutoff, models) -> dict:
-    """{model: pointwise PSIS-LOO ELPD} at one width and cutoff (the stored ELPD's terms)."""
-    out = {}
-    for m in models:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pareto k is in the stored table, not repeated
-            out[m] = np.asarray(model_loo(dt, width=width, cutoff=cutoff, model=m).elpd_i,
-                                dtype=np.float64).ravel()
-    return out
 
 
 class _pandas_wide:
