@@ -412,3 +412,38 @@ def test_the_report_refuses_an_edited_stored_number(study, name, change):
         f[var][...] = value
     with pytest.raises(NNGPInputError, match="damaged or edited"):
         write_report(out, plan_dict(TINY))
+
+
+def test_the_elpd_table_keeps_the_basis_the_nested_rule_keeps(tiny_study):
+    """The report's ELPD table names, per width and cutoff, the basis the nested rule keeps
+    (choose_nested_basis on the pointwise PSIS-LOO values, recomputed here from each
+    posterior file with az.loo's terms through model_loo) beside the highest ELPD."""
+    import xarray as xr
+
+    from nngp_ppl.inference.compare import model_loo
+    from nngp_ppl.inference.evidence import choose_nested_basis
+    from nngp_ppl.study.spec import posterior_file
+
+    _, out, _ = tiny_study
+    summary = json.loads((out / "summary.json").read_text())
+    report = (out / "report.md").read_text()
+    checked = 0
+    for key, run in summary["runs"].items():
+        po = run["posterior"]
+        if "elpd" not in po:
+            continue
+        dt = xr.open_datatree(out / posterior_file(key), engine="h5netcdf").load()
+        for i, w in enumerate(po["widths"]):
+            for j, c in enumerate(po["cutoffs"]):
+                pointwise = {m: np.asarray(model_loo(dt, width=w, cutoff=c, model=m).elpd_i,
+                                           dtype=np.float64).ravel()
+                             for m in po["elpd_models"]}
+                kept = choose_nested_basis(pointwise)[0]
+                highest = po["elpd_models"][int(np.nanargmax(po["elpd"][i][j]))]
+                assert po["elpd_kept"][i][j] == kept
+                rows = [r for r in report.splitlines()
+                        if r.startswith(f"| {run['label']} | {w} | ")
+                        and r.rstrip().endswith(f"| {kept} | {highest} |")]
+                assert rows, (key, w, c, kept, highest)
+                checked += 1
+    assert checked >= 4  # the ReLU, MLP and Erf runs' posteriors

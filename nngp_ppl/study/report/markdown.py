@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...inference.evidence import ELPD_NEGLIGIBLE, ELPD_SE_MULTIPLE
 from . import second_order, symmetry, training
 from .summary import nearest, orders_text
 
@@ -303,10 +304,17 @@ def _elpd_table(runs: dict) -> list[str]:
                 errs = np.asarray(po["elpd_se"][i][j], dtype=float)
                 ks = (np.asarray(po["elpd_pareto_k_max"][i][j], dtype=float)
                       if "elpd_pareto_k_max" in po else np.full(len(vals), np.nan))
+                kept = po["elpd_kept"][i][j] if "elpd_kept" in po else "n/a"
                 rows.append([r["label"], w, _f(c)] + _elpd_cells(models, vals, errs, ks)
-                            + [models[int(np.nanargmax(vals))]])
+                            + [kept, models[int(np.nanargmax(vals))]])
     if rows:
-        L += _table(["ensemble", "N", "Λ"] + [f"ELPD {m}" for m in models] + ["best"], rows)
+        L += _table(["ensemble", "N", "Λ"] + [f"ELPD {m}" for m in models]
+                    + ["kept (nested rule)", "highest"], rows)
+        L += [f"Kept: the basis the nested rule keeps (`nngp_ppl.inference.evidence."
+              f"choose_nested_basis`): from the simplest model, a richer nested one only where "
+              f"its ELPD is higher by more than max({ELPD_NEGLIGIBLE:g}, {ELPD_SE_MULTIPLE:g} "
+              "paired s.e.); n/a where the file holds no pointwise values. Highest: the "
+              "largest ELPD, which a richer model can reach by noise.", ""]
     if any(FAIL in str(c) for row in rows for c in row):
         L += [f"{FAIL}: an EFT model whose ELPD is more than {ELPD_SIGMAS:g} standard errors "
               "(the two models' errors combined) below the GP's. Each contains the GP (at "

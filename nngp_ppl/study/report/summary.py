@@ -21,7 +21,9 @@ import jax
 import numpy as np
 
 from ..._version import __version__
+from ...inference.compare import pointwise_elpd
 from ...inference.diagnostics import GATE_RULE
+from ...inference.evidence import choose_nested_basis
 from ..spec import SHIPPED
 from . import second_order, symmetry, training
 from .files import StudyRun, StudyRuns, deviation, gate_summary, six_point, study_runs
@@ -180,6 +182,11 @@ def posterior_summary(run: StudyRun) -> dict:
         out["elpd_se"] = const["elpd_se"].values
         if "elpd_pareto_k_max" in const:
             out["elpd_pareto_k_max"] = const["elpd_pareto_k_max"].values
+        if "log_likelihood" in dt.children:
+            # The basis the nested rule keeps (what `nngp-ppl infer` prints), from the
+            # stored pointwise log-likelihoods: the argmax alone favours richer models.
+            out["elpd_kept"] = [[choose_nested_basis(pointwise_elpd(
+                dt, w, c, out["elpd_models"]))[0] for c in cutoffs] for w in widths]
     return out
 
 
