@@ -71,6 +71,8 @@ __all__ = [
     "register_activation",
     "ActivationNet",
     "PAIR_CACHE_BYTES",
+    "quadrature_pair_moment",
+    "traced_pair_expectation",
     "ENSEMBLES",
     "register_ensemble",
     "module_of",
@@ -743,11 +745,22 @@ class ActivationNet(SingleLayerNet):
         return self.spec.numpy_fn
 
     def traced_kernel(self, X, Y):
-        mxy = self.preactivation_cov(X, Y)
-        vx = jnp.broadcast_to(self.preactivation_var(X)[:, None], mxy.shape)
-        vy = jnp.broadcast_to(self.preactivation_var(Y)[None, :], mxy.shape)
-        E = traced_pair_expectation(self.numpy_activation(), vx, vy, mxy)
-        return self.sigma_b**2 + self.sigma_w**2 * E
+        return self.sigma_b**2 + self.sigma_w**2 * quadrature_pair_moment(self, X, Y)
+
+
+def quadrature_pair_moment(net, X, Y, nu_x=None, nu_y=None):
+    r""":math:`E[\sigma(z_x)\sigma(z_y)]` (n, m) for the rows of ``X`` and ``Y`` (jnp
+    arrays) by :func:`traced_pair_expectation` with ``net.numpy_activation()``: the
+    pre-activations of ``net`` (variances m(x, x), m(y, y), covariance m(x, y)) and, if
+    given, means ``nu_x`` (n,), ``nu_y`` (m,). The ActivationNet kernel (zero means) and
+    the limit covariance of its centred theory (:mod:`nngp_ppl.inference.centring`) both
+    read it."""
+    mxy = net.preactivation_cov(X, Y)
+    full = functools.partial(jnp.broadcast_to, shape=mxy.shape)
+    means = () if nu_x is None else (full(nu_x[:, None]), full(nu_y[None, :]))
+    return traced_pair_expectation(net.numpy_activation(),
+                                   full(net.preactivation_var(X)[:, None]),
+                                   full(net.preactivation_var(Y)[None, :]), mxy, *means)
 
 
 def traced_pair_expectation(h, a, b, c, nu=None, nu_p=None):

@@ -86,7 +86,7 @@ from numpy.polynomial.legendre import leggauss
 
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
-from ..ensembles.core import Ensemble, SingleLayerNet, traced_pair_expectation
+from ..ensembles.core import Ensemble, SingleLayerNet, quadrature_pair_moment
 
 __all__ = [
     "CENTRED_ORDERS",
@@ -147,12 +147,7 @@ class LimitCovariance(Ensemble):
                                     net.preactivation_var(Y)[None, :],
                                     net.preactivation_cov(X, Y), nx[:, None], ny[None, :])
         else:  # "quadrature": ActivationNet
-            mxy = net.preactivation_cov(X, Y)
-            full = functools.partial(jnp.broadcast_to, shape=mxy.shape)
-            body = traced_pair_expectation(
-                net.numpy_activation(), full(net.preactivation_var(X)[:, None]),
-                full(net.preactivation_var(Y)[None, :]), mxy, full(nx[:, None]),
-                full(ny[None, :]))
+            body = quadrature_pair_moment(net, X, Y, nx, ny)
         return net.sigma_b**2 + net.sigma_w**2 * body
 
     def kernel_constant(self) -> float:
