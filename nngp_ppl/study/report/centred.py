@@ -21,7 +21,7 @@ import numpy as np
 
 from ..._checks import NNGPInputError
 from ...theory.operators import operator
-from .files import gate_summary
+from .files import gate_summary, nearest
 
 __all__ = ["summary", "section_lines"]
 
@@ -136,7 +136,7 @@ def _point(fit: dict, name: str, width: int, cutoff: float) -> str:
             or not np.any(np.isclose(fit["cutoffs"], cutoff))):
         return "–"
     i = fit["widths"].index(width)
-    j = int(np.argmin(np.abs(np.asarray(fit["cutoffs"]) - cutoff)))
+    j = nearest(fit["cutoffs"], cutoff)
     c = fit["couplings"].index(name)
     return f"{_f(fit['fit'][i][j][c])} ± {_f(fit['fit_stderr'][i][j][c])}"
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..._io import atomic_path
 from ..._progress import bar
 from . import second_order, symmetry, training
-from .files import StudyRuns, deviation, six_point, study_runs
+from .files import StudyRuns, deviation, nearest, six_point, study_runs
 from .summary import orders_text, six_point_summary
 
 __all__ = [
@@ -432,7 +432,7 @@ def fig_posterior_vs_point(runs, cutoff) -> object:
     for ax, run in zip(axes, shown, strict=True):
         post = run.posterior["posterior"].to_dataset()
         pc = post["cutoff"].values
-        c = float(pc[np.argmin(np.abs(pc - cutoff))])
+        c = float(pc[nearest(pc, cutoff)])
         widths = post["width"].values.astype(int)
         d = post["lambda"].sel(cutoff=c).transpose("chain", "draw", "width").values
         d = d.reshape(-1, len(widths)) * widths[None, :]
@@ -441,7 +441,7 @@ def fig_posterior_vs_point(runs, cutoff) -> object:
                     capsize=3, label="posterior median, 90%")
         fit = run.fit(run.spec["propagators"][0])
         fc = fit["cutoff"].values
-        jc = int(np.argmin(np.abs(fc - c)))
+        jc = nearest(fc, c)
         fw = fit["width"].values.astype(int)
         lm = fit["lambda_mean"].values[:, jc] * fw
         ax.plot(fw * 1.06, lm, "o", mfc="none", color="k", label="λ̄ (paper's estimator)")

@@ -30,6 +30,7 @@ __all__ = [
     "study_runs",
     "deviation",
     "gate_summary",
+    "nearest",
     "six_point",
 ]
 
@@ -38,6 +39,12 @@ __all__ = [
 _COLORS = {"erf": "tab:blue", "relu": "tab:red", "gauss": "tab:green"}
 _CYCLE = ("tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan", "tab:pink",
           "tab:gray")
+
+
+def nearest(values, x) -> int:
+    """Index of the value nearest ``x`` (cutoffs are matched across files this way)."""
+    return int(np.argmin(np.abs(np.asarray(values, float) - x)))
+
 
 
 class StudyRun:
@@ -177,13 +184,13 @@ def _six_point(run: StudyRun, cutoff: float) -> dict:
     width = run.infer_width(run.spec["ngp_width"])
     post = dt["posterior"].to_dataset()
     cut = post["cutoff"].values
-    c = float(cut[np.argmin(np.abs(cut - cutoff))])
+    c = float(cut[nearest(cut, cutoff)])
     design = const["design6"].sel(cutoff=c, coupling="lambda").values
     gp = const["G6_gp"].values
     fit = run.fit(str(dt.attrs.get("propagator", "full")))
     fcut = fit["cutoff"].values
     lam_point = float(fit["lambda_mean"].sel(width=width).values[
-        int(np.argmin(np.abs(fcut - c)))])
+        nearest(fcut, c)])
     draws = post["lambda"].sel(width=width, cutoff=c).values.ravel()
     lam_post = float(draws.mean()) if np.isclose(c, cutoff) else float("nan")
     return {

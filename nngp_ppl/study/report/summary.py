@@ -26,7 +26,15 @@ from ...inference.diagnostics import GATE_RULE
 from ...inference.evidence import choose_nested_basis
 from ..spec import SHIPPED
 from . import second_order, symmetry, training
-from .files import StudyRun, StudyRuns, deviation, gate_summary, six_point, study_runs
+from .files import (
+    StudyRun,
+    StudyRuns,
+    deviation,
+    gate_summary,
+    nearest,
+    six_point,
+    study_runs,
+)
 
 __all__ = [
     "nearest",
@@ -62,11 +70,6 @@ def _clean(obj):
         x = float(obj)
         return x if math.isfinite(x) else None
     return obj
-
-
-def nearest(values, x) -> int:
-    """Index of the value nearest ``x`` (cutoffs are matched across files this way)."""
-    return int(np.argmin(np.abs(np.asarray(values, float) - x)))
 
 
 def orders_text(orders) -> str:
