@@ -283,6 +283,20 @@ def test_an_edited_posterior_draw_is_refused(tmp_path, capsys):
     assert "damaged or edited" in err
 
 
+def test_the_python_readers_of_a_posterior_file_verify_it_as_the_cli_does(tmp_path):
+    # beta_function(path) and the study's target stage read a posterior through
+    # read_posterior; they opened it unverified before, and an edited ensemble gave another γ.
+    from nngp_ppl.inference import beta_function, read_posterior
+
+    path = write_posterior(small_posterior(), tmp_path / "post.nc")
+    with pytest.raises(NNGPInputError, match="attribute 'couplings' is not valid JSON"):
+        read_posterior(path)  # intact, but not what infer_couplings writes
+    edit_attr(path, "ensemble", json.dumps(nngp_ppl.GaussNet().to_dict()))
+    for read in (read_posterior, beta_function):
+        with pytest.raises(NNGPInputError, match="posterior: .*post.nc is damaged or edited"):
+            read(path)
+
+
 @pytest.mark.parametrize("tree, words", [
     (lambda: small_posterior(draws=np.full((2, 5, 1, 2), np.nan)), "non-finite posterior draws"),
     (lambda: small_posterior(cutoffs=(-10.0, 100.0)), "distinct positive finite cutoffs"),

@@ -6,6 +6,8 @@
 * :func:`calibrate`: coverage of the posteriors on real sampled networks, with the
   diagnostics and timing of its NUTS runs.
 * :func:`beta_function`: the running of the couplings and the exponent γ.
+* :func:`read_posterior`: a stored coupling posterior (file verified by its checksum) with
+  its draws and the theory it was drawn with (:class:`StoredPosterior`).
 * :func:`compare_point_estimates`: posteriors next to the paper's point estimates.
 * :func:`select_problem`, :func:`model_loo`: one (width, cutoff) of a posterior file for
   ArviZ, and each compared model's PSIS-LOO (the stored ELPD).
@@ -17,6 +19,7 @@ from .compare import compare_point_estimates, model_loo, select_problem
 from .couplings import infer_couplings, sample_latent
 from .diagnostics import DiagnosticsWarning, GateResult, diagnostics_gate
 from .flow import asymptotic_exponent, beta_function, design_function
+from .posterior_file import StoredPosterior, read_posterior
 
 __all__ = [
     "infer_couplings",
@@ -26,6 +29,8 @@ __all__ = [
     "DiagnosticsWarning",
     "GateResult",
     "beta_function",
+    "read_posterior",
+    "StoredPosterior",
     "design_function",
     "asymptotic_exponent",
     "compare_point_estimates",

@@ -48,13 +48,11 @@ import warnings
 
 import arviz_base
 import numpy as np
-import xarray as xr
 
 from .._checks import NNGPInputError
-from .._io import json_attr
 from .._version import __version__
-from ..ensembles.core import ensemble_from_dict
 from .eft import asymptotic_exponent, log_slope
+from .posterior_file import StoredPosterior, read_posterior
 from .problem import EFTTheory, design_function  # noqa: F401  (re-exported)
 
 __all__ = [
@@ -63,33 +61,12 @@ __all__ = [
 ]
 
 
-def _read_posterior(posterior):
-
-    if isinstance(posterior, str) or hasattr(posterior, "__fspath__"):
-        posterior = xr.open_datatree(posterior, engine="h5netcdf").load()
-    try:
-        post = posterior["posterior"].to_dataset()
-        const = posterior["constant_data"].to_dataset()
-        attrs = dict(posterior.attrs)
-        net = ensemble_from_dict(json_attr(attrs["ensemble"], "ensemble"))
-        couplings = tuple(json_attr(attrs["couplings"], "couplings"))
-        orders = tuple(int(n) for n in json_attr(attrs["orders"], "orders"))
-        propagator = str(attrs["propagator"])
-        X = np.asarray(const["inputs"].values)
-        deviation = np.asarray(post["deviation"].values, dtype=np.float64)
-        order = int(attrs.get("order", 1))
-    except (KeyError, TypeError, ValueError) as err:
-        raise NNGPInputError(
-            "posterior must be a coupling posterior written by infer_couplings (nngp-ppl "
-            f"infer); this one lacks {err}"
-        ) from None
-    return post, attrs, net, couplings, orders, propagator, X, deviation, order
-
-
 def beta_function(posterior, *, reference_cutoff=None, seed: int = 0, coupling: str = "lambda"):
     r"""Posterior of the β-functions and of the running exponent γ (module docstring).
 
-    ``posterior``: a DataTree from :func:`~nngp_ppl.infer_couplings` (or the path of one).
+    ``posterior``: a DataTree from :func:`~nngp_ppl.infer_couplings`, the path of one
+    (read and verified by :func:`~nngp_ppl.inference.posterior_file.read_posterior`), or its
+    :class:`~nngp_ppl.inference.posterior_file.StoredPosterior`.
     ``reference_cutoff``: where ``gamma`` is extrapolated from (default: the largest cutoff).
     ``coupling``: whose exponent γ is.
 
@@ -105,26 +82,21 @@ def beta_function(posterior, *, reference_cutoff=None, seed: int = 0, coupling: 
     """
 
 
-    post, attrs, net, couplings, orders, propagator, X, r, order = _read_posterior(posterior)
+    stored = (posterior if isinstance(posterior, StoredPosterior)
+              else read_posterior(posterior))
+    couplings, r, cutoffs, widths = (stored.couplings, stored.deviation, stored.cutoffs,
+                                     stored.widths)
     if coupling not in couplings:
         raise NNGPInputError(f"coupling must be one of the fitted couplings {couplings}")
-    cutoffs = np.asarray(post["cutoff"].values, dtype=np.float64)
-    widths = np.asarray(post["width"].values)
-    if not np.all(np.isfinite(r)):
-        raise NNGPInputError("posterior/deviation holds non-finite draws: the file is damaged")
-    if np.any(cutoffs <= 0) or len(np.unique(cutoffs)) != len(cutoffs):
-        raise NNGPInputError(f"the posterior's cutoffs must be distinct and positive, got "
-                             f"{cutoffs.tolist()}")
     ref = float(cutoffs.max()) if reference_cutoff is None else float(reference_cutoff)
     if not np.any(np.isclose(cutoffs, ref)):
         raise NNGPInputError(
             f"reference_cutoff must be one of the posterior's cutoffs {cutoffs.tolist()}"
         )
     ci = couplings.index(coupling)
-    extent = float(np.max(np.abs(X)))
+    extent = float(np.max(np.abs(stored.inputs)))
     probe = np.array([ref, ref / 2, ref / 4])
-    theory = EFTTheory.build(net, X, couplings, orders, orders, propagator,
-                             max_cutoff=float(cutoffs.max()), order=order)
+    theory = stored.theory()
     est = theory.estimator(cutoffs)
     g = est.couplings(r)  # (chain, draw, width, cutoff, coupling)
     beta = est.beta(r, g)
@@ -156,7 +128,8 @@ def beta_function(posterior, *, reference_cutoff=None, seed: int = 0, coupling: 
     # gamma_analytic from the propagator on the vertex legs: the net's kernel, or for a net
     # with means the limit covariance of its centred theory (it has no zero-mean kernel).
     return _beta_tree(
-        theory.propagator_net, propagator, attrs, couplings, orders, order, coupling, ref,
+        theory.propagator_net, stored.propagator, stored.attrs, couplings, stored.orders,
+        stored.order, coupling, ref,
         widths, cutoffs, probe, beta, gamma_local, gamma, gamma_data, gamma_slope,
         gamma_probe, systematic, converged)
 

@@ -66,11 +66,10 @@ import xarray as xr
 from .. import _io
 from .._checks import NNGPInputError
 from .._lock import exclusive_lock
-from ..inference import beta_function, eft, infer_couplings
+from ..inference import beta_function, eft, infer_couplings, read_posterior
 from ..inference import eft as _eft
 from ..inference.connected import connected_six_point
 from ..inference.eft import log_slope
-from ..inference.problem import EFTTheory
 from ..inference.symmetry import check_declared_symmetries, parity_test
 from ..sampling import stats as _stats
 from ..sampling.sampler import sample_correlators
@@ -411,31 +410,27 @@ def _target_action(run: RunSpec):
     :math:`\beta^* = \dot B(\Lambda)\, r` on the exact centred deviations r of the exact
     finite-width moments (:meth:`~nngp_ppl.inference.problem.EFTTheory.exact_deviation`),
     with the theory the posterior file records (couplings, fitted orders, propagator, free
-    part), built as :func:`~nngp_ppl.beta_function` builds it. Written to
-    ``target_<key>.json`` so that the report only reads it."""
+    part), read and verified by :func:`~nngp_ppl.inference.read_posterior` and built by
+    :meth:`~nngp_ppl.inference.StoredPosterior.theory` as :func:`~nngp_ppl.beta_function`
+    builds it. Written to ``target_<key>.json`` so that the report only reads it."""
     def action(out: Path):
 
-        dt = xr.open_datatree(out / posterior_file(run.key), engine="h5netcdf").load()
-        attrs = dict(dt.attrs)
-        couplings = json.loads(attrs["couplings"])
-        orders = tuple(int(n) for n in json.loads(attrs["orders"]))
-        post = dt["posterior"]
-        widths = [int(w) for w in post["width"].values]
-        cutoffs = [float(c) for c in post["cutoff"].values]
-        X = np.asarray(dt["constant_data"]["inputs"].values, dtype=np.float64)
-        mode = str(attrs["two_point"])
-        theory = EFTTheory.build(run.net(), X, couplings, orders, orders,
-                                 str(attrs["propagator"]), max_cutoff=max(cutoffs))
+        stored = read_posterior(out / posterior_file(run.key),
+                                name=f"the posterior of run {run.key!r}")
+        widths = [int(w) for w in stored.widths]
+        cutoffs = [float(c) for c in stored.cutoffs]
+        theory = stored.theory()
         est = theory.estimator(tuple(cutoffs))
         target, beta = [], []
         for w in widths:
-            r = theory.exact_deviation(w, mode)
+            r = theory.exact_deviation(w, stored.two_point)
             g = est.couplings(r)  # (cutoff, coupling)
             target.append(np.asarray(g).tolist())
             beta.append(np.asarray(est.beta(r, g)).tolist())
-        result = {"key": run.key, "couplings": couplings, "orders": list(orders),
-                  "two_point": mode, "propagator": str(attrs["propagator"]),
-                  "widths": widths, "cutoffs": cutoffs, "target": target, "beta": beta,
+        result = {"key": run.key, "couplings": list(stored.couplings),
+                  "orders": list(stored.orders), "two_point": stored.two_point,
+                  "propagator": stored.propagator, "widths": widths, "cutoffs": cutoffs,
+                  "target": target, "beta": beta,
                   "source": "B(cutoff) r and dB/dlog(cutoff) r of the exact centred "
                             "moments (nngp_ppl.theory.exact; nngp_ppl.inference.centred)"}
         write_text(out / target_file(run.key), json.dumps(result, indent=1))

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ... import _checks
-from ..._checks import NNGPInputError
-from ..._io import BETA_FORMAT, BETA_VERSION, POSTERIOR_FORMAT, POSTERIOR_VERSION, read_netcdf
-from ...inference import beta_function
+from ..._io import BETA_FORMAT, BETA_VERSION
+from ...inference import beta_function, read_posterior
 from ...inference.plots import plot_beta
 from .infer import checked_figure, checked_output, save_figure, write_datatree
 from .sample import add_trusted_ensemble_argument, parse_integer, parse_real
@@ -30,7 +29,6 @@ from .sample import add_trusted_ensemble_argument, parse_integer, parse_real
 __all__ = [
     "register",
     "print_table",
-    "read_posterior",
     "run",
 ]
 
@@ -115,30 +113,6 @@ def _pm(draws) -> str:
     return f"{med:.4g} [{lo:.3g}, {hi:.3g}]"
 
 
-def read_posterior(path, name: str = "POSTERIOR.nc"):
-    """A coupling posterior written by ``nngp-ppl infer``: checksum verified, groups present,
-    cutoffs positive and distinct, draws finite; anything else is one clear error."""
-
-    dt = read_netcdf(path, name=name, what="coupling posterior written by `nngp-ppl infer`",
-                     tree=True, file_format=POSTERIOR_FORMAT, version=POSTERIOR_VERSION)
-    missing = [g for g in ("posterior", "constant_data") if g not in dt.children]
-    if not missing and "inputs" not in dt["constant_data"].data_vars:
-        missing = ["constant_data/inputs"]
-    if missing:
-        raise NNGPInputError(f"{name}: {path} lacks {', '.join(missing)}; it is not a "
-                             "complete posterior written by `nngp-ppl infer`")
-    post = dt["posterior"].to_dataset()
-    cut = np.asarray(post["cutoff"].values, dtype=np.float64) if "cutoff" in post.coords else None
-    if cut is None or not (np.all(np.isfinite(cut)) and np.all(cut > 0)
-                           and np.all(np.diff(np.sort(cut)) > 0)):
-        raise NNGPInputError(f"{name}: {path} must have distinct positive finite cutoffs, got "
-                             f"{None if cut is None else cut.tolist()}")
-    for var in post.data_vars:
-        if not np.all(np.isfinite(post[var].values)):
-            raise NNGPInputError(f"{name}: {path} has non-finite posterior draws of {var}")
-    return dt
-
-
 def run(args) -> int:
 
     src = Path(args.file)
@@ -147,7 +121,8 @@ def run(args) -> int:
     ref = None if args.reference_cutoff is None else parse_real("--reference-cutoff",
                                                            args.reference_cutoff)
     seed = _checks.seed("--seed", parse_integer("--seed", args.seed, minimum=0))
-    posterior = read_posterior(src)
+    # Checksum, format, groups, cutoffs and finite draws: one line for anything else.
+    posterior = read_posterior(src, name="POSTERIOR.nc")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         beta = beta_function(posterior, reference_cutoff=ref, seed=seed)
