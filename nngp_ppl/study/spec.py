@@ -451,6 +451,7 @@ def plan_dict(preset: Preset) -> dict:
                 "key": r.key, "label": r.label, "ensemble": r.ensemble,
                 "sigma_b": r.sigma_b, "d_in": r.d_in, "widths": list(r.widths),
                 "inputs": r.inputs().tolist(), "exact_oracle": r.exact_oracle(),
+                "inputs_source": "paper" if isinstance(r.points, str) else "study",
                 "params": dict(r.params), "symmetries": list(r.symmetries),
                 "orders": list(r.orders), "centred": r.centred, "files": files}
             if r.centred:  # the centred fit, posterior, flow and exact target stages
@@ -483,7 +484,8 @@ def plan_dict(preset: Preset) -> dict:
         })
     # Runs with non-zero means (RunSpec.zero_mean): sampled, tested for f -> -f and, where
     # the centred theory describes them (RunSpec.centred), fitted centred; the report's
-    # even-coupling sections do not read them.
+    # even-coupling sections do not read them, and a study of such runs alone (``runs``
+    # empty) has none.
     return {"preset": preset.to_dict(), "runs": runs, "symmetry_runs": tested_only,
             "training": plan_entry(preset)}
 
@@ -891,11 +893,6 @@ def study_from_text(text: str, source="study"):
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
         raise NNGPInputError(f"{source}: run key {dup[0]!r} is used twice; keys name files")
-    if not any(r.zero_mean for r in runs):
-        # Runs with non-zero means are left out of the report's even-coupling sections
-        # (deviation, λ̄, 6-pt, flow figures: RunSpec.zero_mean), which need a run to show.
-        raise NNGPInputError(f"{source}: every run has non-zero parameter means (mu_w, mu_b); "
-                             "add at least one zero-mean run")
     unknown = sorted(set(v.get("infer_widths", {})) - set(keys))
     if unknown:
         raise NNGPInputError(f"{_where(source, key='infer_widths')}: no run {unknown[0]!r} "

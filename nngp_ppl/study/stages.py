@@ -38,7 +38,9 @@ physics.md §6d) its fit, posterior and flow stages are centred (expanded around
 measured mean, basis g₃, λ by default), followed by its ``target`` stage where the
 ensemble's oracle reaches the basis' orders; otherwise it would have only its sample and
 symmetry stages (reading the study refuses such ensembles: ReLU-net and MLP with means have
-no limit kernel here).
+no limit kernel here). A study whose every run has non-zero means runs too: its report
+leaves out the sections and figures built on the zero-mean GP kernel and says why, and its
+symmetry and centred sections carry it.
 
 Resuming. A stage is skipped when ``manifest.json`` records the same key (a hash of the
 stage's parameters, the package version and the SHA-256 of every file it reads) and each of
@@ -471,10 +473,12 @@ def _report_action(preset: Preset, records: Callable[[], dict], progress: bool):
 def report_outputs(preset: Preset) -> tuple[str, ...]:
 
     runs = get_preset(preset).runs()
+    # The even-coupling figures show the zero-mean runs (make_figures): none without one.
+    even = FIGURES if any(r.zero_mean for r in runs) else ()
     extra = (FIGURE,) if any(r.order == 2 for r in runs) else ()
     extra += (SYMMETRY_FIGURE,) if any(r.tests_symmetry for r in runs) else ()
     extra += figure_names(get_preset(preset))
-    return ("report.md", "summary.json") + tuple(f"figures/{f}" for f in (*FIGURES, *extra))
+    return ("report.md", "summary.json") + tuple(f"figures/{f}" for f in (*even, *extra))
 
 
 def stages(preset: Preset, *, progress: bool = True, log=print,

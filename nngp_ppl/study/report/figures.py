@@ -471,7 +471,8 @@ def fig_posterior_vs_point(runs, cutoff) -> object:
 
 
 def make_figures(out, plan: dict, *, runs=None, progress: bool = False) -> list[Path]:
-    """Draw every figure of :data:`FIGURES` into ``out/figures``; returns their paths.
+    """Draw every figure of :data:`FIGURES` (where the study has a zero-mean run) and those of
+    the second-order, symmetry and training sections into ``out/figures``; returns their paths.
     ``progress``: a bar over the figures on a terminal (:mod:`nngp_ppl._progress`)."""
     out = Path(out)
     runs = study_runs(out, plan) if runs is None else StudyRuns.of(runs)
@@ -485,7 +486,9 @@ def make_figures(out, plan: dict, *, runs=None, progress: bool = False) -> list[
         "six_point.png": lambda: fig_six_point(runs, cutoff),
         "posterior_vs_point.png": lambda: fig_posterior_vs_point(runs, cutoff),
     }
-    names = list(FIGURES)
+    # The figures of the zero-mean runs (the even-coupling sections): none where every
+    # run has non-zero means (the report says why).
+    names = list(FIGURES) if runs else []
     tested = [*runs, *symmetry.tested_only_runs(out, plan)]
     if any(second_order.files(run) for run in runs):
         makers[second_order.FIGURE] = lambda: second_order.figure(runs)

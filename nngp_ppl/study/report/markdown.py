@@ -20,8 +20,21 @@ __all__ = [
     "ELPD_SIGMAS",
     "PARETO_K_MAX",
     "GAMMA_FLAT",
+    "ZERO_MEAN_SECTIONS",
     "render_report",
 ]
+
+
+#: The headings of the sections built on the zero-mean GP kernel (the study's zero-mean
+#: runs: exact summary, λ̄, γ, 6-pt check, posteriors against point estimates); a study
+#: whose every run has non-zero means leaves them out and says why (:func:`_left_out`).
+ZERO_MEAN_SECTIONS = (
+    "1. Deviation from the Gaussian process against width",
+    "2. The quartic coupling at a cutoff",
+    "3. Running with the cutoff: β-function and exponent γ",
+    "4. Predicting the 6-pt function from the 4-pt coupling",
+    "5. Posterior against point estimates, per width",
+)
 
 
 def _f(x, spec=".3g") -> str:
@@ -101,13 +114,41 @@ def _conventions(summary: dict) -> list[str]:
               "c_n": "c_n", "diagnostics_gate": "diagnostics gate"}
     L += [f"- **{label}**: {conv[k]}" for k, label in labels.items()]
     L += [""] + _oracle_lines(runs)
-    L += [_inputs_sentence(runs), ""]
+    # Every run of the study: those with non-zero means (symmetry_runs) too.
+    every = {**runs, **summary.get("symmetry_runs", {})}
+    L += [_inputs_sentence(every), ""]
     L += _table(["run", "ensemble", "σ_b", "d_in", "inputs", "widths", "posterior widths"],
                 [[k, r["label"], _f(r["sigma_b"]), r["d_in"],
                   "; ".join(",".join(_f(v) for v in x) for x in r["inputs"]),
-                  ",".join(map(str, r["widths"])), ",".join(map(str, r["infer_widths"]))]
-                 for k, r in runs.items()])
+                  ",".join(map(str, r["widths"])),
+                  ",".join(map(str, r["infer_widths"])) or "–"]
+                 for k, r in every.items()])
     return L
+
+
+def _means(r: dict) -> str:
+    """A run's non-zero parameter means, as its plan stored them."""
+    return ", ".join(f"{k} = {v:g}" for k, v in r["params"].items()
+                     if k in ("mu_w", "mu_b") and v)
+
+
+def _left_out(summary: dict) -> list[str]:
+    """Where no run of the study has zero means: which sections are left out and why, from
+    the left-out headings and the stored runs (their labels and means)."""
+    if summary["runs"]:
+        return []
+    shown = summary.get("symmetry_runs", {})
+    first, last = (h.split(".")[0] for h in (ZERO_MEAN_SECTIONS[0], ZERO_MEAN_SECTIONS[-1]))
+    titles = "; ".join(t[0].lower() + t[1:] for t in
+                       (h.split(". ", 1)[1] for h in ZERO_MEAN_SECTIONS))
+    names = "; ".join(f"{r['label']}: {_means(r)}" for r in shown.values())
+    centred = [r["label"] for r in shown.values() if r.get("centred")]
+    shows = "the test of f -> -f on the odd correlators" + (
+        f" and the centred couplings of {', '.join(centred)} (their posteriors' gate in "
+        "section 6)" if centred else "")
+    return [f"**Sections {first}–{last} are left out** ({titles}): they expand around the "
+            "zero-mean GP kernel, and every run of this study has non-zero parameter means "
+            f"({names}). Section 5c, \"Symmetry and operator basis\", shows {shows}.", ""]
 
 
 def _inputs_sentence(runs: dict) -> str:
@@ -124,7 +165,7 @@ def _inputs_sentence(runs: dict) -> str:
 
 
 def _deviation_section(runs: dict) -> list[str]:
-    L = ["## 1. Deviation from the Gaussian process against width", "",
+    L = ["## " + ZERO_MEAN_SECTIONS[0], "",
          "![m_n against N](figures/deviation_vs_width.png)", "",
          "Sampled m_n next to the exact finite-width value and the statistical background "
          "(z = (sampled − exact) / background):", ""]
@@ -351,7 +392,7 @@ def _elpd_cells(models, vals, errs, ks) -> list[str]:
 
 
 def _couplings_section(runs: dict) -> list[str]:
-    L = ["## 2. The quartic coupling at a cutoff", "",
+    L = ["## " + ZERO_MEAN_SECTIONS[1], "",
          "![lambda against cutoff](figures/lambda_vs_cutoff.png)", ""]
     L += _coupling_settings(runs)
     first = next(iter(runs.values()))["posterior"]
@@ -411,7 +452,7 @@ def _bias_subtracted_sentence(r: dict) -> str:
 
 
 def _running_section(runs: dict, p: dict) -> list[str]:
-    L = ["## 3. Running with the cutoff: β-function and exponent γ", "",
+    L = ["## " + ZERO_MEAN_SECTIONS[2], "",
          "![beta function](figures/beta_function.png)", "",
          "![gamma against d_in](figures/rg_dimension.png)", "",
          "γ with λ ∝ Λ^−γ: the paper's regression of log|λ̄| on log Λ over all "
@@ -446,7 +487,7 @@ def _running_section(runs: dict, p: dict) -> list[str]:
 
 
 def _six_point_section(runs: dict, p: dict) -> list[str]:
-    L = ["## 4. Predicting the 6-pt function from the 4-pt coupling", "",
+    L = ["## " + ZERO_MEAN_SECTIONS[3], "",
          "![six-point prediction](figures/six_point.png)", "",
          f"At Λ = {_f(p['six_point_cutoff'])}: m_6 of the GP, of GP + ΔG6(λ̄) (the "
          "paper's check, κ = 0) and of GP + ΔG6 at the posterior-mean λ; improvement = "
@@ -477,7 +518,7 @@ def _improvement_cell(x) -> str:
 
 
 def _posterior_vs_point_section(runs: dict, p: dict) -> list[str]:
-    L = ["## 5. Posterior against point estimates, per width", "",
+    L = ["## " + ZERO_MEAN_SECTIONS[4], "",
          "![posterior vs point](figures/posterior_vs_point.png)", "",
          f"At Λ = {_f(p['six_point_cutoff'])}, every width with a posterior: the posterior, "
          "its plug-in point estimate B r̂ (the estimand's map of the sampled correlators) with "
@@ -506,9 +547,12 @@ def _posterior_vs_point_section(runs: dict, p: dict) -> list[str]:
 def _diagnostics_section(summary: dict) -> list[str]:
     L = ["## 6. Diagnostics gate", "", f"{summary['conventions']['diagnostics_gate']}.", ""]
     rows = []
-    for r in summary["runs"].values():
-        g = r["posterior"]["gate"]
-        rows.append([r["label"], "PASSED" if g["passed"] else "**FAILED**",
+    # Every posterior: the zero-mean runs' and the centred ones of runs with means.
+    gates = [(r["label"], r["posterior"]["gate"]) for r in summary["runs"].values()]
+    gates += [(r["label"], r["centred"]["gate"])
+              for r in summary.get("symmetry_runs", {}).values() if r.get("centred")]
+    for label, g in gates:
+        rows.append([label, "PASSED" if g["passed"] else "**FAILED**",
                      f"{g['n_posteriors'] - g['n_failed']}/{g['n_posteriors']}",
                      _f(g["max_r_hat"], ".4f"), _f(g["min_ess_bulk"], ".0f"),
                      _f(g["min_ess_tail"], ".0f"), g["divergences"],
@@ -538,11 +582,14 @@ def render_report(summary: dict) -> str:
     """The markdown report, from the summary alone (figures referenced by file name)."""
     runs, p = summary["runs"], summary["preset"]
     L = _header(summary) + _conventions(summary)
-    L += _deviation_section(runs)
-    L += _couplings_section(runs)
-    L += _running_section(runs, p)
-    L += _six_point_section(runs, p)
-    L += _posterior_vs_point_section(runs, p)
+    if runs:
+        L += _deviation_section(runs)
+        L += _couplings_section(runs)
+        L += _running_section(runs, p)
+        L += _six_point_section(runs, p)
+        L += _posterior_vs_point_section(runs, p)
+    else:
+        L += _left_out(summary)
     L += second_order.section(runs, _table)
     L += symmetry.section(runs, _table, summary.get("symmetry_runs", {}), FAIL)
     L += training.section(summary.get("training"), _table)

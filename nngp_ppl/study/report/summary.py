@@ -281,7 +281,7 @@ def collect_summary(out, plan: dict, timings: dict | None = None, *, warnings=No
                     "jax": jax.__version__,
                     "devices": [str(d) for d in jax.devices()]},
         "preset": preset,
-        "conventions": conventions(entries),
+        "conventions": conventions(entries, even_sections=bool(entries)),
         "runs": entries,
         "symmetry_runs": symmetry.tested_only(out, plan),
         "training": training.summary(out, plan, runs),
@@ -298,11 +298,13 @@ PAPER = "Halverson, Maiti, Stoner, arXiv:2008.08601"
 
 def study_title(plan: dict) -> str:
     """The report's title, from the plan: the paper's reproduction for the shipped presets
-    run on the authors' inputs, otherwise the study's own name and its runs' labels."""
+    run on the authors' inputs, otherwise the study's own name and its runs' labels (those
+    with non-zero means too)."""
     name, runs = plan["preset"]["name"], plan["runs"]
     if name in SHIPPED and runs and all(r.get("inputs_source") == "paper" for r in runs):
         return f"nngp_ppl reproduction of {PAPER}"
-    labels = list(dict.fromkeys(r["label"] for r in runs))
+    # Every run of the study, those with non-zero means (symmetry_runs) too.
+    labels = list(dict.fromkeys(r["label"] for r in [*runs, *plan.get("symmetry_runs", [])]))
     return f"nngp_ppl study '{name}': " + ", ".join(labels)
 
 
@@ -343,11 +345,14 @@ def propagator_sentence(runs: dict) -> str:
     return text
 
 
-def conventions(runs: dict | None = None) -> dict:
+def conventions(runs: dict | None = None, *, even_sections: bool = True) -> dict:
     """The conventions every number of the report uses (physics.md §5–§8); the sign and
-    propagator lines are read from ``runs`` (the summary's run entries)."""
+    propagator lines are read from ``runs`` (the summary's run entries). ``even_sections``:
+    whether the report has its zero-mean sections (a study with a zero-mean run); without
+    them each posterior's settings are stated in section 5c, not 2."""
 
     runs = runs or {}
+    settings = "section 2" if even_sections else "section 5c"
     return {
         "action": "P[f] ~ exp(-S), S = S_GP + int_[-L,L]^d_in (lambda f^4 + kappa f^6) dy, "
                   "unit coefficients (no 1/4!)",
@@ -357,7 +362,7 @@ def conventions(runs: dict | None = None) -> dict:
         "rule_4_5": "diagrams in which the vertex corrects the 2-pt function are dropped (K "
                     "is the exact 2-pt function at every width for one hidden layer; where "
                     "it is not, e.g. a deep MLP, the free part is the Wick sum of the "
-                    "measured 2-pt function instead, stated per run in section 2)",
+                    f"measured 2-pt function instead, stated per run in {settings})",
         "per_tuple_coupling": "lambda_t = -(G4_exp - G4_GP)_t / (24 int_box prod_a K(x_a,y) "
                               "dy); lambda_bar = mean over the distinct 4-tuples",
         "cutoffs": "vertex integrals over the box [-L, L]^d_in by composite Gauss-Legendre "
@@ -366,7 +371,7 @@ def conventions(runs: dict | None = None) -> dict:
                            "correlators are r plus the noise of a mean over n_nets networks; "
                            "the coupling at each cutoff is the declared estimand B(L) r "
                            "(nngp_ppl.inference.problem); the noise model and the orders are read "
-                           "from each posterior file (section 2)",
+                           f"from each posterior file ({settings})",
         "diagnostics_gate": f"{GATE_RULE}, for every width and cutoff",
         "m_n": "<|G_n - G_n,GP| / |G_n,GP|> over the distinct tuples; background "
                "<stderr / |G_n,GP|>",

@@ -65,11 +65,17 @@ def tested_only_runs(out, plan: dict) -> list:
 
 
 def tested_only(out, plan: dict) -> dict:
-    """Summary entries of :func:`tested_only_runs`: label, ensemble, parameters, symmetry,
-    files and ``centred`` (:func:`nngp_ppl.study.report.centred.summary`, None for a run
-    without centred stages)."""
+    """Summary entries of :func:`tested_only_runs`: label, ensemble, parameters, the
+    settings of the report's table of runs (σ_b, d_in, inputs and their source, widths,
+    posterior widths), symmetry, files and ``centred``
+    (:func:`nngp_ppl.study.report.centred.summary`, None for a run without centred
+    stages)."""
     return {run.key: {"label": run.label, "ensemble": run.spec["ensemble"],
-                      "params": run.spec["params"], "symmetry": summary(run),
+                      "params": run.spec["params"],
+                      **{k: run.spec.get(k) for k in ("sigma_b", "d_in", "inputs",
+                                                      "inputs_source", "widths")},
+                      "infer_widths": run.spec.get("infer_widths", []),
+                      "symmetry": summary(run),
                       "files": dict(run.spec.get("files", {})),
                       "centred": centred.summary(run)}
             for run in tested_only_runs(out, plan)}
@@ -164,7 +170,9 @@ def _stages(r) -> str:
     return ", ".join(parts) or "sample and symmetry"
 
 
-def _means_sentence(tested_only: dict) -> list[str]:
+def _means_sentence(tested_only: dict, even_sections: bool = True) -> list[str]:
+    """What the runs with means get here; ``even_sections``: whether the report has the
+    zero-mean sections above (else it said at the top why they are left out)."""
     if not tested_only:
         return []
 
@@ -178,10 +186,11 @@ def _means_sentence(tested_only: dict) -> list[str]:
     if fitted:
         names = "; ".join(f"{r['label']} ({means(r)}; stages: {_stages(r)})" for r in fitted)
         L += [f"Runs with non-zero parameter means are fitted centred, expanded around the "
-              f"measured mean (physics.md §6d): {names}. The study's exact summary and the "
-              "even-coupling sections above (deviation, λ̄, 6-pt check, flow figures) "
-              "expand around the zero-mean GP kernel and do not show them; their couplings "
-              "are below.", ""]
+              f"measured mean (physics.md §6d): {names}. "
+              + ("The study's exact summary and the even-coupling sections above (deviation, "
+                 "λ̄, 6-pt check, flow figures) expand around the zero-mean GP kernel and do "
+                 "not show them; their couplings are below." if even_sections
+                 else "Their couplings are below."), ""]
     if alone:
         names = "; ".join(f"{r['label']} ({means(r)}; stages: {_stages(r)})" for r in alone)
         L += [f"Runs with non-zero parameter means have only their sample and symmetry "
@@ -207,7 +216,7 @@ def section(runs_summary: dict, table, tested_only: dict | None = None,
          f"Test: {first['test']}, at each sampled width. Odd correlators against zero and, "
          f"where the ensemble has an exact oracle, against the exact finite-width values "
          f"(figure `{FIGURE}`).", ""]
-    L += _means_sentence(tested_only)
+    L += _means_sentence(tested_only, even_sections=bool(runs_summary))
     rows = []
     for r in runs.values():
         s = r["symmetry"]
