@@ -3,7 +3,8 @@
 An Erf-net with μ_W = 0.8, μ_b = 0.3 breaks f -> -f, so ``reproduce`` fits it centred
 (physics.md §6d): point fit, posterior of (g₃, λ) (the default basis of a run with means),
 β-functions, and the exact centred target B(Λ) r of the exact finite-width moments. A
-zero-mean Erf-net stands beside it (a study needs one run for its even-coupling sections).
+zero-mean Erf-net stands beside it, so the report has its even-coupling sections too (a study
+of runs with means alone: tests/test_means_only_study.py).
 
 Physics against physics: the stored target is recomputed here from the exact oracle through
 the public centred API (:func:`nngp_ppl.inference.centred.build_theory`); the posterior's
