@@ -46,18 +46,28 @@ def bar(total: int, desc: str, progress: bool = True, **kwargs):
 #: compiled pieces of the scan).
 PIECES = 30
 
+#: Without a bar, at most this many pieces of the greatest common divisor of the warm-up
+#: and draw counts; beyond it (coprime counts, say 997 and 1000) one scan each.
+QUIET_PIECES = 64
+
 
 def pieces(num_warmup: int, num_samples: int, progress: bool) -> tuple[list, list]:
-    """Lengths of the compiled scans for warm-up and draws: one each without a bar; with
-    one, pieces of a common length near 1/PIECES of the run (a divisor of both counts
-    where one is near, so that a single compilation serves every piece)."""
-    if not progress:
-        return [num_warmup], [num_samples]
-    target = max(1, (num_warmup + num_samples) // PIECES)
+    """Lengths of the compiled scans for warm-up and draws, chosen so that one compilation
+    serves both phases where it can (a scan's length is part of its program, and compiling
+    a NUTS scan costs seconds, its pieces' returns to Python microseconds). Without a bar:
+    pieces of g = gcd(warm-up, draws), unless that makes more than :data:`QUIET_PIECES`;
+    with one, pieces of a common length near 1/PIECES of the run (a divisor of both counts
+    where one is near)."""
     g = math.gcd(num_warmup, num_samples)
-    piece = max(d for d in range(1, min(g, target) + 1) if g % d == 0)
-    if piece < target // 2:
-        piece = target
+    if not progress:
+        if (num_warmup + num_samples) // g > QUIET_PIECES:
+            return [num_warmup] if num_warmup else [], [num_samples]
+        piece = g
+    else:
+        target = max(1, (num_warmup + num_samples) // PIECES)
+        piece = max(d for d in range(1, min(g, target) + 1) if g % d == 0)
+        if piece < target // 2:
+            piece = target
 
     def split(n):
         return [piece] * (n // piece) + ([n % piece] if n % piece else [])
@@ -67,22 +77,24 @@ def pieces(num_warmup: int, num_samples: int, progress: bool) -> tuple[list, lis
 
 def run_nuts(state, advance, num_warmup: int, num_samples: int, progress: bool, desc="NUTS",
              draw_axis: int = 2):
-    """Warm-up, then draws, by ``advance(state, length, keep) -> (state, out)`` (a compiled
-    scan of ``length`` NUTS steps whose state carries the key and the adaptation, so the
-    pieces make the same chain as one scan), with a bar of steps on a terminal. ``out`` is
-    a tuple of arrays with the draw axis at ``draw_axis`` ((problem, chain, draw, ...) by
-    default); returns the pieces' outputs joined along it."""
+    """Warm-up, then draws, by ``advance(state, length) -> (state, out)`` (a compiled scan
+    of ``length`` NUTS steps whose state carries the key and the adaptation, so the pieces
+    make the same chain as one scan), with a bar of steps on a terminal. ``out`` is a tuple
+    of arrays with the draw axis at ``draw_axis`` ((problem, chain, draw, ...) by default);
+    the warm-up pieces' outputs are dropped (they are computed all the same, so that warm-up
+    and draws run one program: :func:`pieces`). Returns the draw pieces' outputs joined
+    along the draw axis."""
 
     shown = on_terminal(progress)
     warm, draw = pieces(num_warmup, num_samples, shown)
     outs = []
     with bar(num_warmup + num_samples, desc, shown, unit="step") as b:
         for n in warm:
-            state, _ = advance(state, n, False)
+            state, _ = advance(state, n)
             jax.block_until_ready(state)
             b.update(n)
         for n in draw:
-            state, out = advance(state, n, True)
+            state, out = advance(state, n)
             outs.append(jax.device_get(out))
             b.update(n)
     return jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=draw_axis), *outs)

@@ -45,7 +45,13 @@ def test_bars_only_on_a_terminal(monkeypatch):
 
 
 def test_pieces_cover_the_run_with_one_length_where_possible():
-    assert _progress.pieces(500, 1000, False) == ([500], [1000])
+    # Without a bar, warm-up and draws share one scan length (one compiled program) where the
+    # greatest common divisor leaves few pieces; coprime counts fall back to one scan each.
+    assert _progress.pieces(500, 1000, False) == ([500], [500, 500])
+    assert _progress.pieces(50, 50, False) == ([50], [50])
+    assert _progress.pieces(150, 200, False) == ([50] * 3, [50] * 4)
+    assert _progress.pieces(997, 1000, False) == ([997], [1000])
+    assert _progress.pieces(0, 200, False) == ([], [200])
     warm, draw = _progress.pieces(500, 1000, True)
     assert sum(warm) == 500 and sum(draw) == 1000 and set(warm + draw) == {50}
     warm, draw = _progress.pieces(300, 999, True)  # no common divisor near 1/30 of the run
@@ -57,7 +63,8 @@ def test_nuts_in_pieces_gives_the_same_draws_and_a_bar(monkeypatch, capsys):
     """The bar's pieces are the same chain as one scan, bit for bit; off a terminal (pytest's
     captured stderr) nothing is drawn, forced on the bar names NUTS. The size and settings of
     the posteriors in tests/test_arviz_file.py (43 correlators, 2 chains, 150 + 200 steps):
-    the one-scan run reuses their compiled program, the pieces (10 steps) compile anew."""
+    the run without a bar reuses their compiled program (pieces of 50 steps), the bar's
+    pieces (10 steps) compile anew."""
     import jax
 
     from nngp_ppl.inference import sample_latent

@@ -210,7 +210,8 @@ class Ensemble:
         self._require_zero_mean("kernel")
         X = _checks.inputs("X", X, self.d_in)
         if Y is None:
-            K = np.asarray(self.traced_kernel(jnp.asarray(X), jnp.asarray(X)))
+            Xj = jnp.asarray(X)
+            K = np.asarray(self.traced_kernel(Xj, Xj))
             check_gram(self, K, X)
             return K
         Y = _checks.inputs("Y", Y, self.d_in)

@@ -533,7 +533,9 @@ class JaxNetwork(SingleLayerNet):
             return self.kernel_fn.traced_kernel(X, Y)
         if self.kernel_fn is not None:
             return jnp.asarray(self._fn("kernel")(X, Y))
-        FX, FY = self._kernel_networks(X), self._kernel_networks(Y)
+        # The Gram matrix (Y is X) draws the kernel networks once, not twice.
+        FX = self._kernel_networks(X)
+        FY = FX if Y is X else self._kernel_networks(Y)
         return FX.T @ FY / self.kernel_nets
 
     def kernel_stderr(self, X, Y=None) -> np.ndarray:
@@ -544,7 +546,7 @@ class JaxNetwork(SingleLayerNet):
         if self.kernel_fn is not None:
             return np.zeros((len(X), len(Y)))
         FX = np.asarray(self._kernel_networks(jnp.asarray(X)))
-        FY = np.asarray(self._kernel_networks(jnp.asarray(Y)))
+        FY = FX if Y is X else np.asarray(self._kernel_networks(jnp.asarray(Y)))
         prod = FX[:, :, None] * FY[:, None, :]
         return prod.std(axis=0, ddof=1) / np.sqrt(self.kernel_nets)
 

@@ -129,14 +129,14 @@ def _model_couplings(theory) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=16)
 def _runner(num_warmup, student):
     """Compiled NUTS in pieces: ``init(keys (P, chains), start (P, chains, T[+1]), arrays)
-    -> state`` and ``advance(state, arrays, length, keep) -> (state, draws)``, numpyro's
+    -> state`` and ``advance(state, arrays, length) -> (state, draws)``, numpyro's
     functional NUTS (``numpyro.infer.hmc.hmc``) on the potential energy of
     :func:`~nngp_ppl.inference.models.coupling_model` in its unconstrained coordinates (``xi`` and,
     with a Student-t likelihood, log ``precision``), problems and chains vectorised,
     ``length`` steps scanned. A run of warm-up and draws in several ``advance`` calls is
     the same chain, step for step, as one scan (the state carries the key and the
-    adaptation); the pieces let a progress bar move between them. ``keep=False`` (warm-up)
-    returns no draws."""
+    adaptation); the pieces let a progress bar move between them, and warm-up and draws
+    share one program (:func:`nngp_ppl._progress.pieces`)."""
 
     model = functools.partial(coupling_model, student=student)
 
@@ -157,11 +157,9 @@ def _runner(num_warmup, student):
         return init_kernel(q0, num_warmup, dense_mass=False, model_args=(arrays,),
                            rng_key=key)
 
-    def advance_one(state, arrays, length, keep):
+    def advance_one(state, arrays, length):
         def step(st, _):
             st = sample_kernel(st, model_args=(arrays,))
-            if not keep:
-                return st, None
             stats = (st.diverging, st.accept_prob, st.num_steps, st.adapt_state.step_size,
                      st.energy, -st.potential_energy)
             q = st.z
@@ -173,9 +171,9 @@ def _runner(num_warmup, student):
 
     init = jax.jit(jax.vmap(jax.vmap(init_one, (0, 0, None)), (0, 0, 0)))
 
-    @functools.partial(jax.jit, static_argnums=(2, 3))
-    def advance(state, arrays, length, keep):
-        one = functools.partial(advance_one, length=length, keep=keep)
+    @functools.partial(jax.jit, static_argnums=(2,))
+    def advance(state, arrays, length):
+        one = functools.partial(advance_one, length=length)
         return jax.vmap(jax.vmap(one, (0, None)), (0, 0))(state, arrays)
 
     return init, advance
@@ -218,7 +216,7 @@ def sample_latent(arrays, scale_tril, rng_key, *, num_chains: int = 4,
         # there to ~1e-6, and a dispersed start would begin far out on its Gamma wall.
         starts.append(start.at[:, -1].set(0.0) if student else start)
     state = init(jnp.stack(keys), jnp.stack(starts), arrays)
-    z, stats = run_nuts(state, lambda st, n, keep: advance(st, arrays, n, keep), num_warmup,
+    z, stats = run_nuts(state, lambda st, n: advance(st, arrays, n), num_warmup,
                         num_samples, progress)
     r = np.einsum("pcdt,pst->pcds", z, L)
     stats = {n: np.asarray(v) for n, v in zip(_EXTRA_FIELDS, stats, strict=True)}

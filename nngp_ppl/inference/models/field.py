@@ -322,7 +322,7 @@ def field_model(arrays: FieldArrays, n_inputs: int, free_bias: bool = False):
 @functools.lru_cache(maxsize=8)
 def _runner(n_inputs, free_bias, num_warmup):
     """Compiled NUTS in pieces: ``init(keys (chains,), x0 (chains, d), arrays, target
-    acceptance) -> state`` and ``advance(state, arrays, length, keep) -> (state, (latent
+    acceptance) -> state`` and ``advance(state, arrays, length) -> (state, (latent
     draws, diverging, steps))``.
 
     numpyro's functional NUTS on the potential energy of :func:`field_model`, chains
@@ -352,7 +352,7 @@ def _runner(n_inputs, free_bias, num_warmup):
         return init_kernel(x0, num_warmup, target_accept_prob=target_accept,
                            model_args=(arrays,), rng_key=key)
 
-    def advance_one(state, arrays, target_accept, length, keep):
+    def advance_one(state, arrays, target_accept, length):
         # sample_kernel adapts the step size with the target that init_kernel stored; the
         # target is traced (changing it does not recompile), so init_kernel runs again in
         # this trace to store this trace's target. Its own result is unused (dead code).
@@ -360,16 +360,16 @@ def _runner(n_inputs, free_bias, num_warmup):
 
         def step(st, _):
             st = sample_kernel(st, model_args=(arrays,))
-            return st, ((st.z, st.diverging, st.num_steps) if keep else None)
+            return st, (st.z, st.diverging, st.num_steps)
 
         return jax.lax.scan(step, state, None, length=length)
 
     # The target acceptance is traced, like the couplings: changing it does not recompile.
     init = jax.jit(jax.vmap(init_one, (0, 0, None, None)))
 
-    @functools.partial(jax.jit, static_argnums=(3, 4))
-    def advance(state, arrays, target_accept, length, keep):
-        one = functools.partial(advance_one, length=length, keep=keep)
+    @functools.partial(jax.jit, static_argnums=(3,))
+    def advance(state, arrays, target_accept, length):
+        one = functools.partial(advance_one, length=length)
         return jax.vmap(one, (0, None, None))(state, arrays, target_accept)
 
     return init, advance
@@ -426,7 +426,7 @@ def sample_field(
     target = jnp.asarray(target_accept)
     state = init(jax.random.split(key_run, num_chains), x0, arrays, target)
     x, diverging, n_steps = run_nuts(
-        state, lambda st, n, keep: advance(st, arrays, target, n, keep), num_warmup,
+        state, lambda st, n: advance(st, arrays, target, n), num_warmup,
         num_samples, progress, desc="NUTS lattice", draw_axis=1)
     n = field.chol.shape[0]
     f = np.einsum("ij,cdj->cdi", field.chol[: field.n_inputs], x[..., :n])
