@@ -49,7 +49,7 @@ RUNS = {
 #: (module, fixture) pairs that run a whole ``reproduce`` pipeline or NUTS on a fresh run:
 #: tests using them are slow. Module "*": a session fixture, whichever module uses it.
 PIPELINE_FIXTURES = {("*", "tiny_study"), ("test_estimators", "second_order_posterior"),
-                     ("*", "basis_study")}
+                     ("*", "basis_study"), ("*", "centred_study")}
 
 #: Tests that are slow by measurement (the module's own @pytest.mark.slow does the same; this
 #: list keeps the marks out of modules that others are editing): those that took 28 s or more
@@ -188,7 +188,7 @@ SLOW_BY_DURATION = {
 }
 
 #: Session fixtures whose users form one xdist group each (so each is built once).
-SHARED_SESSION_FIXTURES = ("tiny_study", "basis_study")
+SHARED_SESSION_FIXTURES = ("tiny_study", "basis_study", "centred_study")
 
 #: The schedule's weight of a slow test, in fast tests (measured: a slow test takes about
 #: 20 times the average fast one).
@@ -241,6 +241,17 @@ def tiny_study(tmp_path_factory):
     from tiny_study import TINY
 
     return _study_once(tmp_path_factory, TINY, "tiny_study")
+
+
+@pytest.fixture(scope="session")
+def centred_study(tmp_path_factory):
+    """The study with non-zero means of tests/centred_study.py, run once per session
+    (:func:`_study_once`)."""
+    from centred_study import STUDY
+
+    from nngp_ppl.study.spec import study_from_text
+
+    return _study_once(tmp_path_factory, study_from_text(STUDY), "centred_study")
 
 
 def kill_training_at_shard(monkeypatch, shard: int, run) -> None:

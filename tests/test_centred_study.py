@@ -20,53 +20,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
 import xarray as xr
+from centred_study import INPUTS, STUDY
 
 from nngp_ppl import NNGPInputError
 from nngp_ppl.study.manifest import load_manifest, stage_key, up_to_date
 from nngp_ppl.study.spec import ODD_ORDERS, plan_dict, study_from_text
 from nngp_ppl.study.stages import reproduce, stages
 
-INPUTS = [-1.0, 0.2, 1.0]
-MEANS = {"mu_w": 0.8, "mu_b": 0.3}
-STUDY = f"""
-name = "centred_study"
-n_nets = 20000
-widths = [5]
-fit_cutoffs = [10]
-infer_cutoffs = [10]
-num_chains = 2
-num_samples = 100
-num_warmup = 100
-
-[[run]]
-key = "sym"
-ensemble = "erf"
-sigma_b = 1.0
-inputs = {INPUTS}
-
-[[run]]
-key = "mean"
-ensemble = "erf"
-sigma_b = 1.0
-inputs = {INPUTS}
-[run.params]
-mu_w = {MEANS["mu_w"]}
-mu_b = {MEANS["mu_b"]}
-"""
 CENTRED_STAGES = ["sample_mean", "symmetry_mean", "fit_mean", "infer_mean", "flow_mean",
                   "target_mean"]
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    preset = study_from_text(STUDY)
-    out = tmp_path_factory.mktemp("centred_study")
-    result = reproduce(preset, out, progress=False, log=lambda _: None)
-    return preset, out, result
+def study(centred_study):
+    """The session's run of :data:`centred_study.STUDY` (conftest.py)."""
+    return centred_study
 
 
 def test_a_run_with_means_gets_the_centred_stages_and_its_basis():
@@ -157,8 +130,9 @@ def test_the_report_counts_the_intervals_that_hold_the_exact_target(study):
 
 
 @pytest.mark.slow
-def test_a_rerun_reruns_nothing_and_a_change_reaches_exactly_its_stages(study):
-    preset, out, _ = study
+def test_a_rerun_reruns_nothing_and_a_change_reaches_exactly_its_stages(study, tmp_path):
+    preset, shared, _ = study
+    out = shutil.copytree(shared, tmp_path / "study")  # the session's copy stays as it was
     again = reproduce(preset, out, progress=False, log=lambda _: None)
     assert set(again.status.values()) == {"skipped"}
     records = load_manifest(out, lambda _: None)["stages"]

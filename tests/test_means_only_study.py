@@ -1,6 +1,7 @@
 """A study whose every run has non-zero parameter means: ``reproduce`` runs it end to end.
 
-One Erf-net with μ_W = 0.8, μ_b = 0.3 (f -> -f broken) and no zero-mean run beside it. The
+The centred study of tests/centred_study.py without its zero-mean run: one Erf-net with
+μ_W = 0.8, μ_b = 0.3 (f -> -f broken) and no zero-mean run beside it. The
 report leaves out the sections built on the zero-mean GP kernel (sections 1-5 and their
 figures) and says why in one sentence built from the stored run (its label and means); the
 symmetry section and the centred couplings carry it, and the diagnostics gate lists the
@@ -10,12 +11,12 @@ Physics against physics: the exact centred target is recomputed here from the ex
 through the public centred API (:func:`nngp_ppl.inference.centred.build_theory`); the
 report's "exact target", "holds exact" and z cells are recomputed from it and the stored
 draws, and the posterior mean lies within 3.3 posterior sd of it (a 99.9% band, as in
-tests/test_centred_study.py; at seed 0 z = +0.89 for g₃ and +0.31 for λ). The stored
+tests/test_centred_study.py). The stored
 posterior read back by :func:`nngp_ppl.inference.read_posterior` maps its own deviation
 draws onto its stored coupling draws, and an edited copy is refused.
-Size: 4,000 networks at N = 5, 3 inputs, one cutoff, 2 chains × 60 draws: 43 s of CPU with a
-cold compilation cache (the centred posterior ranks seven nested bases), so the tests that
-run it are slow.
+Size: the study is reproduced in a copy of the session's centred study (``centred_study`` in
+conftest.py), whose stages it shares key for key, so only its report is written (about 2 s of
+CPU); the tests that need it wait for that study and are slow.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import shutil
 import h5netcdf
 import numpy as np
 import pytest
+from centred_study import MEANS
+from centred_study import MEANS_ONLY as STUDY
 
 from nngp_ppl import NNGPInputError
 from nngp_ppl.study.report.figures import FIGURES
@@ -34,34 +37,22 @@ from nngp_ppl.study.report.symmetry import FIGURE as SYMMETRY_FIGURE
 from nngp_ppl.study.spec import plan_dict, study_from_text
 from nngp_ppl.study.stages import report_outputs, reproduce, stages
 
-INPUTS = [-1.0, 0.2, 1.0]
-STUDY = f"""
-name = "means_only"
-n_nets = 4000
-widths = [5]
-fit_cutoffs = [10]
-infer_cutoffs = [10]
-num_chains = 2
-num_samples = 60
-num_warmup = 60
+#: The run's stages, in order.
+STAGES = ["sample_mean", "symmetry_mean", "fit_mean", "infer_mean", "flow_mean", "target_mean"]
 
-[[run]]
-key = "mean"
-ensemble = "erf"
-sigma_b = 1.0
-inputs = {INPUTS}
-[run.params]
-mu_w = 0.8
-mu_b = 0.3
-"""
 #: The means as the report writes them (sorted by name, as the run stores its params).
-MEANS_TEXT = "mu_b = 0.3, mu_w = 0.8"
+MEANS_TEXT = ", ".join(f"{k} = {v:g}" for k, v in sorted(MEANS.items()))
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(centred_study, tmp_path_factory):
+    """:data:`centred_study.MEANS_ONLY` reproduced in a copy of the session's centred study:
+    its run's stages are that study's (same keys), so only the report is written anew."""
+    _, shared, _ = centred_study
+    # Without the shared study's figures, so that a figure found here was drawn here.
+    out = shutil.copytree(shared, tmp_path_factory.mktemp("means_only") / "study",
+                          ignore=shutil.ignore_patterns("figures"))
     preset = study_from_text(STUDY)
-    out = tmp_path_factory.mktemp("means_only")
     result = reproduce(preset, out, progress=False, log=lambda _: None)
     return preset, out, result
 
@@ -70,9 +61,7 @@ def test_a_study_of_runs_with_means_alone_is_read_and_planned():
     preset = study_from_text(STUDY, "cfg")
     (run,) = preset.runs()
     assert not run.zero_mean and run.centred
-    assert [s.name for s in stages(preset)] == [
-        "sample_mean", "symmetry_mean", "fit_mean", "infer_mean", "flow_mean",
-        "target_mean", "report"]
+    assert [s.name for s in stages(preset)] == [*STAGES, "report"]
     plan = plan_dict(preset)
     assert plan["runs"] == [] and [r["key"] for r in plan["symmetry_runs"]] == ["mean"]
     # The even-coupling figures show zero-mean runs only: the report stage promises none.
@@ -83,10 +72,14 @@ def test_a_study_of_runs_with_means_alone_is_read_and_planned():
 @pytest.mark.slow
 def test_reproduce_runs_it_and_the_report_says_what_it_left_out_and_why(study):
     preset, out, result = study
-    assert set(result.status.values()) == {"ran"}
+    # The "mean" run's stages are the centred study's, key for key: a run's stages do not
+    # depend on the runs beside it, so dropping the zero-mean run rewrites the report alone.
+    assert result.status == {**{s: "skipped" for s in STAGES}, "report": "ran"}
     (run,) = preset.runs()
     report = (out / "report.md").read_text()
     assert report.splitlines()[0] == f"# nngp_ppl study 'means_only': {run.label}"
+    assert "centred_study" not in report and "sym" not in json.loads(
+        (out / "summary.json").read_text())["symmetry_runs"]
     for heading in ZERO_MEAN_SECTIONS:
         assert f"## {heading}" not in report
     assert not any((out / "figures" / f).exists() for f in FIGURES)
