@@ -26,7 +26,8 @@ import xarray as xr
 import nngp_ppl as nn
 from nngp_ppl import _io
 from nngp_ppl.inference import DiagnosticsWarning, infer_couplings
-from nngp_ppl.inference.compare import model_loo, select_problem
+from nngp_ppl.inference.compare import model_loo, pointwise_elpd, select_problem, stored_choice
+from nngp_ppl.inference.evidence import choose_nested_basis
 from nngp_ppl.sampling.stats import HeavyTailWarning
 
 matplotlib.use("Agg")
@@ -108,6 +109,22 @@ def test_az_compare_ranks_the_stored_models_with_the_stored_numbers(posterior_fi
         assert float(table.loc[model, "elpd"]) == _stored(dt, "elpd", cutoff, model)
     best = json.loads(dt.attrs["elpd_best"])[f"{WIDTH}/{cutoff:g}"]
     assert table.index[0] == best
+
+
+def test_the_stored_nested_choice_is_the_rule_on_the_files_own_loo(posterior_file):
+    """``elpd_kept`` (what the report and ``nngp-ppl infer`` read instead of running PSIS
+    again) is the nested rule on the pointwise ELPD that az.loo gives on the stored file; a
+    file without the attribute (written before it existed) gets the same from its draws."""
+    dt = posterior_file
+    kept = json.loads(dt.attrs["elpd_kept"])
+    models = _models(dt)
+    older = dt.copy()
+    del older.attrs["elpd_kept"]
+    for cutoff in CUTOFFS:
+        rule = choose_nested_basis(pointwise_elpd(dt, WIDTH, cutoff, models))[0]
+        assert kept[f"{WIDTH}/{cutoff:g}"] == rule
+        assert stored_choice(dt, WIDTH, cutoff, models) == rule
+        assert stored_choice(older, WIDTH, cutoff, models) == rule
 
 
 def test_the_whole_file_is_not_silently_pooled(posterior_file):

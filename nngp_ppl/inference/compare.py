@@ -20,6 +20,7 @@ import pandas as pd
 import xarray as xr
 
 from .._checks import NNGPInputError
+from .evidence import choose_nested_basis
 from .plots import plot_running
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "model_loo",
     "pointwise_elpd",
     "elpd_table",
+    "elpd_table_and_choice",
+    "stored_choice",
 ]
 
 # Names under which a fit may carry a coupling's point estimate, in order of preference.
@@ -310,13 +313,24 @@ def elpd_table(posterior) -> dict:
     every compared model, by :func:`model_loo` on the tree itself (so that ArviZ on the
     stored file gives the stored numbers)."""
 
+    return elpd_table_and_choice(posterior)[0]
+
+
+def elpd_table_and_choice(posterior) -> tuple[dict, np.ndarray]:
+    """:func:`elpd_table` and, from the same PSIS-LOO runs, the basis kept by the nested
+    rule (:func:`nngp_ppl.inference.evidence.choose_nested_basis` on :func:`pointwise_elpd`)
+    at each (width, cutoff), an array of model names: the posterior file stores it (root
+    attribute ``elpd_kept``), so that a reader need not run PSIS again."""
+
     models = _model_names_of(posterior)
     widths = posterior["posterior"]["width"].values
     cutoffs = posterior["posterior"]["cutoff"].values
     out = {k: np.full((len(widths), len(cutoffs), len(models)), np.nan)
            for k in ("elpd", "elpd_se", "elpd_p", "elpd_pareto_k_max")}
+    kept = np.empty((len(widths), len(cutoffs)), dtype=object)
     for i, w in enumerate(widths):
         for j, c in enumerate(cutoffs):
+            pointwise = {}
             for m, name in enumerate(models):
                 with warnings.catch_warnings():
                     # Pareto k is stored (elpd_pareto_k_max), not repeated as a warning.
@@ -325,4 +339,19 @@ def elpd_table(posterior) -> dict:
                 out["elpd"][i, j, m], out["elpd_se"][i, j, m] = res.elpd, res.se
                 out["elpd_p"][i, j, m] = res.p
                 out["elpd_pareto_k_max"][i, j, m] = float(np.max(res.pareto_k.values))
-    return out
+                pointwise[name] = np.asarray(res.elpd_i, dtype=np.float64).ravel()
+            kept[i, j] = choose_nested_basis(pointwise)[0] if models else None
+    return out, kept
+
+
+def stored_choice(posterior, width, cutoff, models) -> str:
+    """The basis the nested rule keeps at (``width``, ``cutoff``) among ``models``: the
+    posterior's stored ``elpd_kept`` where it has one for these models, else
+    :func:`~nngp_ppl.inference.evidence.choose_nested_basis` on :func:`pointwise_elpd`
+    (files written before the attribute existed)."""
+
+    stored = json.loads(posterior.attrs.get("elpd_kept", "{}"))
+    key = f"{int(width)}/{float(cutoff):g}"
+    if key in stored and list(models) == _model_names_of(posterior):
+        return stored[key]
+    return choose_nested_basis(pointwise_elpd(posterior, width, cutoff, models))[0]

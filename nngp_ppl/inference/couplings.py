@@ -42,7 +42,7 @@ from ..tuples import distinct_tuples
 from . import centring as _centring
 from . import diagnostics as _diag
 from . import two_point as _two_point
-from .compare import elpd_table
+from .compare import elpd_table_and_choice
 from .evidence import conditional_loglik, discrepancy_variance
 from .models.couplings import (
     NORMAL_DF,
@@ -275,7 +275,8 @@ def infer_couplings(
         largest eigenvalue (:func:`~nngp_ppl.inference.models.stable_cholesky`); it only widens.
     compare : rank the GP, λ and (with the 6-pt function) λ + κ models by the PSIS-LOO ELPD
         of their ``log_likelihood`` variables (:func:`~nngp_ppl.inference.model_loo`) per
-        width and cutoff (``constant_data/elpd``, the root attribute ``elpd_best``).
+        width and cutoff (``constant_data/elpd``, the root attributes ``elpd_best`` and
+        ``elpd_kept``).
     predictive_draws : draws per chain kept in the pointwise groups (``log_likelihood``,
         ``posterior_predictive``, ``prior``, ``prior_predictive``), thinned evenly.
     two_point : the free part of :math:`r = G - G_{free}` (:mod:`nngp_ppl.inference.two_point`):
@@ -785,10 +786,10 @@ def _elpd_groups(elpd, const, dims) -> None:
 def _store_elpd(tree, widths, cutoffs) -> None:
     """PSIS-LOO of every compared model from the tree's own ``log_likelihood``
     (:func:`~nngp_ppl.inference.compare.elpd_table`: what ``az.loo`` gives on the stored
-    file) into ``constant_data``, and the best model per width/cutoff into the root
-    attribute ``elpd_best`` (JSON)."""
+    file) into ``constant_data``, the best model per width/cutoff into the root attribute
+    ``elpd_best`` and the basis the nested rule keeps into ``elpd_kept`` (JSON)."""
 
-    table = elpd_table(tree)
+    table, kept = elpd_table_and_choice(tree)
     const = tree["constant_data"].to_dataset()
     dims = ("width", "cutoff", "model")
     tree["constant_data"] = const.assign(
@@ -796,6 +797,9 @@ def _store_elpd(tree, widths, cutoffs) -> None:
     models = np.asarray(json.loads(tree.attrs["elpd_models"]))
     best = models[np.nanargmax(table["elpd"], axis=-1)]
     tree.attrs["elpd_best"] = json.dumps({f"{w}/{c:g}": str(best[i, j])
+                                          for i, w in enumerate(widths)
+                                          for j, c in enumerate(cutoffs)})
+    tree.attrs["elpd_kept"] = json.dumps({f"{w}/{c:g}": str(kept[i, j])
                                           for i, w in enumerate(widths)
                                           for j, c in enumerate(cutoffs)})
 

@@ -33,8 +33,8 @@ from ... import _checks
 from ..._checks import NNGPInputError, fits_in_memory
 from ..._io import POSTERIOR_FORMAT, POSTERIOR_VERSION, atomic_path, output_file, write_netcdf
 from ...inference import centring, diagnostics_gate, infer_couplings
-from ...inference.compare import pointwise_elpd
-from ...inference.evidence import ELPD_NEGLIGIBLE, ELPD_SE_MULTIPLE, choose_nested_basis
+from ...inference.compare import stored_choice
+from ...inference.evidence import ELPD_NEGLIGIBLE, ELPD_SE_MULTIPLE
 from ...inference.plots import plot_running
 from ...inference.problem import basis, coupling_names
 from ...tuples import distinct_tuples
@@ -307,7 +307,7 @@ def elpd_table(dt) -> str:
             highest = models[int(vals.argmax())]
             choice = highest
             if pointwise:
-                choice = choose_nested_basis(pointwise_elpd(dt, w, c, models))[0]
+                choice = stored_choice(dt, w, c, models)
             note = "" if choice == highest else f" [highest: {highest}]"
             lines.append(f"{int(w):>6} {float(c):>9g}  {cells}  {choice}{note}")
     lines.append(rule)

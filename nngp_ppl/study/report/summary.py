@@ -21,9 +21,8 @@ import jax
 import numpy as np
 
 from ..._version import __version__
-from ...inference.compare import pointwise_elpd
+from ...inference.compare import stored_choice
 from ...inference.diagnostics import GATE_RULE
-from ...inference.evidence import choose_nested_basis
 from ..spec import SHIPPED
 from . import second_order, symmetry, training
 from .files import (
@@ -186,10 +185,11 @@ def posterior_summary(run: StudyRun) -> dict:
         if "elpd_pareto_k_max" in const:
             out["elpd_pareto_k_max"] = const["elpd_pareto_k_max"].values
         if "log_likelihood" in dt.children:
-            # The basis the nested rule keeps (what `nngp-ppl infer` prints), from the
-            # stored pointwise log-likelihoods: the argmax alone favours richer models.
-            out["elpd_kept"] = [[choose_nested_basis(pointwise_elpd(
-                dt, w, c, out["elpd_models"]))[0] for c in cutoffs] for w in widths]
+            # The basis the nested rule keeps (what `nngp-ppl infer` prints; stored by
+            # the posterior, else from its pointwise log-likelihoods): the argmax alone
+            # favours richer models.
+            out["elpd_kept"] = [[stored_choice(dt, w, c, out["elpd_models"])
+                                 for c in cutoffs] for w in widths]
     return out
 
 
