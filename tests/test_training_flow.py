@@ -549,3 +549,13 @@ def test_score_interval_inverts_the_test_with_the_variance_at_the_tested_value()
         for end, inward in ((fit["lower"][j], 1), (fit["upper"][j], -1)):
             assert abs(z(j, end) - q) < 1e-8
             assert z(j, end + inward * 1e-3 * wald["sd"][j]) < q
+
+
+def test_training_flow_names_its_band_and_refuses_an_unknown_one(trained, flow):
+    assert flow.attrs["band"].startswith("score")
+    with pytest.raises(NNGPInputError, match="band must be one of"):
+        training_flow(trained, band="bootstrap")
+    from nngp_ppl.inference.training_flow import band_covariance
+
+    with pytest.raises(NNGPInputError, match="method must be"):
+        band_covariance(trained.at_step(0), trained.at_step(0).widths[0], (3, 4), "score")
