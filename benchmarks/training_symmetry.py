@@ -458,7 +458,8 @@ def main(argv=None):
     parser.add_argument("--no-float64", action="store_true",
                         help="trained-coverage: skip the float64-products comparison")
     parser.add_argument("--diagnose", action="store_true",
-                        help="trained-coverage: print the bias / sd-correlation diagnosis")
+                        help="trained-coverage: print the bias / sd-correlation diagnosis "
+                             "(gaussian-coverage always prints it)")
     parser.add_argument("--quick", action="store_true",
                         help="trained-coverage: 10 seeds, a 10^5-network reference")
     args = parser.parse_args(argv)
