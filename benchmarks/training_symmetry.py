@@ -11,7 +11,8 @@ nulls where it holds exactly:
       Gaussian fluctuations, where the raw f -> -f test rejects always.
 Part ``coverage``: the per-step coupling posterior at step 0, where the exact target is
 known (the untrained ensemble's exact finite-width cumulants, propagator Sigma_0 = K):
-90% coverage, mean and sd of z over seeds (Erf-net N = 8, 2000 networks per seed).
+90% coverage, mean and sd of z over seeds (Erf-net N = 8, 2000 networks per seed), of the
+band ``training_flow`` reports by default (score; ``--band sample``: the Wald band).
 Part ``trained-coverage``: the same along training, where no exact oracle exists. The
 estimand of the band ``training_flow`` reports at step t and width N is g*_t = B_t r_t
 (``fit_step``): B_t from the step's design with propagator Sigma_t, r_t = (kappa_3,
@@ -28,7 +29,14 @@ s.e.) and sd z, per step, width and coupling; over all seeds, and, where
 ``coupling_rounding_limited`` flags some seeds but not all, over the unflagged and the
 flagged ones. The same band computed from the same networks' float32 outputs multiplied
 and summed in float64 (``trained_outputs``) is printed beside it: the difference is what
-the float32 products of the stored sums cost (docs/training_flow.md).
+the float32 products of the stored sums cost (docs/training_flow.md); ``--no-float64`` skips
+it. ``--band`` measures several of ``training_flow``'s bands on the same runs (score, the
+default; sample, the Wald band of the sampled delta-method covariance; gaussian,
+cumulants4: Wald bands of model covariances), and ``--diagnose`` separates a bias of the
+estimate (mean error against the seed-to-seed spread) from an estimate correlated with its
+own stated sd (corr(err, sd), and a mean z the mean error does not explain). z is the
+target's distance from the median over the band's sd on the target's side (its half-width
+there over the normal quantile: the stated sd for a symmetric band).
 Part ``gaussian-coverage``: the same bands on the N -> infinity trained ensemble, drawn as
 a Gaussian with the oracle's mu_t and Sigma_t (``--n-nets`` draws per seed and step),
 where the target is exact: kappa_3 = kappa_4 = 0, so g* = 0 at every step.
@@ -42,9 +50,14 @@ Measured (one run each on the shared 2-core machine, load ~20): see docs/trainin
     nice -n 10 python benchmarks/training_symmetry.py coverage --seeds 200
     nice -n 5 python benchmarks/training_symmetry.py trained-coverage --seeds 1000 \
         --reference-nets 4000000 --reference-file ref.nc  # 19 min
+    nice -n 10 python benchmarks/training_symmetry.py trained-coverage --seeds 1000 \
+        --reference-nets 4000000 --reference-file ref.nc --band score sample \
+        --no-float64 --diagnose
     nice -n 5 python benchmarks/training_symmetry.py trained-coverage --seeds 400 \
         --n-nets 8000 --reference-nets 4000000 --reference-file ref.nc
     nice -n 5 python benchmarks/training_symmetry.py gaussian-coverage --seeds 1000  # 4 min
+    nice -n 10 python benchmarks/training_symmetry.py gaussian-coverage --seeds 1000 \
+        --band score sample gaussian cumulants4
     nice -n 5 python benchmarks/training_symmetry.py gaussian-coverage --seeds 400 --n-nets 8000
     nice -n 10 python benchmarks/training_symmetry.py example
 """
@@ -119,11 +132,16 @@ def _exact_step0_target(net, width: int, cutoff: float) -> np.ndarray:
     return fit_step(r, np.eye(len(r)), D, cols)["median"]
 
 
-def coverage(seeds: int, n_nets: int) -> None:
+def coverage(seeds: int, n_nets: int, band: str = "score") -> None:
     """90% coverage of the per-step posterior at step 0 (the untrained ensemble, whose exact
     finite-width cumulants give the target), per-order scales, over seeds."""
     import nngp_ppl
-    from nngp_ppl.inference.training_flow import expansion_block, fit_step, step_theory
+    from nngp_ppl.inference.training_flow import (
+        expansion_block,
+        fit_step,
+        score_covariance,
+        step_theory,
+    )
 
     net = nngp_ppl.ErfNet(sigma_w=1.0, sigma_b=0.5)
     width, cutoff = 8, 10.0
@@ -138,8 +156,11 @@ def coverage(seeds: int, n_nets: int) -> None:
             stats = nngp_ppl.sample_correlators(net, X, [width], n_nets, orders=(1, 2, 3, 4),
                                                 seed=seed, progress=False)
         rh, C, _ = expansion_block(stats, width, (3, 4))
-        fit = fit_step(rh, C, D, cols)
-        z.append((fit["median"] - target) / fit["sd"])
+        # the band training_flow reports by default (band="score"); --band sample: Wald
+        cov_at = None if band == "sample" else score_covariance(stats, width, (3, 4))
+        fit = fit_step(rh, C, D, cols, cov_at=cov_at)
+        z.append((fit["median"] - target)
+                 / _side_sd(fit["median"], fit["lower"], fit["upper"], target))
         inside.append((fit["lower"] <= target) & (target <= fit["upper"]))
     z, inside = np.asarray(z), np.asarray(inside)
     for j, c in enumerate(("g3", "lambda")):
@@ -189,8 +210,41 @@ def _band_line(z, inside, label):
             f"{zz.std() / np.sqrt(zz.size):.3f}, sd z {zz.std():.3f}{lost}")
 
 
+def _side_sd(median, lower, upper, target):
+    """The band's sd on the target's side: its half-width there over the normal quantile
+    (the stated sd for the symmetric Wald band; for the score band, asymmetric, the sd of
+    the z that the band inverts at the target, so |z| <= q exactly where it covers)."""
+    from scipy.stats import norm
+
+    from nngp_ppl.inference.training_flow import INTERVAL
+
+    q = norm.ppf(0.5 + INTERVAL / 2)
+    return np.where(target >= median, upper - median, median - lower) / q
+
+
+def _diagnosis(err, sd):
+    """Separate the two reasons a band's z can be off centre: (a) a bias of the estimate,
+    mean(err) against the seed-to-seed spread sd(err), and (b) an estimate correlated with
+    its own stated sd, a mean z that mean(err) / rms(sd) does not explain; with the stated
+    sd against the true spread and corr(err, sd). Standard errors: 1/sqrt(S) for a mean in
+    units of the spread and for a correlation, spread/sqrt(2S) for the spread."""
+    ok = np.isfinite(err) & np.isfinite(sd) & (sd > 0)
+    err, sd = err[ok], sd[ok]
+    S = err.size
+    spread, rms = err.std(), np.sqrt(np.mean(sd**2))
+    z = err / sd
+    small = sd < np.median(sd)
+    return (f"bias/spread {err.mean() / spread:+.3f} +- {1 / np.sqrt(S):.3f}; "
+            f"mean err/rms sd {err.mean() / rms:+.3f} +- {spread / rms / np.sqrt(S):.3f}; "
+            f"spread/rms sd {spread / rms:.3f} +- {spread / rms / np.sqrt(2 * S):.3f}; "
+            f"corr(err, sd) {np.corrcoef(err, sd)[0, 1]:+.3f} +- {1 / np.sqrt(S):.3f}; "
+            f"mean z {z.mean():+.3f} +- {z.std() / np.sqrt(S):.3f}; sd z "
+            f"(small sd half / large) {z[small].std():.3f} / {z[~small].std():.3f}")
+
+
 def trained_coverage(seeds: int, n_nets: int, reference_nets: int, widths, steps,
-                     reference_file=None) -> None:
+                     reference_file=None, float64: bool = True, bands=None,
+                     diagnose: bool = False) -> None:
     """90% coverage of the per-step coupling bands of ``training_flow`` along training,
     against the noise-free estimand of the trained ensemble at width N (module docstring)."""
     import os
@@ -223,7 +277,9 @@ def trained_coverage(seeds: int, n_nets: int, reference_nets: int, widths, steps
                 resume=reference_file is not None)
         if reference_file is not None:
             reference.to_netcdf(reference_file)
-    ref = training_flow(reference, cutoff=cutoff)
+    # the reference's own band: at 4e6 networks the sampled moments of orders 5..8 are
+    # precise, and its se is a few % of a per-seed sd
+    ref = training_flow(reference, cutoff=cutoff, band="sample")
     target = ref["coupling_median"].values      # (S, W, C): B_t r_t of the reference
     target_se = ref["coupling_sd"].values       # its delta-method standard error
     couplings = [str(c) for c in ref["coupling"].values]
@@ -240,55 +296,66 @@ def trained_coverage(seeds: int, n_nets: int, reference_nets: int, widths, steps
                   f"{np.array2string((target[s0, i] - exact) / target_se[s0, i], precision=2)}")
 
     keys = ("coupling_median", "coupling_sd", "coupling_lower", "coupling_upper")
-    pkg = {k: [] for k in keys + ("coupling_rounding_limited",)}
-    f64 = {k: [] for k in keys}
+    bands = list(bands or [None])
+    paths = {f"package{'' if b is None else ', band ' + b}": b for b in bands}
+    got = {name: {k: [] for k in keys + ("coupling_rounding_limited",)} for name in paths}
+    if float64:
+        got["float64 products"] = {k: [] for k in keys}
     t1 = time.time()
     for seed in range(seeds):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             run = train_correlators(net, X, widths, n_nets, X_TRAIN, Y_TRAIN, steps, 1.0,
                                     orders=(1, 2, 3, 4), seed=seed, progress=False)
-            ds = training_flow(run, cutoff=cutoff)
-            ds64 = training_flow(_float64_run(net, widths, n_nets, seed, run.setup),
-                                 cutoff=cutoff)
-        for k in pkg:
-            pkg[k].append(ds[k].values)
-        for k in f64:
-            f64[k].append(ds64[k].values)
+            dss = {name: training_flow(run, cutoff=cutoff,
+                                       **({} if b is None else {"band": b}))
+                   for name, b in paths.items()}
+            if float64:
+                dss["float64 products"] = training_flow(
+                    _float64_run(net, widths, n_nets, seed, run.setup), cutoff=cutoff,
+                    **({} if bands[0] is None else {"band": bands[0]}))
+        for name, d in got.items():
+            for k in d:
+                d[k].append(dss[name][k].values)
         if seed == 0:
             print(f"  one seed: {time.time() - t1:.1f} s", flush=True)
-    pkg = {k: np.asarray(v) for k, v in pkg.items()}
-    f64 = {k: np.asarray(v) for k, v in f64.items()}
-    # the two paths see the same networks: their point values agree, only the error bars
-    # differ (float32 products lose the variances, docs/training_flow.md)
-    same = np.nanmax(np.abs(pkg["coupling_median"] - f64["coupling_median"])
-                     / f64["coupling_sd"])
-    print(f"seeds: {seeds} x {n_nets} networks per width  [{time.time() - t1:.0f} s]; "
-          f"max |median(float32 sums) - median(float64)| / sd = {same:.1e}")
+    got = {name: {k: np.asarray(v) for k, v in d.items()} for name, d in got.items()}
+    pkg = next(iter(got.values()))
+    print(f"seeds: {seeds} x {n_nets} networks per width  [{time.time() - t1:.0f} s]")
+    if float64:
+        f64 = got["float64 products"]
+        # the two paths see the same networks: their point values agree, only the error
+        # bars differ (float32 products lose the variances, docs/training_flow.md)
+        same = np.nanmax(np.abs(pkg["coupling_median"] - f64["coupling_median"])
+                         / f64["coupling_sd"])
+        print(f"max |median(float32 sums) - median(float64)| / sd = {same:.1e}")
     for s, step in enumerate(steps):
         for i, w in enumerate(widths):
             for j, c in enumerate(couplings):
                 tgt, tse = target[s, i, j], target_se[s, i, j]
                 flag = pkg["coupling_rounding_limited"][:, s, i].astype(bool)
-                sd_med = np.nanmedian(f64["coupling_sd"][:, s, i, j])
+                sd_med = np.nanmedian(pkg["coupling_sd"][:, s, i, j])
                 print(f"step {step}, Erf N = {w}, {c}: target {tgt:.4g} +- {tse:.2g} "
                       f"(se / median per-seed sd {tse / sd_med:.3f}); rounding-flagged "
                       f"{int(flag.sum())}/{seeds}")
-                for name, d in (("package", pkg), ("float64 products", f64)):
-                    med, sd = d["coupling_median"][:, s, i, j], d["coupling_sd"][:, s, i, j]
+                for name, d in got.items():
+                    med = d["coupling_median"][:, s, i, j]
+                    lo, hi = d["coupling_lower"][:, s, i, j], d["coupling_upper"][:, s, i, j]
+                    sd = _side_sd(med, lo, hi, tgt)
                     with np.errstate(divide="ignore", invalid="ignore"):
                         z = (med - tgt) / np.sqrt(sd**2 + tse**2)
-                    inside = ((d["coupling_lower"][:, s, i, j] <= tgt)
-                              & (tgt <= d["coupling_upper"][:, s, i, j]))
+                    inside = (lo <= tgt) & (tgt <= hi)
                     print("    " + _band_line(z, inside, f"{name}, all"))
-                    if name == "package" and 0 < flag.sum() < seeds:
+                    if diagnose:
+                        print("      " + _diagnosis(med - tgt, np.sqrt(sd**2 + tse**2)))
+                    if name == next(iter(got)) and 0 < flag.sum() < seeds:
                         print("    " + _band_line(z[~flag], inside[~flag],
                                                   "package, unflagged"))
                         print("    " + _band_line(z[flag], inside[flag], "package, flagged"))
     print(f"[{time.time() - t0:.0f} s]")
 
 
-def gaussian_coverage(seeds: int, n_nets: int, steps) -> None:
+def gaussian_coverage(seeds: int, n_nets: int, steps, bands=None) -> None:
     """90% coverage of the same bands on the N -> infinity trained ensemble, Gaussian with
     the oracle's mu_t and Sigma_t, where the target is exact: kappa_3 = kappa_4 = 0, so
     g* = 0 (module docstring)."""
@@ -303,6 +370,7 @@ def gaussian_coverage(seeds: int, n_nets: int, steps) -> None:
     setup = training_setup(net, X_TRAIN, Y_TRAIN, steps, 1.0)
     mu, sigma = training_oracle(net, X, X_TRAIN, Y_TRAIN, setup.steps, 1.0)
     orders = (1, 2, 3, 4)
+    bands = list(bands or [None])
     t0 = time.time()
     out = []
     for seed in range(seeds):
@@ -315,18 +383,25 @@ def gaussian_coverage(seeds: int, n_nets: int, steps) -> None:
             # width label 1: the NTK-parametrised oracle does not depend on N
             stats.append(nngp_ppl.CorrelatorStats(net, X, orders, seed, {1: sums},
                                                   {1: [(0, n_nets)]}))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = training_flow(TrainedCorrelators(setup, stats), cutoff=10.0)
-        out.append([ds[f"coupling_{k}"].values[:, 0]
-                    for k in ("median", "sd", "lower", "upper")])
-    med, sd, lo, hi = np.moveaxis(np.asarray(out), 1, 0)    # (seeds, S, C)
+        row = []
+        for b in bands:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = training_flow(TrainedCorrelators(setup, stats), cutoff=10.0,
+                                   **({} if b is None else {"band": b}))
+            row.append([ds[f"coupling_{k}"].values[:, 0]
+                        for k in ("median", "sd", "lower", "upper")])
+        out.append(row)
+    out = np.asarray(out)                                    # (seeds, bands, 4, S, C)
     for s, step in enumerate(setup.steps):
         for j, c in enumerate(ds["coupling"].values):
-            print(f"step {step}, Gaussian (mu_{step}, Sigma_{step}), {n_nets} draws, {seeds} "
-                  f"seeds, {c} (target 0): " + _band_line(
-                      med[:, s, j] / sd[:, s, j], (lo[:, s, j] <= 0) & (0 <= hi[:, s, j]),
-                      "all"))
+            for b, band in enumerate(bands):
+                med, _, lo, hi = (out[:, b, q, s, j] for q in range(4))
+                sd = _side_sd(med, lo, hi, 0.0)
+                print(f"step {step}, Gaussian (mu_{step}, Sigma_{step}), {n_nets} draws, "
+                      f"{seeds} seeds, {c} (target 0), band {band or 'default'}: "
+                      + _band_line(med / sd, (lo <= 0) & (0 <= hi), "all"))
+                print("    " + _diagnosis(med, sd))
     print(f"[{time.time() - t0:.0f} s]")
 
 
@@ -375,6 +450,16 @@ def main(argv=None):
                         help="trained-coverage: the widths N")
     parser.add_argument("--steps", type=int, nargs="+", default=[0, 5, 20, 50],
                         help="trained-coverage, gaussian-coverage: the recorded steps")
+    parser.add_argument("--band", nargs="+",
+                        choices=["score", "sample", "gaussian", "cumulants4"],
+                        help="trained-coverage, gaussian-coverage: training_flow's bands "
+                             "(default: its default), each measured on the same runs; "
+                             "coverage: the first one")
+    parser.add_argument("--no-float64", action="store_true",
+                        help="trained-coverage: skip the float64-products comparison")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="trained-coverage: print the bias / sd-correlation diagnosis "
+                             "(gaussian-coverage always prints it)")
     parser.add_argument("--quick", action="store_true",
                         help="trained-coverage: 10 seeds, a 10^5-network reference")
     args = parser.parse_args(argv)
@@ -382,13 +467,14 @@ def main(argv=None):
         if args.quick:
             args.seeds, args.reference_nets = 10, 100_000
         trained_coverage(args.seeds, args.n_nets, args.reference_nets, args.widths,
-                         args.steps, args.reference_file)
+                         args.steps, args.reference_file, not args.no_float64, args.band,
+                         args.diagnose)
     elif args.part == "gaussian-coverage":
-        gaussian_coverage(args.seeds, args.n_nets, args.steps)
+        gaussian_coverage(args.seeds, args.n_nets, args.steps, args.band)
     elif args.part == "fpr":
         fpr(args.seeds, args.n_nets)
     elif args.part == "coverage":
-        coverage(args.seeds, args.n_nets)
+        coverage(args.seeds, args.n_nets, (args.band or ["score"])[0])
     else:
         example(args.n_nets if args.n_nets != 2000 else 20000)
 

@@ -425,3 +425,137 @@ def test_shifted_sums_keep_the_late_step_variances(monkeypatch):
         vals = expansion_block(stats, 16, (order,))[0]
         assert np.all(np.abs(vals - expansion_block(exact, 16, (order,))[0])
                       <= 1e-3 * np.sqrt(want)), order
+
+
+# --- the coupling band's covariance ----------------------------------------------------------
+def _wick_pairings(labels):
+    """Isserlis by brute force: every perfect matching of the positions, recursively."""
+    if not labels:
+        yield []
+        return
+    first, rest = labels[0], labels[1:]
+    for i in range(len(rest)):
+        for tail in _wick_pairings(rest[:i] + rest[i + 1:]):
+            yield [(first, rest[i])] + tail
+
+
+def test_model_moments_are_isserlis_and_have_no_cumulants_above_four():
+    # (a) kappa_3 = kappa_4 = 0: every centred moment of degree <= 8 is the brute-force
+    # Wick sum over perfect matchings; (b) with kappa_3, kappa_4: the joint cumulants of the
+    # model moments, by the package's independent Leonov-Shiryaev code
+    # (stats.cumulants_with_jacobian), give kappa_2..4 back and vanish at orders 5..8.
+    from nngp_ppl.inference.training_flow import model_moments
+    from nngp_ppl.sampling.stats import cumulants_with_jacobian
+
+    rng = np.random.default_rng(3)
+    k = 3
+    A = rng.normal(size=(k, k))
+    C = A @ A.T / k
+    k2 = np.array([C[a, b] for a, b in distinct_tuples(k, 2)])
+    rows = [tuple(t) for m in range(1, 5) for t in distinct_tuples(k, m)]
+    mom, pair, single = model_moments(k, 4, k2)
+    for i, s in enumerate(rows):
+        for j, t in enumerate(rows):
+            want = sum(np.prod([C[a, b] for a, b in p]) for p in _wick_pairings(list(s + t)))
+            assert abs(mom[pair[i, j]] - want) < 1e-12 * max(1.0, abs(want))
+    k3 = rng.normal(size=len(distinct_tuples(k, 3))) * 0.3
+    k4 = rng.normal(size=len(distinct_tuples(k, 4))) * 0.3
+    mom, pair, single = model_moments(k, 4, k2, k3, k4)
+    index = {s: i for i, s in enumerate(rows)}
+
+    def moment(t):          # a sorted tuple of degree 1..8 as the product of two rows
+        head, tail = t[:4], t[4:]
+        return mom[single[index[head]]] if not tail else mom[pair[index[head], index[tail]]]
+
+    moments = {m: np.array([moment(tuple(t)) for t in distinct_tuples(k, m)])
+               for m in range(1, 9)}
+    for n, want in ((2, k2), (3, k3), (4, k4)):
+        assert np.allclose(cumulants_with_jacobian(moments, k, n)[0], want, atol=1e-12)
+    scale = np.abs(moments[8]).max()        # the cancellation is among terms this large
+    for n in range(5, 9):
+        assert np.abs(cumulants_with_jacobian(moments, k, n)[0]).max() < 1e-13 * scale
+
+
+def test_gaussian_band_covariance_is_the_wick_covariance_of_the_k_statistics():
+    # The Gaussian model's delta-method covariance against the textbook large-n covariance
+    # of the sample joint cumulants of a Gaussian with covariance C (the measured kappa_2):
+    # n Cov(k_abc, k_def) = sum over the 3! matchings of prod C, n Cov(k_abcd, k_efgh) =
+    # sum over the 4! matchings, and kappa_3, kappa_4 uncorrelated (McCullagh 1987, 4.2).
+    import itertools
+
+    from nngp_ppl.inference.training_flow import band_covariance
+
+    rng = np.random.default_rng(5)
+    F = rng.normal(size=(500, 4)) @ rng.normal(size=(4, 4)) + 0.7
+    stats = _stats_from_samples(F)
+    C = np.cov(F.T, bias=True)
+    got = band_covariance(stats, 7, (3, 4), "gaussian") * len(F)
+    t3, t4 = distinct_tuples(4, 3), distinct_tuples(4, 4)
+
+    def matched(s, t):
+        return sum(np.prod([C[a, t[p]] for a, p in zip(s, perm, strict=True)])
+                   for perm in itertools.permutations(range(len(s))))
+
+    want = np.zeros_like(got)
+    for i, s in enumerate(t3):
+        for j, t in enumerate(t3):
+            want[i, j] = matched(s, t)
+    for i, s in enumerate(t4):
+        for j, t in enumerate(t4):
+            want[len(t3) + i, len(t3) + j] = matched(s, t)
+    assert np.abs(got - want).max() < 1e-10 * np.abs(want).max()
+
+
+
+def test_score_interval_inverts_the_test_with_the_variance_at_the_tested_value():
+    # fit_step(cov_at=...): each endpoint g0 of coupling j solves |g_hat_j - g0| =
+    # q sd_j(g0), sd_j(g0)^2 = [B C(r + D_j (g0 - g_hat_j)) B^T]_jj, computed here directly
+    # from cov_at (a variance quartic in the shift, as the score band's is); points just
+    # inside are accepted. A constant cov_at gives the Wald interval.
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(9)
+    T = 12
+    D = np.zeros((T, 2))
+    D[:5, 0] = rng.normal(size=5)
+    D[5:, 1] = rng.normal(size=7)
+    cols = np.array([0] * 5 + [1] * 7)
+    A = rng.normal(size=(T, T))
+    C0 = A @ A.T / T * 1e-2
+    r = D @ np.array([0.3, -0.2]) + rng.normal(size=T) * 0.05
+    w = rng.normal(size=T)
+
+    def cov_at(rr):
+        u = w @ (rr - r)
+        return C0 * (1.0 + 0.8 * u + 0.5 * u**2) ** 2
+
+    wald = fit_step(r, C0, D, cols)
+    fit = fit_step(r, C0, D, cols, cov_at=cov_at)
+    const = fit_step(r, C0, D, cols, cov_at=lambda rr: C0)
+    assert np.allclose(const["lower"], wald["lower"], rtol=1e-10, atol=1e-14)
+    assert np.allclose(const["upper"], wald["upper"], rtol=1e-10, atol=1e-14)
+    s = np.abs(D[np.arange(T), cols])
+    s = np.array([np.sqrt(np.mean(s[cols == c] ** 2)) for c in cols])
+    B = np.linalg.solve((D / s[:, None]).T @ (D / s[:, None]), (D / s[:, None]).T) / s
+    q = norm.ppf(0.95)
+    assert np.allclose(fit["median"], wald["median"]) and np.allclose(fit["sd"], wald["sd"])
+
+    def z(j, g0):
+        t = g0 - fit["median"][j]
+        return abs(t) / np.sqrt((B @ cov_at(r + D[:, j] * t) @ B.T)[j, j])
+
+    for j in range(2):
+        assert not np.isclose(fit["lower"][j] + fit["upper"][j], 2 * fit["median"][j])
+        for end, inward in ((fit["lower"][j], 1), (fit["upper"][j], -1)):
+            assert abs(z(j, end) - q) < 1e-8
+            assert z(j, end + inward * 1e-3 * wald["sd"][j]) < q
+
+
+def test_training_flow_names_its_band_and_refuses_an_unknown_one(trained, flow):
+    assert flow.attrs["band"].startswith("score")
+    with pytest.raises(NNGPInputError, match="band must be one of"):
+        training_flow(trained, band="bootstrap")
+    from nngp_ppl.inference.training_flow import band_covariance
+
+    with pytest.raises(NNGPInputError, match="method must be"):
+        band_covariance(trained.at_step(0), trained.at_step(0).widths[0], (3, 4), "score")

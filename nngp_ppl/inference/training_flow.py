@@ -81,15 +81,20 @@ per-tuple scales gave g₃ = 173 ± 15 at step 2, N = 8, with a per-tuple spread
 where the weighted fit gave 0.11). The per-tuple estimand stays available
 (``fit_step(..., scales="tuple")``). Its posterior under a flat prior on the noise-free
 :math:`r` and the normal likelihood with the delta-method covariance :math:`C` of :math:`\hat r` is
-exactly normal, :math:`g^* \sim \mathcal N(B\hat r, BCB^T)`: the median, sd and central
-90% interval are stored. Their coverage of the noise-free :math:`g^*` of the trained ensemble (a
-4·10⁶-network reference run; ``benchmarks/training_symmetry.py trained-coverage``,
-docs/training_flow.md; Erf-net N = 8, 32, steps 0–50): g₃ 0.87–0.91; λ 0.82–0.87 at 2000
-networks (an O(1/n) bias of the plug-in :math:`\hat\kappa_4`, present on the Gaussian
-N → ∞ ensemble too, and a delta-method sd too small at N = 8; 0.79 where float32
-rounding breaks the variances), 0.88–0.90 at 8000. The point fit beside it is the
-inverse-variance weighted
-least-squares fit :math:`(D^TWD)^{-1}D^TW\hat r`, :math:`W = \mathrm{diag}(1/C_{tt})`
+exactly normal, :math:`g^* \sim \mathcal N(B\hat r, BCB^T)`: the median and sd are stored,
+with a central 90% band (``band``): by default the *score* band, the values
+:math:`g_0` with :math:`|\hat g - g_0| \le q\,sd(g_0)`, the delta-method covariance taken
+at the tested value (:func:`score_covariance`, :func:`fit_step`'s ``cov_at``), because
+the Wald band :math:`B\hat r \pm q\,sd` divides the error of :math:`\hat\kappa_4` by an
+sd that moves with :math:`\hat\kappa_4` itself. Their coverage of the noise-free
+:math:`g^*` of the trained ensemble (a 4·10⁶-network reference run;
+``benchmarks/training_symmetry.py trained-coverage``, docs/training_flow.md; Erf-net N = 8,
+32, steps 0–50, 1000 seeds of 2000 networks): score band g₃ 0.874–0.911, λ 0.872–0.912
+(mean z −0.08 … +0.24); the Wald band's λ 0.816–0.895 (mean z up to +0.44: the error
+correlated with the stated sd, corr −0.64 … −0.86, at a mean error within 0.13 of the
+seed-to-seed spread); at 8000 networks score λ 0.875–0.910, Wald 0.877–0.910. The point
+fit beside it is the inverse-variance weighted least-squares fit
+:math:`(D^TWD)^{-1}D^TW\hat r`, :math:`W = \mathrm{diag}(1/C_{tt})`
 (the generalised least squares with the full :math:`C^{-1}` was tried and is unstable: the
 sampled covariance of a few hundred strongly correlated tuples is near-singular). It weighs
 the tuples differently from the estimand, so the two differ by more than noise where one
@@ -102,6 +107,7 @@ disconnected pieces, which this first-order module does not build.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from dataclasses import dataclass
 
@@ -126,8 +132,9 @@ from . import centring as _centring
 from .problem import coupling_names
 from .symmetry import RCOND, parity_test
 
-__all__ = ["FLOW_FORMAT", "INTERVAL", "ROUNDING_LIMIT", "TRAINING_COUPLINGS",
-           "CentredParityTest", "rounding_ratio",
+__all__ = ["BAND_COVARIANCES", "FLOW_FORMAT", "INTERVAL", "ROUNDING_LIMIT",
+           "TRAINING_COUPLINGS", "CentredParityTest", "band_covariance", "model_covariance",
+           "model_moments", "rounding_ratio", "score_covariance",
            "centred_map", "centred_parity_test", "expansion_block", "fit_step", "row_scales",
            "step_theory", "training_flow"]
 
@@ -215,6 +222,176 @@ def _expansion(stats: CorrelatorStats, width: int, orders, kind: str, memo=None)
         jacs.append(np.pad(J, ((0, 0), (0, sigma.shape[0] - J.shape[1]))))
     J = np.concatenate(jacs)
     return np.concatenate(values), J @ sigma @ J.T, blocks, J, top
+
+
+# ---------------------------------------------------------------------------------------------
+# the coupling band's covariance from the measured cumulants up to order 4
+# ---------------------------------------------------------------------------------------------
+#: The coupling bands :func:`training_flow` offers (its ``band``): ``"score"``, the interval
+#: that inverts the z test with the covariance at the tested value (:func:`fit_step`'s
+#: ``cov_at``, :func:`score_covariance`); ``"sample"``, ``"gaussian"``, ``"cumulants4"``:
+#: the Wald interval :math:`B\hat r \pm q\,sd` with :func:`band_covariance`'s covariance.
+BAND_COVARIANCES = ("score", "sample", "gaussian", "cumulants4")
+
+
+@functools.lru_cache(maxsize=8)
+def _partition_shapes(d: int) -> dict:
+    """The set partitions of ``range(d)`` into blocks of sizes 2..4 (a centred moment has no
+    singleton; cumulants above order 4 are zero in the model), grouped by their block sizes
+    (in decreasing order): ``{sizes: (P, d) positions, block after block}``."""
+    out: dict = {}
+
+    def rec(rest, blocks):
+        if not rest:
+            blocks = sorted(blocks, key=len, reverse=True)
+            out.setdefault(tuple(len(b) for b in blocks), []).append(
+                [i for b in blocks for i in b])
+            return
+        first, others = rest[0], rest[1:]
+        for size in (2, 3, 4):
+            for comb in itertools.combinations(others, size - 1):
+                rec([x for x in others if x not in comb], blocks + [(first, *comb)])
+
+    rec(list(range(d)), [])
+    return {sizes: np.asarray(pos, np.int64) for sizes, pos in out.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _monomial_plan(k: int, top: int):
+    """The distinct monomials E prod(phi) that the moment covariance of orders 1..top needs:
+    (pair index (T, T), single index (T,), {degree: (monomial ids, (M_d, d) labels)}, count)
+    over the concatenated distinct tuples of orders 1..top."""
+    rows = [tuple(t) for m in range(1, top + 1) for t in _tuples.distinct_tuples(k, m)]
+    ids: dict = {}
+    single = np.asarray([ids.setdefault(t, len(ids)) for t in rows])
+    pair = np.asarray([[ids.setdefault(tuple(sorted(s + t)), len(ids)) for t in rows]
+                       for s in rows])
+    groups: dict = {}
+    for mono, i in ids.items():
+        groups.setdefault(len(mono), []).append((i, mono))
+    plan = {d: (np.asarray([i for i, _ in g]), np.asarray([m for _, m in g], np.int64))
+            for d, g in groups.items()}
+    return pair, single, plan, len(ids)
+
+
+def _full_tensor(values, k: int, n: int) -> np.ndarray:
+    """The symmetric (k,)*n tensor of a function given on the distinct n-tuples."""
+    lookup = {tuple(t): i for i, t in enumerate(_tuples.distinct_tuples(k, n))}
+    index = np.asarray([lookup[tuple(sorted(t))] for t in itertools.product(range(k), repeat=n)])
+    return np.asarray(values, np.float64)[index].reshape((k,) * n)
+
+
+def model_moments(k: int, top: int, kappa2, kappa3=None, kappa4=None):
+    r"""Centred moments :math:`E\prod_{a\in m}\phi_a` of every monomial m of degree 2..2·top
+    in k variables, for the distribution whose joint cumulants are ``kappa2``, ``kappa3``,
+    ``kappa4`` (on the distinct tuples; None: zero) and zero above order 4: the sum over
+    the set partitions of m into blocks of sizes 2..4 of the product of the blocks'
+    cumulants (Leonov & Shiryaev; with κ₃ = κ₄ = 0 it is Isserlis' theorem, the Wick sum).
+    Returns ``(moments, pair, single)``: the (M,) values, indexed by
+    ``pair[i, j]`` for the product of distinct tuples i and j of orders 1..top
+    (concatenated) and by ``single[i]`` for tuple i alone (degree 1: zero)."""
+    pair, single, plan, count = _monomial_plan(k, top)
+    K = {2: _full_tensor(kappa2, k, 2),
+         3: None if kappa3 is None else _full_tensor(kappa3, k, 3),
+         4: None if kappa4 is None else _full_tensor(kappa4, k, 4)}
+    out = np.zeros(count)
+    for d, (ids, labels) in plan.items():
+        if d < 2:
+            continue
+        total = np.zeros(len(ids))
+        for sizes, pos in _partition_shapes(d).items():
+            if any(K[b] is None for b in sizes):
+                continue
+            L = labels[:, pos]                      # (M_d, P, d)
+            prod, o = np.ones(L.shape[:2]), 0
+            for b in sizes:
+                prod = prod * K[b][tuple(L[..., o + i] for i in range(b))]
+                o += b
+            total += prod.sum(-1)
+        out[ids] = total
+    return out, pair, single
+
+
+def model_covariance(k: int, n: int, orders, kappa2, kappa3=None, kappa4=None) -> np.ndarray:
+    r"""The delta-method covariance :math:`J\Sigma_M J^T/n` of the sample connected functions
+    of ``orders`` (among 2..4; concatenated) for the model distribution of
+    :func:`model_moments` (cumulants ``kappa2``, ``kappa3``, ``kappa4``, zero above order 4):
+    :math:`\Sigma_M[s, t] = M_{s\cup t} - M_s M_t` over the tuples of orders 1..4, J the
+    Jacobian of the cumulants with respect to the moments at the model's (zero-mean:
+    connected functions are invariant under a shift) moments. With ``kappa3 = kappa4 =
+    None`` it is the Gaussian (Wick) covariance of the k-statistics, :math:`n\,
+    \mathrm{Cov}(k_{abcd}, k_{efgh}) = \sum_{\pi\in S_4}\prod_i \kappa_{a_i e_{\pi(i)}}`
+    (McCullagh 1987, §4.2)."""
+    orders = tuple(int(o) for o in orders)
+    top = max(orders)
+    mom, pair, single = model_moments(k, top, kappa2, kappa3, kappa4)
+    sigma = (mom[pair] - np.outer(mom[single], mom[single])) / n
+    cuts = np.cumsum([0] + [len(_tuples.distinct_tuples(k, m)) for m in range(1, top + 1)])
+    moments = {m: mom[single[cuts[m - 1]:cuts[m]]] for m in range(1, top + 1)}
+    jacs = []
+    for order in orders:
+        J = cumulants_with_jacobian({m: moments[m] for m in range(1, order + 1)}, k, order)[1]
+        jacs.append(np.pad(J, ((0, 0), (0, sigma.shape[0] - J.shape[1]))))
+    J = np.concatenate(jacs)
+    return J @ sigma @ J.T
+
+
+def band_covariance(stats: CorrelatorStats, width: int, orders=(3, 4),
+                    method: str = "cumulants4", memo=None) -> np.ndarray:
+    r"""Covariance of the connected functions of ``orders`` (3 and 4) for the coupling band.
+
+    ``"sample"``: the delta method :math:`J\hat\Sigma J^T` with :math:`\hat\Sigma` the
+    sampled covariance of the moments (:func:`expansion_block`; moments up to order 8).
+    ``"gaussian"``, ``"cumulants4"``: :func:`model_covariance` of the measured
+    :math:`\hat\kappa_2` (Isserlis: the Wick sums of the measured centred 2-pt function)
+    or of the measured :math:`\hat\kappa_2, \hat\kappa_3, \hat\kappa_4`, zero above
+    order 4. ``memo``: :func:`_expansion`'s."""
+    orders = tuple(int(n) for n in orders)
+    if method not in ("sample", "gaussian", "cumulants4"):
+        raise NNGPInputError(f"method must be 'sample', 'gaussian' or 'cumulants4', "
+                             f"got {method!r}")
+    if method == "sample":
+        return _expansion(stats, width, orders, "connected", memo)[1]
+    if max(orders) > 4:
+        raise NNGPInputError(f"method={method!r} models the moments from the cumulants up "
+                             f"to order 4; orders {orders} need more")
+    kap = {n: _expansion(stats, width, (n,), "connected", memo)[0] for n in (2, 3, 4)}
+    if method == "gaussian":
+        return model_covariance(stats.k, stats.n_nets(width), orders, kap[2])
+    return model_covariance(stats.k, stats.n_nets(width), orders, kap[2], kap[3], kap[4])
+
+
+def score_covariance(stats: CorrelatorStats, width: int, orders, memo=None):
+    r"""``r -> C(r)`` of the score band (:func:`fit_step`'s ``cov_at``): the sampled
+    delta-method covariance with its dependence on the fitted connected functions moved
+    from the measured :math:`\hat r` to ``r``,
+    :math:`C(r) = \hat C_{sample} + C_M(\hat\kappa_2, r) - C_M(\hat\kappa_2, \hat r)`,
+    :math:`C_M` the :func:`model_covariance` of cumulants up to order 4. The delta-method
+    covariance is a polynomial in the cumulants up to order 8 (one variable:
+    :math:`n\,\mathrm{Var}\,k_4 = \kappa_8 + 16\kappa_6\kappa_2 + 48\kappa_5\kappa_3 +
+    34\kappa_4^2 + 72\kappa_4\kappa_2^2 + 144\kappa_3^2\kappa_2 + 24\kappa_2^4`, Kendall &
+    Stuart §12.14) in which :math:`\kappa_4` enters only with :math:`\kappa_2`,
+    :math:`\kappa_3` and itself, the terms :math:`C_M` keeps, and :math:`\kappa_3` also in
+    the :math:`\kappa_5\kappa_3` terms; so :math:`C(r)` is the sampled covariance with
+    :math:`\hat\kappa_3, \hat\kappa_4` replaced by r except in those."""
+    orders = tuple(int(n) for n in orders)
+    k, n = stats.k, stats.n_nets(width)
+    sample = _expansion(stats, width, orders, "connected", memo)[1]
+    kap = {o: _expansion(stats, width, (o,), "connected", memo)[0] for o in (2, 3, 4)}
+    sizes = [len(_tuples.distinct_tuples(k, o)) for o in orders]
+
+    def split(r):
+        parts = dict(zip(orders, np.split(np.asarray(r, np.float64), np.cumsum(sizes)[:-1]),
+                         strict=True))
+        return parts.get(3, kap[3]), parts.get(4, kap[4])
+
+    here = model_covariance(k, n, orders, kap[2], kap[3], kap[4])
+
+    def cov_at(r):
+        k3, k4 = split(r)
+        return sample + model_covariance(k, n, orders, kap[2], k3, k4) - here
+
+    return cov_at
 
 
 def expansion_block(stats: CorrelatorStats, width: int, orders, kind: str = "connected"):
@@ -401,7 +578,8 @@ def row_scales(design, scale_columns, scales: str = "order") -> np.ndarray:
     return out
 
 
-def fit_step(r, cov, design, scale_columns, *, scales: str = "order", draws=None) -> dict:
+def fit_step(r, cov, design, scale_columns, *, scales: str = "order", draws=None,
+             cov_at=None) -> dict:
     r"""Posterior and point fit of the couplings from the centred deviations at one step.
 
     ``r`` (T,): observed centred deviations; ``cov`` (T, T): their covariance; ``design``
@@ -414,6 +592,10 @@ def fit_step(r, cov, design, scale_columns, *, scales: str = "order", draws=None
     squares) and the scalar ``tau`` (module docstring). With ``draws`` (S, T), posterior
     draws of the noise-free r (e.g. NUTS, :func:`nngp_ppl.inference.centred.posterior`), the median,
     sd and interval are those of the draws :math:`B r_s` instead of the closed form.
+    With ``cov_at`` (a map r -> covariance of :math:`\hat r`, e.g.
+    :func:`score_covariance`) and no draws, ``lower`` and ``upper`` are the score interval
+    (:func:`_score_interval`: the variance at the tested value), asymmetric where the
+    variance depends on r; ``median`` and ``sd`` stay those of the closed form.
     """
     r = np.asarray(r, np.float64)
     design = np.asarray(design, np.float64)
@@ -430,12 +612,42 @@ def fit_step(r, cov, design, scale_columns, *, scales: str = "order", draws=None
     point = np.linalg.lstsq(design.T @ (w[:, None] * design), design.T @ (w * r),
                             rcond=None)[0]
     tau = float(np.sqrt(np.mean(((r - design @ median) / s) ** 2)))
+    if cov_at is not None and draws is None:
+        lower, upper = _score_interval(r, design, B, cov_at, median, sd, q)
     if draws is not None:
         g = np.asarray(draws, np.float64).reshape(-1, len(r)) @ B.T
         median, sd = np.median(g, axis=0), np.std(g, axis=0, ddof=1)
         lower, upper = np.quantile(g, [0.5 - INTERVAL / 2, 0.5 + INTERVAL / 2], axis=0)
     return {"median": median, "sd": sd, "lower": lower, "upper": upper, "point": point,
             "tau": tau}
+
+
+def _score_interval(r, design, B, cov_at, median, sd, q):
+    r"""Per coupling j, the set of :math:`g_0` that the z test with the covariance at
+    :math:`g_0` does not reject: :math:`t^2 \le q^2 V_j(t)`, :math:`t = g_0 - \hat g_j`,
+    :math:`V_j(t) = [B\,C(\hat r + D_{:j} t)\,B^T]_{jj}` (moving r along the design's
+    column j moves :math:`B r` along coupling j alone: BD = 1). :math:`V_j` is a
+    polynomial of degree <= 4 in t (:func:`score_covariance`: degree 2 in the cumulants,
+    and the Jacobian linear in :math:`\kappa_3`), interpolated exactly through 5 points;
+    the interval runs between the real roots of :math:`t^2 - q^2V_j(t)` nearest to 0 on
+    either side (the Wilson score interval, Wilson 1927, for this variance; infinite on a
+    side without a root). Where the variance does not depend on r it is the Wald interval
+    :math:`\hat g \pm q\,sd`."""
+    lower, upper = median - q * sd, median + q * sd
+    for j in range(len(median)):
+        if not sd[j] > 0:
+            continue
+        ts = sd[j] * np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+        var = np.array([(B @ cov_at(r + design[:, j] * t) @ B.T)[j, j] for t in ts])
+        poly = np.polyfit(ts / sd[j], var / sd[j] ** 2, 4)     # V_j(u sd) / sd^2
+        f = -q**2 * poly
+        f[-3] += 1.0                                             # u^2 - q^2 V(u)/sd^2
+        roots = np.roots(np.trim_zeros(f, "f"))
+        real = roots[np.abs(roots.imag) < 1e-9 * np.maximum(1.0, np.abs(roots))].real
+        above, below = real[real > 0], real[real < 0]
+        upper[j] = median[j] + (sd[j] * above.min() if above.size else np.inf)
+        lower[j] = median[j] + (sd[j] * below.max() if below.size else -np.inf)
+    return lower, upper
 
 
 def _couplings(couplings) -> tuple[str, ...]:
@@ -545,7 +757,7 @@ def _step_block(stats, width, mu, alpha, odd_orders, top, memo):
 def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
                   couplings=TRAINING_COUPLINGS, cutoff: float = 10.0, alpha: float = 0.05,
                   odd_orders=(3,), scales: str = "order", posterior: str = "normal",
-                  num_samples: int = 1000, seed: int = 0):
+                  num_samples: int = 1000, seed: int = 0, band: str = "score"):
     r"""The effective action at every recorded step of a trained ensemble, as an
     :class:`xarray.Dataset` with a ``step`` coordinate (module docstring).
 
@@ -557,7 +769,13 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
     tests; ``odd_orders``: the centred orders of the :math:`\phi\to-\phi` test ((3,) or
     (3, 5)); ``scales``: the estimand's scales (:func:`row_scales`); ``posterior``:
     ``"normal"`` (the closed form) or ``"nuts"`` (:func:`nngp_ppl.inference.centred.posterior`'s
-    draws of r, ``num_samples`` per chain, ``seed``). Variables (dims step,
+    draws of r, ``num_samples`` per chain, ``seed``); ``band``: the closed form's 90%
+    interval (:data:`BAND_COVARIANCES`): ``"score"`` (default) inverts the z test with the
+    delta-method covariance at the tested value (:func:`fit_step`'s ``cov_at``,
+    :func:`score_covariance`), ``"sample"`` the Wald interval
+    :math:`B\hat r \pm q\,sd` of the sampled covariance, ``"gaussian"``,
+    ``"cumulants4"`` the Wald interval with :func:`band_covariance`'s model covariance
+    (docs/training_flow.md, coverage along training). Variables (dims step,
     width, input, coupling, tuple_n): the learned mean, its standard error, the oracle's
     :math:`\mu_t`, z and the finite-width deviation; the connected and centred n-pt functions
     with errors; both symmetry tests; the couplings' median, sd, 90% interval, point fit and
@@ -567,6 +785,8 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
     if posterior not in ("normal", "nuts"):
         raise NNGPInputError(f"posterior must be 'normal' or 'nuts', got {posterior!r}")
     num_samples = _checks.positive_int("num_samples", num_samples)
+    if band not in BAND_COVARIANCES:
+        raise NNGPInputError(f"band must be one of {BAND_COVARIANCES}, got {band!r}")
     couplings = _couplings(couplings)
     cutoff = _checks.finite_float("cutoff", cutoff, minimum=0.0)
     check_box(net, X, cutoff)
@@ -595,16 +815,28 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
             # = inference.problem.centred_observation(stats, w, th.data_orders, "sample") to
             # round-off (r_3 = kappa_3, r_4 = kappa_4; tested), without a JAX trace per call
             r, C, _ = _expansion(stats, w, th.data_orders, "connected", memo)[:3]
+            cov_at = None
+            if band == "score":
+                cov_at = score_covariance(stats, w, th.data_orders, memo)
+            elif band != "sample":
+                C = band_covariance(stats, w, th.data_orders, band, memo)
             draws = None
             if posterior == "nuts":
                 draws = _centred.posterior(th, r, C, [cutoff], num_chains=2,
                                           num_samples=num_samples, seed=seed)["r"]
-            fits[s][i] = fit_step(r, C, D, th.scale_columns, scales=scales, draws=draws)
+            fits[s][i] = fit_step(r, C, D, th.scale_columns, scales=scales, draws=draws,
+                                  cov_at=cov_at)
             fits[s][i]["limited"] = _limited(_rounding_ratio(stats, w, th.data_orders,
                                                              "connected", memo))
     ds = _dataset(trained, net, X, widths, couplings, cutoff, alpha, odd_orders, top, mu,
                   sigma, rows, fits)
     ds.attrs["scales"] = scales
+    ds.attrs["band"] = (
+        "score: {g0 : |g_hat - g0| <= q sd(g0)}, the variance at the tested value "
+        "(training_flow.score_covariance); coupling_sd is the Wald sd at g_hat"
+        if band == "score" and posterior == "normal" else
+        f"Wald: median +- q sd, covariance {band} (training_flow.band_covariance)"
+        if posterior == "normal" else "posterior draws' quantiles")
     ds.attrs["posterior"] = (
         "closed form: N(B r_hat, B C B^T), flat prior on r, normal likelihood"
         if posterior == "normal" else
