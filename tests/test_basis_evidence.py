@@ -234,6 +234,7 @@ def test_infer_prints_the_basis_the_rule_chooses(monkeypatch):
     import xarray as xr
 
     from nngp_ppl.cli.commands import infer
+    from nngp_ppl.inference import compare
 
     pw = _pointwise(np.random.default_rng(7))
     models = list(pw)
@@ -244,7 +245,8 @@ def test_infer_prints_the_basis_the_rule_chooses(monkeypatch):
         coords={"width": [5], "cutoff": [10.0], "model": models})
     dt = xr.DataTree.from_dict({"constant_data": const, "log_likelihood": xr.Dataset()})
     dt.attrs["data_orders"] = json.dumps([1, 3, 4, 6])
-    monkeypatch.setattr(infer, "pointwise_elpd", lambda dt, w, c, ms: {m: pw[m] for m in ms})
+    # A tree without the stored choice (elpd_kept): the rule runs on its pointwise ELPD.
+    monkeypatch.setattr(compare, "pointwise_elpd", lambda dt, w, c, ms: {m: pw[m] for m in ms})
     text = infer.elpd_table(dt)
     row = [line for line in text.splitlines() if line.split()[:2] == ["5", "10"]][0]
     assert row.rstrip().endswith("lambda+kappa [highest: g3+lambda+kappa]")
