@@ -218,6 +218,9 @@ def test_the_flow_stage_computes_the_couplings_and_the_verdict(wide):
     assert list(flow["step"].values) == [0, 2, 8, 30]
     assert flow["coupling_median"].dims == ("step", "width", "coupling")
     assert not bool(flow["symmetry_reject"].sel(step=0).any())
+    # The stored file says how its band was built (training_flow's default, the score
+    # band); the figure's short label sits beside it and does not replace it.
+    assert flow.attrs["band"].startswith("score") and flow.attrs["band_label"] == "90% score band"
 
 
 def test_the_report_section_and_figures(wide, tmp_path):

@@ -231,8 +231,9 @@ def _couplings_figure(flow):
         _step_axis(ax, steps.max())
         ax.set_ylabel(name)
         ax.legend(fontsize=6)
-    fig.suptitle(f"(d) couplings along training ({flow.attrs.get('band', 'band')})",
-                 fontsize=10)
+    # Files written before band_label existed kept the label in "band".
+    label = flow.attrs.get("band_label", flow.attrs.get("band", "band"))
+    fig.suptitle(f"(d) couplings along training ({label})", fontsize=10)
     return fig
 
 
