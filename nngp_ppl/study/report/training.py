@@ -15,8 +15,9 @@ no physics -- into the summary, draws the figures and writes the section:
 * ``training_couplings.png`` (d) and ``training_symmetry.png`` (e), from the flow file,
   only where it was computed (its ``computed`` attribute; :data:`nngp_ppl.training.comparison.
   FLOW_IMPLEMENTATION`). They read ``coupling_median``, ``coupling_lower``,
-  ``coupling_upper`` (step, width, coupling; the band named by the ``band`` attribute)
-  and ``symmetry_p_value``, ``symmetry_reject`` (step, width; the level ``alpha``).
+  ``coupling_upper`` (step, width, coupling; the band the ``band`` attribute describes,
+  labelled by ``band_label``) and ``symmetry_p_value``, ``symmetry_reject`` (step, width;
+  the level ``alpha``).
 """
 
 from __future__ import annotations
