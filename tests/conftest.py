@@ -254,6 +254,17 @@ def centred_study(tmp_path_factory):
     return _study_once(tmp_path_factory, study_from_text(STUDY), "centred_study")
 
 
+def assert_same_trained_bits(first, second, width: int) -> None:
+    """Two trained runs agree bit for bit at every recorded step: the per-step reference
+    the recorder shifts by, and every shifted moment sum at ``width``."""
+    for s in first.steps:
+        a, b = first.at_step(s), second.at_step(s)
+        assert np.array_equal(a.shift(width), b.shift(width)), s
+        assert all(np.array_equal(a.shifted_moment_sums(width)[m],
+                                  b.shifted_moment_sums(width)[m])
+                   for m in a.accumulated_orders), s
+
+
 def kill_training_at_shard(monkeypatch, shard: int, run) -> None:
     """``run()`` (a training run or stage) interrupted by a KeyboardInterrupt as its
     ``shard``-th shard hands over its sums, as a kill would; the trainer is whole again

@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import kill_training_at_shard
+from conftest import assert_same_trained_bits, kill_training_at_shard
 
 import nngp_ppl.sampling._native as _native
 from nngp_ppl import ErfNet
@@ -73,11 +73,7 @@ def test_dask_shifted_training_gives_the_local_bits(client):
     local = train_correlators(*args, **kw)
     on_dask = train_correlators(*args, dask=client, **kw)
     assert np.any(local.at_step(5).shift(4) != 0)
-    for s in local.steps:
-        a, b = local.at_step(s), on_dask.at_step(s)
-        assert np.array_equal(a.shift(4), b.shift(4))
-        assert all(np.array_equal(a.shifted_moment_sums(4)[m], b.shifted_moment_sums(4)[m])
-                   for m in a.accumulated_orders)
+    assert_same_trained_bits(local, on_dask, 4)
 
 
 def test_killed_locally_resumed_on_dask_gives_the_local_bits(local_run, client, tmp_path,
