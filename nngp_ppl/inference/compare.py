@@ -31,6 +31,7 @@ __all__ = [
     "pointwise_elpd",
     "elpd_table",
     "elpd_table_and_choice",
+    "problem_key",
     "stored_choice",
 ]
 
@@ -344,6 +345,12 @@ def elpd_table_and_choice(posterior) -> tuple[dict, np.ndarray]:
     return out, kept
 
 
+def problem_key(width, cutoff) -> str:
+    """The key of one (width, cutoff) problem in the posterior's per-problem root
+    attributes (``elpd_best``, ``elpd_kept``): ``"5/10"``."""
+    return f"{int(width)}/{float(cutoff):g}"
+
+
 def stored_choice(posterior, width, cutoff, models) -> str:
     """The basis the nested rule keeps at (``width``, ``cutoff``) among ``models``: the
     posterior's stored ``elpd_kept`` where it has one for these models, else
@@ -351,7 +358,7 @@ def stored_choice(posterior, width, cutoff, models) -> str:
     (files written before the attribute existed)."""
 
     stored = json.loads(posterior.attrs.get("elpd_kept", "{}"))
-    key = f"{int(width)}/{float(cutoff):g}"
+    key = problem_key(width, cutoff)
     if key in stored and list(models) == _model_names_of(posterior):
         return stored[key]
     return choose_nested_basis(pointwise_elpd(posterior, width, cutoff, models))[0]

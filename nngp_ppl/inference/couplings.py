@@ -42,7 +42,7 @@ from ..tuples import distinct_tuples
 from . import centring as _centring
 from . import diagnostics as _diag
 from . import two_point as _two_point
-from .compare import elpd_table_and_choice
+from .compare import elpd_table_and_choice, problem_key
 from .evidence import conditional_loglik, discrepancy_variance
 from .models.couplings import (
     NORMAL_DF,
@@ -796,12 +796,13 @@ def _store_elpd(tree, widths, cutoffs) -> None:
         {k: xr.DataArray(v, dims=dims) for k, v in table.items()})
     models = np.asarray(json.loads(tree.attrs["elpd_models"]))
     best = models[np.nanargmax(table["elpd"], axis=-1)]
-    tree.attrs["elpd_best"] = json.dumps({f"{w}/{c:g}": str(best[i, j])
-                                          for i, w in enumerate(widths)
-                                          for j, c in enumerate(cutoffs)})
-    tree.attrs["elpd_kept"] = json.dumps({f"{w}/{c:g}": str(kept[i, j])
-                                          for i, w in enumerate(widths)
-                                          for j, c in enumerate(cutoffs)})
+
+    def by_problem(names) -> str:
+        return json.dumps({problem_key(w, c): str(names[i, j]) for i, w in enumerate(widths)
+                           for j, c in enumerate(cutoffs)})
+
+    tree.attrs["elpd_best"] = by_problem(best)
+    tree.attrs["elpd_kept"] = by_problem(kept)
 
 
 def _root_attrs(theory, runs, elpd, elpd_best, attrs) -> dict:
