@@ -817,7 +817,8 @@ def training_flow(trained, net=None, X=None, x_train=None, y_train=None, *,
             r, C, _ = _expansion(stats, w, th.data_orders, "connected", memo)[:3]
             cov_at = None
             if band == "score":
-                cov_at = score_covariance(stats, w, th.data_orders, memo)
+                if posterior == "normal":  # NUTS draws give their own band
+                    cov_at = score_covariance(stats, w, th.data_orders, memo)
             elif band != "sample":
                 C = band_covariance(stats, w, th.data_orders, band, memo)
             draws = None
