@@ -9,8 +9,10 @@ associative and order-independent. Example counts are kept small (the suite runs
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
+import os
 import warnings
 
 import jax
@@ -23,7 +25,7 @@ from hypothesis.extra.numpy import arrays
 from scipy.special import erf
 
 import nngp_ppl
-from nngp_ppl import CorrelatorStats, NNGPInputError
+from nngp_ppl import CorrelatorStats, NNGPInputError, _io
 from nngp_ppl.ensembles.core import network_keys
 from nngp_ppl.sampling.sampler import network_sums
 from nngp_ppl.sampling.stats import HeavyTailWarning, accumulated_orders, check_tails
@@ -245,6 +247,45 @@ def test_edited_files_are_detected(tmp_path, edit, match):
     ds.to_netcdf(tmp_path / "edited.nc", engine="h5netcdf")
     with pytest.raises(NNGPInputError, match=match):
         CorrelatorStats.from_netcdf(tmp_path / "edited.nc")
+
+
+def _nodes(obj):
+    return list(obj.subtree) if isinstance(obj, xr.DataTree) else [obj]
+
+
+@pytest.mark.parametrize("tree", [False, True])
+def test_a_file_is_parsed_once_per_content_and_read_as_written(tmp_path, tree):
+    """The reader's parse cache (_io._load_bytes): what write_netcdf enters for a file is
+    what a fresh parse of its bytes gives, attribute order and checksum included; every
+    reader gets its own copy; a file rewritten under the same name and time stamp is
+    parsed anew, and so refused when edited."""
+    good = tmp_path / "good.nc"
+    small_stats().to_netcdf(good)
+    obj = _io.load_netcdf(good, name="path", what="file")
+    if tree:
+        sums = [k for k in obj.data_vars if k.startswith("moment_sum")]
+        obj = xr.DataTree.from_dict({"/": obj.drop_vars(sums), "/sums": obj[sums]})
+        _io.write_netcdf(obj, good, file_format="test", version=1)
+    data = good.read_bytes()
+    fresh = _io._load(io.BytesIO(data), tree)
+    first = _io.load_netcdf(good, name="path", what="file", tree=tree)
+    assert first.identical(fresh)
+    assert [list(n.attrs) for n in _nodes(first)] == [list(n.attrs) for n in _nodes(fresh)]
+    assert first.attrs[_io.CHECKSUM_ATTR] == fresh.attrs[_io.CHECKSUM_ATTR]
+    # Each reader's own copy: editing one changes nothing another reads.
+    name = next(k for k, v in _nodes(first)[-1].data_vars.items() if v.dtype.kind == "f")
+    _nodes(first)[-1][name].values[...] = np.nan
+    first.attrs["title"] = "edited in memory"
+    assert _io.load_netcdf(good, name="path", what="file", tree=tree).identical(fresh)
+    # The same file name, size and time stamps, one value one ulp up: parsed anew.
+    value = _nodes(fresh)[-1][name].values.flat[0]
+    assert data.count(value.tobytes()) == 1
+    stamp = os.stat(good)
+    good.write_bytes(data.replace(value.tobytes(), np.nextafter(value, np.inf).tobytes()))
+    os.utime(good, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert os.stat(good).st_size == stamp.st_size
+    with pytest.raises(NNGPInputError, match="damaged or edited"):
+        _io.read_netcdf(good, name="path", what="file", tree=tree)
 
 
 def test_statistics_without_tail_sums_skip_the_tail_check():
