@@ -337,7 +337,8 @@ def _load(path, tree: bool):
 #: Keyed by content, so that a file edited or replaced since is parsed anew; every reader
 #: gets its own deep copy. (key -> (object, size in bytes)), least recently used first.
 _PARSED: OrderedDict = OrderedDict()
-#: Total size of the files kept parsed; a file larger than a quarter of it is not kept.
+#: Total size of the files kept parsed; a file larger than a quarter of it is not kept (and
+#: is parsed from disk, without a copy of its bytes in memory).
 PARSED_CACHE_BYTES = 256 * 2**20
 _PARSED_LOCK = threading.Lock()
 
@@ -482,6 +483,8 @@ def load_netcdf(path, *, name: str, what: str, tree: bool = False):
     hook = sys.unraisablehook
     sys.unraisablehook = _QuietH5netcdf(hook)
     try:
+        if path.stat().st_size > PARSED_CACHE_BYTES // 4:  # not kept: no copy of its bytes
+            return _load(path, tree)
         return _load_bytes(path.read_bytes(), tree)
     except Exception as err:  # h5py/xarray raise many types for foreign or broken files
         problem = f"{type(err).__name__}: {err}"

@@ -288,6 +288,19 @@ def test_a_file_is_parsed_once_per_content_and_read_as_written(tmp_path, tree):
         _io.read_netcdf(good, name="path", what="file", tree=tree)
 
 
+def test_a_file_too_large_to_keep_is_read_from_disk_and_not_kept(tmp_path, monkeypatch):
+    good = tmp_path / "good.nc"
+    small_stats().to_netcdf(good)
+    monkeypatch.setattr(_io, "_PARSED", type(_io._PARSED)())
+    monkeypatch.setattr(_io, "PARSED_CACHE_BYTES", 4 * os.stat(good).st_size - 4)
+    monkeypatch.setattr(_io, "_load_bytes", lambda *_: pytest.fail("read into memory"))
+    same(small_stats(), CorrelatorStats.from_netcdf(good))
+    assert not _io._PARSED
+    # Written by write_netcdf (the reader's bytes plus a format): too large to keep as well.
+    _io.write_netcdf(small_stats().to_dataset(), tmp_path / "again.nc", file_format="t")
+    assert not _io._PARSED
+
+
 def test_statistics_without_tail_sums_skip_the_tail_check():
     f = small_stats()
     old = CorrelatorStats(f.net, f.X, f.orders, f.seed, {w: f.moment_sums(w) for w in f.widths},
