@@ -347,8 +347,13 @@ def _parsed_key(data: bytes, tree: bool) -> tuple[bytes, bool]:
     return hashlib.sha256(data).digest(), bool(tree)
 
 
+def _kept(size: int) -> bool:
+    """Whether a file of ``size`` bytes is kept parsed (:data:`PARSED_CACHE_BYTES`)."""
+    return size <= PARSED_CACHE_BYTES // 4
+
+
 def _remember(key, obj, size: int) -> None:
-    if size > PARSED_CACHE_BYTES // 4:
+    if not _kept(size):
         return
     with _PARSED_LOCK:
         _PARSED[key] = (obj, size)
@@ -446,7 +451,7 @@ def write_netcdf(obj, path, *, file_format: str | None = None, version: int | No
     with atomic_path(path) as tmp:
         write_bytes(tmp, data, target=path, durable=durable)
     # What a reader of these bytes would parse: the object read back, with the checksum that
-    # was added after it (tests/test_faults_io.py checks that the two are identical).
+    # was added after it (tests/test_properties.py checks that the two are identical).
     written.attrs[CHECKSUM_ATTR] = digest
     _remember(_parsed_key(data, tree), written, len(data))
     return path
@@ -483,7 +488,7 @@ def load_netcdf(path, *, name: str, what: str, tree: bool = False):
     hook = sys.unraisablehook
     sys.unraisablehook = _QuietH5netcdf(hook)
     try:
-        if path.stat().st_size > PARSED_CACHE_BYTES // 4:  # not kept: no copy of its bytes
+        if not _kept(path.stat().st_size):  # parsed from disk: no copy of its bytes
             return _load(path, tree)
         return _load_bytes(path.read_bytes(), tree)
     except Exception as err:  # h5py/xarray raise many types for foreign or broken files
