@@ -36,14 +36,17 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import nngp_ppl as nn  # noqa: E402
+# nngp_ppl (and with it jax) is imported by the fixtures that use it, not here: under
+# pytest-xdist the controller process loads this file too, runs no test, and would spend
+# ~3 s importing jax before it starts the workers.
 
 #: Three inputs keep the exact Erf 6-pt oracle quick.
 ERF3 = np.array([[-1.0], [0.2], [1.0]])
 
-#: name -> (ensemble, inputs, widths, n_nets, seed); orders 2, 4, 6 with the covariance.
+#: name -> (ensemble class name, its keywords, inputs, widths, n_nets, seed); orders 2, 4, 6
+#: with the covariance.
 RUNS = {
-    "erf": (lambda: nn.ErfNet(d_in=1), ERF3, (5, 50), 20_000, 0),
+    "erf": ("ErfNet", {"d_in": 1}, ERF3, (5, 50), 20_000, 0),
 }
 
 #: (module, fixture) pairs that run a whole ``reproduce`` pipeline or NUTS on a fresh run:
@@ -202,9 +205,11 @@ def sampled_runs(tmp_path_factory):
 
     def get(name: str):
         if name not in done:
-            make, X, widths, n_nets, seed = RUNS[name]
-            stats = nn.sample_correlators(make(), X, list(widths), n_nets, orders=(2, 4, 6),
-                                          seed=seed, progress=False)
+            import nngp_ppl as nn
+
+            cls, kwargs, X, widths, n_nets, seed = RUNS[name]
+            stats = nn.sample_correlators(getattr(nn, cls)(**kwargs), X, list(widths), n_nets,
+                                          orders=(2, 4, 6), seed=seed, progress=False)
             path = tmp_path_factory.mktemp(f"run_{name}") / f"{name}.nc"
             stats.to_netcdf(path)
             done[name] = (stats, path)

@@ -85,6 +85,30 @@ def test_nuts_in_pieces_gives_the_same_draws_and_a_bar(monkeypatch, capsys):
         np.testing.assert_array_equal(run["0"][1][name], run["1"][1][name])
 
 
+def test_a_problem_draws_the_same_in_a_batch_as_alone():
+    """Problems and chains run as one vectorised batch (couplings._over_chains): problem p of
+    a batch gets, bit for bit, the draws it gets alone under its id, so each chain reads its
+    own problem's data and key, whatever its companions."""
+    import jax
+
+    from nngp_ppl.inference import sample_latent
+    from nngp_ppl.inference.models.couplings import LatentArrays, latent_arrays
+
+    rng = np.random.default_rng(3)
+    # Different data and prior scales: a chain given its neighbour's problem draws elsewhere.
+    probs = [latent_arrays(rng.normal(scale=s, size=5), np.eye(5)) for s in (0.5, 3.0, 20.0)]
+    batch = LatentArrays(*(np.stack(f) for f in zip(*probs, strict=True)))
+    key = jax.random.PRNGKey(4)
+    r, stats = sample_latent(batch, np.stack([np.eye(5)] * 3), key, num_chains=2,
+                             num_samples=20, num_warmup=20, problem_ids=[7, 8, 9])
+    for p, arrays in enumerate(probs):
+        r1, stats1 = sample_latent(arrays, np.eye(5), key, num_chains=2, num_samples=20,
+                                   num_warmup=20, problem_ids=[7 + p])
+        np.testing.assert_array_equal(r[p], r1)
+        for name, value in stats1.items():
+            np.testing.assert_array_equal(stats[name][p], value)
+
+
 # --- the diagnostics gate: R-hat against its Monte Carlo error ----------------------------
 def _ar1(rng, n_sets, rho, chains=4, draws=1000, shift=0.0):
     """Stationary unit-variance AR(1) chains: one distribution, so every alarm is false."""
