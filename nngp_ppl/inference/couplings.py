@@ -171,18 +171,17 @@ def _runner(num_warmup, student):
 
     @jax.jit
     def init(keys, starts, arrays):
-        return _over_chains(init_one, starts.shape[1], keys, starts, arrays)
+        return _over_chains(init_one, keys, starts, arrays)
 
     @functools.partial(jax.jit, static_argnums=(2,))
     def advance(state, arrays, length):
-        chains = jax.tree.leaves(state)[0].shape[1]
         one = functools.partial(advance_one, length=length)
-        return _over_chains(one, chains, state, arrays)
+        return _over_chains(one, state, arrays)
 
     return init, advance
 
 
-def _over_chains(fn, chains: int, *args):
+def _over_chains(fn, *args):
     """``fn(*per_chain, arrays)`` over every (problem, chain) pair: ``args`` but the last
     have leading axes (P, chains), the last (the problem's arrays) a leading axis P; the
     result has leading axes (P, chains).
@@ -194,6 +193,7 @@ def _over_chains(fn, chains: int, *args):
     form (measured), and tests/test_user_path.py checks that a problem draws the same in a
     batch as alone."""
     *per_chain, arrays = args
+    chains = jax.tree.leaves(per_chain)[0].shape[1]
     flat = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), tuple(per_chain))
     each = jax.tree.map(lambda a: jnp.repeat(a, chains, axis=0), arrays)
     out = jax.vmap(fn)(*flat, each)
