@@ -22,8 +22,16 @@ $(VENV)/.installed: pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then echo "No Python >= 3.12 found on PATH or under pyenv; install one or run make PYTHON=/path/to/python3.12"; exit 1; fi
 	@echo "Creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e ".[test]"
+	@# uv installs the same versions as pip in about half the time (20 against 37 s on a
+	@# 2-core machine), most of pip's being its own work, not downloads. --compile-bytecode:
+	@# where PYTHONDONTWRITEBYTECODE is set (as on these machines) no process would ever
+	@# cache a compiled module, and each would compile jax, scipy and the rest again (~6 s).
+	@# Plain pip if uv cannot be installed.
+	if $(VPY) -m pip install -q uv; then \
+	  $(VENV)/bin/uv pip install -q --compile-bytecode --python $(VPY) -e ".[test]"; \
+	else \
+	  $(VPY) -m pip install -q -e ".[test]"; \
+	fi
 	@touch $@
 
 venv: $(VENV)/.installed
