@@ -227,3 +227,31 @@ def test_pair_expectation_with_means_of_sine_and_at_zero_mean():
 def test_oscillation_detector():
     assert quadrature.oscillatory(np.sin) and quadrature.oscillatory(np.cos)
     assert not any(quadrature.oscillatory(f) for f in (np.tanh, special.erf, np.exp2))
+
+
+def test_kept_pair_lattices_are_the_lattices_and_stay_within_their_bound(monkeypatch):
+    # pair_expectation keeps the small two-dimensional lattices it integrates on: a kept one
+    # must be the lattice nodes() builds, bit for bit, unwritable, and the kept bytes stay
+    # within the bound however many lattices are asked for.
+    monkeypatch.setattr(quadrature, "_kept_pair_nodes", type(quadrature._kept_pair_nodes)())
+    monkeypatch.setattr(quadrature, "_KEPT_PAIR_BYTES", 200_000)
+    keys = [(h1, h2, 8.0, half) for h1 in (0.2, 0.25, 0.3) for h2 in (0.4, 0.5)
+            for half in (False, True)]
+    for _ in range(2):  # the second pass reads what the first kept (or rebuilt)
+        for h1, h2, R, half in keys:
+            got = quadrature._pair_nodes(h1, h2, R, half)
+            want = list(quadrature.nodes(np.array([h1, h2]), R, 1 << 22, half=half))
+            assert len(got) == len(want)
+            for (u, w), (u0, w0) in zip(got, want, strict=True):
+                assert np.array_equal(u, u0) and np.array_equal(w, w0)
+    kept = quadrature._kept_pair_nodes
+    assert kept and sum(size for _, size in kept.values()) <= 200_000
+    assert len(kept) < len(keys)  # the bound evicted some
+    u, w = next(iter(kept.values()))[0][0]
+    with pytest.raises(ValueError):
+        u[0, 0] = 1.0
+    # The integral does not depend on whether its lattice was kept.
+    a, b, c = np.array([2.0, 1.0]), np.array([1.0, 0.5]), np.array([0.3, -0.2])
+    warm = quadrature.pair_expectation(np.tanh, a, b, c)
+    quadrature._kept_pair_nodes.clear()
+    assert np.array_equal(warm, quadrature.pair_expectation(np.tanh, a, b, c))

@@ -52,6 +52,8 @@ nearly zero has a larger relative error.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -422,6 +424,36 @@ def _pair_step(activation: Callable, scale: float, rtol: float, R: float) -> flo
     return axis_step(activation, scale, 2, rtol / 20, R)
 
 
+#: The bytes of the two-dimensional lattices that :func:`_pair_nodes` keeps, and the largest
+#: lattice it keeps (nodes; 24 bytes a node).
+_KEPT_PAIR_BYTES, _KEPT_PAIR_NODES = 64 << 20, 1 << 16
+_kept_pair_nodes: OrderedDict = OrderedDict()
+_kept_pair_lock = threading.Lock()
+
+
+def _pair_nodes(h1: float, h2: float, R: float, half: bool):
+    """The chunks of :func:`nodes` for the two-dimensional lattice of :func:`pair_expectation`,
+    the most recently used kept (read-only, up to :data:`_KEPT_PAIR_BYTES` in all). A deep
+    net's kernel recursion asks for the same few dozen lattices thousands of times, one call
+    per layer and evaluation (examples/06's kernels: 5,230 calls, 77 lattices of 450-4,700
+    nodes), and building them again cost as much as integrating on them."""
+    key = (h1, h2, R, half)
+    with _kept_pair_lock:  # kernels may be evaluated from XLA's callback threads
+        if key in _kept_pair_nodes:
+            _kept_pair_nodes.move_to_end(key)
+            return _kept_pair_nodes[key][0]
+    chunks = tuple(nodes(np.array([h1, h2]), R, 1 << 22, half=half))
+    size = sum(u.nbytes + w.nbytes for u, w in chunks)
+    if size <= 24 * _KEPT_PAIR_NODES:
+        for u, w in chunks:
+            u.flags.writeable = w.flags.writeable = False
+        with _kept_pair_lock:
+            _kept_pair_nodes[key] = (chunks, size)
+            while sum(v[1] for v in _kept_pair_nodes.values()) > _KEPT_PAIR_BYTES:
+                _kept_pair_nodes.popitem(last=False)
+    return chunks
+
+
 def _bucket(s: np.ndarray) -> np.ndarray:
     """Round scales up to the grid 2^(i/4): one probed step serves every scale in a bucket."""
     out = np.zeros_like(s)
@@ -495,7 +527,7 @@ def pair_expectation(activation: Callable, a, b, c, rtol: float = 1e-12, nu=None
         steps = np.array([_pair_step(activation, float(k1), rtol, R),
                           _pair_step(activation, float(k2), rtol, R)])
         acc = np.zeros(len(sel))
-        for u, w in nodes(steps, R, 1 << 22, half=sym != 0):
+        for u, w in _pair_nodes(float(steps[0]), float(steps[1]), R, sym != 0):
             per = max(1, 4_000_000 // len(u))
             for lo in range(0, len(sel), per):
                 idx = sel[lo : lo + per]
