@@ -24,8 +24,6 @@ import re
 import stat
 import sys
 import tempfile
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import h5netcdf
@@ -33,6 +31,7 @@ import numpy as np
 import xarray as xr
 
 from ._checks import NNGPInputError
+from ._memo import BytesLRU
 
 #: Root attribute holding the SHA-256 digest of a file's content.
 CHECKSUM_ATTR = "checksum"
@@ -336,11 +335,10 @@ def _load(path, tree: bool):
 #: reads each file several times (its fit, infer, flow and target stages, then the report).
 #: Keyed by content, so that a file edited or replaced since is parsed anew; every reader
 #: gets its own deep copy. (key -> (object, size in bytes)), least recently used first.
-_PARSED: OrderedDict = OrderedDict()
+_PARSED = BytesLRU()
 #: Total size of the files kept parsed; a file larger than a quarter of it is not kept (and
 #: is parsed from disk, without a copy of its bytes in memory).
 PARSED_CACHE_BYTES = 256 * 2**20
-_PARSED_LOCK = threading.Lock()
 
 
 def _parsed_key(data: bytes, tree: bool) -> tuple[bytes, bool]:
@@ -353,29 +351,18 @@ def _kept(size: int) -> bool:
 
 
 def _remember(key, obj, size: int) -> None:
-    if not _kept(size):
-        return
-    with _PARSED_LOCK:
-        _PARSED[key] = (obj, size)
-        _PARSED.move_to_end(key)
-        total = sum(n for _, n in _PARSED.values())
-        while total > PARSED_CACHE_BYTES:
-            total -= _PARSED.popitem(last=False)[1][1]
+    if _kept(size):
+        _PARSED.keep(key, obj, size, limit=PARSED_CACHE_BYTES)
 
 
 def _load_bytes(data: bytes, tree: bool):
     """The Dataset or DataTree held in ``data`` (a netCDF file's bytes): parsed once per
     content in this process (:data:`_PARSED`), a deep copy for the caller."""
     key = _parsed_key(data, tree)
-    with _PARSED_LOCK:
-        hit = _PARSED.get(key)
-        if hit is not None:
-            _PARSED.move_to_end(key)
-    if hit is None:
+    obj = _PARSED.fetch(key)
+    if obj is None:
         obj = _load(io.BytesIO(data), tree)
         _remember(key, obj, len(data))
-    else:
-        obj = hit[0]
     return obj.copy(deep=True)
 
 

@@ -26,7 +26,7 @@ ROOT = "nngp_ppl"
 #: Bottom first. A module belongs to the last entry that is a prefix of its dotted name.
 LAYERS: list[tuple[str, ...]] = [
     # base: private utilities and index bookkeeping every layer uses
-    ("nngp_ppl._version", "nngp_ppl._startup", "nngp_ppl._checks", "nngp_ppl._io",
+    ("nngp_ppl._version", "nngp_ppl._startup", "nngp_ppl._checks", "nngp_ppl._memo", "nngp_ppl._io",
      "nngp_ppl._lock", "nngp_ppl._progress", "nngp_ppl.tuples", "nngp_ppl.vocabulary"),
     ("nngp_ppl.ensembles",),  # networks and their activations' Gaussian expectations
     ("nngp_ppl.sampling",),  # network outputs -> correlator sums and their files

@@ -26,6 +26,7 @@ from scipy.special import erf
 
 import nngp_ppl
 from nngp_ppl import CorrelatorStats, NNGPInputError, _io
+from nngp_ppl._memo import BytesLRU
 from nngp_ppl.ensembles.core import network_keys
 from nngp_ppl.sampling.sampler import network_sums
 from nngp_ppl.sampling.stats import HeavyTailWarning, accumulated_orders, check_tails
@@ -299,6 +300,23 @@ def test_a_file_too_large_to_keep_is_read_from_disk_and_not_kept(tmp_path, monke
     # Written by write_netcdf (the reader's bytes plus a format): too large to keep as well.
     _io.write_netcdf(small_stats().to_dataset(), tmp_path / "again.nc", file_format="t")
     assert not _io._PARSED
+
+
+def test_the_byte_bounded_memo_drops_the_least_recently_used_and_keeps_no_oversized_entry():
+    # The memo behind the parsed-file, kernel-block and lattice caches (nngp_ppl._memo).
+    memo = BytesLRU()
+    for key in "abc":
+        memo.keep(key, key.upper(), 10, limit=30)
+    assert memo.fetch("a") == "A"  # now the most recently used: "b" goes first
+    memo.keep("d", "D", 10, limit=30)
+    assert list(memo) == ["c", "a", "d"] and memo.fetch("b") is None
+    memo.keep("e", "E", 25, limit=30)  # 55 bytes: dropped from the oldest until <= 30
+    assert list(memo) == ["e"] and sum(n for _, n in memo.values()) == 25
+    memo.keep("f", "F", 6, limit=30, largest=5)  # larger than one entry may be: not kept
+    memo.keep("g", "G", 31, limit=30)  # larger than the whole memo: not kept
+    assert list(memo) == ["e"]
+    memo.keep("e", "E2", 5, limit=30)  # a key kept again counts once, at its new size
+    assert memo.fetch("e") == "E2" and list(memo.values()) == [("E2", 5)]
 
 
 def test_statistics_without_tail_sums_skip_the_tail_check():

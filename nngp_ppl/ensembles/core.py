@@ -34,7 +34,6 @@ says how to register it (:func:`register_ensemble`, :func:`register_activation`)
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import importlib
@@ -50,6 +49,7 @@ import numpy as np
 
 from .. import _checks
 from .._checks import NNGPInputError
+from .._memo import BytesLRU
 from ..vocabulary import check_propagator, propagator_shift
 from .activations import ACTIVATIONS, ERF, GAUSS, RELU, Activation, quadrature_names
 from .quadrature import pair_expectation
@@ -787,10 +787,9 @@ def traced_pair_expectation(h, a, b, c, nu=None, nu_p=None):
 
 #: Memo of quadrature kernel blocks: (activation, shape, a, b, c[, nu, nu'] bytes) ->
 #: (E[h h'], bytes held).
-_PAIR_CACHE: collections.OrderedDict = collections.OrderedDict()
+_PAIR_CACHE = BytesLRU()
 #: Bytes of arrays the memo may hold (keys and values together).
 PAIR_CACHE_BYTES = 256 * 2**20
-_pair_cache_bytes = 0
 
 
 def _cached_pair_expectation(h, a, b, c, nu=None, nu_p=None) -> np.ndarray:
@@ -805,28 +804,19 @@ def _cached_pair_expectation(h, a, b, c, nu=None, nu_p=None) -> np.ndarray:
     centred theory's propagator) they are part of the key. Least recently used blocks are
     dropped beyond :data:`PAIR_CACHE_BYTES`.
     """
-    global _pair_cache_bytes
-
     arrays = [np.ascontiguousarray(v, dtype=np.float64) for v in (a, b, c)]
     if nu is not None or nu_p is not None:
         arrays += [np.ascontiguousarray(np.broadcast_to(0.0 if v is None else v,
                                                         arrays[2].shape), dtype=np.float64)
                    for v in (nu, nu_p)]
     key = (h, arrays[0].shape, *(v.tobytes() for v in arrays))
-    hit = _PAIR_CACHE.get(key)
+    hit = _PAIR_CACHE.fetch(key)
     if hit is not None:
-        _PAIR_CACHE.move_to_end(key)
-        return hit[0]
+        return hit
     means = arrays[3:] if len(arrays) > 3 else (None, None)
     out = pair_expectation(h, *arrays[:3], nu=means[0], nu_p=means[1]).astype(np.float64)
     out.setflags(write=False)
-    size = (len(arrays) + 1) * arrays[0].nbytes
-    if size <= PAIR_CACHE_BYTES:
-        _PAIR_CACHE[key] = (out, size)
-        _pair_cache_bytes += size
-        while _pair_cache_bytes > PAIR_CACHE_BYTES:
-            _, (_, old_size) = _PAIR_CACHE.popitem(last=False)
-            _pair_cache_bytes -= old_size
+    _PAIR_CACHE.keep(key, out, (len(arrays) + 1) * arrays[0].nbytes, limit=PAIR_CACHE_BYTES)
     return out
 
 

@@ -52,8 +52,6 @@ nearly zero has a larger relative error.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -62,6 +60,7 @@ from scipy.stats import chi2
 
 from .. import tuples as _tuples
 from .._checks import NNGPInputError
+from .._memo import BytesLRU
 
 __all__ = [
     "RTOL",
@@ -427,8 +426,7 @@ def _pair_step(activation: Callable, scale: float, rtol: float, R: float) -> flo
 #: The bytes of the two-dimensional lattices that :func:`_pair_nodes` keeps, and the largest
 #: lattice it keeps (nodes; 24 bytes a node).
 _KEPT_PAIR_BYTES, _KEPT_PAIR_NODES = 64 << 20, 1 << 16
-_kept_pair_nodes: OrderedDict = OrderedDict()
-_kept_pair_lock = threading.Lock()
+_kept_pair_nodes = BytesLRU()
 
 
 def _pair_nodes(h1: float, h2: float, R: float, half: bool):
@@ -438,19 +436,13 @@ def _pair_nodes(h1: float, h2: float, R: float, half: bool):
     per layer and evaluation (examples/06's kernels: 5,230 calls, 77 lattices of 450-4,700
     nodes), and building them again cost as much as integrating on them."""
     key = (h1, h2, R, half)
-    with _kept_pair_lock:  # kernels may be evaluated from XLA's callback threads
-        if key in _kept_pair_nodes:
-            _kept_pair_nodes.move_to_end(key)
-            return _kept_pair_nodes[key][0]
-    chunks = tuple(nodes(np.array([h1, h2]), R, 1 << 22, half=half))
-    size = sum(u.nbytes + w.nbytes for u, w in chunks)
-    if size <= 24 * _KEPT_PAIR_NODES:
+    chunks = _kept_pair_nodes.fetch(key)
+    if chunks is None:
+        chunks = tuple(nodes(np.array([h1, h2]), R, 1 << 22, half=half))
         for u, w in chunks:
             u.flags.writeable = w.flags.writeable = False
-        with _kept_pair_lock:
-            _kept_pair_nodes[key] = (chunks, size)
-            while sum(v[1] for v in _kept_pair_nodes.values()) > _KEPT_PAIR_BYTES:
-                _kept_pair_nodes.popitem(last=False)
+        _kept_pair_nodes.keep(key, chunks, sum(u.nbytes + w.nbytes for u, w in chunks),
+                              limit=_KEPT_PAIR_BYTES, largest=24 * _KEPT_PAIR_NODES)
     return chunks
 
 
