@@ -17,6 +17,7 @@ import pytest
 import nngp_ppl as nn
 from nngp_ppl.inference import centred, eft, problem
 from nngp_ppl.theory import exact
+from nngp_ppl.tuples import distinct_tuples
 
 jax.config.update("jax_enable_x64", True)
 
@@ -221,6 +222,24 @@ def test_delta_method_matches_the_explicit_covariance_formula():
     # r3 of the sample is the plug-in third central moment of the outputs.
     k3 = centred.centred_moments({m: jnp.asarray(v) for m, v in raw.items()}, 4, 3)
     assert np.allclose(r1[:20], np.asarray(k3), rtol=1e-10, atol=0)
+
+
+def test_centred_moments_of_numpy_arrays_are_the_sample_moments_and_the_traced_bits():
+    """centred_moments sums NumPy input with NumPy and jax input with jax: both give the
+    plug-in central moments mean_s prod_a (f_a - mean f_a) of the samples (to round-off),
+    and the same bits as each other (a fit's data must not depend on the array type)."""
+    rng = np.random.default_rng(3)
+    k = 3
+    F = rng.normal(size=(400, k)) ** 2 + np.array([0.4, -1.2, 2.0])
+    raw = {m: np.prod(F[:, distinct_tuples(k, m)], axis=2).mean(0) for m in range(1, 7)}
+    C = F - F.mean(0)
+    for n in (2, 3, 4, 5, 6):
+        got = centred.centred_moments(raw, k, n)
+        assert isinstance(got, np.ndarray)
+        want = np.prod(C[:, distinct_tuples(k, n)], axis=2).mean(0)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * np.max(np.abs(want)))
+        traced = centred.centred_moments({m: jnp.asarray(v) for m, v in raw.items()}, k, n)
+        assert np.array_equal(got, np.asarray(traced))
 
 
 @pytest.mark.slow

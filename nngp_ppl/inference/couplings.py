@@ -479,7 +479,7 @@ def _width_data(stats, theory, width, noise, rcond, mode="kernel") -> dict:
         r, cov = centred_observation(stats, width, theory.data_orders, noise,
                                      net=theory.net, X=theory.X, two_point=mode,
                                      K=theory.kernel)
-        raw = {m: jnp.asarray(stats.correlator_tuples(m, width))
+        raw = {m: np.asarray(stats.correlator_tuples(m, width), dtype=np.float64)
                for m in _centring.raw_orders(theory.data_orders)}
         y = np.concatenate([np.asarray(_centring.centred_moments(raw, theory.k, n))
                             for n in theory.data_orders])
