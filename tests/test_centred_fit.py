@@ -225,16 +225,17 @@ def test_delta_method_matches_the_explicit_covariance_formula():
 
 
 def test_centred_moments_of_numpy_arrays_are_the_sample_moments_and_the_traced_bits():
-    """centred_moments sums NumPy input with NumPy and jax input with jax: both give the
-    plug-in central moments mean_s prod_a (f_a - mean f_a) of the samples (to round-off),
-    and the same bits as each other (a fit's data must not depend on the array type)."""
+    """centred_moments in NumPy (xp=np, a fit's concrete data) and in jax (the default, which
+    traces): both give the plug-in central moments mean_s prod_a (f_a - mean f_a) of the
+    samples (to round-off), and the same bits as each other (a fit's data must not depend
+    on the array module)."""
     rng = np.random.default_rng(3)
     k = 3
     F = rng.normal(size=(400, k)) ** 2 + np.array([0.4, -1.2, 2.0])
     raw = {m: np.prod(F[:, distinct_tuples(k, m)], axis=2).mean(0) for m in range(1, 7)}
     C = F - F.mean(0)
     for n in (2, 3, 4, 5, 6):
-        got = centred.centred_moments(raw, k, n)
+        got = centred.centred_moments(raw, k, n, xp=np)
         assert isinstance(got, np.ndarray)
         want = np.prod(C[:, distinct_tuples(k, n)], axis=2).mean(0)
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * np.max(np.abs(want)))

@@ -237,11 +237,11 @@ def _pairing_rows(k: int, n: int) -> tuple[np.ndarray, ...]:
                  for p in _tuples.pairings(n))
 
 
-def centred_moments(raw: dict, k: int, n: int):
+def centred_moments(raw: dict, k: int, n: int, *, xp=jnp):
     r""":math:`C_n` on distinct n-tuples from raw moments ``raw`` {m: (T_m,)} of orders
-    1..n (module docstring; jnp arrays trace). NumPy arrays are summed by NumPy: op by op,
-    jax would compile some 40 small programs per shape (1-2 s, the same bits)."""
-    xp = np if all(isinstance(v, np.ndarray) for v in raw.values()) else jnp
+    1..n (module docstring) in the array module ``xp``: ``jnp`` traces; ``np`` for concrete
+    data, which jax would run op by op, compiling some 40 small programs per shape (1-2 s;
+    the same bits)."""
     mean = raw[1]
     total = 0.0
     for size, sub, outside in _centring_terms(k, n):

@@ -481,7 +481,7 @@ def _width_data(stats, theory, width, noise, rcond, mode="kernel") -> dict:
                                      K=theory.kernel)
         raw = {m: np.asarray(stats.correlator_tuples(m, width), dtype=np.float64)
                for m in _centring.raw_orders(theory.data_orders)}
-        y = np.concatenate([np.asarray(_centring.centred_moments(raw, theory.k, n))
+        y = np.concatenate([_centring.centred_moments(raw, theory.k, n, xp=np)
                             for n in theory.data_orders])
         free = y - r
     elif mode == "measured":
