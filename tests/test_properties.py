@@ -13,7 +13,9 @@ import io
 import itertools
 import math
 import os
+import tempfile
 import warnings
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -300,6 +302,57 @@ def test_a_file_too_large_to_keep_is_read_from_disk_and_not_kept(tmp_path, monke
     # Written by write_netcdf (the reader's bytes plus a format): too large to keep as well.
     _io.write_netcdf(small_stats().to_dataset(), tmp_path / "again.nc", file_format="t")
     assert not _io._PARSED
+
+
+# Attribute values of the kinds the package's files carry (names, settings, lists of orders
+# and couplings, one-element lists, NaN) and the variable kinds (float32/64, integers,
+# strings, booleans, scalars, empty).
+_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
+_number = st.one_of(st.integers(-2**62, 2**62), st.floats(allow_infinity=True, allow_nan=True),
+                    st.floats(width=32).map(np.float32))
+_attr_value = st.one_of(_text, _number, st.lists(_text, min_size=1, max_size=3),
+                        st.lists(st.floats(allow_nan=True), min_size=1, max_size=3),
+                        st.lists(st.integers(-1000, 1000), min_size=1, max_size=3))
+_attrs = st.dictionaries(st.sampled_from(["title", "orders", "σ_b", "couplings", "seed", "x1",
+                                          "note"]), _attr_value, max_size=5)
+_variables = st.lists(st.sampled_from([
+    ("f64", ("d",), np.array([1.5, np.nan, -0.0])),
+    ("f32", ("d",), np.array([1.5, 2.0, 3.0], np.float32)),
+    ("i64", ("d",), np.array([2**62, -1, 0])),
+    ("labels", ("d",), np.array(["λ", "g3", ""])),
+    ("flags", ("d",), np.array([True, False, True])),
+    ("scalar", (), np.array(0.25)),
+    ("empty", ("z",), np.zeros(0)),
+]), min_size=1, max_size=4, unique_by=lambda v: v[0])
+
+
+@FEW
+@given(root=_attrs, group=_attrs, var_attrs=_attrs, variables=_variables)
+def test_the_parse_write_netcdf_keeps_is_what_h5netcdf_reads_from_the_file(
+        root, group, var_attrs, variables):
+    """write_netcdf parses the bytes it has just built with netCDF-C (_io._parse_written),
+    keeps that parse for later readers and checksums it; a reader in another process parses
+    the file with h5netcdf (_io._load). The two must agree exactly, or a file would read
+    differently in another process and be refused there as edited: the same values and
+    attributes, in the same order, the checksum verified, and the same bytes when written
+    again."""
+    ds = xr.Dataset({name: (dims, value, var_attrs) for name, dims, value in variables},
+                    coords={"d": ["a", "b", "c"]}, attrs=group)
+    cases = [(ds.assign_attrs(root), False),
+             (xr.DataTree.from_dict({"/": xr.Dataset(attrs=root), "/posterior": ds}), True)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for obj, tree in cases:
+            path = Path(tmp) / "f.nc"
+            _io.write_netcdf(obj, path, file_format="test", version=1)
+            kept = _io.load_netcdf(path, name="path", what="file", tree=tree)
+            fresh = _io._load(io.BytesIO(path.read_bytes()), tree)
+            assert kept.identical(fresh)
+            for a, b in zip(_nodes(kept), _nodes(fresh), strict=True):
+                assert list(a.attrs) == list(b.attrs)
+                assert {k: list(v.attrs) for k, v in a.variables.items()} == {
+                    k: list(v.attrs) for k, v in b.variables.items()}
+            _io.verify_checksum(fresh, name="path", path=path, what="file")
+            assert _io.netcdf_bytes(kept) == _io.netcdf_bytes(fresh)
 
 
 def test_the_byte_bounded_memo_drops_the_least_recently_used_and_keeps_no_oversized_entry():
