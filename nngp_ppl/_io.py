@@ -325,7 +325,8 @@ def _digests(obj, variants) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 def _load(path, tree: bool):
     """The Dataset or DataTree in the netCDF file ``path`` (a path or file object), parsed by
-    h5netcdf: any file, however damaged, gives a Python exception (:func:`load_netcdf`)."""
+    h5netcdf: a damaged header raises a Python exception, which :func:`load_netcdf` reports
+    in one line (damaged values parse, and their checksum fails)."""
     if tree:
         return xr.load_datatree(path, engine="h5netcdf")
     return xr.load_dataset(path, engine="h5netcdf")
