@@ -323,32 +323,25 @@ def _digests(obj, variants) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # writing and reading checksummed netCDF files
 # ---------------------------------------------------------------------------------------------
-def _load(path, tree: bool):
-    """The Dataset or DataTree in the netCDF file ``path`` (a path or file object), parsed by
-    h5netcdf: a damaged header raises a Python exception, which :func:`load_netcdf` reports
-    in one line (damaged values parse, and their checksum fails)."""
-    if tree:
-        return xr.load_datatree(path, engine="h5netcdf")
-    return xr.load_dataset(path, engine="h5netcdf")
+def _load(src, tree: bool, *, engine: str = "h5netcdf"):
+    """The Dataset or DataTree in the netCDF file ``src`` (a path, a file object, or with
+    ``engine="netcdf4"`` the file's bytes).
 
-
-def _parse_written(data: bytes, tree: bool):
-    """The Dataset or DataTree in ``data``, bytes :func:`netcdf_bytes` has just built, parsed
-    by netCDF-C (xarray's ``netcdf4`` engine) instead of h5netcdf.
-
-    A posterior file of 91 variables takes 0.07 s here against 0.45 s through h5netcdf, which
-    looks every dimension up through h5py again for each variable (h5netcdf issue 195).
-    Both give the same objects for a file h5netcdf wrote: the same values, attributes and
-    their order, and encodings from which h5netcdf writes the same bytes again (checked on
-    the 1,875 checksummed files a run of the test suite left; tests/test_properties.py).
-    So the checksum that :func:`write_netcdf` computes from this parse is the one
-    :func:`load_netcdf` recomputes. Only these bytes, never a file from disk: netCDF-C 4.10
-    crashed the interpreter (SIGSEGV, at exit) after refusing a file whose header had been
-    overwritten, where h5netcdf raises.
+    h5netcdf (the default) reads any file: a damaged header raises a Python exception, which
+    :func:`load_netcdf` reports in one line (damaged values parse, and their checksum fails).
+    netCDF-C (``engine="netcdf4"``) is for the bytes :func:`write_netcdf` has just built, and
+    only those: a posterior file of 91 variables takes 0.07 s against 0.45 s through
+    h5netcdf, which looks every dimension up through h5py again for each variable (h5netcdf
+    issue 195). Both give the same objects for a file h5netcdf wrote: the same values,
+    attributes and their order, and encodings from which h5netcdf writes the same bytes
+    again (checked on the 1,875 checksummed files a run of the test suite left;
+    tests/test_properties.py), so the checksum computed from one is the one the other
+    recomputes. Never a file from disk: netCDF-C 4.10 crashed the interpreter (SIGSEGV, at
+    exit) after refusing a file whose header had been overwritten, where h5netcdf raises.
     """
     if tree:
-        return xr.load_datatree(data, engine="netcdf4")
-    return xr.load_dataset(data, engine="netcdf4")
+        return xr.load_datatree(src, engine=engine)
+    return xr.load_dataset(src, engine=engine)
 
 
 #: The files this process has parsed or written, by the SHA-256 of their bytes: h5netcdf
@@ -451,7 +444,7 @@ def write_netcdf(obj, path, *, file_format: str | None = None, version: int | No
     obj.attrs.pop(CHECKSUM_ATTR, None)
     check_replaceable("path", path)
     buf = io.BytesIO(netcdf_bytes(obj))
-    written = _parse_written(buf.getvalue(), tree)
+    written = _load(buf.getvalue(), tree, engine="netcdf4")
     digest = content_checksum(written)
     with h5netcdf.File(buf, "a") as f:
         f.attrs[CHECKSUM_ATTR] = digest

@@ -330,9 +330,9 @@ _variables = st.lists(st.sampled_from([
 @given(root=_attrs, group=_attrs, var_attrs=_attrs, variables=_variables)
 def test_the_parse_write_netcdf_keeps_is_what_h5netcdf_reads_from_the_file(
         root, group, var_attrs, variables):
-    """write_netcdf parses the bytes it has just built with netCDF-C (_io._parse_written),
+    """write_netcdf parses the bytes it has just built with netCDF-C (_io._load, netcdf4),
     keeps that parse for later readers and checksums it; a reader in another process parses
-    the file with h5netcdf (_io._load). The two must agree exactly, or a file would read
+    the file with h5netcdf (_io._load by default). The two must agree exactly, or a file would read
     differently in another process and be refused there as edited: the same values and
     attributes, in the same order, the checksum verified, and the same bytes when written
     again."""
